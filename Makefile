@@ -1,0 +1,72 @@
+# ObservAI Hub: the single entry point. Every target sets itself up on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# Python 3.12 (the Lambda runtime): PYTHON overrides; else pyenv's 3.12.x, else python3.12 on PATH.
+PYTHON ?= $(shell for p in "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python3.12 "$$(command -v python3.12)"; do [ -x "$$p" ] && { echo "$$p"; break; }; done)
+STAMP := $(VENV)/.installed
+
+.PHONY: help dev test test-unit test-integration test-e2e lint format build migrate invoke bootstrap openapi bench coldstart clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml layers/common/requirements.txt
+	@[ -n "$(PYTHON)" ] || { echo "Python 3.12 not found: install it (pyenv install 3.12.1) or set PYTHON=/path/to/python3.12"; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create the virtual environment and install everything
+
+dev: $(STAMP) ## Run the local stack (embedded Postgres, every HttpApi route on :3000, schedules)
+	$(PY) -m observai_local serve
+
+test: $(STAMP) ## Run the whole suite (unit, integration, end-to-end)
+	$(PY) -m pytest -n 2 tests
+
+test-unit: $(STAMP) ## Unit tests only
+	$(PY) -m pytest tests/unit
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e
+
+lint: $(STAMP) ## ruff, mypy, sam validate --lint
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/sam validate --lint --region us-east-1
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+build: $(STAMP) ## sam build (no Docker)
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/sam build
+
+migrate: $(STAMP) ## Apply migrations (DATABASE_URL, else the embedded Postgres)
+	$(PY) -m observai_local migrate
+
+invoke: $(STAMP) ## Invoke one function: make invoke FN=HealthFunction EVENT=events/health_get.json
+	$(PY) -m observai_local invoke $(FN) -e $(EVENT)
+
+bootstrap: $(STAMP) ## Create the first organization and its owner: make bootstrap ORG="Acme" EMAIL=owner@acme.test
+	$(PY) -m observai.tenancy.bootstrap --org-name "$(ORG)" --owner-email "$(EMAIL)"
+
+openapi: $(STAMP) ## Regenerate docs/openapi.json from the resolvers
+	$(PY) -m observai_local openapi --write
+
+bench: $(STAMP) ## Benchmarks (ratios against a ceiling measured in the same run)
+	$(PY) -m observai_local bench
+
+coldstart: $(STAMP) ## Cold-start import time of each function
+	$(PY) -m observai_local coldstart
+
+clean:
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

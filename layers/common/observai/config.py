@@ -1,0 +1,86 @@
+"""Typed settings, read from the environment at first use (never at import) so tests can set them.
+
+Secrets (database URL, Supabase JWT secret, service role key) come either from plain environment
+variables (local development, tests) or from one Secrets Manager secret holding a JSON object,
+named by ``APP_SECRET_ARN``; the secret is fetched once per container and cached by Powertools
+Parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+# The Supabase CLI's well-known development JWT secret: only ever a default when STAGE=local.
+SUPABASE_CLI_DEV_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+
+SECRET_CACHE_SECONDS = 300
+
+
+class Settings(BaseModel):
+    stage: Literal["local", "test", "dev", "prod"] = "local"
+    service_name: str = "observai"
+    database_url: SecretStr | None = None
+    db_statement_timeout_ms: int = Field(default=5000, ge=100, le=900_000)
+    db_idle_in_transaction_timeout_ms: int = Field(default=10_000, ge=100, le=900_000)
+    db_connect_timeout_s: int = Field(default=5, ge=1, le=60)
+    supabase_url: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    supabase_jwks_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    jwt_audience: str = "authenticated"
+    api_key_cache_ttl_s: int = Field(default=60, ge=0, le=3600)
+    api_key_rotation_grace_s: int = Field(default=86_400, ge=0, le=7 * 86_400)
+    rate_limit_per_second: float = Field(default=20.0, gt=0)
+    rate_limit_burst: int = Field(default=100, ge=1)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
+    invite_redirect_url: str | None = None
+
+    @property
+    def jwks_url(self) -> str | None:
+        if self.supabase_jwks_url:
+            return self.supabase_jwks_url
+        if self.supabase_url:
+            return self.supabase_url.rstrip("/") + "/auth/v1/.well-known/jwks.json"
+        return None
+
+    @property
+    def jwt_secret(self) -> str | None:
+        if self.supabase_jwt_secret is not None:
+            return self.supabase_jwt_secret.get_secret_value()
+        if self.stage in ("local", "test"):
+            return SUPABASE_CLI_DEV_JWT_SECRET
+        return None
+
+
+_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key")
+
+
+def _secret_values(arn: str) -> dict[str, Any]:
+    # Imported here: Parameters pulls in boto3, which only deployed functions need.
+    from aws_lambda_powertools.utilities import parameters
+
+    value = parameters.get_secret(arn, transform="json", max_age=SECRET_CACHE_SECONDS)
+    return value if isinstance(value, dict) else {}
+
+
+def get_settings() -> Settings:
+    """Build the settings from the current environment (cheap; secrets are cached per container)."""
+    env = os.environ
+    raw: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        value = env.get(name.upper())
+        if value is not None and value != "":
+            raw[name] = value
+    if "cors_allow_origins" in raw:
+        raw["cors_allow_origins"] = [o.strip() for o in raw["cors_allow_origins"].split(",") if o.strip()]
+    arn = env.get("APP_SECRET_ARN")
+    if arn and any(key not in raw for key in _SECRET_KEYS):
+        secret = _secret_values(arn)
+        for key in _SECRET_KEYS:
+            if key not in raw and secret.get(key):
+                raw[key] = secret[key]
+    return Settings.model_validate(raw)

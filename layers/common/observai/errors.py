@@ -1,0 +1,66 @@
+"""Domain exceptions. They know nothing of HTTP: observai.http.exception_handlers maps them to statuses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ObservAIError(Exception):
+    """Base of every error we raise on purpose; ``code`` is stable and machine-readable."""
+
+    code = "error"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ObservAIError):
+    code = "invalid_input"
+
+
+class Unauthenticated(ObservAIError):
+    code = "unauthenticated"
+
+
+class Forbidden(ObservAIError):
+    code = "forbidden"
+
+
+class NotFound(ObservAIError):
+    code = "not_found"
+
+
+class Conflict(ObservAIError):
+    code = "conflict"
+
+
+class PayloadTooLarge(ObservAIError):
+    code = "payload_too_large"
+
+
+class UnsupportedMediaType(ObservAIError):
+    code = "unsupported_media_type"
+
+
+class Unprocessable(ObservAIError):
+    code = "unprocessable"
+
+
+class RateLimited(ObservAIError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after_s: int, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, int(retry_after_s))
+
+
+class Unavailable(ObservAIError):
+    code = "unavailable"
+
+    def __init__(self, message: str, *, retry_after_s: int = 5, details: Any = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after_s = max(1, int(retry_after_s))

@@ -1,0 +1,1 @@
+"""Docker-free local runner: embedded Postgres, HttpApi routes served in-process, schedules, invoke."""
