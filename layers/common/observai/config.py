@@ -36,7 +36,6 @@ class Settings(BaseModel):
     rate_limit_per_second: float = Field(default=20.0, gt=0)
     rate_limit_burst: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
-    cors_allow_origins: list[str] = Field(default_factory=lambda: ["*"])
     invite_redirect_url: str | None = None
 
     @property
@@ -75,8 +74,6 @@ def get_settings() -> Settings:
         value = env.get(name.upper())
         if value is not None and value != "":
             raw[name] = value
-    if "cors_allow_origins" in raw:
-        raw["cors_allow_origins"] = [o.strip() for o in raw["cors_allow_origins"].split(",") if o.strip()]
     arn = env.get("APP_SECRET_ARN")
     if arn and any(key not in raw for key in _SECRET_KEYS):
         secret = _secret_values(arn)

@@ -1,0 +1,53 @@
+"""API keys of a project: create (the key is shown once), list, revoke, rotate."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+from observai.http.dependencies import CurrentUser
+from observai.http.envelope import Envelope, ok
+from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import created
+from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.tenancy import api_keys
+from observai.tenancy.api_key_models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyRotate
+from observai.tenancy.models import Deleted
+
+app = create_resolver()
+
+
+@app.post("/v1/projects/<project_id>/api-keys", tags=["api-keys"])
+def create_key(
+    user: CurrentUser, project_id: UUID, body: Annotated[ApiKeyCreate, Body()]
+) -> Response[Envelope[ApiKeyCreated]]:
+    return created(ok(api_keys.create_key(user, project_id, body)))
+
+
+@app.get("/v1/projects/<project_id>/api-keys", tags=["api-keys"])
+def list_keys(
+    user: CurrentUser,
+    project_id: UUID,
+    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+) -> Envelope[list[ApiKey]]:
+    items, next_cursor = api_keys.list_keys(user, project_id, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.delete("/v1/projects/<project_id>/api-keys/<key_id>", tags=["api-keys"])
+def revoke_key(user: CurrentUser, project_id: UUID, key_id: UUID) -> Envelope[Deleted]:
+    return ok(api_keys.revoke_key(user, project_id, key_id))
+
+
+@app.post("/v1/projects/<project_id>/api-keys/<key_id>/rotate", tags=["api-keys"])
+def rotate_key(
+    user: CurrentUser, project_id: UUID, key_id: UUID, body: Annotated[ApiKeyRotate | None, Body()] = None
+) -> Response[Envelope[ApiKeyCreated]]:
+    return created(ok(api_keys.rotate_key(user, project_id, key_id, body)))
+
+
+lambda_handler = lambda_handler_for(app)

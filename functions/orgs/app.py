@@ -1,0 +1,138 @@
+"""Organizations, projects, members, invitations, the audit log, and whoami. Thin: parse, one call, envelope."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+
+from observai.http.dependencies import CurrentPrincipal, CurrentUser
+from observai.http.envelope import Envelope, ok
+from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import created
+from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.tenancy import audit_trail, invitations, members, orgs, projects
+from observai.tenancy.models import (
+    AuditEntry,
+    Deleted,
+    Invitation,
+    InvitationCreate,
+    Member,
+    MemberAdd,
+    MemberUpdate,
+    Org,
+    OrgCreate,
+    OrgUpdate,
+    Project,
+    ProjectCreate,
+    ProjectUpdate,
+    WhoAmI,
+)
+from observai.tenancy.whoami import whoami
+
+app = create_resolver()
+
+Cursor = Annotated[str | None, Query(description="next_cursor from the previous page", max_length=512)]
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+
+
+@app.post("/v1/orgs", tags=["organizations"])
+def create_org(user: CurrentUser, body: Annotated[OrgCreate, Body()]) -> Response[Envelope[Org]]:
+    return created(ok(orgs.create_org(user, body)))
+
+
+@app.get("/v1/orgs", tags=["organizations"])
+def list_orgs(user: CurrentUser, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT) -> Envelope[list[Org]]:
+    items, next_cursor = orgs.list_orgs(user, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.get("/v1/orgs/<org_id>", tags=["organizations"])
+def get_org(user: CurrentUser, org_id: UUID) -> Envelope[Org]:
+    return ok(orgs.get_org(user, org_id))
+
+
+@app.patch("/v1/orgs/<org_id>", tags=["organizations"])
+def update_org(user: CurrentUser, org_id: UUID, body: Annotated[OrgUpdate, Body()]) -> Envelope[Org]:
+    return ok(orgs.update_org(user, org_id, body))
+
+
+@app.delete("/v1/orgs/<org_id>", tags=["organizations"])
+def delete_org(user: CurrentUser, org_id: UUID) -> Envelope[Deleted]:
+    return ok(orgs.delete_org(user, org_id))
+
+
+@app.post("/v1/orgs/<org_id>/projects", tags=["projects"])
+def create_project(user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]) -> Response[Envelope[Project]]:
+    return created(ok(projects.create_project(user, org_id, body)))
+
+
+@app.get("/v1/orgs/<org_id>/projects", tags=["projects"])
+def list_projects(
+    user: CurrentUser, org_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> Envelope[list[Project]]:
+    items, next_cursor = projects.list_projects(user, org_id, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.get("/v1/projects/<project_id>", tags=["projects"])
+def get_project(user: CurrentUser, project_id: UUID) -> Envelope[Project]:
+    return ok(projects.get_project(user, project_id))
+
+
+@app.patch("/v1/projects/<project_id>", tags=["projects"])
+def update_project(user: CurrentUser, project_id: UUID, body: Annotated[ProjectUpdate, Body()]) -> Envelope[Project]:
+    return ok(projects.update_project(user, project_id, body))
+
+
+@app.delete("/v1/projects/<project_id>", tags=["projects"])
+def delete_project(user: CurrentUser, project_id: UUID) -> Envelope[Deleted]:
+    return ok(projects.delete_project(user, project_id))
+
+
+@app.get("/v1/orgs/<org_id>/members", tags=["members"])
+def list_members(
+    user: CurrentUser, org_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> Envelope[list[Member]]:
+    items, next_cursor = members.list_members(user, org_id, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.post("/v1/orgs/<org_id>/members", tags=["members"])
+def add_member(user: CurrentUser, org_id: UUID, body: Annotated[MemberAdd, Body()]) -> Response[Envelope[Member]]:
+    return created(ok(members.add_member(user, org_id, body)))
+
+
+@app.patch("/v1/orgs/<org_id>/members/<user_id>", tags=["members"])
+def update_member(
+    user: CurrentUser, org_id: UUID, user_id: UUID, body: Annotated[MemberUpdate, Body()]
+) -> Envelope[Member]:
+    return ok(members.update_member(user, org_id, user_id, body))
+
+
+@app.delete("/v1/orgs/<org_id>/members/<user_id>", tags=["members"])
+def remove_member(user: CurrentUser, org_id: UUID, user_id: UUID) -> Envelope[Deleted]:
+    return ok(members.remove_member(user, org_id, user_id))
+
+
+@app.post("/v1/orgs/<org_id>/invitations", tags=["members"])
+def invite(user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]) -> Response[Envelope[Invitation]]:
+    return created(ok(invitations.invite(user, org_id, body)))
+
+
+@app.get("/v1/orgs/<org_id>/audit-log", tags=["audit"])
+def audit_log(
+    user: CurrentUser, org_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> Envelope[list[AuditEntry]]:
+    items, next_cursor = audit_trail.list_audit_log(user, org_id, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.get("/v1/whoami", tags=["identity"])
+def get_whoami(caller: CurrentPrincipal) -> Envelope[WhoAmI]:
+    return ok(whoami(caller))
+
+
+lambda_handler = lambda_handler_for(app)

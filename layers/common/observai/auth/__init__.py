@@ -1,0 +1,1 @@
+"""Authentication: API keys for programs, Supabase JWTs for people, the Supabase Auth admin API."""

@@ -1,0 +1,47 @@
+"""Who is calling: a person (Supabase JWT) or a program (API key), and from where."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from uuid import UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    kind: Literal["user", "api_key"]
+    user_id: UUID | None = None
+    email: str | None = None
+    key_id: UUID | None = None
+    org_id: UUID | None = None  # API keys are bound to one org and project
+    project_id: UUID | None = None
+    scopes: frozenset[str] = field(default_factory=frozenset)
+    source_ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+    @property
+    def actor_type(self) -> str:
+        return self.kind
+
+    @property
+    def actor_id(self) -> str:
+        return str(self.user_id if self.kind == "user" else self.key_id)
+
+    @property
+    def rate_limit_key(self) -> str:
+        return f"user:{self.user_id}" if self.kind == "user" else f"key:{self.key_id}"
+
+    def rls_claims(self) -> dict[str, Any]:
+        """The JWT claims set for the transaction so Row Level Security sees this caller, as PostgREST would."""
+        if self.kind == "user":
+            return {"sub": str(self.user_id), "role": "authenticated", "aud": "authenticated", "email": self.email}
+        return {
+            "role": "authenticated",
+            "api_key": {
+                "id": str(self.key_id),
+                "org_id": str(self.org_id),
+                "project_id": str(self.project_id),
+                "scopes": sorted(self.scopes),
+            },
+        }

@@ -1,0 +1,101 @@
+"""Builds each API function's resolver and Lambda entry point the same way.
+
+The request guard (size, content type) runs before Powertools parses the body, so an oversized
+or non-JSON body is refused with 413/415 before anything reads it; the response headers (request
+id, security headers) are added to every response, errors and 404s included.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from observai.config import Settings, get_settings
+from observai.errors import ObservAIError, PayloadTooLarge, UnsupportedMediaType
+from observai.http.exception_handlers import register_exception_handlers, response_for
+from observai.observability import logger, tracer
+
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+    "Cache-Control": "no-store",
+}
+_BODY_METHODS = {"POST", "PUT", "PATCH"}
+
+
+def create_resolver() -> APIGatewayHttpResolver:
+    """A validating HTTP API resolver with our error mapping.
+
+    CORS is not configured here: the HttpApi's CorsConfiguration in template.yaml answers preflights and
+    stamps CORS headers on responses (API Gateway ignores the backend's), and the local runner does the same.
+    """
+    app = APIGatewayHttpResolver(enable_validation=True)
+    register_exception_handlers(app)
+    return app
+
+
+def request_id_of(event: dict[str, Any]) -> str:
+    return str((event.get("requestContext") or {}).get("requestId") or "")
+
+
+def guard_request(event: dict[str, Any], settings: Settings) -> None:
+    """Refuse oversized or non-JSON bodies before anything parses them."""
+    body = event.get("body")
+    if not body:
+        return
+    size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
+    if size > settings.max_body_bytes:
+        raise PayloadTooLarge(
+            f"Request body is larger than {settings.max_body_bytes} bytes",
+            details={"limit_bytes": settings.max_body_bytes},
+        )
+    method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "").upper()
+    if method in _BODY_METHODS:
+        headers = {k.lower(): v for k, v in (event.get("headers") or {}).items()}
+        content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json" and not content_type.endswith("+json"):
+            raise UnsupportedMediaType(
+                "Send JSON with Content-Type: application/json",
+                details={"content_type": content_type or None},
+            )
+        if event.get("isBase64Encoded"):
+            # API Gateway base64-encodes bodies it considers binary; the JSON parser needs text.
+            event["body"] = base64.b64decode(body).decode("utf-8", errors="replace")
+            event["isBase64Encoded"] = False
+
+
+def _with_headers(response: dict[str, Any], request_id: str) -> dict[str, Any]:
+    headers = response.setdefault("headers", {}) or {}
+    for name, value in SECURITY_HEADERS.items():
+        headers.setdefault(name, value)
+    if request_id:
+        headers["X-Request-Id"] = request_id
+    response["headers"] = headers
+    return response
+
+
+def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id."""
+
+    @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
+    @tracer.capture_lambda_handler(capture_response=False)
+    def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        request_id = request_id_of(event)
+        try:
+            guard_request(event, get_settings())
+        except ObservAIError as exc:
+            response = response_for(exc)
+            response.headers.setdefault("Content-Type", "application/json")
+            body = response.body if isinstance(response.body, str) else app._serializer(response.body)
+            return _with_headers({"statusCode": response.status_code, "headers": dict(response.headers), "body": body}, request_id)
+        return _with_headers(app.resolve(event, context), request_id)
+
+    return lambda_handler

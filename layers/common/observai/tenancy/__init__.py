@@ -1,0 +1,1 @@
+"""Organizations, projects, memberships, invitations: who belongs where, with which role."""

@@ -1,0 +1,1 @@
+"""Real HTTP servers on localhost standing in for external services (Supabase Auth, ...)."""

@@ -1,0 +1,352 @@
+"""Row Level Security: for every table, a tenant sees its own rows and never another tenant's.
+
+Rows are arranged as the superuser (``db``); reads run as role ``authenticated`` (or ``anon``) with
+the caller's JWT claims set for the transaction, exactly as PostgREST and tenant_transaction do.
+Every check compares against the exact set of rows the caller should see, so a policy that is too
+open fails as surely as one that is too closed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import pytest
+from observai.db import tenant_transaction
+
+pytestmark = pytest.mark.integration
+
+# For every table with RLS: how to list the rows a caller can see, one identifying key per row.
+VISIBLE_KEYS_SQL = {
+    "organizations": "select id::text as k from public.organizations",
+    "projects": "select id::text as k from public.projects",
+    "memberships": "select org_id::text || ':' || user_id::text as k from public.memberships",
+    "invitations": "select id::text as k from public.invitations",
+    "api_keys": "select id::text as k from public.api_keys",
+    "audit_log": "select id::text as k from public.audit_log",
+    "rate_limit_buckets": "select key as k from public.rate_limit_buckets",
+}
+TABLES = list(VISIBLE_KEYS_SQL)
+
+
+@dataclass
+class Tenant:
+    org_id: uuid.UUID
+    project_id: uuid.UUID
+    owner: uuid.UUID
+    viewer: uuid.UUID
+    api_key_id: uuid.UUID
+    # table -> keys (as VISIBLE_KEYS_SQL returns them) of this tenant's rows
+    keys: dict[str, set[str]] = field(default_factory=dict)
+
+    def user_claims(self, user: uuid.UUID) -> dict[str, Any]:
+        return {"sub": str(user), "role": "authenticated", "aud": "authenticated"}
+
+    def api_key_claims(self) -> dict[str, Any]:
+        return {
+            "role": "authenticated",
+            "api_key": {
+                "id": str(self.api_key_id),
+                "org_id": str(self.org_id),
+                "project_id": str(self.project_id),
+                "scopes": ["ingest", "read"],
+            },
+        }
+
+
+def _arrange_tenant(db: psycopg.Connection, label: str) -> Tenant:
+    t = Tenant(
+        org_id=uuid.uuid4(),
+        project_id=uuid.uuid4(),
+        owner=uuid.uuid4(),
+        viewer=uuid.uuid4(),
+        api_key_id=uuid.uuid4(),
+    )
+    suffix = uuid.uuid4().hex[:10]
+    invitation_id = uuid.uuid4()
+    db.execute(
+        "insert into public.organizations (id, name, slug) values (%s, %s, %s)",
+        (t.org_id, f"Org {label}", f"org-{label.lower()}-{suffix}"),
+    )
+    db.execute(
+        "insert into public.projects (id, org_id, name, slug) values (%s, %s, %s, %s)",
+        (t.project_id, t.org_id, f"Project {label}", f"proj-{suffix}"),
+    )
+    db.execute(
+        "insert into public.memberships (org_id, user_id, role) values (%s, %s, 'owner'), (%s, %s, 'viewer')",
+        (t.org_id, t.owner, t.org_id, t.viewer),
+    )
+    db.execute(
+        "insert into public.invitations (id, org_id, email, role, invited_by) values (%s, %s, %s, 'member', %s)",
+        (invitation_id, t.org_id, f"invitee-{suffix}@example.com", t.owner),
+    )
+    db.execute(
+        "insert into public.api_keys (id, org_id, project_id, name, prefix, key_hash, scopes, created_by)"
+        " values (%s, %s, %s, 'ci', %s, %s, array['ingest', 'read'], %s)",
+        (t.api_key_id, t.org_id, t.project_id, f"obs_{suffix}", hashlib.sha256(suffix.encode()).digest(), t.owner),
+    )
+    audit = db.execute(
+        "insert into public.audit_log (org_id, actor_type, actor_id, action, target_type, target_id)"
+        " values (%s, 'user', %s, 'project.create', 'project', %s) returning id",
+        (t.org_id, str(t.owner), str(t.project_id)),
+    ).fetchone()
+    assert audit is not None
+    db.execute(
+        "insert into public.rate_limit_buckets (key, tokens, updated_at) values (%s, 10, now())",
+        (f"user:{t.owner}",),
+    )
+    t.keys = {
+        "organizations": {str(t.org_id)},
+        "projects": {str(t.project_id)},
+        "memberships": {f"{t.org_id}:{t.owner}", f"{t.org_id}:{t.viewer}"},
+        "invitations": {str(invitation_id)},
+        "api_keys": {str(t.api_key_id)},
+        "audit_log": {str(audit["id"])},
+        "rate_limit_buckets": {f"user:{t.owner}"},
+    }
+    return t
+
+
+@pytest.fixture
+def tenants(db: psycopg.Connection) -> Iterator[tuple[Tenant, Tenant]]:
+    """Two organizations A and B, each with one row in every table (fresh ids per test)."""
+    a, b = _arrange_tenant(db, "A"), _arrange_tenant(db, "B")
+    yield a, b
+    # Audit rows stay: the trail is append-only by design.
+    db.execute("delete from public.organizations where id in (%s, %s)", (a.org_id, b.org_id))
+    db.execute("delete from public.rate_limit_buckets where key in (%s, %s)", (f"user:{a.owner}", f"user:{b.owner}"))
+
+
+@contextmanager
+def as_role(db: psycopg.Connection, role: str, claims: dict[str, Any] | None) -> Iterator[psycopg.Connection]:
+    """A transaction as ``role`` with ``claims``, always rolled back."""
+    with db.transaction(force_rollback=True):
+        db.execute(
+            "select set_config('role', %s, true), set_config('request.jwt.claims', %s, true)",
+            (role, json.dumps(claims) if claims is not None else ""),
+        )
+        yield db
+
+
+def visible(conn: psycopg.Connection, table: str) -> set[str]:
+    return {row["k"] for row in conn.execute(VISIBLE_KEYS_SQL[table]).fetchall()}
+
+
+def visible_in_tenant_transaction(claims: dict[str, Any], table: str) -> set[str]:
+    with tenant_transaction(claims) as cur:
+        cur.execute(VISIBLE_KEYS_SQL[table])
+        return {row["k"] for row in cur.fetchall()}
+
+
+def test_every_public_table_has_rls_and_is_covered_here(db: psycopg.Connection) -> None:
+    # Given the tables of the public schema (our migrations' only; schema_migrations is internal)
+    rows = db.execute(
+        "select c.relname, c.relrowsecurity from pg_class c join pg_namespace n on n.oid = c.relnamespace"
+        " where n.nspname = 'public' and c.relkind in ('r', 'p') and not c.relispartition"
+    ).fetchall()
+
+    # Then every one has RLS enabled
+    assert [r["relname"] for r in rows if not r["relrowsecurity"]] == []
+    # And every table of the tenancy/audit migrations is in this test's matrix
+    assert set(TABLES) <= {r["relname"] for r in rows}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_other_tenant_sees_no_row_of_org_a(tenants: tuple[Tenant, Tenant], table: str) -> None:
+    # Given organizations A and B, each with rows in every table
+    a, b = tenants
+
+    # When B's owner lists the table through the shared tenant transaction (role authenticated + claims)
+    seen = visible_in_tenant_transaction(b.user_claims(b.owner), table)
+
+    # Then no row of A is visible, and exactly B's own rows are (so the check can fail)
+    assert seen & a.keys[table] == set()
+    assert seen == b.keys[table]
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_owner_sees_own_org_rows(tenants: tuple[Tenant, Tenant], table: str) -> None:
+    # Given organizations A and B
+    a, b = tenants
+
+    # When A's owner lists the table
+    seen = visible_in_tenant_transaction(a.user_claims(a.owner), table)
+
+    # Then exactly A's rows are visible (positive control), none of B's
+    assert seen == a.keys[table]
+    assert seen & b.keys[table] == set()
+
+
+# What a viewer of A may see: the organization, its projects and members; not keys, invitations or the audit trail.
+VIEWER_SEES = {"organizations", "projects", "memberships"}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_viewer_sees_only_non_privileged_rows(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], table: str
+) -> None:
+    # Given a viewer of organization A
+    a, _ = tenants
+
+    # When the viewer lists the table
+    with as_role(db, "authenticated", a.user_claims(a.viewer)) as conn:
+        seen = visible(conn, table)
+
+    # Then they see A's rows only where viewers may
+    assert seen == (a.keys[table] if table in VIEWER_SEES else set())
+
+
+# What an API key of project A sees: its organization, its project and itself.
+API_KEY_SEES = {"organizations", "projects", "api_keys"}
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_api_key_sees_only_its_project_and_org(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], table: str
+) -> None:
+    # Given an API key of project A (claims carry api_key and no sub)
+    a, _ = tenants
+
+    # When a request authenticated by that key lists the table
+    with as_role(db, "authenticated", a.api_key_claims()) as conn:
+        seen = visible(conn, table)
+
+    # Then it sees exactly org A, project A and the key itself, nothing else anywhere
+    assert seen == (a.keys[table] if table in API_KEY_SEES else set())
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_anon_sees_nothing(db: psycopg.Connection, tenants: tuple[Tenant, Tenant], table: str) -> None:
+    # Given rows in every table
+    a, _ = tenants
+
+    # When the anonymous role lists the table, even carrying A's owner claims
+    with as_role(db, "anon", a.user_claims(a.owner)) as conn:
+        seen = visible(conn, table)
+
+    # Then nothing is visible
+    assert seen == set()
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_superuser_sees_both_tenants(db: psycopg.Connection, tenants: tuple[Tenant, Tenant], table: str) -> None:
+    # Given / When the service (RLS bypassed) lists the table
+    a, b = tenants
+    seen = visible(db, table)
+
+    # Then both tenants' rows exist: the filtering above is RLS, not missing data
+    assert a.keys[table] | b.keys[table] <= seen
+
+
+def test_viewer_cannot_update_the_org_but_owner_can(db: psycopg.Connection, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+
+    # Given A's viewer / When renaming A / Then no row is affected
+    with as_role(db, "authenticated", a.user_claims(a.viewer)) as conn:
+        assert (
+            conn.execute("update public.organizations set name = 'hijacked' where id = %s", (a.org_id,)).rowcount == 0
+        )
+
+    # Given A's owner / When renaming A / Then the row is updated (positive control)
+    with as_role(db, "authenticated", a.user_claims(a.owner)) as conn:
+        assert conn.execute("update public.organizations set name = 'renamed' where id = %s", (a.org_id,)).rowcount == 1
+
+
+def test_other_tenant_cannot_update_or_delete_org_a_rows(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant]
+) -> None:
+    # Given B's owner
+    a, b = tenants
+    with as_role(db, "authenticated", b.user_claims(b.owner)) as conn:
+        # When trying to change or remove A's rows / Then none is affected
+        assert conn.execute("update public.organizations set name = 'x' where id = %s", (a.org_id,)).rowcount == 0
+        assert conn.execute("delete from public.projects where org_id = %s", (a.org_id,)).rowcount == 0
+        assert conn.execute("delete from public.memberships where org_id = %s", (a.org_id,)).rowcount == 0
+        assert (
+            conn.execute("update public.api_keys set revoked_at = now() where org_id = %s", (a.org_id,)).rowcount == 0
+        )
+
+
+def test_other_tenant_cannot_join_org_a(db: psycopg.Connection, tenants: tuple[Tenant, Tenant]) -> None:
+    # Given B's owner
+    a, b = tenants
+
+    # When adding themselves to A / Then RLS refuses the row
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        as_role(db, "authenticated", b.user_claims(b.owner)) as conn,
+    ):
+        conn.execute(
+            "insert into public.memberships (org_id, user_id, role) values (%s, %s, 'owner')", (a.org_id, b.owner)
+        )
+
+
+def test_owner_can_create_a_project_but_viewer_cannot(db: psycopg.Connection, tenants: tuple[Tenant, Tenant]) -> None:
+    a, _ = tenants
+    insert = "insert into public.projects (org_id, name, slug) values (%s, 'New', %s)"
+
+    # Given A's owner / When creating a project in A / Then it is created
+    with as_role(db, "authenticated", a.user_claims(a.owner)) as conn:
+        assert conn.execute(insert, (a.org_id, f"new-{uuid.uuid4().hex[:8]}")).rowcount == 1
+
+    # Given A's viewer / When creating a project in A / Then RLS refuses it
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        as_role(db, "authenticated", a.user_claims(a.viewer)) as conn,
+    ):
+        conn.execute(insert, (a.org_id, f"new-{uuid.uuid4().hex[:8]}"))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "update public.audit_log set action = 'tampered' where org_id = %(org)s",
+        "delete from public.audit_log where org_id = %(org)s",
+        "truncate public.audit_log",
+    ],
+    ids=["update", "delete", "truncate"],
+)
+def test_audit_log_is_append_only_even_for_superuser(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], statement: str
+) -> None:
+    # Given A's audit row, and the superuser (RLS and grants do not apply to it)
+    a, _ = tenants
+
+    # When changing or removing audit rows / Then the trigger refuses (rolled back regardless)
+    with db.transaction(force_rollback=True), pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+        db.execute(statement, {"org": a.org_id})
+
+    # And the row is still there, unchanged
+    row = db.execute("select action from public.audit_log where org_id = %s", (a.org_id,)).fetchone()
+    assert row == {"action": "project.create"}
+
+
+@pytest.mark.parametrize("statement", ["update public.audit_log set action = 'x'", "delete from public.audit_log"])
+def test_audit_log_update_and_delete_are_not_granted_to_api_roles(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], statement: str
+) -> None:
+    # Given A's owner, who can read A's trail / When changing it / Then permission is denied outright
+    a, _ = tenants
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        as_role(db, "authenticated", a.user_claims(a.owner)) as conn,
+    ):
+        conn.execute(statement)
+
+
+def test_authenticated_cannot_write_audit_rows(db: psycopg.Connection, tenants: tuple[Tenant, Tenant]) -> None:
+    # Given A's owner / When forging an audit row / Then RLS refuses: only the service writes the trail
+    a, _ = tenants
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        as_role(db, "authenticated", a.user_claims(a.owner)) as conn,
+    ):
+        conn.execute(
+            "insert into public.audit_log (org_id, actor_type, action) values (%s, 'system', 'forged')", (a.org_id,)
+        )
