@@ -7,7 +7,6 @@ from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-
 from observai.http.dependencies import CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.resolver import create_resolver, lambda_handler_for

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from observai.housekeeping import run_housekeeping
 from observai.observability import logger
 

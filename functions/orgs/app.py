@@ -7,7 +7,6 @@ from uuid import UUID
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-
 from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.resolver import create_resolver, lambda_handler_for
@@ -65,7 +64,9 @@ def delete_org(user: CurrentUser, org_id: UUID) -> Envelope[Deleted]:
 
 
 @app.post("/v1/orgs/<org_id>/projects", tags=["projects"])
-def create_project(user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]) -> Response[Envelope[Project]]:
+def create_project(
+    user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]
+) -> Response[Envelope[Project]]:
     return created(ok(projects.create_project(user, org_id, body)))
 
 
@@ -118,7 +119,9 @@ def remove_member(user: CurrentUser, org_id: UUID, user_id: UUID) -> Envelope[De
 
 
 @app.post("/v1/orgs/<org_id>/invitations", tags=["members"])
-def invite(user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]) -> Response[Envelope[Invitation]]:
+def invite(
+    user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]
+) -> Response[Envelope[Invitation]]:
     return created(ok(invitations.invite(user, org_id, body)))
 
 

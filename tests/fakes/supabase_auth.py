@@ -174,7 +174,7 @@ class _Handler(BaseHTTPRequestHandler):
     fake: FakeSupabaseAuth
     server_version = "FakeGoTrue/2.0"
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - silence the default stderr log
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     # plumbing ----------------------------------------------------------------------------------
@@ -221,7 +221,11 @@ class _Handler(BaseHTTPRequestHandler):
         key = self.fake.service_key
         if rec.headers.get("apikey") != key:
             # Supabase's API gateway answers before GoTrue sees the request: no error code, no version.
-            self._send(401, {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."}, versioned=False)
+            self._send(
+                401,
+                {"message": "Invalid API key", "hint": "Double check your Supabase `anon` or `service_role` API key."},
+                versioned=False,
+            )
             return False
         auth = rec.headers.get("authorization", "")
         if not auth.startswith("Bearer "):

@@ -10,11 +10,12 @@ from collections.abc import Iterator
 
 import jwt as pyjwt
 import pytest
-
 from observai.auth import supabase_admin
 from observai.auth.supabase_admin import AuthUser, create_user, invite_user_by_email
 from observai.config import SUPABASE_CLI_DEV_JWT_SECRET, Settings
 from observai.errors import Conflict, InvalidInput, RateLimited, Unavailable
+from pydantic import SecretStr
+
 from tests.fakes.supabase_auth import FakeSupabaseAuth
 
 # Shaped like the Supabase CLI's service_role key: an HS256 JWT with role service_role.
@@ -40,7 +41,7 @@ def fake() -> Iterator[FakeSupabaseAuth]:
 
 @pytest.fixture
 def settings(fake: FakeSupabaseAuth) -> Settings:
-    return Settings(stage="test", supabase_url=fake.url, supabase_service_role_key=SERVICE_KEY)
+    return Settings(stage="test", supabase_url=fake.url, supabase_service_role_key=SecretStr(SERVICE_KEY))
 
 
 def test_invite_returns_the_created_user_and_sends_the_service_key(fake: FakeSupabaseAuth, settings: Settings) -> None:
@@ -72,7 +73,7 @@ def test_invite_defaults_redirect_to_the_configured_url(fake: FakeSupabaseAuth) 
     settings = Settings(
         stage="test",
         supabase_url=fake.url,
-        supabase_service_role_key=SERVICE_KEY,
+        supabase_service_role_key=SecretStr(SERVICE_KEY),
         invite_redirect_url="https://dash.example.com/accept",
     )
     # When we invite without one
@@ -100,7 +101,7 @@ def test_invite_of_a_registered_email_is_a_conflict(fake: FakeSupabaseAuth, sett
 
 def test_wrong_service_key_is_unavailable(fake: FakeSupabaseAuth, caplog: pytest.LogCaptureFixture) -> None:
     # Given settings with a service key Supabase does not accept
-    settings = Settings(stage="test", supabase_url=fake.url, supabase_service_role_key="wrong-key")
+    settings = Settings(stage="test", supabase_url=fake.url, supabase_service_role_key=SecretStr("wrong-key"))
     # When we invite
     with pytest.raises(Unavailable) as info:
         invite_user_by_email("ada@example.com", settings=settings)
@@ -124,8 +125,8 @@ def test_wrong_bearer_with_right_apikey_is_unavailable(fake: FakeSupabaseAuth, s
     [
         Settings(stage="test"),
         Settings(stage="test", supabase_url="http://127.0.0.1:9"),
-        Settings(stage="test", supabase_service_role_key=SERVICE_KEY),
-        Settings(stage="test", supabase_url="http://127.0.0.1:9", supabase_service_role_key=""),
+        Settings(stage="test", supabase_service_role_key=SecretStr(SERVICE_KEY)),
+        Settings(stage="test", supabase_url="http://127.0.0.1:9", supabase_service_role_key=SecretStr("")),
     ],
 )
 def test_not_configured_is_unavailable(settings: Settings) -> None:
@@ -139,7 +140,9 @@ def test_not_configured_is_unavailable(settings: Settings) -> None:
 
 def test_invalid_supabase_url_is_unavailable() -> None:
     # Given a URL supabase-py refuses (it only accepts http:// or https://)
-    settings = Settings(stage="test", supabase_url="ftp://example.com", supabase_service_role_key=SERVICE_KEY)
+    settings = Settings(
+        stage="test", supabase_url="ftp://example.com", supabase_service_role_key=SecretStr(SERVICE_KEY)
+    )
     # When / Then
     with pytest.raises(Unavailable, match="misconfigured"):
         invite_user_by_email("ada@example.com", settings=settings)
@@ -148,7 +151,7 @@ def test_invalid_supabase_url_is_unavailable() -> None:
 def test_supabase_down_is_unavailable() -> None:
     # Given a Supabase URL where nothing listens
     server = FakeSupabaseAuth(service_key=SERVICE_KEY).start()
-    settings = Settings(stage="test", supabase_url=server.url, supabase_service_role_key=SERVICE_KEY)
+    settings = Settings(stage="test", supabase_url=server.url, supabase_service_role_key=SecretStr(SERVICE_KEY))
     server.stop()
     # When / Then
     with pytest.raises(Unavailable, match="unreachable"):

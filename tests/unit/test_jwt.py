@@ -11,11 +11,12 @@ import jwt as pyjwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
-
 from observai.auth import jwt as auth_jwt
 from observai.auth.jwt import issue_dev_token, verify_supabase_jwt
 from observai.config import SUPABASE_CLI_DEV_JWT_SECRET, Settings
 from observai.errors import Unauthenticated, Unavailable
+from pydantic import SecretStr
+
 from tests.fakes.supabase_auth import FakeSupabaseAuth
 
 JWKS_PATH = "/auth/v1/.well-known/jwks.json"
@@ -92,7 +93,7 @@ def test_dev_token_issuer_follows_supabase_url() -> None:
 
 def test_dev_token_refused_in_prod() -> None:
     # Given prod settings, even with a secret
-    settings = Settings(stage="prod", supabase_jwt_secret="p" * 40)
+    settings = Settings(stage="prod", supabase_jwt_secret=SecretStr("p" * 40))
     # When / Then issuing a dev token is refused
     with pytest.raises(RuntimeError, match="prod"):
         issue_dev_token(uuid.uuid4(), settings=settings)
@@ -170,7 +171,7 @@ def test_tampered_payload_is_rejected(settings: Settings) -> None:
 
 def test_alg_none_is_rejected(settings: Settings) -> None:
     # Given an unsigned token
-    token = pyjwt.encode(_claims(), None, algorithm="none")
+    token = pyjwt.encode(_claims(), "", algorithm="none")
     # When / Then
     assert _rejected(token, settings).code == "token_unsupported_algorithm"
 
@@ -252,7 +253,7 @@ def ed_key() -> ed25519.Ed25519PrivateKey:
 
 
 def _public_jwk(private_key: Any, kid: str, alg: str) -> dict[str, Any]:
-    algorithm = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[alg]
+    algorithm: Any = {"RS256": RSAAlgorithm, "ES256": ECAlgorithm, "EdDSA": OKPAlgorithm}[alg]
     jwk = algorithm.to_jwk(private_key.public_key(), as_dict=True)
     return {**jwk, "kid": kid, "alg": alg, "use": "sig", "key_ops": ["verify"]}
 
@@ -272,9 +273,7 @@ def _jwks_fetches(fake: FakeSupabaseAuth) -> int:
     return len(fake.requests_to(JWKS_PATH))
 
 
-@pytest.mark.parametrize(
-    ("alg", "key_fixture"), [("RS256", "rsa_key"), ("ES256", "ec_key"), ("EdDSA", "ed_key")]
-)
+@pytest.mark.parametrize(("alg", "key_fixture"), [("RS256", "rsa_key"), ("ES256", "ec_key"), ("EdDSA", "ed_key")])
 def test_asymmetric_tokens_verify_through_jwks(
     request: pytest.FixtureRequest, fake: FakeSupabaseAuth, jwks_settings: Settings, alg: str, key_fixture: str
 ) -> None:
@@ -333,9 +332,7 @@ def test_hs256_signed_with_public_key_is_rejected(
     from cryptography.hazmat.primitives import serialization
 
     fake.jwks.append(_public_jwk(rsa_key, "k1", "RS256"))
-    pem = rsa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
+    pem = rsa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     token = pyjwt.encode(_claims(), pem.decode()[:200], algorithm="HS256", headers={"kid": "k1"})
     # When / Then HS256 is only ever checked against the shared secret
     assert _rejected(token, jwks_settings).code == "token_invalid_signature"

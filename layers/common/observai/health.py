@@ -50,6 +50,9 @@ def readiness() -> Readiness:
             details={"migrations_applied": applied, "migrations_expected": EXPECTED_HEAD},
         )
     return Readiness(
-        status="ready", database="ok", migrations_applied=applied, migrations_expected=EXPECTED_HEAD,
+        status="ready",
+        database="ok",
+        migrations_applied=applied,
+        migrations_expected=EXPECTED_HEAD,
         database_latency_ms=latency_ms,
     )

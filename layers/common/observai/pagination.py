@@ -25,9 +25,13 @@ def decode_cursor(cursor: str | None) -> dict[str, Any] | None:
         padded = cursor + "=" * (-len(cursor) % 4)
         value = json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("Invalid cursor: pass back the next_cursor of a previous page", details={"loc": ["query", "cursor"]}) from exc
+        raise InvalidInput(
+            "Invalid cursor: pass back the next_cursor of a previous page", details={"loc": ["query", "cursor"]}
+        ) from exc
     if not isinstance(value, dict):
-        raise InvalidInput("Invalid cursor: pass back the next_cursor of a previous page", details={"loc": ["query", "cursor"]})
+        raise InvalidInput(
+            "Invalid cursor: pass back the next_cursor of a previous page", details={"loc": ["query", "cursor"]}
+        )
     return value
 
 

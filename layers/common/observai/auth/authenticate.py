@@ -37,11 +37,7 @@ def authenticate(headers: Mapping[str, str], request_context: Mapping[str, Any],
     """Identify the caller, charge their rate limit, and return who they are."""
     credential = credential_from_headers(headers)
     http = request_context.get("http") or {}
-    origin = {
-        "source_ip": http.get("sourceIp"),
-        "user_agent": http.get("userAgent"),
-        "request_id": request_context.get("requestId"),
-    }
+    source_ip, user_agent, request_id = http.get("sourceIp"), http.get("userAgent"), request_context.get("requestId")
     if looks_like_api_key(credential):
         record = verify_api_key(credential, settings)
         principal = Principal(
@@ -50,13 +46,22 @@ def authenticate(headers: Mapping[str, str], request_context: Mapping[str, Any],
             org_id=record.org_id,
             project_id=record.project_id,
             scopes=record.scopes,
-            **origin,
+            source_ip=source_ip,
+            user_agent=user_agent,
+            request_id=request_id,
         )
     else:
         from observai.auth.jwt import verify_supabase_jwt
 
         claims = verify_supabase_jwt(credential, settings)
-        principal = Principal(kind="user", user_id=UUID(claims["sub"]), email=claims.get("email"), **origin)
+        principal = Principal(
+            kind="user",
+            user_id=UUID(claims["sub"]),
+            email=claims.get("email"),
+            source_ip=source_ip,
+            user_agent=user_agent,
+            request_id=request_id,
+        )
     with transaction() as cur:
         ratelimit.consume(
             cur, principal.rate_limit_key, rate_per_s=settings.rate_limit_per_second, burst=settings.rate_limit_burst

@@ -125,9 +125,7 @@ def verify_supabase_jwt(token: str, settings: Settings) -> dict[str, Any]:
     if alg == "HS256":
         secret = settings.jwt_secret
         if secret is None:
-            raise _reject(
-                "token_unsupported_algorithm", "HS256 tokens are not accepted: no JWT secret configured"
-            )
+            raise _reject("token_unsupported_algorithm", "HS256 tokens are not accepted: no JWT secret configured")
         key = secret
     elif alg in ASYMMETRIC_ALGORITHMS:
         url = settings.jwks_url

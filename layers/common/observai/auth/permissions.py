@@ -60,4 +60,6 @@ def can(role: Role | str, action: Action) -> bool:
 
 def require(role: Role | str, action: Action) -> None:
     if not can(role, action):
-        raise Forbidden(f"Your role ({Role(role).value}) does not allow {action.value}", details={"action": action.value})
+        raise Forbidden(
+            f"Your role ({Role(role).value}) does not allow {action.value}", details={"action": action.value}
+        )

@@ -21,6 +21,13 @@ class Principal:
     request_id: str | None = None
 
     @property
+    def uid(self) -> UUID:
+        """The user id of a person; routes that call this only admit user tokens."""
+        if self.user_id is None:
+            raise TypeError("not a user principal")
+        return self.user_id
+
+    @property
     def actor_type(self) -> str:
         return self.kind
 

@@ -18,6 +18,7 @@ unparseable error bodies are ``AuthUnknownError``):
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,10 +78,8 @@ def reset_clients() -> None:
     """Forget the cached Supabase clients (tests; a container never needs it)."""
     with _clients_lock:
         for client in _clients.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort while discarding
                 client.auth.close()
-            except Exception:  # noqa: S110 - best effort while discarding
-                pass
         _clients.clear()
 
 

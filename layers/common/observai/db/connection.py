@@ -69,13 +69,19 @@ _BEGIN_SQL = (
     "select set_config('statement_timeout', %(st)s, true),"
     " set_config('idle_in_transaction_session_timeout', %(it)s, true)"
 )
-_TENANT_SQL = _BEGIN_SQL + ", set_config('role', 'authenticated', true), set_config('request.jwt.claims', %(claims)s, true)"
+_TENANT_SQL = (
+    _BEGIN_SQL + ", set_config('role', 'authenticated', true), set_config('request.jwt.claims', %(claims)s, true)"
+)
 
 
 @contextmanager
 def _transaction(setup_sql: str, params: Mapping[str, Any]) -> Iterator[Cursor]:
     settings = get_settings()
-    params = {"st": str(settings.db_statement_timeout_ms), "it": str(settings.db_idle_in_transaction_timeout_ms), **params}
+    params = {
+        "st": str(settings.db_statement_timeout_ms),
+        "it": str(settings.db_idle_in_transaction_timeout_ms),
+        **params,
+    }
     for attempt in (1, 2):
         conn = get_connection(settings)
         try:

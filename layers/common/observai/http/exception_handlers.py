@@ -33,11 +33,13 @@ STATUS_BY_ERROR: dict[type[errors.ObservAIError], HTTPStatus] = {
 def status_for(exc: errors.ObservAIError) -> HTTPStatus:
     for cls in type(exc).__mro__:
         if cls in STATUS_BY_ERROR:
-            return STATUS_BY_ERROR[cls]  # type: ignore[index]
+            return STATUS_BY_ERROR[cls]
     return HTTPStatus.INTERNAL_SERVER_ERROR
 
 
-def envelope_response(status: int, code: str, message: str, details: Any = None, headers: dict | None = None) -> Response:
+def envelope_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict | None = None
+) -> Response:
     return Response(
         status_code=int(status),
         content_type=content_types.APPLICATION_JSON,
@@ -103,9 +105,11 @@ def register_exception_handlers(app: APIGatewayHttpResolver) -> None:
 
     @app.exception_handler(ServiceError)
     def _service(exc: ServiceError) -> Response:
-        return envelope_response(exc.status_code, "http_error", exc.msg)
+        return envelope_response(exc.status_code, "http_error", str(exc.msg))
 
     @app.exception_handler(Exception)
     def _unexpected(exc: Exception) -> Response:
         logger.exception("unhandled error")
-        return envelope_response(HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Internal error; it has been logged")
+        return envelope_response(
+            HTTPStatus.INTERNAL_SERVER_ERROR, "internal_error", "Internal error; it has been logged"
+        )

@@ -94,8 +94,10 @@ def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any],
         except ObservAIError as exc:
             response = response_for(exc)
             response.headers.setdefault("Content-Type", "application/json")
-            body = response.body if isinstance(response.body, str) else app._serializer(response.body)
-            return _with_headers({"statusCode": response.status_code, "headers": dict(response.headers), "body": body}, request_id)
+            body = response.body if isinstance(response.body, str) else app._serializer(response.body or {})
+            return _with_headers(
+                {"statusCode": response.status_code, "headers": dict(response.headers), "body": body}, request_id
+            )
         return _with_headers(app.resolve(event, context), request_id)
 
     return lambda_handler

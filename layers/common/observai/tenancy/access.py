@@ -21,7 +21,9 @@ def authorize_org(cur: Cursor, principal: Principal, org_id: UUID, action: Actio
     return Role(role)
 
 
-def authorize_project(cur: Cursor, principal: Principal, project_id: UUID, action: Action) -> tuple[dict[str, Any], Role]:
+def authorize_project(
+    cur: Cursor, principal: Principal, project_id: UUID, action: Action
+) -> tuple[dict[str, Any], Role]:
     row = store.get_project_with_role(cur, project_id, principal.user_id) if principal.user_id else None
     if row is None:
         raise NotFound("Project not found", details={"project_id": str(project_id)})

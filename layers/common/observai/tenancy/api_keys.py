@@ -45,8 +45,15 @@ def insert_key(
                     " (org_id, project_id, name, prefix, key_hash, scopes, expires_at, created_by, rotated_from_id)"
                     f" values (%s, %s, %s, %s, %s, %s, %s, %s, %s) returning {_COLUMNS}",
                     (
-                        org_id, project_id, name, generated.lookup_prefix, hash_key(generated.key),
-                        sorted(set(scopes)), expires_at, created_by, rotated_from_id,
+                        org_id,
+                        project_id,
+                        name,
+                        generated.lookup_prefix,
+                        hash_key(generated.key),
+                        sorted(set(scopes)),
+                        expires_at,
+                        created_by,
+                        rotated_from_id,
                     ),
                 )
                 row = cur.fetchone()
@@ -61,17 +68,29 @@ def create_key(principal: Principal, project_id: UUID, body: ApiKeyCreate) -> Ap
     with transaction() as cur:
         project, _ = authorize_project(cur, principal, project_id, Action.API_KEY_MANAGE)
         created = insert_key(
-            cur, org_id=project["org_id"], project_id=project_id, name=body.name, scopes=list(body.scopes),
-            expires_at=body.expires_at, created_by=principal.user_id,
+            cur,
+            org_id=project["org_id"],
+            project_id=project_id,
+            name=body.name,
+            scopes=list(body.scopes),
+            expires_at=body.expires_at,
+            created_by=principal.user_id,
         )
         audit.record(
-            cur, principal, "api_key.create", org_id=project["org_id"], target_type="api_key", target_id=created.id,
+            cur,
+            principal,
+            "api_key.create",
+            org_id=project["org_id"],
+            target_type="api_key",
+            target_id=created.id,
             details={"project_id": str(project_id), "name": body.name, "scopes": created.scopes},
         )
     return created
 
 
-def list_keys(principal: Principal, project_id: UUID, cursor: str | None, limit: int) -> tuple[list[ApiKey], str | None]:
+def list_keys(
+    principal: Principal, project_id: UUID, cursor: str | None, limit: int
+) -> tuple[list[ApiKey], str | None]:
     after = decode_cursor(cursor) or {}
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_project(cur, principal, project_id, Action.API_KEY_READ)
@@ -87,7 +106,9 @@ def list_keys(principal: Principal, project_id: UUID, cursor: str | None, limit:
 
 
 def _key_row(cur: Cursor, project_id: UUID, key_id: UUID) -> dict[str, Any]:
-    cur.execute(f"select {_COLUMNS} from public.api_keys where id = %s and project_id = %s for update", (key_id, project_id))
+    cur.execute(
+        f"select {_COLUMNS} from public.api_keys where id = %s and project_id = %s for update", (key_id, project_id)
+    )
     row = cur.fetchone()
     if row is None:
         raise NotFound("API key not found", details={"key_id": str(key_id)})
@@ -101,7 +122,12 @@ def revoke_key(principal: Principal, project_id: UUID, key_id: UUID) -> Deleted:
         if row["revoked_at"] is None:
             cur.execute("update public.api_keys set revoked_at = now() where id = %s", (key_id,))
             audit.record(
-                cur, principal, "api_key.revoke", org_id=project["org_id"], target_type="api_key", target_id=key_id,
+                cur,
+                principal,
+                "api_key.revoke",
+                org_id=project["org_id"],
+                target_type="api_key",
+                target_id=key_id,
                 details={"project_id": str(project_id)},
             )
     return Deleted(id=key_id)
@@ -118,18 +144,30 @@ def rotate_key(principal: Principal, project_id: UUID, key_id: UUID, body: ApiKe
         if old["revoked_at"] is not None:
             raise Conflict("This key is revoked; create a new one instead", code="api_key_revoked")
         cur.execute(
-            "update public.api_keys set expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => %s))"
+            "update public.api_keys"
+            " set expires_at = least(coalesce(expires_at, 'infinity'), now() + make_interval(secs => %s))"
             " where id = %s and (expires_at is null or expires_at > now()) returning expires_at",
             (grace_s, key_id),
         )
         if cur.fetchone() is None:
             raise Conflict("This key has expired; create a new one instead", code="api_key_expired")
         created = insert_key(
-            cur, org_id=project["org_id"], project_id=project_id, name=old["name"], scopes=old["scopes"],
-            expires_at=None, created_by=principal.user_id, rotated_from_id=key_id,
+            cur,
+            org_id=project["org_id"],
+            project_id=project_id,
+            name=old["name"],
+            scopes=old["scopes"],
+            expires_at=None,
+            created_by=principal.user_id,
+            rotated_from_id=key_id,
         )
         audit.record(
-            cur, principal, "api_key.rotate", org_id=project["org_id"], target_type="api_key", target_id=key_id,
+            cur,
+            principal,
+            "api_key.rotate",
+            org_id=project["org_id"],
+            target_type="api_key",
+            target_id=key_id,
             details={"new_key_id": str(created.id), "grace_period_seconds": grace_s},
         )
     return created

@@ -14,7 +14,9 @@ from observai.tenancy.access import authorize_org
 from observai.tenancy.models import AuditEntry
 
 
-def list_audit_log(principal: Principal, org_id: UUID, cursor: str | None, limit: int) -> tuple[list[AuditEntry], str | None]:
+def list_audit_log(
+    principal: Principal, org_id: UUID, cursor: str | None, limit: int
+) -> tuple[list[AuditEntry], str | None]:
     position = decode_cursor(cursor)
     before = position.get("before") if position else None
     if before is not None and not isinstance(before, int):

@@ -73,7 +73,12 @@ def bootstrap_organization(org_name: str, owner_email: str) -> Bootstrapped:
         org = insert_org_with_unique_slug(cur, org_name, None)
         store.insert_membership(cur, org["id"], owner, Role.OWNER)
         audit.record(
-            cur, None, "org.bootstrap", org_id=org["id"], target_type="organization", target_id=org["id"],
+            cur,
+            None,
+            "org.bootstrap",
+            org_id=org["id"],
+            target_type="organization",
+            target_id=org["id"],
             details={"owner_user_id": str(owner)},
         )
     return Bootstrapped(org_id=org["id"], owner_user_id=owner, created=True)
@@ -90,8 +95,13 @@ def create_demo_workspace(org_name: str = "Demo", email: str = DEMO_EMAIL) -> De
         else:
             project_id = insert_project_with_unique_slug(cur, boot.org_id, "Demo project", "demo")["id"]
         key = insert_key(
-            cur, org_id=boot.org_id, project_id=project_id, name="demo key", scopes=["ingest", "read"],
-            expires_at=None, created_by=boot.owner_user_id,
+            cur,
+            org_id=boot.org_id,
+            project_id=project_id,
+            name="demo key",
+            scopes=["ingest", "read"],
+            expires_at=None,
+            created_by=boot.owner_user_id,
         )
         audit.record(cur, None, "api_key.create", org_id=boot.org_id, target_type="api_key", target_id=key.id)
     return DemoWorkspace(

@@ -52,7 +52,12 @@ def invite(principal: Principal, org_id: UUID, body: InvitationCreate) -> Invita
         add_membership_for_invitee(cur, principal, org_id, user_id, body.role)
         row = store.insert_invitation(cur, org_id, body.email, body.role, user_id, principal.user_id)
         audit.record(
-            cur, principal, "member.invite", org_id=org_id, target_type="user", target_id=user_id,
+            cur,
+            principal,
+            "member.invite",
+            org_id=org_id,
+            target_type="user",
+            target_id=user_id,
             details={"email": body.email, "role": body.role, "existing_account": existing_user is not None},
         )
     return Invitation(**row)

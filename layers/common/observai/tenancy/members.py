@@ -82,7 +82,12 @@ def update_member(principal: Principal, org_id: UUID, user_id: UUID, body: Membe
             _keep_an_owner(cur, org_id, current)
         row = store.update_member_role(cur, org_id, user_id, body.role)
         audit.record(
-            cur, principal, "member.update_role", org_id=org_id, target_type="user", target_id=user_id,
+            cur,
+            principal,
+            "member.update_role",
+            org_id=org_id,
+            target_type="user",
+            target_id=user_id,
             details={"from": current, "to": body.role},
         )
         _, email = store.user_email(cur, user_id)
@@ -102,6 +107,12 @@ def remove_member(principal: Principal, org_id: UUID, user_id: UUID) -> Deleted:
         _keep_an_owner(cur, org_id, current)
         store.delete_member(cur, org_id, user_id)
         audit.record(
-            cur, principal, "member.remove", org_id=org_id, target_type="user", target_id=user_id, details={"role": current}
+            cur,
+            principal,
+            "member.remove",
+            org_id=org_id,
+            target_type="user",
+            target_id=user_id,
+            details={"role": current},
         )
     return Deleted(id=user_id)

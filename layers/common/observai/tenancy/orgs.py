@@ -36,10 +36,9 @@ def insert_org_with_unique_slug(cur: Cursor, name: str, slug: str | None) -> dic
 
 
 def create_org(principal: Principal, body: OrgCreate) -> Org:
-    assert principal.user_id is not None
     with transaction() as cur:
         row = insert_org_with_unique_slug(cur, body.name, body.slug)
-        store.insert_membership(cur, row["id"], principal.user_id, Role.OWNER)
+        store.insert_membership(cur, row["id"], principal.uid, Role.OWNER)
         audit.record(cur, principal, "org.create", org_id=row["id"], target_type="organization", target_id=row["id"])
     return Org(**row, role=Role.OWNER)
 
@@ -47,14 +46,14 @@ def create_org(principal: Principal, body: OrgCreate) -> Org:
 def list_orgs(principal: Principal, cursor: str | None, limit: int) -> tuple[list[Org], str | None]:
     after = decode_cursor(cursor)
     with tenant_transaction(principal.rls_claims()) as cur:
-        rows = store.list_orgs_of_user(cur, principal.user_id, after, limit)
+        rows = store.list_orgs_of_user(cur, principal.uid, after, limit)
     rows, next_cursor = page(rows, limit, lambda r: {"ts": r["created_at"].isoformat(), "id": str(r["id"])})
     return [Org(**r) for r in rows], next_cursor
 
 
 def get_org(principal: Principal, org_id: UUID) -> Org:
     with tenant_transaction(principal.rls_claims()) as cur:
-        row = store.get_org_with_role(cur, org_id, principal.user_id)
+        row = store.get_org_with_role(cur, org_id, principal.uid)
     if row is None:
         raise NotFound("Organization not found", details={"org_id": str(org_id)})
     return Org(**row)
@@ -67,7 +66,7 @@ def update_org(principal: Principal, org_id: UUID, body: OrgUpdate) -> Org:
         if "plan" in changes:
             authorize_org(cur, principal, org_id, Action.ORG_UPDATE_PLAN)
         if not changes:
-            row = store.get_org_with_role(cur, org_id, principal.user_id)
+            row = store.get_org_with_role(cur, org_id, principal.uid)
             assert row is not None
             return Org(**row)
         try:
@@ -75,7 +74,9 @@ def update_org(principal: Principal, org_id: UUID, body: OrgUpdate) -> Org:
                 row = store.update_org(cur, org_id, changes)
         except psycopg.errors.UniqueViolation as exc:
             raise Conflict("This slug is taken", details={"slug": changes.get("slug")}) from exc
-        audit.record(cur, principal, "org.update", org_id=org_id, target_type="organization", target_id=org_id, details=changes)
+        audit.record(
+            cur, principal, "org.update", org_id=org_id, target_type="organization", target_id=org_id, details=changes
+        )
     return Org(**row, role=role)
 
 

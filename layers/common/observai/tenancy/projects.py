@@ -42,7 +42,9 @@ def create_project(principal: Principal, org_id: UUID, body: ProjectCreate) -> P
     return Project(**row)
 
 
-def list_projects(principal: Principal, org_id: UUID, cursor: str | None, limit: int) -> tuple[list[Project], str | None]:
+def list_projects(
+    principal: Principal, org_id: UUID, cursor: str | None, limit: int
+) -> tuple[list[Project], str | None]:
     after = decode_cursor(cursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_org(cur, principal, org_id, Action.PROJECT_READ)
@@ -68,7 +70,12 @@ def update_project(principal: Principal, project_id: UUID, body: ProjectUpdate) 
             except psycopg.errors.UniqueViolation as exc:
                 raise Conflict("A project with this slug exists in the organization", details=changes) from exc
             audit.record(
-                cur, principal, "project.update", org_id=row["org_id"], target_type="project", target_id=project_id,
+                cur,
+                principal,
+                "project.update",
+                org_id=row["org_id"],
+                target_type="project",
+                target_id=project_id,
                 details=changes,
             )
     return Project(**row)
@@ -78,5 +85,7 @@ def delete_project(principal: Principal, project_id: UUID) -> Deleted:
     with transaction() as cur:
         row, _ = authorize_project(cur, principal, project_id, Action.PROJECT_DELETE)
         store.delete_project(cur, project_id)
-        audit.record(cur, principal, "project.delete", org_id=row["org_id"], target_type="project", target_id=project_id)
+        audit.record(
+            cur, principal, "project.delete", org_id=row["org_id"], target_type="project", target_id=project_id
+        )
     return Deleted(id=project_id)

@@ -167,8 +167,8 @@ def insert_invitation(
 
 def list_audit(cur: Cursor, org_id: UUID, before_id: int | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
-        "select id, org_id, actor_type, actor_id, action, target_type, target_id, details, host(source_ip) as source_ip,"
-        " user_agent, request_id, created_at from public.audit_log"
+        "select id, org_id, actor_type, actor_id, action, target_type, target_id, details,"
+        " host(source_ip) as source_ip, user_agent, request_id, created_at from public.audit_log"
         " where org_id = %(org)s and (%(before)s::bigint is null or id < %(before)s)"
         " order by id desc limit %(limit)s",
         {"org": org_id, "before": before_id, "limit": limit + 1},

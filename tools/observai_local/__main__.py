@@ -1,0 +1,122 @@
+"""python -m observai_local serve | invoke FUNCTION -e EVENT | migrate"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from contextlib import redirect_stdout
+from pathlib import Path
+from typing import Any
+
+from observai_local.template import ROOT, TEMPLATE_PATH, load_template
+
+
+def _database_label() -> str:
+    return "$DATABASE_URL" if os.environ.get("DATABASE_URL") else f"embedded ({ROOT / '.observai' / 'pgdata'})"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from observai_local.dev import describe, ensure_workspace, prepare_database
+    from observai_local.functions import local_overrides
+    from observai_local.scheduler import Scheduler
+    from observai_local.server import make_server
+
+    url, applied = prepare_database()
+    for version in applied:
+        print(f"migration applied: {version}", file=sys.stderr)
+    template = load_template(args.template)
+    server = make_server(args.host, args.port, template=template, overrides=local_overrides("local", url))
+    info = ensure_workspace(url, server.invoker.overrides, server.base_url)
+    print(
+        describe(
+            info,
+            routes=len(template.routes),
+            functions=len(template.functions),
+            schedules=len(template.schedules),
+            database=_database_label(),
+        ),
+        flush=True,
+    )
+    scheduler = Scheduler(server.invoker).start()
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopping", file=sys.stderr)
+    finally:
+        scheduler.stop()
+        server.server_close()
+    return 0
+
+
+def _read_event(source: str | None) -> Any:
+    if source is None:
+        return {}
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    return json.loads(text) if text.strip() else {}
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    from observai_local.dev import prepare_database
+    from observai_local.functions import Invoker, local_overrides
+
+    template = load_template(args.template)
+    if args.function not in template.functions:
+        print(f"error: no function {args.function!r}; functions: {', '.join(sorted(template.functions))}", file=sys.stderr)
+        return 2
+    event = _read_event(args.event)
+    result_out = sys.stdout
+    # As `sam local invoke`: the function's logs go to stderr, its response (or error) alone to stdout.
+    with redirect_stdout(sys.stderr):
+        url, _ = prepare_database()
+        invoker = Invoker(template, local_overrides("local", url))
+        try:
+            result = invoker.invoke(args.function, event)
+        except Exception as exc:
+            traceback.print_exc()
+            error = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": traceback.format_tb(exc.__traceback__)}
+            result_out.write(json.dumps(error) + "\n")
+            return 1
+    result_out.write(json.dumps(result, default=str) + "\n")
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from observai_local.dev import prepare_database
+
+    _, applied = prepare_database()
+    print(f"database: {_database_label()}")
+    for version in applied:
+        print(f"applied {version}")
+    if not applied:
+        print("up to date")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m observai_local", description=__doc__)
+    parser.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="default: template.yaml")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="serve every HttpApi route and run the schedules (Ctrl-C stops)")
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.set_defaults(func=cmd_serve)
+
+    invoke = sub.add_parser("invoke", help="invoke one function with an event file, as `sam local invoke`")
+    invoke.add_argument("function", metavar="FUNCTION_LOGICAL_ID")
+    invoke.add_argument("-e", "--event", help="event JSON file ('-' for stdin; default: {})")
+    invoke.set_defaults(func=cmd_invoke)
+
+    migrate = sub.add_parser("migrate", help="apply migrations (DATABASE_URL, else the embedded Postgres)")
+    migrate.set_defaults(func=cmd_migrate)
+
+    args = parser.parse_args(argv)
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
