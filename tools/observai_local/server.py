@@ -28,7 +28,8 @@ DEFAULT_PORT = 3000
 
 
 def _json(status: int, payload: dict[str, str]) -> HttpResponse:
-    return HttpResponse(status, [("content-type", "application/json")], json.dumps(payload).encode())
+    body = json.dumps(payload, separators=(",", ":")).encode()
+    return HttpResponse(status, [("content-type", "application/json")], body)
 
 
 def origin_allowed(cors: CorsConfig, origin: str) -> bool:
@@ -66,8 +67,9 @@ class LocalApiServer(ThreadingHTTPServer):
 class _RequestHandler(BaseHTTPRequestHandler):
     server: LocalApiServer
     protocol_version = "HTTP/1.1"
-    server_version = "observai-local"
-    sys_version = ""
+
+    def version_string(self) -> str:
+        return "observai-local"
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle()
@@ -167,6 +169,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         length = int(self.headers.get("content-length") or 0)
         if length > MAX_BODY_BYTES:
+            if length <= 4 * MAX_BODY_BYTES:  # drain it, so the client reads the 413 rather than a reset
+                for _ in range(0, length, 1 << 20):
+                    self.rfile.read(min(1 << 20, length))
             return None
         return self.rfile.read(length) if length > 0 else b""
 

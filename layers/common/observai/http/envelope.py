@@ -31,4 +31,4 @@ def ok(data: T, *, next_cursor: str | None = None, limit: int | None = None) -> 
 
 
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
-    return {"data": None, "error": {"code": code, "message": message, "details": details}, "meta": {}}
+    return {"data": None, "error": {"code": code, "message": message, "details": details}, "meta": Meta().model_dump()}

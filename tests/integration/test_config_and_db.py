@@ -1,0 +1,126 @@
+"""Settings from Secrets Manager (through moto) and the per-container connection's resilience."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import psycopg
+import pytest
+from moto import mock_aws
+from observai.config import get_settings
+from observai.db import close_connection, get_connection, tenant_transaction, transaction
+from observai.errors import Unavailable
+
+
+@pytest.fixture
+def secret_arn(monkeypatch: pytest.MonkeyPatch):
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        arn = client.create_secret(
+            Name="observai/test",
+            SecretString=json.dumps({"database_url": "postgresql://from-secret/db", "supabase_jwt_secret": "s" * 40}),
+        )["ARN"]
+        monkeypatch.setenv("APP_SECRET_ARN", arn)
+        monkeypatch.delenv("DATABASE_URL", raising=False)
+        monkeypatch.delenv("SUPABASE_JWT_SECRET", raising=False)
+        yield client, arn
+
+
+def test_secrets_come_from_secrets_manager_and_are_cached(secret_arn) -> None:
+    # Given a deployed function whose settings name one JSON secret
+    client, arn = secret_arn
+    from aws_lambda_powertools.utilities import parameters
+
+    parameters.clear_caches()
+    # When settings are read
+    settings = get_settings()
+    # Then the secret's values fill the settings
+    assert settings.database_url is not None
+    assert settings.database_url.get_secret_value() == "postgresql://from-secret/db"
+    assert settings.jwt_secret == "s" * 40
+    # And the secret is fetched once per container: a change is not seen until the cache expires
+    client.put_secret_value(SecretId=arn, SecretString=json.dumps({"database_url": "postgresql://changed/db"}))
+    assert get_settings().database_url.get_secret_value() == "postgresql://from-secret/db"
+    parameters.clear_caches()
+    assert get_settings().database_url.get_secret_value() == "postgresql://changed/db"
+
+
+def test_environment_wins_over_the_secret(secret_arn, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given both an environment variable and the secret
+    monkeypatch.setenv("DATABASE_URL", "postgresql://from-env/db")
+    # Then the environment variable is used (local development, tests)
+    assert get_settings().database_url.get_secret_value() == "postgresql://from-env/db"
+
+
+def test_prod_has_no_default_jwt_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STAGE", "prod")
+    monkeypatch.delenv("SUPABASE_JWT_SECRET", raising=False)
+    assert get_settings().jwt_secret is None
+    monkeypatch.setenv("STAGE", "local")
+    assert get_settings().jwt_secret is not None
+
+
+def test_connection_is_reused_and_reopened_when_the_server_drops_it(database_url: str) -> None:
+    # Given the container's connection
+    first = get_connection()
+    assert get_connection() is first
+    # When the server terminates it (pooler restart, idle cut)
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute("select pg_terminate_backend(%s)", (first.info.backend_pid,))
+    # Then the next transaction transparently reconnects
+    with transaction() as cur:
+        cur.execute("select 1 as one")
+        assert cur.fetchone()["one"] == 1
+    assert get_connection() is not first
+
+
+def test_no_server_side_prepared_statements(database_url: str) -> None:
+    # Given the transaction pooler forbids named prepared statements, when we run the same query often
+    for _ in range(10):
+        with transaction() as cur:
+            cur.execute("select %s::int as n", (1,))
+    # Then none was prepared on the server
+    with transaction() as cur:
+        cur.execute("select count(*) as n from pg_prepared_statements")
+        assert cur.fetchone()["n"] == 0
+
+
+def test_statement_timeout_is_a_503(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    # Given a 200 ms statement timeout
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "200")
+    # When a statement runs longer
+    with pytest.raises(Unavailable) as raised, transaction() as cur:
+        cur.execute("select pg_sleep(2)")
+    # Then the caller gets a retryable Unavailable and the connection stays usable
+    assert raised.value.retry_after_s >= 1
+    with transaction() as cur:
+        cur.execute("select 1 as one")
+        assert cur.fetchone()["one"] == 1
+
+
+def test_unreachable_database_is_a_503(monkeypatch: pytest.MonkeyPatch, database_url: str) -> None:
+    # Given a database URL nobody listens on
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1:1/postgres")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "1")
+    close_connection()
+    # Then opening a transaction is Unavailable, not a crash
+    with pytest.raises(Unavailable), transaction():
+        pass
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    close_connection()
+
+
+def test_settings_are_local_to_each_transaction(database_url: str) -> None:
+    # Given a tenant transaction ran with a role and claims
+    with tenant_transaction({"sub": "00000000-0000-0000-0000-000000000001", "role": "authenticated"}) as cur:
+        cur.execute("select current_user as role, current_setting('request.jwt.claims', true) as claims")
+        row = cur.fetchone()
+        assert row["role"] == "authenticated"
+        assert "00000000-0000-0000-0000-000000000001" in row["claims"]
+    # Then nothing of it leaks into the next transaction on the same (pooled) connection
+    with transaction() as cur:
+        cur.execute("select current_user as role, coalesce(current_setting('request.jwt.claims', true), '') as claims")
+        row = cur.fetchone()
+        assert row["role"] != "authenticated"
+        assert row["claims"] == ""

@@ -1,0 +1,172 @@
+"""The local runner reads template.yaml: every function, route and schedule, with its environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from observai_local.template import TEMPLATE_PATH, load_template, load_yaml
+
+# The route contract: (method, path) per function.
+EXPECTED_ROUTES = {
+    "HealthFunction": {("GET", "/v1/health"), ("GET", "/v1/health/ready")},
+    "OrgsFunction": {
+        ("POST", "/v1/orgs"),
+        ("GET", "/v1/orgs"),
+        ("GET", "/v1/orgs/{org_id}"),
+        ("PATCH", "/v1/orgs/{org_id}"),
+        ("DELETE", "/v1/orgs/{org_id}"),
+        ("POST", "/v1/orgs/{org_id}/projects"),
+        ("GET", "/v1/orgs/{org_id}/projects"),
+        ("GET", "/v1/projects/{project_id}"),
+        ("PATCH", "/v1/projects/{project_id}"),
+        ("DELETE", "/v1/projects/{project_id}"),
+        ("GET", "/v1/orgs/{org_id}/members"),
+        ("POST", "/v1/orgs/{org_id}/members"),
+        ("PATCH", "/v1/orgs/{org_id}/members/{user_id}"),
+        ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"),
+        ("POST", "/v1/orgs/{org_id}/invitations"),
+        ("GET", "/v1/orgs/{org_id}/audit-log"),
+        ("GET", "/v1/whoami"),
+    },
+    "ApiKeysFunction": {
+        ("POST", "/v1/projects/{project_id}/api-keys"),
+        ("GET", "/v1/projects/{project_id}/api-keys"),
+        ("DELETE", "/v1/projects/{project_id}/api-keys/{key_id}"),
+        ("POST", "/v1/projects/{project_id}/api-keys/{key_id}/rotate"),
+    },
+    "HousekeepingFunction": set(),
+}
+
+
+@pytest.fixture(scope="module")
+def template():
+    return load_template()
+
+
+def test_every_function_is_found_with_its_code_and_settings(template) -> None:
+    assert set(template.functions) == set(EXPECTED_ROUTES)
+    for spec in template.functions.values():
+        assert spec.handler == "app.lambda_handler"
+        assert spec.runtime == "python3.12"
+        assert spec.memory_size == 512
+        assert spec.code_uri.parent == TEMPLATE_PATH.parent / "functions"
+        assert spec.handler_file == spec.code_uri / "app.py"
+        assert spec.function_name.startswith("observai-dev-")
+    assert template.function("HealthFunction").timeout == 10  # from Globals
+    assert template.function("HousekeepingFunction").timeout == 60  # the function's own
+
+
+def test_every_route_is_found(template) -> None:
+    for logical_id, expected in EXPECTED_ROUTES.items():
+        assert {(r.method, r.path) for r in template.function(logical_id).routes} == expected
+    keys = [r.route_key for r in template.routes]
+    assert len(keys) == len(set(keys)), "a route key appears twice"
+
+
+def test_schedules_are_found(template) -> None:
+    (schedule,) = template.schedules
+    assert schedule.function == "HousekeepingFunction"
+    assert schedule.expression == "rate(1 hour)"
+    assert schedule.source == "aws.scheduler"
+    assert schedule.timezone == "UTC"
+
+
+def test_environment_merges_globals_and_resolves_parameters(template) -> None:
+    env = template.function("OrgsFunction").environment
+    assert env["STAGE"] == "dev"
+    assert env["POWERTOOLS_SERVICE_NAME"] == "observai"
+    assert env["POWERTOOLS_METRICS_NAMESPACE"] == "ObservAI"
+    assert env["POWERTOOLS_LOG_LEVEL"] == "INFO"
+    assert env["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
+    assert env["CORS_ALLOW_ORIGINS"] == "*"
+    # Parameters without a default (and no override) leave their variable out.
+    assert "APP_SECRET_ARN" not in env
+    assert "SUPABASE_URL" not in env
+
+
+def test_parameter_overrides(template) -> None:
+    arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:observai-abc"
+    t = load_template(parameters={"Stage": "prod", "AppSecretArn": arn, "CorsAllowOrigins": "https://a.test,https://b.test"})
+    spec = t.function("HealthFunction")
+    assert spec.function_name == "observai-prod-health"
+    assert spec.environment["STAGE"] == "prod"
+    assert spec.environment["APP_SECRET_ARN"] == arn
+    assert t.cors is not None
+    assert t.cors.allow_origins == ("https://a.test", "https://b.test")
+
+
+def test_cors_configuration(template) -> None:
+    cors = template.cors
+    assert cors is not None
+    assert cors.allow_origins == ("*",)
+    assert cors.allow_methods == ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+    assert set(cors.allow_headers) == {"authorization", "content-type", "x-api-key", "idempotency-key", "x-request-id"}
+    assert cors.expose_headers == ("x-request-id", "retry-after")
+    assert cors.max_age == 600
+
+
+def test_no_secret_in_the_template() -> None:
+    doc = load_yaml(TEMPLATE_PATH)
+    env = doc["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["APP_SECRET_ARN"] == {"Ref": "AppSecretArn"}
+    for name in env:
+        assert name not in {"DATABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY"}
+
+
+def test_short_tags_and_conditions(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(
+        """
+Parameters:
+  Stage: {Type: String, Default: dev}
+  Origins: {Type: String, Default: "a,b"}
+Mappings:
+  Settings:
+    dev: {Level: DEBUG}
+    prod: {Level: INFO}
+Conditions:
+  IsProd: !Equals [!Ref Stage, prod]
+  NotProd: !Not [!Condition IsProd]
+Resources:
+  Fn:
+    Type: AWS::Serverless::Function
+    Properties:
+      CodeUri: src/
+      Handler: pkg.mod.handler
+      Environment:
+        Variables:
+          NAME: !Sub "svc-${Stage}-${AWS::Region}"
+          LEVEL: !FindInMap [Settings, !Ref Stage, Level]
+          PICK: !If [IsProd, big, small]
+          JOINED: !Join ["|", !Split [",", !Ref Origins]]
+          FIRST: !Select [0, !Split [",", !Ref Origins]]
+          NOT_PROD: !If [NotProd, "yes", "no"]
+          ARN: !GetAtt Fn.Arn
+          GONE: !If [IsProd, kept, !Ref AWS::NoValue]
+      Events:
+        Nightly:
+          Type: Schedule
+          Properties: {Schedule: "cron(0 3 * * ? *)"}
+        Any:
+          Type: HttpApi
+          Properties: {Path: "/{proxy+}", Method: any}
+""",
+    )
+    spec = load_template(path).function("Fn")
+    assert spec.environment == {
+        "NAME": "svc-dev-us-east-1",
+        "LEVEL": "DEBUG",
+        "PICK": "small",
+        "JOINED": "a|b",
+        "FIRST": "a",
+        "NOT_PROD": "yes",
+        "ARN": "local-Fn-Arn",
+    }
+    assert spec.handler_file == tmp_path / "src" / "pkg" / "mod.py"
+    assert spec.handler_name == "handler"
+    assert spec.timeout == 3 and spec.memory_size == 128  # Lambda defaults
+    assert [(r.method, r.path) for r in spec.routes] == [("ANY", "/{proxy+}")]
+    assert [(s.expression, s.source) for s in spec.schedules] == [("cron(0 3 * * ? *)", "aws.events")]
+    assert load_template(path, {"Stage": "prod"}).function("Fn").environment["GONE"] == "kept"
