@@ -53,7 +53,7 @@ build: $(STAMP) ## sam build (no Docker)
 migrate: $(STAMP) ## Apply migrations (DATABASE_URL, else the embedded Postgres)
 	$(PY) -m observai_local migrate
 
-invoke: $(STAMP) ## Invoke one function: make invoke FN=HealthFunction EVENT=events/health_get.json
+invoke: $(STAMP) ## Invoke one function: make invoke FN=HealthFunction EVENT=events/health_live.json
 	$(PY) -m observai_local invoke $(FN) -e $(EVENT)
 
 bootstrap: $(STAMP) ## Create the first organization and its owner: make bootstrap ORG="Acme" EMAIL=owner@acme.test

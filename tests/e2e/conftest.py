@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from observai_local.functions import local_overrides
 from observai_local.server import start_server
 

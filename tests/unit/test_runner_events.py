@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from observai_local.events import http_event, schedule_event
 from observai_local.functions import to_http_response
 from observai_local.lambda_context import LambdaContext
@@ -107,7 +106,9 @@ def test_schedule_events() -> None:
     assert scheduler["source"] == "aws.scheduler"
     assert scheduler["detail-type"] == "Scheduled Event"
     assert scheduler["detail"] == "{}"
-    assert scheduler["resources"] == ["arn:aws:scheduler:us-east-1:123456789012:schedule/default/observai-dev-housekeeping"]
+    assert scheduler["resources"] == [
+        "arn:aws:scheduler:us-east-1:123456789012:schedule/default/observai-dev-housekeeping"
+    ]
     rule = schedule_event("nightly", source="aws.events")
     assert rule["detail"] == {} and rule["resources"][0].endswith(":rule/nightly")
 
@@ -161,7 +162,14 @@ def test_cron_timezone() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["cron(0 3 * * *)", "cron(0 3 * * * *)", "cron(0 3 ? * ? *)", "cron(61 3 * * ? *)", "cron(0 3 L * ? *)", "0 3 * * ? *"],
+    [
+        "cron(0 3 * * *)",
+        "cron(0 3 * * * *)",
+        "cron(0 3 ? * ? *)",
+        "cron(61 3 * * ? *)",
+        "cron(0 3 L * ? *)",
+        "0 3 * * ? *",
+    ],
 )
 def test_invalid_cron(bad: str) -> None:
     with pytest.raises(ValueError):
@@ -186,7 +194,9 @@ def test_handler_responses() -> None:
     assert full.status == 201 and full.body == b'{"ok":true}'
     assert ("X-A", "1") in full.headers and ("set-cookie", "s=1; HttpOnly") in full.headers
     assert ("content-type", "application/json") in full.headers
-    binary = to_http_response({"statusCode": 200, "body": base64.b64encode(b"\x00\x01").decode(), "isBase64Encoded": True})
+    binary = to_http_response(
+        {"statusCode": 200, "body": base64.b64encode(b"\x00\x01").decode(), "isBase64Encoded": True}
+    )
     assert binary.body == b"\x00\x01"
     inferred = to_http_response({"hello": "world"})
     assert (inferred.status, json.loads(inferred.body)) == (200, {"hello": "world"})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from observai_local.routing import Router
 from observai_local.template import Route, load_template
 
@@ -20,13 +19,28 @@ def router() -> Router:
         ("GET", "/v1/health/ready", "HealthFunction", "/v1/health/ready", {}),
         ("GET", "/v1/whoami", "OrgsFunction", "/v1/whoami", {}),
         ("PATCH", "/v1/orgs/o1", "OrgsFunction", "/v1/orgs/{org_id}", {"org_id": "o1"}),
-        ("DELETE", "/v1/orgs/o1/members/u2", "OrgsFunction", "/v1/orgs/{org_id}/members/{user_id}",
-         {"org_id": "o1", "user_id": "u2"}),
+        (
+            "DELETE",
+            "/v1/orgs/o1/members/u2",
+            "OrgsFunction",
+            "/v1/orgs/{org_id}/members/{user_id}",
+            {"org_id": "o1", "user_id": "u2"},
+        ),
         ("GET", "/v1/projects/p1", "OrgsFunction", "/v1/projects/{project_id}", {"project_id": "p1"}),
-        ("GET", "/v1/projects/p1/api-keys", "ApiKeysFunction", "/v1/projects/{project_id}/api-keys",
-         {"project_id": "p1"}),
-        ("POST", "/v1/projects/p1/api-keys/k9/rotate", "ApiKeysFunction",
-         "/v1/projects/{project_id}/api-keys/{key_id}/rotate", {"project_id": "p1", "key_id": "k9"}),
+        (
+            "GET",
+            "/v1/projects/p1/api-keys",
+            "ApiKeysFunction",
+            "/v1/projects/{project_id}/api-keys",
+            {"project_id": "p1"},
+        ),
+        (
+            "POST",
+            "/v1/projects/p1/api-keys/k9/rotate",
+            "ApiKeysFunction",
+            "/v1/projects/{project_id}/api-keys/{key_id}/rotate",
+            {"project_id": "p1", "key_id": "k9"},
+        ),
         ("get", "/v1/orgs/a%20b", "OrgsFunction", "/v1/orgs/{org_id}", {"org_id": "a b"}),
     ],
 )

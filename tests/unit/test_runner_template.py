@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from observai_local.template import TEMPLATE_PATH, load_template, load_yaml
 
 # The route contract: (method, path) per function.
@@ -88,7 +87,9 @@ def test_environment_merges_globals_and_resolves_parameters(template) -> None:
 
 def test_parameter_overrides(template) -> None:
     arn = "arn:aws:secretsmanager:us-east-1:123456789012:secret:observai-abc"
-    t = load_template(parameters={"Stage": "prod", "AppSecretArn": arn, "CorsAllowOrigins": "https://a.test,https://b.test"})
+    t = load_template(
+        parameters={"Stage": "prod", "AppSecretArn": arn, "CorsAllowOrigins": "https://a.test,https://b.test"}
+    )
     spec = t.function("HealthFunction")
     assert spec.function_name == "observai-prod-health"
     assert spec.environment["STAGE"] == "prod"

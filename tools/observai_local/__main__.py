@@ -1,8 +1,9 @@
-"""python -m observai_local serve | invoke FUNCTION -e EVENT | migrate"""
+"""python -m observai_local serve | invoke FUNCTION -e EVENT | migrate | openapi | bench | coldstart"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -12,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from observai_local.template import ROOT, TEMPLATE_PATH, load_template
+
+DELEGATED = {
+    "openapi": "print, --write or --check docs/openapi.json (observai_local.openapi)",
+    "bench": "benchmarks (observai_local.bench)",
+    "coldstart": "cold-start import time of each function (observai_local.coldstart)",
+}
 
 
 def _database_label() -> str:
@@ -40,7 +47,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ),
         flush=True,
     )
-    scheduler = Scheduler(server.invoker).start()
+    scheduler = Scheduler(server.invoker).start(run_now=args.run_schedules)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -64,7 +71,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
     template = load_template(args.template)
     if args.function not in template.functions:
-        print(f"error: no function {args.function!r}; functions: {', '.join(sorted(template.functions))}", file=sys.stderr)
+        print(
+            f"error: no function {args.function!r}; functions: {', '.join(sorted(template.functions))}", file=sys.stderr
+        )
         return 2
     event = _read_event(args.event)
     result_out = sys.stdout
@@ -76,7 +85,11 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             result = invoker.invoke(args.function, event)
         except Exception as exc:
             traceback.print_exc()
-            error = {"errorMessage": str(exc), "errorType": type(exc).__name__, "stackTrace": traceback.format_tb(exc.__traceback__)}
+            error = {
+                "errorMessage": str(exc),
+                "errorType": type(exc).__name__,
+                "stackTrace": traceback.format_tb(exc.__traceback__),
+            }
             result_out.write(json.dumps(error) + "\n")
             return 1
     result_out.write(json.dumps(result, default=str) + "\n")
@@ -103,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="serve every HttpApi route and run the schedules (Ctrl-C stops)")
     serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--run-schedules", action="store_true", help="fire every scheduled function once at start")
     serve.set_defaults(func=cmd_serve)
 
     invoke = sub.add_parser("invoke", help="invoke one function with an event file, as `sam local invoke`")
@@ -113,8 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="apply migrations (DATABASE_URL, else the embedded Postgres)")
     migrate.set_defaults(func=cmd_migrate)
 
+    # Tools with their own options: `python -m observai_local openapi --write` runs observai_local.openapi.main.
+    for name, text in DELEGATED.items():
+        sub.add_parser(name, help=text, add_help=False)
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] and argv[0] in DELEGATED:
+        tool = importlib.import_module(f"observai_local.{argv[0]}")
+        return int(tool.main(argv[1:]))
     args = parser.parse_args(argv)
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     return int(args.func(args))
 
 

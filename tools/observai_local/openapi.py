@@ -116,7 +116,7 @@ def registered_routes(app: Any) -> list[Any]:
 
 
 def _openapi_arguments() -> dict[str, Any]:
-    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, Server
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, HTTPBearer, Server, ServerVariable
     from observai import __version__
 
     return {
@@ -127,7 +127,7 @@ def _openapi_arguments() -> dict[str, Any]:
             Server(
                 url="https://{apiId}.execute-api.{region}.amazonaws.com",
                 description="API Gateway HTTP API ($default stage)",
-                variables={"apiId": {"default": "api-id"}, "region": {"default": "us-east-1"}},
+                variables={"apiId": ServerVariable(default="api-id"), "region": ServerVariable(default="us-east-1")},
             ),
             Server(url="http://127.0.0.1:3000", description="Local runner (python -m observai_local serve)"),
         ],
@@ -136,10 +136,8 @@ def _openapi_arguments() -> dict[str, Any]:
                 bearerFormat="JWT",
                 description="Supabase Auth access token of a person (JWKS or the legacy HS256 secret)",
             ),
-            API_KEY: APIKey(
-                in_=APIKeyIn.header,
-                name="x-api-key",
-                description="A project API key (scoped; shown once when created)",
+            API_KEY: APIKey.model_validate(
+                {"in": "header", "name": "x-api-key", "description": "A project API key (scoped; shown once)"}
             ),
         },
         "security": [{BEARER: []}, {API_KEY: []}],
@@ -328,7 +326,12 @@ def staleness_diff(expected: str, actual: str | None, path: Path = OUTPUT_PATH, 
     label = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
     diff = list(
         difflib.unified_diff(
-            (actual or "").splitlines(), expected.splitlines(), f"{label} (committed)", f"{label} (generated)", n=2
+            (actual or "").splitlines(),
+            expected.splitlines(),
+            f"{label} (committed)",
+            f"{label} (generated)",
+            n=2,
+            lineterm="",
         )
     )
     if len(diff) > max_lines:

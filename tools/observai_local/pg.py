@@ -13,7 +13,7 @@ def embedded_database_url(data_dir: Path, *, cleanup_mode: str | None = None) ->
     ``cleanup_mode=None`` leaves the server running for the next run (make dev); "stop" stops it
     when this process exits; "delete" also removes the data (tests).
     """
-    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # noqa: S108 - where pgserver keeps its socket
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pgserver

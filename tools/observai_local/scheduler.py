@@ -20,8 +20,9 @@ from observai_local.functions import Invoker
 from observai_local.template import Schedule
 
 _RATE_UNITS = {"minute": 60, "minutes": 60, "hour": 3600, "hours": 3600, "day": 86400, "days": 86400}
-_MONTHS = {m: i for i, m in enumerate("JAN FEB MAR APR MAY JUN JUL AUG SEP OCT NOV DEC".split(), start=1)}
-_DAYS = {d: i for i, d in enumerate("SUN MON TUE WED THU FRI SAT".split(), start=1)}
+_MONTH_NAMES = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+_MONTHS = {name: number for number, name in enumerate(_MONTH_NAMES, 1)}
+_DAYS = {name: number for number, name in enumerate(("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"), 1)}
 
 
 def parse_rate(expression: str) -> timedelta:
@@ -145,9 +146,10 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self.next_runs: dict[Schedule, datetime] = {}
 
-    def start(self) -> Scheduler:
+    def start(self, *, run_now: bool = False) -> Scheduler:
+        """Start the thread; with ``run_now`` every schedule fires once right away, then on its schedule."""
         now = datetime.now(UTC)
-        self.next_runs = {s: next_fire(s.expression, now, s.timezone) for s in self.schedules}
+        self.next_runs = {s: now if run_now else next_fire(s.expression, now, s.timezone) for s in self.schedules}
         self._thread = threading.Thread(target=self._run, name="observai-local-scheduler", daemon=True)
         self._thread.start()
         return self

@@ -57,11 +57,11 @@ class LocalApiServer(ThreadingHTTPServer):
         self.invoker = invoker
         self.router = Router(template.routes)
         self.quiet = quiet
+        self.host, self.port = address[0], int(self.server_address[1])  # the port chosen when 0 was asked
 
     @property
     def base_url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{self.host}:{self.port}"
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -71,12 +71,12 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def version_string(self) -> str:
         return "observai-local"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self._handle()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET  # noqa: N815
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         if not self.server.quiet:
             sys.stderr.write(f"{self.address_string()} [{self.log_date_time_string()}] {format % args}\n")
 
@@ -102,8 +102,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
         if match is None:
             response = _json(404, {"message": "Not Found"})
         else:
-            host, port = self.server.server_address[:2]
-            headers = [*self.headers.items(), ("x-forwarded-port", str(port))]
+            headers = [*self.headers.items(), ("x-forwarded-port", str(self.server.port))]
             event = http_event(
                 method,
                 raw_path,
@@ -113,7 +112,7 @@ class _RequestHandler(BaseHTTPRequestHandler):
                 route_key="$default" if match.route.path == "$default" else match.route.route_key,
                 path_parameters=match.path_parameters,
                 source_ip=self.client_address[0],
-                domain_name=self.headers.get("host") or f"{host}:{port}",
+                domain_name=self.headers.get("host") or f"{self.server.host}:{self.server.port}",
                 protocol=self.request_version,
             )
             try:
@@ -155,7 +154,8 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def _read_body(self) -> bytes | None:
         """The request body; None when it is over the limit (the rest is not read)."""
         if "chunked" in (self.headers.get("transfer-encoding") or "").lower():
-            chunks, size = [], 0
+            chunks: list[bytes] = []
+            size = 0
             while True:
                 chunk_size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
                 if chunk_size == 0:
@@ -170,8 +170,9 @@ class _RequestHandler(BaseHTTPRequestHandler):
         length = int(self.headers.get("content-length") or 0)
         if length > MAX_BODY_BYTES:
             if length <= 4 * MAX_BODY_BYTES:  # drain it, so the client reads the 413 rather than a reset
-                for _ in range(0, length, 1 << 20):
-                    self.rfile.read(min(1 << 20, length))
+                remaining = length
+                while remaining > 0 and (chunk := self.rfile.read(min(1 << 20, remaining))):
+                    remaining -= len(chunk)
             return None
         return self.rfile.read(length) if length > 0 else b""
 

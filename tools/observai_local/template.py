@@ -30,9 +30,9 @@ PSEUDO_PARAMETERS = {
 
 # CloudFormation short tags; each becomes its long form {"Fn::X": value} ({"Ref": value} for !Ref).
 _SHORT_TAGS = (
-    "Ref Condition Base64 Cidr FindInMap GetAtt GetAZs ImportValue Join Select Split Sub Transform"
-    " And Equals If Not Or ToJsonString Length"
-).split()
+    *("Ref", "Condition", "Base64", "Cidr", "FindInMap", "GetAtt", "GetAZs", "ImportValue", "Join", "Select"),
+    *("Split", "Sub", "Transform", "And", "Equals", "If", "Not", "Or", "ToJsonString", "Length"),
+)
 
 
 class _CfnLoader(yaml.SafeLoader):
@@ -51,7 +51,7 @@ def _constructor(tag: str):
         elif isinstance(node, yaml.SequenceNode):
             value = loader.construct_sequence(node, deep=True)
         else:
-            value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+            value = loader.construct_mapping(node, deep=True)
         return {key: value}
 
     return construct
@@ -87,26 +87,26 @@ class Resolver:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             handler = getattr(self, "_" + key.replace("Fn::", "fn_").replace("::", "_"), None)
             if handler is not None:
                 return handler(arg)
         return {k: self.resolve(v) for k, v in value.items()}
 
-    def _Ref(self, name: str) -> Any:  # noqa: N802 - named after the intrinsic
+    def _Ref(self, name: str) -> Any:
         if name in self.parameters:
             return self.parameters[name]
         if name in PSEUDO_PARAMETERS:
             return PSEUDO_PARAMETERS[name]
         return f"local-{name}" if name in self.resources else None
 
-    def _Condition(self, name: str) -> bool:  # noqa: N802
+    def _Condition(self, name: str) -> bool:
         return self.condition(name)
 
-    def _fn_GetAtt(self, arg: list[str]) -> str:  # noqa: N802
+    def _fn_GetAtt(self, arg: list[str]) -> str:
         return f"local-{arg[0]}-{arg[1]}"
 
-    def _fn_Sub(self, arg: str | list[Any]) -> str:  # noqa: N802
+    def _fn_Sub(self, arg: str | list[Any]) -> str:
         text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], self.resolve(arg[1]))
 
         def substitute(match: re.Match[str]) -> str:
@@ -122,33 +122,33 @@ class Resolver:
 
         return re.sub(r"\$\{([^}]+)\}", substitute, text)
 
-    def _fn_Join(self, arg: list[Any]) -> str:  # noqa: N802
+    def _fn_Join(self, arg: list[Any]) -> str:
         return str(arg[0]).join(str(v) for v in self.resolve(arg[1]))
 
-    def _fn_Split(self, arg: list[Any]) -> list[str]:  # noqa: N802
+    def _fn_Split(self, arg: list[Any]) -> list[str]:
         return str(self.resolve(arg[1])).split(arg[0])
 
-    def _fn_Select(self, arg: list[Any]) -> Any:  # noqa: N802
+    def _fn_Select(self, arg: list[Any]) -> Any:
         return self.resolve(arg[1])[int(self.resolve(arg[0]))]
 
-    def _fn_FindInMap(self, arg: list[Any]) -> Any:  # noqa: N802
+    def _fn_FindInMap(self, arg: list[Any]) -> Any:
         name, top, second = (self.resolve(a) for a in arg[:3])
         return self.doc["Mappings"][name][top][second]
 
-    def _fn_If(self, arg: list[Any]) -> Any:  # noqa: N802
+    def _fn_If(self, arg: list[Any]) -> Any:
         return self.resolve(arg[1] if self.condition(arg[0]) else arg[2])
 
-    def _fn_Equals(self, arg: list[Any]) -> bool:  # noqa: N802
+    def _fn_Equals(self, arg: list[Any]) -> bool:
         left, right = (self.resolve(a) for a in arg)
         return str(left) == str(right)
 
-    def _fn_Not(self, arg: list[Any]) -> bool:  # noqa: N802
+    def _fn_Not(self, arg: list[Any]) -> bool:
         return not self.resolve(arg[0])
 
-    def _fn_And(self, arg: list[Any]) -> bool:  # noqa: N802
+    def _fn_And(self, arg: list[Any]) -> bool:
         return all(self.resolve(a) for a in arg)
 
-    def _fn_Or(self, arg: list[Any]) -> bool:  # noqa: N802
+    def _fn_Or(self, arg: list[Any]) -> bool:
         return any(self.resolve(a) for a in arg)
 
 
@@ -287,19 +287,26 @@ def load_template(path: Path | None = None, parameters: Mapping[str, str] | None
             kind, ev = event.get("Type"), r.resolve(event.get("Properties") or {})
             if kind == "HttpApi":
                 method = str(ev.get("Method", "ANY")).upper()
-                spec.routes.append(Route("ANY" if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
-                                         str(ev.get("Path", "$default")), logical_id))
+                spec.routes.append(
+                    Route(
+                        "ANY" if method in ("ANY", "X-AMAZON-APIGATEWAY-ANY-METHOD") else method,
+                        str(ev.get("Path", "$default")),
+                        logical_id,
+                    )
+                )
             elif kind in ("ScheduleV2", "Schedule"):
                 expression = ev.get("ScheduleExpression") if kind == "ScheduleV2" else ev.get("Schedule")
                 if str(ev.get("State", "ENABLED")).upper() == "DISABLED" or ev.get("Enabled") is False:
                     continue
-                spec.schedules.append(Schedule(
-                    expression=str(expression),
-                    function=logical_id,
-                    name=event_name,
-                    timezone=str(ev.get("ScheduleExpressionTimezone") or "UTC"),
-                    source="aws.scheduler" if kind == "ScheduleV2" else "aws.events",
-                    input=None if ev.get("Input") is None else str(ev["Input"]),
-                ))
+                spec.schedules.append(
+                    Schedule(
+                        expression=str(expression),
+                        function=logical_id,
+                        name=event_name,
+                        timezone=str(ev.get("ScheduleExpressionTimezone") or "UTC"),
+                        source="aws.scheduler" if kind == "ScheduleV2" else "aws.events",
+                        input=None if ev.get("Input") is None else str(ev["Input"]),
+                    )
+                )
         functions[logical_id] = spec
     return Template(path=path, parameters=dict(r.parameters), functions=functions, cors=cors)

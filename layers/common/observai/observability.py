@@ -43,10 +43,11 @@ class RedactingFilter(logging.Filter):
     _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.msg, str):
-            record.msg = redact_text(record.msg)
+        record.msg = redact(record.msg)  # str, or a dict/list message (Powertools logs those as JSON)
         if record.args:
-            record.args = tuple(redact(a) for a in record.args) if isinstance(record.args, tuple) else record.args
+            record.args = (
+                tuple(redact(a) for a in record.args) if isinstance(record.args, tuple) else redact(record.args)
+            )
         for name, value in list(record.__dict__.items()):
             if name not in self._STANDARD:
                 setattr(record, name, "[REDACTED]" if name.lower() in _SENSITIVE_KEYS else redact(value))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from observai.db.connection import Cursor
+from observai.db.connection import execute_autocommit
 from observai.errors import RateLimited
 
 # Every request takes a token; a refused one leaves the bucket at most one token in debt (floor -1),
@@ -26,11 +26,10 @@ returning tokens
 """
 
 
-def consume(cur: Cursor, key: str, *, rate_per_s: float, burst: int) -> float:
+def consume(key: str, *, rate_per_s: float, burst: int) -> float:
     """Take one token from ``key``'s bucket; RateLimited (429 + Retry-After) when it is empty."""
-    cur.execute(_CONSUME_SQL, {"key": key, "rate": rate_per_s, "burst": float(burst)})
-    row = cur.fetchone()
-    tokens = float(row["tokens"]) if row else 0.0
+    rows = execute_autocommit(_CONSUME_SQL, {"key": key, "rate": rate_per_s, "burst": float(burst)})
+    tokens = float(rows[0]["tokens"]) if rows else 0.0
     if tokens < 0:
         retry_after = math.ceil((1 - tokens) / rate_per_s)
         raise RateLimited(

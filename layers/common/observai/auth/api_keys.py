@@ -16,7 +16,7 @@ from uuid import UUID
 
 from observai.auth.api_key_format import hashes_match, parse_key
 from observai.config import Settings
-from observai.db.connection import Cursor, transaction
+from observai.db.connection import execute_autocommit, transaction
 from observai.errors import Unauthenticated
 
 CACHE_MAX_ENTRIES = 2048
@@ -104,13 +104,13 @@ def verify_api_key(key: str, settings: Settings) -> KeyRecord:
     return record
 
 
-def note_key_used(cur: Cursor, key_id: UUID) -> None:
+def note_key_used(key_id: UUID) -> None:
     """Write last_used_at now and then, not on every request (a hot-row write per call would cost more)."""
     now = time.monotonic()
     last = _last_used_written.get(key_id)
     if last is not None and now - last < LAST_USED_WRITE_INTERVAL_S:
         return
-    cur.execute("update public.api_keys set last_used_at = now() where id = %s", (key_id,))
+    execute_autocommit("update public.api_keys set last_used_at = now() where id = %s", (key_id,))
     _last_used_written[key_id] = now
     if len(_last_used_written) > CACHE_MAX_ENTRIES:
         _last_used_written.clear()

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import DictRow, dict_row
 
 from observai.config import Settings, get_settings
@@ -65,30 +66,35 @@ def close_connection() -> None:
             _connection_url = None
 
 
-_BEGIN_SQL = (
-    "select set_config('statement_timeout', %(st)s, true),"
-    " set_config('idle_in_transaction_session_timeout', %(it)s, true)"
-)
-_TENANT_SQL = (
-    _BEGIN_SQL + ", set_config('role', 'authenticated', true), set_config('request.jwt.claims', %(claims)s, true)"
-)
+def _begin_sql(settings: Settings, claims: Mapping[str, Any] | None) -> sql.Composed:
+    """BEGIN and the transaction-local settings as one simple query: one round trip instead of two.
+
+    Values are quoted client-side with sql.Literal (no user text is ever spliced in as SQL).
+    """
+    settings_sql: list[sql.Composable] = [
+        sql.SQL("set_config('statement_timeout', {}, true)").format(sql.Literal(str(settings.db_statement_timeout_ms))),
+        sql.SQL("set_config('idle_in_transaction_session_timeout', {}, true)").format(
+            sql.Literal(str(settings.db_idle_in_transaction_timeout_ms))
+        ),
+    ]
+    if claims is not None:
+        settings_sql.append(sql.SQL("set_config('role', 'authenticated', true)"))
+        settings_sql.append(
+            sql.SQL("set_config('request.jwt.claims', {}, true)").format(
+                sql.Literal(json.dumps(dict(claims), default=str))
+            )
+        )
+    return sql.SQL("BEGIN; SELECT {}").format(sql.SQL(", ").join(settings_sql))
 
 
 @contextmanager
-def _transaction(setup_sql: str, params: Mapping[str, Any]) -> Iterator[Cursor]:
+def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
     settings = get_settings()
-    params = {
-        "st": str(settings.db_statement_timeout_ms),
-        "it": str(settings.db_idle_in_transaction_timeout_ms),
-        **params,
-    }
+    begin = _begin_sql(settings, claims)
     for attempt in (1, 2):
         conn = get_connection(settings)
         try:
-            tx = conn.transaction()
-            tx.__enter__()
-            cur = conn.cursor()
-            cur.execute(setup_sql, params)
+            conn.execute(begin)
         except psycopg.OperationalError as exc:
             # Nothing of ours ran yet: a stale connection (server restart, pooler idle cut) is safe to retry once.
             close_connection()
@@ -96,11 +102,12 @@ def _transaction(setup_sql: str, params: Mapping[str, Any]) -> Iterator[Cursor]:
                 raise Unavailable("database unavailable", retry_after_s=5) from exc
             continue
         break
+    cur = conn.cursor()
     try:
         yield cur
     except BaseException as exc:
         try:
-            tx.__exit__(type(exc), exc, exc.__traceback__)
+            conn.execute("ROLLBACK")
         except psycopg.Error:
             close_connection()
         if isinstance(exc, psycopg.errors.QueryCanceled):
@@ -111,7 +118,7 @@ def _transaction(setup_sql: str, params: Mapping[str, Any]) -> Iterator[Cursor]:
         raise
     else:
         try:
-            tx.__exit__(None, None, None)
+            conn.execute("COMMIT")
         except psycopg.OperationalError as exc:
             close_connection()
             raise Unavailable("database unavailable during commit", retry_after_s=5) from exc
@@ -119,15 +126,35 @@ def _transaction(setup_sql: str, params: Mapping[str, Any]) -> Iterator[Cursor]:
         cur.close()
 
 
+def execute_autocommit(query: str, params: Mapping[str, Any] | tuple[Any, ...]) -> list[DictRow]:
+    """Run one atomic statement outside a transaction block: one round trip, no BEGIN/COMMIT.
+
+    For idempotent or harmless-to-repeat statements only (a rate-limit upsert, a last-used stamp):
+    a stale connection is re-opened and the statement retried once.
+    """
+    settings = get_settings()
+    for attempt in (1, 2):
+        conn = get_connection(settings)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.OperationalError as exc:
+            close_connection()
+            if attempt == 2:
+                raise Unavailable("database unavailable", retry_after_s=5) from exc
+    raise AssertionError("unreachable")
+
+
 @contextmanager
 def transaction() -> Iterator[Cursor]:
     """A transaction as the connecting role (service role: RLS bypassed). For jobs and checked writes."""
-    with _transaction(_BEGIN_SQL, {}) as cur:
+    with _transaction(None) as cur:
         yield cur
 
 
 @contextmanager
 def tenant_transaction(claims: Mapping[str, Any]) -> Iterator[Cursor]:
     """A transaction as role ``authenticated`` with the caller's JWT claims, as PostgREST does: RLS applies."""
-    with _transaction(_TENANT_SQL, {"claims": json.dumps(dict(claims), default=str)}) as cur:
+    with _transaction(claims) as cur:
         yield cur
