@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from observai.http.dependencies import CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.resolver import create_resolver, lambda_handler_for
-from observai.http.responses import created
 from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from observai.tenancy import api_keys
 from observai.tenancy.api_key_models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyRotate
@@ -19,11 +17,9 @@ from observai.tenancy.models import Deleted
 app = create_resolver()
 
 
-@app.post("/v1/projects/<project_id>/api-keys", tags=["api-keys"])
-def create_key(
-    user: CurrentUser, project_id: UUID, body: Annotated[ApiKeyCreate, Body()]
-) -> Response[Envelope[ApiKeyCreated]]:
-    return created(ok(api_keys.create_key(user, project_id, body)))
+@app.post("/v1/projects/<project_id>/api-keys", status_code=201, tags=["api-keys"])
+def create_key(user: CurrentUser, project_id: UUID, body: Annotated[ApiKeyCreate, Body()]) -> Envelope[ApiKeyCreated]:
+    return ok(api_keys.create_key(user, project_id, body))
 
 
 @app.get("/v1/projects/<project_id>/api-keys", tags=["api-keys"])
@@ -42,11 +38,11 @@ def revoke_key(user: CurrentUser, project_id: UUID, key_id: UUID) -> Envelope[De
     return ok(api_keys.revoke_key(user, project_id, key_id))
 
 
-@app.post("/v1/projects/<project_id>/api-keys/<key_id>/rotate", tags=["api-keys"])
+@app.post("/v1/projects/<project_id>/api-keys/<key_id>/rotate", status_code=201, tags=["api-keys"])
 def rotate_key(
     user: CurrentUser, project_id: UUID, key_id: UUID, body: Annotated[ApiKeyRotate | None, Body()] = None
-) -> Response[Envelope[ApiKeyCreated]]:
-    return created(ok(api_keys.rotate_key(user, project_id, key_id, body)))
+) -> Envelope[ApiKeyCreated]:
+    return ok(api_keys.rotate_key(user, project_id, key_id, body))
 
 
 lambda_handler = lambda_handler_for(app)

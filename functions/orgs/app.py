@@ -5,12 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.resolver import create_resolver, lambda_handler_for
-from observai.http.responses import created
 from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from observai.tenancy import audit_trail, invitations, members, orgs, projects
 from observai.tenancy.models import (
@@ -37,9 +35,9 @@ Cursor = Annotated[str | None, Query(description="next_cursor from the previous 
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 
 
-@app.post("/v1/orgs", tags=["organizations"])
-def create_org(user: CurrentUser, body: Annotated[OrgCreate, Body()]) -> Response[Envelope[Org]]:
-    return created(ok(orgs.create_org(user, body)))
+@app.post("/v1/orgs", status_code=201, tags=["organizations"])
+def create_org(user: CurrentUser, body: Annotated[OrgCreate, Body()]) -> Envelope[Org]:
+    return ok(orgs.create_org(user, body))
 
 
 @app.get("/v1/orgs", tags=["organizations"])
@@ -63,11 +61,9 @@ def delete_org(user: CurrentUser, org_id: UUID) -> Envelope[Deleted]:
     return ok(orgs.delete_org(user, org_id))
 
 
-@app.post("/v1/orgs/<org_id>/projects", tags=["projects"])
-def create_project(
-    user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]
-) -> Response[Envelope[Project]]:
-    return created(ok(projects.create_project(user, org_id, body)))
+@app.post("/v1/orgs/<org_id>/projects", status_code=201, tags=["projects"])
+def create_project(user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]) -> Envelope[Project]:
+    return ok(projects.create_project(user, org_id, body))
 
 
 @app.get("/v1/orgs/<org_id>/projects", tags=["projects"])
@@ -101,9 +97,9 @@ def list_members(
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 
-@app.post("/v1/orgs/<org_id>/members", tags=["members"])
-def add_member(user: CurrentUser, org_id: UUID, body: Annotated[MemberAdd, Body()]) -> Response[Envelope[Member]]:
-    return created(ok(members.add_member(user, org_id, body)))
+@app.post("/v1/orgs/<org_id>/members", status_code=201, tags=["members"])
+def add_member(user: CurrentUser, org_id: UUID, body: Annotated[MemberAdd, Body()]) -> Envelope[Member]:
+    return ok(members.add_member(user, org_id, body))
 
 
 @app.patch("/v1/orgs/<org_id>/members/<user_id>", tags=["members"])
@@ -118,11 +114,9 @@ def remove_member(user: CurrentUser, org_id: UUID, user_id: UUID) -> Envelope[De
     return ok(members.remove_member(user, org_id, user_id))
 
 
-@app.post("/v1/orgs/<org_id>/invitations", tags=["members"])
-def invite(
-    user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]
-) -> Response[Envelope[Invitation]]:
-    return created(ok(invitations.invite(user, org_id, body)))
+@app.post("/v1/orgs/<org_id>/invitations", status_code=201, tags=["members"])
+def invite(user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]) -> Envelope[Invitation]:
+    return ok(invitations.invite(user, org_id, body))
 
 
 @app.get("/v1/orgs/<org_id>/audit-log", tags=["audit"])

@@ -312,7 +312,7 @@ def test_bad_credentials_are_401(runner_url: str, owner: User, case: str, expect
     headers = {
         "missing": {},
         "basic-scheme": {"Authorization": "Basic dXNlcjpwYXNz"},
-        "bearer-without-token": {"Authorization": "Bearer "},
+        "bearer-without-token": {"Authorization": "Bearer"},
         "token-scheme": {"Authorization": f"Token {owner.jwt}"},
         "not-a-jwt": {"Authorization": "Bearer not.a.jwt"},
         "expired-jwt": {"Authorization": f"Bearer {_jwt(owner, exp=now - 3600, iat=now - 7200)}"},
@@ -321,7 +321,8 @@ def test_bad_credentials_are_401(runner_url: str, owner: User, case: str, expect
         },
         "wrong-audience": {"Authorization": f"Bearer {_jwt(owner, aud='anon')}"},
         "no-audience": {
-            "Authorization": f"Bearer {pyjwt.encode({k: v for k, v in claims.items() if k != 'aud'}, _secret(), 'HS256')}"
+            "Authorization": "Bearer "
+            + pyjwt.encode({k: v for k, v in claims.items() if k != "aud"}, _secret(), "HS256")
         },
         "subject-not-uuid": {"Authorization": f"Bearer {pyjwt.encode({**claims, 'sub': 'admin'}, _secret(), 'HS256')}"},
         "alg-none": {"Authorization": f"Bearer {pyjwt.encode(claims, None, algorithm='none')}"},

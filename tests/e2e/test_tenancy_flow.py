@@ -74,9 +74,7 @@ def test_org_and_projects_with_cursor_pagination(runner_url: str, db) -> None:
 
         # When she renames the organization and a project
         renamed = ok_data(http.patch(f"/v1/orgs/{org['id']}", json={"name": "Acme Inc"}))
-        project = ok_data(
-            http.patch(f"/v1/projects/{created[0]['id']}", json={"name": "Checkout", "slug": "checkout"})
-        )
+        project = ok_data(http.patch(f"/v1/projects/{created[0]['id']}", json={"name": "Checkout", "slug": "checkout"}))
         # Then the changes are returned and read back
         assert renamed["name"] == "Acme Inc" and renamed["slug"] == org["slug"]
         assert renamed["updated_at"] >= org["updated_at"]
@@ -164,7 +162,9 @@ def test_api_key_lifecycle(runner_url: str, db) -> None:
         assert ok_data(http.delete(f"{keys_url}/{third['id']}")) == revoked
         assert error_of(http.post(f"{keys_url}/{third['id']}/rotate", json={}), 409)["code"] == "api_key_revoked"
         # And an API key cannot manage organizations (user token needed)
-    assert error_of(httpx.get(f"{runner_url}/v1/orgs", headers={"x-api-key": key}), 403)["code"] == "user_token_required"
+    assert (
+        error_of(httpx.get(f"{runner_url}/v1/orgs", headers={"x-api-key": key}), 403)["code"] == "user_token_required"
+    )
 
 
 def test_audit_log_lists_actions_newest_first_with_actor_and_source(runner_url: str, db) -> None:
@@ -185,7 +185,12 @@ def test_audit_log_lists_actions_newest_first_with_actor_and_source(runner_url: 
 
     # Then every action is there, newest first
     assert [e["action"] for e in entries] == [
-        "project.update", "org.update", "api_key.revoke", "api_key.rotate", "api_key.create", "project.create",
+        "project.update",
+        "org.update",
+        "api_key.revoke",
+        "api_key.rotate",
+        "api_key.create",
+        "project.create",
         "org.create",
     ]
     assert [e["id"] for e in entries] == sorted((e["id"] for e in entries), reverse=True)
@@ -315,4 +320,6 @@ def test_delete_project_then_org(runner_url: str, db) -> None:
         assert error_of(http.get(f"/v1/projects/{kept['id']}"), 404)
         assert org["id"] not in [o["id"] for o in ok_data(http.get("/v1/orgs"))]
     for table in ("projects", "memberships", "api_keys"):
-        assert db.execute(f"select count(*) as n from public.{table} where org_id = %s", (org["id"],)).fetchone()["n"] == 0
+        assert (
+            db.execute(f"select count(*) as n from public.{table} where org_id = %s", (org["id"],)).fetchone()["n"] == 0
+        )

@@ -90,9 +90,7 @@ def _tenant(conn: psycopg.Connection[Any], runner_url: str, label: str) -> Tenan
     owner = make_user(conn, f"{label}-{uuid.uuid4().hex[:8]}@example.test")
     with client(runner_url, user=owner) as http:
         org = ok_data(http.post("/v1/orgs", json={"name": f"{label} Secret Org {uuid.uuid4().hex[:6]}"}), 201)
-        project = ok_data(
-            http.post(f"/v1/orgs/{org['id']}/projects", json={"name": f"{label} secret project"}), 201
-        )
+        project = ok_data(http.post(f"/v1/orgs/{org['id']}/projects", json={"name": f"{label} secret project"}), 201)
         key = ok_data(
             http.post(f"/v1/projects/{project['id']}/api-keys", json={"name": f"{label} key", "scopes": ["read"]}),
             201,
@@ -118,8 +116,12 @@ def tenant_b(conn: psycopg.Connection[Any], runner_url: str) -> Tenant:
 
 def fill(route: Route, *, org_id: Any, project_id: Any, key_id: Any, user_id: Any, caller_id: Any) -> tuple[str, Any]:
     values = {
-        "org_id": str(org_id), "project_id": str(project_id), "key_id": str(key_id), "user_id": str(user_id),
-        "caller_id": str(caller_id), "new_email": f"invitee-{uuid.uuid4().hex[:8]}@example.test",
+        "org_id": str(org_id),
+        "project_id": str(project_id),
+        "key_id": str(key_id),
+        "user_id": str(user_id),
+        "caller_id": str(caller_id),
+        "new_email": f"invitee-{uuid.uuid4().hex[:8]}@example.test",
     }
     path = route.path.format(**values)
     body = None
@@ -134,8 +136,11 @@ def send(http: httpx.Client, route: Route, path: str, body: Any) -> httpx.Respon
 
 def real_ids(tenant: Tenant, caller: User) -> dict[str, Any]:
     return {
-        "org_id": tenant.org["id"], "project_id": tenant.project["id"], "key_id": tenant.key["id"],
-        "user_id": tenant.owner.id, "caller_id": caller.id,
+        "org_id": tenant.org["id"],
+        "project_id": tenant.project["id"],
+        "key_id": tenant.key["id"],
+        "user_id": tenant.owner.id,
+        "caller_id": caller.id,
     }
 
 
@@ -143,8 +148,9 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
     """Everything of the tenant an attack could change."""
     org_id = tenant.org["id"]
     return {
-        "org": conn.execute("select name, slug, plan, updated_at from public.organizations where id = %s", (org_id,))
-        .fetchall(),
+        "org": conn.execute(
+            "select name, slug, plan, updated_at from public.organizations where id = %s", (org_id,)
+        ).fetchall(),
         "projects": conn.execute(
             "select id, name, slug, updated_at from public.projects where org_id = %s order by id", (org_id,)
         ).fetchall(),
@@ -154,18 +160,25 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
         "keys": conn.execute(
             "select id, revoked_at, expires_at from public.api_keys where org_id = %s order by id", (org_id,)
         ).fetchall(),
-        "invitations": conn.execute("select count(*) as n from public.invitations where org_id = %s", (org_id,))
-        .fetchone(),
-        "audit": conn.execute("select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,))
-        .fetchone(),
+        "invitations": conn.execute(
+            "select count(*) as n from public.invitations where org_id = %s", (org_id,)
+        ).fetchone(),
+        "audit": conn.execute(
+            "select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,)
+        ).fetchone(),
     }
 
 
 def assert_leaks_nothing(response: httpx.Response, tenant: Tenant) -> None:
     text = response.text
     for secret in (
-        tenant.org["name"], tenant.org["slug"], tenant.project["name"], tenant.project["slug"], tenant.owner.email,
-        tenant.key["prefix"], tenant.key["name"],
+        tenant.org["name"],
+        tenant.org["slug"],
+        tenant.project["name"],
+        tenant.project["slug"],
+        tenant.owner.email,
+        tenant.key["prefix"],
+        tenant.key["name"],
     ):
         assert secret not in text, f"{secret!r} leaked in {text}"
 
@@ -182,9 +195,16 @@ def test_outsider_gets_404_on_every_route(
         # When the outsider calls the route on A's real ids, and on guessed random ids
         real = send(http, route, *fill(route, **real_ids(tenant_a, outsider)))
         guessed = send(
-            http, route,
-            *fill(route, org_id=uuid.uuid4(), project_id=uuid.uuid4(), key_id=uuid.uuid4(), user_id=uuid.uuid4(),
-                  caller_id=outsider.id),
+            http,
+            route,
+            *fill(
+                route,
+                org_id=uuid.uuid4(),
+                project_id=uuid.uuid4(),
+                key_id=uuid.uuid4(),
+                user_id=uuid.uuid4(),
+                caller_id=outsider.id,
+            ),
         )
     # Then both are 404 in the envelope, never a 200 and never A's data
     real_error = error_of(real, 404)

@@ -72,7 +72,9 @@ def invoke(
         hdrs.setdefault("content-type", "application/json")
     event = http_event(method, path, raw_query=query, headers=hdrs, body=body, source_ip=source_ip)
     module = load_function(function)
-    result = module.lambda_handler(event, LambdaContext(f"observai-test-{function}", memory_limit_in_mb=512, timeout_s=10))
+    result = module.lambda_handler(
+        event, LambdaContext(f"observai-test-{function}", memory_limit_in_mb=512, timeout_s=10)
+    )
     return Result(
         status=int(result["statusCode"]),
         headers=dict(result.get("headers") or {}),

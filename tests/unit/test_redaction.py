@@ -95,7 +95,9 @@ def test_redact_dicts_lists_and_sensitive_keys() -> None:
 
 def test_filter_scrubs_message_args_and_extra_fields() -> None:
     # Given a log record with credentials in its message, its args and its extra fields
-    record = logging.LogRecord("observai", logging.INFO, __file__, 1, "auth %s with %s", (f"Bearer {JWT}", API_KEY), None)
+    record = logging.LogRecord(
+        "observai", logging.INFO, __file__, 1, "auth %s with %s", (f"Bearer {JWT}", API_KEY), None
+    )
     record.authorization = OPAQUE
     record.headers = {"x-api-key": API_KEY, "host": "localhost"}
     record.detail = f"token {JWT}"

@@ -2,15 +2,25 @@
 
 Credentials never reach the logs: a filter scrubs bearer tokens, JWTs and API keys from every
 record, whatever the message or extra fields contain.
+
+The Tracer is created on first use and only when SDK tracing is on (POWERTOOLS_TRACE_DISABLED is
+not "true"): constructing it imports the X-Ray SDK and botocore, ~350 ms of cold start measured
+by `make coldstart`. With it off, `Tracing: Active` still gives every invocation its X-Ray segment.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Tracer
+
+from aws_lambda_powertools import Logger, Metrics
 
 SERVICE = "observai"
 
@@ -56,5 +66,33 @@ class RedactingFilter(logging.Filter):
 
 logger = Logger(service=SERVICE)
 logger.addFilter(RedactingFilter())
-tracer = Tracer(service=SERVICE)
 metrics = Metrics(service=SERVICE, namespace="ObservAI")
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def tracing_enabled() -> bool:
+    return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() not in ("true", "1")
+
+
+@functools.cache
+def get_tracer() -> Tracer:
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE)
+
+
+def traced(handler: Handler) -> Handler:
+    """Wrap a Lambda handler with the Powertools Tracer when SDK tracing is on, decided at first call."""
+    wrapped: list[Callable[..., Any]] = []
+
+    @functools.wraps(handler)
+    def entry(event: Any, context: Any) -> Any:
+        if not wrapped:
+            use_tracer = tracing_enabled()
+            wrapped.append(
+                get_tracer().capture_lambda_handler(handler, capture_response=False) if use_tracer else handler
+            )
+        return wrapped[0](event, context)
+
+    return entry  # type: ignore[return-value]

@@ -13,12 +13,13 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from observai.config import Settings, get_settings
 from observai.errors import ObservAIError, PayloadTooLarge, UnsupportedMediaType
 from observai.http.exception_handlers import register_exception_handlers, response_for
-from observai.observability import logger, tracer
+from observai.observability import logger, metrics, traced
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -66,6 +67,9 @@ def guard_request(event: dict[str, Any], settings: Settings) -> None:
                 "Send JSON with Content-Type: application/json",
                 details={"content_type": content_type or None},
             )
+        # Any JSON media type (any letter case, +json suffixes) reaches the parser as plain application/json.
+        event["headers"] = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
+        event["headers"]["content-type"] = "application/json"
         if event.get("isBase64Encoded"):
             # API Gateway base64-encodes bodies it considers binary; the JSON parser needs text.
             event["body"] = base64.b64decode(body).decode("utf-8", errors="replace")
@@ -82,11 +86,20 @@ def _with_headers(response: dict[str, Any], request_id: str) -> dict[str, Any]:
     return response
 
 
+def _count_outcome(status: int) -> None:
+    """CloudWatch metrics (EMF) for what an operator alarms on: throttled callers and server errors."""
+    if status == 429:
+        metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
+    elif status >= 500:
+        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+
+
 def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id."""
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
-    @tracer.capture_lambda_handler(capture_response=False)
+    @metrics.log_metrics(raise_on_empty_metrics=False)
+    @traced
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         request_id = request_id_of(event)
         try:
@@ -98,6 +111,8 @@ def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any],
             return _with_headers(
                 {"statusCode": response.status_code, "headers": dict(response.headers), "body": body}, request_id
             )
-        return _with_headers(app.resolve(event, context), request_id)
+        resolved = app.resolve(event, context)
+        _count_outcome(int(resolved.get("statusCode", 200)))
+        return _with_headers(resolved, request_id)
 
     return lambda_handler
