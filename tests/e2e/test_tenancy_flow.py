@@ -231,12 +231,6 @@ def test_audit_log_pages(runner_url: str, db) -> None:
     assert second["meta"]["next_cursor"] is None
 
 
-LIST_MEMBERS_BUG = (
-    "BUG: GET /v1/orgs/{id}/members is a 500: store.list_members joins auth.users inside tenant_transaction"
-    " (role authenticated), which may not read auth.users (permission denied for table users)"
-)
-
-
 def test_members_add_change_remove(runner_url: str, db) -> None:
     # Given an owner and another registered user
     alice, bob = make_user(db), make_user(db)
@@ -276,7 +270,6 @@ def test_members_add_change_remove(runner_url: str, db) -> None:
         assert all(e["target_id"] == str(bob.id) for e in entries[:3])
 
 
-@pytest.mark.xfail(strict=True, reason=LIST_MEMBERS_BUG)
 def test_members_list_with_emails_and_pages(runner_url: str, db) -> None:
     # Given an organization with an owner and two more members
     alice, bob, carol = make_user(db), make_user(db), make_user(db)

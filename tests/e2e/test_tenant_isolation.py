@@ -75,10 +75,6 @@ VIEWER_STATUS = {
     "GET /v1/orgs/{org_id}/audit-log": 403,  # audit.read: admins and owners
     "GET /v1/projects/{project_id}/api-keys": 403,  # api_key.read: members and up
 }
-LIST_MEMBERS_BUG = (
-    "BUG: GET /v1/orgs/{id}/members is a 500: store.list_members joins auth.users inside tenant_transaction"
-    " (role authenticated), which may not read auth.users"
-)
 
 
 @pytest.fixture(autouse=True)
@@ -277,12 +273,7 @@ def test_outsider_lists_only_their_own_organizations(
 
 @pytest.mark.parametrize(
     "route",
-    [
-        pytest.param(r, marks=pytest.mark.xfail(strict=True, reason=LIST_MEMBERS_BUG))
-        if r.id == "GET /v1/orgs/{org_id}/members"
-        else r
-        for r in ROUTES
-    ],
+    ROUTES,
     ids=IDS,
 )
 def test_viewer_reads_but_cannot_write(

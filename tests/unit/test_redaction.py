@@ -53,6 +53,8 @@ def assert_no_secret(text: str) -> None:
         (f"key {API_KEY} used", "used"),
         (f"BEARER {API_KEY}", ""),
     ],
+    # Fixed ids: the key is random per process, and pytest-xdist workers must collect the same tests.
+    ids=["authorization-header", "bearer-opaque", "jwt-assignment", "api-key-in-text", "bearer-api-key"],
 )
 def test_redact_text_scrubs_tokens_and_keeps_the_rest(raw: str, kept: str) -> None:
     # Given text holding a bearer token, a JWT or an API key

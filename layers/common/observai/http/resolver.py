@@ -88,17 +88,16 @@ def _with_headers(response: dict[str, Any], request_id: str) -> dict[str, Any]:
 
 def _count_outcome(status: int) -> None:
     """CloudWatch metrics (EMF) for what an operator alarms on: throttled callers and server errors."""
-    if status == 429:
-        metrics.add_metric(name="RateLimited", unit=MetricUnit.Count, value=1)
-    elif status >= 500:
-        metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=1)
+    name = "RateLimited" if status == 429 else "ServerErrors" if status >= 500 else None
+    if name is not None:
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
+        metrics.flush_metrics()  # flushed only when there is something to say: no empty-metrics warning per call
 
 
 def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id."""
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
-    @metrics.log_metrics(raise_on_empty_metrics=False)
     @traced
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         request_id = request_id_of(event)

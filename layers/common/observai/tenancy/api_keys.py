@@ -15,7 +15,7 @@ from observai.auth.principal import Principal
 from observai.config import get_settings
 from observai.db.connection import Cursor, tenant_transaction, transaction
 from observai.errors import Conflict, NotFound
-from observai.pagination import decode_cursor, page
+from observai.pagination import TimeCursor, decode_cursor, page, time_cursor_params, time_position
 from observai.tenancy.access import authorize_project
 from observai.tenancy.api_key_models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyRotate
 from observai.tenancy.models import Deleted
@@ -91,17 +91,17 @@ def create_key(principal: Principal, project_id: UUID, body: ApiKeyCreate) -> Ap
 def list_keys(
     principal: Principal, project_id: UUID, cursor: str | None, limit: int
 ) -> tuple[list[ApiKey], str | None]:
-    after = decode_cursor(cursor) or {}
+    after = decode_cursor(cursor, TimeCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_project(cur, principal, project_id, Action.API_KEY_READ)
         cur.execute(
             f"select {_COLUMNS} from public.api_keys where project_id = %(project)s"
-            " and (%(ts)s::timestamptz is null or (created_at, id) < (%(ts)s, %(id)s::uuid))"
+            " and (%(after_ts)s::timestamptz is null or (created_at, id) < (%(after_ts)s, %(after_id)s::uuid))"
             " order by created_at desc, id desc limit %(limit)s",
-            {"project": project_id, "ts": after.get("ts"), "id": after.get("id"), "limit": limit + 1},
+            {"project": project_id, **time_cursor_params(after), "limit": limit + 1},
         )
         rows = cur.fetchall()
-    rows, next_cursor = page(rows, limit, lambda r: {"ts": r["created_at"].isoformat(), "id": str(r["id"])})
+    rows, next_cursor = page(rows, limit, time_position())
     return [ApiKey(**r) for r in rows], next_cursor
 
 

@@ -7,8 +7,7 @@ from uuid import UUID
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction
-from observai.errors import InvalidInput
-from observai.pagination import decode_cursor, page
+from observai.pagination import IdCursor, decode_cursor, page
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org
 from observai.tenancy.models import AuditEntry
@@ -17,12 +16,9 @@ from observai.tenancy.models import AuditEntry
 def list_audit_log(
     principal: Principal, org_id: UUID, cursor: str | None, limit: int
 ) -> tuple[list[AuditEntry], str | None]:
-    position = decode_cursor(cursor)
-    before = position.get("before") if position else None
-    if before is not None and not isinstance(before, int):
-        raise InvalidInput("Invalid cursor", details={"loc": ["query", "cursor"]})
+    before = decode_cursor(cursor, IdCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_org(cur, principal, org_id, Action.AUDIT_READ)
         rows = store.list_audit(cur, org_id, before, limit)
-    rows, next_cursor = page(rows, limit, lambda r: {"before": r["id"]})
+    rows, next_cursor = page(rows, limit, lambda r: IdCursor(before=r["id"]))
     return [AuditEntry(**r) for r in rows], next_cursor

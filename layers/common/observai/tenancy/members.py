@@ -11,18 +11,18 @@ from observai.auth.permissions import Action, Role
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
 from observai.errors import Conflict, NotFound
-from observai.pagination import decode_cursor, page
+from observai.pagination import TimeCursor, decode_cursor, page, time_position
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org
 from observai.tenancy.models import Deleted, Member, MemberAdd, MemberUpdate
 
 
 def list_members(principal: Principal, org_id: UUID, cursor: str | None, limit: int) -> tuple[list[Member], str | None]:
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, TimeCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_org(cur, principal, org_id, Action.MEMBER_READ)
         rows = store.list_members(cur, org_id, after, limit)
-    rows, next_cursor = page(rows, limit, lambda r: {"ts": r["created_at"].isoformat(), "id": str(r["user_id"])})
+    rows, next_cursor = page(rows, limit, time_position(id_key="user_id"))
     return [Member(**r) for r in rows], next_cursor
 
 

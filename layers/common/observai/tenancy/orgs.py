@@ -12,7 +12,7 @@ from observai.auth.permissions import Action, Role
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
 from observai.errors import Conflict, NotFound
-from observai.pagination import decode_cursor, page
+from observai.pagination import TimeCursor, decode_cursor, page, time_position
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org
 from observai.tenancy.models import Deleted, Org, OrgCreate, OrgUpdate
@@ -44,10 +44,10 @@ def create_org(principal: Principal, body: OrgCreate) -> Org:
 
 
 def list_orgs(principal: Principal, cursor: str | None, limit: int) -> tuple[list[Org], str | None]:
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, TimeCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         rows = store.list_orgs_of_user(cur, principal.uid, after, limit)
-    rows, next_cursor = page(rows, limit, lambda r: {"ts": r["created_at"].isoformat(), "id": str(r["id"])})
+    rows, next_cursor = page(rows, limit, time_position())
     return [Org(**r) for r in rows], next_cursor
 
 

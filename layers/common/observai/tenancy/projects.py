@@ -12,7 +12,7 @@ from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
 from observai.errors import Conflict
-from observai.pagination import decode_cursor, page
+from observai.pagination import TimeCursor, decode_cursor, page, time_position
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org, authorize_project
 from observai.tenancy.models import Deleted, Project, ProjectCreate, ProjectUpdate
@@ -45,11 +45,11 @@ def create_project(principal: Principal, org_id: UUID, body: ProjectCreate) -> P
 def list_projects(
     principal: Principal, org_id: UUID, cursor: str | None, limit: int
 ) -> tuple[list[Project], str | None]:
-    after = decode_cursor(cursor)
+    after = decode_cursor(cursor, TimeCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_org(cur, principal, org_id, Action.PROJECT_READ)
         rows = store.list_projects(cur, org_id, after, limit)
-    rows, next_cursor = page(rows, limit, lambda r: {"ts": r["created_at"].isoformat(), "id": str(r["id"])})
+    rows, next_cursor = page(rows, limit, time_position())
     return [Project(**r) for r in rows], next_cursor
 
 

@@ -6,6 +6,7 @@ from typing import Any
 from uuid import UUID
 
 from observai.db.connection import Cursor
+from observai.pagination import IdCursor, TimeCursor, time_cursor_params
 
 _ORG_COLUMNS = "o.id, o.name, o.slug, o.plan, o.created_at, o.updated_at"
 _PROJECT_COLUMNS = "p.id, p.org_id, p.name, p.slug, p.created_at, p.updated_at"
@@ -45,13 +46,13 @@ def insert_membership(cur: Cursor, org_id: UUID, user_id: UUID, role: str) -> di
     return _one(cur)
 
 
-def list_orgs_of_user(cur: Cursor, user_id: UUID, after: dict[str, Any] | None, limit: int) -> list[dict[str, Any]]:
+def list_orgs_of_user(cur: Cursor, user_id: UUID, after: TimeCursor | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
         f"select {_ORG_COLUMNS}, m.role from public.organizations o"
         " join public.memberships m on m.org_id = o.id and m.user_id = %(user)s"
         " where (%(after_ts)s::timestamptz is null or (o.created_at, o.id) > (%(after_ts)s, %(after_id)s::uuid))"
         " order by o.created_at, o.id limit %(limit)s",
-        {"user": user_id, "after_ts": (after or {}).get("ts"), "after_id": (after or {}).get("id"), "limit": limit + 1},
+        {"user": user_id, **time_cursor_params(after), "limit": limit + 1},
     )
     return cur.fetchall()
 
@@ -86,12 +87,12 @@ def insert_project(cur: Cursor, org_id: UUID, name: str, slug: str) -> dict[str,
     return _one(cur)
 
 
-def list_projects(cur: Cursor, org_id: UUID, after: dict[str, Any] | None, limit: int) -> list[dict[str, Any]]:
+def list_projects(cur: Cursor, org_id: UUID, after: TimeCursor | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
         f"select {_PROJECT_COLUMNS} from public.projects p where p.org_id = %(org)s"
         " and (%(after_ts)s::timestamptz is null or (p.created_at, p.id) > (%(after_ts)s, %(after_id)s::uuid))"
         " order by p.created_at, p.id limit %(limit)s",
-        {"org": org_id, "after_ts": (after or {}).get("ts"), "after_id": (after or {}).get("id"), "limit": limit + 1},
+        {"org": org_id, **time_cursor_params(after), "limit": limit + 1},
     )
     return cur.fetchall()
 
@@ -118,13 +119,13 @@ def delete_project(cur: Cursor, project_id: UUID) -> None:
     cur.execute("delete from public.projects where id = %s", (project_id,))
 
 
-def list_members(cur: Cursor, org_id: UUID, after: dict[str, Any] | None, limit: int) -> list[dict[str, Any]]:
+def list_members(cur: Cursor, org_id: UUID, after: TimeCursor | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
-        "select m.user_id, u.email, m.role, m.created_at from public.memberships m"
-        " left join auth.users u on u.id = m.user_id where m.org_id = %(org)s"
+        "select m.user_id, e.email, m.role, m.created_at from public.memberships m"
+        " left join private.member_emails(%(org)s) e on e.user_id = m.user_id where m.org_id = %(org)s"
         " and (%(after_ts)s::timestamptz is null or (m.created_at, m.user_id) > (%(after_ts)s, %(after_id)s::uuid))"
         " order by m.created_at, m.user_id limit %(limit)s",
-        {"org": org_id, "after_ts": (after or {}).get("ts"), "after_id": (after or {}).get("id"), "limit": limit + 1},
+        {"org": org_id, **time_cursor_params(after), "limit": limit + 1},
     )
     return cur.fetchall()
 
@@ -165,13 +166,13 @@ def insert_invitation(
     return _one(cur)
 
 
-def list_audit(cur: Cursor, org_id: UUID, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+def list_audit(cur: Cursor, org_id: UUID, before: IdCursor | None, limit: int) -> list[dict[str, Any]]:
     cur.execute(
         "select id, org_id, actor_type, actor_id, action, target_type, target_id, details,"
         " host(source_ip) as source_ip, user_agent, request_id, created_at from public.audit_log"
         " where org_id = %(org)s and (%(before)s::bigint is null or id < %(before)s)"
         " order by id desc limit %(limit)s",
-        {"org": org_id, "before": before_id, "limit": limit + 1},
+        {"org": org_id, "before": before.before if before else None, "limit": limit + 1},
     )
     return cur.fetchall()
 
