@@ -97,5 +97,6 @@ def test_component_references_resolve(document: dict[str, Any]) -> None:
 
 
 def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
-    validator = pytest.importorskip("openapi_spec_validator")
-    validator.validate(document)
+    from openapi_spec_validator import validate
+
+    validate(document)

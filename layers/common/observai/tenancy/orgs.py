@@ -16,23 +16,13 @@ from observai.pagination import TimeCursor, decode_cursor, page, time_position
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org
 from observai.tenancy.models import Deleted, Org, OrgCreate, OrgUpdate
-from observai.tenancy.slugs import slugify, with_suffix
-
-SLUG_ATTEMPTS = 5
+from observai.tenancy.slugs import insert_with_unique_slug
 
 
 def insert_org_with_unique_slug(cur: Cursor, name: str, slug: str | None) -> dict[str, Any]:
-    """Insert; a derived slug that is taken gets a random suffix, a chosen one that is taken is a 409."""
-    candidate = slug or slugify(name)
-    for _ in range(SLUG_ATTEMPTS):
-        try:
-            with cur.connection.transaction():
-                return store.insert_org(cur, name, candidate)
-        except psycopg.errors.UniqueViolation as exc:
-            if slug is not None:
-                raise Conflict("This slug is taken", details={"slug": slug}) from exc
-            candidate = with_suffix(slugify(name))
-    raise Conflict("Could not find a free slug; choose one")
+    return insert_with_unique_slug(
+        cur, name, slug, lambda candidate: store.insert_org(cur, name, candidate), "This slug is taken"
+    )
 
 
 def create_org(principal: Principal, body: OrgCreate) -> Org:

@@ -16,22 +16,17 @@ from observai.pagination import TimeCursor, decode_cursor, page, time_position
 from observai.tenancy import store
 from observai.tenancy.access import authorize_org, authorize_project
 from observai.tenancy.models import Deleted, Project, ProjectCreate, ProjectUpdate
-from observai.tenancy.slugs import slugify, with_suffix
-
-SLUG_ATTEMPTS = 5
+from observai.tenancy.slugs import insert_with_unique_slug
 
 
 def insert_project_with_unique_slug(cur: Cursor, org_id: UUID, name: str, slug: str | None) -> dict[str, Any]:
-    candidate = slug or slugify(name)
-    for _ in range(SLUG_ATTEMPTS):
-        try:
-            with cur.connection.transaction():
-                return store.insert_project(cur, org_id, name, candidate)
-        except psycopg.errors.UniqueViolation as exc:
-            if slug is not None:
-                raise Conflict("A project with this slug exists in the organization", details={"slug": slug}) from exc
-            candidate = with_suffix(slugify(name))
-    raise Conflict("Could not find a free slug; choose one")
+    return insert_with_unique_slug(
+        cur,
+        name,
+        slug,
+        lambda candidate: store.insert_project(cur, org_id, name, candidate),
+        "A project with this slug exists in the organization",
+    )
 
 
 def create_project(principal: Principal, org_id: UUID, body: ProjectCreate) -> Project:
