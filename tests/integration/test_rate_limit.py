@@ -122,3 +122,26 @@ def test_refused_requests_do_nothing(monkeypatch: pytest.MonkeyPatch, db) -> Non
     assert (
         db.execute("select count(*) as n from public.memberships where user_id = %s", (user.id,)).fetchone()["n"] == 0
     )
+
+
+def test_a_429_emits_a_cloudwatch_metric(monkeypatch: pytest.MonkeyPatch, db, capsys: pytest.CaptureFixture) -> None:
+    # Given metrics are on (CloudWatch Embedded Metric Format on stdout, as in Lambda) and a user over the limit
+    import json
+
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "false")
+    limited(monkeypatch)
+    user = make_user(db)
+    for _ in range(3):
+        assert whoami(user.headers).status == 200
+    capsys.readouterr()
+    # When the next request is refused
+    assert_rate_limited(whoami(user.headers))
+    # Then one RateLimited count is published, in the ObservAI namespace
+    emf = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert len(emf) == 1
+    assert emf[0]["RateLimited"] == [1.0] or emf[0]["RateLimited"] == 1.0
+    assert emf[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "ObservAI"
+    # And a request that passes publishes nothing
+    time.sleep(2)
+    assert whoami(user.headers).status == 200
+    assert '"_aws"' not in capsys.readouterr().out
