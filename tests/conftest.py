@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -52,3 +54,22 @@ def db(database_url: str) -> Iterator[psycopg.Connection]:
     """A direct superuser connection for arranging and inspecting rows."""
     with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
         yield conn
+
+
+@pytest.fixture
+def captured_logs(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Everything the Powertools logger writes (its real handler and JSON formatter), at DEBUG."""
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    buffer = io.StringIO()
+    from observai.observability import logger
+
+    handler = logger.registered_handler
+    assert isinstance(handler, logging.StreamHandler)
+    previous_stream = handler.setStream(buffer)
+    previous_level = logger.log_level
+    logger.setLevel("DEBUG")
+    try:
+        yield buffer
+    finally:
+        handler.setStream(previous_stream)
+        logger.setLevel(previous_level)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Annotated, Any
 
@@ -210,3 +211,16 @@ def test_unexpected_exception_is_500_without_details() -> None:
     assert envelope["error"]["code"] == "internal_error"
     assert SECRET not in result["body"]
     assert "Traceback" not in result["body"]
+
+
+def test_every_log_line_carries_the_request_id(captured_logs: io.StringIO) -> None:
+    # Given an invocation whose handler fails unexpectedly (the error is logged)
+    event = http_event("GET", "/boom")
+    request_id = event["requestContext"]["requestId"]
+    # When it runs
+    result = handler(event, LambdaContext("envelope-test"))
+    # Then the response and every JSON log line name the same request id
+    assert result["headers"]["X-Request-Id"] == request_id
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines() if line.startswith("{")]
+    assert lines, "expected the unhandled error to be logged"
+    assert all(line.get("correlation_id") == request_id for line in lines)

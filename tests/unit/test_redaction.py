@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-from collections.abc import Iterator
 
 import pytest
 from observai.auth.api_key_format import generate_key
@@ -20,23 +19,6 @@ from tests.helpers.inprocess import invoke
 JWT = issue_dev_token("6f1c1d55-5c4a-4b7e-9d0e-0f6b0c3d2a11", "someone@example.test")
 API_KEY = generate_key().key
 OPAQUE = "opaque-bearer-value-123"
-
-
-@pytest.fixture
-def captured(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
-    """Everything the Powertools logger writes (its real handler and JSON formatter), at DEBUG."""
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    buffer = io.StringIO()
-    handler = logger.registered_handler
-    assert isinstance(handler, logging.StreamHandler)
-    previous_stream = handler.setStream(buffer)
-    previous_level = logger.log_level
-    logger.setLevel("DEBUG")
-    try:
-        yield buffer
-    finally:
-        handler.setStream(previous_stream)
-        logger.setLevel(previous_level)
 
 
 def assert_no_secret(text: str) -> None:
@@ -112,7 +94,7 @@ def test_filter_scrubs_message_args_and_extra_fields() -> None:
     assert_no_secret(record.detail)
 
 
-def test_logger_output_has_no_credentials_whatever_the_call_shape(captured: io.StringIO) -> None:
+def test_logger_output_has_no_credentials_whatever_the_call_shape(captured_logs: io.StringIO) -> None:
     # Given the product logger
     # When a careless caller logs credentials in every shape the logging API allows
     logger.info(f"incoming Authorization: Bearer {JWT}")
@@ -121,13 +103,13 @@ def test_logger_output_has_no_credentials_whatever_the_call_shape(captured: io.S
     logger.debug("x-api-key=%(key)s", {"key": API_KEY})
     logger.info({"authorization": f"Bearer {OPAQUE}", "note": f"key {API_KEY}"})
     # Then every line was written (the capture works) and no credential is in the output
-    lines = [json.loads(line) for line in captured.getvalue().splitlines()]
+    lines = [json.loads(line) for line in captured_logs.getvalue().splitlines()]
     assert len(lines) == 5
-    assert_no_secret(captured.getvalue())
+    assert_no_secret(captured_logs.getvalue())
 
 
 def test_handler_invoked_with_credentials_logs_none_of_them(
-    captured: io.StringIO, caplog: pytest.LogCaptureFixture, database_url: str
+    captured_logs: io.StringIO, caplog: pytest.LogCaptureFixture, database_url: str
 ) -> None:
     # Given the product's resolver and entry point with a route that logs the request it got,
     # and the real orgs function
@@ -152,7 +134,7 @@ def test_handler_invoked_with_credentials_logs_none_of_them(
     assert whoami_by_key.status == 401
     assert whoami_by_jwt.status == 200
     # And the captured output holds the logged lines, but neither secret
-    output = captured.getvalue()
+    output = captured_logs.getvalue()
     assert "request headers" in output and "raw event" in output
     assert_no_secret(output)
     assert_no_secret(caplog.text)
