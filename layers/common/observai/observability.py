@@ -71,6 +71,11 @@ metrics = Metrics(service=SERVICE, namespace="ObservAI")
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
+def metrics_enabled() -> bool:
+    # When disabled, Powertools keeps added metrics in memory without flushing them: don't add any.
+    return os.environ.get("POWERTOOLS_METRICS_DISABLED", "false").strip().lower() not in ("true", "1")
+
+
 def tracing_enabled() -> bool:
     return os.environ.get("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() not in ("true", "1")
 

@@ -19,7 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.config import Settings, get_settings
 from observai.errors import ObservAIError, PayloadTooLarge, UnsupportedMediaType
 from observai.http.exception_handlers import register_exception_handlers, response_for
-from observai.observability import logger, metrics, traced
+from observai.observability import logger, metrics, metrics_enabled, traced
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -89,7 +89,7 @@ def _with_headers(response: dict[str, Any], request_id: str) -> dict[str, Any]:
 def _count_outcome(status: int) -> None:
     """CloudWatch metrics (EMF) for what an operator alarms on: throttled callers and server errors."""
     name = "RateLimited" if status == 429 else "ServerErrors" if status >= 500 else None
-    if name is not None:
+    if name is not None and metrics_enabled():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
         metrics.flush_metrics()  # flushed only when there is something to say: no empty-metrics warning per call
 
