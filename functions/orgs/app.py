@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -10,6 +11,8 @@ from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.resolver import create_resolver, lambda_handler_for
 from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.telemetry import usage
+from observai.telemetry.usage import UsageReport
 from observai.tenancy import audit_trail, invitations, members, orgs, projects
 from observai.tenancy.models import (
     AuditEntry,
@@ -33,6 +36,8 @@ app = create_resolver()
 
 Cursor = Annotated[str | None, Query(description="next_cursor from the previous page", max_length=512)]
 Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
+FromDay = Annotated[date | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")]
+ToDay = Annotated[date | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
 
 
 @app.post("/v1/orgs", status_code=201, tags=["organizations"])
@@ -125,6 +130,16 @@ def audit_log(
 ) -> Envelope[list[AuditEntry]]:
     items, next_cursor = audit_trail.list_audit_log(user, org_id, cursor, limit)
     return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.get("/v1/orgs/<org_id>/usage", tags=["usage"])
+def get_usage(
+    user: CurrentUser,
+    org_id: UUID,
+    from_day: FromDay = None,
+    to_day: ToDay = None,
+) -> Envelope[UsageReport]:
+    return ok(usage.usage_report(user, org_id, from_day, to_day))
 
 
 @app.get("/v1/whoami", tags=["identity"])

@@ -31,6 +31,12 @@ VISIBLE_KEYS_SQL = {
     "api_keys": "select id::text as k from public.api_keys",
     "audit_log": "select id::text as k from public.audit_log",
     "rate_limit_buckets": "select key as k from public.rate_limit_buckets",
+    # Telemetry and usage (migration 0005); service-only tables and plans: test_telemetry_schema.py
+    "metric_series": "select series_id::text as k from public.metric_series",
+    "metric_points": "select series_id::text as k from public.metric_points",
+    "logs": "select id::text as k from public.logs",
+    "spans": "select span_id as k from public.spans",
+    "usage_daily": "select org_id::text || ':' || signal as k from public.usage_daily",
 }
 TABLES = list(VISIBLE_KEYS_SQL)
 
@@ -58,6 +64,42 @@ class Tenant:
                 "scopes": ["ingest", "read"],
             },
         }
+
+
+def _arrange_telemetry(db: psycopg.Connection, t: Tenant) -> dict[str, set[str]]:
+    """One row of each telemetry table for the tenant's project, and a day of its usage."""
+    series_id = uuid.uuid4().int >> 65
+    span_id = uuid.uuid4().hex[:16]
+    ids = (t.org_id, t.project_id)
+    db.execute(
+        "insert into public.metric_series (org_id, project_id, series_id, name, type, attributes)"
+        " values (%s, %s, %s, 'cpu', 'gauge', '{}')",
+        (*ids, series_id),
+    )
+    db.execute(
+        "insert into public.metric_points (org_id, project_id, series_id, time, value) values (%s, %s, %s, now(), 1)",
+        (*ids, series_id),
+    )
+    log = db.execute(
+        "insert into public.logs (org_id, project_id, time, body) values (%s, %s, now(), 'hi') returning id", ids
+    ).fetchone()
+    db.execute(
+        "insert into public.spans (org_id, project_id, trace_id, span_id, name, kind, start_time, end_time,"
+        " duration_ns, status_code) values (%s, %s, %s, %s, 'op', 'server', now(), now(), 0, 'ok')",
+        (*ids, uuid.uuid4().hex, span_id),
+    )
+    db.execute(
+        "insert into public.usage_daily (org_id, day, signal, events, bytes) values (%s, current_date, 'logs', 1, 1)",
+        (t.org_id,),
+    )
+    assert log is not None
+    return {
+        "metric_series": {str(series_id)},
+        "metric_points": {str(series_id)},
+        "logs": {str(log["id"])},
+        "spans": {span_id},
+        "usage_daily": {f"{t.org_id}:logs"},
+    }
 
 
 def _arrange_tenant(db: psycopg.Connection, label: str) -> Tenant:
@@ -109,6 +151,7 @@ def _arrange_tenant(db: psycopg.Connection, label: str) -> Tenant:
         "api_keys": {str(t.api_key_id)},
         "audit_log": {str(audit["id"])},
         "rate_limit_buckets": {f"user:{t.owner}"},
+        **_arrange_telemetry(db, t),
     }
     return t
 
@@ -183,8 +226,10 @@ def test_owner_sees_own_org_rows(tenants: tuple[Tenant, Tenant], table: str) -> 
     assert seen & b.keys[table] == set()
 
 
-# What a viewer of A may see: the organization, its projects and members; not keys, invitations or the audit trail.
-VIEWER_SEES = {"organizations", "projects", "memberships"}
+# What a viewer of A may see: the organization, its projects and members, telemetry and usage; not keys,
+# invitations or the audit trail.
+TELEMETRY = {"metric_series", "metric_points", "logs", "spans"}
+VIEWER_SEES = {"organizations", "projects", "memberships", "usage_daily"} | TELEMETRY
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -202,8 +247,8 @@ def test_viewer_sees_only_non_privileged_rows(
     assert seen == (a.keys[table] if table in VIEWER_SEES else set())
 
 
-# What an API key of project A sees: its organization, its project and itself.
-API_KEY_SEES = {"organizations", "projects", "api_keys"}
+# What an API key of project A sees: its organization, its project, itself and its project's telemetry.
+API_KEY_SEES = {"organizations", "projects", "api_keys"} | TELEMETRY
 
 
 @pytest.mark.parametrize("table", TABLES)

@@ -1,4 +1,4 @@
-"""python -m observai_local serve | invoke FUNCTION -e EVENT | migrate | openapi | bench | coldstart"""
+"""python -m observai_local serve | invoke FUNCTION -e EVENT | drain | migrate | openapi | bench | coldstart"""
 
 from __future__ import annotations
 
@@ -96,6 +96,32 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    """Stand-in for the spool's SQS event source mapping (see observai_local.sqs)."""
+    queue_url = os.environ.get("SPOOL_QUEUE_URL")
+    if not queue_url:
+        print("error: set SPOOL_QUEUE_URL (and SPOOL_BUCKET) to the spool queue to drain", file=sys.stderr)
+        return 2
+    import boto3
+
+    from observai_local.dev import prepare_database
+    from observai_local.functions import Invoker, local_overrides
+    from observai_local.sqs import drain_queue
+
+    template = load_template(args.template)
+    with redirect_stdout(sys.stderr):
+        url, _ = prepare_database()
+        invoker = Invoker(template, local_overrides("local", url))
+        report = drain_queue(
+            boto3.client("sqs"),
+            queue_url,
+            lambda event: invoker.invoke(args.function, event),
+            max_batches=1 if args.once else None,
+        )
+    print(json.dumps(report.__dict__))
+    return 0 if report.failed == 0 else 1
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     from observai_local.dev import prepare_database
 
@@ -123,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     invoke.add_argument("function", metavar="FUNCTION_LOGICAL_ID")
     invoke.add_argument("-e", "--event", help="event JSON file ('-' for stdin; default: {})")
     invoke.set_defaults(func=cmd_invoke)
+
+    drain = sub.add_parser(
+        "drain", help="drain the ingest spool queue ($SPOOL_QUEUE_URL) through IngestDrainFunction, as SQS would"
+    )
+    drain.add_argument("--function", default="IngestDrainFunction", help="default: IngestDrainFunction")
+    drain.add_argument("--once", action="store_true", help="one receive (up to 10 messages), not until empty")
+    drain.set_defaults(func=cmd_drain)
 
     migrate = sub.add_parser("migrate", help="apply migrations (DATABASE_URL, else the embedded Postgres)")
     migrate.set_defaults(func=cmd_migrate)

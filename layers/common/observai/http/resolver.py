@@ -94,15 +94,21 @@ def _count_outcome(status: int) -> None:
         metrics.flush_metrics()  # flushed only when there is something to say: no empty-metrics warning per call
 
 
-def lambda_handler_for(app: APIGatewayHttpResolver) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
-    """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id."""
+def lambda_handler_for(
+    app: APIGatewayHttpResolver, *, guard: bool = True
+) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
+    """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id.
+
+    ``guard=False`` is for routes that read their own bodies (ingestion: protobuf, gzip, larger limits).
+    """
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
     @traced
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         request_id = request_id_of(event)
         try:
-            guard_request(event, get_settings())
+            if guard:
+                guard_request(event, get_settings())
         except ObservAIError as exc:
             response = response_for(exc)
             response.headers.setdefault("Content-Type", "application/json")

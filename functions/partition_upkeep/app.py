@@ -1,0 +1,20 @@
+"""Scheduled hourly (EventBridge Scheduler): daily partitions of the telemetry tables, then the usage roll-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from observai.observability import logger, traced
+from observai.telemetry.partitions import run_upkeep
+
+
+@logger.inject_lambda_context(log_event=False)
+@traced
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    report = run_upkeep()
+    logger.info("partition upkeep done", extra=report.model_dump(mode="json"))
+    if report.failed:
+        # A failed invocation is retried by the schedule's retry policy and shows in the error metrics.
+        raise RuntimeError(f"partition upkeep failed for {', '.join(report.failed)}; see the log")
+    return report.model_dump(mode="json")

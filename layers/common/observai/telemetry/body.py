@@ -1,0 +1,80 @@
+"""Request bodies of the ingest routes: base64 (API Gateway's binary bodies), size limits, bounded gzip.
+
+A gzip bomb is refused without inflating it all: decompression stops one byte past the limit.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+from observai.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits
+
+_CHUNK = 1024 * 1024
+
+
+def header(headers: Mapping[str, str] | None, name: str) -> str:
+    for key, value in (headers or {}).items():
+        if key.lower() == name:
+            return value
+    return ""
+
+
+def raw_body(event: Mapping[str, Any], limits: IngestLimits = DEFAULT_LIMITS) -> bytes:
+    """The body as sent (still compressed), within the size limit."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        if len(body) * 3 // 4 > limits.max_body_bytes:
+            raise _too_large(limits.max_body_bytes, "request body")
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidInput("The request body is not valid base64") from exc
+    else:
+        data = body.encode() if isinstance(body, str) else bytes(body)
+    if len(data) > limits.max_body_bytes:
+        raise _too_large(limits.max_body_bytes, "request body")
+    return data
+
+
+def decoded_body(event: Mapping[str, Any], limits: IngestLimits = DEFAULT_LIMITS) -> bytes:
+    """The body after Content-Encoding (gzip, deflate or none), never larger than the decompressed limit."""
+    data = raw_body(event, limits)
+    encoding = header(event.get("headers"), "content-encoding").strip().lower()
+    if encoding in ("", "identity"):
+        return data
+    if encoding in ("gzip", "x-gzip"):
+        return inflate(data, wbits=16 + zlib.MAX_WBITS, limit=limits.max_decompressed_bytes)
+    if encoding == "deflate":
+        return inflate(data, wbits=zlib.MAX_WBITS, limit=limits.max_decompressed_bytes)
+    raise UnsupportedMediaType(
+        f"Unsupported Content-Encoding {encoding!r}: send gzip, deflate or none", code="unsupported_encoding"
+    )
+
+
+def inflate(data: bytes, *, wbits: int, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(wbits)
+    out = bytearray()
+    pending = data
+    try:
+        while pending:
+            out += decompressor.decompress(pending, min(_CHUNK, limit + 1 - len(out)))
+            if len(out) > limit:
+                raise _too_large(limit, "decompressed body")
+            pending = decompressor.unconsumed_tail
+        out += decompressor.flush(limit + 1 - len(out))
+    except zlib.error as exc:
+        raise InvalidInput("The request body is not valid compressed data", code="bad_compression") from exc
+    if len(out) > limit:
+        raise _too_large(limit, "decompressed body")
+    if not decompressor.eof:
+        raise InvalidInput("The compressed request body is truncated", code="bad_compression")
+    return bytes(out)
+
+
+def _too_large(limit: int, what: str) -> PayloadTooLarge:
+    return PayloadTooLarge(f"The {what} is larger than {limit} bytes", details={"limit_bytes": limit})

@@ -1,0 +1,61 @@
+"""Per-request and per-event ingestion limits, shared by every decoder.
+
+Per-request limits refuse the whole request (413/400); per-event limits reject one event with its
+reason and let the rest through (partial success).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class IngestLimits:
+    max_body_bytes: int = 6 * 1024 * 1024  # as sent (compressed or not); API Gateway's own cap is 10 MB
+    max_decompressed_bytes: int = 32 * 1024 * 1024  # a gzip bomb stops here, without inflating the rest
+    max_events: int = 10_000  # per request
+    max_attributes: int = 128  # per attribute map
+    max_key_length: int = 256
+    max_value_length: int = 8192  # characters of a string attribute value
+    max_body_length: int = 65_536  # characters of a log body
+    max_name_length: int = 512  # metric and span names
+    max_past_s: int = 7 * 86_400  # older events are rejected (partitions exist for this window)
+    max_future_s: int = 3_600  # clock skew allowance
+
+
+DEFAULT_LIMITS = IngestLimits()
+
+
+def now_ns() -> int:
+    return time.time_ns()
+
+
+def check_time(time_ns: int, now: int, limits: IngestLimits = DEFAULT_LIMITS, what: str = "timestamp") -> str | None:
+    """The reason an event's time is refused, or None."""
+    if time_ns <= 0:
+        return f"{what} is missing or zero"
+    if time_ns < now - limits.max_past_s * NS_PER_S:
+        return f"{what} is more than {limits.max_past_s // 86_400} days in the past"
+    if time_ns > now + limits.max_future_s * NS_PER_S:
+        return f"{what} is more than {limits.max_future_s // 60} minutes in the future"
+    return None
+
+
+def check_attributes(
+    attributes: dict[str, Any], limits: IngestLimits = DEFAULT_LIMITS, what: str = "attributes"
+) -> str | None:
+    """The reason an attribute map is refused (too many keys, a key or value too long), or None."""
+    if len(attributes) > limits.max_attributes:
+        return f"{what}: {len(attributes)} keys, more than {limits.max_attributes}"
+    for key, value in attributes.items():
+        if len(key) > limits.max_key_length:
+            return f"{what}: key longer than {limits.max_key_length} characters"
+        if isinstance(value, str) and len(value) > limits.max_value_length:
+            return f"{what}.{key[:64]}: value longer than {limits.max_value_length} characters"
+        if isinstance(value, list | dict) and len(value) > limits.max_attributes:
+            return f"{what}.{key[:64]}: more than {limits.max_attributes} items"
+    return None

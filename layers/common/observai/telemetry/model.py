@@ -1,0 +1,122 @@
+"""The decoded, validated form of every signal, whatever format it arrived in (native batch or OTLP).
+
+Decoders produce a ``Batch``; the writer stores it. Times are integer nanoseconds since the Unix
+epoch (what OTLP carries; no precision lost); attribute maps are plain JSON-able dicts with string
+keys. Trace and span ids are lowercase hex strings (32 and 16 characters), as OTLP/JSON spells them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+Attributes = dict[str, Any]
+
+
+class Signal(StrEnum):
+    METRICS = "metrics"
+    LOGS = "logs"
+    TRACES = "traces"
+
+
+class MetricType(StrEnum):
+    GAUGE = "gauge"
+    SUM = "sum"
+    HISTOGRAM = "histogram"
+    EXPONENTIAL_HISTOGRAM = "exponential_histogram"
+    SUMMARY = "summary"
+
+
+class Temporality(StrEnum):
+    CUMULATIVE = "cumulative"
+    DELTA = "delta"
+
+
+@dataclass(slots=True)
+class MetricPoint:
+    name: str
+    type: MetricType
+    time_ns: int
+    attributes: Attributes  # resource attributes merged under point attributes: the series identity
+    unit: str | None = None
+    description: str | None = None
+    start_time_ns: int | None = None
+    value: float | None = None  # gauge and sum
+    monotonic: bool | None = None  # sum only
+    temporality: Temporality | None = None  # sum and histograms
+    # histogram / exponential histogram / summary: count, sum, min, max and the buckets
+    count: int | None = None
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    # histogram: {"bounds": [...], "counts": [...]}; exponential: {"scale", "zero_count", "zero_threshold",
+    # "positive": {"offset", "counts"}, "negative": {...}}; summary: {"quantiles": [[q, v], ...]}
+    distribution: dict[str, Any] | None = None
+    exemplars: list[dict[str, Any]] | None = None
+    flags: int = 0
+    event_id: str | None = None
+    scope: dict[str, Any] | None = None
+    index: int = -1  # position in the request, for rejections found after decoding (series limits)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    time_ns: int
+    body: str  # a string body as is; structured bodies as compact JSON
+    severity_number: int = 0  # OTLP SeverityNumber 0..24
+    severity_text: str | None = None
+    service: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+    resource: Attributes = field(default_factory=dict)
+    scope: dict[str, Any] | None = None
+    observed_time_ns: int | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    flags: int = 0
+    event_id: str | None = None
+    event_name: str | None = None
+
+
+@dataclass(slots=True)
+class Span:
+    trace_id: str
+    span_id: str
+    name: str
+    start_time_ns: int
+    end_time_ns: int
+    parent_span_id: str | None = None
+    kind: str = "internal"  # internal, server, client, producer, consumer
+    service: str | None = None
+    status_code: str = "unset"  # unset, ok, error
+    status_message: str | None = None
+    attributes: Attributes = field(default_factory=dict)
+    resource: Attributes = field(default_factory=dict)
+    scope: dict[str, Any] | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)  # [{"time_ns", "name", "attributes"}]
+    links: list[dict[str, Any]] = field(default_factory=list)  # [{"trace_id", "span_id", "trace_state", "attributes"}]
+    trace_state: str | None = None
+    flags: int = 0
+    event_id: str | None = None
+
+
+@dataclass(slots=True)
+class Rejection:
+    index: int  # position in the request: the event's index (native) or the item's ordinal (OTLP)
+    reason: str
+    signal: Signal | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    metrics: list[MetricPoint] = field(default_factory=list)
+    logs: list[LogRecord] = field(default_factory=list)
+    spans: list[Span] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.metrics) + len(self.logs) + len(self.spans)
+
+    def counts(self) -> dict[Signal, int]:
+        return {Signal.METRICS: len(self.metrics), Signal.LOGS: len(self.logs), Signal.TRACES: len(self.spans)}

@@ -1,0 +1,199 @@
+"""The spool: validated batches parked in SQS (large ones in S3) while the database cannot take them.
+
+A spooled message body is compact ASCII JSON, either the whole envelope inline::
+
+    {"v": 1, "org_id": ..., "project_id": ..., "key_id": ..., "idempotency_key": ..., "request_hash": ...,
+     "response": {...}, "body_bytes": ..., "spooled_at": "...Z", "batch": {<observai.telemetry.codec>}}
+
+or, when that is over SPOOL_INLINE_MAX_BYTES (200 KB; SQS takes 256 KiB at most), a pointer to the same
+envelope gzip-compressed in S3 (``spool/YYYY/MM/DD/<uuid>.json.gz`` in SPOOL_BUCKET)::
+
+    {"v": 1, "s3": {"bucket": ..., "key": ...}, "org_id": ..., "project_id": ..., "idempotency_key": ...}
+
+Either may carry ``"requeues": n`` when the drain put it back because the database was still down.
+The drain (observai.telemetry.drain) writes each through the same idempotent store_batch.
+
+boto3 is imported, and its clients created, on first use only (cold start), with short timeouts:
+an ingest request that cannot spool fails fast with Unavailable (503 Retry-After) rather than hanging.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from observai.config import get_settings
+from observai.errors import Unavailable
+from observai.observability import logger
+from observai.telemetry.codec import batch_from_obj, batch_to_obj, dumps
+from observai.telemetry.model import Batch
+
+VERSION = 1
+SPOOL_UNAVAILABLE_MESSAGE = "ingestion is temporarily unavailable; retry"
+SPOOL_RETRY_AFTER_S = 30
+
+_clients: dict[str, Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(service: str) -> Any:
+    """One boto3 client per service per container, created on first use with short timeouts."""
+    client = _clients.get(service)
+    if client is None:
+        with _clients_lock:
+            client = _clients.get(service)
+            if client is None:
+                import boto3
+                from botocore.config import Config
+
+                config = Config(
+                    connect_timeout=2,
+                    read_timeout=2,
+                    retries={"mode": "standard", "max_attempts": 2},
+                )
+                client = boto3.client(service, config=config)  # type: ignore[call-overload]
+                _clients[service] = client
+    return client
+
+
+def reset_clients() -> None:
+    """Forget the cached clients (tests: a new moto mock, another region)."""
+    with _clients_lock:
+        _clients.clear()
+
+
+@dataclass(slots=True)
+class SpooledBatch:
+    org_id: UUID
+    project_id: UUID
+    key_id: UUID | None
+    idempotency_key: str
+    request_hash: str
+    response: dict[str, Any]
+    body_bytes: int
+    batch: Batch
+    spooled_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def to_obj(self) -> dict[str, Any]:
+        return {
+            "v": VERSION,
+            "org_id": str(self.org_id),
+            "project_id": str(self.project_id),
+            "key_id": None if self.key_id is None else str(self.key_id),
+            "idempotency_key": self.idempotency_key,
+            "request_hash": self.request_hash,
+            "response": self.response,
+            "body_bytes": self.body_bytes,
+            "spooled_at": self.spooled_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+            "batch": batch_to_obj(self.batch),
+        }
+
+    @classmethod
+    def from_obj(cls, obj: Any) -> SpooledBatch:
+        """ValueError when ``obj`` is not a spooled batch envelope."""
+        if not isinstance(obj, dict) or obj.get("v") != VERSION:
+            raise ValueError("not a spooled batch (version)")
+        try:
+            key_id = obj.get("key_id")
+            response = obj["response"]
+            if not isinstance(response, dict) or not isinstance(obj["idempotency_key"], str):
+                raise ValueError("response must be an object and idempotency_key a string")
+            return cls(
+                org_id=UUID(obj["org_id"]),
+                project_id=UUID(obj["project_id"]),
+                key_id=None if key_id is None else UUID(key_id),
+                idempotency_key=obj["idempotency_key"],
+                request_hash=str(obj["request_hash"]),
+                response=response,
+                body_bytes=int(obj["body_bytes"]),
+                batch=batch_from_obj(obj["batch"]),
+                spooled_at=datetime.fromisoformat(obj["spooled_at"]),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"not a spooled batch: {exc!r}") from exc
+
+
+def spool_key(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return f"spool/{now:%Y/%m/%d}/{uuid.uuid4()}.json.gz"
+
+
+def send_body(body: str, *, delay_s: int = 0) -> str:
+    """SendMessage of one body to the spool queue; the message id. Errors propagate (boto3's)."""
+    settings = get_settings()
+    if not settings.spool_queue_url:
+        raise RuntimeError("SPOOL_QUEUE_URL is not set")
+    params: dict[str, Any] = {"QueueUrl": settings.spool_queue_url, "MessageBody": body}
+    if delay_s > 0:
+        params["DelaySeconds"] = min(900, int(delay_s))
+    response = _client("sqs").send_message(**params)
+    return str(response["MessageId"])
+
+
+def spool_batch(item: SpooledBatch) -> str:
+    """Park ``item`` in the spool; return the SQS message id. Unavailable (503, retry in 30 s) on any failure."""
+    settings = get_settings()
+    context = {"org_id": str(item.org_id), "project_id": str(item.project_id), "events": item.batch.accepted}
+    try:
+        if not settings.spool_queue_url:
+            raise RuntimeError("SPOOL_QUEUE_URL is not set")
+        payload = dumps(item.to_obj())
+        if len(payload) <= settings.spool_inline_max_bytes:
+            message_id = send_body(payload.decode("ascii"))
+            logger.info("batch spooled", extra={**context, "bytes": len(payload), "message_id": message_id})
+            return message_id
+        if not settings.spool_bucket:
+            raise RuntimeError(f"SPOOL_BUCKET is not set and the batch ({len(payload)} bytes) is too large for SQS")
+        key = spool_key()
+        compressed = gzip.compress(payload, compresslevel=6)
+        _client("s3").put_object(
+            Bucket=settings.spool_bucket,
+            Key=key,
+            Body=compressed,
+            ContentType="application/json",
+            ContentEncoding="gzip",
+        )
+        pointer = {
+            "v": VERSION,
+            "s3": {"bucket": settings.spool_bucket, "key": key},
+            "org_id": str(item.org_id),
+            "project_id": str(item.project_id),
+            "idempotency_key": item.idempotency_key,
+        }
+        try:
+            message_id = send_body(json.dumps(pointer, separators=(",", ":")))
+        except Exception:
+            _delete_quietly(settings.spool_bucket, key)
+            raise
+        logger.info(
+            "batch spooled to S3",
+            extra={**context, "bytes": len(payload), "s3_bytes": len(compressed), "key": key, "message_id": message_id},
+        )
+        return message_id
+    except Exception as exc:
+        logger.error("spooling failed", extra={**context, "error": f"{exc.__class__.__name__}: {exc}"})
+        raise Unavailable(SPOOL_UNAVAILABLE_MESSAGE, retry_after_s=SPOOL_RETRY_AFTER_S) from exc
+
+
+def load_s3(bucket: str, key: str) -> bytes:
+    """The envelope bytes of an S3-spooled batch (gunzipped)."""
+    response = _client("s3").get_object(Bucket=bucket, Key=key)
+    data = response["Body"].read()
+    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+
+def delete_s3(bucket: str, key: str) -> None:
+    _client("s3").delete_object(Bucket=bucket, Key=key)
+
+
+def _delete_quietly(bucket: str, key: str) -> None:
+    try:
+        delete_s3(bucket, key)
+    except Exception as exc:  # the bucket's lifecycle rule removes it after 14 days anyway
+        logger.warning("spool object not deleted", extra={"key": key, "error": exc.__class__.__name__})

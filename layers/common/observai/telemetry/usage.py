@@ -1,0 +1,420 @@
+"""Per-organization daily usage (events and bytes per signal), plan limits and quotas.
+
+Counting without a hot row: the writer calls ``record_usage`` inside its own transaction, which
+appends one small ``usage_increments`` row per request and signal (no row is ever updated by two
+requests, so concurrent requests never wait on each other, and usage commits or rolls back with the
+data: it is exact). ``roll_up_usage`` (run hourly by the partition-upkeep job) moves increments into
+``usage_daily``. Today's usage is always ``usage_daily(today) + increments not yet rolled up``, read in
+ONE statement (one snapshot), so a concurrent roll-up is never counted twice nor missed.
+
+Quotas: ``check_quota`` reads an organization's usage at most once every ``USAGE_CACHE_TTL_S`` (30 s)
+per container, and adds what this container admitted since. So a quota is a soft bound: a burst can
+exceed the daily quota by at most ~30 s of the traffic other containers admit for that organization.
+``plan_limits`` (max series, cardinality per metric) is cached ``PLAN_CACHE_TTL_S`` (60 s).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, Field
+
+from observai.auth.permissions import Action
+from observai.auth.principal import Principal
+from observai.db.connection import Cursor, execute_autocommit, tenant_transaction, transaction
+from observai.errors import InvalidInput, NotFound, RateLimited
+from observai.telemetry.model import Signal
+
+USAGE_CACHE_TTL_S = 30.0
+PLAN_CACHE_TTL_S = 60.0
+DEFAULT_REPORT_DAYS = 30
+MAX_REPORT_DAYS = 366
+# Roll-up: pg_try_advisory_xact_lock key, rows per transaction.
+ROLLUP_LOCK_KEY = 0x0B5A1_0003
+ROLLUP_BATCH_SIZE = 20_000
+
+GIB = 1024**3
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+class PlanLimits(BaseModel):
+    """A plan's limits; None means unlimited."""
+
+    plan: str
+    events_per_day: int | None = Field(description="Events per UTC day, all signals together; null: unlimited")
+    bytes_per_day: int | None = Field(description="Bytes per UTC day (request bodies, decompressed); null: unlimited")
+    max_series: int | None = Field(description="Distinct metric series per project")
+    max_cardinality_per_metric: int | None = Field(description="Distinct series per metric name")
+    retention_days: int | None
+
+
+class UsageDay(BaseModel):
+    day: date
+    signal: Signal
+    events: int
+    bytes: int
+
+
+class UsageTotal(BaseModel):
+    signal: Signal
+    events: int
+    bytes: int
+
+
+class UsageToday(BaseModel):
+    day: date
+    events: int
+    bytes: int
+    events_limit: int | None = Field(description="The plan's events_per_day; null: unlimited")
+    bytes_limit: int | None = Field(description="The plan's bytes_per_day; null: unlimited")
+    events_remaining: int | None
+    bytes_remaining: int | None
+    resets_at: datetime = Field(description="Next 00:00 UTC, when the daily quota starts again")
+
+
+class UsageReport(BaseModel):
+    org_id: UUID
+    from_day: date
+    to_day: date
+    plan: str
+    limits: PlanLimits
+    days: list[UsageDay] = Field(description="Per day and signal, oldest first; days without usage are omitted")
+    totals: list[UsageTotal] = Field(description="Per signal over the range")
+    today: UsageToday
+
+
+# ---------------------------------------------------------------------------------------------
+# Time
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def next_utc_midnight(now: datetime) -> datetime:
+    return datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+
+
+def seconds_to_utc_midnight(now: datetime | None = None) -> int:
+    now = now or utc_now()
+    return max(1, int((next_utc_midnight(now) - now).total_seconds() + 0.999))
+
+
+# ---------------------------------------------------------------------------------------------
+# Recording (the writer, inside its transaction)
+
+_INSERT_INCREMENTS_SQL = """
+insert into public.usage_increments (org_id, project_id, day, signal, events, bytes)
+select %(org)s, %(project)s, (now() at time zone 'UTC')::date, t.signal, t.events, t.bytes
+from unnest(%(signals)s::text[], %(events)s::bigint[], %(bytes)s::bigint[]) as t (signal, events, bytes)
+"""
+
+
+def record_usage(cur: Cursor, org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]) -> None:
+    """Append today's (UTC, the database's clock) usage of one request: (events, bytes) per signal.
+
+    Called by the writer in the transaction that stores the data: usage commits with it. Signals with
+    nothing to count are skipped; one statement whatever the number of signals.
+    """
+    rows = [(Signal(s).value, int(e), int(b)) for s, (e, b) in per_signal.items() if e or b]
+    if not rows:
+        return
+    if any(e < 0 or b < 0 for _, e, b in rows):
+        raise ValueError("usage cannot be negative")
+    cur.execute(
+        _INSERT_INCREMENTS_SQL,
+        {
+            "org": org_id,
+            "project": project_id,
+            "signals": [r[0] for r in rows],
+            "events": [r[1] for r in rows],
+            "bytes": [r[2] for r in rows],
+        },
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Limits and quotas (the writer, before it writes)
+
+_PLAN_SQL = """
+select p.plan, p.events_per_day, p.bytes_per_day, p.max_series, p.max_cardinality_per_metric, p.retention_days
+from public.organizations o join public.plans p on p.plan = o.plan
+where o.id = %(org)s
+"""
+
+# Plan and today's usage in one statement: usage_daily(today) + increments not yet rolled up (one
+# snapshot, so a roll-up committing meanwhile is counted exactly once). Index-only scans on the
+# usage_daily primary key and usage_increments (org_id, day) include (signal, events, bytes).
+_QUOTA_SQL = f"""
+with used as (
+    select d.events, d.bytes from public.usage_daily d where d.org_id = %(org)s and d.day = %(day)s
+    union all
+    select i.events, i.bytes from public.usage_increments i where i.org_id = %(org)s and i.day = %(day)s
+)
+select plan.*,
+       (select coalesce(sum(events), 0)::bigint from used) as used_events,
+       (select coalesce(sum(bytes), 0)::bigint from used) as used_bytes
+from ({_PLAN_SQL}) plan
+"""
+
+
+@dataclass(slots=True)
+class _UsageState:
+    fetched_at: float  # monotonic
+    day: date
+    limits: PlanLimits
+    used_events: int
+    used_bytes: int
+
+
+_lock = threading.Lock()
+_plan_cache: dict[UUID, tuple[float, PlanLimits]] = {}
+_usage_cache: dict[UUID, _UsageState] = {}
+_monotonic = time.monotonic
+
+
+def reset_caches() -> None:
+    """Forget cached plans and usage (tests; a plan change takes effect within PLAN_CACHE_TTL_S anyway)."""
+    with _lock:
+        _plan_cache.clear()
+        _usage_cache.clear()
+
+
+def _limits_from(row: Mapping[str, Any]) -> PlanLimits:
+    return PlanLimits(
+        plan=row["plan"],
+        events_per_day=row["events_per_day"],
+        bytes_per_day=row["bytes_per_day"],
+        max_series=row["max_series"],
+        max_cardinality_per_metric=row["max_cardinality_per_metric"],
+        retention_days=row["retention_days"],
+    )
+
+
+def plan_limits(org_id: UUID) -> PlanLimits:
+    """The organization's plan limits, cached per container for PLAN_CACHE_TTL_S."""
+    now = _monotonic()
+    cached = _plan_cache.get(org_id)
+    if cached is not None and now - cached[0] < PLAN_CACHE_TTL_S:
+        return cached[1]
+    rows = execute_autocommit(_PLAN_SQL, {"org": org_id})
+    if not rows:
+        raise NotFound("Organization not found", details={"org_id": str(org_id)})
+    limits = _limits_from(rows[0])
+    with _lock:
+        _plan_cache[org_id] = (now, limits)
+    return limits
+
+
+def _usage_state(org_id: UUID, today: date) -> _UsageState:
+    now = _monotonic()
+    state = _usage_cache.get(org_id)
+    if state is not None and state.day == today and now - state.fetched_at < USAGE_CACHE_TTL_S:
+        return state
+    rows = execute_autocommit(_QUOTA_SQL, {"org": org_id, "day": today})
+    if not rows:
+        raise NotFound("Organization not found", details={"org_id": str(org_id)})
+    row = rows[0]
+    limits = _limits_from(row)
+    state = _UsageState(
+        fetched_at=now, day=today, limits=limits, used_events=int(row["used_events"]), used_bytes=int(row["used_bytes"])
+    )
+    with _lock:
+        _usage_cache[org_id] = state
+        _plan_cache[org_id] = (now, limits)
+    return state
+
+
+def _format_bytes(n: int) -> str:
+    if n % GIB == 0:
+        return f"{n // GIB:,} GiB"
+    return f"{n:,} bytes"
+
+
+def check_quota(org_id: UUID, incoming_events: int, incoming_bytes: int, *, now: datetime | None = None) -> None:
+    """Raise RateLimited (429, Retry-After = seconds to 00:00 UTC) when the request would pass the daily quota.
+
+    Today's usage is read at most every USAGE_CACHE_TTL_S per organization and container; what this
+    container admits in between is added to the cached figure, so only other containers' traffic of the
+    last ~30 s can slip past the quota. An admitted request is counted here even if its write later
+    fails (conservative).
+    """
+    now = now or utc_now()
+    today = now.date()
+    state = _usage_state(org_id, today)
+    limits = state.limits
+    checks = (
+        (
+            "events_per_day",
+            "event",
+            limits.events_per_day,
+            state.used_events,
+            incoming_events,
+            lambda n: f"{n:,} events",
+        ),
+        ("bytes_per_day", "byte", limits.bytes_per_day, state.used_bytes, incoming_bytes, _format_bytes),
+    )
+    for quota, noun, limit, used, incoming, fmt in checks:
+        if limit is not None and used + incoming > limit:
+            resets_at = next_utc_midnight(now)
+            raise RateLimited(
+                f"daily {noun} quota of the {limits.plan} plan reached: {fmt(limit)}; resets at 00:00 UTC",
+                retry_after_s=seconds_to_utc_midnight(now),
+                details={
+                    "plan": limits.plan,
+                    "quota": quota,
+                    "limit": limit,
+                    "used": used,
+                    "incoming": incoming,
+                    "resets_at": resets_at.isoformat(),
+                },
+            )
+    with _lock:
+        state.used_events += incoming_events
+        state.used_bytes += incoming_bytes
+
+
+# ---------------------------------------------------------------------------------------------
+# Roll-up (scheduled)
+
+# Moves a batch of increments (oldest first) into usage_daily in one statement: delete ... returning →
+# aggregate → upsert adding. Atomic: the rows leave usage_increments exactly when their sums enter
+# usage_daily. SKIP LOCKED plus the advisory lock: two roll-ups never take the same row.
+_ROLLUP_SQL = """
+with moved as (
+    delete from public.usage_increments
+    where id in (select id from public.usage_increments order by id limit %(limit)s for update skip locked)
+    returning org_id, day, signal, events, bytes
+), sums as (
+    select org_id, day, signal, sum(events)::bigint as events, sum(bytes)::bigint as bytes, count(*) as n
+    from moved group by org_id, day, signal
+), upserted as (
+    insert into public.usage_daily as d (org_id, day, signal, events, bytes)
+    select org_id, day, signal, events, bytes from sums
+    on conflict (org_id, day, signal)
+    do update set events = d.events + excluded.events, bytes = d.bytes + excluded.bytes
+    returning 1
+)
+select coalesce((select sum(n) from sums), 0)::bigint as moved, (select count(*) from upserted) as upserted
+"""
+
+
+def _roll_up_batch(limit: int) -> int | None:
+    """One batch in its own transaction; None when another roll-up holds the lock."""
+    with transaction() as cur:
+        cur.execute("select pg_try_advisory_xact_lock(%s) as got", (ROLLUP_LOCK_KEY,))
+        row = cur.fetchone()
+        if not row or not row["got"]:
+            return None
+        cur.execute(_ROLLUP_SQL, {"limit": limit})
+        result = cur.fetchone()
+        return int(result["moved"]) if result else 0
+
+
+def roll_up_usage(max_rows: int = 50_000) -> int:
+    """Move up to ``max_rows`` usage increments into usage_daily; return how many were moved.
+
+    Bounded (batches of ROLLUP_BATCH_SIZE, at most max_rows), overlap-safe (a transaction-level advisory
+    lock: a concurrent run stops), resumable (each batch commits on its own; the next run continues with
+    the oldest remaining rows). Never double-counts: a row is deleted in the transaction that adds it.
+    """
+    total = 0
+    while total < max_rows:
+        limit = min(ROLLUP_BATCH_SIZE, max_rows - total)
+        moved = _roll_up_batch(limit)
+        if moved is None:
+            break
+        total += moved
+        if moved < limit:
+            break
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# Report (GET /v1/orgs/{org_id}/usage)
+
+# Rolled-up days (RLS: members read usage_daily) plus the increments not yet rolled up (through
+# private.pending_usage, members only), in one statement so one snapshot; today always included.
+_REPORT_SQL = """
+with u as (
+    select d.day, d.signal, d.events, d.bytes from public.usage_daily d
+    where d.org_id = %(org)s and (d.day between %(from)s and %(to)s or d.day = %(today)s)
+    union all
+    select p.day, p.signal, p.events, p.bytes from private.pending_usage(%(org)s, %(from)s, %(to)s) p
+    union all
+    select p.day, p.signal, p.events, p.bytes from private.pending_usage(%(org)s, %(today)s, %(today)s) p
+    where not (%(today)s between %(from)s and %(to)s)
+)
+select day, signal, sum(events)::bigint as events, sum(bytes)::bigint as bytes
+from u group by day, signal order by day, signal
+"""
+
+
+def resolve_range(from_day: date | None, to_day: date | None, today: date) -> tuple[date, date]:
+    """Default: the last 30 days up to today. At most MAX_REPORT_DAYS days; from must not be after to."""
+    to_day = to_day or (today if from_day is None else max(today, from_day))
+    from_day = from_day or to_day - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+    if from_day > to_day:
+        raise InvalidInput(
+            "'from' must not be after 'to'", details={"from": from_day.isoformat(), "to": to_day.isoformat()}
+        )
+    if (to_day - from_day).days + 1 > MAX_REPORT_DAYS:
+        raise InvalidInput(
+            f"the range covers more than {MAX_REPORT_DAYS} days",
+            details={"from": from_day.isoformat(), "to": to_day.isoformat(), "max_days": MAX_REPORT_DAYS},
+        )
+    return from_day, to_day
+
+
+def usage_report(principal: Principal, org_id: UUID, from_day: date | None, to_day: date | None) -> UsageReport:
+    """Usage per day and signal (rolled up + pending), the plan and its limits, and today's totals vs them."""
+    from observai.tenancy.access import authorize_org
+
+    now = utc_now()
+    today = now.date()
+    from_day, to_day = resolve_range(from_day, to_day, today)
+    with tenant_transaction(principal.rls_claims()) as cur:
+        authorize_org(cur, principal, org_id, Action.ORG_READ)
+        cur.execute(_PLAN_SQL, {"org": org_id})
+        plan_row = cur.fetchone()
+        if plan_row is None:
+            raise NotFound("Organization not found", details={"org_id": str(org_id)})
+        cur.execute(_REPORT_SQL, {"org": org_id, "from": from_day, "to": to_day, "today": today})
+        rows = cur.fetchall()
+    limits = _limits_from(plan_row)
+    days = [UsageDay(**r) for r in rows if from_day <= r["day"] <= to_day]
+    totals: dict[Signal, UsageTotal] = {}
+    for d in days:
+        t = totals.setdefault(d.signal, UsageTotal(signal=d.signal, events=0, bytes=0))
+        t.events += d.events
+        t.bytes += d.bytes
+    today_events = sum(r["events"] for r in rows if r["day"] == today)
+    today_bytes = sum(r["bytes"] for r in rows if r["day"] == today)
+    return UsageReport(
+        org_id=org_id,
+        from_day=from_day,
+        to_day=to_day,
+        plan=limits.plan,
+        limits=limits,
+        days=days,
+        totals=list(totals.values()),
+        today=UsageToday(
+            day=today,
+            events=today_events,
+            bytes=today_bytes,
+            events_limit=limits.events_per_day,
+            bytes_limit=limits.bytes_per_day,
+            events_remaining=None if limits.events_per_day is None else max(0, limits.events_per_day - today_events),
+            bytes_remaining=None if limits.bytes_per_day is None else max(0, limits.bytes_per_day - today_bytes),
+            resets_at=next_utc_midnight(now),
+        ),
+    )

@@ -1,0 +1,366 @@
+"""The write path: a whole batch in one transaction, with binary COPY, idempotent.
+
+Replays never produce duplicate rows:
+- a request replayed with the same Idempotency-Key returns the first response and writes nothing
+  (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
+- an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans. Existing keys are looked
+  up before the COPY (one indexed query per signal, pruned to the batch's time range); if a concurrent
+  writer slips in between, the COPY hits the unique index and the whole transaction is retried once,
+  when the look-up sees those rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from observai.db.connection import Cursor, transaction
+from observai.errors import Conflict
+from observai.observability import logger
+from observai.telemetry import usage
+from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
+from observai.telemetry.series import series_id
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+KNOWN_SERIES_MAX = 200_000
+
+# project_id → {series_id: metric type}: series this container has seen stored.
+_known_series: dict[UUID, dict[int, str]] = {}
+
+
+@dataclass(slots=True)
+class StoreResult:
+    replayed: bool
+    response: dict[str, Any]
+    rejected: list[Rejection] = field(default_factory=list)  # found while writing (series limits, type clashes)
+    duplicates: int = 0
+
+
+def ts(ns: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=ns // 1000)
+
+
+def clear_caches() -> None:
+    _known_series.clear()
+
+
+def store_batch(
+    org_id: UUID,
+    project_id: UUID,
+    batch: Batch,
+    *,
+    idempotency_key: str | None,
+    request_hash: str,
+    response: dict[str, Any],
+    body_bytes: int,
+    respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None = None,
+) -> StoreResult:
+    """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
+    the batch, write-time rejections (series limits, type clashes) and how many events were already stored."""
+    for attempt in (1, 2):
+        try:
+            return _store_once(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond)
+        except psycopg.errors.UniqueViolation:
+            if attempt == 2:
+                raise
+            logger.info("concurrent duplicate write: retrying the batch once")
+    raise AssertionError("unreachable")
+
+
+def _store_once(
+    org_id: UUID,
+    project_id: UUID,
+    batch: Batch,
+    idempotency_key: str | None,
+    request_hash: str,
+    response: dict[str, Any],
+    body_bytes: int,
+    respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None,
+) -> StoreResult:
+    with transaction() as cur:
+        if idempotency_key is not None:
+            stored = _claim_key(cur, org_id, project_id, idempotency_key, request_hash)
+            if stored is not None:
+                return StoreResult(replayed=True, response=stored)
+        metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
+        duplicates = 0
+        duplicates += _write_metrics(cur, org_id, project_id, metrics, series_ids)
+        duplicates += _write_logs(cur, org_id, project_id, batch.logs)
+        duplicates += _write_spans(cur, org_id, project_id, batch.spans)
+        usage.record_usage(cur, org_id, project_id, _usage(batch, len(metrics), body_bytes))
+        final = respond(batch, rejected, duplicates) if respond is not None else response
+        if idempotency_key is not None:
+            cur.execute(
+                "update public.ingest_idempotency set response = %s where project_id = %s and key = %s",
+                (Jsonb(final), project_id, idempotency_key),
+            )
+    return StoreResult(replayed=False, response=final, rejected=rejected, duplicates=duplicates)
+
+
+def _claim_key(cur: Cursor, org_id: UUID, project_id: UUID, key: str, request_hash: str) -> dict[str, Any] | None:
+    """Claim the key (None) or return the first response stored under it. An expired key is claimed afresh."""
+    cur.execute(
+        "insert into public.ingest_idempotency as i (project_id, key, org_id, request_hash, status, response)"
+        " values (%s, %s, %s, %s, 202, '{}'::jsonb)"
+        " on conflict (project_id, key) do update set request_hash = excluded.request_hash,"
+        " response = excluded.response, created_at = now(), expires_at = now() + interval '24 hours'"
+        " where i.expires_at < now()"
+        " returning key",
+        (project_id, key, org_id, request_hash),
+    )
+    if cur.fetchone() is not None:
+        return None
+    cur.execute(
+        "select request_hash, response from public.ingest_idempotency where project_id = %s and key = %s",
+        (project_id, key),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    if row["request_hash"] != request_hash:
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body",
+            code="idempotency_key_reused",
+            details={"idempotency_key": key},
+        )
+    return dict(row["response"])
+
+
+def _usage(batch: Batch, metric_count: int, body_bytes: int) -> dict[Signal, tuple[int, int]]:
+    counts = {Signal.METRICS: metric_count, Signal.LOGS: len(batch.logs), Signal.TRACES: len(batch.spans)}
+    total = sum(counts.values()) or 1
+    return {signal: (n, body_bytes * n // total) for signal, n in counts.items() if n}
+
+
+# --- metric series -------------------------------------------------------------------------------------------
+
+
+def _resolve_series(
+    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint]
+) -> tuple[list[MetricPoint], list[int], list[Rejection]]:
+    """Series ids for the points; unknown series are created within the plan's limits, the rest rejected."""
+    if not points:
+        return [], [], []
+    known = _known_series.setdefault(project_id, {})
+    ids = [series_id(p.name, p.attributes) for p in points]
+    unknown = {sid: p for sid, p in zip(ids, points, strict=True) if sid not in known}
+    refused: dict[int, str] = {}
+    if unknown:
+        cur.execute(
+            "select series_id, type from public.metric_series where project_id = %s and series_id = any(%s)",
+            (project_id, list(unknown)),
+        )
+        for row in cur.fetchall():
+            known[row["series_id"]] = row["type"]
+            unknown.pop(row["series_id"], None)
+        if unknown:
+            refused = _create_series(cur, org_id, project_id, unknown)
+            known.update({sid: p.type.value for sid, p in unknown.items() if sid not in refused})
+    if sum(len(v) for v in _known_series.values()) > KNOWN_SERIES_MAX:
+        _known_series.clear()
+    kept: list[MetricPoint] = []
+    kept_ids: list[int] = []
+    rejected: list[Rejection] = []
+    for sid, point in zip(ids, points, strict=True):
+        reason = refused.get(sid)
+        if reason is None and known.get(sid, point.type.value) != point.type.value:
+            reason = f"metric {point.name!r} is a {known[sid]}, not a {point.type.value}"
+        if reason is None:
+            kept.append(point)
+            kept_ids.append(sid)
+        else:
+            rejected.append(Rejection(point.index, reason, Signal.METRICS))
+    return kept, kept_ids, rejected
+
+
+def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, MetricPoint]) -> dict[int, str]:
+    """Insert new series up to the plan's series and per-metric cardinality limits; return the refused ones."""
+    limits = usage.plan_limits(org_id)
+    names = sorted({p.name for p in new.values()})
+    cur.execute("select count(*) as n from public.metric_series where project_id = %s", (project_id,))
+    row = cur.fetchone()
+    total = int(row["n"]) if row else 0
+    cur.execute(
+        "select name, count(*) as n from public.metric_series where project_id = %s and name = any(%s) group by name",
+        (project_id, names),
+    )
+    per_name = {r["name"]: int(r["n"]) for r in cur.fetchall()}
+    refused: dict[int, str] = {}
+    accepted: list[tuple[int, MetricPoint]] = []
+    for sid, point in new.items():
+        if limits.max_series is not None and total >= limits.max_series:
+            refused[sid] = f"series limit of the {limits.plan} plan reached ({limits.max_series} series per project)"
+            continue
+        used = per_name.get(point.name, 0)
+        if limits.max_cardinality_per_metric is not None and used >= limits.max_cardinality_per_metric:
+            refused[sid] = (
+                f"cardinality limit of the {limits.plan} plan reached for {point.name!r}"
+                f" ({limits.max_cardinality_per_metric} series per metric)"
+            )
+            continue
+        total += 1
+        per_name[point.name] = used + 1
+        accepted.append((sid, point))
+    if accepted:
+        cur.execute(
+            "insert into public.metric_series"
+            " (org_id, project_id, series_id, name, type, unit, description, attributes, monotonic, temporality)"
+            " select %s, %s, * from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
+            " %s::jsonb[], %s::boolean[], %s::text[])"
+            " on conflict (project_id, series_id) do nothing",
+            (
+                org_id,
+                project_id,
+                [sid for sid, _ in accepted],
+                [p.name for _, p in accepted],
+                [p.type.value for _, p in accepted],
+                [p.unit for _, p in accepted],
+                [p.description for _, p in accepted],
+                [Jsonb(p.attributes) for _, p in accepted],
+                [p.monotonic for _, p in accepted],
+                [p.temporality.value if p.temporality else None for _, p in accepted],
+            ),
+        )
+    return refused
+
+
+# --- rows ----------------------------------------------------------------------------------------------------
+
+_METRIC_COLUMNS = (
+    "org_id, project_id, series_id, time, start_time, value, count, sum, min, max, distribution, exemplars, flags,"
+    " event_id"
+)
+_METRIC_TYPES = [
+    "uuid", "uuid", "int8", "timestamptz", "timestamptz", "float8", "int8", "float8", "float8", "float8",
+    "jsonb", "jsonb", "int4", "text",
+]  # fmt: skip
+_LOG_COLUMNS = (
+    "org_id, project_id, time, observed_time, severity_number, severity_text, service, body, attributes, resource,"
+    " scope, trace_id, span_id, flags, event_id, event_name"
+)
+_LOG_TYPES = [
+    "uuid", "uuid", "timestamptz", "timestamptz", "int2", "text", "text", "text", "jsonb", "jsonb",
+    "jsonb", "text", "text", "int4", "text", "text",
+]  # fmt: skip
+_SPAN_COLUMNS = (
+    "org_id, project_id, trace_id, span_id, parent_span_id, name, kind, service, start_time, end_time, duration_ns,"
+    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id"
+)
+_SPAN_TYPES = [
+    "uuid", "uuid", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "int8",
+    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text",
+]  # fmt: skip
+
+
+def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
+
+
+def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    cur.execute(sql, params)
+    return {tuple(r.values()) for r in cur.fetchall()}
+
+
+def _write_metrics(cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int]) -> int:
+    if not points:
+        return 0
+    keyed: dict[tuple[int, datetime], MetricPoint] = {}
+    for sid, point in zip(ids, points, strict=True):
+        keyed.setdefault((sid, ts(point.time_ns)), point)
+    times = [k[1] for k in keyed]
+    found = _existing(
+        cur,
+        "select series_id, time from public.metric_points where project_id = %s and time between %s and %s"
+        " and (series_id, time) in (select * from unnest(%s::bigint[], %s::timestamptz[]))",
+        (project_id, min(times), max(times), [k[0] for k in keyed], times),
+    )
+    fresh = [(k, p) for k, p in keyed.items() if k not in found]
+    _copy(
+        cur,
+        "metric_points",
+        _METRIC_COLUMNS,
+        _METRIC_TYPES,
+        (_metric_row(org_id, project_id, sid, time, p) for (sid, time), p in fresh),
+    )
+    return len(points) - len(fresh)
+
+
+def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord]) -> int:
+    if not logs:
+        return 0
+    fresh: list[LogRecord] = []
+    keyed: dict[tuple[str, datetime], LogRecord] = {}
+    for log in logs:
+        if log.event_id is None:
+            fresh.append(log)
+        else:
+            keyed.setdefault((log.event_id, ts(log.time_ns)), log)
+    if keyed:
+        times = [k[1] for k in keyed]
+        found = _existing(
+            cur,
+            "select event_id, time from public.logs where project_id = %s and time between %s and %s"
+            " and event_id = any(%s)",
+            (project_id, min(times), max(times), [k[0] for k in keyed]),
+        )
+        fresh.extend(log for k, log in keyed.items() if k not in found)
+    _copy(
+        cur,
+        "logs",
+        _LOG_COLUMNS,
+        _LOG_TYPES,
+        (_log_row(org_id, project_id, r) for r in fresh),
+    )
+    return len(logs) - len(fresh)
+
+
+def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span]) -> int:
+    if not spans:
+        return 0
+    keyed: dict[tuple[str, str, datetime], Span] = {}
+    for span in spans:
+        keyed.setdefault((span.trace_id, span.span_id, ts(span.start_time_ns)), span)
+    starts = [k[2] for k in keyed]
+    found = _existing(
+        cur,
+        "select trace_id, span_id, start_time from public.spans where project_id = %s"
+        " and start_time between %s and %s"
+        " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
+        (project_id, min(starts), max(starts), [k[0] for k in keyed], [k[1] for k in keyed]),
+    )
+    fresh = [(k, s) for k, s in keyed.items() if k not in found]
+    _copy(
+        cur,
+        "spans",
+        _SPAN_COLUMNS,
+        _SPAN_TYPES,
+        (_span_row(org_id, project_id, start, s) for (_, _, start), s in fresh),
+    )
+    return len(spans) - len(fresh)
+
+
+def _metric_row(org_id: UUID, project_id: UUID, sid: int, time: datetime, p: MetricPoint) -> tuple[Any, ...]:
+    start = ts(p.start_time_ns) if p.start_time_ns else None
+    return (org_id, project_id, sid, time, start, p.value, p.count, p.sum, p.min, p.max, p.distribution,
+            p.exemplars, p.flags, p.event_id)  # fmt: skip
+
+
+def _log_row(org_id: UUID, project_id: UUID, r: LogRecord) -> tuple[Any, ...]:
+    observed = ts(r.observed_time_ns) if r.observed_time_ns else None
+    return (org_id, project_id, ts(r.time_ns), observed, r.severity_number, r.severity_text, r.service, r.body,
+            r.attributes, r.resource, r.scope, r.trace_id, r.span_id, r.flags, r.event_id, r.event_name)  # fmt: skip
+
+
+def _span_row(org_id: UUID, project_id: UUID, start: datetime, s: Span) -> tuple[Any, ...]:
+    return (org_id, project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.service, start,
+            ts(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code, s.status_message, s.attributes,
+            s.resource, s.scope, s.events, s.links, s.trace_state, s.flags, s.event_id)  # fmt: skip

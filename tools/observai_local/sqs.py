@@ -1,0 +1,118 @@
+"""SQS events as Lambda's event source mapping builds them, and a one-shot local drain of a queue.
+
+The local runner does not run SQS event sources. ``python -m observai_local drain`` stands in for the
+spool's event source mapping: with SPOOL_QUEUE_URL set (a real queue, or a local SQS such as
+ElasticMQ/moto server with AWS_ENDPOINT_URL_SQS), it receives up to 10 messages at a time, invokes
+IngestDrainFunction with them as an SQS event, deletes those not listed in ``batchItemFailures`` and
+leaves the failed ones to become visible again, until the queue is empty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from observai_local.events import ACCOUNT_ID, REGION
+
+
+def queue_arn(queue_url: str) -> str:
+    """arn:aws:sqs:<region>:<account>:<name> from a queue URL (https://sqs.<region>.amazonaws.com/<account>/<name>)."""
+    parts = queue_url.rstrip("/").split("/")
+    name = parts[-1]
+    account = parts[-2] if len(parts) >= 2 and parts[-2].isdigit() else ACCOUNT_ID
+    host = parts[2] if len(parts) > 2 else ""
+    region = host.split(".")[1] if host.startswith("sqs.") and host.count(".") >= 2 else REGION
+    return f"arn:aws:sqs:{region}:{account}:{name}"
+
+
+def sqs_record(
+    message: Mapping[str, Any], *, source_arn: str, receive_count: int | None = None, region: str = REGION
+) -> dict[str, Any]:
+    """One record of an SQS event from a ReceiveMessage message (MessageId, ReceiptHandle, Body, Attributes)."""
+    body = str(message["Body"])
+    attributes = dict(message.get("Attributes") or {})
+    now_ms = str(int(time.time() * 1000))
+    count = receive_count if receive_count is not None else int(attributes.get("ApproximateReceiveCount", 1))
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message.get("ReceiptHandle", "local"),
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": str(count),
+            "SentTimestamp": str(attributes.get("SentTimestamp", now_ms)),
+            "SenderId": str(attributes.get("SenderId", ACCOUNT_ID)),
+            "ApproximateFirstReceiveTimestamp": str(attributes.get("ApproximateFirstReceiveTimestamp", now_ms)),
+        },
+        "messageAttributes": {},
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": source_arn,
+        "awsRegion": region,
+    }
+
+
+def sqs_event(messages: Iterable[Mapping[str, Any]], *, source_arn: str) -> dict[str, Any]:
+    return {"Records": [sqs_record(m, source_arn=source_arn) for m in messages]}
+
+
+def failed_ids(response: Any) -> set[str]:
+    if not isinstance(response, dict):
+        return set()
+    items = response.get("batchItemFailures") or []
+    return {str(item.get("itemIdentifier")) for item in items}
+
+
+@dataclass
+class DrainReport:
+    batches: int = 0
+    received: int = 0
+    deleted: int = 0
+    failed: int = 0
+    failed_ids: list[str] = field(default_factory=list)
+
+
+def drain_queue(
+    sqs: Any,
+    queue_url: str,
+    invoke: Callable[[dict[str, Any]], Any],
+    *,
+    max_batches: int | None = None,
+    wait_time_s: int = 1,
+    visibility_timeout_s: int | None = None,
+) -> DrainReport:
+    """Receive batches of up to 10, ``invoke`` the drain with each as an SQS event, delete the successes.
+
+    Stops when a receive returns nothing (or after ``max_batches``). Failed records are left in the queue
+    (with ``visibility_timeout_s`` they come back that much later; by default the queue's own).
+    """
+    report = DrainReport()
+    arn = queue_arn(queue_url)
+    while max_batches is None or report.batches < max_batches:
+        params: dict[str, Any] = {
+            "QueueUrl": queue_url,
+            "MaxNumberOfMessages": 10,
+            "WaitTimeSeconds": wait_time_s,
+            "AttributeNames": ["All"],
+        }
+        if visibility_timeout_s is not None:
+            params["VisibilityTimeout"] = visibility_timeout_s
+        messages = sqs.receive_message(**params).get("Messages") or []
+        if not messages:
+            break
+        report.batches += 1
+        report.received += len(messages)
+        failed = failed_ids(invoke(sqs_event(messages, source_arn=arn)))
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            chunk = done[start : start + 10]
+            sqs.delete_message_batch(
+                QueueUrl=queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+        report.deleted += len(done)
+        report.failed += len(messages) - len(done)
+        report.failed_ids.extend(m["MessageId"] for m in messages if m["MessageId"] in failed)
+    return report
