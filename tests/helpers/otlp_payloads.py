@@ -212,7 +212,11 @@ def many_spans_request(count: int, now_ns: int, *, attributes_per_span: int = 8)
                 start_time_unix_nano=start + i * MS,
                 end_time_unix_nano=start + i * MS + 5 * MS,
                 attributes=key_values(dict(list(attrs.items())[:attributes_per_span])),
-                events=[trace_pb2.Span.Event(time_unix_nano=start + i * MS + MS, name="log", attributes=key_values({"i": i}))]
+                events=[
+                    trace_pb2.Span.Event(
+                        time_unix_nano=start + i * MS + MS, name="log", attributes=key_values({"i": i})
+                    )
+                ]
                 if i % 4 == 0
                 else [],
                 status=trace_pb2.Status(code=trace_pb2.Status.STATUS_CODE_ERROR if i % 10 == 0 else 0),
@@ -340,8 +344,12 @@ def metrics_request(now_ns: int) -> ExportMetricsServiceRequest:
         description="Memory in use",
         gauge=metrics_pb2.Gauge(
             data_points=[
-                metrics_pb2.NumberDataPoint(time_unix_nano=t, as_int=1_048_576, attributes=key_values({"state": "used"})),
-                metrics_pb2.NumberDataPoint(time_unix_nano=t, as_double=0.75, attributes=key_values({"state": "ratio"})),
+                metrics_pb2.NumberDataPoint(
+                    time_unix_nano=t, as_int=1_048_576, attributes=key_values({"state": "used"})
+                ),
+                metrics_pb2.NumberDataPoint(
+                    time_unix_nano=t, as_double=0.75, attributes=key_values({"state": "ratio"})
+                ),
                 metrics_pb2.NumberDataPoint(time_unix_nano=t, flags=1, attributes=key_values({"state": "stale"})),
             ]
         ),
@@ -486,7 +494,9 @@ def many_points_request(count: int, now_ns: int) -> ExportMetricsServiceRequest:
                 )
             )
         else:
-            metrics.append(metrics_pb2.Metric(name=f"bench.gauge.{m}", unit="1", gauge=metrics_pb2.Gauge(data_points=points)))
+            metrics.append(
+                metrics_pb2.Metric(name=f"bench.gauge.{m}", unit="1", gauge=metrics_pb2.Gauge(data_points=points))
+            )
     return ExportMetricsServiceRequest(
         resource_metrics=[
             metrics_pb2.ResourceMetrics(
@@ -514,9 +524,7 @@ def to_otlp_dict(
     ``snake_case`` keeps the proto field names (not valid OTLP/JSON, but accepted by lenient receivers),
     ``hex_ids=False`` leaves the ids in base64 (protobuf's standard JSON, sent by some exporters).
     """
-    document = json_format.MessageToDict(
-        message, use_integers_for_enums=True, preserving_proto_field_name=snake_case
-    )
+    document = json_format.MessageToDict(message, use_integers_for_enums=True, preserving_proto_field_name=snake_case)
     if hex_ids:
         _hexify(document, upper_hex)
     return document

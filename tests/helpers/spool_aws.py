@@ -61,14 +61,16 @@ class SpoolAws:
 
 def invoke_drain(event: dict[str, Any]) -> dict[str, Any]:
     module = load_function("ingest_drain")
-    return module.lambda_handler(event, LambdaContext("observai-test-ingest-drain", memory_limit_in_mb=1024, timeout_s=60))
+    return module.lambda_handler(
+        event, LambdaContext("observai-test-ingest-drain", memory_limit_in_mb=1024, timeout_s=60)
+    )
 
 
 @contextmanager
 def spool_aws(monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30) -> Iterator[SpoolAws]:
     """moto's SQS and S3 with the spool's resources; SPOOL_QUEUE_URL and SPOOL_BUCKET pointed at them."""
+    from observai.db.breaker import database_breaker
     from observai.telemetry import spool
-    from observai.telemetry.breaker import database_breaker
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")

@@ -7,6 +7,7 @@ and S3 through moto, the drain function in-process as the event source mapping w
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from observai.telemetry.breaker import database_breaker
+from observai.db.breaker import database_breaker
 
 from tests.helpers.inprocess import Result, invoke
 from tests.helpers.spool_aws import SpoolAws, spool_aws
@@ -61,7 +62,8 @@ def fault_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Embedd
     apply_migrations(pg.url, ROOT / "migrations")
     close_connection()
     monkeypatch.setenv("DATABASE_URL", pg.url)
-    monkeypatch.setenv("API_KEY_CACHE_TTL_S", "3600")  # the key is verified once, while the database is up
+    # No cache freshness at all: during the outage the key is served stale-if-error, as in a real container.
+    monkeypatch.setenv("API_KEY_CACHE_TTL_S", "0")
     monkeypatch.setenv("BREAKER_COOLDOWN_S", "1")  # probes during the outage: they must fail cleanly, too
     try:
         yield pg
@@ -76,21 +78,27 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[SpoolAws]:
         yield env
 
 
+BASE_TIME = datetime.now(UTC) - timedelta(minutes=5)
+
+
 def _events(batch_no: int) -> list[dict[str, Any]]:
-    base = datetime.now(UTC) - timedelta(minutes=5)
+    """The same events every time for a batch number (a client retry sends the same body)."""
+    base = BASE_TIME
     events: list[dict[str, Any]] = []
     for i in range(EVENTS_PER_BATCH):
         at = (base + timedelta(milliseconds=batch_no * 100 + i)).isoformat().replace("+00:00", "Z")
         event_id = f"b{batch_no}-e{i}"
         kind = i % 3
         if kind == 0:
-            events.append({"type": "log", "time": at, "body": f"log {event_id}", "severity": "info", "event_id": event_id})
+            events.append(
+                {"type": "log", "time": at, "body": f"log {event_id}", "severity": "info", "event_id": event_id}
+            )
         elif kind == 1:
             events.append(
                 {
                     "type": "span",
-                    "trace_id": uuid.uuid4().hex,
-                    "span_id": uuid.uuid4().hex[:16],
+                    "trace_id": uuid.uuid5(uuid.NAMESPACE_URL, event_id).hex,
+                    "span_id": uuid.uuid5(uuid.NAMESPACE_DNS, event_id).hex[:16],
                     "name": f"span {event_id}",
                     "start_time": at,
                     "duration_ms": 3.5,
@@ -99,7 +107,13 @@ def _events(batch_no: int) -> list[dict[str, Any]]:
             )
         else:
             events.append(
-                {"type": "metric", "name": f"fault.m{batch_no}.{i}", "value": float(i), "time": at, "event_id": event_id}
+                {
+                    "type": "metric",
+                    "name": f"fault.m{batch_no}.{i}",
+                    "value": float(i),
+                    "time": at,
+                    "event_id": event_id,
+                }
             )
     return events
 
@@ -155,14 +169,13 @@ def test_postgres_stopped_mid_stream_loses_nothing_and_duplicates_nothing(
     spooled_with_key = BATCHES_BEFORE  # this one carries an Idempotency-Key; the rest get a generated one
     for n in range(BATCHES_BEFORE, BATCHES_BEFORE + BATCHES_DOWN):
         if n == BATCHES_BEFORE + BATCHES_DOWN // 2:
-            database_breaker._clock = lambda: 1e12  # cool-down over: a half-open probe meets the dead database
+            time.sleep(1.1)  # the cool-down (1 s here) is over: a half-open probe meets the dead database
         key = f"fault-{n}" if n == spooled_with_key else None
         result = _send(demo.api_key, n, idempotency_key=key)
         assert result.status == 202, result.text
         assert result.data["status"] == "spooled", result.data
         assert result.data["accepted"] == EVENTS_PER_BATCH
         sent.append(n)
-    database_breaker._clock = __import__("time").monotonic
     # A client retry of a spooled batch, still during the outage: spooled again, written once.
     assert _send(demo.api_key, spooled_with_key, idempotency_key=f"fault-{spooled_with_key}").status == 202
     assert aws.attribute("ApproximateNumberOfMessages") == BATCHES_DOWN + 1

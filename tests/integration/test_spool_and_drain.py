@@ -11,8 +11,8 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from observai.db.breaker import BreakerState, database_breaker
 from observai.errors import Unavailable
-from observai.telemetry.breaker import BreakerState, database_breaker
 from observai.telemetry.codec import batch_to_obj
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, MetricType, Span, Temporality
 from observai.telemetry.spool import SPOOL_RETRY_AFTER_S, SpooledBatch, spool_batch
@@ -44,11 +44,15 @@ def make_batch(tag: str, *, logs: int = 3, spans: int = 2, metrics: int = 2, bod
     t = _now_ns()
     return Batch(
         logs=[
-            LogRecord(t + i, f"{tag} log {i} " + "x" * body_size, severity_number=9, service="svc", event_id=f"{tag}-l{i}")
+            LogRecord(
+                t + i, f"{tag} log {i} " + "x" * body_size, severity_number=9, service="svc", event_id=f"{tag}-l{i}"
+            )
             for i in range(logs)
         ],
         spans=[
-            Span(uuid.uuid4().hex, uuid.uuid4().hex[:16], f"{tag} span {i}", t + i, t + i + 1000, event_id=f"{tag}-s{i}")
+            Span(
+                uuid.uuid4().hex, uuid.uuid4().hex[:16], f"{tag} span {i}", t + i, t + i + 1000, event_id=f"{tag}-s{i}"
+            )
             for i in range(spans)
         ],
         metrics=[
@@ -82,7 +86,8 @@ def spooled(workspace: tuple[UUID, UUID], batch: Batch, key: str | None = None) 
 
 def counts(db: Any, project_id: UUID, tag: str) -> dict[str, int]:
     logs = db.execute(
-        "select count(*) as n, count(distinct event_id) as d from public.logs where project_id = %s and event_id like %s",
+        "select count(*) as n, count(distinct event_id) as d from public.logs"
+        " where project_id = %s and event_id like %s",
         (project_id, f"{tag}-%"),
     ).fetchone()
     spans = db.execute(

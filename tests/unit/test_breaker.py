@@ -6,8 +6,8 @@ import threading
 
 import psycopg
 import pytest
+from observai.db.breaker import BreakerState, CircuitBreaker, database_breaker, is_connection_failure
 from observai.errors import Unavailable
-from observai.telemetry.breaker import BreakerState, CircuitBreaker, database_breaker, is_connection_failure
 
 
 class Clock:
@@ -141,7 +141,9 @@ def test_late_failure_while_open_does_not_extend(breaker: CircuitBreaker, clock:
 
 
 def test_a_probe_that_never_reports_loses_its_lease(clock: Clock) -> None:
-    breaker = CircuitBreaker("t", failure_threshold=1, cooldown_s=10, max_cooldown_s=60, probe_timeout_s=30, clock=clock)
+    breaker = CircuitBreaker(
+        "t", failure_threshold=1, cooldown_s=10, max_cooldown_s=60, probe_timeout_s=30, clock=clock
+    )
     breaker.record_failure()
     clock.advance(10)
     assert breaker.allow()

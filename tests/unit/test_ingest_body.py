@@ -7,7 +7,6 @@ import gzip
 import zlib
 
 import pytest
-
 from observai.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from observai.telemetry.body import decoded_body, inflate
 from observai.telemetry.limits import IngestLimits

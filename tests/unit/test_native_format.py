@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from observai.errors import InvalidInput, PayloadTooLarge
 from observai.telemetry.limits import IngestLimits
 from observai.telemetry.model import MetricType, Signal, Temporality
@@ -70,7 +69,7 @@ def test_clean_batch_maps_every_signal() -> None:
                 "events": [{"name": "exception", "time": T, "attributes": {"exception.type": "KeyError"}}],
                 "links": [{"trace_id": TRACE, "span_id": "0000000000000001"}],
             },
-        ]  # fmt: skip
+        ]
     )
     assert batch.rejected == []
     assert batch.counts() == {Signal.METRICS: 4, Signal.LOGS: 2, Signal.TRACES: 1}

@@ -47,6 +47,8 @@ def test_every_template_route_is_documented(document: dict[str, Any]) -> None:
 def test_every_operation_has_a_2xx_envelope_response(document: dict[str, Any]) -> None:
     missing = []
     for method, path, op in _operations(document):
+        if "otlp" in op.get("tags", []):
+            continue  # OTLP/HTTP answers in protobuf or OTLP/JSON: see test_otlp_operations_document_protobuf
         found = False
         for status, response in op.get("responses", {}).items():
             if not status.startswith("2"):
@@ -62,8 +64,19 @@ def test_every_operation_has_a_2xx_envelope_response(document: dict[str, Any]) -
     assert not missing, f"operations without a 2xx response schema referencing the envelope: {missing}"
 
 
+def test_otlp_operations_document_protobuf(document: dict[str, Any]) -> None:
+    otlp = [(m, p, op) for m, p, op in _operations(document) if "otlp" in op.get("tags", [])]
+    assert {p for _, p, _ in otlp} == {"/v1/traces", "/v1/metrics", "/v1/logs"}
+    for _, _, op in otlp:
+        assert set(op["requestBody"]["content"]) == {"application/x-protobuf", "application/json"}
+        assert set(op["responses"]["200"]["content"]) == {"application/x-protobuf", "application/json"}
+        assert op["security"], "OTLP routes need an API key"
+
+
 def test_errors_are_documented_as_the_envelope(document: dict[str, Any]) -> None:
     for method, path, op in _operations(document):
+        if "otlp" in op.get("tags", []):
+            continue
         default = op["responses"].get("default")
         assert default, f"{method} {path} documents no error response"
         assert default["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")

@@ -120,6 +120,9 @@ def test_sample_events_are_well_formed(name: str) -> None:
         assert event["routeKey"] == f"{event['requestContext']['http']['method']} {event['rawPath']}"
         assert all(h == h.lower() for h in event["headers"])
         assert event["requestContext"]["stage"] == "$default"
+    elif "Records" in event:  # SQS (the ingest spool drain)
+        assert event["Records"] and all(r["eventSource"] == "aws:sqs" for r in event["Records"])
+        assert all({"messageId", "receiptHandle", "body", "eventSourceARN"} <= set(r) for r in event["Records"])
     else:
         assert event["detail-type"] == "Scheduled Event"
 

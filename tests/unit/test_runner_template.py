@@ -27,6 +27,7 @@ EXPECTED_ROUTES = {
         ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"),
         ("POST", "/v1/orgs/{org_id}/invitations"),
         ("GET", "/v1/orgs/{org_id}/audit-log"),
+        ("GET", "/v1/orgs/{org_id}/usage"),
         ("GET", "/v1/whoami"),
     },
     "ApiKeysFunction": {
@@ -35,8 +36,18 @@ EXPECTED_ROUTES = {
         ("DELETE", "/v1/projects/{project_id}/api-keys/{key_id}"),
         ("POST", "/v1/projects/{project_id}/api-keys/{key_id}/rotate"),
     },
+    "IngestFunction": {
+        ("POST", "/v1/ingest"),
+        ("POST", "/v1/metrics"),
+        ("POST", "/v1/logs"),
+        ("POST", "/v1/traces"),
+    },
+    "IngestDrainFunction": set(),  # an SQS consumer
     "HousekeepingFunction": set(),
+    "PartitionUpkeepFunction": set(),
 }
+# Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches.
+MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +60,7 @@ def test_every_function_is_found_with_its_code_and_settings(template) -> None:
     for spec in template.functions.values():
         assert spec.handler == "app.lambda_handler"
         assert spec.runtime == "python3.12"
-        assert spec.memory_size == 512
+        assert spec.memory_size == MEMORY.get(spec.logical_id, 512)
         assert spec.code_uri.parent == TEMPLATE_PATH.parent / "functions"
         assert spec.handler_file == spec.code_uri / "app.py"
         assert spec.function_name.startswith("observai-dev-")
@@ -65,11 +76,14 @@ def test_every_route_is_found(template) -> None:
 
 
 def test_schedules_are_found(template) -> None:
-    (schedule,) = template.schedules
-    assert schedule.function == "HousekeepingFunction"
-    assert schedule.expression == "rate(1 hour)"
-    assert schedule.source == "aws.scheduler"
-    assert schedule.timezone == "UTC"
+    schedules = {s.function: s for s in template.schedules}
+    assert set(schedules) == {"HousekeepingFunction", "PartitionUpkeepFunction"}
+    assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
+    # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
+    assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
+    for schedule in schedules.values():
+        assert schedule.source == "aws.scheduler"
+        assert schedule.timezone == "UTC"
 
 
 def test_environment_merges_globals_and_resolves_parameters(template) -> None:
@@ -103,7 +117,14 @@ def test_cors_configuration(template) -> None:
     assert cors is not None
     assert cors.allow_origins == ("*",)
     assert cors.allow_methods == ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
-    assert set(cors.allow_headers) == {"authorization", "content-type", "x-api-key", "idempotency-key", "x-request-id"}
+    assert set(cors.allow_headers) == {
+        "authorization",
+        "content-type",
+        "content-encoding",
+        "x-api-key",
+        "idempotency-key",
+        "x-request-id",
+    }
     assert cors.expose_headers == ("x-request-id", "retry-after")
     assert cors.max_age == 600
 

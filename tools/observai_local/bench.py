@@ -276,11 +276,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--requests", type=int, default=300, help="timed requests per scenario (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed requests first (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
+    parser.add_argument(
+        "--part", choices=["all", "api", "ingest"], default="all", help="which benchmarks (default all)"
+    )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0:
         parser.error("--requests must be >= 1 and --warmup >= 0")
     try:
-        print(run(args.requests, args.warmup, args.keep), flush=True)
+        if args.part in ("all", "api"):
+            print(run(args.requests, args.warmup, args.keep), flush=True)
+        if args.part in ("all", "ingest"):
+            from observai_local import bench_ingest
+
+            print("\n" + bench_ingest.run(batches=30, size=1000), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -274,6 +274,33 @@ def _prune_unreferenced_schemas(doc: dict[str, Any]) -> None:
             del schemas[name]
 
 
+OTLP_MESSAGES = {
+    "/v1/traces": "opentelemetry.proto.collector.trace.v1.ExportTraceService",
+    "/v1/metrics": "opentelemetry.proto.collector.metrics.v1.ExportMetricsService",
+    "/v1/logs": "opentelemetry.proto.collector.logs.v1.ExportLogsService",
+}
+_BINARY = {"type": "string", "format": "binary"}
+
+
+def otlp_operation(path: str, operation: dict[str, Any]) -> None:
+    """OTLP/HTTP routes speak protobuf or OTLP/JSON both ways (the OTLP specification), not the envelope."""
+    message = OTLP_MESSAGES[path]
+    both = {"application/x-protobuf": {"schema": _BINARY}, "application/json": {"schema": {"type": "object"}}}
+    operation["description"] = (
+        f"OTLP/HTTP: a {message}Request, protobuf or OTLP/JSON, optionally gzip (Content-Encoding). The API key "
+        "goes in x-api-key or Authorization: Bearer. The answer is in the request's encoding."
+    )
+    operation["security"] = [{API_KEY: []}, {BEARER: []}]
+    operation["requestBody"] = {"required": True, "content": both}
+    operation["responses"] = {
+        "200": {"description": f"{message}Response; partial_success names rejected items", "content": both},
+        "default": {
+            "description": "google.rpc.Status (code, message), in the request's encoding; 429/503 carry Retry-After",
+            "content": both,
+        },
+    }
+
+
 def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
     """Security per operation, the error envelope, tags; drop schemas nothing references."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -286,6 +313,9 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
             if method not in HTTP_METHODS:
                 continue
             tags.update(operation.get("tags") or [])
+            if path in OTLP_MESSAGES:
+                otlp_operation(path, operation)
+                continue
             route = routes.get((method.upper(), path))
             security = operation_security(route) if route is not None else None
             if security is not None:

@@ -37,7 +37,7 @@ class Settings(BaseModel):
     rate_limit_burst: int = Field(default=100, ge=1)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     invite_redirect_url: str | None = None
-    # Backpressure (observai.telemetry.breaker, spool, drain): the database circuit breaker and the spool.
+    # Backpressure (observai.db.breaker, spool, drain): the database circuit breaker and the spool.
     breaker_failure_threshold: int = Field(default=3, ge=1, le=100)
     breaker_cooldown_s: float = Field(default=10.0, gt=0, le=3600)
     breaker_max_cooldown_s: float = Field(default=60.0, gt=0, le=3600)

@@ -1,9 +1,11 @@
 """Verifying API keys, with a per-container cache.
 
 A key row is cached for ``API_KEY_CACHE_TTL_S`` seconds (default 60): that is the bound on how
-long a revoked key keeps working in a warm container. Expiry is checked on every request against
-the cached ``expires_at``, so an expired key stops at once. ``last_used_at`` is written at most
-once per key per container every ``LAST_USED_WRITE_INTERVAL_S`` seconds, not on every request.
+long a revoked key keeps working in a warm container while the database is up. Expiry is checked on
+every request against the cached ``expires_at``, so an expired key stops at once. While the database is
+down a key verified before keeps working for up to STALE_IF_ERROR_S (its data is spooled, not lost).
+``last_used_at`` is written at most once per key per container every ``LAST_USED_WRITE_INTERVAL_S``
+seconds, not on every request.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from uuid import UUID
 from observai.auth.api_key_format import hashes_match, parse_key
 from observai.config import Settings
 from observai.db.connection import execute_autocommit, transaction
-from observai.errors import Unauthenticated
+from observai.errors import Unauthenticated, Unavailable
 
 CACHE_MAX_ENTRIES = 2048
+STALE_IF_ERROR_S = 6 * 3600
 LAST_USED_WRITE_INTERVAL_S = 300
 
 
@@ -93,8 +96,16 @@ def verify_api_key(key: str, settings: Settings) -> KeyRecord:
         raise Unauthenticated("Malformed API key", code="api_key_malformed")
     found, record = _cache.get(parsed.lookup_prefix, settings.api_key_cache_ttl_s)
     if not found:
-        record = _load(parsed.lookup_prefix)
-        _cache.put(parsed.lookup_prefix, record)
+        try:
+            record = _load(parsed.lookup_prefix)
+        except Unavailable:
+            # Stale-if-error: a key this container has verified before keeps working while the database is
+            # down (ingestion spools meanwhile), for at most STALE_IF_ERROR_S; unknown keys still get a 503.
+            stale, record = _cache.get(parsed.lookup_prefix, STALE_IF_ERROR_S)
+            if not stale:
+                raise
+        else:
+            _cache.put(parsed.lookup_prefix, record)
     if record is None or not hashes_match(key, record.key_hash):
         raise Unauthenticated("Invalid API key", code="api_key_invalid")
     if record.revoked_at is not None:

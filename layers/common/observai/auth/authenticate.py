@@ -12,7 +12,9 @@ from observai.auth.api_key_format import looks_like_api_key
 from observai.auth.api_keys import note_key_used, verify_api_key
 from observai.auth.principal import Principal
 from observai.config import Settings
-from observai.errors import Unauthenticated
+from observai.db.breaker import BreakerState, database_breaker
+from observai.errors import Unauthenticated, Unavailable
+from observai.observability import logger
 
 
 def credential_from_headers(headers: Mapping[str, str]) -> str:
@@ -61,10 +63,24 @@ def authenticate(headers: Mapping[str, str], request_context: Mapping[str, Any],
             user_agent=user_agent,
             request_id=request_id,
         )
-    # Autocommit statements, each atomic on its own: no transaction round trips on the hot path.
-    ratelimit.consume(
-        principal.rate_limit_key, rate_per_s=settings.rate_limit_per_second, burst=settings.rate_limit_burst
-    )
-    if principal.key_id is not None:
-        note_key_used(principal.key_id)
+    charge(principal, settings)
     return principal
+
+
+def charge(principal: Principal, settings: Settings) -> None:
+    """The caller's rate limit and the key's last use: bookkeeping that must not take the service down with it.
+
+    While the database is unreachable (breaker open) both are skipped, and a failure here lets the request
+    through: ingestion can still spool, and a rate limit that cannot be read is not a reason to refuse.
+    """
+    if database_breaker.state is BreakerState.OPEN:
+        return
+    try:
+        # Autocommit statements, each atomic on its own: no transaction round trips on the hot path.
+        ratelimit.consume(
+            principal.rate_limit_key, rate_per_s=settings.rate_limit_per_second, burst=settings.rate_limit_burst
+        )
+        if principal.key_id is not None:
+            note_key_used(principal.key_id)
+    except Unavailable as exc:
+        logger.warning("rate limit skipped: database unavailable", extra={"reason": exc.message})

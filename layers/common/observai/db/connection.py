@@ -15,8 +15,10 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.rows import DictRow, dict_row
+from psycopg.types.json import set_json_dumps
 
 from observai.config import Settings, get_settings
+from observai.db.jsonb import jsonb_dumps
 from observai.errors import Unavailable
 from observai.observability import logger
 
@@ -30,7 +32,7 @@ def _connect(settings: Settings) -> psycopg.Connection[DictRow]:
     if settings.database_url is None:
         raise Unavailable("database is not configured", retry_after_s=30)
     try:
-        return psycopg.connect(
+        conn = psycopg.connect(
             settings.database_url.get_secret_value(),
             autocommit=True,
             prepare_threshold=None,
@@ -41,6 +43,8 @@ def _connect(settings: Settings) -> psycopg.Connection[DictRow]:
     except psycopg.OperationalError as exc:
         logger.warning("database connection failed", extra={"error": exc.__class__.__name__})
         raise Unavailable("database unavailable", retry_after_s=5) from exc
+    set_json_dumps(jsonb_dumps, conn)
+    return conn
 
 
 def get_connection(settings: Settings | None = None) -> psycopg.Connection[DictRow]:

@@ -27,10 +27,10 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from observai.db.breaker import database_breaker
 from observai.errors import Unavailable
 from observai.observability import logger
 from observai.telemetry import spool
-from observai.telemetry.breaker import database_breaker
 from observai.telemetry.spool import SpooledBatch
 
 REQUEUE_BASE_DELAY_S = 30
@@ -91,7 +91,10 @@ def process_record(record: SQSRecord) -> None:
     """Store one spooled batch; raise to report the record as failed."""
     from observai.telemetry.writer import store_batch
 
-    context = {"message_id": record.message_id, "receive_count": record.attributes.approximate_receive_count}
+    context: dict[str, Any] = {
+        "message_id": record.message_id,
+        "receive_count": record.attributes.approximate_receive_count,
+    }
     try:
         message = parse_message(record.body)
         if not database_breaker.allow():
@@ -133,7 +136,7 @@ def drain(event: dict[str, Any], context: LambdaContext | None = None) -> dict[s
         event=event,
         record_handler=process_record,
         processor=processor,
-        context=context,  # type: ignore[arg-type]
+        context=context,
     )
     failures = response.get("batchItemFailures") or []
     logger.info("spool drained", extra={"records": len(event.get("Records") or []), "failed": len(failures)})

@@ -166,7 +166,7 @@ def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimi
         try:
             out.append(_ONE.validate_python(item))
         except ValidationError as exc:
-            signal = _SIGNAL.get(item.get("type")) if isinstance(item, dict) else None
+            signal = _SIGNAL.get(str(item.get("type"))) if isinstance(item, dict) else None
             out.append(Rejection(index, _reason(exc), signal))
     return out
 

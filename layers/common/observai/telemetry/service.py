@@ -16,10 +16,10 @@ from typing import Any, Literal
 from uuid import UUID
 
 from observai.auth.principal import Principal
+from observai.db.breaker import database_breaker
 from observai.errors import Forbidden, Unavailable
 from observai.observability import logger
 from observai.telemetry import usage
-from observai.telemetry.breaker import database_breaker
 from observai.telemetry.model import Batch, Rejection
 from observai.telemetry.writer import store_batch
 
@@ -61,12 +61,10 @@ def ingest(
     key: IngestKey, batch: Batch, *, body: bytes, idempotency_key: str | None, respond: Responder
 ) -> IngestOutcome:
     digest = request_hash(body)
-    try:
-        usage.check_quota(key.org_id, batch.accepted, len(body))
-    except Unavailable:
-        logger.warning("quota check skipped: database unavailable")  # fail open; the spool keeps the data
+    # The breaker first: while the database is down nothing here waits on it (not even the quota check).
     if database_breaker.allow():
         try:
+            usage.check_quota(key.org_id, batch.accepted, len(body))
             result = store_batch(
                 key.org_id,
                 key.project_id,
@@ -80,6 +78,9 @@ def ingest(
         except Unavailable as exc:
             database_breaker.record_failure(exc)
             logger.warning("database unavailable: spooling the batch", extra={"reason": exc.message})
+        except BaseException:
+            database_breaker.record_success()  # the database answered (quota exceeded, conflict...)
+            raise
         else:
             database_breaker.record_success()
             return IngestOutcome("replayed" if result.replayed else "stored", result.response)

@@ -22,6 +22,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from observai.db.connection import Cursor, transaction
+from observai.db.jsonb import clean_text
 from observai.errors import Conflict
 from observai.observability import logger
 from observai.telemetry import usage
@@ -218,10 +219,10 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
                 org_id,
                 project_id,
                 [sid for sid, _ in accepted],
-                [p.name for _, p in accepted],
+                [clean_text(p.name) for _, p in accepted],
                 [p.type.value for _, p in accepted],
-                [p.unit for _, p in accepted],
-                [p.description for _, p in accepted],
+                [clean_text(p.unit) for _, p in accepted],
+                [clean_text(p.description) for _, p in accepted],
                 [Jsonb(p.attributes) for _, p in accepted],
                 [p.monotonic for _, p in accepted],
                 [p.temporality.value if p.temporality else None for _, p in accepted],
@@ -351,16 +352,18 @@ def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span])
 def _metric_row(org_id: UUID, project_id: UUID, sid: int, time: datetime, p: MetricPoint) -> tuple[Any, ...]:
     start = ts(p.start_time_ns) if p.start_time_ns else None
     return (org_id, project_id, sid, time, start, p.value, p.count, p.sum, p.min, p.max, p.distribution,
-            p.exemplars, p.flags, p.event_id)  # fmt: skip
+            p.exemplars, p.flags, clean_text(p.event_id))  # fmt: skip
 
 
 def _log_row(org_id: UUID, project_id: UUID, r: LogRecord) -> tuple[Any, ...]:
     observed = ts(r.observed_time_ns) if r.observed_time_ns else None
-    return (org_id, project_id, ts(r.time_ns), observed, r.severity_number, r.severity_text, r.service, r.body,
-            r.attributes, r.resource, r.scope, r.trace_id, r.span_id, r.flags, r.event_id, r.event_name)  # fmt: skip
+    return (org_id, project_id, ts(r.time_ns), observed, r.severity_number, clean_text(r.severity_text),
+            clean_text(r.service), clean_text(r.body), r.attributes, r.resource, r.scope, r.trace_id, r.span_id,
+            r.flags, clean_text(r.event_id), clean_text(r.event_name))  # fmt: skip
 
 
 def _span_row(org_id: UUID, project_id: UUID, start: datetime, s: Span) -> tuple[Any, ...]:
-    return (org_id, project_id, s.trace_id, s.span_id, s.parent_span_id, s.name, s.kind, s.service, start,
-            ts(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code, s.status_message, s.attributes,
-            s.resource, s.scope, s.events, s.links, s.trace_state, s.flags, s.event_id)  # fmt: skip
+    return (org_id, project_id, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind,
+            clean_text(s.service), start, ts(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
+            clean_text(s.status_message), s.attributes, s.resource, s.scope, s.events, s.links,
+            clean_text(s.trace_state), s.flags, clean_text(s.event_id))  # fmt: skip

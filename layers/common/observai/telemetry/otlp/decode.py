@@ -346,9 +346,7 @@ def _metric_reason(metric: Any, kind: str, data: Any, limits: IngestLimits) -> s
     if len(name) > limits.max_name_length:
         return f"metric name is longer than {limits.max_name_length} characters"
     if kind in ("sum", "histogram", "exponential_histogram") and data.aggregation_temporality not in TEMPORALITIES:
-        return (
-            f"{kind}.aggregation_temporality {data.aggregation_temporality} is not delta (1) or cumulative (2)"
-        )
+        return f"{kind}.aggregation_temporality {data.aggregation_temporality} is not delta (1) or cumulative (2)"
     return None
 
 

@@ -1,0 +1,43 @@
+"""JSON for jsonb: what Postgres refuses, made storable instead of failing the whole write.
+
+Postgres jsonb rejects NaN/Infinity (not JSON) and the \\u0000 escape (text cannot hold NUL); both
+can arrive in telemetry attributes. Non-finite numbers become the strings "NaN", "Infinity",
+"-Infinity"; NUL becomes U+FFFD. Clean documents (nearly all) are encoded once, at C speed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def jsonb_dumps(value: Any) -> str:
+    try:
+        text = _encode(value)
+    except ValueError:  # NaN or ±Infinity somewhere
+        text = _encode(_finite(value))
+    if "\\u0000" in text:
+        text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
+    return text
+
+
+def clean_text(value: str | None) -> str | None:
+    """Text columns cannot hold NUL either."""
+    if value is not None and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value

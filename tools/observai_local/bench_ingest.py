@@ -1,0 +1,276 @@
+"""Ingestion benchmark (the ingest part of `make bench`): events per second against a ceiling measured in the same run.
+
+    python -m observai_local.bench_ingest [--batches 30] [--size 1000]
+
+Every scenario writes the same kind of batch (a third metric points, a third logs, a third spans,
+realistic attributes) into the same tables, each batch with fresh timestamps and ids so nothing is
+deduplicated away:
+
+    ceiling     raw binary COPY of pre-built rows, one transaction per batch: no parsing, no checks
+    native      the ingest handler in-process: an API Gateway event carrying a gzip JSON body of the
+                batch → decoded, validated, deduplicated, committed (what a deployed function does)
+    otlp        the same handler with OTLP protobuf bodies (/v1/metrics, /v1/logs, /v1/traces; one
+                request per signal, the batch split three ways)
+    naive       row-by-row INSERT of the same rows, one transaction per batch
+
+It prints events/s for each, the ratio of native and OTLP to the ceiling, and p50/p95 latency of a batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from observai_local.bench import BENCH_ENVIRONMENT, prepare_database
+
+SERVICES = ("checkout", "payments", "search", "auth")
+
+
+def native_events(size: int, seq: int, base: datetime) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for i in range(size):
+        t = (base + timedelta(milliseconds=seq * 10 + i % 10, microseconds=i)).isoformat()
+        service = SERVICES[i % len(SERVICES)]
+        kind = i % 3
+        if kind == 0:
+            events.append(
+                {
+                    "type": "metric",
+                    "name": f"http.server.duration.{i % 25}",
+                    "kind": "gauge",
+                    "value": (i * 7919) % 1000 / 10,
+                    "time": t,
+                    "service": service,
+                    "unit": "ms",
+                    "attributes": {
+                        "http.route": f"/api/v1/items/{i % 40}",
+                        "http.method": "GET",
+                        "region": "eu-west-1",
+                    },
+                }
+            )
+        elif kind == 1:
+            events.append(
+                {
+                    "type": "log",
+                    "time": t,
+                    "severity": ("info", "warn", "error")[i % 3],
+                    "service": service,
+                    "body": f"request {seq}-{i} handled for user {i % 977} in {i % 250} ms",
+                    "attributes": {"http.status_code": 200 + (i % 5), "user.id": f"u{i % 977}", "path": "/api/v1"},
+                    "trace_id": f"{seq:016x}{i:016x}",
+                    "span_id": f"{i:016x}",
+                }
+            )
+        else:
+            events.append(
+                {
+                    "type": "span",
+                    "trace_id": f"{seq:016x}{i:016x}",
+                    "span_id": f"{i + 1:016x}",
+                    "name": f"GET /api/v1/items/{i % 40}",
+                    "kind": "server",
+                    "start_time": t,
+                    "duration_ms": i % 90,
+                    "status": "error" if i % 50 == 0 else "ok",
+                    "service": service,
+                    "attributes": {"http.method": "GET", "http.status_code": 200, "net.peer.ip": "10.0.0.1"},
+                }
+            )
+    return events
+
+
+def percentile(samples: list[float], p: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def run(batches: int, size: int) -> str:
+    os.environ.update(BENCH_ENVIRONMENT)
+    url, label = prepare_database(keep_dir=False)
+    os.environ["DATABASE_URL"] = url
+    from observai.tenancy.bootstrap import create_demo_workspace
+
+    demo = create_demo_workspace(f"Bench {uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@observai.local")
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    results: dict[str, list[float]] = {}
+    results["ceiling"] = _ceiling(demo, batches, size, base, seq0=0)
+    results["native"] = _native(demo, batches, size, base, seq0=10_000)
+    results["otlp"] = _otlp(demo, batches, size, seq0=20_000)
+    results["naive"] = _naive(demo, max(3, batches // 5), size, base, seq0=30_000)
+    ceiling_rate = size / statistics.median(results["ceiling"])
+    lines = [
+        f"Ingest: {batches} batches of {size} mixed events per scenario (1/3 metrics, logs, spans); Postgres {label}",
+        "",
+        f"{'scenario':<10} {'batches':>7} {'p50 ms':>8} {'p95 ms':>8} {'events/s':>10} {'vs ceiling':>10}",
+    ]
+    for name, samples in results.items():
+        rate = size / statistics.median(samples)
+        lines.append(
+            f"{name:<10} {len(samples):>7} {statistics.median(samples) * 1000:>8.1f}"
+            f" {percentile(samples, 95) * 1000:>8.1f} {rate:>10,.0f} {rate / ceiling_rate:>9.0%}"
+        )
+    lines += [
+        "",
+        "ceiling: raw binary COPY of the pre-built rows; native: gzip JSON through the ingest handler;",
+        "otlp: protobuf through the ingest handler (3 requests per batch); naive: row-by-row INSERT.",
+    ]
+    return "\n".join(lines)
+
+
+def _decoded(size: int, seq: int, base: datetime) -> Any:
+    from observai.telemetry.limits import now_ns
+    from observai.telemetry.native import decode_native
+
+    return decode_native(json.dumps(native_events(size, seq, base)).encode(), now_ns=now_ns())
+
+
+def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
+    """The rows the writer would COPY for ``batch`` (series created beforehand, untimed)."""
+    from observai.telemetry import writer
+
+    _, ids, _ = writer._resolve_series(cur, demo.org_id, demo.project_id, batch.metrics)
+    return {
+        "metric_points": [
+            writer._metric_row(demo.org_id, demo.project_id, sid, writer.ts(p.time_ns), p)
+            for sid, p in zip(ids, batch.metrics, strict=True)
+        ],
+        "logs": [writer._log_row(demo.org_id, demo.project_id, r) for r in batch.logs],
+        "spans": [writer._span_row(demo.org_id, demo.project_id, writer.ts(s.start_time_ns), s) for s in batch.spans],
+    }
+
+
+_COLUMNS = {
+    "metric_points": ("_METRIC_COLUMNS", "_METRIC_TYPES"),
+    "logs": ("_LOG_COLUMNS", "_LOG_TYPES"),
+    "spans": ("_SPAN_COLUMNS", "_SPAN_TYPES"),
+}
+
+
+def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+    from observai.db.connection import transaction
+    from observai.telemetry import writer
+
+    prepared = []
+    for seq in range(seq0, seq0 + batches):
+        with transaction() as cur:
+            prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
+    samples = []
+    for rows in prepared:
+        started = time.perf_counter()
+        with transaction() as cur:
+            for table, table_rows in rows.items():
+                columns, types = (getattr(writer, name) for name in _COLUMNS[table])
+                writer._copy(cur, table, columns, types, table_rows)
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+    from observai.db.connection import transaction
+    from observai.telemetry import writer
+
+    prepared = []
+    for seq in range(seq0, seq0 + batches):
+        with transaction() as cur:
+            prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
+    samples = []
+    for rows in prepared:
+        started = time.perf_counter()
+        with transaction() as cur:
+            for table, table_rows in rows.items():
+                columns, _ = (getattr(writer, name) for name in _COLUMNS[table])
+                placeholders = ", ".join(["%s"] * len(columns.split(",")))
+                sql = f"insert into public.{table} ({columns}) values ({placeholders})"
+                for row in table_rows:
+                    cur.execute(sql, _adapt(row))
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _adapt(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    from psycopg.types.json import Jsonb
+
+    return tuple(Jsonb(v) if isinstance(v, dict | list) else v for v in row)
+
+
+def _handler() -> Callable[[dict[str, Any]], dict[str, Any]]:
+    from observai_local.functions import Invoker, local_overrides
+    from observai_local.template import load_template
+
+    invoker = Invoker(load_template(), local_overrides(stage="local", database_url=os.environ["DATABASE_URL"]))
+    invoker.module("IngestFunction")  # the cold start is not part of the measurement
+
+    def call(event: dict[str, Any]) -> dict[str, Any]:
+        return invoker.invoke("IngestFunction", event)
+
+    return call
+
+
+def _native(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+    from observai_local.events import http_event
+
+    call = _handler()
+    headers = {"x-api-key": demo.api_key, "content-type": "application/json", "content-encoding": "gzip"}
+    bodies = [gzip.compress(json.dumps(native_events(size, seq, base)).encode()) for seq in range(seq0, seq0 + batches)]
+    samples = []
+    for body in bodies:
+        event = http_event("POST", "/v1/ingest", headers=headers, body=body)
+        started = time.perf_counter()
+        result = call(event)
+        samples.append(time.perf_counter() - started)
+        if result["statusCode"] != 202 or '"status":"stored"' not in result["body"]:
+            raise RuntimeError(f"native ingest failed: {result['statusCode']} {result['body'][:300]}")
+    return samples
+
+
+def _otlp(demo: Any, batches: int, size: int, seq0: int) -> list[float]:
+    from observai.telemetry.limits import now_ns
+
+    from observai_local.events import http_event
+    from tests.helpers.otlp_payloads import many_logs_request, many_points_request, many_spans_request
+
+    call = _handler()
+    headers = {"x-api-key": demo.api_key, "content-type": "application/x-protobuf"}
+    third = size // 3
+    requests = []
+    for seq in range(seq0, seq0 + batches):
+        now = now_ns() - seq * 1_000_000  # distinct timestamps per batch: nothing is a duplicate
+        requests.append(
+            [
+                ("/v1/metrics", many_points_request(size - 2 * third, now).SerializeToString()),
+                ("/v1/logs", many_logs_request(third, now).SerializeToString()),
+                ("/v1/traces", many_spans_request(third, now).SerializeToString()),
+            ]
+        )
+    samples = []
+    for parts in requests:
+        started = time.perf_counter()
+        for path, body in parts:
+            result = call(http_event("POST", path, headers=headers, body=body))
+            if result["statusCode"] != 200:
+                raise RuntimeError(f"OTLP {path} failed: {result['statusCode']} {str(result.get('body'))[:300]}")
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m observai_local.bench_ingest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batches", type=int, default=30, help="timed batches per scenario (default 30)")
+    parser.add_argument("--size", type=int, default=1000, help="events per batch (default 1000)")
+    args = parser.parse_args(argv)
+    print(run(args.batches, args.size), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
