@@ -93,7 +93,7 @@ def test_mixed_batch_is_stored_with_the_right_columns(database_url: str, project
             span_id=child_id,
             attributes={"order": 42, "retry": True},
             event_id="log-1",
-        ),  # fmt: skip
+        ),
         log({"event": "login", "user": 7}, at=t + timedelta(milliseconds=1), severity=9),
         span(
             "GET /checkout",
@@ -107,7 +107,7 @@ def test_mixed_batch_is_stored_with_the_right_columns(database_url: str, project
             attributes={"http.status": 200},
             events=[{"name": "cache.miss", "time": iso(t + timedelta(milliseconds=5)), "attributes": {"k": "v"}}],
             links=[{"trace_id": "0af7651916cd43dd8448eb211c80319c", "span_id": "00f067aa0ba902b7"}],
-        ),  # fmt: skip
+        ),
         span(
             "SELECT carts",
             trace_id=trace_id,
@@ -120,7 +120,7 @@ def test_mixed_batch_is_stored_with_the_right_columns(database_url: str, project
             status="error",
             status_message="timeout",
             service="checkout",
-        ),  # fmt: skip
+        ),
     ]
 
     # When they are sent in one batch
@@ -318,6 +318,34 @@ def test_gzip_body_is_accepted(database_url: str, project: IngestProject) -> Non
     assert counts(database_url, project.project_id)["logs"] == 50
 
 
+def test_multi_member_gzip_is_read_whole_and_trailing_garbage_refused(
+    database_url: str, project: IngestProject
+) -> None:
+    # Given a batch compressed as two gzip members (as `cat a.gz b.gz` or pigz produce)
+    text = json.dumps([log(f"member {i}") for i in range(4)]).encode()
+    two_members = gzip.compress(text[:40]) + gzip.compress(text[40:])
+    headers = {**project.headers, "content-encoding": "gzip"}
+    # When it is sent
+    data = accepted(post_native(headers, raw=two_members))
+    # Then the whole batch is read and stored
+    assert data["accepted"] == 4
+    # And a gzip body followed by garbage is refused (400), not silently cut
+    garbage = post_native(headers, raw=gzip.compress(json.dumps([log("x")]).encode()) + b"garbage")
+    refused(garbage, 400, "bad_compression")
+    assert counts(database_url, project.project_id)["logs"] == 4
+
+
+def test_deeply_nested_json_is_400_not_500(project: IngestProject) -> None:
+    # When a batch nests lists, or attribute objects, deeper than any parser's stack
+    nested_list = post_native(project.headers, raw="[" * 100_000 + "]" * 100_000)
+    nested_attrs = post_native(
+        project.headers, raw='[{"type":"log","body":"x","attributes":' + '{"a":' * 5000 + "1" + "}" * 5000 + "}]"
+    )
+    # Then 400 with the envelope, never an internal error
+    refused(nested_list, 400, "malformed_json")
+    refused(nested_attrs, 400, "malformed_json")
+
+
 def test_gzip_bomb_is_refused_with_413(database_url: str, project: IngestProject) -> None:
     # Given 40 MiB of zeros inside a JSON string, compressed to a few tens of KiB (< 6 MiB as sent)
     raw = b'[{"type":"log","body":"' + b"0" * (40 * MIB) + b'"}]'
@@ -435,11 +463,6 @@ def test_metric_type_clash_within_one_batch_rejects_either_point(database_url: s
     assert "is a" in data["rejected"][0]["reason"] and "not a" in data["rejected"][0]["reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PRODUCT BUG (writer._resolve_series): a new series takes the type of the LAST point of the batch,"
-    " so the first point (the gauge) is the one rejected",
-)
 def test_metric_type_clash_within_one_batch_first_point_wins(project: IngestProject) -> None:
     # Given a new series sent as a gauge and, later in the same batch, as a sum
     events = [metric("clash3", 1.0), metric("clash3", 2.0, kind="sum", at=ago(5))]

@@ -6,6 +6,7 @@ with and without gzip; responses are decoded as the OTLP messages an exporter re
 
 from __future__ import annotations
 
+import gzip as gzip_module
 import json
 import time
 from typing import Any
@@ -235,6 +236,14 @@ def test_every_metric_type_keeps_its_semantics(database_url: str, project: Inges
     assert gauges["ratio"]["value"] == 0.75 and gauges["used"]["description"] == "Memory in use"
     assert gauges["used"]["monotonic"] is None and gauges["used"]["temporality"] is None
     assert gauges["used"]["attributes"]["service.name"] == "checkout"  # resource attributes are in the identity
+    # And the instrumentation scope is kept on the series
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        scopes = {row[0]["name"] for row in conn.execute(
+            "select scope from public.metric_series where project_id = %s", (project.project_id,)
+        )}  # fmt: skip
+    assert scopes and None not in scopes
     by_name = {p["name"]: p for p in points}
     counter = by_name["http.server.requests"]
     assert (counter["type"], counter["value"], counter["monotonic"], counter["temporality"]) == (
@@ -339,6 +348,19 @@ def test_undecodable_body_is_400_with_a_status_body(project: IngestProject, cont
     assert result.header("Retry-After") is None
 
 
+def test_multi_member_gzip_body_is_read_whole(database_url: str, project: IngestProject) -> None:
+    # Given two protobuf messages, each gzip-compressed, concatenated (protobuf merges concatenated messages)
+    now = time.time_ns()
+    first = payloads.to_protobuf(payloads.many_logs_request(2, now))
+    second = payloads.to_protobuf(payloads.many_logs_request(3, now - 5 * payloads.S))
+    headers = {**project.headers, "content-encoding": "gzip"}
+    # When the body is exported
+    result = post_otlp("/v1/logs", headers, gzip_module.compress(first) + gzip_module.compress(second))
+    # Then all five records are stored, none silently dropped
+    export_response("/v1/logs", result, PROTOBUF)
+    assert counts(database_url, project.project_id)["logs"] == 5
+
+
 def test_bad_gzip_is_400(project: IngestProject) -> None:
     # When the body claims gzip but is not
     result = post_otlp("/v1/logs", {**project.headers, "content-encoding": "gzip"}, b"not gzip at all")
@@ -393,9 +415,7 @@ def test_other_content_types_are_415(project: IngestProject) -> None:
 
 
 @pytest.mark.parametrize("content_type", [PROTOBUF, JSON])
-def test_key_without_ingest_scope_is_403_with_a_status_body(
-    database_url: str, content_type: str
-) -> None:
+def test_key_without_ingest_scope_is_403_with_a_status_body(database_url: str, content_type: str) -> None:
     # Given a read-only key
     reader = make_project(scopes=("read",))
     body, _ = encode(payloads.traces_request(time.time_ns()), "protobuf" if content_type == PROTOBUF else "json")
@@ -417,6 +437,7 @@ def test_user_jwt_and_missing_key_are_refused(db: Any) -> None:
     # Then 403 (only API keys ingest) and 401 (UNAUTHENTICATED), both with status bodies
     assert as_user.status == 403 and rpc_status(as_user, PROTOBUF).code == 7
     assert anonymous.status == 401 and rpc_status(anonymous, JSON).code == 16
+    assert anonymous.header("WWW-Authenticate") == 'Bearer realm="observai"'
 
 
 def test_key_works_as_bearer_and_as_x_api_key(database_url: str, project: IngestProject) -> None:

@@ -102,11 +102,20 @@ def run(batches: int, size: int) -> str:
 
     demo = create_demo_workspace(f"Bench {uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@observai.local")
     base = datetime.now(UTC) - timedelta(minutes=30)
-    results: dict[str, list[float]] = {}
-    results["ceiling"] = _ceiling(demo, batches, size, base, seq0=0)
-    results["native"] = _native(demo, batches, size, base, seq0=10_000)
-    results["otlp"] = _otlp(demo, batches, size, seq0=20_000)
-    results["naive"] = _naive(demo, max(3, batches // 5), size, base, seq0=30_000)
+    scenarios = {
+        "ceiling": _ceiling(demo, batches, size, base, seq0=0),
+        "native": _native(demo, batches, size, base, seq0=10_000),
+        "otlp": _otlp(demo, batches, size, seq0=20_000),
+        "naive": _naive(demo, batches, size, base, seq0=30_000),
+    }
+    # Interleaved rounds: every scenario writes into tables of the same size (indexes grow as rows arrive,
+    # so running one scenario after another would favour the first). The naive baseline runs every 5th round.
+    results: dict[str, list[float]] = {name: [] for name in scenarios}
+    for round_ in range(batches):
+        for name, step in scenarios.items():
+            if name == "naive" and round_ % 5:
+                continue
+            results[name].append(step(round_))
     ceiling_rate = size / statistics.median(results["ceiling"])
     lines = [
         f"Ingest: {batches} batches of {size} mixed events per scenario (1/3 metrics, logs, spans); Postgres {label}",
@@ -156,7 +165,7 @@ _COLUMNS = {
 }
 
 
-def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Callable[[int], float]:
     from observai.db.connection import transaction
     from observai.telemetry import writer
 
@@ -164,18 +173,19 @@ def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> l
     for seq in range(seq0, seq0 + batches):
         with transaction() as cur:
             prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
-    samples = []
-    for rows in prepared:
+
+    def step(round_: int) -> float:
         started = time.perf_counter()
         with transaction() as cur:
-            for table, table_rows in rows.items():
+            for table, table_rows in prepared[round_].items():
                 columns, types = (getattr(writer, name) for name in _COLUMNS[table])
                 writer._copy(cur, table, columns, types, table_rows)
-        samples.append(time.perf_counter() - started)
-    return samples
+        return time.perf_counter() - started
+
+    return step
 
 
-def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Callable[[int], float]:
     from observai.db.connection import transaction
     from observai.telemetry import writer
 
@@ -183,18 +193,19 @@ def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> lis
     for seq in range(seq0, seq0 + batches):
         with transaction() as cur:
             prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
-    samples = []
-    for rows in prepared:
+
+    def step(round_: int) -> float:
         started = time.perf_counter()
         with transaction() as cur:
-            for table, table_rows in rows.items():
+            for table, table_rows in prepared[round_].items():
                 columns, _ = (getattr(writer, name) for name in _COLUMNS[table])
                 placeholders = ", ".join(["%s"] * len(columns.split(",")))
                 sql = f"insert into public.{table} ({columns}) values ({placeholders})"
                 for row in table_rows:
                     cur.execute(sql, _adapt(row))
-        samples.append(time.perf_counter() - started)
-    return samples
+        return time.perf_counter() - started
+
+    return step
 
 
 def _adapt(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -216,24 +227,26 @@ def _handler() -> Callable[[dict[str, Any]], dict[str, Any]]:
     return call
 
 
-def _native(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[float]:
+def _native(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Callable[[int], float]:
     from observai_local.events import http_event
 
     call = _handler()
     headers = {"x-api-key": demo.api_key, "content-type": "application/json", "content-encoding": "gzip"}
     bodies = [gzip.compress(json.dumps(native_events(size, seq, base)).encode()) for seq in range(seq0, seq0 + batches)]
-    samples = []
-    for body in bodies:
-        event = http_event("POST", "/v1/ingest", headers=headers, body=body)
+
+    def step(round_: int) -> float:
+        event = http_event("POST", "/v1/ingest", headers=headers, body=bodies[round_])
         started = time.perf_counter()
         result = call(event)
-        samples.append(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
         if result["statusCode"] != 202 or '"status":"stored"' not in result["body"]:
             raise RuntimeError(f"native ingest failed: {result['statusCode']} {result['body'][:300]}")
-    return samples
+        return elapsed
+
+    return step
 
 
-def _otlp(demo: Any, batches: int, size: int, seq0: int) -> list[float]:
+def _otlp(demo: Any, batches: int, size: int, seq0: int) -> Callable[[int], float]:
     from observai.telemetry.limits import now_ns
 
     from observai_local.events import http_event
@@ -252,15 +265,18 @@ def _otlp(demo: Any, batches: int, size: int, seq0: int) -> list[float]:
                 ("/v1/traces", many_spans_request(third, now).SerializeToString()),
             ]
         )
-    samples = []
-    for parts in requests:
+
+    def step(round_: int) -> float:
+        events = [http_event("POST", path, headers=headers, body=body) for path, body in requests[round_]]
         started = time.perf_counter()
-        for path, body in parts:
-            result = call(http_event("POST", path, headers=headers, body=body))
+        results = [call(event) for event in events]
+        elapsed = time.perf_counter() - started
+        for (path, _), result in zip(requests[round_], results, strict=True):
             if result["statusCode"] != 200:
                 raise RuntimeError(f"OTLP {path} failed: {result['statusCode']} {str(result.get('body'))[:300]}")
-        samples.append(time.perf_counter() - started)
-    return samples
+        return elapsed
+
+    return step
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,6 +15,7 @@ from observai.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits
 
 _CHUNK = 1024 * 1024
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def header(headers: Mapping[str, str] | None, name: str) -> str:
@@ -57,23 +58,31 @@ def decoded_body(event: Mapping[str, Any], limits: IngestLimits = DEFAULT_LIMITS
 
 
 def inflate(data: bytes, *, wbits: int, limit: int) -> bytes:
-    decompressor = zlib.decompressobj(wbits)
+    """Inflate ``data``, at most ``limit`` bytes in total. A gzip body may hold several members (RFC 1952, as
+    ``cat a.gz b.gz`` or pigz make them): each is inflated in turn; any other data after the end of the
+    stream is refused (400), never silently dropped."""
     out = bytearray()
     pending = data
-    try:
-        while pending:
-            out += decompressor.decompress(pending, min(_CHUNK, limit + 1 - len(out)))
-            if len(out) > limit:
-                raise _too_large(limit, "decompressed body")
-            pending = decompressor.unconsumed_tail
-        out += decompressor.flush(limit + 1 - len(out))
-    except zlib.error as exc:
-        raise InvalidInput("The request body is not valid compressed data", code="bad_compression") from exc
-    if len(out) > limit:
-        raise _too_large(limit, "decompressed body")
-    if not decompressor.eof:
-        raise InvalidInput("The compressed request body is truncated", code="bad_compression")
-    return bytes(out)
+    while True:
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            while pending:
+                out += decompressor.decompress(pending, min(_CHUNK, limit + 1 - len(out)))
+                if len(out) > limit:
+                    raise _too_large(limit, "decompressed body")
+                pending = decompressor.unconsumed_tail
+            out += decompressor.flush(limit + 1 - len(out))
+        except zlib.error as exc:
+            raise InvalidInput("The request body is not valid compressed data", code="bad_compression") from exc
+        if len(out) > limit:
+            raise _too_large(limit, "decompressed body")
+        if not decompressor.eof:
+            raise InvalidInput("The compressed request body is truncated", code="bad_compression")
+        pending = decompressor.unused_data
+        if not pending:
+            return bytes(out)
+        if wbits <= zlib.MAX_WBITS or not pending.startswith(_GZIP_MAGIC):
+            raise InvalidInput("The compressed request body has trailing data", code="bad_compression")
 
 
 def _too_large(limit: int, what: str) -> PayloadTooLarge:

@@ -18,6 +18,7 @@ from observai.auth.authenticate import authenticate
 from observai.auth.principal import Principal
 from observai.config import get_settings
 from observai.errors import InvalidInput, ObservAIError, UnsupportedMediaType
+from observai.observability import logger
 from observai.telemetry.body import decoded_body, header
 from observai.telemetry.limits import now_ns
 from observai.telemetry.model import Batch, Rejection, Signal
@@ -113,8 +114,14 @@ def otlp_export(signal: Signal, event: Mapping[str, Any]) -> OtlpResponse:
     except ObservAIError as exc:
         status = int(status_for(exc))
         headers = {"Retry-After": str(exc.retry_after_s)} if hasattr(exc, "retry_after_s") else {}
+        if status == HTTPStatus.UNAUTHORIZED:
+            headers["WWW-Authenticate"] = 'Bearer realm="observai"'
         payload = encode_status(_GRPC_CODE.get(status, 2), exc.message, encoding=encoding)
         return OtlpResponse(status, content_type, payload, headers)
+    except Exception:
+        logger.exception("unhandled error in an OTLP export")
+        payload = encode_status(13, "Internal error; it has been logged", encoding=encoding)  # INTERNAL
+        return OtlpResponse(HTTPStatus.INTERNAL_SERVER_ERROR, content_type, payload, {})
 
 
 def _otlp_ingest(

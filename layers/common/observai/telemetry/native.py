@@ -154,6 +154,8 @@ def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimi
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidInput("The request body is not valid JSON", code="malformed_json") from exc
+    except RecursionError:  # nesting deeper than the parser's stack: a client error, never a 500
+        raise InvalidInput("The request body is nested too deeply", code="malformed_json") from None
     if not isinstance(raw, list):
         raise InvalidInput("The body must be a JSON list of events", code="not_a_list") from whole_error
     if len(raw) > limits.max_events:
@@ -186,9 +188,7 @@ def _convert(
     problem = check_time(time_ns, now, limits)
     if problem:
         return problem
-    resource = dict(event.resource)
-    if event.service:
-        resource["service.name"] = event.service
+    resource = _resource(event)
     if isinstance(event, MetricEvent):
         return _metric(event, batch, time_ns, resource, index)
     body = event.body if isinstance(event.body, str) else json.dumps(event.body, separators=(",", ":"))
@@ -204,7 +204,7 @@ def _convert(
             severity_number=number,
             severity_text=text,
             service=resource.get("service.name"),
-            attributes=dict(event.attributes),
+            attributes=event.attributes,
             resource=resource,
             observed_time_ns=now,
             trace_id=event.trace_id.lower() if event.trace_id else None,
@@ -214,6 +214,26 @@ def _convert(
         )
     )
     return None
+
+
+_SERVICE_RESOURCES: dict[str, dict[str, Any]] = {}
+
+
+def _resource(event: _Event) -> dict[str, Any]:
+    """The event's resource with service.name; events naming only a service share one dict (encoded once)."""
+    if event.resource:
+        resource = dict(event.resource)
+        if event.service:
+            resource["service.name"] = event.service
+        return resource
+    if not event.service:
+        return {}
+    shared = _SERVICE_RESOURCES.get(event.service)
+    if shared is None:
+        if len(_SERVICE_RESOURCES) > 10_000:
+            _SERVICE_RESOURCES.clear()
+        shared = _SERVICE_RESOURCES[event.service] = {"service.name": event.service}
+    return shared
 
 
 def _metric(event: MetricEvent, batch: Batch, time_ns: int, resource: dict[str, Any], index: int) -> str | None:
@@ -282,9 +302,7 @@ def _span(event: SpanEvent, batch: Batch, now: int, limits: IngestLimits) -> str
         problem = check_attributes(item.attributes, limits, "events.attributes")
         if problem:
             return problem
-    resource = dict(event.resource)
-    if event.service:
-        resource["service.name"] = event.service
+    resource = _resource(event)
     batch.spans.append(
         Span(
             trace_id=event.trace_id.lower(),
@@ -297,7 +315,7 @@ def _span(event: SpanEvent, batch: Batch, now: int, limits: IngestLimits) -> str
             service=resource.get("service.name"),
             status_code=event.status,
             status_message=event.status_message,
-            attributes=dict(event.attributes),
+            attributes=event.attributes,
             resource=resource,
             events=[{"time_ns": to_ns(e.time), "name": e.name, "attributes": e.attributes} for e in event.events],
             links=[

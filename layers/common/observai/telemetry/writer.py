@@ -4,10 +4,10 @@ Replays never produce duplicate rows:
 - a request replayed with the same Idempotency-Key returns the first response and writes nothing
   (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
 - an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
-  for logs that carry an event id, (trace_id, span_id, start_time) for spans. Existing keys are looked
-  up before the COPY (one indexed query per signal, pruned to the batch's time range); if a concurrent
-  writer slips in between, the COPY hits the unique index and the whole transaction is retried once,
-  when the look-up sees those rows.
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans. The first attempt COPYs
+  straight away (new events are the common case); when a unique index refuses a stored event, the whole
+  transaction is written again "carefully": existing keys are looked up first (one indexed query per
+  signal, pruned to the batch's time range) and skipped.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from observai.db.connection import Cursor, transaction
-from observai.db.jsonb import clean_text
+from observai.db.jsonb import clean_text, jsonb_dumps
 from observai.errors import Conflict
 from observai.observability import logger
 from observai.telemetry import usage
@@ -65,13 +65,16 @@ def store_batch(
 ) -> StoreResult:
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored."""
-    for attempt in (1, 2):
+    # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
+    # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
+    # the third try covers a concurrent writer that slipped the same events in between.
+    for careful in (False, True, True):
         try:
-            return _store_once(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond)
+            return _store_once(
+                org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, careful
+            )
         except psycopg.errors.UniqueViolation:
-            if attempt == 2:
-                raise
-            logger.info("concurrent duplicate write: retrying the batch once")
+            logger.debug("duplicate events in the batch: writing it again, skipping the stored ones")
     raise AssertionError("unreachable")
 
 
@@ -84,6 +87,7 @@ def _store_once(
     response: dict[str, Any],
     body_bytes: int,
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None,
+    careful: bool,
 ) -> StoreResult:
     with transaction() as cur:
         if idempotency_key is not None:
@@ -91,11 +95,19 @@ def _store_once(
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
-        duplicates = 0
-        duplicates += _write_metrics(cur, org_id, project_id, metrics, series_ids)
-        duplicates += _write_logs(cur, org_id, project_id, batch.logs)
-        duplicates += _write_spans(cur, org_id, project_id, batch.spans)
-        usage.record_usage(cur, org_id, project_id, _usage(batch, len(metrics), body_bytes))
+        skipped = {
+            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
+            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful),
+            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful),
+        }
+        duplicates = sum(skipped.values())
+        written = {
+            Signal.METRICS: len(metrics) - skipped[Signal.METRICS],
+            Signal.LOGS: len(batch.logs) - skipped[Signal.LOGS],
+            Signal.TRACES: len(batch.spans) - skipped[Signal.TRACES],
+        }
+        # Usage counts what was stored: a retried event is not charged twice.
+        usage.record_usage(cur, org_id, project_id, _usage(written, body_bytes))
         final = respond(batch, rejected, duplicates) if respond is not None else response
         if idempotency_key is not None:
             cur.execute(
@@ -133,10 +145,10 @@ def _claim_key(cur: Cursor, org_id: UUID, project_id: UUID, key: str, request_ha
     return dict(row["response"])
 
 
-def _usage(batch: Batch, metric_count: int, body_bytes: int) -> dict[Signal, tuple[int, int]]:
-    counts = {Signal.METRICS: metric_count, Signal.LOGS: len(batch.logs), Signal.TRACES: len(batch.spans)}
-    total = sum(counts.values()) or 1
-    return {signal: (n, body_bytes * n // total) for signal, n in counts.items() if n}
+def _usage(written: dict[Signal, int], body_bytes: int) -> dict[Signal, tuple[int, int]]:
+    """Events and bytes per signal; the request's bytes are shared out in proportion to the events."""
+    total = sum(written.values()) or 1
+    return {signal: (n, body_bytes * n // total) for signal, n in written.items() if n}
 
 
 # --- metric series -------------------------------------------------------------------------------------------
@@ -150,7 +162,10 @@ def _resolve_series(
         return [], [], []
     known = _known_series.setdefault(project_id, {})
     ids = [series_id(p.name, p.attributes) for p in points]
-    unknown = {sid: p for sid, p in zip(ids, points, strict=True) if sid not in known}
+    unknown: dict[int, MetricPoint] = {}
+    for sid, point in zip(ids, points, strict=True):
+        if sid not in known:
+            unknown.setdefault(sid, point)  # a new series takes the type of its first point
     refused: dict[int, str] = {}
     if unknown:
         cur.execute(
@@ -211,9 +226,10 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
     if accepted:
         cur.execute(
             "insert into public.metric_series"
-            " (org_id, project_id, series_id, name, type, unit, description, attributes, monotonic, temporality)"
+            " (org_id, project_id, series_id, name, type, unit, description, attributes, monotonic, temporality,"
+            " scope)"
             " select %s, %s, * from unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[],"
-            " %s::jsonb[], %s::boolean[], %s::text[])"
+            " %s::jsonb[], %s::boolean[], %s::text[], %s::jsonb[])"
             " on conflict (project_id, series_id) do nothing",
             (
                 org_id,
@@ -226,6 +242,7 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
                 [Jsonb(p.attributes) for _, p in accepted],
                 [p.monotonic for _, p in accepted],
                 [p.temporality.value if p.temporality else None for _, p in accepted],
+                [Jsonb(p.scope) if p.scope is not None else None for _, p in accepted],
             ),
         )
     return refused
@@ -260,18 +277,37 @@ _SPAN_TYPES = [
 
 
 def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
-    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-        copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+    # Items of one resource or scope share the same dict: encode each such object once per COPY. The memo
+    # keeps a reference to every object it saw, so no id can be reused by another object meanwhile.
+    memo: dict[int, tuple[Any, str]] = {}
+
+    def dumps(value: Any) -> str:
+        seen = memo.get(id(value))
+        if seen is None:
+            seen = memo[id(value)] = (value, jsonb_dumps(value))
+        return seen[1]
+
+    set_json_dumps(dumps, cur)
+    try:
+        with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
+            copy.set_types(types)
+            for row in rows:
+                copy.write_row(row)
+    finally:
+        set_json_dumps(jsonb_dumps, cur)
 
 
-def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+def _existing(cur: Cursor, careful: bool, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    """Dedup keys already stored (looked up only on a careful write)."""
+    if not careful:
+        return set()
     cur.execute(sql, params)
     return {tuple(r.values()) for r in cur.fetchall()}
 
 
-def _write_metrics(cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int]) -> int:
+def _write_metrics(
+    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int], careful: bool
+) -> int:
     if not points:
         return 0
     keyed: dict[tuple[int, datetime], MetricPoint] = {}
@@ -280,6 +316,7 @@ def _write_metrics(cur: Cursor, org_id: UUID, project_id: UUID, points: list[Met
     times = [k[1] for k in keyed]
     found = _existing(
         cur,
+        careful,
         "select series_id, time from public.metric_points where project_id = %s and time between %s and %s"
         " and (series_id, time) in (select * from unnest(%s::bigint[], %s::timestamptz[]))",
         (project_id, min(times), max(times), [k[0] for k in keyed], times),
@@ -295,7 +332,7 @@ def _write_metrics(cur: Cursor, org_id: UUID, project_id: UUID, points: list[Met
     return len(points) - len(fresh)
 
 
-def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord]) -> int:
+def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool) -> int:
     if not logs:
         return 0
     fresh: list[LogRecord] = []
@@ -309,6 +346,7 @@ def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecor
         times = [k[1] for k in keyed]
         found = _existing(
             cur,
+            careful,
             "select event_id, time from public.logs where project_id = %s and time between %s and %s"
             " and event_id = any(%s)",
             (project_id, min(times), max(times), [k[0] for k in keyed]),
@@ -324,7 +362,7 @@ def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecor
     return len(logs) - len(fresh)
 
 
-def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span]) -> int:
+def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool) -> int:
     if not spans:
         return 0
     keyed: dict[tuple[str, str, datetime], Span] = {}
@@ -333,6 +371,7 @@ def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span])
     starts = [k[2] for k in keyed]
     found = _existing(
         cur,
+        careful,
         "select trace_id, span_id, start_time from public.spans where project_id = %s"
         " and start_time between %s and %s"
         " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
