@@ -27,6 +27,8 @@ def _finite(value: Any) -> Any:
 
 
 def jsonb_dumps(value: Any) -> str:
+    if not value and value.__class__ in (dict, list):
+        return "{}" if value.__class__ is dict else "[]"  # the common empty attributes, events, links
     try:
         text = _encode(value)
     except ValueError:  # NaN or ±Infinity somewhere

@@ -20,12 +20,14 @@ from observai.config import get_settings
 from observai.errors import InvalidInput, ObservAIError, UnsupportedMediaType
 from observai.observability import logger
 from observai.telemetry.body import decoded_body, header
+from observai.telemetry.gc_pause import cyclic_gc_paused
 from observai.telemetry.limits import now_ns
 from observai.telemetry.model import Batch, Rejection, Signal
 from observai.telemetry.native import decode_native
-from observai.telemetry.service import Status, ingest, ingest_key
+from observai.telemetry.service import IngestKey, Status, ingest, ingest_key
 
 PROTOBUF = "application/x-protobuf"
+Encoding = Literal["protobuf", "json"]
 JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
 
@@ -85,8 +87,9 @@ def ingest_native(principal: Principal, event: Mapping[str, Any]) -> IngestSumma
     if media_type(event) != JSON:
         raise UnsupportedMediaType("Send a JSON list of events with Content-Type: application/json")
     body = decoded_body(event)
-    batch = decode_native(body, now_ns=now_ns())
-    outcome = ingest(key, batch, body=body, idempotency_key=idempotency_key(event), respond=_native_response)
+    with cyclic_gc_paused():
+        batch = decode_native(body, now_ns=now_ns())
+        outcome = ingest(key, batch, body=body, idempotency_key=idempotency_key(event), respond=_native_response)
     summary = IngestSummary.model_validate(outcome.response)
     if outcome.status == "replayed":
         summary.status = "replayed"
@@ -103,7 +106,7 @@ def otlp_export(signal: Signal, event: Mapping[str, Any]) -> OtlpResponse:
     from observai.telemetry.otlp import encode_export_response, encode_status
 
     media = media_type(event)
-    encoding: Literal["protobuf", "json"] = "json" if media == JSON else "protobuf"
+    encoding: Encoding = "json" if media == JSON else "protobuf"
     content_type = JSON if encoding == "json" else PROTOBUF
     try:
         if media not in (PROTOBUF, JSON):
@@ -124,19 +127,24 @@ def otlp_export(signal: Signal, event: Mapping[str, Any]) -> OtlpResponse:
         return OtlpResponse(HTTPStatus.INTERNAL_SERVER_ERROR, content_type, payload, {})
 
 
-def _otlp_ingest(
-    signal: Signal, event: Mapping[str, Any], encoding: Literal["protobuf", "json"]
-) -> tuple[int, str | None]:
-    from observai.telemetry.otlp import decode_otlp, summarise_rejections
-
+def _otlp_ingest(signal: Signal, event: Mapping[str, Any], encoding: Encoding) -> tuple[int, str | None]:
     principal = authenticate(event.get("headers") or {}, event.get("requestContext") or {}, get_settings())
     key = ingest_key(principal)
     body = decoded_body(event)
+    with cyclic_gc_paused():
+        return _otlp_store(signal, key, body, encoding, idempotency_key(event))
+
+
+def _otlp_store(
+    signal: Signal, key: IngestKey, body: bytes, encoding: Encoding, idempotency: str | None
+) -> tuple[int, str | None]:
+    from observai.telemetry.otlp import decode_otlp, summarise_rejections
+
     batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns())
 
     def respond(stored: Batch, rejected: list[Rejection], status: Status, duplicates: int) -> dict[str, Any]:
         every = Batch(rejected=[*stored.rejected, *rejected])
         return {"status": status, "rejected": len(every.rejected), "message": summarise_rejections(every) or None}
 
-    outcome = ingest(key, batch, body=body, idempotency_key=idempotency_key(event), respond=respond)
+    outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=respond)
     return int(outcome.response["rejected"]), outcome.response.get("message")

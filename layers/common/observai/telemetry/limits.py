@@ -49,13 +49,18 @@ def check_attributes(
     attributes: dict[str, Any], limits: IngestLimits = DEFAULT_LIMITS, what: str = "attributes"
 ) -> str | None:
     """The reason an attribute map is refused (too many keys, a key or value too long), or None."""
+    if not attributes:
+        return None
     if len(attributes) > limits.max_attributes:
         return f"{what}: {len(attributes)} keys, more than {limits.max_attributes}"
-    for key, value in attributes.items():
-        if len(key) > limits.max_key_length:
-            return f"{what}: key longer than {limits.max_key_length} characters"
-        if isinstance(value, str) and len(value) > limits.max_value_length:
-            return f"{what}.{key[:64]}: value longer than {limits.max_value_length} characters"
-        if isinstance(value, list | dict) and len(value) > limits.max_attributes:
-            return f"{what}.{key[:64]}: more than {limits.max_attributes} items"
+    max_key, max_value, max_items = limits.max_key_length, limits.max_value_length, limits.max_attributes
+    for key, value in attributes.items():  # hot loop: every attribute of every event
+        if len(key) > max_key:
+            return f"{what}: key longer than {max_key} characters"
+        kind = value.__class__
+        if kind is str:
+            if len(value) > max_value:
+                return f"{what}.{key[:64]}: value longer than {max_value} characters"
+        elif (kind is list or kind is dict) and len(value) > max_items:
+            return f"{what}.{key[:64]}: more than {max_items} items"
     return None

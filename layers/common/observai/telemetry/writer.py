@@ -276,24 +276,35 @@ _SPAN_TYPES = [
 ]  # fmt: skip
 
 
-def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
-    # Items of one resource or scope share the same dict: encode each such object once per COPY. The memo
-    # keeps a reference to every object it saw, so no id can be reused by another object meanwhile.
-    memo: dict[int, tuple[Any, str]] = {}
+class _MemoDumps:
+    """jsonb encoding that encodes each object once per COPY: items of one resource or scope share one dict.
 
-    def dumps(value: Any) -> str:
-        seen = memo.get(id(value))
+    The memo holds a reference to every object it saw, so no id can be reused by another object meanwhile;
+    it is emptied after each COPY. One instance for the container: psycopg caches a dumper per function.
+    """
+
+    def __init__(self) -> None:
+        self.memo: dict[int, tuple[Any, str]] = {}
+
+    def __call__(self, value: Any) -> str:
+        seen = self.memo.get(id(value))
         if seen is None:
-            seen = memo[id(value)] = (value, jsonb_dumps(value))
+            seen = self.memo[id(value)] = (value, jsonb_dumps(value))
         return seen[1]
 
-    set_json_dumps(dumps, cur)
+
+_memo_dumps = _MemoDumps()
+
+
+def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+    set_json_dumps(_memo_dumps, cur)
     try:
         with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
             copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
     finally:
+        _memo_dumps.memo.clear()
         set_json_dumps(jsonb_dumps, cur)
 
 
