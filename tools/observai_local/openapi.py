@@ -301,6 +301,20 @@ def otlp_operation(path: str, operation: dict[str, Any]) -> None:
     }
 
 
+def native_ingest_body(doc: dict[str, Any], operation: dict[str, Any]) -> None:
+    """POST /v1/ingest reads its own body (gzip, per-event validation): document the batch format here."""
+    from observai.telemetry.native import batch_schema
+
+    schema = batch_schema(ref_template="#/components/schemas/{model}")
+    doc.setdefault("components", {}).setdefault("schemas", {}).update(schema.pop("$defs", {}))
+    operation["requestBody"] = {
+        "required": True,
+        "description": "A JSON list of events (Content-Encoding: gzip welcome). Each event is validated on its"
+        " own: invalid ones are rejected with their index and reason, the others stored.",
+        "content": {"application/json": {"schema": schema}},
+    }
+
+
 def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
     """Security per operation, the error envelope, tags; drop schemas nothing references."""
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
@@ -316,6 +330,8 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
             if path in OTLP_MESSAGES:
                 otlp_operation(path, operation)
                 continue
+            if (method, path) == ("post", "/v1/ingest"):
+                native_ingest_body(doc, operation)
             route = routes.get((method.upper(), path))
             security = operation_security(route) if route is not None else None
             if security is not None:

@@ -114,6 +114,11 @@ _ONE: TypeAdapter[MetricEvent | LogEvent | SpanEvent] = TypeAdapter(Event)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+def batch_schema(ref_template: str) -> dict[str, Any]:
+    """JSON Schema of a native batch (for the OpenAPI document)."""
+    return _ALL.json_schema(ref_template=ref_template)
+
+
 def to_ns(value: datetime) -> int:
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)  # RFC 3339 without an offset: read as UTC
