@@ -558,6 +558,25 @@ def test_daily_quota_exceeded_is_429_with_retry_after(
     assert accepted(post_native(project.headers, [log("one")]))["accepted"] == 1
 
 
+def test_a_replay_is_answered_even_over_quota(
+    database_url: str, db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a batch stored under an Idempotency-Key, and then the organization's quota used up
+    batch = [log("kept")]
+    first = accepted(post_native(project.headers, batch, idempotency_key="quota-replay"))
+    db.execute(
+        "insert into public.usage_daily (org_id, day, signal, events, bytes)"
+        " values (%s, (now() at time zone 'UTC')::date, 'logs', 1000000, 0)",
+        (project.org_id,),
+    )
+    usage.reset_caches()
+    # When the client retries the same request
+    replay = accepted(post_native(project.headers, batch, idempotency_key="quota-replay"))
+    # Then it gets the first answer back (status replayed), not a 429: nothing new is written
+    assert replay["status"] == "replayed" and replay["accepted"] == first["accepted"] == 1
+    assert counts(database_url, project.project_id)["logs"] == 1
+
+
 # --- who may ingest -------------------------------------------------------------------------------
 
 

@@ -145,3 +145,13 @@ def test_too_many_events_is_413() -> None:
         decode(events, limits=limits)
     with pytest.raises(PayloadTooLarge):  # also when some events are invalid (the slow path)
         decode([*events, {"type": "bad"}], limits=limits)
+
+
+def test_rejection_reasons_name_the_broken_constraint_not_the_union_branch() -> None:
+    # Given a severity out of range (the field takes a name or a number) and a non-numeric value
+    batch = decode([{"type": "log", "body": "x", "severity": 30}, {"type": "metric", "name": "m", "value": "abc"}])
+    # Then each reason names the field and what is wrong with it, without pydantic's branch names
+    reasons = [r.reason for r in batch.rejected]
+    assert reasons[0] == "severity: Input should be less than or equal to 24"
+    assert reasons[1].startswith("value: Input should be a valid number")
+    assert not any("constrained" in r for r in reasons)

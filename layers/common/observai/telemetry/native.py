@@ -126,9 +126,18 @@ def to_ns(value: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
 
 
+_TYPE_MISMATCH = {"string_type", "int_type", "int_parsing", "float_type", "float_parsing", "bool_type",
+                  "dict_type", "list_type", "model_type", "union_tag_invalid"}  # fmt: skip
+_UNION_BRANCH = {"str", "int", "float", "bool", "constrained-str", "constrained-int", "constrained-float"}
+
+
 def _reason(error: ValidationError) -> str:
-    first = error.errors(include_url=False, include_input=False)[0]
-    loc = ".".join(str(part) for part in first["loc"][1:] if part not in ("metric", "log", "span"))
+    """The most telling error of an event: for a field that takes several types, not 'wrong type' but the
+    constraint the value broke (``severity: 30`` → less than or equal to 24); union branch names dropped."""
+    errors = error.errors(include_url=False, include_input=False)
+    first = next((e for e in errors if e["type"] not in _TYPE_MISMATCH), errors[0])
+    parts = [str(p) for p in first["loc"][1:] if p not in ("metric", "log", "span")]
+    loc = ".".join(p for p in parts if p not in _UNION_BRANCH and "[" not in p)
     return f"{loc}: {first['msg']}" if loc else first["msg"]
 
 

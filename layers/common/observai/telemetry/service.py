@@ -64,7 +64,6 @@ def ingest(
     # The breaker first: while the database is down nothing here waits on it (not even the quota check).
     if database_breaker.allow():
         try:
-            usage.check_quota(key.org_id, batch.accepted, len(body))
             result = store_batch(
                 key.org_id,
                 key.project_id,
@@ -74,6 +73,7 @@ def ingest(
                 response={},
                 body_bytes=len(body),
                 respond=lambda stored, rejected, duplicates: respond(stored, rejected, "stored", duplicates),
+                admit=lambda: usage.check_quota(key.org_id, batch.accepted, len(body)),
             )
         except Unavailable as exc:
             database_breaker.record_failure(exc)

@@ -62,16 +62,18 @@ def store_batch(
     response: dict[str, Any],
     body_bytes: int,
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None = None,
+    admit: Callable[[], None] | None = None,
 ) -> StoreResult:
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
-    the batch, write-time rejections (series limits, type clashes) and how many events were already stored."""
+    the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
+    ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
     for careful in (False, True, True):
         try:
             return _store_once(
-                org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, careful
+                org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, careful
             )
         except psycopg.errors.UniqueViolation:
             logger.debug("duplicate events in the batch: writing it again, skipping the stored ones")
@@ -87,6 +89,7 @@ def _store_once(
     response: dict[str, Any],
     body_bytes: int,
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None,
+    admit: Callable[[], None] | None,
     careful: bool,
 ) -> StoreResult:
     with transaction() as cur:
@@ -94,6 +97,8 @@ def _store_once(
             stored = _claim_key(cur, org_id, project_id, idempotency_key, request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
+        if admit is not None:
+            admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
         skipped = {
             Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
