@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Required, TypedDict
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_config
 
 from observai.errors import InvalidInput, PayloadTooLarge
 from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits, check_attributes, check_time
@@ -40,77 +40,81 @@ Name = Annotated[str, Field(min_length=1, max_length=512)]
 SEVERITY_NUMBERS = {"trace": 1, "debug": 5, "info": 9, "warn": 13, "warning": 13, "error": 17, "fatal": 21}
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    time: datetime | None = None
-    time_unix_nano: Annotated[int, Field(gt=0)] | None = None
-    service: Annotated[str, Field(max_length=256)] | None = None
-    attributes: dict[str, Any] = Field(default_factory=dict)
-    resource: dict[str, Any] = Field(default_factory=dict)
-    event_id: EventId | None = None
+# TypedDicts rather than models: pydantic validates them in Rust without building model instances
+# (about half the cost per event, measured), and the converter reads plain dicts.
+class _Event(TypedDict, total=False):
+    time: datetime  # RFC 3339; without an offset, UTC
+    time_unix_nano: Annotated[int, Field(gt=0)]
+    service: Annotated[str, Field(max_length=256)]
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+    event_id: EventId
 
 
-class MetricEvent(_Event):
-    type: Literal["metric"]
-    name: Name
-    kind: Literal["gauge", "sum", "histogram", "summary"] = "gauge"
-    value: float | None = None
-    unit: Annotated[str, Field(max_length=64)] | None = None
-    description: Annotated[str, Field(max_length=1024)] | None = None
-    monotonic: bool | None = None
-    temporality: Literal["cumulative", "delta"] | None = None
-    start_time: datetime | None = None
-    count: Annotated[int, Field(ge=0)] | None = None
-    sum: float | None = None
-    min: float | None = None
-    max: float | None = None
-    bounds: list[float] | None = None  # histogram: explicit bucket upper bounds
-    bucket_counts: list[Annotated[int, Field(ge=0)]] | None = None  # histogram: len(bounds) + 1 counts
-    quantiles: list[tuple[float, float]] | None = None  # summary: [[0.5, 12.0], [0.99, 80.0]]
-
-
-class LogEvent(_Event):
-    type: Literal["log"]
-    body: str | dict[str, Any] | list[Any]
-    severity: Annotated[str, Field(max_length=32)] | Annotated[int, Field(ge=0, le=24)] | None = None
-    trace_id: HexTraceId | None = None
-    span_id: HexSpanId | None = None
-    event_name: Annotated[str, Field(max_length=256)] | None = None
-
-
-class SpanEventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    name: Name
-    time: datetime
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
-
-class SpanLinkIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    trace_id: HexTraceId
-    span_id: HexSpanId
-    attributes: dict[str, Any] = Field(default_factory=dict)
-
-
-class SpanEvent(_Event):
-    type: Literal["span"]
-    trace_id: HexTraceId
-    span_id: HexSpanId
-    parent_span_id: HexSpanId | None = None
-    name: Name
-    kind: Literal["internal", "server", "client", "producer", "consumer"] = "internal"
+@with_config(ConfigDict(extra="forbid"))
+class MetricEvent(_Event, total=False):
+    type: Required[Literal["metric"]]
+    name: Required[Name]
+    kind: Literal["gauge", "sum", "histogram", "summary"]  # default gauge
+    value: float | None
+    unit: Annotated[str, Field(max_length=64)]
+    description: Annotated[str, Field(max_length=1024)]
+    monotonic: bool  # sum only; default true
+    temporality: Literal["cumulative", "delta"]  # sum and histogram; default cumulative
     start_time: datetime
-    end_time: datetime | None = None
-    duration_ms: Annotated[float, Field(ge=0)] | None = None
-    status: Literal["unset", "ok", "error"] = "unset"
-    status_message: Annotated[str, Field(max_length=1024)] | None = None
-    events: list[SpanEventIn] = Field(default_factory=list, max_length=128)
-    links: list[SpanLinkIn] = Field(default_factory=list, max_length=128)
+    count: Annotated[int, Field(ge=0)]
+    sum: float
+    min: float
+    max: float
+    bounds: list[float]  # histogram: explicit bucket upper bounds
+    bucket_counts: list[Annotated[int, Field(ge=0)]]  # histogram: len(bounds) + 1 counts
+    quantiles: list[tuple[float, float]]  # summary: [[0.5, 12.0], [0.99, 80.0]]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class LogEvent(_Event, total=False):
+    type: Required[Literal["log"]]
+    body: Required[str | dict[str, Any] | list[Any]]
+    severity: Annotated[str, Field(max_length=32)] | Annotated[int, Field(ge=0, le=24)]
+    trace_id: HexTraceId
+    span_id: HexSpanId
+    event_name: Annotated[str, Field(max_length=256)]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SpanEventIn(TypedDict, total=False):
+    name: Required[Name]
+    time: Required[datetime]
+    attributes: dict[str, Any]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SpanLinkIn(TypedDict, total=False):
+    trace_id: Required[HexTraceId]
+    span_id: Required[HexSpanId]
+    attributes: dict[str, Any]
+
+
+@with_config(ConfigDict(extra="forbid"))
+class SpanEvent(_Event, total=False):
+    type: Required[Literal["span"]]
+    trace_id: Required[HexTraceId]
+    span_id: Required[HexSpanId]
+    parent_span_id: HexSpanId
+    name: Required[Name]
+    kind: Literal["internal", "server", "client", "producer", "consumer"]  # default internal
+    start_time: Required[datetime]
+    end_time: datetime
+    duration_ms: Annotated[float, Field(ge=0)]
+    status: Literal["unset", "ok", "error"]  # default unset
+    status_message: Annotated[str, Field(max_length=1024)]
+    events: Annotated[list[SpanEventIn], Field(max_length=128)]
+    links: Annotated[list[SpanLinkIn], Field(max_length=128)]
 
 
 Event = Annotated[MetricEvent | LogEvent | SpanEvent, Field(discriminator="type")]
 _ALL = TypeAdapter(list[Event])
-_ONE: TypeAdapter[MetricEvent | LogEvent | SpanEvent] = TypeAdapter(Event)
+_ONE: TypeAdapter[Any] = TypeAdapter(Event)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -159,7 +163,7 @@ def decode_native(body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LI
             continue
         reason = _convert(event, batch, now_ns, limits, index)
         if reason is not None:
-            batch.rejected.append(Rejection(index, reason, _SIGNAL[event.type]))
+            batch.rejected.append(Rejection(index, reason, _SIGNAL[event["type"]]))
     return batch
 
 
@@ -188,29 +192,41 @@ def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimi
 
 
 _SIGNAL = {"metric": Signal.METRICS, "log": Signal.LOGS, "span": Signal.TRACES}
+_NO_ATTRIBUTES: dict[str, Any] = {}
 
 
-def _convert(
-    event: MetricEvent | LogEvent | SpanEvent, batch: Batch, now: int, limits: IngestLimits, index: int
-) -> str | None:
-    attrs_problem = check_attributes(event.attributes, limits) or check_attributes(event.resource, limits, "resource")
-    if attrs_problem:
-        return attrs_problem
-    if isinstance(event, SpanEvent):
-        return _span(event, batch, now, limits)
-    time_ns = event.time_unix_nano or (to_ns(event.time) if event.time else now)
+def _convert(event: dict[str, Any], batch: Batch, now: int, limits: IngestLimits, index: int) -> str | None:
+    attributes = event.get("attributes", _NO_ATTRIBUTES)
+    problem = check_attributes(attributes, limits)
+    if problem:
+        return problem
+    if "resource" in event:
+        problem = check_attributes(event["resource"], limits, "resource")
+        if problem:
+            return problem
+    kind = event["type"]
+    if kind == "span":
+        return _span(event, attributes, batch, now, limits)
+    if "time_unix_nano" in event:
+        time_ns = event["time_unix_nano"]
+    else:
+        time = event.get("time")
+        time_ns = to_ns(time) if time is not None else now
     problem = check_time(time_ns, now, limits)
     if problem:
         return problem
     resource = _resource(event)
-    if isinstance(event, MetricEvent):
-        return _metric(event, batch, time_ns, resource, index)
-    body = event.body if isinstance(event.body, str) else json.dumps(event.body, separators=(",", ":"))
+    if kind == "metric":
+        return _metric(event, attributes, batch, time_ns, resource, index)
+    body = event["body"]
+    if body.__class__ is not str:
+        body = json.dumps(body, separators=(",", ":"))
     if len(body) > limits.max_body_length:
         return f"body: longer than {limits.max_body_length} characters"
-    severity = event.severity
-    number = severity if isinstance(severity, int) else SEVERITY_NUMBERS.get((severity or "").lower(), 0)
-    text = severity if isinstance(severity, str) else None
+    severity = event.get("severity")
+    text = severity if severity.__class__ is str else None
+    number = SEVERITY_NUMBERS.get(text.lower(), 0) if text is not None else (severity or 0)
+    trace_id, span_id = event.get("trace_id"), event.get("span_id")
     batch.logs.append(
         LogRecord(
             time_ns=time_ns,
@@ -218,13 +234,13 @@ def _convert(
             severity_number=number,
             severity_text=text,
             service=resource.get("service.name"),
-            attributes=event.attributes,
+            attributes=attributes,
             resource=resource,
             observed_time_ns=now,
-            trace_id=event.trace_id.lower() if event.trace_id else None,
-            span_id=event.span_id.lower() if event.span_id else None,
-            event_id=event.event_id,
-            event_name=event.event_name,
+            trace_id=trace_id.lower() if trace_id else None,
+            span_id=span_id.lower() if span_id else None,
+            event_id=event.get("event_id"),
+            event_name=event.get("event_name"),
         )
     )
     return None
@@ -233,110 +249,131 @@ def _convert(
 _SERVICE_RESOURCES: dict[str, dict[str, Any]] = {}
 
 
-def _resource(event: _Event) -> dict[str, Any]:
-    """The event's resource with service.name; events naming only a service share one dict (encoded once)."""
-    if event.resource:
-        resource = dict(event.resource)
-        if event.service:
-            resource["service.name"] = event.service
+def _resource(event: dict[str, Any]) -> dict[str, Any]:
+    """The event's resource with service.name; events naming only a service share one dict (encoded once).
+
+    Shared dicts are never mutated: records only read their resource.
+    """
+    service = event.get("service")
+    if "resource" in event:
+        resource = dict(event["resource"])
+        if service:
+            resource["service.name"] = service
         return resource
-    if not event.service:
-        return {}
-    shared = _SERVICE_RESOURCES.get(event.service)
+    if not service:
+        return _NO_ATTRIBUTES
+    shared = _SERVICE_RESOURCES.get(service)
     if shared is None:
         if len(_SERVICE_RESOURCES) > 10_000:
             _SERVICE_RESOURCES.clear()
-        shared = _SERVICE_RESOURCES[event.service] = {"service.name": event.service}
+        shared = _SERVICE_RESOURCES[service] = {"service.name": service}
     return shared
 
 
-def _metric(event: MetricEvent, batch: Batch, time_ns: int, resource: dict[str, Any], index: int) -> str | None:
-    kind = MetricType(event.kind)
+def _metric(
+    event: dict[str, Any], attributes: dict[str, Any], batch: Batch, time_ns: int, resource: dict[str, Any], index: int
+) -> str | None:
+    kind = MetricType(event.get("kind", "gauge"))
     distribution: dict[str, Any] | None = None
-    if kind in (MetricType.GAUGE, MetricType.SUM):
-        if event.value is None:
+    count = event.get("count")
+    if kind is MetricType.GAUGE or kind is MetricType.SUM:
+        if event.get("value") is None:
             return f"value: required for a {kind.value}"
     elif kind is MetricType.HISTOGRAM:
-        if event.count is None or event.bounds is None or event.bucket_counts is None:
+        bounds, bucket_counts = event.get("bounds"), event.get("bucket_counts")
+        if count is None or bounds is None or bucket_counts is None:
             return "histogram: count, bounds and bucket_counts are required"
-        if len(event.bucket_counts) != len(event.bounds) + 1:
+        if len(bucket_counts) != len(bounds) + 1:
             return "histogram: bucket_counts must have one more entry than bounds"
-        if sorted(event.bounds) != event.bounds:
+        if sorted(bounds) != bounds:
             return "histogram: bounds must be increasing"
-        if sum(event.bucket_counts) != event.count:
+        if sum(bucket_counts) != count:
             return "histogram: bucket_counts must add up to count"
-        distribution = {"bounds": event.bounds, "counts": event.bucket_counts}
-    elif kind is MetricType.SUMMARY:
-        if event.count is None or event.quantiles is None:
+        distribution = {"bounds": bounds, "counts": bucket_counts}
+    else:
+        quantiles = event.get("quantiles")
+        if count is None or quantiles is None:
             return "summary: count and quantiles are required"
-        if any(not 0 <= q <= 1 for q, _ in event.quantiles):
+        if any(not 0 <= q <= 1 for q, _ in quantiles):
             return "summary: quantiles must be between 0 and 1"
-        distribution = {"quantiles": [[q, v] for q, v in event.quantiles]}
-    temporality = Temporality(event.temporality) if event.temporality else None
-    if kind in (MetricType.SUM, MetricType.HISTOGRAM) and temporality is None:
+        distribution = {"quantiles": [[q, v] for q, v in quantiles]}
+    temporality_name = event.get("temporality")
+    temporality = Temporality(temporality_name) if temporality_name else None
+    if temporality is None and (kind is MetricType.SUM or kind is MetricType.HISTOGRAM):
         temporality = Temporality.CUMULATIVE
+    start_time = event.get("start_time")
     batch.metrics.append(
         MetricPoint(
-            name=event.name,
+            name=event["name"],
             type=kind,
             time_ns=time_ns,
-            attributes={**resource, **event.attributes},
-            unit=event.unit,
-            description=event.description,
-            start_time_ns=to_ns(event.start_time) if event.start_time else None,
-            value=event.value,
-            monotonic=(event.monotonic if event.monotonic is not None else True) if kind is MetricType.SUM else None,
+            attributes={**resource, **attributes} if resource else attributes,
+            unit=event.get("unit"),
+            description=event.get("description"),
+            start_time_ns=to_ns(start_time) if start_time else None,
+            value=event.get("value"),
+            monotonic=event.get("monotonic", True) if kind is MetricType.SUM else None,
             temporality=temporality,
-            count=event.count,
-            sum=event.sum,
-            min=event.min,
-            max=event.max,
+            count=count,
+            sum=event.get("sum"),
+            min=event.get("min"),
+            max=event.get("max"),
             distribution=distribution,
-            event_id=event.event_id,
+            event_id=event.get("event_id"),
             index=index,
         )
     )
     return None
 
 
-def _span(event: SpanEvent, batch: Batch, now: int, limits: IngestLimits) -> str | None:
-    start = to_ns(event.start_time)
+def _span(
+    event: dict[str, Any], attributes: dict[str, Any], batch: Batch, now: int, limits: IngestLimits
+) -> str | None:
+    start = to_ns(event["start_time"])
     problem = check_time(start, now, limits, "start_time")
     if problem:
         return problem
-    if event.end_time is not None:
-        end = to_ns(event.end_time)
-    elif event.duration_ms is not None:
-        end = start + int(event.duration_ms * 1_000_000)
+    if "end_time" in event:
+        end = to_ns(event["end_time"])
+    elif "duration_ms" in event:
+        end = start + int(event["duration_ms"] * 1_000_000)
     else:
         return "end_time or duration_ms is required"
     if end < start:
         return "end_time is before start_time"
-    for item in event.events:
-        problem = check_attributes(item.attributes, limits, "events.attributes")
+    events = event.get("events", ())
+    for item in events:
+        problem = check_attributes(item.get("attributes", _NO_ATTRIBUTES), limits, "events.attributes")
         if problem:
             return problem
     resource = _resource(event)
+    parent = event.get("parent_span_id")
     batch.spans.append(
         Span(
-            trace_id=event.trace_id.lower(),
-            span_id=event.span_id.lower(),
-            name=event.name,
+            trace_id=event["trace_id"].lower(),
+            span_id=event["span_id"].lower(),
+            name=event["name"],
             start_time_ns=start,
             end_time_ns=end,
-            parent_span_id=event.parent_span_id.lower() if event.parent_span_id else None,
-            kind=event.kind,
+            parent_span_id=parent.lower() if parent else None,
+            kind=event.get("kind", "internal"),
             service=resource.get("service.name"),
-            status_code=event.status,
-            status_message=event.status_message,
-            attributes=event.attributes,
+            status_code=event.get("status", "unset"),
+            status_message=event.get("status_message"),
+            attributes=attributes,
             resource=resource,
-            events=[{"time_ns": to_ns(e.time), "name": e.name, "attributes": e.attributes} for e in event.events],
-            links=[
-                {"trace_id": lk.trace_id.lower(), "span_id": lk.span_id.lower(), "attributes": lk.attributes}
-                for lk in event.links
+            events=[
+                {"time_ns": to_ns(e["time"]), "name": e["name"], "attributes": e.get("attributes", {})} for e in events
             ],
-            event_id=event.event_id,
+            links=[
+                {
+                    "trace_id": lk["trace_id"].lower(),
+                    "span_id": lk["span_id"].lower(),
+                    "attributes": lk.get("attributes", {}),
+                }
+                for lk in event.get("links", ())
+            ],
+            event_id=event.get("event_id"),
         )
     )
     return None
