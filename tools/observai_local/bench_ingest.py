@@ -165,14 +165,22 @@ _COLUMNS = {
 }
 
 
-def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Callable[[int], float]:
+def _prepared_rows(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> list[dict[str, list[Any]]]:
+    """Each batch's rows, built before timing starts (series created, untimed)."""
     from observai.db.connection import transaction
-    from observai.telemetry import writer
 
     prepared = []
     for seq in range(seq0, seq0 + batches):
         with transaction() as cur:
             prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
+    return prepared
+
+
+def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Callable[[int], float]:
+    from observai.db.connection import transaction
+    from observai.telemetry import writer
+
+    prepared = _prepared_rows(demo, batches, size, base, seq0)
 
     def step(round_: int) -> float:
         started = time.perf_counter()
@@ -189,10 +197,7 @@ def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Cal
     from observai.db.connection import transaction
     from observai.telemetry import writer
 
-    prepared = []
-    for seq in range(seq0, seq0 + batches):
-        with transaction() as cur:
-            prepared.append(_rows(cur, demo, _decoded(size, seq, base)))
+    prepared = _prepared_rows(demo, batches, size, base, seq0)
 
     def step(round_: int) -> float:
         started = time.perf_counter()

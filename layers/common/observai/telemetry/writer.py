@@ -52,6 +52,19 @@ def clear_caches() -> None:
     _known_series.clear()
 
 
+@dataclass(frozen=True, slots=True)
+class _Write:
+    org_id: UUID
+    project_id: UUID
+    batch: Batch
+    idempotency_key: str | None
+    request_hash: str
+    response: dict[str, Any]
+    body_bytes: int
+    respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None
+    admit: Callable[[], None] | None
+
+
 def store_batch(
     org_id: UUID,
     project_id: UUID,
@@ -67,38 +80,27 @@ def store_batch(
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
     ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
+    write = _Write(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit)
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
     for careful in (False, True, True):
         try:
-            return _store_once(
-                org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, careful
-            )
+            return _store_once(write, careful)
         except psycopg.errors.UniqueViolation:
             logger.debug("duplicate events in the batch: writing it again, skipping the stored ones")
     raise AssertionError("unreachable")
 
 
-def _store_once(
-    org_id: UUID,
-    project_id: UUID,
-    batch: Batch,
-    idempotency_key: str | None,
-    request_hash: str,
-    response: dict[str, Any],
-    body_bytes: int,
-    respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None,
-    admit: Callable[[], None] | None,
-    careful: bool,
-) -> StoreResult:
+def _store_once(w: _Write, careful: bool) -> StoreResult:
+    org_id, project_id, batch = w.org_id, w.project_id, w.batch
     with transaction() as cur:
-        if idempotency_key is not None:
-            stored = _claim_key(cur, org_id, project_id, idempotency_key, request_hash)
+        if w.idempotency_key is not None:
+            stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
-        if admit is not None:
-            admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
+        if w.admit is not None:
+            w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
         skipped = {
             Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
@@ -112,12 +114,12 @@ def _store_once(
             Signal.TRACES: len(batch.spans) - skipped[Signal.TRACES],
         }
         # Usage counts what was stored: a retried event is not charged twice.
-        usage.record_usage(cur, org_id, project_id, _usage(written, body_bytes))
-        final = respond(batch, rejected, duplicates) if respond is not None else response
-        if idempotency_key is not None:
+        usage.record_usage(cur, org_id, project_id, _usage(written, w.body_bytes))
+        final = w.respond(batch, rejected, duplicates) if w.respond is not None else w.response
+        if w.idempotency_key is not None:
             cur.execute(
                 "update public.ingest_idempotency set response = %s where project_id = %s and key = %s",
-                (Jsonb(final), project_id, idempotency_key),
+                (Jsonb(final), project_id, w.idempotency_key),
             )
     return StoreResult(replayed=False, response=final, rejected=rejected, duplicates=duplicates)
 
