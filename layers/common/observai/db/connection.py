@@ -105,6 +105,9 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
             if attempt == 2:
                 raise Unavailable("database unavailable", retry_after_s=5) from exc
             continue
+        except psycopg.Error:
+            close_connection()  # BEGIN may have succeeded: never hand out a connection inside a failed transaction
+            raise
         break
     cur = conn.cursor()
     try:

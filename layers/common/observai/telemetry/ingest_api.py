@@ -86,10 +86,11 @@ def ingest_native(principal: Principal, event: Mapping[str, Any]) -> IngestSumma
     key = ingest_key(principal)
     if media_type(event) != JSON:
         raise UnsupportedMediaType("Send a JSON list of events with Content-Type: application/json")
+    idempotency = idempotency_key(event)
     body = decoded_body(event)
     with cyclic_gc_paused():
         batch = decode_native(body, now_ns=now_ns())
-        outcome = ingest(key, batch, body=body, idempotency_key=idempotency_key(event), respond=_native_response)
+        outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=_native_response)
     summary = IngestSummary.model_validate(outcome.response)
     if outcome.status == "replayed":
         summary.status = "replayed"
@@ -130,9 +131,10 @@ def otlp_export(signal: Signal, event: Mapping[str, Any]) -> OtlpResponse:
 def _otlp_ingest(signal: Signal, event: Mapping[str, Any], encoding: Encoding) -> tuple[int, str | None]:
     principal = authenticate(event.get("headers") or {}, event.get("requestContext") or {}, get_settings())
     key = ingest_key(principal)
+    idempotency = idempotency_key(event)
     body = decoded_body(event)
     with cyclic_gc_paused():
-        return _otlp_store(signal, key, body, encoding, idempotency_key(event))
+        return _otlp_store(signal, key, body, encoding, idempotency)
 
 
 def _otlp_store(
