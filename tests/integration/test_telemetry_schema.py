@@ -12,7 +12,12 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-PARTITIONED = {"metric_points": 'RANGE ("time")', "logs": 'RANGE ("time")', "spans": "RANGE (start_time)"}
+PARTITIONED = {
+    "metric_points": 'RANGE ("time")',
+    "logs": 'RANGE ("time")',
+    "spans": "RANGE (start_time)",
+    "metric_rollups": "RANGE (bucket_start)",
+}
 
 
 def test_time_tables_are_range_partitioned_by_their_time_column_with_a_default(db: psycopg.Connection) -> None:

@@ -36,6 +36,14 @@ EXPECTED_ROUTES = {
         ("DELETE", "/v1/projects/{project_id}/api-keys/{key_id}"),
         ("POST", "/v1/projects/{project_id}/api-keys/{key_id}/rotate"),
     },
+    "MetricsFunction": {
+        ("GET", "/v1/projects/{project_id}/metrics"),
+        ("PATCH", "/v1/projects/{project_id}/metrics/{name}/definition"),
+        ("DELETE", "/v1/projects/{project_id}/metrics/{name}/definition"),
+        ("GET", "/v1/projects/{project_id}/metrics/{name}/series"),
+        ("GET", "/v1/projects/{project_id}/metrics/{name}/cardinality"),
+        ("POST", "/v1/projects/{project_id}/metrics/query"),
+    },
     "IngestFunction": {
         ("POST", "/v1/ingest"),
         ("POST", "/v1/metrics"),
@@ -45,6 +53,7 @@ EXPECTED_ROUTES = {
     "IngestDrainFunction": set(),  # an SQS consumer
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
+    "AggregateMetricsFunction": set(),
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches.
 MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024}
@@ -77,10 +86,12 @@ def test_every_route_is_found(template) -> None:
 
 def test_schedules_are_found(template) -> None:
     schedules = {s.function: s for s in template.schedules}
-    assert set(schedules) == {"HousekeepingFunction", "PartitionUpkeepFunction"}
+    assert set(schedules) == {"HousekeepingFunction", "PartitionUpkeepFunction", "AggregateMetricsFunction"}
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
     assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
+    # Every minute: the metric rollups trail ingestion by about lag_s (2 minutes).
+    assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"

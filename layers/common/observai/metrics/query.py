@@ -1,0 +1,425 @@
+"""The metrics query engine: one request holds up to 10 queries (a dashboard's panels), read in one transaction.
+
+Each query is planned first (pure Python, ``plan``): the step (given, or about 300 slots rounded to
+60/300/3600/86400 s from 60 s up), the range aligned to it, and the source:
+
+* raw ``metric_points`` when the step is under 60 s, when no rollup resolution divides the step, or when the
+  range starts within the last ``RECENT`` (not aggregated yet);
+* else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read.
+
+Then one SQL statement per query, as the caller (RLS on, so a forgotten filter cannot leak): the series
+are matched by a sub-select on ``metric_series`` (name, attribute filters; the GIN ``jsonb_path_ops`` index
+serves ``attributes @> ...``), their points or rollup buckets are read by primary key within the range, and
+aggregated per (group labels, slot) in SQL. Percentiles are exact on raw points (``percentile_disc``: the
+nearest-rank value, the rank the sketches use) and come from the group's DDSketches merged per slot on
+rollups (1% relative accuracy; histogram series feed the sketches, so their percentiles need a rollup).
+Counters (monotonic sums): ``increase`` is the reset-aware sum of increments (cumulative: value minus the
+previous point, a drop or a newer start time being a reset; delta: the value itself), ``rate`` is
+increase / step.
+
+No user text is ever part of the SQL: names, attribute keys, values and regexes are bound parameters;
+the statement is assembled from the constant fragments below only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal, cast
+from uuid import UUID
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from observai.auth.permissions import Action
+from observai.auth.principal import Principal
+from observai.db.connection import Cursor, tenant_transaction
+from observai.errors import Forbidden, InvalidInput, NotFound, Unprocessable
+from observai.metrics.query_models import (
+    COUNTER_AGGREGATIONS,
+    PERCENTILES,
+    MetricQuery,
+    QueryFilter,
+    QueryRequest,
+    QueryResponse,
+    QueryResult,
+    SeriesPoints,
+    anchored,
+)
+from observai.metrics.sketch import Sketch
+from observai.tenancy.access import authorize_project
+
+ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
+ROLLUP_RESOLUTIONS = (86400, 3600, 300, 60)  # coarsest first
+RAW_STEPS = (1, 2, 5, 10, 15, 30)
+TARGET_POINTS = 300
+MAX_POINTS_PER_SERIES = 11_000
+MAX_SERIES = 1_000
+# The aggregation job runs every minute and leaves the last 120 s (its lag) for the next run: slots that end
+# within the last RECENT are read from raw points, whatever the step.
+RECENT = timedelta(minutes=3)
+# A cumulative counter's first point in the range counts from its previous point, looked for this far back
+# (the rollup job's anchor lookback, so raw and rollup increases agree).
+COUNTER_LOOKBACK = timedelta(days=1)
+
+Resolution = Literal["raw", 60, 300, 3600, 86400]
+
+
+# --- access ----------------------------------------------------------------------------------------------------
+
+
+def authorize_read(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
+    """The project's org id, when the caller may read its telemetry: a member (viewer and up), or an API key
+    bound to this very project with the ``read`` scope. Another project's key gets 404 (existence not revealed)."""
+    if principal.kind == "api_key":
+        if principal.project_id != project_id or principal.org_id is None:
+            raise NotFound("Project not found", details={"project_id": str(project_id)})
+        if "read" not in principal.scopes:
+            raise Forbidden(
+                "This API key lacks the read scope", code="scope_missing", details={"scopes": sorted(principal.scopes)}
+            )
+        return principal.org_id
+    row, _ = authorize_project(cur, principal, project_id, Action.TELEMETRY_READ)
+    return cast(UUID, row["org_id"])
+
+
+# --- planning --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    start: datetime
+    end: datetime
+    step: int
+    resolution: Resolution
+    raw_from: datetime  # slots from here on (up to end) are read from raw points: all of them for "raw"
+
+
+def auto_step(range_s: float) -> int:
+    """About TARGET_POINTS slots: a short step from RAW_STEPS under a minute, else 1m/5m/1h/1d, else whole days."""
+    wanted = max(1, math.ceil(range_s / TARGET_POINTS))
+    for step in (*RAW_STEPS, *sorted(ROLLUP_RESOLUTIONS)):
+        if wanted <= step:
+            return step
+    return math.ceil(wanted / 86400) * 86400
+
+
+def _epoch(at: datetime) -> int:
+    return math.floor((at - ORIGIN).total_seconds())
+
+
+def _at(epoch_s: int) -> datetime:
+    return ORIGIN + timedelta(seconds=epoch_s)
+
+
+def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> Plan:
+    range_s = (query.to - query.from_).total_seconds()
+    step = query.step or auto_step(range_s)
+    start = _epoch(query.from_) // step * step
+    end = -(-math.ceil((query.to - ORIGIN).total_seconds()) // step) * step
+    slots = (end - start) // step
+    if slots > MAX_POINTS_PER_SERIES:
+        raise Unprocessable(
+            f"{slots} points per series at a {step} s step; at most {MAX_POINTS_PER_SERIES}: use a longer step",
+            code="too_many_points",
+            details={"loc": [*(loc or []), "step"], "points": slots, "limit": MAX_POINTS_PER_SERIES, "step": step},
+        )
+    # Slots that end before the cutoff are complete in the rollups; the others are read raw.
+    cutoff = min(max(_epoch(now - RECENT) // step * step, start), end)
+    resolution: Resolution = "raw"
+    if step >= 60 and cutoff > start:
+        for candidate in ROLLUP_RESOLUTIONS:
+            if step % candidate == 0:
+                resolution = cast(Resolution, candidate)
+                break
+    raw_from = start if resolution == "raw" else cutoff
+    return Plan(start=_at(start), end=_at(end), step=step, resolution=resolution, raw_from=_at(raw_from))
+
+
+# --- SQL -------------------------------------------------------------------------------------------------------
+
+
+def filter_sql(filters: Sequence[QueryFilter], params: dict[str, Any], prefix: str = "f") -> str:
+    """``and ...`` conditions on ``s.attributes`` for the filters; values go into ``params``."""
+    parts: list[str] = []
+    for i, f in enumerate(filters):
+        key = f"{prefix}{i}"
+        if f.op in ("=", "!="):
+            params[key] = Jsonb({f.attribute: f.value})
+            parts.append(("not " if f.op == "!=" else "") + f"s.attributes @> %({key})s::jsonb")
+        elif f.op in ("in", "not_in"):
+            values = f.value if isinstance(f.value, list) else [f.value]
+            params[key] = [Jsonb({f.attribute: v}) for v in values]
+            parts.append(("not " if f.op == "not_in" else "") + f"s.attributes @> any(%({key})s::jsonb[])")
+        else:
+            params[f"{key}k"] = f.attribute
+            params[key] = anchored(str(f.value))
+            operator = "~" if f.op == "=~" else "!~"
+            parts.append(f"coalesce(s.attributes ->> %({key}k)s, '') {operator} %({key})s")
+    return "".join(f" and {part}" for part in parts)
+
+
+_COUNTER = "s.type = 'sum' and s.monotonic is not false"
+_LABELS = (
+    "coalesce((select jsonb_object_agg(g.k, s.attributes -> g.k) from unnest(%(group_by)s::text[]) g(k)), '{}'::jsonb)"
+)
+_SLOT = "extract(epoch from date_bin(%(step_interval)s, {column}, %(origin)s))::bigint"
+
+# Per point: a gauge or sum carries value; histograms and summaries carry count, sum, min, max.
+_RAW_AGGREGATES = {
+    "avg": "sum(coalesce(p.value, p.sum)) / nullif(sum(case when p.value is not null then 1 else p.count end), 0)",
+    "sum": "sum(coalesce(p.value, p.sum))",
+    "min": "min(coalesce(p.value, p.min))",
+    "max": "max(coalesce(p.value, p.max))",
+    "count": "sum(case when p.value is not null then 1 else p.count end)::float8",
+    # The group's latest point; simultaneous points of several series: the largest value (deterministic).
+    "last": "(array_agg(p.value order by p.time desc, p.value desc) filter (where p.value is not null))[1]",
+    # Nearest rank, as the rollups' sketches rank (observai.metrics.sketch.nearest_rank): an observed value.
+    "percentile": "percentile_disc(%(quantile)s) within group (order by p.value)",
+}
+_ROLLUP_AGGREGATES = {
+    "avg": "sum(r.sum) / nullif(sum(r.count), 0)",
+    "sum": "sum(r.sum)",
+    "min": "min(r.min)",
+    "max": "max(r.max)",
+    "count": "sum(r.count)::float8",
+    "last": "(array_agg(r.last order by r.last_time desc, r.last desc) filter (where r.last is not null))[1]",
+    "increase": "sum(r.increase)",
+    "rate": "sum(r.increase) / %(step)s",
+    "percentile": "jsonb_agg(r.sketch) filter (where r.sketch is not null)",
+}
+
+
+def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") -> str:
+    params["name"] = query.name
+    params["group_by"] = list(query.group_by)
+    # gid numbers the label combinations: the big GROUP BY hashes an integer, not a jsonb document.
+    return (
+        "select x.*, dense_rank() over (order by x.labels) as gid from ("
+        f"select s.series_id, s.temporality, {_LABELS} as labels from public.metric_series s"
+        f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}{extra}) x"
+    )
+
+
+def _labelled(grouped: str) -> str:
+    """``grouped`` yields (gid, slot, value): give each row its group's labels back."""
+    return (
+        f" select g.labels, a.slot, a.value from ({grouped}) a"
+        " join (select distinct s.gid, s.labels from s) g on g.gid = a.gid"
+    )
+
+
+def _aggregate_key(aggregation: str) -> str:
+    return "percentile" if aggregation in PERCENTILES else aggregation
+
+
+def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
+    agg = query.aggregation
+    if agg in COUNTER_AGGREGATIONS:
+        series = _series_sql(query, params, extra=f" and {_COUNTER}")
+        value = "sum(d.inc)" if agg == "increase" else "sum(d.inc) / %(step)s"
+        # The range's points plus each series' latest point before it (its baseline), then the increments.
+        return (
+            f"with s as materialized ({series}),"
+            " pts as ("
+            " select s.series_id, s.gid, s.temporality, p.time, p.value, p.start_time"
+            " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
+            " where p.time >= %(start)s and p.time < %(end)s"
+            " union all"
+            " select s.series_id, s.gid, s.temporality, b.time, b.value, b.start_time"
+            " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
+            " where p.project_id = %(project)s and p.series_id = s.series_id"
+            " and p.time >= %(lookback)s and p.time < %(start)s order by p.time desc limit 1) b),"
+            " d as (select gid, time,"
+            " case when temporality = 'delta' then value"
+            " when lag(time) over w is null then case when start_time >= %(lookback)s then value end"
+            " when value < lag(value) over w or start_time > lag(time) over w then value"
+            " else value - lag(value) over w end as inc"
+            " from pts window w as (partition by series_id order by time))"
+            + _labelled(
+                f"select d.gid, {_SLOT.format(column='d.time')} as slot, {value} as value"
+                " from d where d.time >= %(start)s group by 1, 2"
+            )
+        )
+    series = _series_sql(query, params)
+    return f"with s as materialized ({series})" + _labelled(
+        f"select s.gid, {_SLOT.format(column='p.time')} as slot, {_RAW_AGGREGATES[_aggregate_key(agg)]} as value"
+        " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
+        " where p.time >= %(start)s and p.time < %(end)s group by 1, 2"
+    )
+
+
+def _rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
+    agg = query.aggregation
+    extra = f" and {_COUNTER}" if agg in COUNTER_AGGREGATIONS else ""
+    series = _series_sql(query, params, extra=extra)
+    return f"with s as materialized ({series})" + _labelled(
+        f"select s.gid, {_SLOT.format(column='r.bucket_start')} as slot,"
+        f" {_ROLLUP_AGGREGATES[_aggregate_key(agg)]} as value"
+        " from s join public.metric_rollups r on r.project_id = %(project)s and r.series_id = s.series_id"
+        " and r.resolution = %(resolution)s"
+        " where r.bucket_start >= %(start)s and r.bucket_start < %(end)s group by 1, 2"
+    )
+
+
+def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[int, int]:
+    """(series matched, counters among them), each counted up to MAX_SERIES + 1."""
+    params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1}
+    cur.execute(
+        "select count(*) as n, count(*) filter (where counter) as counters from ("
+        f" select {_COUNTER} as counter from public.metric_series s"
+        f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}"
+        " limit %(cap)s) m",
+        params,
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return int(row["n"]), int(row["counters"])
+
+
+# --- running ---------------------------------------------------------------------------------------------------
+
+
+def _sketch_quantile(sketches: list[dict[str, Any]] | None, q: float) -> float | None:
+    """Merge the group's sketches of one slot (adding counts per store and index) and read the quantile."""
+    if not sketches:
+        return None
+    positive: Counter[str] = Counter()
+    negative: Counter[str] = Counter()
+    zero = 0
+    for sketch in sketches:
+        positive.update(sketch.get("p") or {})
+        negative.update(sketch.get("n") or {})
+        zero += int(sketch.get("z") or 0)
+    return Sketch.from_json({"p": positive, "n": negative, "z": zero}).quantile(q)
+
+
+def _read(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    resolution: Resolution,
+) -> list[tuple[dict[str, Any], int, float | None]]:
+    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches."""
+    params = {
+        **params,
+        "start": start,
+        "end": end,
+        "lookback": start - COUNTER_LOOKBACK,
+        "resolution": None if resolution == "raw" else resolution,
+    }
+    cur.execute(build(query, params), params)
+    quantile = PERCENTILES.get(query.aggregation)
+    if quantile is not None and resolution != "raw":
+        return [(r["labels"], int(r["slot"]), _sketch_quantile(r["value"], quantile)) for r in cur.fetchall()]
+    return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
+
+
+def _shape(rows: list[tuple[dict[str, Any], int, float | None]]) -> list[SeriesPoints]:
+    grouped: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {}
+    for labels, slot, value in rows:
+        if value is None or not math.isfinite(value):
+            continue  # an empty slot (no count), or a value JSON cannot carry
+        key = json.dumps(labels or {}, sort_keys=True, default=str)
+        grouped.setdefault(key, (labels or {}, []))[1].append((slot, float(value)))
+    return [
+        SeriesPoints(labels=labels, points=sorted(points))
+        for _, (labels, points) in sorted(grouped.items(), key=lambda item: item[0])
+    ]
+
+
+def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
+    matched, counters = _count_series(cur, project_id, query)
+    if matched > MAX_SERIES:
+        raise Unprocessable(
+            f"The query matches more than {MAX_SERIES} series of {query.name!r}:"
+            " add filters, or group_by fewer attributes over fewer series",
+            code="too_many_series",
+            details={"loc": loc, "matched": f">{MAX_SERIES}", "limit": MAX_SERIES},
+        )
+    if query.aggregation in COUNTER_AGGREGATIONS and matched and not counters:
+        raise Unprocessable(
+            f"{query.aggregation} applies to counters (monotonic sums); {query.name!r} has none: use avg, max, last...",
+            code="not_a_counter",
+            details={"loc": [*loc, "aggregation"]},
+        )
+    rows: list[tuple[dict[str, Any], int, float | None]] = []
+    if matched:
+        params: dict[str, Any] = {
+            "project": project_id,
+            "step": float(query_plan.step),
+            "step_interval": timedelta(seconds=query_plan.step),
+            "origin": ORIGIN,
+            "quantile": PERCENTILES.get(query.aggregation),
+        }
+        if query_plan.resolution != "raw":
+            rows += _read(cur, query, _rollup_sql, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
+        if query_plan.raw_from < query_plan.end:
+            rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+    assert query.id is not None
+    return QueryResult(
+        id=query.id,
+        name=query.name,
+        aggregation=query.aggregation,
+        resolution=query_plan.resolution,
+        step=query_plan.step,
+        start=_epoch(query_plan.start),
+        end=_epoch(query_plan.end),
+        raw_from=_epoch(query_plan.raw_from) if query_plan.raw_from < query_plan.end else None,
+        series_matched=matched,
+        series=_shape(rows),
+    )
+
+
+def run_queries(
+    principal: Principal, project_id: UUID, request: QueryRequest, *, now: datetime | None = None
+) -> QueryResponse:
+    now = now or datetime.now(UTC)
+    loc: list[Any] = ["body", "queries", 0]
+    try:
+        with tenant_transaction(principal.rls_claims()) as cur:
+            authorize_read(cur, principal, project_id)
+            results = []
+            for index, query in enumerate(request.queries):
+                loc = ["body", "queries", index]
+                query_plan = plan(query, now, loc=loc)
+                results.append(_run_one(cur, project_id, query, query_plan, loc))
+    except psycopg.errors.InvalidRegularExpression as exc:
+        # Python's re accepted it (checked on the way in) but Postgres' regex dialect does not.
+        raise InvalidInput(
+            "A regular expression of this query is not accepted by the database's regex dialect",
+            code="invalid_regex",
+            details={"loc": [*loc, "filters"], "reason": str(exc.diag.message_primary or exc)},
+        ) from None
+    return QueryResponse(results=results)
+
+
+def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
+    """``match[attr]=value`` query parameters as equality filters. A URL carries text only, so ``200``, ``true``
+    also match the JSON number or boolean (``attributes @> {"attr": "200"}`` or ``{"attr": 200}``)."""
+    filters: list[QueryFilter] = []
+    for raw_key, raw_value in sorted((query_params or {}).items()):
+        if not (raw_key.startswith("match[") and raw_key.endswith("]")):
+            continue
+        key = raw_key[len("match[") : -1]
+        loc = {"loc": ["query", raw_key]}
+        if not key or len(key) > 256 or len(raw_value) > 1024:
+            raise InvalidInput("match[<attribute>]=<value>: attribute 1-256, value up to 1024 characters", details=loc)
+        values: list[Any] = [raw_value]
+        try:
+            parsed = json.loads(raw_value)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, bool | int | float) and not (isinstance(parsed, float) and not math.isfinite(parsed)):
+            values.append(parsed)
+        filters.append(QueryFilter(attribute=key, op="in", value=values))
+    if len(filters) > 20:
+        raise InvalidInput("At most 20 match[...] parameters", details={"loc": ["query"]})
+    return filters

@@ -1,0 +1,667 @@
+"""The aggregate-metrics job: raw points → 1-minute rollups → 5m → 1h → 1d, incremental by ingest time.
+
+Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points stored since the last run:
+
+1. Under ``pg_try_advisory_xact_lock(LOCK_KEY)`` (an overlapping run skips), it reads the watermark
+   (``metric_rollup_state``; first run: just before the oldest ``ingested_at``, or now − 8 days when there
+   is no point) and takes the window (watermark, min(now() − lag_s, the bound that keeps it under
+   max_points)]. ``ingested_at`` is the ingest transaction's start time (column default now()), and a
+   transaction becomes visible at its commit: a point can appear with an ``ingested_at`` already behind
+   the watermark if its transaction was open when the window was read. ``lag_s`` (120 s) is the bound:
+   ingest transactions are far shorter (the statement timeout is 5 s and the idle-in-transaction timeout
+   10 s, so an ingest transaction that stays open for 120 s is effectively impossible), and the window
+   never reaches into the last ``lag_s`` seconds.
+   A window never splits one ``ingested_at`` value (one ingest transaction): a single transaction larger than
+   ``max_points`` is rolled up whole.
+2. The (series, 1-minute bucket) pairs touched by the window's points (late points included, whatever
+   their time: they re-roll the old buckets they fall in) are collected, with the BRIN index on
+   ``ingested_at``.
+3. Every touched 1m bucket is recomputed FROM THE RAW POINTS and upserted: recomputing is idempotent, so a
+   bucket rolled twice holds the same row (an unchanged row is not even rewritten). Contiguous touched
+   buckets of a series form one range read with the series' index; the latest point before a range (within
+   ANCHOR_LOOKBACK) anchors cumulative counters and histograms.
+   - gauges and non-monotonic sums: count, sum, min, max, last (value of the latest point), sketch of the values;
+   - monotonic sums: the same without sketch, plus ``increase``: delta temporality → the sum of the values;
+     cumulative → the sum over consecutive points of (v − prev), or v when the counter reset (v < prev, or
+     the point's start_time moved forward). The first point of a series with no point in the lookback
+     counts whole when its start_time lies within the lookback (a new counter), else 0 (unknown baseline);
+   - histograms and exponential histograms (built in Python): count, sum, min, max of the observations
+     (delta: the points' own; cumulative: the difference from the previous point, reset-aware; cumulative
+     min/max can only be estimated: from the sketch of the difference, clamped to the point's min/max), and
+     a sketch built from the buckets (``Sketch.add_histogram`` / ``add_exponential``);
+   - summaries: count and sum of observations only (cumulative, differenced like histograms).
+4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level:
+   count, sum and increase add; min/max; last of the latest; sketches merged by adding counts (in SQL).
+5. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
+   The report says whether more is pending (the next run, or a loop in the caller, continues).
+
+Heavy lifting is in SQL (one statement per step; sketches of values with the DDSketch log formula in SQL);
+only histogram-type series go through Python, where the bucket arithmetic is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel, Field
+
+from observai.db.connection import Cursor, transaction
+from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch
+
+# pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
+LOCK_KEY = 0x0B5A1_0003
+STATE_NAME = "metrics"
+RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
+DEFAULT_MAX_POINTS = 200_000
+DEFAULT_LAG_S = 120
+# How far back the point before a bucket is looked for (counters and cumulative histograms).
+ANCHOR_LOOKBACK = timedelta(days=1)
+# The first run starts here when there is no point at all.
+INITIAL_LOOKBACK = timedelta(days=8)
+# Buckets are aligned on this origin (UTC midnight): a 1d bucket is a UTC day.
+ORIGIN = "2000-01-01 00:00:00+00"
+# The job's statements may run longer than the API's 5 s (the Lambda timeout is 60 s).
+STATEMENT_TIMEOUT = "50s"
+IDLE_IN_TRANSACTION_TIMEOUT = "30s"
+# Sorts and hashes of a run (up to max_points points) stay in memory instead of spilling to disk.
+WORK_MEM = "64MB"
+
+
+class AggregationReport(BaseModel):
+    ran: bool  # False: another run held the lock
+    points_read: int = 0
+    buckets_touched: int = 0  # 1m buckets re-rolled
+    # Per resolution ("1m", "5m", "1h", "1d"): rows inserted or changed.
+    buckets_written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    window_start: datetime | None = None
+    watermark: datetime | None = None
+    more_pending: bool = False
+    seconds: float = 0.0
+
+
+def run_aggregation(max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S) -> AggregationReport:
+    """One bounded run of the aggregation, in one transaction on the container's connection."""
+    with transaction() as cur:
+        return aggregate(cur, max_points=max_points, lag_s=lag_s)
+
+
+def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S) -> AggregationReport:
+    """The run, in the caller's transaction (commit it to keep the work; roll it back to drop it whole)."""
+    if max_points < 1:
+        raise ValueError("max_points must be at least 1")
+    started = time.perf_counter()
+    cur.execute(
+        "select pg_try_advisory_xact_lock(%s) as got, set_config('statement_timeout', %s, true),"
+        " set_config('idle_in_transaction_session_timeout', %s, true), set_config('work_mem', %s, true),"
+        " now() as now",
+        (LOCK_KEY, STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, WORK_MEM),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    if not row["got"]:
+        return AggregationReport(ran=False)
+    now: datetime = row["now"]
+    watermark = _watermark(cur, now)
+    report = AggregationReport(ran=True, window_start=watermark, watermark=watermark)
+    upper = now - timedelta(seconds=lag_s)
+    if watermark >= upper:
+        report.seconds = time.perf_counter() - started
+        return report
+
+    new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
+    report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
+    written = dict.fromkeys(RESOLUTIONS.values(), 0)
+    if report.buckets_touched:
+        written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
+        fine = 60
+        for coarse in (300, 3600, 86400):
+            written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
+            fine = coarse
+    report.buckets_written = written
+    cur.execute(
+        "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
+        " on conflict (name) do update set watermark = excluded.watermark, updated_at = excluded.updated_at",
+        (STATE_NAME, new_watermark),
+    )
+    report.watermark = new_watermark
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+# --- 1. the window ---------------------------------------------------------------------------------------------
+
+
+def _watermark(cur: Cursor, now: datetime) -> datetime:
+    cur.execute("select watermark from public.metric_rollup_state where name = %s", (STATE_NAME,))
+    row = cur.fetchone()
+    if row is not None:
+        return row["watermark"]
+    # First run: one full scan of ingested_at (BRIN cannot answer min()); never again afterwards.
+    cur.execute("select min(ingested_at) - interval '1 microsecond' as first from public.metric_points")
+    first = cur.fetchone()
+    if first is None or first["first"] is None:
+        return now - INITIAL_LOOKBACK
+    return first["first"]
+
+
+def _window_end(cur: Cursor, watermark: datetime, upper: datetime, max_points: int) -> tuple[datetime, bool]:
+    """The end of the window and whether points remain after it: the largest ingested_at that keeps the window
+    at max_points or fewer (never splitting one ingested_at value), else ``upper``."""
+    cur.execute(
+        """
+        with firsts as (
+            select ingested_at from public.metric_points
+            where ingested_at > %(watermark)s and ingested_at <= %(upper)s
+            order by ingested_at limit %(limit)s
+        ), summary as (
+            select count(*) as n, max(ingested_at) as last from firsts
+        )
+        select n, last, (select max(f.ingested_at) from firsts f where f.ingested_at < summary.last) as before_last
+        from summary
+        """,
+        {"watermark": watermark, "upper": upper, "limit": max_points + 1},
+    )
+    row = cur.fetchone()
+    assert row is not None
+    if row["n"] <= max_points:
+        return upper, False
+    # The (max_points+1)-th point's ingested_at is left for the next run, unless it is the only value
+    # (one transaction of more than max_points points is taken whole).
+    return (row["before_last"] or row["last"]), True
+
+
+# --- 2. what the window touched --------------------------------------------------------------------------------
+
+
+def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple[int, int]:
+    """Temp tables of the touched 1m buckets (with the series' kind) and of their contiguous ranges."""
+    cur.execute(
+        f"""
+        create temp table rollup_touched on commit drop as
+        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.type, s.temporality,
+            case
+                when s.type = 'sum' and s.monotonic and s.temporality = 'delta' then 'delta_counter'
+                when s.type = 'sum' and s.monotonic then 'counter'
+                when s.type in ('gauge', 'sum') then 'gauge'
+                else 'distribution'
+            end as kind
+        from (
+            select p.org_id, p.project_id, p.series_id,
+                date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start, count(*) as points
+            from public.metric_points p
+            where p.ingested_at > %(watermark)s and p.ingested_at <= %(new_watermark)s
+            group by 1, 2, 3, 4
+        ) t
+        join public.metric_series s on s.project_id = t.project_id and s.series_id = t.series_id
+        """,
+        {"watermark": watermark, "new_watermark": new_watermark},
+    )
+    # Contiguous runs of touched minutes per series (gaps and islands): one index range read each.
+    cur.execute(
+        """
+        create temp table rollup_ranges on commit drop as
+        select org_id, project_id, series_id, kind, type, temporality,
+            min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
+        from (
+            select *, bucket_start - interval '60 seconds'
+                * row_number() over (partition by project_id, series_id order by bucket_start) as island
+            from rollup_touched
+        ) t
+        group by org_id, project_id, series_id, kind, type, temporality, island
+        """
+    )
+    cur.execute("analyze rollup_touched")
+    cur.execute("analyze rollup_ranges")
+    # Points read: those of the window (including any whose series is missing, which roll into nothing).
+    cur.execute(
+        "select count(*) as buckets, coalesce(sum(points), 0)::bigint as points from rollup_touched",
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return int(row["points"]), int(row["buckets"])
+
+
+# --- 3. 1-minute buckets from the raw points -------------------------------------------------------------------
+
+_FINITE = "(v.value is not null and v.value <> 'NaN' and v.value <> 'Infinity' and v.value <> '-Infinity')"
+
+# The sketch columns of a set of rows `sk_raw(project_id, series_id, bucket_start, store, idx, n)`: the counts
+# per (store, index) after collapsing each store to MAX_BUCKETS indexes below its top (as Sketch does), as
+# {"p": {...}, "n": {...}, "z": zeros}. sk_zero(project_id, series_id, bucket_start, z) holds the zeros and a
+# row for every bucket that has a sketch.
+_SKETCH_CTES = f"""
+sk_sum as (
+    select project_id, series_id, bucket_start, store, idx, sum(n) as n
+    from sk_raw group by project_id, series_id, bucket_start, store, idx
+),
+sk_counts as (
+    select project_id, series_id, bucket_start, store, idx, sum(n)::bigint as n
+    from (
+        select project_id, series_id, bucket_start, store, n,
+            greatest(idx, max(idx) over (partition by project_id, series_id, bucket_start, store)
+                - {MAX_BUCKETS - 1}) as idx
+        from sk_sum
+    ) c
+    group by project_id, series_id, bucket_start, store, idx
+),
+sk_stores as (
+    select project_id, series_id, bucket_start,
+        jsonb_object_agg(idx::text, n) filter (where store = 'p') as p,
+        jsonb_object_agg(idx::text, n) filter (where store = 'n') as n
+    from sk_counts group by project_id, series_id, bucket_start
+),
+sk as (
+    select z.project_id, z.series_id, z.bucket_start,
+        jsonb_build_object('p', coalesce(s.p, '{{}}'::jsonb), 'n', coalesce(s.n, '{{}}'::jsonb), 'z', z.z) as sketch
+    from sk_zero z
+    left join sk_stores s
+        on s.project_id = z.project_id and s.series_id = z.series_id and s.bucket_start = z.bucket_start
+)
+"""
+
+_UPSERT = """
+insert into public.metric_rollups as r
+    (org_id, project_id, series_id, resolution, bucket_start, count, sum, min, max, last, last_time, increase,
+     sketch, updated_at)
+{select}
+on conflict (project_id, series_id, resolution, bucket_start) do update set
+    org_id = excluded.org_id, count = excluded.count, sum = excluded.sum, min = excluded.min, max = excluded.max,
+    last = excluded.last, last_time = excluded.last_time, increase = excluded.increase, sketch = excluded.sketch,
+    updated_at = excluded.updated_at
+where (r.org_id, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch)
+    is distinct from (excluded.org_id, excluded.count, excluded.sum, excluded.min, excluded.max, excluded.last,
+                      excluded.last_time, excluded.increase, excluded.sketch)
+"""
+
+_SCALAR_MINUTES_SQL = (
+    f"""
+with pts as (
+    select g.org_id, g.project_id, g.series_id, g.range_start, g.kind,
+        date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start,
+        p.time, p.start_time, p.value, false as anchor
+    from rollup_ranges g
+    cross join lateral (
+        select p.time, p.start_time, p.value from public.metric_points p
+        where p.project_id = g.project_id and p.series_id = g.series_id
+            and p.time >= g.range_start and p.time < g.range_end
+    ) p
+    where g.kind <> 'distribution'
+    union all
+    select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.range_start, a.time, a.start_time, a.value,
+        true
+    from rollup_ranges g
+    cross join lateral (
+        select p.time, p.start_time, p.value from public.metric_points p
+        where p.project_id = g.project_id and p.series_id = g.series_id
+            and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
+        order by p.time desc limit 1
+    ) a
+    where g.kind = 'counter'
+),
+v as (
+    select pts.*,
+        lag(value) over w as prev_value,
+        lag(start_time) over w as prev_start
+    from pts
+    window w as (partition by project_id, series_id, range_start order by time, anchor)
+),
+inc as (
+    select v.*,
+        case
+            when v.kind <> 'counter' or v.anchor or not {_FINITE} then null
+            when v.prev_value is null then
+                case when v.start_time is not null and v.start_time >= v.time - %(lookback)s then v.value else 0 end
+            when v.value < v.prev_value
+                or (v.start_time is not null and v.prev_start is not null and v.start_time > v.prev_start)
+                then v.value
+            else v.value - v.prev_value
+        end as delta
+    from v
+),
+agg as (
+    select org_id, project_id, series_id, bucket_start, kind,
+        count(*) as count,
+        sum(value order by time) filter (where {_FINITE}) as sum,
+        min(value) filter (where {_FINITE}) as min,
+        max(value) filter (where {_FINITE}) as max,
+        (array_agg(value order by time desc))[1] as last,
+        max(time) as last_time,
+        case kind
+            when 'counter' then coalesce(sum(delta order by time), 0)
+            when 'delta_counter' then coalesce(sum(value order by time) filter (where {_FINITE}), 0)
+        end as increase
+    from inc v
+    where not anchor
+    group by org_id, project_id, series_id, bucket_start, kind
+),
+sk_raw as (
+    select project_id, series_id, bucket_start,
+        case when abs(value) < {ZERO_THRESHOLD!r} then 'z' when value > 0 then 'p' else 'n' end as store,
+        case when abs(value) < {ZERO_THRESHOLD!r} then 0 else ceil(ln(abs(value)) / {LOG_GAMMA!r})::integer end as idx,
+        1 as n
+    from pts v
+    where kind = 'gauge' and not anchor and {_FINITE}
+),
+sk_zero as (
+    select project_id, series_id, bucket_start, count(*) filter (where store = 'z') as z
+    from sk_raw group by project_id, series_id, bucket_start
+),
+"""
+    + _SKETCH_CTES
+    + _UPSERT.format(
+        select="""
+select a.org_id, a.project_id, a.series_id, 60, a.bucket_start, a.count, a.sum, a.min, a.max, a.last, a.last_time,
+    a.increase, sk.sketch, now()
+from agg a
+left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and sk.bucket_start = a.bucket_start
+"""
+    )
+)
+
+
+def _roll_scalar_minutes(cur: Cursor) -> int:
+    cur.execute(_SCALAR_MINUTES_SQL, {"lookback": ANCHOR_LOOKBACK})
+    return max(cur.rowcount, 0)
+
+
+_DISTRIBUTION_POINTS_SQL = """
+select g.org_id, g.project_id, g.series_id, g.range_start, g.type, g.temporality,
+    p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution, false as anchor
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time >= g.range_start and p.time < g.range_end
+) p
+where g.kind = 'distribution'
+union all
+select g.org_id, g.project_id, g.series_id, g.range_start, g.type, g.temporality,
+    a.time, a.start_time, a.count, a.sum, a.min, a.max, a.distribution, true
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
+    order by p.time desc limit 1
+) a
+where g.kind = 'distribution' and (g.type = 'summary' or g.temporality is distinct from 'delta')
+order by project_id, series_id, range_start, time, anchor
+"""
+
+_DISTRIBUTION_UPSERT_SQL = _UPSERT.format(
+    select="""
+select u.org_id, u.project_id, u.series_id, 60, u.bucket_start, u.count, u.sum, u.min, u.max, null, u.last_time,
+    null, u.sketch, now()
+from unnest(%(org_id)s::uuid[], %(project_id)s::uuid[], %(series_id)s::bigint[], %(bucket_start)s::timestamptz[],
+    %(count)s::bigint[], %(sum)s::float8[], %(min)s::float8[], %(max)s::float8[], %(last_time)s::timestamptz[],
+    %(sketch)s::jsonb[]) as u(org_id, project_id, series_id, bucket_start, count, sum, min, max, last_time, sketch)
+"""
+)
+
+
+@dataclass(slots=True)
+class _Bucket:
+    org_id: Any
+    project_id: Any
+    series_id: int
+    bucket_start: datetime
+    count: int = 0
+    sum: float | None = None
+    min: float | None = None
+    max: float | None = None
+    last_time: datetime | None = None
+    sketch: Sketch = field(default_factory=Sketch)
+
+
+def _roll_distribution_minutes(cur: Cursor) -> int:
+    """Histograms, exponential histograms and summaries: bucket arithmetic in Python, one upsert."""
+    cur.execute(_DISTRIBUTION_POINTS_SQL, {"lookback": ANCHOR_LOOKBACK})
+    buckets = _distribution_buckets(cur.fetchall())
+    if not buckets:
+        return 0
+    cur.execute(
+        _DISTRIBUTION_UPSERT_SQL,
+        {
+            "org_id": [b.org_id for b in buckets],
+            "project_id": [b.project_id for b in buckets],
+            "series_id": [b.series_id for b in buckets],
+            "bucket_start": [b.bucket_start for b in buckets],
+            "count": [b.count for b in buckets],
+            "sum": [b.sum for b in buckets],
+            "min": [b.min for b in buckets],
+            "max": [b.max for b in buckets],
+            "last_time": [b.last_time for b in buckets],
+            "sketch": [Jsonb(b.sketch.to_json()) if b.sketch.count else None for b in buckets],
+        },
+    )
+    return max(cur.rowcount, 0)
+
+
+def _minute(t: datetime) -> datetime:
+    return t.replace(second=0, microsecond=0)
+
+
+def _distribution_buckets(rows: Iterable[dict[str, Any]]) -> list[_Bucket]:
+    """Rows ordered by series, range, time (anchors first in their range) → 1m buckets of observations."""
+    buckets: dict[tuple[Any, int, datetime], _Bucket] = {}
+    prev: dict[str, Any] | None = None
+    prev_key: tuple[Any, int, datetime] | None = None
+    for row in rows:
+        key = (row["project_id"], row["series_id"], row["range_start"])
+        if key != prev_key:
+            prev, prev_key = None, key
+        if row["anchor"]:
+            prev = row
+            continue
+        delta = _observations(row, prev)
+        prev = row
+        start = _minute(row["time"])
+        bucket = buckets.get((row["project_id"], row["series_id"], start))
+        if bucket is None:
+            bucket = _Bucket(row["org_id"], row["project_id"], row["series_id"], start)
+            buckets[(row["project_id"], row["series_id"], start)] = bucket
+        bucket.last_time = row["time"] if bucket.last_time is None else max(bucket.last_time, row["time"])
+        if delta is None:
+            continue
+        bucket.count += delta.count
+        if delta.sum is not None:
+            bucket.sum = delta.sum if bucket.sum is None else bucket.sum + delta.sum
+        if delta.min is not None:
+            bucket.min = delta.min if bucket.min is None else min(bucket.min, delta.min)
+        if delta.max is not None:
+            bucket.max = delta.max if bucket.max is None else max(bucket.max, delta.max)
+        if delta.sketch is not None:
+            bucket.sketch.merge(delta.sketch)
+    return list(buckets.values())
+
+
+@dataclass(slots=True)
+class _Observations:
+    count: int
+    sum: float | None
+    min: float | None
+    max: float | None
+    sketch: Sketch | None
+
+
+def _observations(point: dict[str, Any], prev: dict[str, Any] | None) -> _Observations | None:
+    """What a point adds to its bucket: itself (delta temporality, or after a reset) or its difference from the
+    previous point (cumulative). None when a cumulative series' first point has an unknown baseline."""
+    kind = point["type"]
+    cumulative = kind == "summary" or point["temporality"] != "delta"
+    if not cumulative:
+        return _whole(point)
+    if prev is None:
+        start = point["start_time"]
+        if start is not None and start >= point["time"] - ANCHOR_LOOKBACK:
+            return _whole(point)  # a new series: everything since its start is new
+        return None
+    if _reset(point, prev):
+        return _whole(point)
+    count = int(point["count"] or 0) - int(prev["count"] or 0)
+    total = point["sum"] - prev["sum"] if point["sum"] is not None and prev["sum"] is not None else None
+    if kind == "summary":
+        return _Observations(count, total, None, None, None)
+    sketch = _difference_sketch(kind, point, prev)
+    if sketch is None:  # bucket layouts changed: take the point whole
+        return _whole(point)
+    low, high = (sketch.quantile(0.0), sketch.quantile(1.0)) if sketch.count else (None, None)
+    low, high = _clamp(low, point["min"], point["max"]), _clamp(high, point["min"], point["max"])
+    return _Observations(count, total, low, high, sketch)
+
+
+def _reset(point: dict[str, Any], prev: dict[str, Any]) -> bool:
+    if (point["count"] or 0) < (prev["count"] or 0):
+        return True
+    start, prev_start = point["start_time"], prev["start_time"]
+    return start is not None and prev_start is not None and start > prev_start
+
+
+def _whole(point: dict[str, Any]) -> _Observations:
+    kind = point["type"]
+    sketch = None
+    dist = point["distribution"] or {}
+    if kind == "histogram" and dist.get("counts"):
+        sketch = Sketch()
+        sketch.add_histogram(dist.get("bounds") or [], dist["counts"], point["min"], point["max"])
+    elif kind == "exponential_histogram":
+        sketch = Sketch()
+        sketch.add_exponential(
+            int(dist.get("scale") or 0),
+            int(dist.get("zero_count") or 0),
+            dist.get("positive"),
+            dist.get("negative"),
+            point["min"],
+            point["max"],
+        )
+    return _Observations(int(point["count"] or 0), point["sum"], point["min"], point["max"], sketch)
+
+
+def _difference_sketch(kind: str, point: dict[str, Any], prev: dict[str, Any]) -> Sketch | None:
+    dist, before = point["distribution"] or {}, prev["distribution"] or {}
+    sketch = Sketch()
+    if kind == "histogram":
+        bounds, counts, prev_counts = dist.get("bounds") or [], dist.get("counts") or [], before.get("counts") or []
+        if bounds != (before.get("bounds") or []) or len(counts) != len(prev_counts):
+            return None
+        differences = [c - p for c, p in zip(counts, prev_counts, strict=True)]
+        if any(d < 0 for d in differences):
+            return None
+        sketch.add_histogram(bounds, differences, point["min"], point["max"])
+        return sketch
+    # Exponential: both at the coarser scale, then bucket by bucket.
+    scale = min(int(dist.get("scale") or 0), int(before.get("scale") or 0))
+    zero = int(dist.get("zero_count") or 0) - int(before.get("zero_count") or 0)
+    stores: dict[str, dict[str, Any]] = {}
+    for side in ("positive", "negative"):
+        now_counts = _rescaled(dist.get(side), int(dist.get("scale") or 0), scale)
+        prev_counts = _rescaled(before.get(side), int(before.get("scale") or 0), scale)
+        diff = {i: now_counts.get(i, 0) - prev_counts.get(i, 0) for i in now_counts.keys() | prev_counts.keys()}
+        if any(d < 0 for d in diff.values()):
+            return None
+        if diff:
+            low = min(diff)
+            stores[side] = {"offset": low, "counts": [diff.get(i, 0) for i in range(low, max(diff) + 1)]}
+    if zero < 0:
+        return None
+    sketch.add_exponential(scale, zero, stores.get("positive"), stores.get("negative"), point["min"], point["max"])
+    return sketch
+
+
+def _rescaled(buckets: dict[str, Any] | None, scale: int, to_scale: int) -> dict[int, int]:
+    """Exponential buckets {index: count} at a coarser scale: index >> (scale − to_scale)."""
+    out: dict[int, int] = {}
+    if not buckets:
+        return out
+    shift = scale - to_scale
+    offset = int(buckets.get("offset", 0))
+    for i, count in enumerate(buckets.get("counts") or ()):
+        if count:
+            index = (offset + i) >> shift
+            out[index] = out.get(index, 0) + int(count)
+    return out
+
+
+def _clamp(value: float | None, low: float | None, high: float | None) -> float | None:
+    if value is None:
+        return None
+    if low is not None and value < low:
+        value = low
+    if high is not None and value > high:
+        value = high
+    return value
+
+
+# --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
+
+_COARSE_SQL = (
+    f"""
+with t as (
+    select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
+    from rollup_touched
+),
+-- Contiguous touched coarse buckets per series: one index range read of the finer rows each.
+g as (
+    select project_id, series_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
+    from (
+        select *,
+            bucket_start - %(width)s * row_number() over (partition by project_id, series_id order by bucket_start)
+                as island
+        from t
+    ) x
+    group by project_id, series_id, island
+),
+c as (
+    select r.org_id, r.project_id, r.series_id,
+        date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as fine_start,
+        r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
+    from g
+    cross join lateral (
+        select * from public.metric_rollups r
+        where r.project_id = g.project_id and r.series_id = g.series_id and r.resolution = %(fine)s
+            and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+    ) r
+),
+agg as (
+    select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
+        sum(count)::bigint as count,
+        sum(sum order by fine_start) as sum,
+        min(min) as min,
+        max(max) as max,
+        (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
+        max(last_time) as last_time,
+        sum(increase order by fine_start) as increase
+    from c group by project_id, series_id, bucket_start
+),
+sk_raw as (
+    select c.project_id, c.series_id, c.bucket_start, s.store, e.key::integer as idx, e.value::bigint as n
+    from c
+    cross join lateral (values ('p', c.sketch -> 'p'), ('n', c.sketch -> 'n')) as s(store, obj)
+    cross join lateral jsonb_each_text(s.obj) as e
+    where c.sketch is not null
+),
+sk_zero as (
+    select project_id, series_id, bucket_start, sum((sketch ->> 'z')::bigint)::bigint as z
+    from c where sketch is not null group by project_id, series_id, bucket_start
+),
+"""
+    + _SKETCH_CTES
+    + _UPSERT.format(
+        select="""
+select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
+    a.last_time, a.increase, sk.sketch, now()
+from agg a
+left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and sk.bucket_start = a.bucket_start
+"""
+    )
+)
+
+
+def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
+    cur.execute(_COARSE_SQL, {"fine": fine, "coarse": coarse, "width": timedelta(seconds=coarse)})
+    return max(cur.rowcount, 0)
