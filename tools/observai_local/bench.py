@@ -289,6 +289,10 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_ingest
 
             print("\n" + bench_ingest.run(batches=30, size=1000), flush=True)
+        if args.part in ("all", "metrics"):
+            from observai_local import bench_metrics
+
+            print("\n" + bench_metrics.run(series=500, days=7, n=30), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
