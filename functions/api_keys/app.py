@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 from uuid import UUID
 
-from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from aws_lambda_powertools.event_handler.openapi.params import Body
 from observai.http.dependencies import CurrentUser
 from observai.http.envelope import Envelope, ok
+from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
-from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.pagination import DEFAULT_LIMIT
 from observai.tenancy import api_keys
 from observai.tenancy.api_key_models import ApiKey, ApiKeyCreate, ApiKeyCreated, ApiKeyRotate
 from observai.tenancy.models import Deleted
@@ -26,8 +27,8 @@ def create_key(user: CurrentUser, project_id: UUID, body: Annotated[ApiKeyCreate
 def list_keys(
     user: CurrentUser,
     project_id: UUID,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> Envelope[list[ApiKey]]:
     items, next_cursor = api_keys.list_keys(user, project_id, cursor, limit)
     return ok(items, next_cursor=next_cursor, limit=limit)

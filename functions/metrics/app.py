@@ -12,6 +12,7 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
+from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
 from observai.metrics import catalogue, query
 from observai.metrics.catalogue import DEFAULT_TOP_KEYS, MAX_TOP_KEYS
@@ -26,12 +27,10 @@ from observai.metrics.query_models import (
     QueryResponse,
     SeriesInfo,
 )
-from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.pagination import DEFAULT_LIMIT
 
 app = create_resolver()
 
-Cursor = Annotated[str | None, Query(description="next_cursor from the previous page", max_length=512)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 MetricName = Annotated[str, Path(min_length=1, max_length=MAX_NAME_LENGTH, description="The metric name")]
 MATCH_HELP = (
     " Filter by attribute equality with any number of `match[<attribute>]=<value>` query parameters"

@@ -9,8 +9,9 @@ from uuid import UUID
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
 from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
+from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
-from observai.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from observai.pagination import DEFAULT_LIMIT
 from observai.telemetry import usage
 from observai.telemetry.usage import UsageReport
 from observai.tenancy import audit_trail, invitations, members, orgs, projects
@@ -34,8 +35,6 @@ from observai.tenancy.whoami import whoami
 
 app = create_resolver()
 
-Cursor = Annotated[str | None, Query(description="next_cursor from the previous page", max_length=512)]
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT)]
 FromDay = Annotated[date | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")]
 ToDay = Annotated[date | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
 

@@ -9,10 +9,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
+
+if TYPE_CHECKING:
+    from observai.telemetry.model import MetricPoint
 
 from tests.helpers.inprocess import Result, invoke
 
@@ -217,3 +220,19 @@ def org_ids_in(database_url: str, project_id: UUID) -> set[UUID]:
         ):
             found.add(row["org_id"])
     return found
+
+
+def store_points(project: IngestProject, points: list[MetricPoint]) -> None:
+    """Store metric points for the project through the real writer (no HTTP)."""
+    from observai.telemetry.model import Batch
+    from observai.telemetry.writer import store_batch
+
+    store_batch(
+        project.org_id,
+        project.project_id,
+        Batch(metrics=points),
+        idempotency_key=None,
+        request_hash="test",
+        response={},
+        body_bytes=0,
+    )

@@ -15,10 +15,10 @@ from uuid import UUID
 
 import pytest
 from observai.telemetry import usage
-from observai.telemetry.model import Batch, MetricPoint, MetricType, Temporality
-from observai.telemetry.writer import clear_caches, store_batch
+from observai.telemetry.model import MetricPoint, MetricType, Temporality
+from observai.telemetry.writer import clear_caches
 
-from tests.helpers.ingest import IngestProject, add_key, iso, make_project
+from tests.helpers.ingest import IngestProject, add_key, iso, make_project, store_points
 from tests.helpers.inprocess import Result, invoke
 from tests.helpers.users import User, add_membership, make_user
 
@@ -43,16 +43,7 @@ def _ns(at: datetime) -> int:
     return int(at.timestamp()) * 1_000_000_000
 
 
-def store(project: IngestProject, points: list[MetricPoint]) -> None:
-    store_batch(
-        project.org_id,
-        project.project_id,
-        Batch(metrics=points),
-        idempotency_key=None,
-        request_hash="test",
-        response={},
-        body_bytes=0,
-    )
+store = store_points
 
 
 @dataclass

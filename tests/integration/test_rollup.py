@@ -23,11 +23,10 @@ from hypothesis import strategies as st
 from observai.metrics import rollup
 from observai.metrics.rollup import AggregationReport, aggregate, run_aggregation
 from observai.metrics.sketch import ZERO_THRESHOLD, Sketch, nearest_rank
-from observai.telemetry.model import Batch, MetricPoint, MetricType, Temporality
+from observai.telemetry.model import MetricPoint, MetricType, Temporality
 from observai.telemetry.series import series_id
-from observai.telemetry.writer import store_batch
 
-from tests.helpers.ingest import IngestProject, make_project
+from tests.helpers.ingest import IngestProject, make_project, store_points
 from tests.helpers.inprocess import load_function
 
 pytestmark = pytest.mark.integration
@@ -67,16 +66,7 @@ def counter(
     )
 
 
-def store(project: IngestProject, points: list[MetricPoint]) -> None:
-    store_batch(
-        project.org_id,
-        project.project_id,
-        Batch(metrics=points),
-        idempotency_key=None,
-        request_hash="test",
-        response={},
-        body_bytes=0,
-    )
+store = store_points
 
 
 def drain(max_points: int = rollup.DEFAULT_MAX_POINTS) -> list[AggregationReport]:
