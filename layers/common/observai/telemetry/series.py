@@ -12,10 +12,6 @@ _memo: dict[tuple[Any, ...], int] = {}
 MEMO_MAX = 100_000
 
 
-def canonical_attributes(attributes: dict[str, Any]) -> str:
-    return _canonical(attributes)
-
-
 def _compute(name: str, attributes: dict[str, Any]) -> int:
     digest = hashlib.blake2b(digest_size=8)
     digest.update(name.encode())
