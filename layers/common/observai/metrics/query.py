@@ -7,6 +7,15 @@ Each query is planned first (pure Python, ``plan``): the step (given, or about 3
   range starts within the last ``RECENT`` (not aggregated yet);
 * else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read.
 
+Group rollups: when a query reads rollups, has no filter or only ``=``/``in`` filters on its group_by attribute,
+and groups by nothing or by one attribute the aggregation job keeps group rollups for (``metric_group_keys``,
+complete from before the range), it reads ``metric_group_rollups`` instead: one row per group per slot instead of
+one per series (``source: "group"``; else ``"series"``, or ``"raw"`` for raw points). The same aggregates apply
+to the group rows (avg = Σsum / Σcount...); percentiles come from the group row's precomputed quantile when the
+step is the resolution (1h, 1d), else from its sketches merged per slot (few: one per group and bucket). Group rows
+are read only where complete: no minute of the range waits in the job's queue (``metric_group_pending``). The raw
+tail is read as on the series path.
+
 Then one SQL statement per query, as the caller (RLS on, so a forgotten filter cannot leak): the series
 are matched by a sub-select on ``metric_series`` (name, attribute filters; the GIN ``jsonb_path_ops`` index
 serves ``attributes @> ...``), their points or rollup buckets are read by primary key within the range, and
@@ -67,6 +76,7 @@ RECENT = timedelta(minutes=3)
 COUNTER_LOOKBACK = timedelta(days=1)
 
 Resolution = Literal["raw", 60, 300, 3600, 86400]
+Source = Literal["group", "series", "raw"]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
@@ -266,6 +276,57 @@ def _rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     )
 
 
+def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
+    """(labels, slot, value) from metric_group_rollups: params carry group_key and one list per filter."""
+    agg = query.aggregation
+    key = _aggregate_key(agg)
+    value = _ROLLUP_AGGREGATES[key]
+    if key == "percentile" and params["step"] == params["resolution"] and params["resolution"] in (3600, 86400):
+        value = f"max(r.p{round(PERCENTILES[agg] * 100)})"  # one row per group and slot: its own quantile
+    conditions = "".join(
+        f" and r.group_value = any(array(select v::text from unnest(%(g{i})s::jsonb[]) v))"
+        for i in range(len(query.filters))
+    )
+    params["name"] = query.name
+    return (
+        "select case when %(group_key)s = '' then '{}'::jsonb"
+        " else jsonb_build_object(%(group_key)s::text, r.group_value::jsonb) end as labels,"
+        f" {_SLOT.format(column='r.bucket_start')} as slot, {value} as value"
+        " from public.metric_group_rollups r"
+        " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
+        f" and r.resolution = %(resolution)s and r.bucket_start >= %(start)s and r.bucket_start < %(end)s{conditions}"
+        " group by r.group_value, 2"
+    )
+
+
+def _group_key(
+    cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, *, all_counters: bool
+) -> str | None:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups."""
+    if query_plan.resolution == "raw" or query_plan.raw_from <= query_plan.start or len(query.group_by) > 1:
+        return None
+    if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
+        return None  # the series path reads the counters only; the groups hold every series of the name
+    key = query.group_by[0] if query.group_by else ""
+    for f in query.filters:
+        values = f.value if isinstance(f.value, list) else [f.value]
+        # Floats are left to the series path: 200.0 and 200 are one jsonb value but two texts.
+        if f.attribute != key or f.op not in ("=", "in") or any(isinstance(v, float) for v in values):
+            return None
+    # Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
+    # queue (metric_group_pending) to be merged into them.
+    cur.execute(
+        "select k.complete_from <= %(start)s and not exists ("
+        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete"
+        " from public.metric_group_keys k"
+        " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
+        {"start": query_plan.start, "end": query_plan.raw_from, "project": project_id, "name": query.name, "key": key},
+    )
+    row = cur.fetchone()
+    return key if row is not None and row["complete"] else None
+
+
 def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[int, int]:
     """(series matched, counters among them), each counted up to MAX_SERIES + 1."""
     params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1}
@@ -318,7 +379,15 @@ def _read(
     cur.execute(build(query, params), params)
     quantile = PERCENTILES.get(query.aggregation)
     if quantile is not None and resolution != "raw":
-        return [(r["labels"], int(r["slot"]), _sketch_quantile(r["value"], quantile)) for r in cur.fetchall()]
+        # Sketches to merge (a list), or a group row's precomputed quantile (a number).
+        return [
+            (
+                r["labels"],
+                int(r["slot"]),
+                r["value"] if isinstance(r["value"], float) else _sketch_quantile(r["value"], quantile),
+            )
+            for r in cur.fetchall()
+        ]
     return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
 
 
@@ -351,6 +420,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             details={"loc": [*loc, "aggregation"]},
         )
     rows: list[tuple[dict[str, Any], int, float | None]] = []
+    source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {
             "project": project_id,
@@ -360,7 +430,14 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "quantile": PERCENTILES.get(query.aggregation),
         }
         if query_plan.resolution != "raw":
-            rows += _read(cur, query, _rollup_sql, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
+            group_key = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
+            build = _rollup_sql
+            if group_key is not None:
+                source, build = "group", _group_rollup_sql
+                params["group_key"] = group_key
+                for i, f in enumerate(query.filters):
+                    params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
+            rows += _read(cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
         if query_plan.raw_from < query_plan.end:
             rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
     assert query.id is not None
@@ -369,6 +446,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
         name=query.name,
         aggregation=query.aggregation,
         resolution=query_plan.resolution,
+        source=source,
         step=query_plan.step,
         start=_epoch(query_plan.start),
         end=_epoch(query_plan.end),

@@ -32,8 +32,12 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    - summaries: count and sum of observations only (cumulative, differenced like histograms).
 4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level:
    count, sum and increase add; min/max; last of the latest; sketches merged by adding counts (in SQL).
-5. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
-   The report says whether more is pending (the next run, or a loop in the caller, continues).
+5. Group rollups (``observai.metrics.groups``): the touched (metric, minute) pairs are queued, and the queue is
+   worked off within the group step's own bound (rows and seconds per run; what is left waits for the next run):
+   cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows.
+6. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
+   The report says whether more is pending (points after the window, or queued group work): the next run, or a
+   loop in the caller, continues.
 
 Heavy lifting is in SQL (one statement per step; sketches of values with the DDSketch log formula in SQL);
 only histogram-type series go through Python, where the bucket arithmetic is.
@@ -51,6 +55,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
+from observai.metrics.groups import roll_groups
 from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
@@ -78,6 +83,9 @@ class AggregationReport(BaseModel):
     buckets_touched: int = 0  # 1m buckets re-rolled
     # Per resolution ("1m", "5m", "1h", "1d"): rows inserted or changed.
     buckets_written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    # Group rollups, per resolution: rows inserted or changed; (metric, minute) pairs recomputed.
+    group_buckets_written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    group_minutes: int = 0
     window_start: datetime | None = None
     watermark: datetime | None = None
     more_pending: bool = False
@@ -109,26 +117,26 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
     watermark = _watermark(cur, now)
     report = AggregationReport(ran=True, window_start=watermark, watermark=watermark)
     upper = now - timedelta(seconds=lag_s)
-    if watermark >= upper:
-        report.seconds = time.perf_counter() - started
-        return report
-
-    new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
-    report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
-    written = dict.fromkeys(RESOLUTIONS.values(), 0)
-    if report.buckets_touched:
-        written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
-        fine = 60
-        for coarse in (300, 3600, 86400):
-            written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
-            fine = coarse
-    report.buckets_written = written
-    cur.execute(
-        "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
-        " on conflict (name) do update set watermark = excluded.watermark, updated_at = excluded.updated_at",
-        (STATE_NAME, new_watermark),
-    )
-    report.watermark = new_watermark
+    if watermark < upper:
+        new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
+        report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
+        written = dict.fromkeys(RESOLUTIONS.values(), 0)
+        if report.buckets_touched:
+            written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
+            fine = 60
+            for coarse in (300, 3600, 86400):
+                written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
+                fine = coarse
+        report.buckets_written = written
+        cur.execute(
+            "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
+            " on conflict (name) do update set watermark = excluded.watermark, updated_at = excluded.updated_at",
+            (STATE_NAME, new_watermark),
+        )
+        report.watermark = new_watermark
+    groups = roll_groups(cur, touched=report.buckets_touched > 0)
+    report.group_buckets_written, report.group_minutes = groups.written, groups.minutes
+    report.more_pending = report.more_pending or groups.more_pending
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,7 +191,7 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
     cur.execute(
         f"""
         create temp table rollup_touched on commit drop as
-        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.type, s.temporality,
+        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.name, s.type, s.temporality,
             case
                 when s.type = 'sum' and s.monotonic and s.temporality = 'delta' then 'delta_counter'
                 when s.type = 'sum' and s.monotonic then 'counter'
@@ -605,27 +613,29 @@ with t as (
     select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
     from rollup_touched
 ),
--- Contiguous touched coarse buckets per series: one index range read of the finer rows each.
+-- Contiguous touched coarse buckets per PROJECT: one range read each of the (project_id, resolution, bucket_start)
+-- index, kept apart (offset 0) so the planner cannot flatten it into a join over every partition's rows: freshly
+-- written rollups have no statistics yet, and per-series estimates were off by orders of magnitude.
 g as (
-    select project_id, series_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
+    select project_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
     from (
-        select *,
-            bucket_start - %(width)s * row_number() over (partition by project_id, series_id order by bucket_start)
-                as island
-        from t
+        select *, bucket_start - %(width)s * row_number() over (partition by project_id order by bucket_start) as island
+        from (select distinct project_id, bucket_start from t) b
     ) x
-    group by project_id, series_id, island
+    group by project_id, island
 ),
 c as (
-    select r.org_id, r.project_id, r.series_id,
-        date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as fine_start,
+    select r.org_id, r.project_id, r.series_id, t.bucket_start, r.bucket_start as fine_start,
         r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
     from g
     cross join lateral (
         select * from public.metric_rollups r
-        where r.project_id = g.project_id and r.series_id = g.series_id and r.resolution = %(fine)s
+        where r.project_id = g.project_id and r.resolution = %(fine)s
             and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+        offset 0
     ) r
+    join t on t.project_id = r.project_id and t.series_id = r.series_id
+        and t.bucket_start = date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}')
 ),
 agg as (
     select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
