@@ -333,6 +333,49 @@ def test_a_group_registered_after_the_metric_had_rollups_is_read_only_from_when_
     assert recent["series"][0]["points"] == [[int(later.timestamp()), 5.0]]
 
 
+def test_the_group_step_is_bounded_per_run_and_the_next_runs_resume_it(
+    db: psycopg.Connection, project: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a group step bounded to 20 per-series rows per chunk and per run, and a metric of 6 series × 60 minutes
+    monkeypatch.setattr(group_rollups, "CHUNK_ROWS", 20)
+    monkeypatch.setattr(group_rollups, "RUN_MAX_ROWS", 20)
+    name = unique("bounded")
+    base = base_time(12)
+    seed_gauges(project, name, base, minutes=60)
+
+    # When the job runs once
+    first = run_aggregation(lag_s=0)
+
+    # Then it merged a few minutes only (20 rows: 3 minutes of 6 series, at least one minute a chunk), queued the rest
+    # and says more is pending
+    assert first.ran and first.more_pending
+    assert 1 <= first.group_minutes <= 4
+    pending = db.execute(
+        "select count(*) as n from public.metric_group_pending where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchone()
+    assert pending is not None and pending["n"] > 0
+    # And a query over the hour reads the per-series rollups meanwhile (the groups are incomplete), with the answer
+    # of the per-series path
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=1)), "step": 3600}
+    (during,) = query(project, {**common, "aggregation": "count"})
+    assert during["source"] == "series" and during["series"][0]["points"][0][1] == 6 * 180
+
+    # When the next runs go on until nothing is pending
+    runs = 0
+    while run_aggregation(lag_s=0).more_pending:
+        runs += 1
+        assert runs < 200
+
+    # Then the queue is empty, and the same query reads the groups with the same answer
+    assert db.execute(
+        "select count(*) as n from public.metric_group_pending where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchone() == {"n": 0}
+    (after,) = query(project, {**common, "aggregation": "count"})
+    assert after["source"] == "group" and after["series"] == during["series"]
+
+
 # --- the query planner ------------------------------------------------------------------------------------------
 
 AGGREGATIONS = ("avg", "sum", "min", "max", "count", "last", "p50", "p99")

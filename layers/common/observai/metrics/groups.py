@@ -43,16 +43,17 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor
-from observai.metrics.sketch import MAX_BUCKETS, Sketch
+from observai.metrics.sketch import Sketch, merge_encoded
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 # Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
 GROUP_MAX_CARDINALITY = 200
 GROUP_MAX_KEYS = 16
-# Per-series 1m rows per chunk, and per run, and the run's time budget for the group step (checked between chunks).
+# Per-series 1m rows per chunk, and per run, and the run's time budget for the group step (checked between chunks;
+# a chunk takes a few seconds at most, so a run stays well inside the Lambda's 60 s).
 CHUNK_ROWS = 100_000
 RUN_MAX_ROWS = 1_000_000
-RUN_BUDGET_S = 20.0
+RUN_BUDGET_S = 15.0
 # Resolutions whose group rows carry precomputed quantiles.
 QUANTILE_RESOLUTIONS = (3600, 86400)
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
@@ -460,17 +461,16 @@ def _finish(cur: Cursor, resolution: int) -> int:
         if row["sketches"] is None:
             derived.append((row["gid"], (row["project_id"], row["name"], row["bucket_start"])))
             continue
-        sketch = _merged_sketches(json.loads("[" + row["sketches"] + "]"))
+        sketch = merge_encoded(json.loads("[" + row["sketches"] + "]"))
         merged[row["gid"]] = sketch
         if row["whole_source"]:
             whole = (row["project_id"], row["name"], row["bucket_start"])
-            wholes[whole] = _merged_sketches([wholes[whole], sketch]) if whole in wholes else sketch
+            wholes[whole] = merge_encoded([wholes[whole], sketch]) if whole in wholes else sketch
     for gid, whole in derived:
         if whole in wholes:
             merged[gid] = wholes[whole]
     columns: dict[str, list[Any]] = {c: [] for c in ("gid", "sketch", *QUANTILES)}
     for gid, sketch in merged.items():
-        sketch = {"p": _collapsed(sketch["p"]), "n": _collapsed(sketch["n"]), "z": sketch["z"]}
         columns["gid"].append(gid)
         columns["sketch"].append(json.dumps(sketch))
         if resolution in QUANTILE_RESOLUTIONS:
@@ -482,33 +482,3 @@ def _finish(cur: Cursor, resolution: int) -> int:
                 columns[column].append(None)
     cur.execute(_UPSERT_SQL, {"resolution": resolution, **columns})
     return max(cur.rowcount, 0)
-
-
-def _merged_sketches(sketches: list[dict[str, Any]]) -> dict[str, Any]:
-    """Sketches in the stored encoding merged by adding counts per store and index (not collapsed yet)."""
-    p: dict[str, int] = {}
-    n: dict[str, int] = {}
-    z = 0
-    for sketch in sketches:
-        for index, count in sketch["p"].items():
-            p[index] = p.get(index, 0) + count
-        for index, count in sketch["n"].items():
-            n[index] = n.get(index, 0) + count
-        z += sketch.get("z") or 0
-    return {"p": p, "n": n, "z": z}
-
-
-def _collapsed(store: dict[str, int]) -> dict[str, int]:
-    """A store's counts with the indexes below (top − MAX_BUCKETS + 1) folded into that one, as Sketch does."""
-    if len(store) <= 1:
-        return store
-    indexes = [int(i) for i in store]
-    top = max(indexes)
-    floor = top - MAX_BUCKETS + 1
-    if min(indexes) >= floor:
-        return store
-    out: dict[str, int] = {}
-    for i, c in zip(indexes, store.values(), strict=True):
-        key = str(max(i, floor))
-        out[key] = out.get(key, 0) + c
-    return out
