@@ -468,6 +468,50 @@ def test_counter_increase_and_rate_from_the_groups_equal_the_per_series_ones(
     assert len(group["series"]) == 2
 
 
+def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_them(project: IngestProject) -> None:
+    # Given six gauge series with a point every 20 s for the last 90 minutes, up to a few seconds ago, rolled up
+    name = unique("now")
+    now = datetime.now(UTC).replace(microsecond=0)
+    rng = random.Random(name)
+    points, values = [], []
+    for i in range(6):
+        for s in range(5, 90 * 60, 20):
+            at, value = now - timedelta(seconds=s), round(rng.lognormvariate(3, 1), 6)
+            points.append(MetricPoint(name, MetricType.GAUGE, ns(at), attributes(i), value=value))
+            values.append((at, value))
+    store_points(project, points)
+    drain()
+
+    # When the last two hours are asked at a 1h step: the slot holding now reads 1m rollups, then raw points
+    common = {"name": name, "from": iso(now - timedelta(hours=2)), "to": iso(now), "step": 3600}
+    hour = int(now.timestamp()) // 3600 * 3600
+    for group_by in ([], ["host"]):
+        for aggregation in ("avg", "sum", "min", "max", "count", "last", "p99"):
+            group, series = query(
+                project,
+                {**common, "id": "g", "aggregation": aggregation, "group_by": group_by},
+                {**common, "id": "s", "aggregation": aggregation, "group_by": group_by, "filters": [EVERY_ROUTE]},
+            )
+            # Then the group and per-series paths agree
+            assert group["raw_from"] == hour
+            assert_same(group, series)
+    # And the slot's values are those of its points
+    in_slot = [v for at, v in values if at.timestamp() >= hour]
+    earlier = [v for at, v in values if at.timestamp() < hour]
+    answers = {
+        a: query(project, {**common, "aggregation": a})[0]["series"][0]["points"]
+        for a in ("count", "sum", "min", "max", "last", "p99")
+    }
+    assert answers["count"][-1] == [hour, len(in_slot)]
+    assert answers["sum"][-1][1] == pytest.approx(sum(in_slot), rel=1e-9)
+    assert (answers["min"][-1][1], answers["max"][-1][1]) == (min(in_slot), max(in_slot))
+    latest = max(at for at, _ in values)
+    assert answers["last"][-1][1] == max(v for at, v in values if at == latest)
+    exact = sorted(in_slot)[nearest_rank(0.99, len(in_slot)) - 1]
+    assert abs(answers["p99"][-1][1] - exact) <= 0.01 * exact
+    assert sum(v for t, v in answers["count"] if t < hour) == len(earlier)
+
+
 # --- tenant isolation -----------------------------------------------------------------------------------------
 
 

@@ -5,7 +5,10 @@ Each query is planned first (pure Python, ``plan``): the step (given, or about 3
 
 * raw ``metric_points`` when the step is under 60 s, when no rollup resolution divides the step, or when the
   range starts within the last ``RECENT`` (not aggregated yet);
-* else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read.
+* else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read. The slots that end
+  within the last RECENT (from ``raw_from``) are read from the 1m rollups up to the last complete minute
+  (``minute_from``) and from raw points after it, merged per slot from partial aggregates (sum and count,
+  sketches and raw values...): a 1h step never reads an hour of raw points.
 
 Group rollups: when a query reads rollups, has no filter or only ``=``/``in`` filters on its group_by attribute,
 and groups by nothing or by one attribute the aggregation job keeps group rollups for (``metric_group_keys``,
@@ -59,7 +62,7 @@ from observai.metrics.query_models import (
     SeriesPoints,
     anchored,
 )
-from observai.metrics.sketch import Sketch
+from observai.metrics.sketch import Sketch, merge_encoded
 from observai.tenancy.access import authorize_project
 
 ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
@@ -107,6 +110,9 @@ class Plan:
     step: int
     resolution: Resolution
     raw_from: datetime  # slots from here on (up to end) are read from raw points: all of them for "raw"
+    # Within the slots from raw_from, the complete minutes before minute_from come from the 1m rollups (merged with
+    # the raw points after it per slot): a 1h step does not read up to an hour of raw points.
+    minute_from: datetime
 
 
 def auto_step(range_s: float) -> int:
@@ -147,7 +153,17 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> 
                 resolution = cast(Resolution, candidate)
                 break
     raw_from = start if resolution == "raw" else cutoff
-    return Plan(start=_at(start), end=_at(end), step=step, resolution=resolution, raw_from=_at(raw_from))
+    minute_from = raw_from
+    if resolution != "raw" and step > 60:
+        minute_from = min(max(_epoch(now - RECENT) // 60 * 60, raw_from), end)
+    return Plan(
+        start=_at(start),
+        end=_at(end),
+        step=step,
+        resolution=resolution,
+        raw_from=_at(raw_from),
+        minute_from=_at(minute_from),
+    )
 
 
 # --- SQL -------------------------------------------------------------------------------------------------------
@@ -204,6 +220,37 @@ _ROLLUP_AGGREGATES = {
 }
 
 
+# Partial aggregates of the slots read from two sources (1m rollups, then raw points; ``_read_tail``), merged in
+# Python by ``_combined``: float8 arrays ([sum, count] for avg, [value, epoch of its time] for last, else [value]);
+# for percentiles the rollups' sketches (a jsonb list) and the raw values (a float8 array).
+_ROLLUP_PARTIALS = {
+    "avg": "array[sum(r.sum), sum(r.count)::float8]",
+    "sum": "array[sum(r.sum)]",
+    "min": "array[min(r.min)]",
+    "max": "array[max(r.max)]",
+    "count": "array[sum(r.count)::float8]",
+    "last": f"array[{_ROLLUP_AGGREGATES['last']},"
+    " extract(epoch from max(r.last_time) filter (where r.last is not null))::float8]",
+    "increase": "array[sum(r.increase)]",
+    "rate": "array[sum(r.increase)]",
+    "percentile": _ROLLUP_AGGREGATES["percentile"],
+}
+_RAW_PARTIALS = {
+    "avg": "array[sum(coalesce(p.value, p.sum)), sum(case when p.value is not null then 1 else p.count end)::float8]",
+    "sum": f"array[{_RAW_AGGREGATES['sum']}]",
+    "min": f"array[{_RAW_AGGREGATES['min']}]",
+    "max": f"array[{_RAW_AGGREGATES['max']}]",
+    "count": f"array[{_RAW_AGGREGATES['count']}]",
+    "last": f"array[{_RAW_AGGREGATES['last']},"
+    " extract(epoch from max(p.time) filter (where p.value is not null))::float8]",
+    "percentile": "array_agg(p.value) filter (where p.value is not null)",
+}
+
+
+def _rollup_aggregate(key: str, params: dict[str, Any]) -> str:
+    return (_ROLLUP_PARTIALS if params.get("partial") else _ROLLUP_AGGREGATES)[key]
+
+
 def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") -> str:
     params["name"] = query.name
     params["group_by"] = list(query.group_by)
@@ -216,9 +263,10 @@ def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") 
 
 
 def _labelled(grouped: str) -> str:
-    """``grouped`` yields (gid, slot, value): give each row its group's labels back."""
+    """``grouped`` yields (gid, slot, value): give each row its group's labels back (as jsonb text: one parse per
+    group in Python, not one per row; equal labels have equal texts)."""
     return (
-        f" select g.labels, a.slot, a.value from ({grouped}) a"
+        f" select g.labels::text as labels, a.slot, a.value from ({grouped}) a"
         " join (select distinct s.gid, s.labels from s) g on g.gid = a.gid"
     )
 
@@ -232,13 +280,16 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     if agg in COUNTER_AGGREGATIONS:
         series = _series_sql(query, params, extra=f" and {_COUNTER}")
         value = "sum(d.inc)" if agg == "increase" else "sum(d.inc) / %(step)s"
+        if params.get("partial"):
+            value = "array[sum(d.inc)]"
         # The range's points plus each series' latest point before it (its baseline), then the increments.
         return (
             f"with s as materialized ({series}),"
             " pts as ("
             " select s.series_id, s.gid, s.temporality, p.time, p.value, p.start_time"
-            " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
-            " where p.time >= %(start)s and p.time < %(end)s"
+            " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
+            " where p.project_id = %(project)s and p.series_id = s.series_id"
+            " and p.time >= %(start)s and p.time < %(end)s offset 0) p"
             " union all"
             " select s.series_id, s.gid, s.temporality, b.time, b.value, b.start_time"
             " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
@@ -257,9 +308,12 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         )
     series = _series_sql(query, params)
     return f"with s as materialized ({series})" + _labelled(
-        f"select s.gid, {_SLOT.format(column='p.time')} as slot, {_RAW_AGGREGATES[_aggregate_key(agg)]} as value"
-        " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
-        " where p.time >= %(start)s and p.time < %(end)s group by 1, 2"
+        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
+        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[_aggregate_key(agg)]} as value"
+        # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+        " from s cross join lateral (select p.time, p.value, p.count, p.sum, p.min, p.max from public.metric_points p"
+        " where p.project_id = %(project)s and p.series_id = s.series_id"
+        " and p.time >= %(start)s and p.time < %(end)s offset 0) p group by 1, 2"
     )
 
 
@@ -269,7 +323,7 @@ def _rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     series = _series_sql(query, params, extra=extra)
     return f"with s as materialized ({series})" + _labelled(
         f"select s.gid, {_SLOT.format(column='r.bucket_start')} as slot,"
-        f" {_ROLLUP_AGGREGATES[_aggregate_key(agg)]} as value"
+        f" {_rollup_aggregate(_aggregate_key(agg), params)} as value"
         " from s join public.metric_rollups r on r.project_id = %(project)s and r.series_id = s.series_id"
         " and r.resolution = %(resolution)s"
         " where r.bucket_start >= %(start)s and r.bucket_start < %(end)s group by 1, 2"
@@ -280,22 +334,24 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     """(labels, slot, value) from metric_group_rollups: params carry group_key and one list per filter."""
     agg = query.aggregation
     key = _aggregate_key(agg)
-    value = _ROLLUP_AGGREGATES[key]
+    value = _rollup_aggregate(key, params)
+    grouping = " group by r.group_value, 2"
     if key == "percentile" and params["step"] == params["resolution"] and params["resolution"] in (3600, 86400):
-        value = f"max(r.p{round(PERCENTILES[agg] * 100)})"  # one row per group and slot: its own quantile
+        # One row per group and slot: its precomputed quantile, no aggregation.
+        value, grouping = f"r.p{round(PERCENTILES[agg] * 100)}", ""
     conditions = "".join(
         f" and r.group_value = any(array(select v::text from unnest(%(g{i})s::jsonb[]) v))"
         for i in range(len(query.filters))
     )
     params["name"] = query.name
     return (
-        "select case when %(group_key)s = '' then '{}'::jsonb"
-        " else jsonb_build_object(%(group_key)s::text, r.group_value::jsonb) end as labels,"
+        "select (case when %(group_key)s = '' then '{}'::jsonb"
+        " else jsonb_build_object(%(group_key)s::text, r.group_value::jsonb) end)::text as labels,"
         f" {_SLOT.format(column='r.bucket_start')} as slot, {value} as value"
         " from public.metric_group_rollups r"
         " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
         f" and r.resolution = %(resolution)s and r.bucket_start >= %(start)s and r.bucket_start < %(end)s{conditions}"
-        " group by r.group_value, 2"
+        f"{grouping}"
     )
 
 
@@ -321,7 +377,13 @@ def _group_key(
         " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete"
         " from public.metric_group_keys k"
         " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
-        {"start": query_plan.start, "end": query_plan.raw_from, "project": project_id, "name": query.name, "key": key},
+        {
+            "start": query_plan.start,
+            "end": query_plan.minute_from,
+            "project": project_id,
+            "name": query.name,
+            "key": key,
+        },
     )
     row = cur.fetchone()
     return key if row is not None and row["complete"] else None
@@ -367,16 +429,22 @@ def _read(
     start: datetime,
     end: datetime,
     resolution: Resolution,
-) -> list[tuple[dict[str, Any], int, float | None]]:
-    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches."""
+    *,
+    partial: bool = False,
+) -> list[tuple[str, int, Any]]:
+    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches.
+    ``partial``: the partial aggregates instead (``_ROLLUP_PARTIALS``, ``_RAW_PARTIALS``), merged by the caller."""
     params = {
         **params,
         "start": start,
         "end": end,
         "lookback": start - COUNTER_LOOKBACK,
         "resolution": None if resolution == "raw" else resolution,
+        "partial": partial,
     }
     cur.execute(build(query, params), params)
+    if partial:
+        return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
     quantile = PERCENTILES.get(query.aggregation)
     if quantile is not None and resolution != "raw":
         # Sketches to merge (a list), or a group row's precomputed quantile (a number).
@@ -391,17 +459,73 @@ def _read(
     return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
 
 
-def _shape(rows: list[tuple[dict[str, Any], int, float | None]]) -> list[SeriesPoints]:
-    grouped: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {}
+def _read_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    query_plan: Plan,
+) -> list[tuple[str, int, float | None]]:
+    """The slots from raw_from: their complete minutes (before minute_from) from the 1m rollups of ``build``'s
+    source, the rest from raw points, merged per (labels, slot)."""
+    parts: dict[tuple[str, int], tuple[str, Any, Any]] = {}
+    for index, (reader, start, end, resolution) in enumerate(
+        (
+            (build, query_plan.raw_from, query_plan.minute_from, 60),
+            (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
+        )
+    ):
+        if start >= end:
+            continue
+        for labels, slot, value in _read(
+            cur, query, reader, params, start, end, cast(Resolution, resolution), partial=True
+        ):
+            _, rolled, raw = parts.get((labels, slot), (labels, None, None))
+            parts[(labels, slot)] = (labels, value, raw) if index == 0 else (labels, rolled, value)
+    return [
+        (labels, slot, _combined(query.aggregation, query_plan.step, rolled, raw))
+        for (_, slot), (labels, rolled, raw) in parts.items()
+    ]
+
+
+def _combined(aggregation: str, step: int, rolled: Any, raw: Any) -> float | None:
+    """One slot's value from the partial aggregates of its rolled-up minutes and of its raw points (either None)."""
+    key = _aggregate_key(aggregation)
+    if key == "percentile":
+        sketch = Sketch.from_json(merge_encoded(rolled)) if rolled else Sketch()
+        sketch.add_many(raw or ())
+        return sketch.quantile(PERCENTILES[aggregation]) if sketch.count else None
+    parts = [p for p in (rolled, raw) if p is not None]
+    if key == "last":
+        latest = [(p[1], p[0]) for p in parts if p[0] is not None]
+        return max(latest)[1] if latest else None
+    firsts = [p[0] for p in parts if p[0] is not None]
+    if key == "min":
+        return min(firsts) if firsts else None
+    if key == "max":
+        return max(firsts) if firsts else None
+    total = sum(firsts) if firsts else None
+    if key == "avg":
+        counts = [p[1] for p in parts if p[1] is not None]
+        count = sum(counts) if counts else 0
+        return total / count if total is not None and count else None
+    if key == "rate":
+        return total / step if total is not None else None
+    return total  # sum, count, increase
+
+
+def _shape(rows: list[tuple[str, int, float | None]]) -> list[SeriesPoints]:
+    """(labels as jsonb text, slot, value) rows → one SeriesPoints per labels, ordered by their sorted-keys JSON."""
+    grouped: dict[str, list[tuple[int, float]]] = {}
     for labels, slot, value in rows:
         if value is None or not math.isfinite(value):
             continue  # an empty slot (no count), or a value JSON cannot carry
-        key = json.dumps(labels or {}, sort_keys=True, default=str)
-        grouped.setdefault(key, (labels or {}, []))[1].append((slot, float(value)))
-    return [
-        SeriesPoints(labels=labels, points=sorted(points))
-        for _, (labels, points) in sorted(grouped.items(), key=lambda item: item[0])
-    ]
+        grouped.setdefault(labels, []).append((slot, float(value)))
+    shaped = []
+    for text, points in grouped.items():
+        labels = json.loads(text) if text else {}
+        shaped.append((json.dumps(labels, sort_keys=True, default=str), labels, points))
+    return [SeriesPoints(labels=labels, points=sorted(points)) for _, labels, points in sorted(shaped)]
 
 
 def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
@@ -419,7 +543,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             code="not_a_counter",
             details={"loc": [*loc, "aggregation"]},
         )
-    rows: list[tuple[dict[str, Any], int, float | None]] = []
+    rows: list[tuple[str, int, Any]] = []
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {
@@ -437,9 +561,14 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
                 params["group_key"] = group_key
                 for i, f in enumerate(query.filters):
                     params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
-            rows += _read(cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
-        if query_plan.raw_from < query_plan.end:
-            rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+            if query_plan.start < query_plan.raw_from:
+                rows += _read(cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
+            if query_plan.raw_from < query_plan.minute_from:
+                rows += _read_tail(cur, query, build, params, query_plan)
+            elif query_plan.raw_from < query_plan.end:
+                rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+        else:
+            rows += _read(cur, query, _raw_sql, params, query_plan.start, query_plan.end, "raw")
     assert query.id is not None
     return QueryResult(
         id=query.id,
