@@ -16,6 +16,7 @@ from observai.metrics.sketch import (
     ZERO_THRESHOLD,
     Sketch,
     bucket_value,
+    encoded_quantile,
     index_of,
     merge_encoded,
     nearest_rank,
@@ -125,8 +126,12 @@ def test_merging_encodings_equals_merging_sketches(parts: list[list[float]]) -> 
     merged = merge_encoded(encoded)
 
     # Then it is the sketch of every value, collapsed the same way
-    assert Sketch.from_json(merged) == sketch_of([v for part in parts for v in part])
+    everything = sketch_of([v for part in parts for v in part])
+    assert Sketch.from_json(merged) == everything
     assert all(len(merged[store]) <= MAX_BUCKETS for store in ("p", "n"))
+    # And its quantiles, read straight from the encoding, are the sketch's
+    for q in QUANTILES:
+        assert encoded_quantile(merged, q) == everything.quantile(q)
 
 
 def test_the_default_bound_is_2048_buckets_per_store() -> None:

@@ -76,6 +76,33 @@ def merge_encoded(sketches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {"p": _collapsed(positive), "n": _collapsed(negative), "z": zero}
 
 
+def encoded_quantile(encoded: Mapping[str, Any], q: float) -> float | None:
+    """``Sketch.from_json(encoded).quantile(q)`` without building the Sketch (the query engine reads many): the
+    encoding must be collapsed already (``merge_encoded``'s are)."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be between 0 and 1")
+    negative = sorted(((int(i), int(c)) for i, c in (encoded.get("n") or {}).items() if c > 0), reverse=True)
+    positive = sorted((int(i), int(c)) for i, c in (encoded.get("p") or {}).items() if c > 0)
+    zero = int(encoded.get("z") or 0)
+    total = sum(c for _, c in negative) + zero + sum(c for _, c in positive)
+    if total == 0:
+        return None
+    rank = nearest_rank(q, total)
+    seen = 0
+    for index, count in negative:  # most negative first
+        seen += count
+        if seen >= rank:
+            return -bucket_value(index)
+    seen += zero
+    if seen >= rank:
+        return 0.0
+    for index, count in positive:
+        seen += count
+        if seen >= rank:
+            return bucket_value(index)
+    raise AssertionError("unreachable: rank <= count")
+
+
 def _collapsed(store: dict[str, int]) -> dict[str, int]:
     """A store's counts with the indexes below (top − MAX_BUCKETS + 1) folded into that one."""
     if len(store) <= 1:
