@@ -43,7 +43,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor
-from observai.metrics.sketch import Sketch, merge_encoded
+from observai.metrics.sketch import encoded_quantile, merge_encoded
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 # Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
@@ -360,10 +360,12 @@ insert into public.metric_group_rollups as r
     (org_id, project_id, name, group_key, group_value, resolution, bucket_start, series, count, sum, min, max,
      last, last_time, increase, sketch, p50, p90, p95, p99, updated_at)
 select g.org_id, g.project_id, g.name, g.group_key, g.group_value, %(resolution)s, g.bucket_start, g.series, g.count,
-    g.sum, g.min, g.max, g.last, g.last_time, g.increase, s.sketch::jsonb, s.p50, s.p90, s.p95, s.p99, now()
+    g.sum, g.min, g.max, g.last, g.last_time, g.increase, k.sketch, s.p50, s.p90, s.p95, s.p99, now()
 from group_rows g
-left join unnest(%(gid)s::bigint[], %(sketch)s::text[], %(p50)s::float8[], %(p90)s::float8[], %(p95)s::float8[],
-    %(p99)s::float8[]) as s(gid, sketch, p50, p90, p95, p99) on s.gid = g.gid
+-- The merged sketches, one JSON object {gid: sketch} (one text to send, parsed once; no array of texts to escape).
+left join jsonb_each(%(sketches)s::jsonb) as k(gid, sketch) on k.gid::bigint = g.gid
+left join unnest(%(gid)s::bigint[], %(p50)s::float8[], %(p90)s::float8[], %(p95)s::float8[], %(p99)s::float8[])
+    as s(gid, p50, p90, p95, p99) on s.gid = g.gid
 on conflict (project_id, name, group_key, group_value, resolution, bucket_start) do update set
     org_id = excluded.org_id, series = excluded.series, count = excluded.count, sum = excluded.sum,
     min = excluded.min, max = excluded.max, last = excluded.last, last_time = excluded.last_time,
@@ -455,7 +457,7 @@ def _finish(cur: Cursor, resolution: int) -> int:
         """
     )
     merged: dict[int, dict[str, Any]] = {}
-    wholes: dict[tuple[Any, str, datetime], dict[str, Any]] = {}
+    wholes: dict[tuple[Any, str, datetime], list[dict[str, Any]]] = {}
     derived: list[tuple[int, tuple[Any, str, datetime]]] = []
     for row in cur.fetchall():
         if row["sketches"] is None:
@@ -464,21 +466,16 @@ def _finish(cur: Cursor, resolution: int) -> int:
         sketch = merge_encoded(json.loads("[" + row["sketches"] + "]"))
         merged[row["gid"]] = sketch
         if row["whole_source"]:
-            whole = (row["project_id"], row["name"], row["bucket_start"])
-            wholes[whole] = merge_encoded([wholes[whole], sketch]) if whole in wholes else sketch
+            wholes.setdefault((row["project_id"], row["name"], row["bucket_start"]), []).append(sketch)
     for gid, whole in derived:
         if whole in wholes:
-            merged[gid] = wholes[whole]
-    columns: dict[str, list[Any]] = {c: [] for c in ("gid", "sketch", *QUANTILES)}
-    for gid, sketch in merged.items():
-        columns["gid"].append(gid)
-        columns["sketch"].append(json.dumps(sketch))
-        if resolution in QUANTILE_RESOLUTIONS:
-            full = Sketch.from_json(sketch)
+            merged[gid] = merge_encoded(wholes[whole])
+    quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
+    if resolution in QUANTILE_RESOLUTIONS:
+        for gid, sketch in merged.items():
+            quantiles["gid"].append(gid)
             for column, q in QUANTILES.items():
-                columns[column].append(full.quantile(q))
-        else:
-            for column in QUANTILES:
-                columns[column].append(None)
-    cur.execute(_UPSERT_SQL, {"resolution": resolution, **columns})
+                quantiles[column].append(encoded_quantile(sketch, q))
+    sketches = json.dumps({str(gid): sketch for gid, sketch in merged.items()})
+    cur.execute(_UPSERT_SQL, {"resolution": resolution, "sketches": sketches, **quantiles})
     return max(cur.rowcount, 0)

@@ -670,9 +670,10 @@ left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and 
 _COARSE_UPSERT_SQL = _UPSERT.format(
     select="""
 select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
-    a.last_time, a.increase, s.sketch::jsonb, now()
+    a.last_time, a.increase, s.sketch, now()
 from rollup_coarse a
-left join unnest(%(id)s::bigint[], %(sketch)s::text[]) as s(id, sketch) on s.id = a.id
+-- The merged sketches, one JSON object {id: sketch} (one text to send, parsed once; no array of texts to escape).
+left join jsonb_each(%(sketches)s::jsonb) as s(id, sketch) on s.id::bigint = a.id
 """
 )
 
@@ -680,12 +681,8 @@ left join unnest(%(id)s::bigint[], %(sketch)s::text[]) as s(id, sketch) on s.id 
 def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
     cur.execute(_COARSE_ROWS_SQL, {"fine": fine, "width": timedelta(seconds=coarse)})
     cur.execute("select id, sketches from rollup_coarse where sketches is not null")
-    ids: list[int] = []
-    sketches: list[str] = []
-    for row in cur.fetchall():
-        ids.append(row["id"])
-        sketches.append(json.dumps(merge_encoded(json.loads("[" + row["sketches"] + "]"))))
-    cur.execute(_COARSE_UPSERT_SQL, {"coarse": coarse, "id": ids, "sketch": sketches})
+    merged = {str(row["id"]): merge_encoded(json.loads("[" + row["sketches"] + "]")) for row in cur.fetchall()}
+    cur.execute(_COARSE_UPSERT_SQL, {"coarse": coarse, "sketches": json.dumps(merged)})
     written = max(cur.rowcount, 0)
     cur.execute("drop table rollup_coarse")
     return written
