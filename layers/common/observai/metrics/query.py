@@ -476,39 +476,48 @@ def _read_tail(
     params: dict[str, Any],
     query_plan: Plan,
 ) -> list[tuple[str, int, float | None]]:
-    """The slots from raw_from: their complete minutes (before minute_from) from the 1m rollups of ``build``'s
-    source, the rest from raw points, merged per (labels, slot)."""
-    parts: dict[tuple[str, int], tuple[str, Any, Any]] = {}
-    for index, (reader, start, end, resolution) in enumerate(
-        (
-            (build, query_plan.raw_from, query_plan.minute_from, 60),
-            (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
-        )
-    ):
+    """The slots from raw_from: their complete 5-minute buckets from the 5m rollups of ``build``'s source (for
+    steps over 5 minutes), their remaining complete minutes (before minute_from) from its 1m rollups, the rest from
+    raw points; merged per (labels, slot)."""
+    five_from = query_plan.raw_from
+    if query_plan.step > 300:
+        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
+    sources: list[tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]] = [
+        (build, query_plan.raw_from, five_from, 300),
+        (build, five_from, query_plan.minute_from, 60),
+        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
+    ]
+    rolled: dict[tuple[str, int], list[Any]] = {}
+    raw: dict[tuple[str, int], Any] = {}
+    for reader, start, end, resolution in sources:
         if start >= end:
             continue
-        for labels, slot, value in _read(
-            cur, query, reader, params, start, end, cast(Resolution, resolution), partial=True
-        ):
-            _, rolled, raw = parts.get((labels, slot), (labels, None, None))
-            parts[(labels, slot)] = (labels, value, raw) if index == 0 else (labels, rolled, value)
+        for labels, slot, value in _read(cur, query, reader, params, start, end, resolution, partial=True):
+            if resolution == "raw":
+                raw[(labels, slot)] = value
+            else:
+                rolled.setdefault((labels, slot), []).append(value)
     return [
-        (labels, slot, _combined(query.aggregation, query_plan.step, rolled, raw))
-        for (_, slot), (labels, rolled, raw) in parts.items()
+        (
+            labels,
+            slot,
+            _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot))),
+        )
+        for labels, slot in rolled.keys() | raw.keys()
     ]
 
 
-def _combined(aggregation: str, step: int, rolled: Any, raw: Any) -> float | None:
-    """One slot's value from the partial aggregates of its rolled-up minutes and of its raw points (either None)."""
+def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float | None:
+    """One slot's value from the partial aggregates of its rolled-up buckets and of its raw points (None: none)."""
     key = _aggregate_key(aggregation)
     if key == "percentile":
-        sketches = _sketches(rolled)
+        sketches = [sketch for listed in rolled for sketch in _sketches(listed)]
         if raw:
             values = Sketch()
             values.add_many(raw)
             sketches.append(values.to_json())
         return encoded_quantile(merge_encoded(sketches), PERCENTILES[aggregation])
-    parts = [p for p in (rolled, raw) if p is not None]
+    parts = [p for p in (*rolled, raw) if p is not None]
     if key == "last":
         latest = [(p[1], p[0]) for p in parts if p[0] is not None]
         return max(latest)[1] if latest else None

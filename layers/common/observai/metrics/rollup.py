@@ -300,6 +300,7 @@ with pts as (
         select p.time, p.start_time, p.value from public.metric_points p
         where p.project_id = g.project_id and p.series_id = g.series_id
             and p.time >= g.range_start and p.time < g.range_end
+        offset 0  -- never flattened: one index range read per series range, whatever the statistics say
     ) p
     where g.kind <> 'distribution'
     union all
@@ -388,6 +389,7 @@ cross join lateral (
     select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution from public.metric_points p
     where p.project_id = g.project_id and p.series_id = g.series_id
         and p.time >= g.range_start and p.time < g.range_end
+    offset 0  -- never flattened: one index range read per series range
 ) p
 where g.kind = 'distribution'
 union all
