@@ -145,16 +145,23 @@ def _decoded(size: int, seq: int, base: datetime) -> Any:
 
 def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
     """The rows the writer would COPY for ``batch`` (series created beforehand, untimed)."""
-    from observai.telemetry import writer
+    from observai.retention.policy import row_retention
+    from observai.telemetry import usage, writer
 
+    keep = row_retention(usage.plan_limits(demo.org_id))
     _, ids, _ = writer._resolve_series(cur, demo.org_id, demo.project_id, batch.metrics)
     return {
         "metric_points": [
-            writer._metric_row(demo.org_id, demo.project_id, sid, writer.ts(p.time_ns), p)
+            writer._metric_row(demo.org_id, demo.project_id, sid, writer.ts(p.time_ns), p, keep.metrics)
             for sid, p in zip(ids, batch.metrics, strict=True)
         ],
-        "logs": [writer._log_row(demo.org_id, demo.project_id, r) for r in batch.logs],
-        "spans": [writer._span_row(demo.org_id, demo.project_id, writer.ts(s.start_time_ns), s) for s in batch.spans],
+        "logs": [
+            writer._log_row(demo.org_id, demo.project_id, r, keep.for_log(r.severity_number)) for r in batch.logs
+        ],
+        "spans": [
+            writer._span_row(demo.org_id, demo.project_id, writer.ts(s.start_time_ns), s, keep.spans)
+            for s in batch.spans
+        ],
     }
 
 

@@ -4,7 +4,8 @@ Replays never produce duplicate rows:
 - a request replayed with the same Idempotency-Key returns the first response and writes nothing
   (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
 - an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
-  for logs that carry an event id, (trace_id, span_id, start_time) for spans. The first attempt COPYs
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans (each unique index also holds
+  retention_days, the sub-partition key: the same for a retried event, see migration 0010). The first attempt COPYs
   straight away (new events are the common case); when a unique index refuses a stored event, the whole
   transaction is written again "carefully": existing keys are looked up first (one indexed query per
   signal, pruned to the batch's time range) and skipped.
@@ -25,6 +26,7 @@ from observai.db.connection import Cursor, transaction
 from observai.db.jsonb import clean_text, jsonb_dumps
 from observai.errors import Conflict
 from observai.observability import logger
+from observai.retention.policy import RowRetention, row_retention
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
 from observai.telemetry.series import series_id
@@ -63,6 +65,7 @@ class _Write:
     body_bytes: int
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None
     admit: Callable[[], None] | None
+    retention: RowRetention  # the retention_days column of each row (the org's plan, cached per container)
 
 
 def store_batch(
@@ -80,7 +83,10 @@ def store_batch(
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
     ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
-    write = _Write(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit)
+    retention = row_retention(usage.plan_limits(org_id))
+    write = _Write(
+        org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, retention
+    )
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
@@ -103,9 +109,9 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
         skipped = {
-            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
-            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful),
-            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful),
+            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, w.retention),
+            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful, w.retention),
+            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful, w.retention),
         }
         duplicates = sum(skipped.values())
         written = {
@@ -259,27 +265,28 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
 
 _METRIC_COLUMNS = (
     "org_id, project_id, series_id, time, start_time, value, count, sum, min, max, distribution, exemplars, flags,"
-    " event_id"
+    " event_id, retention_days"
 )
 _METRIC_TYPES = [
     "uuid", "uuid", "int8", "timestamptz", "timestamptz", "float8", "int8", "float8", "float8", "float8",
-    "jsonb", "jsonb", "int4", "text",
+    "jsonb", "jsonb", "int4", "text", "int2",
 ]  # fmt: skip
 _LOG_COLUMNS = (
     "org_id, project_id, time, observed_time, severity_number, severity_text, service, body, attributes, resource,"
-    " scope, trace_id, span_id, flags, event_id, event_name"
+    " scope, trace_id, span_id, flags, event_id, event_name, retention_days"
 )
 _LOG_TYPES = [
     "uuid", "uuid", "timestamptz", "timestamptz", "int2", "text", "text", "text", "jsonb", "jsonb",
-    "jsonb", "text", "text", "int4", "text", "text",
+    "jsonb", "text", "text", "int4", "text", "text", "int2",
 ]  # fmt: skip
 _SPAN_COLUMNS = (
     "org_id, project_id, trace_id, span_id, parent_span_id, name, kind, service, start_time, end_time, duration_ns,"
-    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id"
+    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id,"
+    " retention_days"
 )
 _SPAN_TYPES = [
     "uuid", "uuid", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "int8",
-    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text",
+    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text", "int2",
 ]  # fmt: skip
 
 
@@ -324,7 +331,13 @@ def _existing(cur: Cursor, careful: bool, sql: str, params: tuple[Any, ...]) -> 
 
 
 def _write_metrics(
-    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int], careful: bool
+    cur: Cursor,
+    org_id: UUID,
+    project_id: UUID,
+    points: list[MetricPoint],
+    ids: list[int],
+    careful: bool,
+    retention: RowRetention,
 ) -> int:
     if not points:
         return 0
@@ -345,12 +358,14 @@ def _write_metrics(
         "metric_points",
         _METRIC_COLUMNS,
         _METRIC_TYPES,
-        (_metric_row(org_id, project_id, sid, time, p) for (sid, time), p in fresh),
+        (_metric_row(org_id, project_id, sid, time, p, retention.metrics) for (sid, time), p in fresh),
     )
     return len(points) - len(fresh)
 
 
-def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool) -> int:
+def _write_logs(
+    cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool, retention: RowRetention
+) -> int:
     if not logs:
         return 0
     fresh: list[LogRecord] = []
@@ -375,12 +390,14 @@ def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecor
         "logs",
         _LOG_COLUMNS,
         _LOG_TYPES,
-        (_log_row(org_id, project_id, r) for r in fresh),
+        (_log_row(org_id, project_id, r, retention.for_log(r.severity_number)) for r in fresh),
     )
     return len(logs) - len(fresh)
 
 
-def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool) -> int:
+def _write_spans(
+    cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool, retention: RowRetention
+) -> int:
     if not spans:
         return 0
     keyed: dict[tuple[str, str, datetime], Span] = {}
@@ -401,26 +418,28 @@ def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span],
         "spans",
         _SPAN_COLUMNS,
         _SPAN_TYPES,
-        (_span_row(org_id, project_id, start, s) for (_, _, start), s in fresh),
+        (_span_row(org_id, project_id, start, s, retention.spans) for (_, _, start), s in fresh),
     )
     return len(spans) - len(fresh)
 
 
-def _metric_row(org_id: UUID, project_id: UUID, sid: int, time: datetime, p: MetricPoint) -> tuple[Any, ...]:
+def _metric_row(
+    org_id: UUID, project_id: UUID, sid: int, time: datetime, p: MetricPoint, keep_days: int
+) -> tuple[Any, ...]:
     start = ts(p.start_time_ns) if p.start_time_ns else None
     return (org_id, project_id, sid, time, start, p.value, p.count, p.sum, p.min, p.max, p.distribution,
-            p.exemplars, p.flags, clean_text(p.event_id))  # fmt: skip
+            p.exemplars, p.flags, clean_text(p.event_id), keep_days)  # fmt: skip
 
 
-def _log_row(org_id: UUID, project_id: UUID, r: LogRecord) -> tuple[Any, ...]:
+def _log_row(org_id: UUID, project_id: UUID, r: LogRecord, keep_days: int) -> tuple[Any, ...]:
     observed = ts(r.observed_time_ns) if r.observed_time_ns else None
     return (org_id, project_id, ts(r.time_ns), observed, r.severity_number, clean_text(r.severity_text),
             clean_text(r.service), clean_text(r.body), r.attributes, r.resource, r.scope, r.trace_id, r.span_id,
-            r.flags, clean_text(r.event_id), clean_text(r.event_name))  # fmt: skip
+            r.flags, clean_text(r.event_id), clean_text(r.event_name), keep_days)  # fmt: skip
 
 
-def _span_row(org_id: UUID, project_id: UUID, start: datetime, s: Span) -> tuple[Any, ...]:
+def _span_row(org_id: UUID, project_id: UUID, start: datetime, s: Span, keep_days: int) -> tuple[Any, ...]:
     return (org_id, project_id, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind,
             clean_text(s.service), start, ts(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
             clean_text(s.status_message), s.attributes, s.resource, s.scope, s.events, s.links,
-            clean_text(s.trace_state), s.flags, clean_text(s.event_id))  # fmt: skip
+            clean_text(s.trace_state), s.flags, clean_text(s.event_id), keep_days)  # fmt: skip
