@@ -54,6 +54,7 @@ EXPECTED_ROUTES = {
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
+    "CleanupRetentionFunction": set(),
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches.
 MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024}
@@ -86,12 +87,19 @@ def test_every_route_is_found(template) -> None:
 
 def test_schedules_are_found(template) -> None:
     schedules = {s.function: s for s in template.schedules}
-    assert set(schedules) == {"HousekeepingFunction", "PartitionUpkeepFunction", "AggregateMetricsFunction"}
+    assert set(schedules) == {
+        "HousekeepingFunction",
+        "PartitionUpkeepFunction",
+        "AggregateMetricsFunction",
+        "CleanupRetentionFunction",
+    }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
     assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
     # Every minute: the metric rollups trail ingestion by about lag_s (2 minutes).
     assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
+    # Once a day: retention works in whole UTC days.
+    assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"

@@ -155,9 +155,7 @@ def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
             writer._metric_row(demo.org_id, demo.project_id, sid, writer.ts(p.time_ns), p, keep.metrics)
             for sid, p in zip(ids, batch.metrics, strict=True)
         ],
-        "logs": [
-            writer._log_row(demo.org_id, demo.project_id, r, keep.for_log(r.severity_number)) for r in batch.logs
-        ],
+        "logs": [writer._log_row(demo.org_id, demo.project_id, r, keep.for_log(r.severity_number)) for r in batch.logs],
         "spans": [
             writer._span_row(demo.org_id, demo.project_id, writer.ts(s.start_time_ns), s, keep.spans)
             for s in batch.spans
