@@ -456,10 +456,16 @@ def test_two_overlapping_runs_drop_each_partition_once(
         for _ in range(2)
     ]
     reports = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-        reports.append(json.loads(out.strip().splitlines()[-1]))
+    try:
+        for proc in procs:
+            out, err = proc.communicate(timeout=120)
+            assert proc.returncode == 0, err
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for proc in procs:  # never leave a run behind to disturb the next tests
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     # Then no run failed, every expired partition was dropped exactly once (one audit row each), and the
     # rows left are exactly the unexpired ones
@@ -498,6 +504,37 @@ def test_expired_rows_in_the_default_partitions_are_deleted(db: psycopg.Connecti
         "select details from public.audit_log where action = 'retention.rows_purged'"
         " and target_id = 'public.logs_default' and details ->> 'today' = %s",
         (far_today.isoformat(),),
+    ).fetchall()
+    assert [a["details"]["rows"] for a in audit] == [1]
+
+
+def test_a_late_row_of_a_dropped_subpartition_waits_in_the_day_default_and_goes_next_run(
+    db: psycopg.Connection, far_today: date
+) -> None:
+    # Given a day 5 days back whose 1- and 3-day sub-partitions the cleanup already dropped
+    day = far_today - timedelta(days=5)
+    db.execute("select private.ensure_daily_partitions('public.logs', %s, %s)", (day, day))
+    first = run_cleanup(today=far_today, since=day)
+    assert {d.retention_days for d in first.drops} == {1, 3}
+    # And late rows for that day: a debug line kept 1 day (its sub-partition is gone) and one kept 45 days
+    project = uuid.uuid4()
+    for body, days_kept in (("late debug", 1), ("kept 45", 45)):
+        db.execute(
+            "insert into public.logs (org_id, project_id, time, body, retention_days) values (%s, %s, %s, %s, %s)",
+            (uuid.uuid4(), project, at(day), body, days_kept),
+        )
+    assert leaf_counts(db, "logs", project) == {f"logs_p{day:%Y%m%d}_default": 2}
+
+    # When the cleanup runs again
+    report = run_cleanup(today=far_today, since=day)
+
+    # Then the expired late row is deleted (a small safety net, not a sub-partition), the other stays
+    assert report.drops == [] and report.default_rows_deleted["public.logs"] == 1
+    left = db.execute("select body from public.logs where project_id = %s", (project,)).fetchall()
+    assert [r["body"] for r in left] == ["kept 45"]
+    audit = db.execute(
+        "select details from public.audit_log where action = 'retention.rows_purged' and target_id = %s",
+        (f"public.logs_p{day:%Y%m%d}_default",),
     ).fetchall()
     assert [a["details"]["rows"] for a in audit] == [1]
 

@@ -9,8 +9,9 @@ LIST-partitioned by ``retention_days`` (migration 0010), so
   created) holds no row with ``D >= today - retention_days``;
 - metric_rollups (plain day partitions, no retention_days column) loses a day once it is older than the
   longest retention of any plan (the roll-ups of every organization share one day partition);
-- the top-level DEFAULT partitions (rows of a day that had no partition: safety nets, small) lose their
-  expired rows by batched DELETE.
+- the DEFAULT partitions (safety nets, small: rows of a day that had no partition, and in a day, rows
+  whose retention_days had no sub-partition, e.g. a late row whose sub-partition was already dropped)
+  lose their expired rows by batched DELETE.
 
 Today's partition (and any later one) is never touched, whatever the plans say.
 
@@ -160,14 +161,31 @@ def _days_of(cur: Cursor, table: str) -> list[_Day]:
         if leaf_match.group(2):
             day.default_leaf = f"{schema}.{leaf}"
         else:
-            day.leaves[int(leaf_match.group(1))] = (f"{schema}.{leaf}", _estimate(row["reltuples"]), int(row["bytes"]))
+            day.leaves[int(leaf_match.group(1))] = (
+                f"{schema}.{leaf}",
+                _estimate(row["reltuples"]),
+                int(row["bytes"] or 0),
+            )
     return sorted(days.values(), key=lambda d: d.day)
 
 
+class _Gone(Exception):
+    """The partition was dropped meanwhile (by an overlapping run)."""
+
+
 def _longest_kept_in_default(cur: Cursor, default_leaf: str) -> int | None:
-    """The largest retention_days in a day's default sub-partition (small: a safety net); None when empty."""
-    cur.execute(f"select max(retention_days) as m from {default_leaf}")  # a name read from the catalog
+    """The largest retention_days in a day's default sub-partition (small: a safety net); None when empty.
+
+    Raises _Gone when an overlapping run dropped the day since the catalog was read (a savepoint keeps the
+    caller's transaction usable)."""
+    cur.execute("savepoint retention_read")
+    try:
+        cur.execute(f"select max(retention_days) as m from {default_leaf}")  # a name read from the catalog
+    except psycopg.errors.UndefinedTable:
+        cur.execute("rollback to savepoint retention_read")
+        raise _Gone from None
     row = cur.fetchone()
+    cur.execute("release savepoint retention_read")
     return int(row["m"]) if row and row["m"] is not None else None
 
 
@@ -193,7 +211,10 @@ def plan_drops(cur: Cursor, today: date, since: date | None = None) -> list[Part
             expired_leaves = [(r, leaf) for r, leaf in sorted(day.leaves.items()) if _expired(day.day, r, today)]
             whole_day = len(expired_leaves) == len(day.leaves)
             if whole_day and day.default_leaf is not None:
-                longest = _longest_kept_in_default(cur, day.default_leaf)
+                try:
+                    longest = _longest_kept_in_default(cur, day.default_leaf)
+                except _Gone:
+                    continue
                 whole_day = longest is None or _expired(day.day, longest, today)
             if whole_day:
                 drops.append(
@@ -359,6 +380,24 @@ def _purge(name: str, sql: str, params: dict[str, Any], max_rows: int, *, dry_ru
     return total
 
 
+def _day_default_targets(cur: Cursor, today: date, since: date | None, skip: set[str]) -> list[tuple[str, str, int]]:
+    """(table, default sub-partition, age in days) of every past day still there (not in ``skip``).
+
+    A row reaches a day's default sub-partition when its retention_days has no sub-partition there: a
+    value no plan used when the day was created, or a late row whose sub-partition retention already
+    dropped (upkeep never re-creates an expired one). Such a row is expired once retention_days < age:
+    these small safety nets lose their expired rows by batched DELETE, like the top-level defaults."""
+    targets: list[tuple[str, str, int]] = []
+    for table in RETENTION_TABLES:
+        for day in _days_of(cur, table):
+            if day.default_leaf is None or day.day >= today or day.name in skip:
+                continue
+            if since is not None and day.day < since:
+                continue
+            targets.append((table, day.default_leaf, (today - day.day).days))
+    return targets
+
+
 def run_cleanup(
     *,
     dry_run: bool = False,
@@ -406,6 +445,27 @@ def run_cleanup(
                 dry_run=dry_run,
                 count_sql=_default_purge_sql(table, count_only=True),
             )
+        whole_days = {d.partition for d in chosen if d.kind == "day"}
+        with transaction() as cur:
+            targets = _day_default_targets(cur, today, since, skip=whole_days)
+        for table, leaf, age in targets:
+            budget = max_purge_rows - report.default_rows_deleted[table]
+            if budget <= 0:
+                continue
+            try:
+                purged = _purge(
+                    leaf,
+                    f"with gone as (delete from {leaf} where ctid = any(array(select ctid from {leaf}"
+                    " where retention_days < %(age)s limit %(limit)s)) returning 1) select count(*) as n from gone",
+                    {"age": age},
+                    budget,
+                    dry_run=dry_run,
+                    count_sql=f"select count(*) as n from (select 1 from {leaf} where retention_days < %(age)s"
+                    " limit %(limit)s) x",
+                )
+            except psycopg.errors.UndefinedTable:
+                continue  # an overlapping run dropped the day meanwhile
+            report.default_rows_deleted[table] += purged
         report.idempotency_keys_purged = _purge(
             "public.ingest_idempotency", _IDEMPOTENCY_SQL, {}, max_purge_rows, dry_run=dry_run,
             count_sql=_IDEMPOTENCY_COUNT_SQL,
