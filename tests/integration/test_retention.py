@@ -430,6 +430,30 @@ def test_a_run_stops_while_another_holds_the_lock(database_url: str, db: psycopg
     assert all(d.dropped for d in run_cleanup(today=far_today, since=since).drops)
 
 
+def test_a_drop_blocked_by_a_long_query_gives_up_quickly_and_the_next_run_does_it(
+    database_url: str, db: psycopg.Connection, far_today: date
+) -> None:
+    # Given expired sub-partitions on two days, and a long query reading one of those days
+    arrange(db, far_today, ages=(4, 5))
+    since = far_today - timedelta(days=5)
+    busy = f"public.logs_p{far_today - timedelta(days=4):%Y%m%d}"
+    with psycopg.connect(database_url) as reader:
+        reader.execute(f"select count(*) from {busy}")  # holds its lock until the transaction ends
+        # When the cleanup runs
+        started = datetime.now(UTC)
+        report = run_cleanup(today=far_today, since=since)
+        waited = (datetime.now(UTC) - started).total_seconds()
+        # Then the blocked drops fail after the lock timeout instead of queueing ingestion behind them,
+        # and the other day's drops go through
+        failed = {d.partition for d in report.drops if d.error}
+        assert failed and all(p.startswith(busy + "_r") for p in failed)
+        assert all(d.dropped for d in report.drops if not d.partition.startswith(busy))
+        assert waited < 5 * len(failed) + 10
+    # And once the query is over, the next run drops what was left
+    retry = run_cleanup(today=far_today, since=since)
+    assert {d.partition for d in retry.drops} == failed and all(d.dropped for d in retry.drops)
+
+
 def test_two_overlapping_runs_drop_each_partition_once(
     database_url: str, db: psycopg.Connection, far_today: date
 ) -> None:
