@@ -688,3 +688,31 @@ def test_migration_moves_existing_rows_into_the_new_layout(fresh_url: str, tmp_p
         # And no old table is left behind
         leftovers = conn.execute("select relname from pg_class where relname like '%\\_old'").fetchall()
         assert leftovers == []
+
+
+def test_purges_are_bounded_batched_audited_and_resume(db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given 12 expired Idempotency-Keys, batches of 4 and at most 10 rows per purge and run
+    project = make_project()
+    db.execute(
+        "insert into public.ingest_idempotency (project_id, key, org_id, request_hash, status, response, expires_at)"
+        " select %s, 'k' || i, %s, 'h', 202, '{}', now() - interval '1 minute' from generate_series(1, 12) i",
+        (project.project_id, project.org_id),
+    )
+    monkeypatch.setattr(cleanup, "PURGE_BATCH_SIZE", 4)
+    first_audit = db.execute("select coalesce(max(id), 0) as m from public.audit_log").fetchone()["m"]
+
+    # When a run purges / Then it stops at the bound, one audited transaction per batch
+    first = run_cleanup(since=date(9999, 1, 1), max_purge_rows=10)
+    assert first.idempotency_keys_purged == 10
+    audits = db.execute(
+        "select details from public.audit_log where id > %s and action = 'retention.rows_purged'"
+        " and target_id = 'public.ingest_idempotency' order by id",
+        (first_audit,),
+    ).fetchall()
+    assert [a["details"]["rows"] for a in audits] == [4, 4, 2]
+    # And the next run takes the rest (other tests' expired keys may go with them)
+    assert run_cleanup(since=date(9999, 1, 1), max_purge_rows=100).idempotency_keys_purged >= 2
+    left = db.execute(
+        "select count(*) as n from public.ingest_idempotency where project_id = %s", (project.project_id,)
+    )
+    assert left.fetchone()["n"] == 0

@@ -43,6 +43,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
+from psycopg import sql
 from pydantic import BaseModel, Field
 
 from observai import audit
@@ -130,6 +131,12 @@ class _Day:
     bytes: int = 0
 
 
+def _name(qualified: str) -> sql.Identifier:
+    """A schema-qualified table name read from the catalog, quoted for SQL."""
+    schema, _, table = qualified.partition(".")
+    return sql.Identifier(schema, table)
+
+
 def _estimate(n: int) -> int:
     return max(n, 0)  # reltuples is -1 for a table never analysed
 
@@ -180,7 +187,7 @@ def _longest_kept_in_default(cur: Cursor, default_leaf: str) -> int | None:
     caller's transaction usable)."""
     cur.execute("savepoint retention_read")
     try:
-        cur.execute(f"select max(retention_days) as m from {default_leaf}")  # a name read from the catalog
+        cur.execute(sql.SQL("select max(retention_days) as m from {}").format(_name(default_leaf)))
     except psycopg.errors.UndefinedTable:
         cur.execute("rollback to savepoint retention_read")
         raise _Gone from None
@@ -277,7 +284,7 @@ def _drop(drop: PartitionDrop, today: date) -> bool:
         if drop.kind == "day" and drop.table in RETENTION_TABLES:
             # Re-check the default sub-partition under the parent's lock (taken first, as DROP takes it):
             # a late row with a longer retention may have arrived since planning.
-            cur.execute(f"lock table {drop.table} in access exclusive mode")
+            cur.execute(sql.SQL("lock table {} in access exclusive mode").format(_name(drop.table)))
             default_leaf = f"{drop.partition}_default"
             cur.execute("select to_regclass(%s) is not null as present", (default_leaf,))
             present = cur.fetchone()
@@ -285,8 +292,9 @@ def _drop(drop: PartitionDrop, today: date) -> bool:
                 longest = _longest_kept_in_default(cur, default_leaf)
                 if longest is not None and not _expired(drop.day, longest, today):
                     return False
-        assert drop.day < today  # never today's partition, whatever happened upstream
-        cur.execute(f"drop table {drop.partition}")
+        if drop.day >= today:  # never today's partition (nor a later one), whatever happened upstream
+            raise ValueError(f"refusing to drop {drop.partition}: its day is not in the past")
+        cur.execute(sql.SQL("drop table {}").format(_name(drop.partition)))
         audit.record(
             cur,
             None,
@@ -328,6 +336,17 @@ def _default_purge_sql(table: str, count_only: bool) -> str:
     )
 
 
+# A day's default sub-partition: rows of day D kept R days are expired once R < today - D (= age).
+_DAY_DEFAULT_PURGE_SQL = """
+with gone as (
+    delete from {leaf} where ctid = any(array(
+        select ctid from {leaf} where retention_days < %(age)s limit %(limit)s))
+    returning 1
+) select count(*) as n from gone
+"""
+_DAY_DEFAULT_COUNT_SQL = """
+select count(*) as n from (select 1 from {leaf} where retention_days < %(age)s limit %(limit)s) x
+"""
 _IDEMPOTENCY_SQL = """
 with gone as (
     delete from public.ingest_idempotency where ctid = any(array(
@@ -353,8 +372,17 @@ select count(*) as n from (
 """
 
 
-def _purge(name: str, sql: str, params: dict[str, Any], max_rows: int, *, dry_run: bool, count_sql: str) -> int:
-    """Delete in batches of PURGE_BATCH_SIZE (each its own transaction) up to max_rows; audit the total."""
+def _purge(
+    name: str,
+    delete_sql: str | sql.Composed,
+    params: dict[str, Any],
+    max_rows: int,
+    *,
+    dry_run: bool,
+    count_sql: str | sql.Composed,
+) -> int:
+    """Delete in batches of PURGE_BATCH_SIZE up to max_rows, each batch in its own transaction with its audit row
+    (at most max_rows / PURGE_BATCH_SIZE of them); a dry run counts (up to max_rows) instead."""
     if dry_run:
         with transaction() as cur:
             cur.execute(count_sql, {**params, "limit": max_rows})
@@ -365,15 +393,14 @@ def _purge(name: str, sql: str, params: dict[str, Any], max_rows: int, *, dry_ru
         limit = min(PURGE_BATCH_SIZE, max_rows - total)
         with transaction() as cur:
             _locked(cur)
-            cur.execute(sql, {**params, "limit": limit})
+            cur.execute(delete_sql, {**params, "limit": limit})
             row = cur.fetchone()
             n = int(row["n"]) if row else 0
             total += n
-            if n and (n < limit or total >= max_rows):
-                # The run's total, with the last batch (one audit row per purge and run).
+            if n:
                 audit.record(
                     cur, None, "retention.rows_purged", org_id=None, target_type="table", target_id=name,
-                    details={"rows": total, **{k: str(v) for k, v in params.items() if v is not None}},
+                    details={"rows": n, **{k: str(v) for k, v in params.items() if v is not None}},
                 )  # fmt: skip
         if n < limit:
             break
@@ -455,13 +482,11 @@ def run_cleanup(
             try:
                 purged = _purge(
                     leaf,
-                    f"with gone as (delete from {leaf} where ctid = any(array(select ctid from {leaf}"
-                    " where retention_days < %(age)s limit %(limit)s)) returning 1) select count(*) as n from gone",
+                    sql.SQL(_DAY_DEFAULT_PURGE_SQL).format(leaf=_name(leaf)),
                     {"age": age},
                     budget,
                     dry_run=dry_run,
-                    count_sql=f"select count(*) as n from (select 1 from {leaf} where retention_days < %(age)s"
-                    " limit %(limit)s) x",
+                    count_sql=sql.SQL(_DAY_DEFAULT_COUNT_SQL).format(leaf=_name(leaf)),
                 )
             except psycopg.errors.UndefinedTable:
                 continue  # an overlapping run dropped the day meanwhile

@@ -4,11 +4,11 @@ Replays never produce duplicate rows:
 - a request replayed with the same Idempotency-Key returns the first response and writes nothing
   (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
 - an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
-  for logs that carry an event id, (trace_id, span_id, start_time) for spans (each unique index also holds
-  retention_days, the sub-partition key: the same for a retried event, see migration 0010). The first attempt COPYs
-  straight away (new events are the common case); when a unique index refuses a stored event, the whole
-  transaction is written again "carefully": existing keys are looked up first (one indexed query per
-  signal, pruned to the batch's time range) and skipped.
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans (each unique index also
+  holds retention_days, the sub-partition key, the same for a retried event: migration 0010). The first
+  attempt COPYs straight away (new events are the common case); when a unique index refuses a stored
+  event, the whole transaction is written again "carefully": existing keys are looked up first (one
+  indexed query per signal, pruned to the batch's time range) and skipped.
 """
 
 from __future__ import annotations
