@@ -269,8 +269,8 @@ end
 $$;
 
 -- Partitions for every day the old table had one (at most 400 days back) and today-8 .. today+3, then
--- the new table must match the old one's grants, policies and number of indexes (the old indexes were
--- dropped: the count is passed in).
+-- the new table must match the old one's grants, policies, columns and number of indexes (the old
+-- indexes were dropped: the count is passed in).
 create function private.finish_rebuilt_table(tbl text, old_index_count integer) returns void
 language plpgsql
 set search_path = ''
@@ -305,6 +305,24 @@ begin
     end if;
     if not (select relrowsecurity from pg_catalog.pg_class where oid = new_rel) then
         raise exception 'rebuilt %: row level security is off', tbl;
+    end if;
+    -- Same columns (name, type, nullability, default, generation) plus retention_days: a column another
+    -- migration added to the old table cannot be lost silently.
+    if (select array(select a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod) || ' '
+                            || a.attnotnull::text || ' ' || a.attgenerated::text || ' '
+                            || coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '')
+                     from pg_catalog.pg_attribute a
+                     left join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+                     where a.attrelid = old_rel and a.attnum > 0 and not a.attisdropped order by 1))
+        is distinct from
+       (select array(select a.attname::text || ' ' || pg_catalog.format_type(a.atttypid, a.atttypmod) || ' '
+                            || a.attnotnull::text || ' ' || a.attgenerated::text || ' '
+                            || coalesce(pg_catalog.pg_get_expr(d.adbin, d.adrelid), '')
+                     from pg_catalog.pg_attribute a
+                     left join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+                     where a.attrelid = new_rel and a.attnum > 0 and not a.attisdropped
+                       and a.attname <> 'retention_days' order by 1)) then
+        raise exception 'rebuilt %: columns differ from the old table', tbl;
     end if;
 end
 $$;

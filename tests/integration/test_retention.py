@@ -716,3 +716,23 @@ def test_purges_are_bounded_batched_audited_and_resume(db: psycopg.Connection, m
         "select count(*) as n from public.ingest_idempotency where project_id = %s", (project.project_id,)
     )
     assert left.fetchone()["n"] == 0
+
+
+def test_migration_refuses_to_lose_a_column_another_migration_added(fresh_url: str, tmp_path: Path) -> None:
+    from observai.db.migrations import MigrationError, apply_migrations
+
+    # Given migrations where one before 0010 adds a column to metric_points (0010 does not know it)
+    directory = tmp_path / "m"
+    directory.mkdir()
+    for f in sorted((ROOT / "migrations").glob("*.sql")):
+        (directory / f.name).write_text(f.read_text())
+    (directory / "0009_zz_extra_column.sql").write_text("alter table public.metric_points add column extra text;")
+
+    # When they are applied / Then 0010 fails (and is rolled back) instead of dropping that column's data
+    with pytest.raises(MigrationError, match=r"0010_retention_layout.*columns differ"):
+        apply_migrations(fresh_url, directory)
+    with psycopg.connect(fresh_url) as conn:
+        row = conn.execute(
+            "select count(*) from pg_attribute where attrelid = 'public.metric_points'::regclass and attname = 'extra'"
+        ).fetchone()
+        assert row == (1,)
