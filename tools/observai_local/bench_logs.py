@@ -36,7 +36,6 @@ from urllib.parse import quote
 
 from observai_local.bench import BENCH_ENVIRONMENT, prepare_database
 
-SERVICES = 20
 SPANS_PER_TRACE = 10  # as SPANS_SQL writes them
 CHUNK_HOURS = 6
 
