@@ -51,12 +51,19 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/traces"),
     },
     "IngestDrainFunction": set(),  # an SQS consumer
+    "ExportsFunction": {
+        ("POST", "/v1/projects/{project_id}/exports"),
+        ("GET", "/v1/projects/{project_id}/exports"),
+        ("GET", "/v1/projects/{project_id}/exports/{export_id}"),
+    },
+    "ExportWorkerFunction": set(),  # an SQS consumer
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
 }
-# Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches.
-MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024}
+# Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
+# worker compresses.
+MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024, "ExportWorkerFunction": 1024}
 
 
 @pytest.fixture(scope="module")
