@@ -15,7 +15,7 @@ SpanStatus = Literal["unset", "ok", "error"]
 MAX_RANGE = timedelta(days=31)  # the longest plan retention is 90 days; one export covers a month at most
 MAX_QUERY_LENGTH = 2000
 MAX_FILTER_LENGTH = 512
-FORMAT = "ndjson.gz"
+FORMAT: Literal["ndjson.gz"] = "ndjson.gz"
 
 
 class SpanFilters(BaseModel):

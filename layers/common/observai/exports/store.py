@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -171,7 +171,7 @@ def set_succeeded(
 # One JSON object per row, rendered by Postgres (json_build_object keeps the key order): snake_case names,
 # timestamps RFC 3339 in UTC with microseconds, attributes/resource/scope as JSON objects. Loadable as is
 # by BigQuery (newline-delimited JSON; attributes as a JSON column) and Athena (the OpenX JSON SerDe).
-_RFC3339 = "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'"
+_RFC3339 = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
 
 
 def _ts(column: str) -> str:
@@ -203,7 +203,7 @@ def log_lines_sql(log_filter: LogFilter) -> sql.Composed:
 
 
 def span_lines_sql(filters: dict[str, Any]) -> sql.Composed:
-    conditions = [sql.SQL("true")]
+    conditions: list[sql.Composable] = [sql.SQL("true")]
     for field, column in (("service", "service"), ("name", "name"), ("status", "status_code")):
         if filters.get(field) is not None:
             conditions.append(sql.SQL("{} = {}").format(sql.Identifier(column), sql.Placeholder(f"x_{field}")))
@@ -216,7 +216,7 @@ def span_lines_sql(filters: dict[str, Any]) -> sql.Composed:
 
 def stream_lines(
     project_id: UUID, query: sql.Composed, params: dict[str, Any], *, chunk: int = FETCH_ROWS
-) -> Iterator[list[str]]:
+) -> Generator[list[str]]:
     """The query's lines in chunks, through a server-side (named) cursor: memory stays flat however many rows.
 
     Read as the project (an API-key-shaped JWT claim for just this project), so RLS confines even a wrong

@@ -114,19 +114,22 @@ def write_export(row: dict[str, Any], settings: Settings) -> Written:
     key = storage.object_key(row["org_id"], row["project_id"], row["id"])
     count = 0
     with tempfile.SpooledTemporaryFile(max_size=SPOOL_MEMORY_BYTES) as spooled:
-        # mtime=0: the same rows give the same bytes (a retried export is byte-identical).
-        with gzip.GzipFile(fileobj=spooled, mode="wb", compresslevel=6, mtime=0) as out:
-            with closing(store.stream_lines(row["project_id"], query, params)) as chunks:
-                for lines in chunks:
-                    count += len(lines)
-                    if count > settings.export_max_rows:
-                        raise ExportFailed(
-                            f"more than {settings.export_max_rows} rows match: narrow the time range or the query"
-                        )
-                    out.write(("\n".join(lines) + "\n").encode())
+        # mtime=0: the same rows give the same bytes (a retried export is byte-identical). closing(): an
+        # exception here ends the read transaction at once, before anything else uses the connection.
+        with (
+            gzip.GzipFile(fileobj=spooled, mode="wb", compresslevel=6, mtime=0) as out,
+            closing(store.stream_lines(row["project_id"], query, params)) as chunks,
+        ):
+            for lines in chunks:
+                count += len(lines)
+                if count > settings.export_max_rows:
+                    raise ExportFailed(
+                        f"more than {settings.export_max_rows} rows match: narrow the time range or the query"
+                    )
+                out.write(("\n".join(lines) + "\n").encode())
         size = spooled.tell()
         spooled.seek(0)
-        storage.upload(spooled, bucket, key, filename=f"{row['id']}.ndjson.gz", settings=settings)  # type: ignore[arg-type]
+        storage.upload(spooled, bucket, key, filename=f"{row['id']}.ndjson.gz", settings=settings)
     return Written(count, size, key)
 
 
