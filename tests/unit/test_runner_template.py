@@ -210,3 +210,13 @@ Resources:
     assert [(r.method, r.path) for r in spec.routes] == [("ANY", "/{proxy+}")]
     assert [(s.expression, s.source) for s in spec.schedules] == [("cron(0 3 * * ? *)", "aws.events")]
     assert load_template(path, {"Stage": "prod"}).function("Fn").environment["GONE"] == "kept"
+
+
+def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> None:
+    # Given the template's SQS event sources / When the runner reads them
+    sources = {(q.function, q.queue, q.url_variable, q.batch_size) for q in template.queue_sources}
+    # Then each names its queue and the function's variable holding the queue URL (the runner polls it when set)
+    assert sources == {
+        ("IngestDrainFunction", "SpoolQueue", "SPOOL_QUEUE_URL", 10),
+        ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
+    }
