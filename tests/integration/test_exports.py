@@ -28,6 +28,7 @@ from tests.helpers.ingest import (
     logs_of,
     make_project,
     post_native,
+    rows,
     span,
     spans_of,
 )
@@ -241,6 +242,16 @@ def test_a_logs_export_round_trip(aws: ExportAws, tenant: Tenant, database_url: 
     assert aws.messages_waiting() == 0
     assert export["started_at"] and export["finished_at"] and export["expires_at"]
     assert export["download_url_expires_at"]
+
+    # And the start is in the organization's audit trail, by the member who asked
+    (audit,) = rows(
+        database_url,
+        "select actor_type, actor_id, org_id, details from public.audit_log where action = 'export.create'"
+        " and target_id = %s",
+        (export["id"],),
+    )
+    assert audit["actor_type"] == "user" and audit["actor_id"] == str(tenant.member.id)
+    assert audit["org_id"] == tenant.project.org_id and audit["details"]["signal"] == "logs"
 
 
 def test_a_spans_export_with_filters_by_a_read_key(aws: ExportAws, tenant: Tenant, database_url: str) -> None:
