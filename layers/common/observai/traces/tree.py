@@ -50,17 +50,15 @@ def build_tree(spans: Sequence[Mapping[str, Any]]) -> list[Node]:
     # by making the node where the walk re-entered it a root. Each node is settled once (linear time).
     settled: set[int] = set()
     for start in nodes:
-        path: list[Node] = []
         on_path: set[int] = set()
-        node: Node | None = start
-        while node is not None and id(node) not in settled:
-            if id(node) in on_path:
-                node.orphan = True
-                parent_of[id(node)] = None
+        walker: Node | None = start
+        while walker is not None and id(walker) not in settled:
+            if id(walker) in on_path:
+                walker.orphan = True
+                parent_of[id(walker)] = None
                 break
-            path.append(node)
-            on_path.add(id(node))
-            node = parent_of[id(node)]
+            on_path.add(id(walker))
+            walker = parent_of[id(walker)]
         settled.update(on_path)
 
     roots: list[Node] = []
