@@ -215,6 +215,34 @@ def test_time_hints_bound_the_spans_read(tenant: Tenant) -> None:
     assert missed.status == 404 and missed.error["code"] == "not_found"
 
 
+def test_an_old_trace_and_one_crossing_the_recent_days_are_found_whole_without_a_hint(tenant: Tenant) -> None:
+    # Given a trace 4 days old (outside the recent days probed first), and one whose root started 10 minutes
+    # before the recent days began and whose child started 10 minutes after
+    from observai.traces.reads import RECENT_DAYS
+
+    old_id, crossing_id = uuid.uuid4().hex, uuid.uuid4().hex
+    boundary = datetime.now(UTC) - RECENT_DAYS
+    _ingest(
+        tenant.project,
+        [
+            span("old root", trace_id=old_id, span_id="00000000000000a1", start=NOW - timedelta(days=4),
+                 duration_ms=5, kind="server", service="archive"),
+            span("crossing root", trace_id=crossing_id, span_id="00000000000000b1",
+                 start=boundary - timedelta(minutes=10), duration_ms=30 * 60 * 1000, kind="server", service="batch"),
+            span("crossing child", trace_id=crossing_id, span_id="00000000000000b2",
+                 parent_span_id="00000000000000b1", start=boundary + timedelta(minutes=10), duration_ms=1,
+                 service="batch"),
+        ],
+    )  # fmt: skip
+    # When each is opened without a time hint
+    old = get(tenant.viewer.headers, f"{tenant.path}/traces/{old_id}")
+    crossing = get(tenant.viewer.headers, f"{tenant.path}/traces/{crossing_id}")
+    # Then both are found, each whole
+    assert old.status == 200 and [s["name"] for s in old.data["spans"]] == ["old root"]
+    assert [(s["name"], s["depth"]) for s in crossing.data["spans"]] == [("crossing root", 0), ("crossing child", 1)]
+    assert crossing.data["summary"]["duration_ms"] == 30 * 60 * 1000
+
+
 def test_a_trace_id_in_capitals_is_the_same_trace(tenant: Tenant) -> None:
     upper = get(tenant.viewer.headers, f"{tenant.path}/traces/{CHECKOUT.upper()}")
     assert upper.status == 200 and upper.data["trace_id"] == CHECKOUT
