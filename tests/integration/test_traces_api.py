@@ -437,6 +437,7 @@ def test_service_stats_of_an_empty_window_are_empty(tenant: Tenant) -> None:
         ("/traces/" + "a" * 33, "", 422, "trace_id"),
         ("/traces/" + CHECKOUT, "from=2026-01-02T00:00:00Z&to=2026-01-01T00:00:00Z", 400, "from"),
         ("/traces/" + CHECKOUT, "from=yesterday", 422, "from"),
+        ("/traces/" + CHECKOUT, "to=2026-01-01T00:00:00", 400, "to"),
         ("/traces", "min_duration=fast", 400, "min_duration"),
         ("/traces", "max_duration=-5ms", 400, "max_duration"),
         ("/traces", "min_duration=2s&max_duration=1s", 400, "min_duration"),

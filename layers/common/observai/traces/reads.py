@@ -88,25 +88,33 @@ def parse_duration_ns(value: str | None, name: str) -> int | None:
     return ns
 
 
-def window(
-    start: datetime | None, end: datetime | None, default: timedelta, maximum: timedelta, now: datetime | None = None
-) -> tuple[datetime, datetime]:
-    """[from, to): to defaults to now, from to ``to - default``; at most ``maximum`` long."""
+def _check_zones(start: datetime | None, end: datetime | None) -> None:
     for name, value in (("from", start), ("to", end)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(
                 f"{name} needs a time zone (RFC 3339, e.g. 2026-01-01T00:00:00Z)", details={"loc": ["query", name]}
             )
+
+
+def window(
+    start: datetime | None, end: datetime | None, default: timedelta, maximum: timedelta, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """[from, to): to defaults to now, from to ``to - default``; at most ``maximum`` long."""
+    _check_zones(start, end)
     end = end or now or datetime.now(UTC)
     start = start or end - default
     if start >= end:
         raise InvalidInput("from must be before to", details={"loc": ["query", "from"]})
     if end - start > maximum:
         raise InvalidInput(
-            f"The window is at most {maximum.total_seconds() / 3600:g} hours",
+            f"The window is at most {_spoken(maximum)}",
             details={"loc": ["query", "from"], "max_seconds": maximum.total_seconds()},
         )
     return start, end
+
+
+def _spoken(span: timedelta) -> str:
+    return f"{span.days:g} days" if span.days > 1 else f"{span.total_seconds() / 3600:g} hours"
 
 
 # --- one trace -----------------------------------------------------------------------------------------------
@@ -122,6 +130,7 @@ def get_trace(
     """Every span of the trace in tree order with the summary, and the logs carrying its id. ``start``/``end``
     are optional hints bounding the spans' start times (only the partitions they cover are read)."""
     trace_id = check_trace_id(trace_id)
+    _check_zones(start, end)
     if start is not None and end is not None and start >= end:
         raise InvalidInput("from must be before to", details={"loc": ["query", "from"]})
     with tenant_transaction(principal.rls_claims()) as cur:
