@@ -33,8 +33,9 @@ SEARCH_HELP = (
     "`operation` (the span name) and `status` compare exactly; `min_duration`/`max_duration` bound the span's "
     "duration; any number of `match[<attribute>]=<value>` parameters match span attributes by equality (a value "
     "like `200` or `true` also matches the JSON number or boolean). The window [from, to) defaults to the last "
-    "24 hours and is at most 31 days. A page may hold fewer than `limit` traces and still carry a next_cursor "
-    "(each page reads at most 10,000 matching spans)."
+    "24 hours and is at most 31 days. Each page walks at most 100,000 spans (of the service, when given) and "
+    "keeps at most 10,000 matches, so a page may hold fewer than `limit` traces (even none) and still carry a "
+    "next_cursor."
 )
 
 

@@ -375,6 +375,42 @@ def test_a_page_cut_by_the_scan_bound_continues_where_it_stopped(
     assert seen == [*reversed(PAGED), ORDER, HEALTH, CHECKOUT]
 
 
+def _all_pages(tenant: Tenant, query: str, limit: int) -> tuple[list[str], int]:
+    """Trace ids over every page, and the number of pages."""
+    seen: list[str] = []
+    cursor = None
+    for page in range(1, 60):
+        result = search(tenant, f"{query}&limit={limit}" + (f"&cursor={cursor}" if cursor else ""))
+        seen += ids(result)
+        cursor = result.json()["meta"]["next_cursor"]
+        if cursor is None:
+            return seen, page
+    raise AssertionError("paging did not end")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("status=error", [ORDER, CHECKOUT]),
+        ("match[http.method]=GET", [HEALTH, CHECKOUT]),
+        ("service=frontend&match[page]=5", [PAGED[5]]),
+        ("min_duration=11ms&max_duration=13ms", [PAGED[3], PAGED[2], PAGED[1]]),
+    ],
+)
+def test_a_page_cut_by_the_examine_bound_continues_below_it(
+    tenant: Tenant, monkeypatch: pytest.MonkeyPatch, query: str, expected: list[str]
+) -> None:
+    from observai.traces import reads
+
+    # Given filters without an index and a bound of 3 spans examined per page (the window holds 17)
+    monkeypatch.setattr(reads, "SEARCH_EXAMINE", 3)
+    # When paging to the end
+    seen, pages = _all_pages(tenant, query, limit=2)
+    # Then exactly the matching traces, each once, in order, over more pages than the matches alone need
+    assert seen == expected
+    assert pages > math.ceil(len(expected) / 2)
+
+
 # --- services ------------------------------------------------------------------------------------------------
 
 

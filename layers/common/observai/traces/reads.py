@@ -45,6 +45,9 @@ RECENT_DAYS = timedelta(days=2)  # where a trace fetch without hints looks first
 TRACE_SPREAD = timedelta(days=1)  # how far from its found spans the rest of a trace is looked for
 LOG_SLACK = timedelta(hours=1)  # logs of a trace: from its first span start - slack to its last span end + slack
 SEARCH_SCAN = 10_000  # matching spans read per search page
+# Spans examined per search page (those of the service, when one is given): a filter without an index
+# (operation, status, durations, attributes) with a rare value must not walk a month of spans in one request.
+SEARCH_EXAMINE = 100_000
 SEARCH_DEFAULT_WINDOW = timedelta(hours=24)
 SEARCH_MAX_WINDOW = timedelta(days=31)
 STATS_DEFAULT_WINDOW = timedelta(hours=1)
@@ -252,8 +255,8 @@ def search_traces(
 ) -> tuple[list[TraceListItem], str | None]:
     """Traces with at least one span matching every filter given (service, operation = span name, status,
     span duration bounds, ``match[<attribute>]=<value>`` on span attributes) that starts in [from, to); newest
-    matching span first. A page cut short by the scan bound may hold fewer than ``limit`` traces and still
-    carry a next_cursor."""
+    matching span first. A page cut short by the scan or examine bound may hold fewer than ``limit`` traces
+    (none, even) and still carry a next_cursor."""
     after = decode_cursor(cursor, TraceCursor)
     min_ns = parse_duration_ns(min_duration, "min_duration")
     max_ns = parse_duration_ns(max_duration, "max_duration")
@@ -261,22 +264,21 @@ def search_traces(
         raise InvalidInput("min_duration is above max_duration", details={"loc": ["query", "min_duration"]})
     start, end = window(start, end, SEARCH_DEFAULT_WINDOW, SEARCH_MAX_WINDOW)
     params: dict[str, Any] = {}
-    conditions = ""
-    for column, value, key in (
-        ("service", service, "service"),
-        ("name", operation, "operation"),
-        ("status_code", status, "status"),
-    ):
+    indexed = residual = ""
+    if service is not None:
+        params["service"] = service
+        indexed = " and s.service = %(service)s"
+    for column, value, key in (("name", operation, "operation"), ("status_code", status, "status")):
         if value is not None:
             params[key] = value
-            conditions += f" and s.{column} = %({key})s"
+            residual += f" and s.{column} = %({key})s"
     if min_ns is not None:
         params["min_ns"] = min_ns
-        conditions += " and s.duration_ns >= %(min_ns)s"
+        residual += " and s.duration_ns >= %(min_ns)s"
     if max_ns is not None:
         params["max_ns"] = max_ns
-        conditions += " and s.duration_ns <= %(max_ns)s"
-    conditions += filter_sql(match_filters(query_params), params)
+        residual += " and s.duration_ns <= %(max_ns)s"
+    residual += filter_sql(match_filters(query_params), params)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_read(cur, principal, project_id)
         rows = store.search_traces(
@@ -284,11 +286,13 @@ def search_traces(
             project_id,
             start=start,
             end=end,
-            span_filters=conditions,
+            indexed_filters=indexed,
+            residual_filters=residual,
             params=params,
             after=(after.ts, after.trace_id) if after else None,
             limit=limit,
             scan=SEARCH_SCAN,
+            examine=SEARCH_EXAMINE,
             spread=TRACE_SPREAD,
         )
     found = [row for row in rows if row["trace_id"] is not None]
@@ -311,8 +315,8 @@ def search_traces(
     if len(items) > limit:
         items = items[:limit]
         next_cursor = encode_cursor(TraceCursor(ts=items[-1].matched_at, trace_id=items[-1].trace_id))
-    elif rows and rows[0]["scanned"] >= SEARCH_SCAN:
-        # The scan bound cut this page: continue below the last span read.
+    elif rows[0]["cut"]:
+        # A bound stopped the walk: continue below the last span it kept (everything above was examined).
         next_cursor = encode_cursor(TraceCursor(ts=rows[0]["last_ts"], trace_id=rows[0]["last_trace"]))
     return items, next_cursor
 

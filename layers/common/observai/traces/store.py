@@ -74,51 +74,66 @@ def search_traces(
     *,
     start: datetime,
     end: datetime,
-    span_filters: str,
+    indexed_filters: str,
+    residual_filters: str,
     params: dict[str, Any],
     after: tuple[datetime, str] | None,
     limit: int,
     scan: int,
+    examine: int,
     spread: timedelta,
 ) -> list[dict[str, Any]]:
-    """Traces with a span matching ``span_filters`` (SQL on alias ``s``, values in ``params``) in [start, end),
+    """Traces with a span matching the filters (SQL on alias ``s``, values in ``params``) in [start, end),
     ordered by their newest matching span (matched_at desc, trace_id desc), after the ``after`` position.
 
-    The matching spans are read newest first, at most ``scan`` of them: the first appearance of a trace in that
-    walk is its newest matching span, so the distinct traces of any prefix are an exact prefix of the list.
-    Traces already listed on earlier pages (a matching span at or above the cursor) are left out. Each kept
-    trace is summarised from its spans within ``spread`` of matched_at. The statement always returns at least
-    one row: ``scanned`` and the last scanned position come with it, so a page cut short by the scan bound
-    still gets a cursor."""
+    One walk over the window's spans, newest first (position = (start_time, trace_id)): ``indexed_filters``
+    (the service: the (project_id, service, start_time) index) select the spans walked, at most ``examine``
+    of them; ``residual_filters`` (no index) are checked on each, and the walk stops after ``scan`` matches.
+    The first appearance of a trace in the walk is its newest matching span, so the distinct traces of any
+    prefix of the walk are an exact prefix of the list; traces already listed on earlier pages (a matching
+    span at or above the cursor) are left out. Each kept trace is summarised from its spans within
+    ``spread`` of matched_at.
+
+    The statement always returns at least one row: ``cut`` says the walk stopped at a bound (more may follow)
+    and ``last_ts``/``last_trace`` is where: everything at or above it was examined."""
     cursor_scan = ""
     cursor_keep = ""
     values = dict(params)
-    values.update(project=project_id, start=start, end=end, limit=limit + 1, scan=scan, spread=spread)
+    values.update(project=project_id, start=start, end=end, limit=limit + 1, scan=scan, examine=examine)
+    values["spread"] = spread
     if after is not None:
         values.update(after_ts=after[0], after_trace=after[1])
         cursor_scan = " and (s.start_time, s.trace_id) < (%(after_ts)s, %(after_trace)s)"
         cursor_keep = (
             " where not exists (select 1 from public.spans s where s.project_id = %(project)s"
             " and s.trace_id = f.trace_id and s.start_time >= %(after_ts)s and s.start_time < %(end)s"
-            f"{span_filters} and (s.start_time > %(after_ts)s or s.trace_id >= %(after_trace)s))"
+            f"{indexed_filters}{residual_filters}"
+            " and (s.start_time > %(after_ts)s or s.trace_id >= %(after_trace)s))"
         )
+    # walked: the matching spans, plus the examine-th span walked (n = examine) when the walk got that far, as
+    # the marker of where it stopped. Both limits stop the index scan early (row_number streams).
     cur.execute(
-        "with scanned as materialized ("
-        " select s.trace_id, s.start_time from public.spans s"
-        " where s.project_id = %(project)s and s.start_time >= %(start)s and s.start_time < %(end)s"
-        f"{span_filters}{cursor_scan}"
-        " order by s.start_time desc, s.trace_id desc limit %(scan)s"
+        "with walked as materialized ("
+        " select w.trace_id, w.start_time, w.matches, w.n from ("
+        f"  select s.trace_id, s.start_time, (true{residual_filters}) as matches,"
+        "   row_number() over (order by s.start_time desc, s.trace_id desc) as n"
+        "  from public.spans s"
+        "  where s.project_id = %(project)s and s.start_time >= %(start)s and s.start_time < %(end)s"
+        f"{indexed_filters}{cursor_scan}"
+        "  order by s.start_time desc, s.trace_id desc limit %(examine)s"
+        " ) w where w.matches or w.n = %(examine)s"
+        " limit %(scan)s + 1"
         "), firsts as ("
-        " select trace_id, max(start_time) as matched_at from scanned group by trace_id"
+        " select trace_id, max(start_time) as matched_at from walked where matches group by trace_id"
         "), kept as ("
         f" select f.trace_id, f.matched_at from firsts f{cursor_keep}"
         " order by f.matched_at desc, f.trace_id desc limit %(limit)s"
         "), stats as ("
-        " select (select count(*) from scanned) as scanned,"
-        " (select l.start_time from scanned l order by l.start_time, l.trace_id limit 1) as last_ts,"
-        " (select l.trace_id from scanned l order by l.start_time, l.trace_id limit 1) as last_trace"
+        " select (select count(*) > %(scan)s or coalesce(max(n) = %(examine)s, false) from walked) as cut,"
+        " (select l.start_time from walked l order by l.start_time, l.trace_id limit 1) as last_ts,"
+        " (select l.trace_id from walked l order by l.start_time, l.trace_id limit 1) as last_trace"
         ")"
-        " select st.scanned, st.last_ts, st.last_trace, k.trace_id, k.matched_at, t.*"
+        " select st.cut, st.last_ts, st.last_trace, k.trace_id, k.matched_at, t.*"
         " from stats st left join (kept k cross join lateral ("
         "  select count(*) as span_count, min(t.start_time) as start_time, max(t.end_time) as end_time,"
         "  count(*) filter (where t.status_code = 'error') as error_count,"
