@@ -538,3 +538,57 @@ def test_a_key_without_the_read_scope_is_403_and_a_random_project_404(tenant: Te
         assert result.status == 403 and result.error["code"] == "scope_missing", result.text
         assert get(tenant.viewer.headers, path.replace(tenant.path, nowhere), query).status == 404
     assert get({}, f"{tenant.path}/traces", WINDOW).status == 401
+
+
+# --- OTLP -----------------------------------------------------------------------------------------------------
+
+
+def test_a_trace_sent_over_otlp_is_shown_whole_with_its_otlp_logs(database_url: str) -> None:
+    import time
+
+    from tests.helpers import otlp_payloads as otlp
+    from tests.helpers.ingest import post_otlp
+
+    # Given a project that received the OTLP traces and logs export requests (protobuf), as an SDK sends them
+    project = make_project(scopes=("ingest", "read"), label="Otlp")
+    now_ns = time.time_ns()
+    for path, message in (("/v1/traces", otlp.traces_request(now_ns)), ("/v1/logs", otlp.logs_request(now_ns))):
+        sent = post_otlp(path, project.headers, otlp.to_protobuf(message))
+        assert sent.status == 200, sent.text
+    base = f"/v1/projects/{project.project_id}"
+    trace_a, trace_b = otlp.TRACE_ID_A.hex(), otlp.TRACE_ID_B.hex()
+
+    # When the checkout trace is opened
+    result = get(project.headers, f"{base}/traces/{trace_a}")
+    assert result.status == 200, result.text
+    spans = result.data["spans"]
+    # Then the root comes first with its five children under it, in start order
+    assert [(s["name"], s["depth"]) for s in spans] == [
+        ("GET /checkout", 0),
+        ("kind 0", 1),
+        ("kind 1", 1),
+        ("kind 4", 1),
+        ("kind 5", 1),
+        ("SELECT carts", 1),
+    ]
+    root, child = spans[0], spans[-1]
+    assert (root["kind"], root["status_code"], root["service"], root["duration_ms"]) == (
+        "server",
+        "ok",
+        "checkout",
+        250.0,
+    )
+    assert [e["name"] for e in root["events"]] == ["cache.miss"]
+    assert [lk["trace_id"] for lk in root["links"]] == [trace_b]
+    assert (child["status_code"], child["status_message"], child["start_offset_ms"]) == (
+        "error",
+        "statement timeout",
+        20.0,
+    )
+    assert [e["name"] for e in child["events"]] == ["retry", "exception"]
+    # And the log record correlated with the child span comes with the trace
+    assert [(lg["body"], lg["span_id"]) for lg in result.data["logs"]] == [("payment failed", otlp.CHILD_SPAN_ID.hex())]
+
+    # And search finds each trace by its span attributes
+    assert ids(get(project.headers, f"{base}/traces", "match[http.request.method]=GET")) == [trace_a]
+    assert ids(get(project.headers, f"{base}/traces", "match[messaging.system]=sqs")) == [trace_b]
