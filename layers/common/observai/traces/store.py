@@ -103,7 +103,11 @@ def search_traces(
     values["spread"] = spread
     if after is not None:
         values.update(after_ts=after[0], after_trace=after[1])
-        cursor_scan = " and (s.start_time, s.trace_id) < (%(after_ts)s, %(after_trace)s)"
+        # The plain start_time bound is what the index (and partition pruning) can use; the row comparison
+        # then settles ties within the cursor's microsecond.
+        cursor_scan = (
+            " and s.start_time <= %(after_ts)s and (s.start_time, s.trace_id) < (%(after_ts)s, %(after_trace)s)"
+        )
         cursor_keep = (
             " where not exists (select 1 from public.spans s where s.project_id = %(project)s"
             " and s.trace_id = f.trace_id and s.start_time >= %(after_ts)s and s.start_time < %(end)s"
