@@ -44,6 +44,11 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/metrics/{name}/cardinality"),
         ("POST", "/v1/projects/{project_id}/metrics/query"),
     },
+    "TracesFunction": {
+        ("GET", "/v1/projects/{project_id}/traces/{trace_id}"),
+        ("GET", "/v1/projects/{project_id}/traces"),
+        ("GET", "/v1/projects/{project_id}/services"),
+    },
     "IngestFunction": {
         ("POST", "/v1/ingest"),
         ("POST", "/v1/metrics"),
