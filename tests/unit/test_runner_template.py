@@ -44,6 +44,11 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/metrics/{name}/cardinality"),
         ("POST", "/v1/projects/{project_id}/metrics/query"),
     },
+    "LogsFunction": {
+        ("GET", "/v1/projects/{project_id}/logs"),
+        ("GET", "/v1/projects/{project_id}/logs/histogram"),
+        ("GET", "/v1/projects/{project_id}/logs/{log_id}/context"),
+    },
     "IngestFunction": {
         ("POST", "/v1/ingest"),
         ("POST", "/v1/metrics"),
