@@ -233,7 +233,8 @@ _BARE_VALUE = st.from_regex(r"[A-Za-z0-9._:/@+-]{1,12}", fullmatch=True).filter(
 _PHRASE = st.text(_SAFE_CHARS, min_size=1, max_size=20).filter(lambda v: re.search(r"\w", v) is not None)
 _KEY = st.from_regex(r"[a-z][a-z0-9_]{0,5}(\.[a-z][a-z0-9_]{0,5}){0,2}", fullmatch=True)
 _LEVEL = st.sampled_from(["trace", "debug", "info", "warn", "error", "fatal", "unspecified", "0", "17", "24"])
-_NUMBER = st.one_of(st.integers(-(10**6), 10**6).map(str), st.from_regex(r"-?[1-9][0-9]{0,3}\.[0-9]{1,3}", fullmatch=True))
+_DECIMAL = st.from_regex(r"-?[1-9][0-9]{0,3}\.[0-9]{1,3}", fullmatch=True)
+_NUMBER = st.one_of(st.integers(-(10**6), 10**6).map(str), _DECIMAL)
 
 
 def _valued(field: str, key: str | None = None) -> st.SearchStrategy[FieldTerm]:
@@ -316,8 +317,10 @@ _SQL_WORDS = {
 }  # fmt: skip
 _SQL_IDENTIFIERS = {'"service"', '"trace_id"', '"span_id"', '"attributes"', '"resource"'}
 _SQL_LITERALS = {"'simple'", "'number'"}
-_TOKEN = re.compile(r"%\((?P<ph>[a-z0-9]+)\)s|(?P<lit>'[^']*')|(?P<ident>\"[^\"]*\")|(?P<word>[A-Za-z_]+)|(?P<other>\S)")
-_OPERATORS = set("()@><=-#?:~|&!,*") - {"*"}
+_TOKEN = re.compile(
+    r"%\((?P<ph>[a-z0-9]+)\)s|(?P<lit>'[^']*')|(?P<ident>\"[^\"]*\")|(?P<word>[A-Za-z_]+)|(?P<other>\S)"
+)
+_OPERATORS = set("()@><=#?:")
 
 
 def _check_sql_is_ours(log_filter: LogFilter) -> None:
