@@ -320,7 +320,7 @@ _SQL_LITERALS = {"'simple'", "'number'"}
 _TOKEN = re.compile(
     r"%\((?P<ph>[a-z0-9]+)\)s|(?P<lit>'[^']*')|(?P<ident>\"[^\"]*\")|(?P<word>[A-Za-z_]+)|(?P<other>\S)"
 )
-_OPERATORS = set("()@><=#?:,")
+_OPERATORS = set("()@><=#?:,-")  # ->, #>, @@, @>, ::, ?
 
 
 def _check_sql_is_ours(log_filter: LogFilter) -> None:
