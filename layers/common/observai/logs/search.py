@@ -94,7 +94,9 @@ def resolve_range(
     start = _utc(from_) if from_ is not None else end - default
     if start >= end:
         raise InvalidInput(
-            "from must be before to", code="invalid_range", details={"loc": ["query", "from"], "from": start, "to": end}
+            "from must be before to",
+            code="invalid_range",
+            details={"loc": ["query", "from"], "from": start.isoformat(), "to": end.isoformat()},
         )
     if end - start > MAX_RANGE:
         raise InvalidInput(
