@@ -247,9 +247,7 @@ def test_items_carry_the_line_fields(tenant: Tenant) -> None:
 
 def test_the_range_bounds_the_search(tenant: Tenant) -> None:
     # Given a range holding only the 2nd and 3rd lines ([from, to): the 4th line's time is excluded)
-    result = search(
-        tenant, "", **{"from": iso(BASE + timedelta(seconds=10)), "to": iso(BASE + timedelta(seconds=30))}
-    )
+    result = search(tenant, "", **{"from": iso(BASE + timedelta(seconds=10)), "to": iso(BASE + timedelta(seconds=30))})
     assert bodies(result) == ["failed to connect to database", "payment succeeded"]
     # And the default range is the last hour: these lines are three hours old
     assert get(tenant.project.headers, tenant.path, q="payment").data == []
