@@ -513,3 +513,68 @@ def test_keys_without_read_scope_and_anonymous_callers_are_refused(tenant: Tenan
         refused = get(ingest_only.headers, path)
         assert refused.status == 403 and refused.error["code"] == "scope_missing"
         assert get({}, path).status == 401
+
+
+# --- bounded searches: early pages with a cursor -----------------------------------------------------------------
+
+WIDE_LINES = 12_000
+RARE_EVERY = 2_500
+
+
+@pytest.fixture(scope="module")
+def wide(database_url: str) -> IngestProject:
+    """12,000 lines one second apart (more than a scan window); every 2,500th is rare (5 of them)."""
+    project = make_project(scopes=("read",), label="Wide")
+    start = NOW - timedelta(hours=2) - timedelta(seconds=WIDE_LINES)
+    _store(
+        project,
+        [
+            LogRecord(
+                time_ns=_ns(start + timedelta(seconds=i)),
+                body=f"request {i} rare" if i % RARE_EVERY == 0 else f"request {i}",
+                severity_number=9,
+                service="api",
+                attributes={"rare": i % RARE_EVERY == 0, "i": i},
+            )
+            for i in range(WIDE_LINES)
+        ],
+    )
+    return project
+
+
+def _walk(project: IngestProject, q: str) -> list[list[dict[str, Any]]]:
+    pages, cursor = [], None
+    params = {"from": iso(NOW - timedelta(hours=6)), "to": iso(NOW), "limit": 10}
+    while True:
+        result = get(project.headers, f"/v1/projects/{project.project_id}/logs", q=q, **params, **(
+            {"cursor": cursor} if cursor else {}
+        ))  # fmt: skip
+        assert result.status == 200, result.text
+        pages.append(result.data)
+        cursor = result.json()["meta"]["next_cursor"]
+        if cursor is None:
+            return pages
+
+
+def test_a_spent_budget_ends_the_page_early_and_the_cursor_resumes(
+    wide: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given no time budget: one scan round per request
+    monkeypatch.setenv("LOG_SEARCH_BUDGET_MS", "0")
+    expected = [i for i in reversed(range(WIDE_LINES)) if i % RARE_EVERY == 0]
+    # When searching a rare attribute (window by window) / Then pages end early, and the walk finds every match once
+    pages = _walk(wide, "attributes.rare:true")
+    assert len(pages) == 3
+    assert [len(page) for page in pages] == [2, 2, 1]  # windows of 5,000 lines: 2, 2, then the last 2,000: 1
+    assert [item["attributes"]["i"] for page in pages for item in page] == expected
+    # And a rare word with another condition: one window, then the full-text index finds the rest at once
+    [page] = _walk(wide, "rare -service:web")
+    assert [item["attributes"]["i"] for item in page] == expected
+
+
+def test_with_time_enough_a_rare_value_fills_one_page(wide: IngestProject, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a generous budget (the default, 75 ms, may end a page early on a busy test machine)
+    monkeypatch.setenv("LOG_SEARCH_BUDGET_MS", "10000")
+    # When searching window by window / Then windows grow until the range is exhausted, in one request
+    pages = _walk(wide, "attributes.rare:true")
+    assert [[item["attributes"]["i"] for item in page] for page in pages] == [[10000, 7500, 5000, 2500, 0]]

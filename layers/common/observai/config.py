@@ -44,6 +44,8 @@ class Settings(BaseModel):
     spool_queue_url: str | None = None
     spool_bucket: str | None = None
     spool_inline_max_bytes: int = Field(default=200_000, ge=1024, le=250_000)
+    # Log search (observai.logs.search): no new scan round after this; the page then ends early with a cursor.
+    log_search_budget_ms: int = Field(default=75, ge=0, le=10_000)
 
     @property
     def jwks_url(self) -> str | None:

@@ -12,7 +12,8 @@ Search is newest first with keyset pagination on (time, id), and its cost is bou
   the (project_id, time) or (project_id, service, time) index, testing the condition on each: a common value
   fills the page from the first window; ``service:``, ``trace_id:`` and ``span_id:`` equalities narrow the
   index scan itself.
-* Rounds stop when the page is full, the range is exhausted, or SEARCH_BUDGET_S has passed: then the page may
+* Rounds stop when the page is full, the range is exhausted, or the time budget (setting
+  ``log_search_budget_ms``, 75 ms) has passed: then the page may
   hold fewer than ``limit`` lines and its ``next_cursor`` continues where the scan stopped. A rare value in a
   long range is searched over several pages instead of one slow request.
 """
@@ -30,6 +31,7 @@ from psycopg import sql
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from observai.auth.principal import Principal
+from observai.config import get_settings
 from observai.db.connection import Cursor, tenant_transaction
 from observai.errors import InvalidInput, NotFound
 from observai.logs.models import HistogramBucket, LevelCounts, LogContext, LogHistogram, LogItem
@@ -48,7 +50,6 @@ from observai.pagination import decode_cursor, encode_cursor
 
 DEFAULT_RANGE = timedelta(hours=1)
 MAX_RANGE = timedelta(days=31)
-SEARCH_BUDGET_S = 0.075  # no new round after this; the page then ends early with a cursor
 FIRST_WINDOW = 5_000
 MIN_WINDOW = 1_000
 MAX_WINDOW = 80_000
@@ -297,7 +298,7 @@ def search_logs(
     tsquery, tsquery_params = text_index_query(node)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_read(cur, principal, project_id)
-        deadline = started + SEARCH_BUDGET_S
+        deadline = started + get_settings().log_search_budget_ms / 1000
         # One window of the newest lines first: common words fill the page there, cheaper than the index.
         _window_rounds(cur, node, log_filter.where, params, scan, want, deadline, 1 if tsquery is not None else 1_000)
         if tsquery is not None and len(scan.rows) < want and not scan.exhausted:
