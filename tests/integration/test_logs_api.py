@@ -159,6 +159,11 @@ def bodies(result: Result) -> list[str]:
     return [item["body"] for item in result.data]
 
 
+def matching_as(headers: dict[str, str], tenant: Tenant, q: str) -> set[str]:
+    result = get(headers, tenant.path, q=q, limit=200, **RANGE)
+    return set(bodies(result))
+
+
 def matching(q: str, tenant: Tenant) -> set[str]:
     return set(bodies(search(tenant, q, limit=200))) - {f"page line {i}" for i in range(PAGER_LINES)}
 
@@ -488,6 +493,12 @@ def test_members_and_read_keys_read_every_route(tenant: Tenant) -> None:
         for path in _routes(tenant, tenant.ids[0]):
             result = get(headers, path, **({} if path.endswith("context") else RANGE))
             assert result.status == 200, (path, result.text)
+        # Free text goes through the full-text index function, which applies the caller's own policy
+        assert matching_as(headers, tenant, "payment") == {
+            "payment failed for order 42",
+            "payment succeeded",
+            "failed payment retry",
+        }
 
 
 def test_tenant_isolation_on_every_route(tenant: Tenant, stranger: tuple[User, IngestProject, int]) -> None:
