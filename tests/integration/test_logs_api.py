@@ -493,7 +493,6 @@ def test_members_and_read_keys_read_every_route(tenant: Tenant) -> None:
         for path in _routes(tenant, tenant.ids[0]):
             result = get(headers, path, **({} if path.endswith("context") else RANGE))
             assert result.status == 200, (path, result.text)
-        # Free text goes through the full-text index function, which applies the caller's own policy
         assert matching_as(headers, tenant, "payment") == {
             "payment failed for order 42",
             "payment succeeded",
@@ -553,11 +552,11 @@ def wide(database_url: str) -> IngestProject:
     return project
 
 
-def _walk(project: IngestProject, q: str) -> list[list[dict[str, Any]]]:
+def _walk(project: IngestProject, q: str, headers: dict[str, str] | None = None) -> list[list[dict[str, Any]]]:
     pages, cursor = [], None
     params = {"from": iso(NOW - timedelta(hours=6)), "to": iso(NOW), "limit": 10}
     while True:
-        result = get(project.headers, f"/v1/projects/{project.project_id}/logs", q=q, **params, **(
+        result = get(headers or project.headers, f"/v1/projects/{project.project_id}/logs", q=q, **params, **(
             {"cursor": cursor} if cursor else {}
         ))  # fmt: skip
         assert result.status == 200, result.text
@@ -568,7 +567,7 @@ def _walk(project: IngestProject, q: str) -> list[list[dict[str, Any]]]:
 
 
 def test_a_spent_budget_ends_the_page_early_and_the_cursor_resumes(
-    wide: IngestProject, monkeypatch: pytest.MonkeyPatch
+    wide: IngestProject, database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given no time budget: one scan round per request
     monkeypatch.setenv("LOG_SEARCH_BUDGET_MS", "0")
@@ -581,6 +580,14 @@ def test_a_spent_budget_ends_the_page_early_and_the_cursor_resumes(
     # And a rare word with another condition: one window, then the full-text index finds the rest at once
     [page] = _walk(wide, "rare -service:web")
     assert [item["attributes"]["i"] for item in page] == expected
+    # And the index function applies a user's own policy: a viewer finds the same, an outsider nothing
+    with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as db:
+        viewer, outsider = make_user(db), make_user(db)
+        add_membership(db, wide.org_id, viewer.id, "viewer")
+    [page] = _walk(wide, "rare -service:web", viewer.headers)
+    assert [item["attributes"]["i"] for item in page] == expected
+    refused = get(outsider.headers, f"/v1/projects/{wide.project_id}/logs", q="rare")
+    assert refused.status == 404
 
 
 def test_with_time_enough_a_rare_value_fills_one_page(wide: IngestProject, monkeypatch: pytest.MonkeyPatch) -> None:
