@@ -596,3 +596,18 @@ def test_with_time_enough_a_rare_value_fills_one_page(wide: IngestProject, monke
     # When searching window by window / Then windows grow until the range is exhausted, in one request
     pages = _walk(wide, "attributes.rare:true")
     assert [[item["attributes"]["i"] for item in page] for page in pages] == [[10000, 7500, 5000, 2500, 0]]
+
+
+@pytest.mark.parametrize("q", ["_", '"_ _"', "__*", "_a*", "a_*", "é*", "ß", "foo_bar*", '"a-b c.d"', "x\u0301"])
+def test_odd_words_search_without_errors(
+    tenant: Tenant, wide: IngestProject, q: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given words the text parser splits oddly or drops / When searched (window and index paths) / Then no 500
+    monkeypatch.setenv("LOG_SEARCH_BUDGET_MS", "0")
+    for path in (tenant.path, f"{tenant.path}/histogram"):
+        result = search(tenant, q) if path == tenant.path else get(tenant.project.headers, path, q=q, **RANGE)
+        assert result.status == 200, result.text
+    # The wide project has more lines than a window: the full-text index function runs too
+    wide_path = f"/v1/projects/{wide.project_id}/logs"
+    result = get(wide.headers, wide_path, q=f"request {q}", **{"from": iso(NOW - timedelta(hours=6))})
+    assert result.status == 200, result.text
