@@ -37,7 +37,14 @@ To = Annotated[datetime | None, Query(alias="to", description="RFC 3339 end, exc
 LogId = Annotated[int, Path(ge=1, lt=2**63, description="The log line's id")]
 
 
-@app.get("/v1/projects/<project_id>/logs", tags=["logs"])
+SEARCH_HELP = (
+    "Log lines matching the query, newest first. A page may hold fewer than `limit` lines while `next_cursor` is"
+    " set: the search stopped early to stay fast; follow the cursor until it is null. A malformed query is a 400"
+    " `query_syntax_error` with `details.position`; a bad range is a 400 `invalid_range` or `range_too_long`."
+)
+
+
+@app.get("/v1/projects/<project_id>/logs", tags=["logs"], description=SEARCH_HELP)
 def search_logs(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -47,13 +54,16 @@ def search_logs(
     cursor: Cursor = None,
     limit: Limit = DEFAULT_LIMIT,
 ) -> Envelope[list[LogItem]]:
-    """Log lines matching the query, newest first. A page may hold fewer than `limit` lines while
-    `next_cursor` is set: the search stopped early to stay fast; follow the cursor until it is null."""
     items, next_cursor = search.search_logs(caller, project_id, q, from_, to, cursor, limit)
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 
-@app.get("/v1/projects/<project_id>/logs/histogram", tags=["logs"])
+@app.get(
+    "/v1/projects/<project_id>/logs/histogram",
+    tags=["logs"],
+    description="Counts per severity level over round time buckets (1 s to 1 day, at most `buckets` of them),"
+    " for the same query and range as the search.",
+)
 def log_histogram(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -64,11 +74,15 @@ def log_histogram(
         int, Query(ge=1, le=search.MAX_BUCKETS, description="At most this many buckets (the width is rounded up)")
     ] = search.DEFAULT_BUCKETS,
 ) -> Envelope[LogHistogram]:
-    """Counts per severity level over time buckets, for the same query as the search."""
     return ok(search.histogram(caller, project_id, q, from_, to, buckets))
 
 
-@app.get("/v1/projects/<project_id>/logs/<log_id>/context", tags=["logs"])
+@app.get(
+    "/v1/projects/<project_id>/logs/<log_id>/context",
+    tags=["logs"],
+    description="The line, and up to `before`/`after` lines of the same service around it (by time, then id;"
+    " within a day), oldest first. A line of another project is a 404.",
+)
 def log_context(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -76,7 +90,6 @@ def log_context(
     before: Annotated[int, Query(ge=0, le=search.MAX_CONTEXT)] = search.DEFAULT_CONTEXT,
     after: Annotated[int, Query(ge=0, le=search.MAX_CONTEXT)] = search.DEFAULT_CONTEXT,
 ) -> Envelope[LogContext]:
-    """The line, and the lines of the same service just before and after it (within a day)."""
     return ok(search.context(caller, project_id, log_id, before, after))
 
 
