@@ -49,6 +49,11 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/traces"),
         ("GET", "/v1/projects/{project_id}/services"),
     },
+    "LogsFunction": {
+        ("GET", "/v1/projects/{project_id}/logs"),
+        ("GET", "/v1/projects/{project_id}/logs/histogram"),
+        ("GET", "/v1/projects/{project_id}/logs/{log_id}/context"),
+    },
     "IngestFunction": {
         ("POST", "/v1/ingest"),
         ("POST", "/v1/metrics"),

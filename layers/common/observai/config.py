@@ -53,6 +53,8 @@ class Settings(BaseModel):
     export_max_concurrent: int = Field(default=3, ge=1, le=100)  # queued + running, per project
     export_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)  # pre-signed download links
     export_keep_days: int = Field(default=7, ge=1, le=365)  # the bucket's lifecycle rule agrees
+    # Log search (observai.logs.search): no new scan round after this; the page then ends early with a cursor.
+    log_search_budget_ms: int = Field(default=75, ge=0, le=10_000)
 
     @property
     def jwks_url(self) -> str | None:
