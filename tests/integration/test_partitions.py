@@ -72,14 +72,14 @@ def test_new_partitions_are_utc_days_with_the_parents_indexes_and_closed_to_api_
     assert bound.fetchone()["b"] == (
         f"FOR VALUES FROM ('{far_day} 00:00:00+00') TO ('{far_day + timedelta(days=1)} 00:00:00+00')"
     )
-    # And it carries every index of the parent (dedup, full text, trace, service)
+    # And it carries every index of the parent (time, full text, trace, service, dedup, id BRIN)
     count = db.execute(
         "select count(*) as n from pg_inherits i join pg_index x on x.indexrelid = i.inhrelid"
         " where x.indrelid = %s::regclass",
         (f"public.{name}",),
     ).fetchone()
     parent_count = db.execute("select count(*) as n from pg_index where indrelid = 'public.logs'::regclass")
-    assert count["n"] == parent_count.fetchone()["n"] == 5
+    assert count["n"] == parent_count.fetchone()["n"] == 6
     # And RLS is on, with no grant to the API roles (naming a partition directly reveals nothing)
     row = db.execute(
         "select relrowsecurity, has_table_privilege('authenticated', oid, 'select') as auth_select,"
