@@ -304,7 +304,8 @@ with moved as (
     from moved group by org_id, day, signal
 ), upserted as (
     insert into public.usage_daily as d (org_id, day, signal, events, bytes)
-    select org_id, day, signal, events, bytes from sums
+    -- In key order: concurrent roll-ups then lock the same daily rows in the same order (no deadlock).
+    select org_id, day, signal, events, bytes from sums order by org_id, day, signal
     on conflict (org_id, day, signal)
     do update set events = d.events + excluded.events, bytes = d.bytes + excluded.bytes
     returning 1
