@@ -11,7 +11,7 @@ API key, each returning the newest page of 50:
 
     trace fetch          GET …/traces/{trace_id}: the span tree and the trace's logs   p95 ≤ 100 ms
     filtered search      service:checkout severity:error, last 24 h                    p95 ≤ 100 ms
-    attribute search     attributes.http.status_code:503 service:payments, 24 h        p95 ≤ 100 ms
+    attribute search     attributes.http.status_code:503 service:checkout, 24 h        p95 ≤ 100 ms
     free text (common)   timeout, last 24 h (≈ 4 % of lines)                           p95 ≤ 300 ms
     free text (rare)     "card declined" 4242, last 24 h (≈ 20 lines)                   p95 ≤ 300 ms
 
@@ -44,7 +44,7 @@ CHUNK_HOURS = 6
 # 5 % debug. A third of the lines carry the trace id of one of 100,000 traces.
 LOGS_SQL = """
 insert into public.logs (org_id, project_id, time, observed_time, severity_number, severity_text, service, body,
-                         attributes, resource, trace_id, span_id)
+                         attributes, resource, trace_id, span_id, retention_days)
 select %(org)s, %(project)s, t, t, sev,
        case when sev >= 17 then 'ERROR' when sev >= 13 then 'WARN' when sev >= 9 then 'INFO' else 'DEBUG' end,
        svc,
@@ -59,12 +59,15 @@ select %(org)s, %(project)s, t, t, sev,
          else 'GET /api/v1/items/' || (i %% 100000) || ' completed with status ' || (200 + (i %% 3))
               || ' in ' || (i %% 900) || ' ms'
        end,
-       jsonb_build_object('http.status_code', case when sev >= 17 then 500 + (i %% 4) else 200 end,
+       jsonb_build_object('http.status_code', case when sev >= 17 then 500 + ((i / 20) %% 4) else 200 end,
                           'http.method', case when i %% 4 = 0 then 'POST' else 'GET' end,
                           'customer.id', 'c' || (i %% 9973)),
        jsonb_build_object('service.name', svc, 'host.name', 'host-' || (i %% 50)),
        case when i %% 3 = 0 then md5('trace' || (i %% 100000)) end,
-       case when i %% 3 = 0 then substr(md5('span' || i), 1, 16) end
+       case when i %% 3 = 0 then substr(md5('span' || i), 1, 16) end,
+       -- As the writer sets it: the organization's plan, by severity class.
+       case when sev >= 13 then p.retention_days when sev >= 9 then p.logs_info_retention_days
+            else p.logs_debug_retention_days end
 from (
     select i,
            %(lo)s::timestamptz + (%(hi)s::timestamptz - %(lo)s::timestamptz) * ((i - %(off)s)::float8 / %(n)s) as t,
@@ -73,14 +76,15 @@ from (
                   'reviews', 'catalog', 'ads', 'frontend', 'gateway', 'orders', 'users', 'billing', 'reports',
                   'media', 'recs'])[1 + (i * 7 + i / 13) %% 20] as svc
     from generate_series(%(off)s::bigint, %(off)s::bigint + %(n)s - 1) as i
-) g
+) g, public.organizations o join public.plans p on p.plan = o.plan
+where o.id = %(org)s
 """
 
 # Trace k is md5('trace' || k); its root span (j = 0, gateway, 5–500 ms) has nine children over three
 # services starting inside it; one trace in 50 fails at its root.
 SPANS_SQL = """
 insert into public.spans (org_id, project_id, trace_id, span_id, parent_span_id, name, kind, service, start_time,
-                          end_time, duration_ns, status_code, attributes, resource)
+                          end_time, duration_ns, status_code, attributes, resource, retention_days)
 select %(org)s, %(project)s, md5('trace' || k), substr(md5('span' || k || ':' || j), 1, 16),
        case when j > 0 then substr(md5('span' || k || ':0'), 1, 16) end,
        case when j = 0 then 'GET /api/v1/items' else 'child op ' || j end,
@@ -89,7 +93,9 @@ select %(org)s, %(project)s, md5('trace' || k), substr(md5('span' || k || ':' ||
        t0 + make_interval(secs => j * 0.001), t0 + make_interval(secs => j * 0.001 + d / 1e9), d::bigint,
        case when j = 0 and k %% 50 = 0 then 'error' else 'ok' end,
        jsonb_build_object('http.method', 'GET', 'http.status_code', case when k %% 50 = 0 then 500 else 200 end),
-       jsonb_build_object('service.name', (array['gateway', 'checkout', 'payments'])[1 + j %% 3])
+       jsonb_build_object('service.name', (array['gateway', 'checkout', 'payments'])[1 + j %% 3]),
+       (select p.retention_days from public.organizations o join public.plans p on p.plan = o.plan
+        where o.id = %(org)s)
 from (
     select k, %(lo)s::timestamptz + (%(hi)s::timestamptz - %(lo)s::timestamptz) * ((k - %(off)s)::float8 / %(n)s) as t0
     from generate_series(%(off)s::bigint, %(off)s::bigint + %(n)s - 1) as k
@@ -200,7 +206,7 @@ def run(logs: int, spans: int, n: int) -> str:
     scenarios: list[tuple[str, str, Callable[[], dict[str, Any]], float]] = [
         ("trace fetch", "TracesFunction", trace, 100.0),
         ("filtered search", "LogsFunction", search("service:checkout severity:error"), 100.0),
-        ("attribute search", "LogsFunction", search("attributes.http.status_code:503 service:payments"), 100.0),
+        ("attribute search", "LogsFunction", search("attributes.http.status_code:503 service:checkout"), 100.0),
         ("free text (common)", "LogsFunction", search("timeout"), 300.0),
         ("free text (rare)", "LogsFunction", search('"card declined" 4242'), 300.0),
     ]
