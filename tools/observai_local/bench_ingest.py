@@ -148,20 +148,20 @@ def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
     from observai.telemetry import writer
 
     _, ids, _ = writer._resolve_series(cur, demo.org_id, demo.project_id, batch.metrics)
+    points = {(sid, writer.pg_time(p.time_ns)): p for sid, p in zip(ids, batch.metrics, strict=True)}
+    spans = {(s.trace_id, s.span_id, writer.pg_time(s.start_time_ns)): s for s in batch.spans}
     return {
-        "metric_points": [
-            writer._metric_row(demo.org_id, demo.project_id, sid, writer.ts(p.time_ns), p)
-            for sid, p in zip(ids, batch.metrics, strict=True)
-        ],
-        "logs": [writer._log_row(demo.org_id, demo.project_id, r) for r in batch.logs],
-        "spans": [writer._span_row(demo.org_id, demo.project_id, writer.ts(s.start_time_ns), s) for s in batch.spans],
+        "metric_points": writer._metric_rows(demo.org_id, demo.project_id, points),
+        "logs": writer._log_rows(demo.org_id, demo.project_id, batch.logs),
+        "spans": writer._span_rows(demo.org_id, demo.project_id, spans),
     }
 
 
+# table → the writer's (column list, wire types, real column types)
 _COLUMNS = {
-    "metric_points": ("_METRIC_COLUMNS", "_METRIC_TYPES"),
-    "logs": ("_LOG_COLUMNS", "_LOG_TYPES"),
-    "spans": ("_SPAN_COLUMNS", "_SPAN_TYPES"),
+    "metric_points": ("_METRIC_COLUMNS", "_METRIC_TYPES", "_METRIC_COLUMN_TYPES"),
+    "logs": ("_LOG_COLUMNS", "_LOG_TYPES", "_LOG_COLUMN_TYPES"),
+    "spans": ("_SPAN_COLUMNS", "_SPAN_TYPES", "_SPAN_COLUMN_TYPES"),
 }
 
 
@@ -186,7 +186,7 @@ def _ceiling(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> C
         started = time.perf_counter()
         with transaction() as cur:
             for table, table_rows in prepared[round_].items():
-                columns, types = (getattr(writer, name) for name in _COLUMNS[table])
+                columns, types, _ = (getattr(writer, name) for name in _COLUMNS[table])
                 writer._copy(cur, table, columns, types, table_rows)
         return time.perf_counter() - started
 
@@ -197,26 +197,42 @@ def _naive(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Cal
     from observai.db.connection import transaction
     from observai.telemetry import writer
 
-    prepared = _prepared_rows(demo, batches, size, base, seq0)
+    prepared = [
+        {table: [_plain(row, getattr(writer, _COLUMNS[table][2])) for row in rows] for table, rows in batch.items()}
+        for batch in _prepared_rows(demo, batches, size, base, seq0)
+    ]
 
     def step(round_: int) -> float:
         started = time.perf_counter()
         with transaction() as cur:
             for table, table_rows in prepared[round_].items():
-                columns, _ = (getattr(writer, name) for name in _COLUMNS[table])
+                columns = getattr(writer, _COLUMNS[table][0])
                 placeholders = ", ".join(["%s"] * len(columns.split(",")))
                 sql = f"insert into public.{table} ({columns}) values ({placeholders})"
                 for row in table_rows:
-                    cur.execute(sql, _adapt(row))
+                    cur.execute(sql, row)
         return time.perf_counter() - started
 
     return step
 
 
-def _adapt(row: tuple[Any, ...]) -> tuple[Any, ...]:
+def _plain(row: tuple[Any, ...], column_types: list[str]) -> tuple[Any, ...]:
+    """A COPY row (values in binary wire form) as the Python values an INSERT takes."""
+    from observai.telemetry import writer
     from psycopg.types.json import Jsonb
 
-    return tuple(Jsonb(v) if isinstance(v, dict | list) else v for v in row)
+    def plain(value: Any, column_type: str) -> Any:
+        if value is None:
+            return None
+        if column_type == "uuid":
+            return uuid.UUID(bytes=value)
+        if column_type == "jsonb":
+            return Jsonb(json.loads(value[1:]))
+        if column_type == "timestamptz":
+            return writer.ts_of(value)
+        return value
+
+    return tuple(plain(v, t) for v, t in zip(row, column_types, strict=True))
 
 
 def _handler() -> Callable[[dict[str, Any]], dict[str, Any]]:

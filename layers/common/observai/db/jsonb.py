@@ -38,6 +38,13 @@ def jsonb_dumps(value: Any) -> str:
     return text
 
 
+def jsonb_binary(value: Any) -> bytes:
+    """jsonb's binary wire form (version 1, then the JSON text), for binary COPY."""
+    if not value and value.__class__ in (dict, list):
+        return b"\x01{}" if value.__class__ is dict else b"\x01[]"
+    return b"\x01" + jsonb_dumps(value).encode()
+
+
 def clean_text(value: str | None) -> str | None:
     """Text columns cannot hold NUL either."""
     if value is not None and "\x00" in value:
