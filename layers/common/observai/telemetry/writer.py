@@ -344,14 +344,6 @@ def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterabl
             copy.write_row(row)
 
 
-def _existing(cur: Cursor, careful: bool, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
-    """Dedup keys already stored (looked up only on a careful write)."""
-    if not careful:
-        return set()
-    cur.execute(sql, params)
-    return {tuple(r.values()) for r in cur.fetchall()}
-
-
 def _write_metrics(
     cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int], careful: bool
 ) -> int:
