@@ -313,22 +313,18 @@ _SPAN_COLUMN_TYPES = [
 _SPAN_TYPES = _wire_types(_SPAN_COLUMN_TYPES)
 
 
-class JsonbEncoder:
-    """jsonb values in binary form, each object encoded once per batch: items of one resource or scope share
-    one dict, and most attribute maps and span events/links are empty.
-
-    The memo holds a reference to every object it saw, so no id can be reused by another object meanwhile;
-    it lives as long as one batch's rows.
+class SharedJsonb:
+    """jsonb_binary for values many rows share (the items of one resource or scope share one dict): each object
+    encoded once per batch. The memo holds a reference to every object it saw, so no id can be reused by another
+    object meanwhile; it lives as long as one batch's rows.
     """
 
     __slots__ = ("memo",)
 
     def __init__(self) -> None:
-        self.memo: dict[int, tuple[Any, bytes]] = {}
+        self.memo: dict[int, tuple[Any, bytes | None]] = {}
 
     def __call__(self, value: Any) -> bytes | None:
-        if value is None:
-            return None
         seen = self.memo.get(id(value))
         if seen is None:
             seen = self.memo[id(value)] = (value, jsonb_binary(value))
@@ -425,7 +421,7 @@ def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, 
 
 
 def _metric_rows(org_id: UUID, project_id: UUID, points: dict[tuple[int, int], MetricPoint]) -> list[tuple[Any, ...]]:
-    org, project, jsonb = org_id.bytes, project_id.bytes, JsonbEncoder()
+    org, project, jsonb = org_id.bytes, project_id.bytes, jsonb_binary
     return [
         (org, project, sid, time, pg_time(p.start_time_ns) if p.start_time_ns else None, p.value, p.count, p.sum,
          p.min, p.max, jsonb(p.distribution), jsonb(p.exemplars), p.flags, clean_text(p.event_id))
@@ -434,22 +430,22 @@ def _metric_rows(org_id: UUID, project_id: UUID, points: dict[tuple[int, int], M
 
 
 def _log_rows(org_id: UUID, project_id: UUID, logs: Iterable[LogRecord]) -> list[tuple[Any, ...]]:
-    org, project, jsonb = org_id.bytes, project_id.bytes, JsonbEncoder()
+    org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
     return [
         (org, project, pg_time(r.time_ns), pg_time(r.observed_time_ns) if r.observed_time_ns else None,
          r.severity_number, clean_text(r.severity_text), clean_text(r.service), clean_text(r.body),
-         jsonb(r.attributes), jsonb(r.resource), jsonb(r.scope), r.trace_id, r.span_id, r.flags,
+         jsonb(r.attributes), shared(r.resource), shared(r.scope), r.trace_id, r.span_id, r.flags,
          clean_text(r.event_id), clean_text(r.event_name))
         for r in logs
     ]  # fmt: skip
 
 
 def _span_rows(org_id: UUID, project_id: UUID, spans: dict[tuple[str, str, int], Span]) -> list[tuple[Any, ...]]:
-    org, project, jsonb = org_id.bytes, project_id.bytes, JsonbEncoder()
+    org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
     return [
         (org, project, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind, clean_text(s.service),
          start, pg_time(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
-         clean_text(s.status_message), jsonb(s.attributes), jsonb(s.resource), jsonb(s.scope), jsonb(s.events),
+         clean_text(s.status_message), jsonb(s.attributes), shared(s.resource), shared(s.scope), jsonb(s.events),
          jsonb(s.links), clean_text(s.trace_state), s.flags, clean_text(s.event_id))
         for (_, _, start), s in spans.items()
     ]  # fmt: skip
