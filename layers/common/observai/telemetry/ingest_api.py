@@ -23,8 +23,7 @@ from observai.telemetry.body import decoded_body, header
 from observai.telemetry.gc_pause import cyclic_gc_paused
 from observai.telemetry.limits import now_ns
 from observai.telemetry.model import Batch, Rejection, Signal
-from observai.telemetry.native import convert_native, validate_native, validation_rejections
-from observai.telemetry.pipeline import converting_in_background
+from observai.telemetry.native import decode_native
 from observai.telemetry.service import IngestKey, Status, ingest, ingest_key
 
 PROTOBUF = "application/x-protobuf"
@@ -90,12 +89,8 @@ def ingest_native(principal: Principal, event: Mapping[str, Any]) -> IngestSumma
     idempotency = idempotency_key(event)
     body = decoded_body(event)
     with cyclic_gc_paused():
-        now = now_ns()
-        events = validate_native(body)
-        batch = Batch(rejected=validation_rejections(events))
-        # Events are converted signal by signal on a helper thread while the writer stores those already converted.
-        with converting_in_background(lambda signal: convert_native(events, batch, signal, now_ns=now)) as ready:
-            outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=_native_response, ready=ready)
+        batch = decode_native(body, now_ns=now_ns())
+        outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=_native_response)
     summary = IngestSummary.model_validate(outcome.response)
     if outcome.status == "replayed":
         summary.status = "replayed"

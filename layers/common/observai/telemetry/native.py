@@ -146,18 +146,7 @@ def _reason(error: ValidationError) -> str:
 
 
 def decode_native(body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LIMITS) -> Batch:
-    """Validate a native batch and convert every event (rejections in index order)."""
-    events = validate_native(body, limits=limits)
-    batch = Batch(rejected=validation_rejections(events))
-    for signal in Signal:
-        convert_native(events, batch, signal, now_ns=now_ns, limits=limits)
-    batch.rejected.sort(key=lambda r: r.index)
-    return batch
-
-
-def validate_native(body: bytes, *, limits: IngestLimits = DEFAULT_LIMITS) -> list[Any]:
-    """The batch's events, validated: a dict per valid event, a Rejection per invalid one. The whole list in
-    one pass when it is clean, event by event when not. Per-event limits are checked later, by convert_native."""
+    """Validate a native batch: the whole list in one pass when it is clean, event by event when not."""
     try:
         events: list[Any] = _ALL.validate_json(body)
     except ValidationError as exc:
@@ -167,24 +156,15 @@ def validate_native(body: bytes, *, limits: IngestLimits = DEFAULT_LIMITS) -> li
             f"A batch holds at most {limits.max_events} events; this one has {len(events)}",
             details={"limit_events": limits.max_events},
         )
-    return events
-
-
-def validation_rejections(events: list[Any]) -> list[Rejection]:
-    return [event for event in events if event.__class__ is Rejection]
-
-
-def convert_native(
-    events: list[Any], batch: Batch, signal: Signal, *, now_ns: int, limits: IngestLimits = DEFAULT_LIMITS
-) -> None:
-    """Convert the valid events of one signal into ``batch``, in request order; per-event rejections are added
-    to ``batch.rejected``. One signal at a time, so a writer can store one signal while the next is converted."""
-    kind = _TYPE[signal]
+    batch = Batch()
     for index, event in enumerate(events):
-        if event.__class__ is dict and event["type"] == kind:
-            reason = _convert(event, batch, now_ns, limits, index)
-            if reason is not None:
-                batch.rejected.append(Rejection(index, reason, signal))
+        if isinstance(event, Rejection):
+            batch.rejected.append(event)
+            continue
+        reason = _convert(event, batch, now_ns, limits, index)
+        if reason is not None:
+            batch.rejected.append(Rejection(index, reason, _SIGNAL[event["type"]]))
+    return batch
 
 
 def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimits) -> list[Any]:
@@ -212,7 +192,6 @@ def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimi
 
 
 _SIGNAL = {"metric": Signal.METRICS, "log": Signal.LOGS, "span": Signal.TRACES}
-_TYPE = {signal: kind for kind, signal in _SIGNAL.items()}
 _NO_ATTRIBUTES: dict[str, Any] = {}
 
 

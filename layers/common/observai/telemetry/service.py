@@ -21,7 +21,6 @@ from observai.errors import Forbidden, Unavailable
 from observai.observability import logger
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, Rejection
-from observai.telemetry.pipeline import SignalReady, all_ready
 from observai.telemetry.writer import store_batch
 
 Status = Literal["stored", "spooled", "replayed"]
@@ -59,15 +58,8 @@ def request_hash(body: bytes) -> str:
 
 
 def ingest(
-    key: IngestKey,
-    batch: Batch,
-    *,
-    body: bytes,
-    idempotency_key: str | None,
-    respond: Responder,
-    ready: SignalReady | None = None,
+    key: IngestKey, batch: Batch, *, body: bytes, idempotency_key: str | None, respond: Responder
 ) -> IngestOutcome:
-    """Store ``batch`` (or spool it); with ``ready``, the batch is still being converted (pipeline.py)."""
     digest = request_hash(body)
     # The breaker first: while the database is down nothing here waits on it (not even the quota check).
     if database_breaker.allow():
@@ -82,7 +74,6 @@ def ingest(
                 body_bytes=len(body),
                 respond=lambda stored, rejected, duplicates: respond(stored, rejected, "stored", duplicates),
                 admit=lambda: usage.check_quota(key.org_id, batch.accepted, len(body)),
-                ready=ready,
             )
         except Unavailable as exc:
             database_breaker.record_failure(exc)
@@ -93,7 +84,6 @@ def ingest(
         else:
             database_breaker.record_success()
             return IngestOutcome("replayed" if result.replayed else "stored", result.response)
-    all_ready(ready)
     return _spool(key, batch, digest, len(body), idempotency_key, respond)
 
 

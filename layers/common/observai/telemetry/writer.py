@@ -28,7 +28,6 @@ from observai.errors import Conflict
 from observai.observability import logger
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
-from observai.telemetry.pipeline import SignalReady
 from observai.telemetry.series import series_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -51,10 +50,6 @@ def ts_of(pg_us: int) -> datetime:
     return _EPOCH + timedelta(microseconds=pg_us + _PG_EPOCH_US)
 
 
-def _converted(signal: Signal) -> None:
-    """The batch is complete: nothing to wait for."""
-
-
 def clear_caches() -> None:
     _known_series.clear()
 
@@ -70,7 +65,6 @@ class _Write:
     body_bytes: int
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None
     admit: Callable[[], None] | None
-    ready: SignalReady
 
 
 def store_batch(
@@ -84,17 +78,11 @@ def store_batch(
     body_bytes: int,
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None = None,
     admit: Callable[[], None] | None = None,
-    ready: SignalReady | None = None,
 ) -> StoreResult:
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
-    ``admit`` runs once the request is known not to be a replay, before the commit (quotas: a refused request
-    rolls back). With ``ready``, the batch is still being converted (pipeline.py): each signal is waited for
-    before it is stored."""
-    write = _Write(
-        org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit,
-        ready or _converted,
-    )  # fmt: skip
+    ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
+    write = _Write(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit)
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
@@ -113,17 +101,14 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
-        w.ready(Signal.METRICS)
-        metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
-        skipped = {Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful)}
-        w.ready(Signal.LOGS)
-        skipped[Signal.LOGS] = _write_logs(cur, org_id, project_id, batch.logs, careful)
-        w.ready(Signal.TRACES)
-        skipped[Signal.TRACES] = _write_spans(cur, org_id, project_id, batch.spans, careful)
         if w.admit is not None:
-            # e.g. the daily quota: after the replay check, so a replay is never refused; once the whole batch
-            # is converted (the count of accepted events is known). Refused, everything written rolls back.
-            w.admit()
+            w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
+        metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
+        skipped = {
+            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
+            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful),
+            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful),
+        }
         duplicates = sum(skipped.values())
         written = {
             Signal.METRICS: len(metrics) - skipped[Signal.METRICS],
