@@ -31,6 +31,7 @@ from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, S
 from observai.telemetry.series import series_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 KNOWN_SERIES_MAX = 200_000
 
 # project_id → {series_id: metric type}: series this container has seen stored.
@@ -280,8 +281,7 @@ def pg_time(ns: int) -> int:
 
 def pg_time_of(value: datetime) -> int:
     """pg_time of a timestamptz read back from the database."""
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds - _PG_EPOCH_US
+    return (value - _EPOCH) // _MICROSECOND - _PG_EPOCH_US
 
 
 _METRIC_COLUMNS = (
