@@ -7,6 +7,7 @@ realistic attributes) into the same tables, each batch with fresh timestamps and
 deduplicated away:
 
     ceiling     raw binary COPY of pre-built rows, one transaction per batch: no parsing, no checks
+                (the writer's own row tuples, values already in their wire form: no encoding either)
     native      the ingest handler in-process: an API Gateway event carrying a gzip JSON body of the
                 batch → decoded, validated, deduplicated, committed (what a deployed function does)
     otlp        the same handler with OTLP protobuf bodies (/v1/metrics, /v1/logs, /v1/traces; one
