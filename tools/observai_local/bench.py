@@ -277,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=30, help="untimed requests first (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
-        "--part", choices=["all", "api", "ingest"], default="all", help="which benchmarks (default all)"
+        "--part",
+        choices=["all", "api", "ingest", "metrics", "logs"],
+        default="all",
+        help="which benchmarks (default all)",
     )
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0:
@@ -293,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_metrics
 
             print("\n" + bench_metrics.run(series=500, days=7, n=30), flush=True)
+        if args.part in ("all", "logs"):
+            from observai_local import bench_logs
+
+            print("\n" + bench_logs.run(logs=5_000_000, spans=1_000_000, n=30), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -187,15 +187,17 @@ def _decoded(size: int, seq: int, base: datetime) -> Any:
 
 def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
     """The rows the writer would COPY for ``batch`` (series created beforehand, untimed)."""
-    from observai.telemetry import writer
+    from observai.retention.policy import row_retention
+    from observai.telemetry import usage, writer
 
+    keep = row_retention(usage.plan_limits(demo.org_id))
     _, ids, _ = writer._resolve_series(cur, demo.org_id, demo.project_id, batch.metrics)
     points = {(sid, writer.pg_time(p.time_ns)): p for sid, p in zip(ids, batch.metrics, strict=True)}
     spans = {(s.trace_id, s.span_id, writer.pg_time(s.start_time_ns)): s for s in batch.spans}
     return {
-        "metric_points": writer._metric_rows(demo.org_id, demo.project_id, points),
-        "logs": writer._log_rows(demo.org_id, demo.project_id, batch.logs),
-        "spans": writer._span_rows(demo.org_id, demo.project_id, spans),
+        "metric_points": writer._metric_rows(demo.org_id, demo.project_id, points, keep.metrics),
+        "logs": writer._log_rows(demo.org_id, demo.project_id, batch.logs, keep),
+        "spans": writer._span_rows(demo.org_id, demo.project_id, spans, keep.spans),
     }
 
 

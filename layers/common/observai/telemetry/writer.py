@@ -4,10 +4,11 @@ Replays never produce duplicate rows:
 - a request replayed with the same Idempotency-Key returns the first response and writes nothing
   (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
 - an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
-  for logs that carry an event id, (trace_id, span_id, start_time) for spans. The first attempt COPYs
-  straight away (new events are the common case); when a unique index refuses a stored event, the whole
-  transaction is written again "carefully": existing keys are looked up first (one indexed query per
-  signal, pruned to the batch's time range) and skipped.
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans (each unique index also
+  holds retention_days, the sub-partition key, the same for a retried event: migration 0010). The first
+  attempt COPYs straight away (new events are the common case); when a unique index refuses a stored
+  event, the whole transaction is written again "carefully": existing keys are looked up first (one
+  indexed query per signal, pruned to the batch's time range) and skipped.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from observai.db.connection import Cursor, transaction
 from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
 from observai.observability import logger
+from observai.retention.policy import RowRetention, row_retention
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
 from observai.telemetry.series import series_id
@@ -66,6 +68,7 @@ class _Write:
     body_bytes: int
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None
     admit: Callable[[], None] | None
+    retention: RowRetention  # the retention_days column of each row (the org's plan, cached per container)
 
 
 def store_batch(
@@ -83,7 +86,10 @@ def store_batch(
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
     ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
-    write = _Write(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit)
+    retention = row_retention(usage.plan_limits(org_id))
+    write = _Write(
+        org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, retention
+    )
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
@@ -106,9 +112,9 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
         skipped = {
-            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
-            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful),
-            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful),
+            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, w.retention),
+            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful, w.retention),
+            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful, w.retention),
         }
         duplicates = sum(skipped.values())
         written = {
@@ -286,29 +292,30 @@ def pg_time_of(value: datetime) -> int:
 
 _METRIC_COLUMNS = (
     "org_id, project_id, series_id, time, start_time, value, count, sum, min, max, distribution, exemplars, flags,"
-    " event_id"
+    " event_id, retention_days"
 )
 _METRIC_COLUMN_TYPES = [
     "uuid", "uuid", "int8", "timestamptz", "timestamptz", "float8", "int8", "float8", "float8", "float8",
-    "jsonb", "jsonb", "int4", "text",
+    "jsonb", "jsonb", "int4", "text", "int2",
 ]  # fmt: skip
 _METRIC_TYPES = _wire_types(_METRIC_COLUMN_TYPES)
 _LOG_COLUMNS = (
     "org_id, project_id, time, observed_time, severity_number, severity_text, service, body, attributes, resource,"
-    " scope, trace_id, span_id, flags, event_id, event_name"
+    " scope, trace_id, span_id, flags, event_id, event_name, retention_days"
 )
 _LOG_COLUMN_TYPES = [
     "uuid", "uuid", "timestamptz", "timestamptz", "int2", "text", "text", "text", "jsonb", "jsonb",
-    "jsonb", "text", "text", "int4", "text", "text",
+    "jsonb", "text", "text", "int4", "text", "text", "int2",
 ]  # fmt: skip
 _LOG_TYPES = _wire_types(_LOG_COLUMN_TYPES)
 _SPAN_COLUMNS = (
     "org_id, project_id, trace_id, span_id, parent_span_id, name, kind, service, start_time, end_time, duration_ns,"
-    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id"
+    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id,"
+    " retention_days"
 )
 _SPAN_COLUMN_TYPES = [
     "uuid", "uuid", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "int8",
-    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text",
+    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text", "int2",
 ]  # fmt: skip
 _SPAN_TYPES = _wire_types(_SPAN_COLUMN_TYPES)
 
@@ -341,7 +348,13 @@ def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterabl
 
 
 def _write_metrics(
-    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int], careful: bool
+    cur: Cursor,
+    org_id: UUID,
+    project_id: UUID,
+    points: list[MetricPoint],
+    ids: list[int],
+    careful: bool,
+    retention: RowRetention,
 ) -> int:
     if not points:
         return 0
@@ -358,11 +371,15 @@ def _write_metrics(
             (project_id, min(times), max(times), [k[0] for k in keyed], times),
         )
         fresh = {k: p for k, p in keyed.items() if k not in found}
-    _copy(cur, "metric_points", _METRIC_COLUMNS, _METRIC_TYPES, _metric_rows(org_id, project_id, fresh))
+    _copy(
+        cur, "metric_points", _METRIC_COLUMNS, _METRIC_TYPES, _metric_rows(org_id, project_id, fresh, retention.metrics)
+    )
     return len(points) - len(fresh)
 
 
-def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool) -> int:
+def _write_logs(
+    cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool, retention: RowRetention
+) -> int:
     if not logs:
         return 0
     fresh = logs
@@ -385,11 +402,13 @@ def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecor
             fresh.extend(log for k, log in keyed.items() if k not in found)
         else:
             fresh.extend(keyed.values())
-    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, _log_rows(org_id, project_id, fresh))
+    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, _log_rows(org_id, project_id, fresh, retention))
     return len(logs) - len(fresh)
 
 
-def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool) -> int:
+def _write_spans(
+    cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool, retention: RowRetention
+) -> int:
     if not spans:
         return 0
     keyed: dict[tuple[str, str, int], Span] = {}
@@ -406,7 +425,7 @@ def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span],
             (project_id, min(starts), max(starts), [k[0] for k in keyed], [k[1] for k in keyed]),
         )
         fresh = {k: s for k, s in keyed.items() if k not in found}
-    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, _span_rows(org_id, project_id, fresh))
+    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, _span_rows(org_id, project_id, fresh, retention.spans))
     return len(spans) - len(fresh)
 
 
@@ -420,32 +439,44 @@ def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, 
 # more entry in each). Text goes through clean_text (no NUL in text columns).
 
 
-def _metric_rows(org_id: UUID, project_id: UUID, points: dict[tuple[int, int], MetricPoint]) -> list[tuple[Any, ...]]:
+def _metric_rows(
+    org_id: UUID, project_id: UUID, points: dict[tuple[int, int], MetricPoint], keep_days: int
+) -> list[tuple[Any, ...]]:
     org, project, jsonb = org_id.bytes, project_id.bytes, jsonb_binary
     return [
         (org, project, sid, time, pg_time(p.start_time_ns) if p.start_time_ns else None, p.value, p.count, p.sum,
-         p.min, p.max, jsonb(p.distribution), jsonb(p.exemplars), p.flags, clean_text(p.event_id))
+         p.min, p.max, jsonb(p.distribution), jsonb(p.exemplars), p.flags, clean_text(p.event_id), keep_days)
         for (sid, time), p in points.items()
     ]  # fmt: skip
 
 
-def _log_rows(org_id: UUID, project_id: UUID, logs: Iterable[LogRecord]) -> list[tuple[Any, ...]]:
-    org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
+def _log_rows(
+    org_id: UUID, project_id: UUID, logs: Iterable[LogRecord], retention: RowRetention
+) -> list[tuple[Any, ...]]:
+    org, project, jsonb, shared, keep_days = (
+        org_id.bytes,
+        project_id.bytes,
+        jsonb_binary,
+        SharedJsonb(),
+        retention.for_log,
+    )
     return [
         (org, project, pg_time(r.time_ns), pg_time(r.observed_time_ns) if r.observed_time_ns else None,
          r.severity_number, clean_text(r.severity_text), clean_text(r.service), clean_text(r.body),
          jsonb(r.attributes), shared(r.resource), shared(r.scope), r.trace_id, r.span_id, r.flags,
-         clean_text(r.event_id), clean_text(r.event_name))
+         clean_text(r.event_id), clean_text(r.event_name), keep_days(r.severity_number))
         for r in logs
     ]  # fmt: skip
 
 
-def _span_rows(org_id: UUID, project_id: UUID, spans: dict[tuple[str, str, int], Span]) -> list[tuple[Any, ...]]:
+def _span_rows(
+    org_id: UUID, project_id: UUID, spans: dict[tuple[str, str, int], Span], keep_days: int
+) -> list[tuple[Any, ...]]:
     org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
     return [
         (org, project, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind, clean_text(s.service),
          start, pg_time(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
          clean_text(s.status_message), jsonb(s.attributes), shared(s.resource), shared(s.scope), jsonb(s.events),
-         jsonb(s.links), clean_text(s.trace_state), s.flags, clean_text(s.event_id))
+         jsonb(s.links), clean_text(s.trace_state), s.flags, clean_text(s.event_id), keep_days)
         for (_, _, start), s in spans.items()
     ]  # fmt: skip
