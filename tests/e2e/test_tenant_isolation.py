@@ -63,6 +63,8 @@ ROUTES = [
     Route("POST", "/v1/projects/{project_id}/api-keys", {"name": "stolen", "scopes": ["ingest", "read", "admin"]}),
     Route("DELETE", "/v1/projects/{project_id}/api-keys/{key_id}"),
     Route("POST", "/v1/projects/{project_id}/api-keys/{key_id}/rotate", {"grace_period_seconds": 0}),
+    Route("GET", "/v1/projects/{project_id}/logs?q=secret", write=False),
+    Route("GET", "/v1/projects/{project_id}/logs/histogram", write=False),
 ]
 IDS = [f"{r.method} {r.path}" + (" plan" if r.body and "plan" in r.body else "") for r in ROUTES]
 
@@ -74,6 +76,8 @@ VIEWER_STATUS = {
     "GET /v1/orgs/{org_id}/members": 200,
     "GET /v1/orgs/{org_id}/audit-log": 403,  # audit.read: admins and owners
     "GET /v1/projects/{project_id}/api-keys": 403,  # api_key.read: members and up
+    "GET /v1/projects/{project_id}/logs?q=secret": 200,  # telemetry.read: viewers and up
+    "GET /v1/projects/{project_id}/logs/histogram": 200,
 }
 
 

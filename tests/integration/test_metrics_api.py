@@ -442,7 +442,12 @@ def test_empty_ranges_and_unknown_metrics_give_empty_series(tenant: Tenant) -> N
         tenant.path,
         q(id="empty", **{"from": iso(before), "to": iso(before + timedelta(hours=1))}),
         q(id="unknown", name="no.such.metric"),
-        q(id="recent", **{"from": iso(NOW - timedelta(minutes=1)), "to": iso(NOW)}, step=60),
+        # The clock now, not at import: "recent" means the last RECENT (3 min) when the query runs.
+        q(
+            id="recent",
+            **{"from": iso(datetime.now(UTC) - timedelta(minutes=1)), "to": iso(datetime.now(UTC))},
+            step=60,
+        ),
     )
     assert result.status == 200, result.text
     empty, unknown, recent = result.data["results"]

@@ -72,14 +72,14 @@ def test_new_partitions_are_utc_days_with_the_parents_indexes_and_closed_to_api_
     assert bound.fetchone()["b"] == (
         f"FOR VALUES FROM ('{far_day} 00:00:00+00') TO ('{far_day + timedelta(days=1)} 00:00:00+00')"
     )
-    # And it carries every index of the parent (dedup, full text, trace, service)
+    # And it carries every index of the parent (time, full text, trace, service, dedup, id BRIN)
     count = db.execute(
         "select count(*) as n from pg_inherits i join pg_index x on x.indexrelid = i.inhrelid"
         " where x.indrelid = %s::regclass",
         (f"public.{name}",),
     ).fetchone()
     parent_count = db.execute("select count(*) as n from pg_index where indrelid = 'public.logs'::regclass")
-    assert count["n"] == parent_count.fetchone()["n"] == 5
+    assert count["n"] == parent_count.fetchone()["n"] == 6
     # And RLS is on, with no grant to the API roles (naming a partition directly reveals nothing)
     row = db.execute(
         "select relrowsecurity, has_table_privilege('authenticated', oid, 'select') as auth_select,"
@@ -166,12 +166,13 @@ def test_rows_waiting_in_the_default_partition_are_moved_none_lost_or_duplicated
     # When upkeep creates the first day's partition (only that day)
     report = run_partition_upkeep(days_back=0, days_ahead=0, today=day)
 
-    # Then that day's rows moved into the new partition, the other day's stayed in default, every table
+    # Then that day's rows moved into the new partition (into the sub-partition of their retention_days, here
+    # the column default 90; metric_rollups has no sub-partitions), the other day's stayed in default
     assert report.partitions_created == len(TABLES)
     suffix = f"p{day:%Y%m%d}"
-    assert _where(db, "logs", project) == {f"logs_{suffix}": 30, "logs_default": 5}
-    assert _where(db, "spans", project) == {f"spans_{suffix}": 30, "spans_default": 5}
-    assert _where(db, "metric_points", project) == {f"metric_points_{suffix}": 30, "metric_points_default": 5}
+    assert _where(db, "logs", project) == {f"logs_{suffix}_r90": 30, "logs_default": 5}
+    assert _where(db, "spans", project) == {f"spans_{suffix}_r90": 30, "spans_default": 5}
+    assert _where(db, "metric_points", project) == {f"metric_points_{suffix}_r90": 30, "metric_points_default": 5}
     # And no row was lost or duplicated: same log ids, and the generated full-text column was recomputed
     ids_after = [r["id"] for r in db.execute("select id from public.logs where project_id = %s", (project,))]
     assert len(ids_after) == len(set(ids_after)) == 35 and set(ids_after) == ids_before

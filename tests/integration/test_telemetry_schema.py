@@ -1,5 +1,5 @@
-"""The telemetry schema of migration 0005: partitioning, partitions present after migrating, the dedup
-keys, plans, and Row Level Security of the service-only tables (the tenant tables are in test_rls.py)."""
+"""The telemetry schema of migrations 0005 and 0010: partitioning, partitions present after migrating, the
+dedup keys, plans, and Row Level Security of the service-only tables (the tenant tables are in test_rls.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def test_time_tables_are_range_partitioned_by_their_time_column_with_a_default(d
     rows = db.execute(
         "select c.relname, pg_get_partkeydef(c.oid) as key, pt.partdefid::regclass::text as default_part"
         " from pg_partitioned_table pt join pg_class c on c.oid = pt.partrelid"
-        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public'"
+        " join pg_namespace n on n.oid = c.relnamespace where n.nspname = 'public' and not c.relispartition"
     ).fetchall()
     assert {r["relname"]: r["key"] for r in rows} == PARTITIONED
     assert {r["relname"]: r["default_part"] for r in rows} == {t: f"{t}_default" for t in PARTITIONED}
@@ -59,16 +59,16 @@ EXPECTED_INDEXES = {
         "metric_series_attributes_idx": "gin (attributes jsonb_path_ops)",
         "metric_series_org_id_idx": "(org_id)",
     },
-    "metric_points": {"metric_points_dedup_idx": "UNIQUE INDEX"},
+    "metric_points": {"metric_points_dedup_idx": '(project_id, series_id, "time", retention_days)'},
     "logs": {
         "logs_project_id_time_idx": '(project_id, "time" DESC)',
         "logs_search_idx": "gin (search)",
         "logs_project_id_trace_id_idx": "WHERE (trace_id IS NOT NULL)",
         "logs_project_id_service_time_idx": '(project_id, service, "time" DESC)',
-        "logs_event_id_dedup_idx": '(project_id, event_id, "time") WHERE (event_id IS NOT NULL)',
+        "logs_event_id_dedup_idx": '(project_id, event_id, "time", retention_days) WHERE (event_id IS NOT NULL)',
     },
     "spans": {
-        "spans_dedup_idx": "(project_id, trace_id, span_id, start_time)",
+        "spans_dedup_idx": "(project_id, trace_id, span_id, start_time, retention_days)",
         "spans_project_id_start_time_idx": "(project_id, start_time DESC)",
         "spans_project_id_service_start_time_idx": "(project_id, service, start_time DESC)",
     },
@@ -142,7 +142,7 @@ def test_logs_without_event_id_are_never_deduplicated_and_on_conflict_works(db: 
     for _ in range(2):
         db.execute(
             "insert into public.logs (org_id, project_id, time, body, event_id) values (%s, %s, %s, 'x', 'k')"
-            " on conflict (project_id, event_id, time) where event_id is not null do nothing",
+            " on conflict (project_id, event_id, time, retention_days) where event_id is not null do nothing",
             (uuid.uuid4(), project, NOW),
         )
     n = db.execute("select count(*) as n from public.logs where project_id = %s", (project,)).fetchone()["n"]
@@ -170,10 +170,11 @@ def test_log_search_is_a_generated_tsvector(db: psycopg.Connection) -> None:
 
 def test_plans_are_seeded_and_organizations_reference_them(db: psycopg.Connection) -> None:
     rows = db.execute("select * from public.plans order by plan").fetchall()
+    # (plan, events/day, bytes/day, series, cardinality, retention, info log retention, debug log retention)
     assert [tuple(r.values()) for r in rows] == [
-        ("enterprise", None, None, 10_000_000, 500_000, 90),
-        ("free", 1_000_000, 1024**3, 10_000, 1_000, 7),
-        ("pro", 100_000_000, 100 * 1024**3, 1_000_000, 50_000, 30),
+        ("enterprise", None, None, 10_000_000, 500_000, 90, 30, 14),
+        ("free", 1_000_000, 1024**3, 10_000, 1_000, 7, 3, 1),
+        ("pro", 100_000_000, 100 * 1024**3, 1_000_000, 50_000, 30, 14, 7),
     ]
     fk = db.execute(
         "select pg_get_constraintdef(oid) as d from pg_constraint where conname = 'organizations_plan_fkey'"

@@ -261,6 +261,8 @@ def test_enterprise_is_unlimited_and_plan_limits_are_read(db: psycopg.Connection
         "max_series": 10_000_000,
         "max_cardinality_per_metric": 500_000,
         "retention_days": 90,
+        "logs_info_retention_days": 30,
+        "logs_debug_retention_days": 14,
     }
     free = plan_limits(make_org(db, "free"))
     assert (free.events_per_day, free.bytes_per_day, free.max_series, free.max_cardinality_per_metric) == (

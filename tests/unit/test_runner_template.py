@@ -44,6 +44,16 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/metrics/{name}/cardinality"),
         ("POST", "/v1/projects/{project_id}/metrics/query"),
     },
+    "TracesFunction": {
+        ("GET", "/v1/projects/{project_id}/traces/{trace_id}"),
+        ("GET", "/v1/projects/{project_id}/traces"),
+        ("GET", "/v1/projects/{project_id}/services"),
+    },
+    "LogsFunction": {
+        ("GET", "/v1/projects/{project_id}/logs"),
+        ("GET", "/v1/projects/{project_id}/logs/histogram"),
+        ("GET", "/v1/projects/{project_id}/logs/{log_id}/context"),
+    },
     "IngestFunction": {
         ("POST", "/v1/ingest"),
         ("POST", "/v1/metrics"),
@@ -51,12 +61,20 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/traces"),
     },
     "IngestDrainFunction": set(),  # an SQS consumer
+    "ExportsFunction": {
+        ("POST", "/v1/projects/{project_id}/exports"),
+        ("GET", "/v1/projects/{project_id}/exports"),
+        ("GET", "/v1/projects/{project_id}/exports/{export_id}"),
+    },
+    "ExportWorkerFunction": set(),  # an SQS consumer
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
+    "CleanupRetentionFunction": set(),
 }
-# Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches.
-MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024}
+# Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
+# worker compresses.
+MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024, "ExportWorkerFunction": 1024}
 
 
 @pytest.fixture(scope="module")
@@ -86,12 +104,19 @@ def test_every_route_is_found(template) -> None:
 
 def test_schedules_are_found(template) -> None:
     schedules = {s.function: s for s in template.schedules}
-    assert set(schedules) == {"HousekeepingFunction", "PartitionUpkeepFunction", "AggregateMetricsFunction"}
+    assert set(schedules) == {
+        "HousekeepingFunction",
+        "PartitionUpkeepFunction",
+        "AggregateMetricsFunction",
+        "CleanupRetentionFunction",
+    }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
     assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
     # Every minute: the metric rollups trail ingestion by about lag_s (2 minutes).
     assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
+    # Once a day: retention works in whole UTC days.
+    assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -203,3 +228,13 @@ Resources:
     assert [(r.method, r.path) for r in spec.routes] == [("ANY", "/{proxy+}")]
     assert [(s.expression, s.source) for s in spec.schedules] == [("cron(0 3 * * ? *)", "aws.events")]
     assert load_template(path, {"Stage": "prod"}).function("Fn").environment["GONE"] == "kept"
+
+
+def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> None:
+    # Given the template's SQS event sources / When the runner reads them
+    sources = {(q.function, q.queue, q.url_variable, q.batch_size) for q in template.queue_sources}
+    # Then each names its queue and the function's variable holding the queue URL (the runner polls it when set)
+    assert sources == {
+        ("IngestDrainFunction", "SpoolQueue", "SPOOL_QUEUE_URL", 10),
+        ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
+    }

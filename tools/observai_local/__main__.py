@@ -48,14 +48,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     scheduler = Scheduler(server.invoker).start(run_now=args.run_schedules)
+    pollers = _start_queue_pollers(template, server.invoker)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         print("stopping", file=sys.stderr)
     finally:
         scheduler.stop()
+        if pollers is not None:
+            pollers.stop()
         server.server_close()
     return 0
+
+
+def _start_queue_pollers(template: Any, invoker: Any) -> Any:
+    """Poll the SQS queues whose URL the shell sets (EXPORT_QUEUE_URL, SPOOL_QUEUE_URL), as Lambda would."""
+    from observai_local.sqs import QueuePoller, configured_sources
+
+    sources = configured_sources(template, os.environ)
+    for source in template.queue_sources:
+        configured = any(s is source for s, _ in sources)
+        state = f"polling ${source.url_variable}" if configured else f"off (set {source.url_variable} to a queue)"
+        print(f"  SQS         {source.function}: {state}", file=sys.stderr)
+    if not sources:
+        return None
+    import boto3
+
+    return QueuePoller(invoker.invoke, sources, boto3.client("sqs")).start()
 
 
 def _read_event(source: str | None) -> Any:
@@ -97,10 +116,17 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def cmd_drain(args: argparse.Namespace) -> int:
-    """Stand-in for the spool's SQS event source mapping (see observai_local.sqs)."""
-    queue_url = os.environ.get("SPOOL_QUEUE_URL")
+    """Stand-in for a function's SQS event source mapping, until its queue is empty (see observai_local.sqs)."""
+    template = load_template(args.template)
+    sources = [q for q in template.queue_sources if q.function == args.function]
+    if not sources or not sources[0].url_variable:
+        known = ", ".join(sorted({q.function for q in template.queue_sources}))
+        print(f"error: {args.function} has no SQS event source (those with one: {known})", file=sys.stderr)
+        return 2
+    source = sources[0]
+    queue_url = os.environ.get(source.url_variable or "")
     if not queue_url:
-        print("error: set SPOOL_QUEUE_URL (and SPOOL_BUCKET) to the spool queue to drain", file=sys.stderr)
+        print(f"error: set {source.url_variable} to the queue {source.queue} to drain", file=sys.stderr)
         return 2
     import boto3
 
@@ -108,7 +134,6 @@ def cmd_drain(args: argparse.Namespace) -> int:
     from observai_local.functions import Invoker, local_overrides
     from observai_local.sqs import drain_queue
 
-    template = load_template(args.template)
     with redirect_stdout(sys.stderr):
         url, _ = prepare_database()
         invoker = Invoker(template, local_overrides("local", url))
@@ -117,6 +142,7 @@ def cmd_drain(args: argparse.Namespace) -> int:
             queue_url,
             lambda event: invoker.invoke(args.function, event),
             max_batches=1 if args.once else None,
+            batch_size=source.batch_size,
         )
     print(json.dumps(report.__dict__))
     return 0 if report.failed == 0 else 1
@@ -151,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     invoke.set_defaults(func=cmd_invoke)
 
     drain = sub.add_parser(
-        "drain", help="drain the ingest spool queue ($SPOOL_QUEUE_URL) through IngestDrainFunction, as SQS would"
+        "drain",
+        help="drain a function's SQS queue through it, as SQS would: the ingest spool ($SPOOL_QUEUE_URL) by default,"
+        " exports ($EXPORT_QUEUE_URL) with --function ExportWorkerFunction",
     )
     drain.add_argument("--function", default="IngestDrainFunction", help="default: IngestDrainFunction")
     drain.add_argument("--once", action="store_true", help="one receive (up to 10 messages), not until empty")

@@ -27,8 +27,15 @@ from observai_local.template import FunctionSpec, Template
 INVOCATION_LOCK = threading.RLock()
 
 # Taken from the shell when set, over the template's values (which are deploy-time parameters).
-PASS_THROUGH = ("SUPABASE_URL", "SUPABASE_JWT_SECRET", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWKS_URL")
-SPOOL_SETTINGS = ("SPOOL_QUEUE_URL", "SPOOL_BUCKET")
+PASS_THROUGH = (
+    "SUPABASE_URL",
+    "SUPABASE_JWT_SECRET",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "SUPABASE_JWKS_URL",
+    "S3_ENDPOINT_URL",
+)
+# Queues and buckets the template creates at deploy time: locally only the shell's (or none).
+DEPLOYED_RESOURCE_SETTINGS = ("SPOOL_QUEUE_URL", "SPOOL_BUCKET", "EXPORT_QUEUE_URL", "EXPORT_BUCKET")
 
 Environment = Mapping[str, str | None]  # None removes the variable
 
@@ -46,9 +53,9 @@ def local_overrides(stage: str = "local", database_url: str | None = None) -> di
     for name in PASS_THROUGH:
         if os.environ.get(name):
             overrides[name] = os.environ[name]
-    # The template's spool queue and bucket are deploy-time resources: locally, only the shell's (or none:
-    # then a batch the database cannot take gets 503 Retry-After instead of being spooled).
-    for name in SPOOL_SETTINGS:
+    # The template's queues and buckets are deploy-time resources: locally, only the shell's (or none: then a
+    # batch the database cannot take gets 503 Retry-After instead of being spooled, and exports answer 503).
+    for name in DEPLOYED_RESOURCE_SETTINGS:
         overrides[name] = os.environ.get(name) or None
     return overrides
 

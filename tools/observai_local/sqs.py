@@ -1,21 +1,31 @@
-"""SQS events as Lambda's event source mapping builds them, and a one-shot local drain of a queue.
+"""SQS events as Lambda's event source mapping builds them, a one-shot local drain of a queue, and pollers.
 
-The local runner does not run SQS event sources. ``python -m observai_local drain`` stands in for the
-spool's event source mapping: with SPOOL_QUEUE_URL set (a real queue, or a local SQS such as
-ElasticMQ/moto server with AWS_ENDPOINT_URL_SQS), it receives up to 10 messages at a time, invokes
-IngestDrainFunction with them as an SQS event, deletes those not listed in ``batchItemFailures`` and
-leaves the failed ones to become visible again, until the queue is empty.
+The template's SQS event sources (the ingest spool → IngestDrainFunction, the export queue →
+ExportWorkerFunction) are deploy-time queues: locally a queue is used only when the shell sets the
+function's queue URL variable (SPOOL_QUEUE_URL, EXPORT_QUEUE_URL) to a real queue, or a local SQS such as
+ElasticMQ reached through AWS_ENDPOINT_URL_SQS. Then:
+
+* ``python -m observai_local serve`` (``make dev``) polls each such queue in a background thread, as the
+  event source mapping would (QueuePoller);
+* ``python -m observai_local drain [--function F] [--once]`` drains one queue and exits.
+
+Both receive up to the source's BatchSize messages at a time, invoke the function with them as an SQS
+event, delete those not listed in ``batchItemFailures`` and leave the failed ones to become visible again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
+import threading
 import time
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from observai_local.events import ACCOUNT_ID, REGION
+from observai_local.template import QueueSource, Template
 
 
 def queue_arn(queue_url: str) -> str:
@@ -82,6 +92,7 @@ def drain_queue(
     max_batches: int | None = None,
     wait_time_s: int = 1,
     visibility_timeout_s: int | None = None,
+    batch_size: int = 10,
 ) -> DrainReport:
     """Receive batches of up to 10, ``invoke`` the drain with each as an SQS event, delete the successes.
 
@@ -93,7 +104,7 @@ def drain_queue(
     while max_batches is None or report.batches < max_batches:
         params: dict[str, Any] = {
             "QueueUrl": queue_url,
-            "MaxNumberOfMessages": 10,
+            "MaxNumberOfMessages": max(1, min(10, batch_size)),
             "WaitTimeSeconds": wait_time_s,
             "AttributeNames": ["All"],
         }
@@ -116,3 +127,69 @@ def drain_queue(
         report.failed += len(messages) - len(done)
         report.failed_ids.extend(m["MessageId"] for m in messages if m["MessageId"] in failed)
     return report
+
+
+def configured_sources(template: Template, environ: Mapping[str, str]) -> list[tuple[QueueSource, str]]:
+    """The template's SQS sources whose queue URL variable is set in ``environ``, with that URL."""
+    found = []
+    for source in template.queue_sources:
+        url = environ.get(source.url_variable) if source.url_variable else None
+        if url:
+            found.append((source, url))
+    return found
+
+
+class QueuePoller:
+    """A daemon thread that drains each configured queue through its function, as Lambda's pollers would."""
+
+    def __init__(
+        self,
+        invoke: Callable[[str, dict[str, Any]], Any],
+        sources: list[tuple[QueueSource, str]],
+        sqs: Any,
+        *,
+        idle_wait_s: float = 1.0,
+    ) -> None:
+        self.invoke = invoke
+        self.sources = sources
+        self.sqs = sqs
+        self.idle_wait_s = idle_wait_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> QueuePoller:
+        if self.sources:
+            self._thread = threading.Thread(target=self._run, name="observai-local-sqs", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def poll_once(self) -> int:
+        """One pass over every queue until each is empty; how many messages were received."""
+        received = 0
+        for source, url in self.sources:
+            if self._stop.is_set():
+                break
+            function = source.function
+
+            def invoke(event: dict[str, Any], function: str = function) -> Any:
+                return self.invoke(function, event)
+
+            try:
+                report = drain_queue(self.sqs, url, invoke, wait_time_s=0, batch_size=source.batch_size)
+            except Exception:
+                traceback.print_exc(file=sys.stderr)
+                continue
+            received += report.received
+            if report.received:
+                print(f"sqs: {source.function} {report.received} received, {report.failed} failed", file=sys.stderr)
+        return received
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if not self.poll_once():
+                self._stop.wait(self.idle_wait_s)

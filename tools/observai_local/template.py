@@ -173,6 +173,17 @@ class Schedule:
     input: str | None = None
 
 
+@dataclass(frozen=True)
+class QueueSource:
+    """An SQS event source: Lambda polls ``queue`` and invokes ``function`` with batches of its messages."""
+
+    function: str
+    name: str  # the event's logical name in the template
+    queue: str  # logical id of the AWS::SQS::Queue
+    url_variable: str | None  # the function's environment variable set to the queue's URL (!Ref queue)
+    batch_size: int = 10
+
+
 @dataclass
 class FunctionSpec:
     logical_id: str
@@ -185,6 +196,7 @@ class FunctionSpec:
     environment: dict[str, str]
     routes: list[Route] = field(default_factory=list)
     schedules: list[Schedule] = field(default_factory=list)
+    queues: list[QueueSource] = field(default_factory=list)
 
     @property
     def handler_file(self) -> Path:
@@ -221,6 +233,10 @@ class Template:
     def schedules(self) -> list[Schedule]:
         return [s for spec in self.functions.values() for s in spec.schedules]
 
+    @property
+    def queue_sources(self) -> list[QueueSource]:
+        return [q for spec in self.functions.values() for q in spec.queues]
+
     def function(self, logical_id: str) -> FunctionSpec:
         try:
             return self.functions[logical_id]
@@ -250,6 +266,15 @@ def _cors(resolved: Any) -> CorsConfig | None:
     )
 
 
+def _queue_logical_id(raw: Any) -> str | None:
+    """ExportQueue from ``!GetAtt ExportQueue.Arn`` (the form SQS events use here)."""
+    if isinstance(raw, dict) and "Fn::GetAtt" in raw:
+        target = raw["Fn::GetAtt"]
+        parts = target if isinstance(target, list) else str(target).split(".", 1)
+        return str(parts[0])
+    return None
+
+
 def load_template(path: Path | None = None, parameters: Mapping[str, str] | None = None) -> Template:
     """Parse the SAM template; ``parameters`` override the template's Parameter defaults."""
     path = (path or TEMPLATE_PATH).resolve()
@@ -271,7 +296,8 @@ def load_template(path: Path | None = None, parameters: Mapping[str, str] | None
         if resource.get("Type") != "AWS::Serverless::Function":
             continue
         props = {**globals_fn, **(resource.get("Properties") or {})}
-        own_env = r.resolve(((resource.get("Properties") or {}).get("Environment") or {}).get("Variables")) or {}
+        raw_env = ((resource.get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
+        own_env = r.resolve(raw_env) or {}
         env = {k: str(v) for k, v in {**global_env, **own_env}.items() if v is not None}
         spec = FunctionSpec(
             logical_id=logical_id,
@@ -307,6 +333,14 @@ def load_template(path: Path | None = None, parameters: Mapping[str, str] | None
                         source="aws.scheduler" if kind == "ScheduleV2" else "aws.events",
                         input=None if ev.get("Input") is None else str(ev["Input"]),
                     )
+                )
+            elif kind == "SQS":
+                queue = _queue_logical_id((event.get("Properties") or {}).get("Queue"))
+                if queue is None or ev.get("Enabled") is False:
+                    continue
+                url_variable = next((k for k, v in raw_env.items() if v == {"Ref": queue}), None)
+                spec.queues.append(
+                    QueueSource(logical_id, event_name, queue, url_variable, int(ev.get("BatchSize") or 10))
                 )
         functions[logical_id] = spec
     return Template(path=path, parameters=dict(r.parameters), functions=functions, cors=cors)

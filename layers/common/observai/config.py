@@ -44,6 +44,17 @@ class Settings(BaseModel):
     spool_queue_url: str | None = None
     spool_bucket: str | None = None
     spool_inline_max_bytes: int = Field(default=200_000, ge=1024, le=250_000)
+    # Exports (observai.exports): the queue the API enqueues on, the one bucket of the deployment, and an
+    # endpoint for S3-compatible stores (MinIO, Supabase Storage's /storage/v1/s3); unset means AWS S3.
+    export_queue_url: str | None = None
+    export_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    export_max_rows: int = Field(default=1_000_000, ge=1, le=50_000_000)
+    export_max_concurrent: int = Field(default=3, ge=1, le=100)  # queued + running, per project
+    export_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)  # pre-signed download links
+    export_keep_days: int = Field(default=7, ge=1, le=365)  # the bucket's lifecycle rule agrees
+    # Log search (observai.logs.search): no new scan round after this; the page then ends early with a cursor.
+    log_search_budget_ms: int = Field(default=75, ge=0, le=10_000)
 
     @property
     def jwks_url(self) -> str | None:

@@ -22,6 +22,16 @@ class InvalidInput(ObservAIError):
     code = "invalid_input"
 
 
+class QuerySyntaxError(InvalidInput):
+    """A search query that does not parse; ``position`` is the 0-based character offset of the problem."""
+
+    code = "query_syntax_error"
+
+    def __init__(self, message: str, *, position: int, parameter: str = "q") -> None:
+        super().__init__(message, details={"loc": ["query", parameter], "position": position})
+        self.position = position
+
+
 class Unauthenticated(ObservAIError):
     code = "unauthenticated"
 

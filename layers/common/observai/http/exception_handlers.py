@@ -18,6 +18,7 @@ from observai.observability import logger
 
 STATUS_BY_ERROR: dict[type[errors.ObservAIError], HTTPStatus] = {
     errors.InvalidInput: HTTPStatus.BAD_REQUEST,
+    errors.QuerySyntaxError: HTTPStatus.BAD_REQUEST,
     errors.Unauthenticated: HTTPStatus.UNAUTHORIZED,
     errors.Forbidden: HTTPStatus.FORBIDDEN,
     errors.NotFound: HTTPStatus.NOT_FOUND,

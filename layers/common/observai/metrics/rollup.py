@@ -62,7 +62,7 @@ from observai.metrics.groups import roll_groups
 from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch, merge_encoded
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
-LOCK_KEY = 0x0B5A1_0003
+LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
 STATE_NAME = "metrics"
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 DEFAULT_MAX_POINTS = 200_000

@@ -3,7 +3,9 @@
 ``run_partition_upkeep`` asks the database (``private.ensure_daily_partitions``, migration 0005) for
 the partitions of today-``days_back`` .. today+``days_ahead`` (UTC days) of every time-partitioned
 table; missing ones are created, and rows that landed in a table's DEFAULT partition for such a day
-are moved into the new partition in the same transaction.
+are moved into the new partition in the same transaction. Since migration 0010 a day partition of logs,
+spans and metric_points is itself LIST-partitioned by ``retention_days``: the same call creates its
+sub-partitions, and adds to existing days the sub-partition of a value a plan started to use.
 
 - Idempotent: an existing partition is left alone; a second run creates nothing.
 - Overlap-safe: each table's transaction first takes ``pg_try_advisory_xact_lock(LOCK_KEY)``; a run

@@ -60,7 +60,9 @@ def request_hash(body: bytes) -> str:
 def ingest(
     key: IngestKey, batch: Batch, *, body: bytes, idempotency_key: str | None, respond: Responder
 ) -> IngestOutcome:
-    digest = request_hash(body)
+    # The body's hash matters only under an Idempotency-Key (a replay with another body is refused) and for a
+    # spooled batch (its drain writes under a key): not computed otherwise.
+    digest = request_hash(body) if idempotency_key is not None else None
     # The breaker first: while the database is down nothing here waits on it (not even the quota check).
     if database_breaker.allow():
         try:
@@ -69,7 +71,7 @@ def ingest(
                 key.project_id,
                 batch,
                 idempotency_key=idempotency_key,
-                request_hash=digest,
+                request_hash=digest or "",
                 response={},
                 body_bytes=len(body),
                 respond=lambda stored, rejected, duplicates: respond(stored, rejected, "stored", duplicates),
@@ -84,7 +86,7 @@ def ingest(
         else:
             database_breaker.record_success()
             return IngestOutcome("replayed" if result.replayed else "stored", result.response)
-    return _spool(key, batch, digest, len(body), idempotency_key, respond)
+    return _spool(key, batch, digest or request_hash(body), len(body), idempotency_key, respond)
 
 
 def _spool(

@@ -10,7 +10,7 @@ ONE statement (one snapshot), so a concurrent roll-up is never counted twice nor
 Quotas: ``check_quota`` reads an organization's usage at most once every ``USAGE_CACHE_TTL_S`` (30 s)
 per container, and adds what this container admitted since. So a quota is a soft bound: a burst can
 exceed the daily quota by at most ~30 s of the traffic other containers admit for that organization.
-``plan_limits`` (max series, cardinality per metric) is cached ``PLAN_CACHE_TTL_S`` (60 s).
+``plan_limits`` (max series, cardinality per metric, retention) is cached ``PLAN_CACHE_TTL_S`` (60 s).
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ class PlanLimits(BaseModel):
     bytes_per_day: int | None = Field(description="Bytes per UTC day (request bodies, decompressed); null: unlimited")
     max_series: int | None = Field(description="Distinct metric series per project")
     max_cardinality_per_metric: int | None = Field(description="Distinct series per metric name")
-    retention_days: int | None
+    retention_days: int = Field(description="Days spans, metric points and WARN+ logs are kept")
+    logs_info_retention_days: int = Field(description="Days INFO logs (and logs without a severity) are kept")
+    logs_debug_retention_days: int = Field(description="Days TRACE and DEBUG logs are kept")
 
 
 class UsageDay(BaseModel):
@@ -146,7 +148,8 @@ def record_usage(cur: Cursor, org_id: UUID, project_id: UUID, per_signal: Mappin
 # Limits and quotas (the writer, before it writes)
 
 _PLAN_SQL = """
-select p.plan, p.events_per_day, p.bytes_per_day, p.max_series, p.max_cardinality_per_metric, p.retention_days
+select p.plan, p.events_per_day, p.bytes_per_day, p.max_series, p.max_cardinality_per_metric, p.retention_days,
+       p.logs_info_retention_days, p.logs_debug_retention_days
 from public.organizations o join public.plans p on p.plan = o.plan
 where o.id = %(org)s
 """
@@ -197,6 +200,8 @@ def _limits_from(row: Mapping[str, Any]) -> PlanLimits:
         max_series=row["max_series"],
         max_cardinality_per_metric=row["max_cardinality_per_metric"],
         retention_days=row["retention_days"],
+        logs_info_retention_days=row["logs_info_retention_days"],
+        logs_debug_retention_days=row["logs_debug_retention_days"],
     )
 
 
@@ -299,7 +304,8 @@ with moved as (
     from moved group by org_id, day, signal
 ), upserted as (
     insert into public.usage_daily as d (org_id, day, signal, events, bytes)
-    select org_id, day, signal, events, bytes from sums
+    -- In key order: concurrent roll-ups then lock the same daily rows in the same order (no deadlock).
+    select org_id, day, signal, events, bytes from sums order by org_id, day, signal
     on conflict (org_id, day, signal)
     do update set events = d.events + excluded.events, bytes = d.bytes + excluded.bytes
     returning 1

@@ -4,10 +4,11 @@ Replays never produce duplicate rows:
 - a request replayed with the same Idempotency-Key returns the first response and writes nothing
   (the key is claimed first in the same transaction, so concurrent replays wait, then replay);
 - an event sent again is dropped by its dedup key: (series, time) for metric points, (event_id, time)
-  for logs that carry an event id, (trace_id, span_id, start_time) for spans. The first attempt COPYs
-  straight away (new events are the common case); when a unique index refuses a stored event, the whole
-  transaction is written again "carefully": existing keys are looked up first (one indexed query per
-  signal, pruned to the batch's time range) and skipped.
+  for logs that carry an event id, (trace_id, span_id, start_time) for spans (each unique index also
+  holds retention_days, the sub-partition key, the same for a retried event: migration 0010). The first
+  attempt COPYs straight away (new events are the common case); when a unique index refuses a stored
+  event, the whole transaction is written again "carefully": existing keys are looked up first (one
+  indexed query per signal, pruned to the batch's time range) and skipped.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg.types.json import Jsonb, set_json_dumps
+from psycopg.types.json import Jsonb
+from psycopg.types.string import BytesBinaryDumper
 
 from observai.db.connection import Cursor, transaction
-from observai.db.jsonb import clean_text, jsonb_dumps
+from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
 from observai.observability import logger
+from observai.retention.policy import RowRetention, row_retention
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
 from observai.telemetry.series import series_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 KNOWN_SERIES_MAX = 200_000
 
 # project_id → {series_id: metric type}: series this container has seen stored.
@@ -44,8 +48,9 @@ class StoreResult:
     duplicates: int = 0
 
 
-def ts(ns: int) -> datetime:
-    return _EPOCH + timedelta(microseconds=ns // 1000)
+def ts_of(pg_us: int) -> datetime:
+    """The datetime of a pg_time value (for query parameters)."""
+    return _EPOCH + timedelta(microseconds=pg_us + _PG_EPOCH_US)
 
 
 def clear_caches() -> None:
@@ -63,6 +68,7 @@ class _Write:
     body_bytes: int
     respond: Callable[[Batch, list[Rejection], int], dict[str, Any]] | None
     admit: Callable[[], None] | None
+    retention: RowRetention  # the retention_days column of each row (the org's plan, cached per container)
 
 
 def store_batch(
@@ -80,7 +86,10 @@ def store_batch(
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
     ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
-    write = _Write(org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit)
+    retention = row_retention(usage.plan_limits(org_id))
+    write = _Write(
+        org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, retention
+    )
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
@@ -103,9 +112,9 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
         metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
         skipped = {
-            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful),
-            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful),
-            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful),
+            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, w.retention),
+            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful, w.retention),
+            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful, w.retention),
         }
         duplicates = sum(skipped.values())
         written = {
@@ -256,171 +265,218 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
 
 
 # --- rows ----------------------------------------------------------------------------------------------------
+#
+# Binary COPY carries each field as a length and the bytes of the column type's binary form, with no type ids:
+# the server reads them with the column's own receive function. So values are sent in that form straight from
+# the row tuples, through psycopg's C dumpers only (no Python dumper call per value): uuid as its 16 bytes and
+# jsonb as version byte 1 + JSON text, both as "bytea" (raw bytes), timestamptz as int8 microseconds since
+# 2000-01-01 UTC. *_COLUMN_TYPES are the columns' real types; *_TYPES (_wire_types) what psycopg is told.
+
+_WIRE_TYPE = {"uuid": "bytea", "jsonb": "bytea", "timestamptz": "int8"}
+_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
+
+
+def _wire_types(types: list[str]) -> list[str]:
+    return [_WIRE_TYPE.get(t, t) for t in types]
+
+
+def pg_time(ns: int) -> int:
+    """timestamptz's binary form: microseconds since 2000-01-01 UTC."""
+    return ns // 1000 - _PG_EPOCH_US
+
+
+def pg_time_of(value: datetime) -> int:
+    """pg_time of a timestamptz read back from the database."""
+    return (value - _EPOCH) // _MICROSECOND - _PG_EPOCH_US
+
 
 _METRIC_COLUMNS = (
     "org_id, project_id, series_id, time, start_time, value, count, sum, min, max, distribution, exemplars, flags,"
-    " event_id"
+    " event_id, retention_days"
 )
-_METRIC_TYPES = [
+_METRIC_COLUMN_TYPES = [
     "uuid", "uuid", "int8", "timestamptz", "timestamptz", "float8", "int8", "float8", "float8", "float8",
-    "jsonb", "jsonb", "int4", "text",
+    "jsonb", "jsonb", "int4", "text", "int2",
 ]  # fmt: skip
+_METRIC_TYPES = _wire_types(_METRIC_COLUMN_TYPES)
 _LOG_COLUMNS = (
     "org_id, project_id, time, observed_time, severity_number, severity_text, service, body, attributes, resource,"
-    " scope, trace_id, span_id, flags, event_id, event_name"
+    " scope, trace_id, span_id, flags, event_id, event_name, retention_days"
 )
-_LOG_TYPES = [
+_LOG_COLUMN_TYPES = [
     "uuid", "uuid", "timestamptz", "timestamptz", "int2", "text", "text", "text", "jsonb", "jsonb",
-    "jsonb", "text", "text", "int4", "text", "text",
+    "jsonb", "text", "text", "int4", "text", "text", "int2",
 ]  # fmt: skip
+_LOG_TYPES = _wire_types(_LOG_COLUMN_TYPES)
 _SPAN_COLUMNS = (
     "org_id, project_id, trace_id, span_id, parent_span_id, name, kind, service, start_time, end_time, duration_ns,"
-    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id"
+    " status_code, status_message, attributes, resource, scope, events, links, trace_state, flags, event_id,"
+    " retention_days"
 )
-_SPAN_TYPES = [
+_SPAN_COLUMN_TYPES = [
     "uuid", "uuid", "text", "text", "text", "text", "text", "text", "timestamptz", "timestamptz", "int8",
-    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text",
+    "text", "text", "jsonb", "jsonb", "jsonb", "jsonb", "jsonb", "text", "int4", "text", "int2",
 ]  # fmt: skip
+_SPAN_TYPES = _wire_types(_SPAN_COLUMN_TYPES)
 
 
-class _MemoDumps:
-    """jsonb encoding that encodes each object once per COPY: items of one resource or scope share one dict.
-
-    The memo holds a reference to every object it saw, so no id can be reused by another object meanwhile;
-    it is emptied after each COPY. One instance for the container: psycopg caches a dumper per function.
+class SharedJsonb:
+    """jsonb_binary for values many rows share (the items of one resource or scope share one dict): each object
+    encoded once per batch. The memo holds a reference to every object it saw, so no id can be reused by another
+    object meanwhile; it lives as long as one batch's rows.
     """
 
-    def __init__(self) -> None:
-        self.memo: dict[int, tuple[Any, str]] = {}
+    __slots__ = ("memo",)
 
-    def __call__(self, value: Any) -> str:
+    def __init__(self) -> None:
+        self.memo: dict[int, tuple[Any, bytes | None]] = {}
+
+    def __call__(self, value: Any) -> bytes | None:
         seen = self.memo.get(id(value))
         if seen is None:
-            seen = self.memo[id(value)] = (value, jsonb_dumps(value))
+            seen = self.memo[id(value)] = (value, jsonb_binary(value))
         return seen[1]
 
 
-_memo_dumps = _MemoDumps()
-
-
 def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
-    set_json_dumps(_memo_dumps, cur)
-    try:
-        with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-            copy.set_types(types)
-            for row in rows:
-                copy.write_row(row)
-    finally:
-        _memo_dumps.memo.clear()
-        set_json_dumps(jsonb_dumps, cur)
-
-
-def _existing(cur: Cursor, careful: bool, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
-    """Dedup keys already stored (looked up only on a careful write)."""
-    if not careful:
-        return set()
-    cur.execute(sql, params)
-    return {tuple(r.values()) for r in cur.fetchall()}
+    # For "bytea", psycopg would pick its DB-API Binary dumper (a Python call per value): the plain bytes one is C.
+    cur.adapters.register_dumper(None, BytesBinaryDumper)
+    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
+        copy.set_types(types)
+        for row in rows:
+            copy.write_row(row)
 
 
 def _write_metrics(
-    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int], careful: bool
+    cur: Cursor,
+    org_id: UUID,
+    project_id: UUID,
+    points: list[MetricPoint],
+    ids: list[int],
+    careful: bool,
+    retention: RowRetention,
 ) -> int:
     if not points:
         return 0
-    keyed: dict[tuple[int, datetime], MetricPoint] = {}
+    keyed: dict[tuple[int, int], MetricPoint] = {}
     for sid, point in zip(ids, points, strict=True):
-        keyed.setdefault((sid, ts(point.time_ns)), point)
-    times = [k[1] for k in keyed]
-    found = _existing(
-        cur,
-        careful,
-        "select series_id, time from public.metric_points where project_id = %s and time between %s and %s"
-        " and (series_id, time) in (select * from unnest(%s::bigint[], %s::timestamptz[]))",
-        (project_id, min(times), max(times), [k[0] for k in keyed], times),
-    )
-    fresh = [(k, p) for k, p in keyed.items() if k not in found]
+        keyed.setdefault((sid, pg_time(point.time_ns)), point)
+    fresh = keyed
+    if careful:
+        times = [ts_of(k[1]) for k in keyed]
+        found = _existing(
+            cur,
+            "select series_id, time from public.metric_points where project_id = %s and time between %s and %s"
+            " and (series_id, time) in (select * from unnest(%s::bigint[], %s::timestamptz[]))",
+            (project_id, min(times), max(times), [k[0] for k in keyed], times),
+        )
+        fresh = {k: p for k, p in keyed.items() if k not in found}
     _copy(
-        cur,
-        "metric_points",
-        _METRIC_COLUMNS,
-        _METRIC_TYPES,
-        (_metric_row(org_id, project_id, sid, time, p) for (sid, time), p in fresh),
+        cur, "metric_points", _METRIC_COLUMNS, _METRIC_TYPES, _metric_rows(org_id, project_id, fresh, retention.metrics)
     )
     return len(points) - len(fresh)
 
 
-def _write_logs(cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool) -> int:
+def _write_logs(
+    cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool, retention: RowRetention
+) -> int:
     if not logs:
         return 0
-    fresh: list[LogRecord] = []
-    keyed: dict[tuple[str, datetime], LogRecord] = {}
-    for log in logs:
-        if log.event_id is None:
-            fresh.append(log)
+    fresh = logs
+    if careful or any(log.event_id is not None for log in logs):
+        fresh = []
+        keyed: dict[tuple[str, int], LogRecord] = {}
+        for log in logs:
+            if log.event_id is None:
+                fresh.append(log)
+            else:
+                keyed.setdefault((log.event_id, pg_time(log.time_ns)), log)
+        if keyed and careful:
+            times = [ts_of(k[1]) for k in keyed]
+            found = _existing(
+                cur,
+                "select event_id, time from public.logs where project_id = %s and time between %s and %s"
+                " and event_id = any(%s)",
+                (project_id, min(times), max(times), [k[0] for k in keyed]),
+            )
+            fresh.extend(log for k, log in keyed.items() if k not in found)
         else:
-            keyed.setdefault((log.event_id, ts(log.time_ns)), log)
-    if keyed:
-        times = [k[1] for k in keyed]
-        found = _existing(
-            cur,
-            careful,
-            "select event_id, time from public.logs where project_id = %s and time between %s and %s"
-            " and event_id = any(%s)",
-            (project_id, min(times), max(times), [k[0] for k in keyed]),
-        )
-        fresh.extend(log for k, log in keyed.items() if k not in found)
-    _copy(
-        cur,
-        "logs",
-        _LOG_COLUMNS,
-        _LOG_TYPES,
-        (_log_row(org_id, project_id, r) for r in fresh),
-    )
+            fresh.extend(keyed.values())
+    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, _log_rows(org_id, project_id, fresh, retention))
     return len(logs) - len(fresh)
 
 
-def _write_spans(cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool) -> int:
+def _write_spans(
+    cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool, retention: RowRetention
+) -> int:
     if not spans:
         return 0
-    keyed: dict[tuple[str, str, datetime], Span] = {}
+    keyed: dict[tuple[str, str, int], Span] = {}
     for span in spans:
-        keyed.setdefault((span.trace_id, span.span_id, ts(span.start_time_ns)), span)
-    starts = [k[2] for k in keyed]
-    found = _existing(
-        cur,
-        careful,
-        "select trace_id, span_id, start_time from public.spans where project_id = %s"
-        " and start_time between %s and %s"
-        " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
-        (project_id, min(starts), max(starts), [k[0] for k in keyed], [k[1] for k in keyed]),
-    )
-    fresh = [(k, s) for k, s in keyed.items() if k not in found]
-    _copy(
-        cur,
-        "spans",
-        _SPAN_COLUMNS,
-        _SPAN_TYPES,
-        (_span_row(org_id, project_id, start, s) for (_, _, start), s in fresh),
-    )
+        keyed.setdefault((span.trace_id, span.span_id, pg_time(span.start_time_ns)), span)
+    fresh = keyed
+    if careful:
+        starts = [ts_of(k[2]) for k in keyed]
+        found = _existing(
+            cur,
+            "select trace_id, span_id, start_time from public.spans where project_id = %s"
+            " and start_time between %s and %s"
+            " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
+            (project_id, min(starts), max(starts), [k[0] for k in keyed], [k[1] for k in keyed]),
+        )
+        fresh = {k: s for k, s in keyed.items() if k not in found}
+    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, _span_rows(org_id, project_id, fresh, retention.spans))
     return len(spans) - len(fresh)
 
 
-def _metric_row(org_id: UUID, project_id: UUID, sid: int, time: datetime, p: MetricPoint) -> tuple[Any, ...]:
-    start = ts(p.start_time_ns) if p.start_time_ns else None
-    return (org_id, project_id, sid, time, start, p.value, p.count, p.sum, p.min, p.max, p.distribution,
-            p.exemplars, p.flags, clean_text(p.event_id))  # fmt: skip
+def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
+    """Dedup keys already stored (looked up only on a careful write); times as pg_time, like the batch's keys."""
+    cur.execute(sql, params)
+    return {tuple(pg_time_of(v) if v.__class__ is datetime else v for v in r.values()) for r in cur.fetchall()}
 
 
-def _log_row(org_id: UUID, project_id: UUID, r: LogRecord) -> tuple[Any, ...]:
-    observed = ts(r.observed_time_ns) if r.observed_time_ns else None
-    return (org_id, project_id, ts(r.time_ns), observed, r.severity_number, clean_text(r.severity_text),
-            clean_text(r.service), clean_text(r.body), r.attributes, r.resource, r.scope, r.trace_id, r.span_id,
-            r.flags, clean_text(r.event_id), clean_text(r.event_name))  # fmt: skip
+# Row builders: one tuple per row, columns in the order of the table's column list above (a new column is one
+# more entry in each). Text goes through clean_text (no NUL in text columns).
 
 
-def _span_row(org_id: UUID, project_id: UUID, start: datetime, s: Span) -> tuple[Any, ...]:
-    return (org_id, project_id, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind,
-            clean_text(s.service), start, ts(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
-            clean_text(s.status_message), s.attributes, s.resource, s.scope, s.events, s.links,
-            clean_text(s.trace_state), s.flags, clean_text(s.event_id))  # fmt: skip
+def _metric_rows(
+    org_id: UUID, project_id: UUID, points: dict[tuple[int, int], MetricPoint], keep_days: int
+) -> list[tuple[Any, ...]]:
+    org, project, jsonb = org_id.bytes, project_id.bytes, jsonb_binary
+    return [
+        (org, project, sid, time, pg_time(p.start_time_ns) if p.start_time_ns else None, p.value, p.count, p.sum,
+         p.min, p.max, jsonb(p.distribution), jsonb(p.exemplars), p.flags, clean_text(p.event_id), keep_days)
+        for (sid, time), p in points.items()
+    ]  # fmt: skip
+
+
+def _log_rows(
+    org_id: UUID, project_id: UUID, logs: Iterable[LogRecord], retention: RowRetention
+) -> list[tuple[Any, ...]]:
+    org, project, jsonb, shared, keep_days = (
+        org_id.bytes,
+        project_id.bytes,
+        jsonb_binary,
+        SharedJsonb(),
+        retention.for_log,
+    )
+    return [
+        (org, project, pg_time(r.time_ns), pg_time(r.observed_time_ns) if r.observed_time_ns else None,
+         r.severity_number, clean_text(r.severity_text), clean_text(r.service), clean_text(r.body),
+         jsonb(r.attributes), shared(r.resource), shared(r.scope), r.trace_id, r.span_id, r.flags,
+         clean_text(r.event_id), clean_text(r.event_name), keep_days(r.severity_number))
+        for r in logs
+    ]  # fmt: skip
+
+
+def _span_rows(
+    org_id: UUID, project_id: UUID, spans: dict[tuple[str, str, int], Span], keep_days: int
+) -> list[tuple[Any, ...]]:
+    org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
+    return [
+        (org, project, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind, clean_text(s.service),
+         start, pg_time(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
+         clean_text(s.status_message), jsonb(s.attributes), shared(s.resource), shared(s.scope), jsonb(s.events),
+         jsonb(s.links), clean_text(s.trace_state), s.flags, clean_text(s.event_id), keep_days)
+        for (_, _, start), s in spans.items()
+    ]  # fmt: skip

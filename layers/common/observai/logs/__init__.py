@@ -1,0 +1,1 @@
+"""Logs: the query language and (later) search."""
