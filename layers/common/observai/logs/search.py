@@ -45,8 +45,8 @@ from observai.logs.query_language import (
     compile_node,
     parse,
 )
-from observai.metrics.query import authorize_read
 from observai.pagination import decode_cursor, encode_cursor
+from observai.tenancy.access import authorize_telemetry
 
 DEFAULT_RANGE = timedelta(hours=1)
 MAX_RANGE = timedelta(days=31)
@@ -297,7 +297,7 @@ def search_logs(
     params: dict[str, Any] = {**log_filter.params, "project": project_id, "start": window.start, "end": window.end}
     tsquery, tsquery_params = text_index_query(node)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         deadline = started + get_settings().log_search_budget_ms / 1000
         # One window of the newest lines first: common words fill the page there, cheaper than the index.
         _window_rounds(cur, node, log_filter.where, params, scan, want, deadline, 1 if tsquery is not None else 1_000)
@@ -360,7 +360,7 @@ def histogram(
         "end": window.end,
     }
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         cur.execute(statement, params)
         found = cur.fetchall()
     slots = math.ceil((window.end - first).total_seconds() / width)
@@ -390,7 +390,7 @@ def histogram(
 def context(principal: Principal, project_id: UUID, log_id: int, before: int, after: int) -> LogContext:
     """The line, and up to ``before``/``after`` lines of the same service around it (by time, id; within a day)."""
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         # The BRIN index on id narrows this to a few pages per partition.
         cur.execute(
             f"select {_COLUMNS} from public.logs where project_id = %s and id = %s limit 1", (project_id, log_id)

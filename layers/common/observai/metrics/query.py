@@ -46,10 +46,9 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
-from observai.errors import Forbidden, InvalidInput, NotFound, Unprocessable
+from observai.errors import InvalidInput, Unprocessable
 from observai.metrics.query_models import (
     COUNTER_AGGREGATIONS,
     PERCENTILES,
@@ -62,7 +61,7 @@ from observai.metrics.query_models import (
     anchored,
 )
 from observai.metrics.sketch import Sketch, encoded_quantile, merge_encoded
-from observai.tenancy.access import authorize_project
+from observai.tenancy.access import authorize_telemetry
 
 ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_RESOLUTIONS = (86400, 3600, 300, 60)  # coarsest first
@@ -82,21 +81,6 @@ Source = Literal["group", "series", "raw"]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
-
-
-def authorize_read(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
-    """The project's org id, when the caller may read its telemetry: a member (viewer and up), or an API key
-    bound to this very project with the ``read`` scope. Another project's key gets 404 (existence not revealed)."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "read" not in principal.scopes:
-            raise Forbidden(
-                "This API key lacks the read scope", code="scope_missing", details={"scopes": sorted(principal.scopes)}
-            )
-        return principal.org_id
-    row, _ = authorize_project(cur, principal, project_id, Action.TELEMETRY_READ)
-    return cast(UUID, row["org_id"])
 
 
 # --- planning --------------------------------------------------------------------------------------------------
@@ -615,7 +599,7 @@ def run_queries(
     loc: list[Any] = ["body", "queries", 0]
     try:
         with tenant_transaction(principal.rls_claims()) as cur:
-            authorize_read(cur, principal, project_id)
+            authorize_telemetry(cur, principal, project_id)
             results = []
             for index, query in enumerate(request.queries):
                 loc = ["body", "queries", index]
