@@ -8,12 +8,15 @@ id, security headers) are added to every response, errors and 404s included.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from observai.config import Settings, get_settings
@@ -32,13 +35,23 @@ SECURITY_HEADERS = {
 _BODY_METHODS = {"POST", "PUT", "PATCH"}
 
 
+def json_body(obj: Any) -> str:
+    """A response body as compact JSON: orjson (a metrics query's thousands of [time, value] points are encoded
+    ~10× faster than by json.dumps), else Powertools' own encoding for what orjson does not take (Decimal, integers
+    beyond 64 bits, non-text keys). The same JSON values either way (non-ASCII text is sent as UTF-8, not escaped)."""
+    try:
+        return orjson.dumps(obj).decode()
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), cls=Encoder)
+
+
 def create_resolver() -> APIGatewayHttpResolver:
-    """A validating HTTP API resolver with our error mapping.
+    """A validating HTTP API resolver with our error mapping and ``json_body`` serializer.
 
     CORS is not configured here: the HttpApi's CorsConfiguration in template.yaml answers preflights and
     stamps CORS headers on responses (API Gateway ignores the backend's), and the local runner does the same.
     """
-    app = APIGatewayHttpResolver(enable_validation=True)
+    app = APIGatewayHttpResolver(enable_validation=True, serializer=json_body)
     register_exception_handlers(app)
     return app
 

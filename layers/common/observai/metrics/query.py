@@ -411,7 +411,7 @@ def _sketch_quantile(listed: str | None, q: float) -> float | None:
     return encoded_quantile(merge_encoded(sketches), q)
 
 
-def _read(
+def _read_partials(
     cur: Cursor,
     query: MetricQuery,
     build: Callable[[MetricQuery, dict[str, Any]], str],
@@ -419,23 +419,42 @@ def _read(
     start: datetime,
     end: datetime,
     resolution: Resolution,
-    *,
-    partial: bool = False,
 ) -> list[tuple[str, int, Any]]:
-    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches.
-    ``partial``: the partial aggregates instead (``_ROLLUP_PARTIALS``, ``_RAW_PARTIALS``), merged by the caller."""
+    """One statement over [start, end): (labels, slot, partial aggregate) rows (``_ROLLUP_PARTIALS``,
+    ``_RAW_PARTIALS``), merged by the caller."""
     params = {
         **params,
         "start": start,
         "end": end,
         "lookback": start - COUNTER_LOOKBACK,
         "resolution": None if resolution == "raw" else resolution,
-        "partial": partial,
+        "partial": True,
+    }
+    cur.execute(build(query, params), params)
+    return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
+
+
+def _read_points(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    resolution: Resolution,
+    into: dict[str, list[tuple[int, Any]]],
+) -> None:
+    """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
+    from merged sketches."""
+    params = {
+        **params,
+        "start": start,
+        "end": end,
+        "lookback": start - COUNTER_LOOKBACK,
+        "resolution": None if resolution == "raw" else resolution,
+        "partial": False,
     }
     sql = build(query, params)
-    if partial:
-        cur.execute(sql, params)
-        return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
     if not params.get("arrayed"):
         # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
         # thousands of rows.
@@ -444,13 +463,12 @@ def _read(
     quantile = PERCENTILES.get(query.aggregation)
     # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
     sketched = quantile is not None and resolution != "raw" and not params.get("arrayed")
-    rows: list[tuple[str, int, Any]] = []
     for r in cur.fetchall():
-        labels, values = r["labels"], r["vals"]
+        values = r["vals"]
         if sketched and quantile is not None:
             values = [_sketch_quantile(v, quantile) for v in values]
-        rows.extend((labels, int(slot), value) for slot, value in zip(r["slots"], values, strict=True))
-    return rows
+        # Slots are bigint: ints already.
+        into.setdefault(r["labels"], []).extend(zip(r["slots"], values, strict=True))
 
 
 def _read_tail(
@@ -459,7 +477,8 @@ def _read_tail(
     build: Callable[[MetricQuery, dict[str, Any]], str],
     params: dict[str, Any],
     query_plan: Plan,
-) -> list[tuple[str, int, float | None]]:
+    into: dict[str, list[tuple[int, Any]]],
+) -> None:
     """The slots from raw_from: their complete 5-minute buckets from the 5m rollups of ``build``'s source (for
     steps over 5 minutes), their remaining complete minutes (before minute_from) from its 1m rollups, the rest from
     raw points; merged per (labels, slot)."""
@@ -476,19 +495,14 @@ def _read_tail(
     for reader, start, end, resolution in sources:
         if start >= end:
             continue
-        for labels, slot, value in _read(cur, query, reader, params, start, end, resolution, partial=True):
+        for labels, slot, value in _read_partials(cur, query, reader, params, start, end, resolution):
             if resolution == "raw":
                 raw[(labels, slot)] = value
             else:
                 rolled.setdefault((labels, slot), []).append(value)
-    return [
-        (
-            labels,
-            slot,
-            _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot))),
-        )
-        for labels, slot in rolled.keys() | raw.keys()
-    ]
+    for labels, slot in rolled.keys() | raw.keys():
+        value = _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot)))
+        into.setdefault(labels, []).append((slot, value))
 
 
 def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float | None:
@@ -520,15 +534,15 @@ def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float
     return total  # sum, count, increase
 
 
-def _shape(rows: list[tuple[str, int, float | None]]) -> list[SeriesPoints]:
-    """(labels as jsonb text, slot, value) rows → one SeriesPoints per labels, ordered by their sorted-keys JSON."""
-    grouped: dict[str, list[tuple[int, float]]] = {}
-    for labels, slot, value in rows:
-        if value is None or not math.isfinite(value):
-            continue  # an empty slot (no count), or a value JSON cannot carry
-        grouped.setdefault(labels, []).append((slot, float(value)))
+def _shape(grouped: dict[str, list[tuple[int, Any]]]) -> list[SeriesPoints]:
+    """(slot, value) points per labels (as jsonb text) → one SeriesPoints per labels with points, ordered by their
+    sorted-keys JSON."""
     shaped = []
-    for text, points in grouped.items():
+    for text, read in grouped.items():
+        # Without an empty slot (no count), or a value JSON cannot carry.
+        points = [(slot, float(value)) for slot, value in read if value is not None and math.isfinite(value)]
+        if not points:
+            continue
         labels = json.loads(text) if text else {}
         shaped.append((json.dumps(labels, sort_keys=True, default=str), labels, points))
     # Built without validation: the engine made every label and [int, float] point itself (thousands per query).
@@ -550,7 +564,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             code="not_a_counter",
             details={"loc": [*loc, "aggregation"]},
         )
-    rows: list[tuple[str, int, Any]] = []
+    points: dict[str, list[tuple[int, Any]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {
@@ -569,13 +583,15 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
                 for i, f in enumerate(query.filters):
                     params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
             if query_plan.start < query_plan.raw_from:
-                rows += _read(cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
+                _read_points(
+                    cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
+                )
             if query_plan.raw_from < query_plan.minute_from:
-                rows += _read_tail(cur, query, build, params, query_plan)
+                _read_tail(cur, query, build, params, query_plan, points)
             elif query_plan.raw_from < query_plan.end:
-                rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+                _read_points(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw", points)
         else:
-            rows += _read(cur, query, _raw_sql, params, query_plan.start, query_plan.end, "raw")
+            _read_points(cur, query, _raw_sql, params, query_plan.start, query_plan.end, "raw", points)
     assert query.id is not None
     return QueryResult(
         id=query.id,
@@ -588,7 +604,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
         end=_epoch(query_plan.end),
         raw_from=_epoch(query_plan.raw_from) if query_plan.raw_from < query_plan.end else None,
         series_matched=matched,
-        series=_shape(rows),
+        series=_shape(points),
     )
 
 
