@@ -512,6 +512,66 @@ def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_th
     assert sum(v for t, v in answers["count"] if t < hour) == len(earlier)
 
 
+def test_the_slot_holding_now_reads_its_whole_group_row_only_when_no_rolled_minute_overlaps_the_raw_tail(
+    project: IngestProject,
+) -> None:
+    from observai.auth.principal import Principal
+    from observai.db.connection import tenant_transaction
+    from observai.metrics import query as engine
+    from observai.metrics.query_models import QueryRequest
+
+    # Given six gauge series with a point every 20 s from an hour before H to H + 40 min (H: an hour 3 hours ago),
+    # rolled up, and "now" at H + 47 min: the raw tail starts at H + 44 min, after the last rolled minute
+    name = unique("tail")
+    base = base_time(4)
+    hour = base + timedelta(hours=1)
+    values = seed_gauges(project, name, base, minutes=100)
+    drain()
+    now = hour + timedelta(minutes=47)
+    reader = Principal(
+        kind="api_key", key_id=project.key_id, org_id=project.org_id, project_id=project.project_id,
+        scopes=frozenset({"read"}),
+    )  # fmt: skip
+    common = {"name": name, "from": iso(base), "to": iso(now), "step": 3600}
+
+    def run(*queries: dict[str, Any]) -> list[dict[str, Any]]:
+        request = QueryRequest.model_validate({"queries": list(queries)})
+        response = engine.run_queries(reader, project.project_id, request, now=now)
+        return [r.model_dump(mode="json") for r in response.results]
+
+    def whole_tail() -> bool:
+        q = QueryRequest.model_validate({"queries": [{**common, "id": "q", "aggregation": "avg"}]}).queries[0]
+        with tenant_transaction(reader.rls_claims()) as cur:
+            return engine._group_key(cur, project.project_id, q, engine.plan(q, now), all_counters=False)[1]
+
+    in_slot = [v for i in range(6) for k, v in enumerate(values[i]) if k * 20 >= 3600]
+    assert len(in_slot) == 6 * 120
+    for late in (False, True):
+        if late:
+            # And then a point at H + 45 min (in the raw tail) rolled up: its group has a 1m row in the raw tail
+            store_points(
+                project,
+                [MetricPoint(name, MetricType.GAUGE, ns(hour + timedelta(minutes=45)), attributes(0), value=1e6)],
+            )
+            drain()
+            in_slot.append(1e6)
+        # When the last slot is read, by the group rows and by the per-series rows
+        # Then the group path reads the slot's whole group row only while no rolled minute is in the raw tail
+        assert whole_tail() is not late
+        for group_by in ([], ["host"]):
+            for aggregation in ("avg", "sum", "min", "max", "count", "last", "p99"):
+                group, series = run(
+                    {**common, "id": "g", "aggregation": aggregation, "group_by": group_by},
+                    {**common, "id": "s", "aggregation": aggregation, "group_by": group_by, "filters": [EVERY_ROUTE]},
+                )
+                assert group["raw_from"] == int(hour.timestamp())
+                # And both paths agree, and every point of the slot counts once
+                assert_same(group, series)
+        answers = {a: run({**common, "id": "q", "aggregation": a})[0]["series"][0]["points"] for a in ("count", "sum")}
+        assert answers["count"][-1] == [int(hour.timestamp()), len(in_slot)]
+        assert answers["sum"][-1][1] == pytest.approx(sum(in_slot), rel=1e-9)
+
+
 # --- tenant isolation -----------------------------------------------------------------------------------------
 
 

@@ -333,7 +333,12 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
         f" and r.resolution = %(resolution)s and r.bucket_start >= %(start)s and r.bucket_start < %(end)s{conditions}"
     )
-    if key == "percentile" and params["step"] == params["resolution"] and params["resolution"] in (3600, 86400):
+    if (
+        key == "percentile"
+        and not params.get("partial")
+        and params["step"] == params["resolution"]
+        and params["resolution"] in (3600, 86400)
+    ):
         # One row per group and slot: its precomputed quantile, no aggregation; one result row per group (arrays of
         # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values).
         params["arrayed"] = True
@@ -348,36 +353,51 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
 
 def _group_key(
     cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, *, all_counters: bool
-) -> str | None:
-    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups."""
+) -> tuple[str | None, bool]:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
+    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
     if query_plan.resolution == "raw" or query_plan.raw_from <= query_plan.start or len(query.group_by) > 1:
-        return None
+        return None, False
     if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
-        return None  # the series path reads the counters only; the groups hold every series of the name
+        return None, False  # the series path reads the counters only; the groups hold every series of the name
     key = query.group_by[0] if query.group_by else ""
     for f in query.filters:
         values = f.value if isinstance(f.value, list) else [f.value]
         # Floats are left to the series path: 200.0 and 200 are one jsonb value but two texts.
         if f.attribute != key or f.op not in ("=", "in") or any(isinstance(v, float) for v in values):
-            return None
+            return None, False
     # Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
     # queue (metric_group_pending) to be merged into them.
+    # Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
+    # minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
+    # rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
     cur.execute(
         "select k.complete_from <= %(start)s and not exists ("
         " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete"
+        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete,"
+        " not exists ("
+        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+        " and p.bucket_start >= %(raw_from)s and p.bucket_start < %(range_end)s)"
+        " and not exists ("
+        " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
+        " and r.group_key = %(key)s and r.resolution = 60"
+        " and r.bucket_start >= %(end)s and r.bucket_start < %(range_end)s) as tail_whole"
         " from public.metric_group_keys k"
         " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
         {
             "start": query_plan.start,
             "end": query_plan.minute_from,
+            "raw_from": query_plan.raw_from,
+            "range_end": query_plan.end,
             "project": project_id,
             "name": query.name,
             "key": key,
         },
     )
     row = cur.fetchone()
-    return key if row is not None and row["complete"] else None
+    if row is None or not row["complete"]:
+        return None, False
+    return key, bool(row["tail_whole"])
 
 
 def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[int, int]:
@@ -478,10 +498,13 @@ def _read_tail(
     params: dict[str, Any],
     query_plan: Plan,
     into: dict[str, list[tuple[int, Any]]],
+    *,
+    whole: bool = False,
 ) -> None:
     """The slots from raw_from: their complete 5-minute buckets from the 5m rollups of ``build``'s source (for
     steps over 5 minutes), their remaining complete minutes (before minute_from) from its 1m rollups, the rest from
-    raw points; merged per (labels, slot)."""
+    raw points; merged per (labels, slot). ``whole``: the rollups of the plan's resolution hold exactly those
+    minutes (group rows, ``_group_key``): one row per group and slot read instead of a dozen."""
     five_from = query_plan.raw_from
     if query_plan.step > 300:
         five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
@@ -490,6 +513,8 @@ def _read_tail(
         (build, five_from, query_plan.minute_from, 60),
         (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
     ]
+    if whole:
+        sources[:2] = [(build, query_plan.raw_from, query_plan.end, query_plan.resolution)]
     rolled: dict[tuple[str, int], list[Any]] = {}
     raw: dict[tuple[str, int], Any] = {}
     for reader, start, end, resolution in sources:
@@ -575,7 +600,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "quantile": PERCENTILES.get(query.aggregation),
         }
         if query_plan.resolution != "raw":
-            group_key = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
+            group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
             build = _rollup_sql
             if group_key is not None:
                 source, build = "group", _group_rollup_sql
@@ -587,7 +612,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
                     cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
                 )
             if query_plan.raw_from < query_plan.minute_from:
-                _read_tail(cur, query, build, params, query_plan, points)
+                _read_tail(cur, query, build, params, query_plan, points, whole=tail_whole)
             elif query_plan.raw_from < query_plan.end:
                 _read_points(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw", points)
         else:
