@@ -18,6 +18,7 @@ from typing import Any
 import psycopg
 import pytest
 from observai.metrics import groups as group_rollups
+from observai.metrics.query import RECENT
 from observai.metrics.rollup import run_aggregation
 from observai.metrics.sketch import Sketch, nearest_rank
 from observai.telemetry.model import MetricPoint, MetricType, Temporality
@@ -492,8 +493,9 @@ def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_th
                 {**common, "id": "g", "aggregation": aggregation, "group_by": group_by},
                 {**common, "id": "s", "aggregation": aggregation, "group_by": group_by, "filters": [EVERY_ROUTE]},
             )
-            # Then the group and per-series paths agree
-            assert group["raw_from"] == hour
+            # Then the group and per-series paths agree (raw from the hour of now - RECENT: in the first minutes of
+            # an hour, the previous one)
+            assert group["raw_from"] == int((now - RECENT).timestamp()) // 3600 * 3600
             assert_same(group, series)
     # And the slot's values are those of its points
     in_slot = [v for at, v in values if at.timestamp() >= hour]
