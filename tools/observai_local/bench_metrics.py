@@ -5,7 +5,8 @@
 Builds SERIES gauge series (50 hosts × 10 routes) with one point a minute for DAYS days (500 × 7 d =
 5.04 M points, written server-side with generate_series, one transaction per 6 hours), rolls them up with
 the aggregation job (points rolled per second), vacuums what it wrote (``settle``; not with --no-vacuum), then
-times N queries of each kind through the metrics handler in-process (an API Gateway event → the resolver → SQL → the envelope), with an API key:
+times N queries of each kind through the metrics handler in-process (an API Gateway event → the resolver → SQL →
+the envelope), with an API key:
 
     raw 1h          the last hour, step 15 s, avg over every series      (raw points)
     24h @ 1m        the last 24 h, step 60 s, avg                         (1-minute rollups)
