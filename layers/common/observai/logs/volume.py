@@ -23,12 +23,8 @@ from uuid import UUID
 from psycopg import sql
 
 from observai.db.connection import Cursor, transaction
-from observai.logs.query_language import (
-    _Compiler,  # the log query compiler: service terms compile the same over log_volume's service column
-    _severity_range,
-    FieldTerm,
-    Node,
-)
+# The log query compiler: service terms compile the same over log_volume's service column.
+from observai.logs.query_language import FieldTerm, Node, _Compiler, _severity_range
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
 COMPACT_LOCK_KEY = 0x0B5A1_0014
@@ -37,8 +33,8 @@ MINUTE_US = 60_000_000
 MAX_SEVERITY = 24
 
 # The histogram's level classes, as in SQL least((severity_number + 3) / 4, 6): 0 = unspecified, 1..6 = trace..fatal.
-LEVEL_SEVERITIES: tuple[frozenset[int], ...] = (frozenset({0}),) + tuple(
-    frozenset(range(4 * level - 3, 4 * level + 1)) for level in range(1, 7)
+LEVEL_SEVERITIES: tuple[frozenset[int], ...] = tuple(
+    frozenset(range(4 * level - 3, 4 * level + 1)) if level else frozenset({0}) for level in range(7)
 )
 
 # --- recording (the writer, inside its transaction) ----------------------------------------------------------------
