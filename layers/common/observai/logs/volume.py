@@ -23,7 +23,6 @@ from uuid import UUID
 from psycopg import sql
 
 from observai.db.connection import Cursor, transaction
-# The log query compiler: service terms compile the same over log_volume's service column.
 from observai.logs.query_language import FieldTerm, Node, _Compiler, _severity_range
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
