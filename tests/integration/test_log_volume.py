@@ -9,8 +9,6 @@ import os
 import random
 import subprocess
 import sys
-import uuid
-from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -282,7 +280,8 @@ def spread(database_url: str) -> tuple[IngestProject, datetime]:
 QUERIES = [
     "", "service:api", "-service:api", "service:api*", "service:*", "-service:*", "severity:error", "level:warn",
     "severity>=warn", "severity<info", "severity:*", "severity:unspecified", "service:web severity>warn",
-    "service:db OR severity:fatal", "NOT (service:api OR level:debug)", '(service:"api-gateway" -level:info) OR level:trace',
+    "service:db OR severity:fatal", "NOT (service:api OR level:debug)",
+    '(service:"api-gateway" -level:info) OR level:trace',
     # not answerable from the volume: counted from the lines
     "severity:18", "severity>14", "slow", "service:api slow", "attributes.n:1", "-slow severity:error",
 ]  # fmt: skip
@@ -427,7 +426,7 @@ def test_volume_rows_are_visible_to_their_tenant_only(db: psycopg.Connection, da
         with tenant_transaction(claims) as cur:
             for table in ("log_volume", "log_volume_rolled"):
                 cur.execute(
-                    f"select distinct project_id from public.{table} where project_id = any(%s)",  # noqa: S608
+                    f"select distinct project_id from public.{table} where project_id = any(%s)",
                     ([mine.project_id, theirs.project_id],),
                 )
                 # Then only their own project's rows
