@@ -74,3 +74,35 @@ select org_id, project_id, date_bin('1 minute', time, timestamptz '2000-01-01 00
        least((severity_number + 3) / 4, 6), retention_days, count(*)
 from public.logs
 group by 1, 2, 3, 4, 5, 6;
+
+-- The histogram of a free-text query (observai.logs.search.histogram): as private.log_search_candidates
+-- (0012), Row Level Security keeps Postgres from reading the GIN search index for the caller (@@ is not
+-- leakproof), so a rare word would be tested on every line of the range. This function counts for the
+-- caller (security definer) only lines its own policy shows (the condition of logs_select, as a filter),
+-- per bucket, service and level: the caller applies its service and level terms to those rows. Its SQL is
+-- fixed; the caller passes a tsquery value, never SQL.
+create function private.log_text_histogram(
+    project uuid, query tsquery, from_time timestamptz, to_time timestamptz, width interval
+)
+returns table (bucket timestamptz, service text, level smallint, n bigint)
+language plpgsql stable security definer
+set search_path = ''
+as $$
+begin
+    -- EXECUTE plans with the actual values: partitions outside the range pruned, the GIN index for rare
+    -- words, the time index for common ones.
+    return query execute
+        'select pg_catalog.date_bin($5, l.time, timestamptz ''1970-01-01 00:00:00+00''), l.service,'
+        '       least((l.severity_number + 3) / 4, 6)::smallint, count(*)'
+        ' from public.logs l'
+        ' where l.project_id = $1 and l.time >= $3 and l.time < $4 and l.search @@ $2'
+        ' and (l.org_id in (select private.user_org_ids())'
+        '      or l.project_id = (select private.api_key_claim(''project_id''))::uuid)'
+        ' group by 1, 2, 3'
+        using project, query, from_time, to_time, width;
+end
+$$;
+revoke execute on function private.log_text_histogram(uuid, tsquery, timestamptz, timestamptz, interval)
+    from public, anon;
+grant execute on function private.log_text_histogram(uuid, tsquery, timestamptz, timestamptz, interval)
+    to authenticated, service_role;

@@ -283,7 +283,9 @@ QUERIES = [
     "service:db OR severity:fatal", "NOT (service:api OR level:debug)",
     '(service:"api-gateway" -level:info) OR level:trace',
     # not answerable from the volume: counted from the lines
-    "severity:18", "severity>14", "slow", "service:api slow", "attributes.n:1", "-slow severity:error",
+    "severity:18", "severity>14", "attributes.n:1", "-slow severity:error", "slow service:api*",
+    # free text, alone or AND-ed with services and levels: counted through the full-text index
+    "slow", "service:api slow", "slow OR ok", '"slow query" level:info -service:db', "slo*", "body:ok severity>=warn",
 ]  # fmt: skip
 
 
@@ -431,6 +433,21 @@ def test_volume_rows_are_visible_to_their_tenant_only(db: psycopg.Connection, da
                 )
                 # Then only their own project's rows
                 assert {row["project_id"] for row in cur.fetchall()} == {mine.project_id}, (table, claims)
+    # And the free-text histogram function, called for the other project, counts nothing of it
+    for claims in (user_claims, key_claims):
+        with tenant_transaction(claims) as cur:
+            cur.execute(
+                "select count(*) as n from private.log_text_histogram(%s, to_tsquery('simple', 'line'), %s, %s,"
+                " interval '1 minute')",
+                (theirs.project_id, at - timedelta(hours=1), at + timedelta(hours=1)),
+            )
+            assert cur.fetchone()["n"] == 0
+            cur.execute(
+                "select sum(n) as n from private.log_text_histogram(%s, to_tsquery('simple', 'line'), %s, %s,"
+                " interval '1 minute')",
+                (mine.project_id, at - timedelta(hours=1), at + timedelta(hours=1)),
+            )
+            assert cur.fetchone()["n"] == 2
     # And anon (no claims role) reads nothing at all
     with psycopg.connect(database_url, autocommit=True) as anon_conn:
         anon_conn.execute("set role anon")

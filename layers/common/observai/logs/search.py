@@ -332,6 +332,14 @@ def bucket_width(span: timedelta, buckets: int) -> int:
     return math.ceil(wanted / 86400) * 86400
 
 
+_TEXT_HISTOGRAM_SQL = """
+select t.bucket, t.level, sum(t.n)::bigint as n
+from private.log_text_histogram(%(project)s, {tsquery}, %(start)s, %(end)s, %(width)s) t
+where ({where})
+group by 1, 2
+"""
+
+
 def _floor_minute(value: datetime) -> datetime:
     return value.replace(second=0, microsecond=0)
 
@@ -355,8 +363,10 @@ def histogram(
 
     Exact either way. From the pre-aggregated volume (observai.logs.volume) when the query only names services
     and whole levels and buckets are whole minutes: the whole minutes of the range from there, its partial first
-    and last minutes from the lines. Otherwise by counting the matching lines, within
-    ``log_histogram_budget_ms``: past it, a 422 ``histogram_range_too_broad`` asks for a narrower range.
+    and last minutes from the lines. Free text (AND-ed with service and level terms only) through the full-text
+    index (``private.log_text_histogram``, migration 0014). Otherwise by counting the matching lines. Counts
+    take at most ``log_histogram_budget_ms``: past it, a 422 ``histogram_range_too_broad`` asks for a narrower
+    range (never a 503).
     """
     node = parse(q or "")
     log_filter = compile_node(node)
@@ -373,10 +383,18 @@ def histogram(
     }
     from_volume = volume_filter(node) if width % 60 == 0 else None
     whole_start, whole_end = _ceil_minute(window.start), _floor_minute(window.end)
+    tsquery, tsquery_params = text_index_query(node)
+    # Free text AND-ed with service and level terms only: counted through the full-text index.
+    rest = [c for c in _conjuncts(node) if _tsquery(c, {}) is None]
+    text_rest = volume_filter(And(tuple(rest)) if len(rest) > 1 else (rest[0] if rest else None))
     if from_volume is not None and whole_start < whole_end:
         volume_where, volume_params = from_volume
         statement = sql.SQL(VOLUME_HISTOGRAM_SQL).format(volume_where=volume_where, where=log_filter.where)
         params.update(volume_params, vstart=whole_start, vend=whole_end)
+    elif tsquery is not None and text_rest is not None:
+        rest_where, rest_params = text_rest
+        statement = sql.SQL(_TEXT_HISTOGRAM_SQL).format(tsquery=tsquery, where=rest_where)
+        params.update(tsquery_params, **rest_params)
     else:
         statement = sql.SQL(
             "select date_bin(%(width)s, time, %(origin)s) as bucket, least((severity_number + 3) / 4, 6) as level,"
