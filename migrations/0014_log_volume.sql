@@ -52,7 +52,6 @@ create index log_volume_rolled_retention_idx on public.log_volume_rolled (retent
 
 grant select on public.log_volume, public.log_volume_rolled to authenticated;
 revoke insert, update, delete, truncate on public.log_volume, public.log_volume_rolled from anon, authenticated;
-revoke all on public.log_volume, public.log_volume_rolled from anon;
 grant select, insert, update, delete on public.log_volume, public.log_volume_rolled to service_role;
 alter table public.log_volume enable row level security;
 alter table public.log_volume_rolled enable row level security;
