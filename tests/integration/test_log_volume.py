@@ -106,7 +106,9 @@ def counted(result: Result) -> dict[tuple[str, str], int]:
     }
 
 
-def reference(db: psycopg.Connection, project: IngestProject, q: str, start: datetime, end: datetime, width: int):
+def reference(
+    db: psycopg.Connection, project: IngestProject, q: str, start: datetime, end: datetime, width: int
+) -> dict[tuple[str, str], int]:
     """The histogram by counting the matching lines (the row scan, as the superuser: no RLS, no shortcut)."""
     log_filter = compile_log_query(q)
     statement = psycopg.sql.SQL(
@@ -286,6 +288,8 @@ QUERIES = [
     "severity:18", "severity>14", "attributes.n:1", "-slow severity:error", "slow service:api*",
     # free text, alone or AND-ed with services and levels: counted through the full-text index
     "slow", "service:api slow", "slow OR ok", '"slow query" level:info -service:db', "slo*", "body:ok severity>=warn",
+    # a word without a token: no line matches it, whatever an OR or AND of tsqueries would make of it
+    "_ slow", "(_ slow) OR ok", "__* OR slow",
 ]  # fmt: skip
 
 

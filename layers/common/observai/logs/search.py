@@ -340,6 +340,26 @@ group by 1, 2
 """
 
 
+def _text_terms(node: Node | None) -> list[Node]:
+    if isinstance(node, Text) or (isinstance(node, FieldTerm) and node.field == "body" and node.value):
+        return [node]
+    if isinstance(node, And | Or):
+        return [term for child in node.children for term in _text_terms(child)]
+    return []
+
+
+def _all_words_searchable(cur: Cursor, node: Node | None) -> bool:
+    """Whether every text term of the query gives a non-empty tsquery. One that gives none (``_``: no token)
+    matches no line as a condition, but vanishes from an AND/OR of tsqueries: such rare queries are counted
+    line by line, so the full-text count always equals the condition's."""
+    params: dict[str, Any] = {}
+    parts = [_tsquery(term, params) for term in _text_terms(node)]
+    checks = sql.SQL(" and ").join(sql.SQL("numnode({}) > 0").format(p) for p in parts if p is not None)
+    cur.execute(sql.SQL("select {} as ok").format(checks), params)
+    row = cur.fetchone()
+    return bool(row and row["ok"])
+
+
 def _floor_minute(value: datetime) -> datetime:
     return value.replace(second=0, microsecond=0)
 
@@ -387,6 +407,13 @@ def histogram(
     # Free text AND-ed with service and level terms only: counted through the full-text index.
     rest = [c for c in _conjuncts(node) if _tsquery(c, {}) is None]
     text_rest = volume_filter(And(tuple(rest)) if len(rest) > 1 else (rest[0] if rest else None))
+    row_scan = sql.SQL(
+        "select date_bin(%(width)s, time, %(origin)s) as bucket, least((severity_number + 3) / 4, 6) as level,"
+        " count(*) as n from public.logs"
+        " where project_id = %(project)s and time >= %(start)s and time < %(end)s and ({where})"
+        " group by 1, 2"
+    ).format(where=log_filter.where)
+    statement, by_text_index = row_scan, False
     if from_volume is not None and whole_start < whole_end:
         volume_where, volume_params = from_volume
         statement = sql.SQL(VOLUME_HISTOGRAM_SQL).format(volume_where=volume_where, where=log_filter.where)
@@ -395,17 +422,13 @@ def histogram(
         rest_where, rest_params = text_rest
         statement = sql.SQL(_TEXT_HISTOGRAM_SQL).format(tsquery=tsquery, where=rest_where)
         params.update(tsquery_params, **rest_params)
-    else:
-        statement = sql.SQL(
-            "select date_bin(%(width)s, time, %(origin)s) as bucket, least((severity_number + 3) / 4, 6) as level,"
-            " count(*) as n from public.logs"
-            " where project_id = %(project)s and time >= %(start)s and time < %(end)s and ({where})"
-            " group by 1, 2"
-        ).format(where=log_filter.where)
+        by_text_index = True
     settings = get_settings()
     budget_ms = min(settings.log_histogram_budget_ms, settings.db_statement_timeout_ms)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_read(cur, principal, project_id)
+        if by_text_index and not _all_words_searchable(cur, node):
+            statement = row_scan
         # Whichever timeout cancels the count, the caller gets the 422 below, never a 503.
         cur.execute("select set_config('statement_timeout', %s, true)", (str(budget_ms),))
         try:
