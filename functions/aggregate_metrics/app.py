@@ -34,6 +34,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "buckets_written": {
             label: sum(r.buckets_written.get(label, 0) for r in runs) for label in runs[0].buckets_written
         },
+        "group_buckets_written": {
+            label: sum(r.group_buckets_written.get(label, 0) for r in runs) for label in runs[0].group_buckets_written
+        },
+        "group_minutes": sum(r.group_minutes for r in runs),
         "watermark": runs[-1].watermark.isoformat() if runs[-1].watermark else None,
         "more_pending": runs[-1].more_pending,
         "seconds": round(sum(r.seconds for r in runs), 3),

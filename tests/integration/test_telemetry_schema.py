@@ -17,6 +17,7 @@ PARTITIONED = {
     "logs": 'RANGE ("time")',
     "spans": "RANGE (start_time)",
     "metric_rollups": "RANGE (bucket_start)",
+    "metric_group_rollups": "RANGE (bucket_start)",
 }
 
 

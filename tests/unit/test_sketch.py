@@ -16,7 +16,9 @@ from observai.metrics.sketch import (
     ZERO_THRESHOLD,
     Sketch,
     bucket_value,
+    encoded_quantile,
     index_of,
+    merge_encoded,
     nearest_rank,
 )
 
@@ -110,6 +112,26 @@ def test_bucket_bound_is_respected_and_collapsing_keeps_merges_exact(
     # And the high quantiles keep their accuracy (collapsing only touches the lowest buckets)
     if a + b and max_buckets >= 8:
         assert abs(sketch.quantile(1.0) - max(a + b)) <= tolerance(max(a + b))  # type: ignore[operator]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    parts=st.lists(st.lists(st.floats(min_value=-700, max_value=700).map(math.exp) | signed, max_size=50), max_size=6)
+)
+def test_merging_encodings_equals_merging_sketches(parts: list[list[float]]) -> None:
+    # Given sketches of parts of values spanning up to 600 decades (collapsing at 2048 buckets), JSON round-tripped
+    encoded = [json.loads(json.dumps(sketch_of(part).to_json())) for part in parts]
+
+    # When their encodings are merged as the aggregation job does
+    merged = merge_encoded(encoded)
+
+    # Then it is the sketch of every value, collapsed the same way
+    everything = sketch_of([v for part in parts for v in part])
+    assert Sketch.from_json(merged) == everything
+    assert all(len(merged[store]) <= MAX_BUCKETS for store in ("p", "n"))
+    # And its quantiles, read straight from the encoding, are the sketch's
+    for q in QUANTILES:
+        assert encoded_quantile(merged, q) == everything.quantile(q)
 
 
 def test_the_default_bound_is_2048_buckets_per_store() -> None:

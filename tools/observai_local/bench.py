@@ -135,6 +135,33 @@ def prepare_database(keep_dir: bool) -> tuple[str, str]:
     return url, label
 
 
+@dataclass
+class BenchWorkspace:
+    """A demo organization and project, an API key reading it, and an invoker of the template's functions."""
+
+    demo: Any  # observai.tenancy.bootstrap.DemoWorkspace
+    read_key: str
+    invoker: Any  # observai_local.functions.Invoker
+
+
+def bench_workspace(url: str) -> BenchWorkspace:
+    """A fresh workspace in the migrated database at ``url`` (the benchmarks' common first step)."""
+    from observai.db.connection import transaction
+    from observai.tenancy.api_keys import insert_key
+    from observai.tenancy.bootstrap import create_demo_workspace
+
+    from observai_local.functions import Invoker, local_overrides
+    from observai_local.template import load_template
+
+    demo = create_demo_workspace(f"Bench {uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@observai.local")
+    with transaction() as cur:
+        reader = insert_key(
+            cur, org_id=demo.org_id, project_id=demo.project_id, name="bench reader", scopes=["read"],
+            expires_at=None, created_by=None,
+        )  # fmt: skip
+    return BenchWorkspace(demo, reader.key, Invoker(load_template(), local_overrides(stage="local", database_url=url)))
+
+
 def create_user(url: str) -> tuple[str, str]:
     import psycopg
 

@@ -43,7 +43,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from observai_local.bench import BENCH_ENVIRONMENT, prepare_database
+from observai_local.bench import BENCH_ENVIRONMENT, bench_workspace, prepare_database
 
 SPANS_PER_TRACE = 10  # as SPANS_SQL writes them
 CHUNK_HOURS = 6
@@ -199,19 +199,11 @@ def run(logs: int, spans: int, n: int) -> str:
     url, label = prepare_database(keep_dir=False)
     os.environ["DATABASE_URL"] = url
     from observai.db.connection import transaction
-    from observai.tenancy.api_keys import insert_key
-    from observai.tenancy.bootstrap import create_demo_workspace
 
     from observai_local.events import http_event
-    from observai_local.functions import Invoker, local_overrides
-    from observai_local.template import load_template
 
-    demo = create_demo_workspace(f"Bench {uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@observai.local")
-    with transaction() as cur:
-        reader = insert_key(
-            cur, org_id=demo.org_id, project_id=demo.project_id, name="bench reader", scopes=["read"],
-            expires_at=None, created_by=None,
-        )  # fmt: skip
+    bench = bench_workspace(url)
+    demo, invoker = bench.demo, bench.invoker
     now = datetime.now(UTC).replace(microsecond=0)
     start = now - timedelta(hours=24)
     logs_s = load_logs(demo.org_id, demo.project_id, logs, start, now)
@@ -230,8 +222,7 @@ def run(logs: int, spans: int, n: int) -> str:
         assert counts is not None
         log_rows, span_rows = counts["logs"], counts["spans"]
 
-    invoker = Invoker(load_template(), local_overrides(stage="local", database_url=url))
-    headers = {"x-api-key": reader.key}
+    headers = {"x-api-key": bench.read_key}
     base = f"/v1/projects/{demo.project_id}"
     window = f"from={quote(start.isoformat())}&to={quote(now.isoformat())}"
     rng = random.Random(7)  # noqa: S311 (which trace to fetch, not a secret)

@@ -30,11 +30,10 @@ import random
 import statistics
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from observai_local.bench import BENCH_ENVIRONMENT, prepare_database
+from observai_local.bench import BENCH_ENVIRONMENT, bench_workspace, prepare_database
 
 TARGET_P95_MS = 100.0
 SPANS_PER_TRACE = 10
@@ -144,27 +143,16 @@ def run(spans: int, days: int, n: int, show_plans: bool) -> str:
     os.environ.update(BENCH_ENVIRONMENT)
     url, label = prepare_database(keep_dir=False)
     os.environ["DATABASE_URL"] = url
-    from observai.db.connection import transaction
-    from observai.tenancy.api_keys import insert_key
-    from observai.tenancy.bootstrap import create_demo_workspace
-
     from observai_local.events import http_event
-    from observai_local.functions import Invoker, local_overrides
-    from observai_local.template import load_template
 
-    demo = create_demo_workspace(f"Bench {uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@observai.local")
-    with transaction() as cur:
-        reader = insert_key(
-            cur, org_id=demo.org_id, project_id=demo.project_id, name="bench reader", scopes=["read"],
-            expires_at=None, created_by=None,
-        )  # fmt: skip
+    bench = bench_workspace(url)
+    demo, invoker = bench.demo, bench.invoker
     now = datetime.now(UTC)
     span_rows, log_rows, load_s, ranges = load_dataset(demo, spans, days, now)
 
-    invoker = Invoker(load_template(), local_overrides(stage="local", database_url=url))
     invoker.module("TracesFunction")
     base = f"/v1/projects/{demo.project_id}"
-    headers = {"x-api-key": reader.key}
+    headers = {"x-api-key": bench.read_key}
     rng = random.Random(5)  # noqa: S311 - picking traces to fetch, not secrets
     everything = range(ranges[0].start, ranges[-1].stop)
 

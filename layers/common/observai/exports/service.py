@@ -14,41 +14,27 @@ Another organization's project, and another project's key, get 404: existence is
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 from observai import audit
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.config import get_settings
-from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Forbidden, NotFound, RateLimited, Unavailable
+from observai.db.connection import tenant_transaction, transaction
+from observai.errors import NotFound, RateLimited, Unavailable
 from observai.exports import storage, store
 from observai.exports.models import ExportInfo, ExportRequest, SpanFilters
 from observai.logs.query_language import compile_log_query
 from observai.observability import logger
 from observai.pagination import TimeCursor, decode_cursor, page, time_cursor_params, time_position
-from observai.tenancy.access import authorize_project
+from observai.tenancy.access import authorize_telemetry
 
 # A claim expired this long ago with no redelivery taking it over: the worker's last attempt died.
 LOST_AFTER = timedelta(hours=2)
 # Queued this long and never claimed: the message is gone (or in the dead-letter queue).
 NEVER_STARTED_AFTER = timedelta(days=1)
 RETRY_WHEN_BUSY_S = 60
-
-
-def authorize(cur: Cursor, principal: Principal, project_id: UUID, action: Action) -> UUID:
-    """The project's org id when the caller may do ``action`` (a person) or holds a ``read`` key for it."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "read" not in principal.scopes:
-            raise Forbidden(
-                "This API key lacks the read scope", code="scope_missing", details={"scopes": sorted(principal.scopes)}
-            )
-        return principal.org_id
-    row, _ = authorize_project(cur, principal, project_id, action)
-    return cast(UUID, row["org_id"])
 
 
 def to_info(row: dict[str, Any], download_url: str | None = None, url_expires_at: datetime | None = None) -> ExportInfo:
@@ -80,7 +66,7 @@ def create_export(principal: Principal, project_id: UUID, body: ExportRequest) -
         compile_log_query(body.query)  # a syntax error is a 400 now, not a failed export later
     filters = body.span_filters().model_dump(exclude_none=True) if body.signal == "spans" else {}
     with transaction() as cur:
-        org_id = authorize(cur, principal, project_id, Action.TELEMETRY_WRITE)
+        org_id = authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
         if not settings.export_queue_url or not settings.export_bucket:
             raise Unavailable("Exports are not configured here (EXPORT_QUEUE_URL, EXPORT_BUCKET)", retry_after_s=3600)
         store.lock_project(cur, project_id)
@@ -139,7 +125,7 @@ def create_export(principal: Principal, project_id: UUID, body: ExportRequest) -
 
 def get_export(principal: Principal, project_id: UUID, export_id: UUID) -> ExportInfo:
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize(cur, principal, project_id, Action.TELEMETRY_READ)
+        authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_READ)
         row = store.get(cur, project_id, export_id)
     if row is None:
         raise NotFound("Export not found", details={"export_id": str(export_id)})
@@ -167,7 +153,7 @@ def list_exports(
     after = decode_cursor(cursor, TimeCursor)
     position = time_cursor_params(after)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize(cur, principal, project_id, Action.TELEMETRY_READ)
+        authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_READ)
         rows = store.list_page(cur, project_id, position["after_ts"], position["after_id"], limit + 1)
     rows, next_cursor = page(rows, limit, time_position())
     return [to_info(row) for row in rows], next_cursor

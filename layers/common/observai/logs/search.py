@@ -47,8 +47,8 @@ from observai.logs.query_language import (
     parse,
 )
 from observai.logs.volume import VOLUME_HISTOGRAM_SQL, volume_filter
-from observai.metrics.query import authorize_read
 from observai.pagination import decode_cursor, encode_cursor
+from observai.tenancy.access import authorize_telemetry
 
 DEFAULT_RANGE = timedelta(hours=1)
 MAX_RANGE = timedelta(days=31)
@@ -299,7 +299,7 @@ def search_logs(
     params: dict[str, Any] = {**log_filter.params, "project": project_id, "start": window.start, "end": window.end}
     tsquery, tsquery_params = text_index_query(node)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         deadline = started + get_settings().log_search_budget_ms / 1000
         # One window of the newest lines first: common words fill the page there, cheaper than the index.
         _window_rounds(cur, node, log_filter.where, params, scan, want, deadline, 1 if tsquery is not None else 1_000)
@@ -426,7 +426,7 @@ def histogram(
     settings = get_settings()
     budget_ms = min(settings.log_histogram_budget_ms, settings.db_statement_timeout_ms)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         if by_text_index and not _all_words_searchable(cur, node):
             statement = row_scan
         # Whichever timeout cancels the count, the caller gets the 422 below, never a 503.
@@ -473,7 +473,7 @@ def histogram(
 def context(principal: Principal, project_id: UUID, log_id: int, before: int, after: int) -> LogContext:
     """The line, and up to ``before``/``after`` lines of the same service around it (by time, id; within a day)."""
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         # The BRIN index on id narrows this to a few pages per partition.
         cur.execute(
             f"select {_COLUMNS} from public.logs where project_id = %s and id = %s limit 1", (project_id, log_id)

@@ -17,7 +17,7 @@ from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction, transaction
 from observai.errors import InvalidInput, NotFound
-from observai.metrics.query import authorize_read, filter_sql, match_filters
+from observai.metrics.query import filter_sql, match_filters
 from observai.metrics.query_models import (
     MAX_NAME_LENGTH,
     AttributeCardinality,
@@ -29,7 +29,7 @@ from observai.metrics.query_models import (
     SeriesInfo,
 )
 from observai.pagination import decode_cursor, page
-from observai.tenancy.access import authorize_project
+from observai.tenancy.access import authorize_project, authorize_telemetry
 
 CARDINALITY_SCAN_MAX = 100_000  # series examined per cardinality request
 DEFAULT_TOP_KEYS = 20
@@ -61,7 +61,7 @@ def list_metrics(
     """Every metric name seen by ingestion or defined by people, by name; the definition's fields win."""
     after = decode_cursor(cursor, NameCursor)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         cur.execute(
             "with names as (select u.name from ("
             " (select distinct m.name from public.metric_series m where m.project_id = %(project)s"
@@ -177,7 +177,7 @@ def list_series(
     }
     where = filter_sql(match_filters(query_params), params)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         cur.execute(
             "select s.series_id, s.attributes, s.type, s.unit, s.monotonic, s.temporality, s.created_at,"
             " s.last_seen_at from public.metric_series s"
@@ -198,7 +198,7 @@ def cardinality(
     params: dict[str, Any] = {"project": project_id, "name": name, "scan": CARDINALITY_SCAN_MAX, "top": top}
     where = filter_sql(match_filters(query_params), params)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         cur.execute(
             "with s as materialized (select s.attributes from public.metric_series s"
             f" where s.project_id = %(project)s and s.name = %(name)s{where} limit %(scan)s)"

@@ -5,7 +5,19 @@ Each query is planned first (pure Python, ``plan``): the step (given, or about 3
 
 * raw ``metric_points`` when the step is under 60 s, when no rollup resolution divides the step, or when the
   range starts within the last ``RECENT`` (not aggregated yet);
-* else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read.
+* else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read. The slots that end
+  within the last RECENT (from ``raw_from``) are read from the 1m rollups up to the last complete minute
+  (``minute_from``) and from raw points after it, merged per slot from partial aggregates (sum and count,
+  sketches and raw values...): a 1h step never reads an hour of raw points.
+
+Group rollups: when a query reads rollups, has no filter or only ``=``/``in`` filters on its group_by attribute,
+and groups by nothing or by one attribute the aggregation job keeps group rollups for (``metric_group_keys``,
+complete from before the range), it reads ``metric_group_rollups`` instead: one row per group per slot instead of
+one per series (``source: "group"``; else ``"series"``, or ``"raw"`` for raw points). The same aggregates apply
+to the group rows (avg = Σsum / Σcount...); percentiles come from the group row's precomputed quantile when the
+step is the resolution (1h, 1d), else from its sketches merged per slot (few: one per group and bucket). Group rows
+are read only where complete: no minute of the range waits in the job's queue (``metric_group_pending``). The raw
+tail is read as on the series path.
 
 Then one SQL statement per query, as the caller (RLS on, so a forgotten filter cannot leak): the series
 are matched by a sub-select on ``metric_series`` (name, attribute filters; the GIN ``jsonb_path_ops`` index
@@ -25,7 +37,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,10 +46,9 @@ from uuid import UUID
 import psycopg
 from psycopg.types.json import Jsonb
 
-from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
-from observai.errors import Forbidden, InvalidInput, NotFound, Unprocessable
+from observai.errors import InvalidInput, Unprocessable
 from observai.metrics.query_models import (
     COUNTER_AGGREGATIONS,
     PERCENTILES,
@@ -50,8 +60,8 @@ from observai.metrics.query_models import (
     SeriesPoints,
     anchored,
 )
-from observai.metrics.sketch import Sketch
-from observai.tenancy.access import authorize_project
+from observai.metrics.sketch import Sketch, encoded_quantile, merge_encoded
+from observai.tenancy.access import authorize_telemetry
 
 ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_RESOLUTIONS = (86400, 3600, 300, 60)  # coarsest first
@@ -67,24 +77,10 @@ RECENT = timedelta(minutes=3)
 COUNTER_LOOKBACK = timedelta(days=1)
 
 Resolution = Literal["raw", 60, 300, 3600, 86400]
+Source = Literal["group", "series", "raw"]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
-
-
-def authorize_read(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
-    """The project's org id, when the caller may read its telemetry: a member (viewer and up), or an API key
-    bound to this very project with the ``read`` scope. Another project's key gets 404 (existence not revealed)."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "read" not in principal.scopes:
-            raise Forbidden(
-                "This API key lacks the read scope", code="scope_missing", details={"scopes": sorted(principal.scopes)}
-            )
-        return principal.org_id
-    row, _ = authorize_project(cur, principal, project_id, Action.TELEMETRY_READ)
-    return cast(UUID, row["org_id"])
 
 
 # --- planning --------------------------------------------------------------------------------------------------
@@ -97,6 +93,9 @@ class Plan:
     step: int
     resolution: Resolution
     raw_from: datetime  # slots from here on (up to end) are read from raw points: all of them for "raw"
+    # Within the slots from raw_from, the complete minutes before minute_from come from the 1m rollups (merged with
+    # the raw points after it per slot): a 1h step does not read up to an hour of raw points.
+    minute_from: datetime
 
 
 def auto_step(range_s: float) -> int:
@@ -137,7 +136,17 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> 
                 resolution = cast(Resolution, candidate)
                 break
     raw_from = start if resolution == "raw" else cutoff
-    return Plan(start=_at(start), end=_at(end), step=step, resolution=resolution, raw_from=_at(raw_from))
+    minute_from = raw_from
+    if resolution != "raw" and step > 60:
+        minute_from = min(max(_epoch(now - RECENT) // 60 * 60, raw_from), end)
+    return Plan(
+        start=_at(start),
+        end=_at(end),
+        step=step,
+        resolution=resolution,
+        raw_from=_at(raw_from),
+        minute_from=_at(minute_from),
+    )
 
 
 # --- SQL -------------------------------------------------------------------------------------------------------
@@ -190,8 +199,40 @@ _ROLLUP_AGGREGATES = {
     "last": "(array_agg(r.last order by r.last_time desc, r.last desc) filter (where r.last is not null))[1]",
     "increase": "sum(r.increase)",
     "rate": "sum(r.increase) / %(step)s",
-    "percentile": "jsonb_agg(r.sketch) filter (where r.sketch is not null)",
+    # The slot's sketches as one JSON text list (cheaper than jsonb_agg's rebuild): merged in Python.
+    "percentile": "'[' || string_agg(r.sketch::text, ',') || ']'",
 }
+
+
+# Partial aggregates of the slots read from two sources (1m rollups, then raw points; ``_read_tail``), merged in
+# Python by ``_combined``: float8 arrays ([sum, count] for avg, [value, epoch of its time] for last, else [value]);
+# for percentiles the rollups' sketches (a jsonb list) and the raw values (a float8 array).
+_ROLLUP_PARTIALS = {
+    "avg": "array[sum(r.sum), sum(r.count)::float8]",
+    "sum": "array[sum(r.sum)]",
+    "min": "array[min(r.min)]",
+    "max": "array[max(r.max)]",
+    "count": "array[sum(r.count)::float8]",
+    "last": f"array[{_ROLLUP_AGGREGATES['last']},"
+    " extract(epoch from max(r.last_time) filter (where r.last is not null))::float8]",
+    "increase": "array[sum(r.increase)]",
+    "rate": "array[sum(r.increase)]",
+    "percentile": _ROLLUP_AGGREGATES["percentile"],
+}
+_RAW_PARTIALS = {
+    "avg": "array[sum(coalesce(p.value, p.sum)), sum(case when p.value is not null then 1 else p.count end)::float8]",
+    "sum": f"array[{_RAW_AGGREGATES['sum']}]",
+    "min": f"array[{_RAW_AGGREGATES['min']}]",
+    "max": f"array[{_RAW_AGGREGATES['max']}]",
+    "count": f"array[{_RAW_AGGREGATES['count']}]",
+    "last": f"array[{_RAW_AGGREGATES['last']},"
+    " extract(epoch from max(p.time) filter (where p.value is not null))::float8]",
+    "percentile": "array_agg(p.value) filter (where p.value is not null)",
+}
+
+
+def _rollup_aggregate(key: str, params: dict[str, Any]) -> str:
+    return (_ROLLUP_PARTIALS if params.get("partial") else _ROLLUP_AGGREGATES)[key]
 
 
 def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") -> str:
@@ -206,9 +247,10 @@ def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") 
 
 
 def _labelled(grouped: str) -> str:
-    """``grouped`` yields (gid, slot, value): give each row its group's labels back."""
+    """``grouped`` yields (gid, slot, value): give each row its group's labels back (as jsonb text: one parse per
+    group in Python, not one per row; equal labels have equal texts)."""
     return (
-        f" select g.labels, a.slot, a.value from ({grouped}) a"
+        f" select g.labels::text as labels, a.slot, a.value from ({grouped}) a"
         " join (select distinct s.gid, s.labels from s) g on g.gid = a.gid"
     )
 
@@ -222,13 +264,16 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     if agg in COUNTER_AGGREGATIONS:
         series = _series_sql(query, params, extra=f" and {_COUNTER}")
         value = "sum(d.inc)" if agg == "increase" else "sum(d.inc) / %(step)s"
+        if params.get("partial"):
+            value = "array[sum(d.inc)]"
         # The range's points plus each series' latest point before it (its baseline), then the increments.
         return (
             f"with s as materialized ({series}),"
             " pts as ("
             " select s.series_id, s.gid, s.temporality, p.time, p.value, p.start_time"
-            " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
-            " where p.time >= %(start)s and p.time < %(end)s"
+            " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
+            " where p.project_id = %(project)s and p.series_id = s.series_id"
+            " and p.time >= %(start)s and p.time < %(end)s offset 0) p"
             " union all"
             " select s.series_id, s.gid, s.temporality, b.time, b.value, b.start_time"
             " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
@@ -247,9 +292,12 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         )
     series = _series_sql(query, params)
     return f"with s as materialized ({series})" + _labelled(
-        f"select s.gid, {_SLOT.format(column='p.time')} as slot, {_RAW_AGGREGATES[_aggregate_key(agg)]} as value"
-        " from s join public.metric_points p on p.project_id = %(project)s and p.series_id = s.series_id"
-        " where p.time >= %(start)s and p.time < %(end)s group by 1, 2"
+        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
+        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[_aggregate_key(agg)]} as value"
+        # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+        " from s cross join lateral (select p.time, p.value, p.count, p.sum, p.min, p.max from public.metric_points p"
+        " where p.project_id = %(project)s and p.series_id = s.series_id"
+        " and p.time >= %(start)s and p.time < %(end)s offset 0) p group by 1, 2"
     )
 
 
@@ -259,11 +307,77 @@ def _rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     series = _series_sql(query, params, extra=extra)
     return f"with s as materialized ({series})" + _labelled(
         f"select s.gid, {_SLOT.format(column='r.bucket_start')} as slot,"
-        f" {_ROLLUP_AGGREGATES[_aggregate_key(agg)]} as value"
+        f" {_rollup_aggregate(_aggregate_key(agg), params)} as value"
         " from s join public.metric_rollups r on r.project_id = %(project)s and r.series_id = s.series_id"
         " and r.resolution = %(resolution)s"
         " where r.bucket_start >= %(start)s and r.bucket_start < %(end)s group by 1, 2"
     )
+
+
+def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
+    """(labels, slot, value) from metric_group_rollups: params carry group_key and one list per filter."""
+    agg = query.aggregation
+    key = _aggregate_key(agg)
+    value = _rollup_aggregate(key, params)
+    labels = (
+        "(case when %(group_key)s = '' then '{}'::jsonb"
+        " else jsonb_build_object(%(group_key)s::text, r.group_value::jsonb) end)::text"
+    )
+    conditions = "".join(
+        f" and r.group_value = any(array(select v::text from unnest(%(g{i})s::jsonb[]) v))"
+        for i in range(len(query.filters))
+    )
+    params["name"] = query.name
+    where = (
+        " from public.metric_group_rollups r"
+        " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
+        f" and r.resolution = %(resolution)s and r.bucket_start >= %(start)s and r.bucket_start < %(end)s{conditions}"
+    )
+    if key == "percentile" and params["step"] == params["resolution"] and params["resolution"] in (3600, 86400):
+        # One row per group and slot: its precomputed quantile, no aggregation; one result row per group (arrays of
+        # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values).
+        params["arrayed"] = True
+        return (
+            f"select {labels} as labels, array_agg(extract(epoch from r.bucket_start)::bigint) as slots,"
+            f" array_agg(r.p{round(PERCENTILES[agg] * 100)}) as vals{where} group by r.group_value"
+        )
+    return f"select {labels} as labels, {_SLOT.format(column='r.bucket_start')} as slot, {value} as value{where}" + (
+        " group by r.group_value, 2"
+    )
+
+
+def _group_key(
+    cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, *, all_counters: bool
+) -> str | None:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups."""
+    if query_plan.resolution == "raw" or query_plan.raw_from <= query_plan.start or len(query.group_by) > 1:
+        return None
+    if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
+        return None  # the series path reads the counters only; the groups hold every series of the name
+    key = query.group_by[0] if query.group_by else ""
+    for f in query.filters:
+        values = f.value if isinstance(f.value, list) else [f.value]
+        # Floats are left to the series path: 200.0 and 200 are one jsonb value but two texts.
+        if f.attribute != key or f.op not in ("=", "in") or any(isinstance(v, float) for v in values):
+            return None
+    # Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
+    # queue (metric_group_pending) to be merged into them.
+    cur.execute(
+        "select k.complete_from <= %(start)s and not exists ("
+        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete"
+        " from public.metric_group_keys k"
+        " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
+        {
+            "start": query_plan.start,
+            "end": query_plan.minute_from,
+            "project": project_id,
+            "name": query.name,
+            "key": key,
+        },
+    )
+    row = cur.fetchone()
+    return key if row is not None and row["complete"] else None
 
 
 def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[int, int]:
@@ -284,18 +398,17 @@ def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[in
 # --- running ---------------------------------------------------------------------------------------------------
 
 
-def _sketch_quantile(sketches: list[dict[str, Any]] | None, q: float) -> float | None:
+def _sketches(listed: str | None) -> list[dict[str, Any]]:
+    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list."""
+    return json.loads(listed) if listed else []
+
+
+def _sketch_quantile(listed: str | None, q: float) -> float | None:
     """Merge the group's sketches of one slot (adding counts per store and index) and read the quantile."""
+    sketches = _sketches(listed)
     if not sketches:
         return None
-    positive: Counter[str] = Counter()
-    negative: Counter[str] = Counter()
-    zero = 0
-    for sketch in sketches:
-        positive.update(sketch.get("p") or {})
-        negative.update(sketch.get("n") or {})
-        zero += int(sketch.get("z") or 0)
-    return Sketch.from_json({"p": positive, "n": negative, "z": zero}).quantile(q)
+    return encoded_quantile(merge_encoded(sketches), q)
 
 
 def _read(
@@ -306,33 +419,120 @@ def _read(
     start: datetime,
     end: datetime,
     resolution: Resolution,
-) -> list[tuple[dict[str, Any], int, float | None]]:
-    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches."""
+    *,
+    partial: bool = False,
+) -> list[tuple[str, int, Any]]:
+    """One statement over [start, end): (labels, slot, value) rows; percentiles of rollups from merged sketches.
+    ``partial``: the partial aggregates instead (``_ROLLUP_PARTIALS``, ``_RAW_PARTIALS``), merged by the caller."""
     params = {
         **params,
         "start": start,
         "end": end,
         "lookback": start - COUNTER_LOOKBACK,
         "resolution": None if resolution == "raw" else resolution,
+        "partial": partial,
     }
-    cur.execute(build(query, params), params)
+    sql = build(query, params)
+    if partial:
+        cur.execute(sql, params)
+        return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
+    if not params.get("arrayed"):
+        # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
+        # thousands of rows.
+        sql = f"select labels, array_agg(slot) as slots, array_agg(value) as vals from ({sql}) q group by labels"
+    cur.execute(sql, params)
     quantile = PERCENTILES.get(query.aggregation)
-    if quantile is not None and resolution != "raw":
-        return [(r["labels"], int(r["slot"]), _sketch_quantile(r["value"], quantile)) for r in cur.fetchall()]
-    return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
+    # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
+    sketched = quantile is not None and resolution != "raw" and not params.get("arrayed")
+    rows: list[tuple[str, int, Any]] = []
+    for r in cur.fetchall():
+        labels, values = r["labels"], r["vals"]
+        if sketched and quantile is not None:
+            values = [_sketch_quantile(v, quantile) for v in values]
+        rows.extend((labels, int(slot), value) for slot, value in zip(r["slots"], values, strict=True))
+    return rows
 
 
-def _shape(rows: list[tuple[dict[str, Any], int, float | None]]) -> list[SeriesPoints]:
-    grouped: dict[str, tuple[dict[str, Any], list[tuple[int, float]]]] = {}
+def _read_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    query_plan: Plan,
+) -> list[tuple[str, int, float | None]]:
+    """The slots from raw_from: their complete 5-minute buckets from the 5m rollups of ``build``'s source (for
+    steps over 5 minutes), their remaining complete minutes (before minute_from) from its 1m rollups, the rest from
+    raw points; merged per (labels, slot)."""
+    five_from = query_plan.raw_from
+    if query_plan.step > 300:
+        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
+    sources: list[tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]] = [
+        (build, query_plan.raw_from, five_from, 300),
+        (build, five_from, query_plan.minute_from, 60),
+        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
+    ]
+    rolled: dict[tuple[str, int], list[Any]] = {}
+    raw: dict[tuple[str, int], Any] = {}
+    for reader, start, end, resolution in sources:
+        if start >= end:
+            continue
+        for labels, slot, value in _read(cur, query, reader, params, start, end, resolution, partial=True):
+            if resolution == "raw":
+                raw[(labels, slot)] = value
+            else:
+                rolled.setdefault((labels, slot), []).append(value)
+    return [
+        (
+            labels,
+            slot,
+            _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot))),
+        )
+        for labels, slot in rolled.keys() | raw.keys()
+    ]
+
+
+def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float | None:
+    """One slot's value from the partial aggregates of its rolled-up buckets and of its raw points (None: none)."""
+    key = _aggregate_key(aggregation)
+    if key == "percentile":
+        sketches = [sketch for listed in rolled for sketch in _sketches(listed)]
+        if raw:
+            values = Sketch()
+            values.add_many(raw)
+            sketches.append(values.to_json())
+        return encoded_quantile(merge_encoded(sketches), PERCENTILES[aggregation])
+    parts = [p for p in (*rolled, raw) if p is not None]
+    if key == "last":
+        latest = [(p[1], p[0]) for p in parts if p[0] is not None]
+        return max(latest)[1] if latest else None
+    firsts = [p[0] for p in parts if p[0] is not None]
+    if key == "min":
+        return min(firsts) if firsts else None
+    if key == "max":
+        return max(firsts) if firsts else None
+    total = sum(firsts) if firsts else None
+    if key == "avg":
+        counts = [p[1] for p in parts if p[1] is not None]
+        count = sum(counts) if counts else 0
+        return total / count if total is not None and count else None
+    if key == "rate":
+        return total / step if total is not None else None
+    return total  # sum, count, increase
+
+
+def _shape(rows: list[tuple[str, int, float | None]]) -> list[SeriesPoints]:
+    """(labels as jsonb text, slot, value) rows → one SeriesPoints per labels, ordered by their sorted-keys JSON."""
+    grouped: dict[str, list[tuple[int, float]]] = {}
     for labels, slot, value in rows:
         if value is None or not math.isfinite(value):
             continue  # an empty slot (no count), or a value JSON cannot carry
-        key = json.dumps(labels or {}, sort_keys=True, default=str)
-        grouped.setdefault(key, (labels or {}, []))[1].append((slot, float(value)))
-    return [
-        SeriesPoints(labels=labels, points=sorted(points))
-        for _, (labels, points) in sorted(grouped.items(), key=lambda item: item[0])
-    ]
+        grouped.setdefault(labels, []).append((slot, float(value)))
+    shaped = []
+    for text, points in grouped.items():
+        labels = json.loads(text) if text else {}
+        shaped.append((json.dumps(labels, sort_keys=True, default=str), labels, points))
+    # Built without validation: the engine made every label and [int, float] point itself (thousands per query).
+    return [SeriesPoints.model_construct(labels=labels, points=sorted(points)) for _, labels, points in sorted(shaped)]
 
 
 def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
@@ -350,7 +550,8 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             code="not_a_counter",
             details={"loc": [*loc, "aggregation"]},
         )
-    rows: list[tuple[dict[str, Any], int, float | None]] = []
+    rows: list[tuple[str, int, Any]] = []
+    source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {
             "project": project_id,
@@ -360,15 +561,28 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "quantile": PERCENTILES.get(query.aggregation),
         }
         if query_plan.resolution != "raw":
-            rows += _read(cur, query, _rollup_sql, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
-        if query_plan.raw_from < query_plan.end:
-            rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+            group_key = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
+            build = _rollup_sql
+            if group_key is not None:
+                source, build = "group", _group_rollup_sql
+                params["group_key"] = group_key
+                for i, f in enumerate(query.filters):
+                    params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
+            if query_plan.start < query_plan.raw_from:
+                rows += _read(cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution)
+            if query_plan.raw_from < query_plan.minute_from:
+                rows += _read_tail(cur, query, build, params, query_plan)
+            elif query_plan.raw_from < query_plan.end:
+                rows += _read(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw")
+        else:
+            rows += _read(cur, query, _raw_sql, params, query_plan.start, query_plan.end, "raw")
     assert query.id is not None
     return QueryResult(
         id=query.id,
         name=query.name,
         aggregation=query.aggregation,
         resolution=query_plan.resolution,
+        source=source,
         step=query_plan.step,
         start=_epoch(query_plan.start),
         end=_epoch(query_plan.end),
@@ -385,7 +599,7 @@ def run_queries(
     loc: list[Any] = ["body", "queries", 0]
     try:
         with tenant_transaction(principal.rls_claims()) as cur:
-            authorize_read(cur, principal, project_id)
+            authorize_telemetry(cur, principal, project_id)
             results = []
             for index, query in enumerate(request.queries):
                 loc = ["body", "queries", index]

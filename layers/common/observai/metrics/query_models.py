@@ -163,6 +163,11 @@ class QueryResult(BaseModel):
     name: str
     aggregation: Aggregation
     resolution: Literal["raw", 60, 300, 3600, 86400] = Field(description="raw points, or the rollup read (seconds)")
+    source: Literal["group", "series", "raw"] = Field(
+        description="What the rollup slots were read from: group rollups (one row per group and slot, when the"
+        " query groups by nothing or by one low-cardinality attribute and filters on it only), per-series"
+        " rollups, or raw points (resolution raw)"
+    )
     step: int
     start: int = Field(description="Unix seconds: from, aligned down to the step")
     end: int = Field(description="Unix seconds: to, aligned up to the step")

@@ -31,16 +31,23 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
      a sketch built from the buckets (``Sketch.add_histogram`` / ``add_exponential``);
    - summaries: count and sum of observations only (cumulative, differenced like histograms).
 4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level:
-   count, sum and increase add; min/max; last of the latest; sketches merged by adding counts (in SQL).
-5. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
-   The report says whether more is pending (the next run, or a loop in the caller, continues).
+   count, sum and increase add; min/max; last of the latest (in SQL); sketches merged by adding counts (in Python,
+   ``merge_encoded``).
+5. Group rollups (``observai.metrics.groups``): the touched (metric, minute) pairs are queued, and the queue is
+   worked off within the group step's own bound (rows and seconds per run; what is left waits for the next run):
+   cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows.
+6. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
+   The report says whether more is pending (points after the window, or queued group work): the next run, or a
+   loop in the caller, continues.
 
 Heavy lifting is in SQL (one statement per step; sketches of values with the DDSketch log formula in SQL);
-only histogram-type series go through Python, where the bucket arithmetic is.
+histogram-type series go through Python, where the bucket arithmetic is, and so does the merging of sketches into
+coarser buckets (adding dict counts beats jsonb_each_text and re-aggregation in SQL several times over).
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -51,10 +58,11 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
-from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch
+from observai.metrics.groups import roll_groups
+from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch, merge_encoded
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
-LOCK_KEY = 0x0B5A1_0003
+LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
 STATE_NAME = "metrics"
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 DEFAULT_MAX_POINTS = 200_000
@@ -78,6 +86,9 @@ class AggregationReport(BaseModel):
     buckets_touched: int = 0  # 1m buckets re-rolled
     # Per resolution ("1m", "5m", "1h", "1d"): rows inserted or changed.
     buckets_written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    # Group rollups, per resolution: rows inserted or changed; (metric, minute) pairs recomputed.
+    group_buckets_written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    group_minutes: int = 0
     window_start: datetime | None = None
     watermark: datetime | None = None
     more_pending: bool = False
@@ -109,26 +120,26 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
     watermark = _watermark(cur, now)
     report = AggregationReport(ran=True, window_start=watermark, watermark=watermark)
     upper = now - timedelta(seconds=lag_s)
-    if watermark >= upper:
-        report.seconds = time.perf_counter() - started
-        return report
-
-    new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
-    report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
-    written = dict.fromkeys(RESOLUTIONS.values(), 0)
-    if report.buckets_touched:
-        written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
-        fine = 60
-        for coarse in (300, 3600, 86400):
-            written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
-            fine = coarse
-    report.buckets_written = written
-    cur.execute(
-        "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
-        " on conflict (name) do update set watermark = excluded.watermark, updated_at = excluded.updated_at",
-        (STATE_NAME, new_watermark),
-    )
-    report.watermark = new_watermark
+    if watermark < upper:
+        new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
+        report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
+        written = dict.fromkeys(RESOLUTIONS.values(), 0)
+        if report.buckets_touched:
+            written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
+            fine = 60
+            for coarse in (300, 3600, 86400):
+                written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
+                fine = coarse
+        report.buckets_written = written
+        cur.execute(
+            "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
+            " on conflict (name) do update set watermark = excluded.watermark, updated_at = excluded.updated_at",
+            (STATE_NAME, new_watermark),
+        )
+        report.watermark = new_watermark
+    groups = roll_groups(cur, touched=report.buckets_touched > 0)
+    report.group_buckets_written, report.group_minutes = groups.written, groups.minutes
+    report.more_pending = report.more_pending or groups.more_pending
     report.seconds = time.perf_counter() - started
     return report
 
@@ -183,7 +194,7 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
     cur.execute(
         f"""
         create temp table rollup_touched on commit drop as
-        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.type, s.temporality,
+        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.name, s.type, s.temporality,
             case
                 when s.type = 'sum' and s.monotonic and s.temporality = 'delta' then 'delta_counter'
                 when s.type = 'sum' and s.monotonic then 'counter'
@@ -289,6 +300,7 @@ with pts as (
         select p.time, p.start_time, p.value from public.metric_points p
         where p.project_id = g.project_id and p.series_id = g.series_id
             and p.time >= g.range_start and p.time < g.range_end
+        offset 0  -- never flattened: one index range read per series range, whatever the statistics say
     ) p
     where g.kind <> 'distribution'
     union all
@@ -377,6 +389,7 @@ cross join lateral (
     select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution from public.metric_points p
     where p.project_id = g.project_id and p.series_id = g.series_id
         and p.time >= g.range_start and p.time < g.range_end
+    offset 0  -- never flattened: one index range read per series range
 ) p
 where g.kind = 'distribution'
 union all
@@ -599,33 +612,38 @@ def _clamp(value: float | None, low: float | None, high: float | None) -> float 
 
 # --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
 
-_COARSE_SQL = (
-    f"""
+# The coarse rows' scalars in SQL (sums in bucket order: a bucket rolled again gets the very same sums), their
+# sketches as one text list each, merged in Python (``merge_encoded``: far cheaper than jsonb_each_text and
+# re-aggregation in SQL).
+_COARSE_ROWS_SQL = f"""
+create temp table rollup_coarse on commit drop as
 with t as (
     select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
     from rollup_touched
 ),
--- Contiguous touched coarse buckets per series: one index range read of the finer rows each.
+-- Contiguous touched coarse buckets per PROJECT: one range read each of the (project_id, resolution, bucket_start)
+-- index, kept apart (offset 0) so the planner cannot flatten it into a join over every partition's rows: freshly
+-- written rollups have no statistics yet, and per-series estimates were off by orders of magnitude.
 g as (
-    select project_id, series_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
+    select project_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
     from (
-        select *,
-            bucket_start - %(width)s * row_number() over (partition by project_id, series_id order by bucket_start)
-                as island
-        from t
+        select *, bucket_start - %(width)s * row_number() over (partition by project_id order by bucket_start) as island
+        from (select distinct project_id, bucket_start from t) b
     ) x
-    group by project_id, series_id, island
+    group by project_id, island
 ),
-c as (
-    select r.org_id, r.project_id, r.series_id,
-        date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as fine_start,
+c as materialized (
+    select r.org_id, r.project_id, r.series_id, t.bucket_start, r.bucket_start as fine_start,
         r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
     from g
     cross join lateral (
         select * from public.metric_rollups r
-        where r.project_id = g.project_id and r.series_id = g.series_id and r.resolution = %(fine)s
+        where r.project_id = g.project_id and r.resolution = %(fine)s
             and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+        offset 0
     ) r
+    join t on t.project_id = r.project_id and t.series_id = r.series_id
+        and t.bucket_start = date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}')
 ),
 agg as (
     select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
@@ -636,32 +654,37 @@ agg as (
         (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
         max(last_time) as last_time,
         sum(increase order by fine_start) as increase
-    from c group by project_id, series_id, bucket_start
+    from (  -- narrow rows (no sketch): the sort of the ordered aggregates stays small
+        select org_id, project_id, series_id, bucket_start, fine_start, count, sum, min, max, last, last_time, increase
+        from c
+    ) c
+    group by project_id, series_id, bucket_start
 ),
-sk_raw as (
-    select c.project_id, c.series_id, c.bucket_start, s.store, e.key::integer as idx, e.value::bigint as n
-    from c
-    cross join lateral (values ('p', c.sketch -> 'p'), ('n', c.sketch -> 'n')) as s(store, obj)
-    cross join lateral jsonb_each_text(s.obj) as e
-    where c.sketch is not null
-),
-sk_zero as (
-    select project_id, series_id, bucket_start, sum((sketch ->> 'z')::bigint)::bigint as z
+sk as (
+    select project_id, series_id, bucket_start, string_agg(sketch::text, ',') as sketches
     from c where sketch is not null group by project_id, series_id, bucket_start
-),
-"""
-    + _SKETCH_CTES
-    + _UPSERT.format(
-        select="""
-select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
-    a.last_time, a.increase, sk.sketch, now()
+)
+select row_number() over () as id, a.*, sk.sketches
 from agg a
 left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and sk.bucket_start = a.bucket_start
 """
-    )
+
+_COARSE_UPSERT_SQL = _UPSERT.format(
+    select="""
+select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
+    a.last_time, a.increase, s.sketch, now()
+from rollup_coarse a
+-- The merged sketches, one JSON object {id: sketch} (one text to send, parsed once; no array of texts to escape).
+left join jsonb_each(%(sketches)s::jsonb) as s(id, sketch) on s.id::bigint = a.id
+"""
 )
 
 
 def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
-    cur.execute(_COARSE_SQL, {"fine": fine, "coarse": coarse, "width": timedelta(seconds=coarse)})
-    return max(cur.rowcount, 0)
+    cur.execute(_COARSE_ROWS_SQL, {"fine": fine, "width": timedelta(seconds=coarse)})
+    cur.execute("select id, sketches from rollup_coarse where sketches is not null")
+    merged = {str(row["id"]): merge_encoded(json.loads("[" + row["sketches"] + "]")) for row in cur.fetchall()}
+    cur.execute(_COARSE_UPSERT_SQL, {"coarse": coarse, "sketches": json.dumps(merged)})
+    written = max(cur.rowcount, 0)
+    cur.execute("drop table rollup_coarse")
+    return written

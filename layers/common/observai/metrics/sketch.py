@@ -9,8 +9,9 @@ see ``nearest_rank``); values below the zero threshold read as 0 (an absolute er
 Non-finite values (NaN, ±inf) are ignored.
 
 Encoding (what metric_rollups.sketch stores): ``{"p": {"<index>": count}, "n": {...}, "z": zero_count}``.
-Two sketches merge by adding counts per (store, index), in Python (``merge``) or in SQL (``SQL_MERGE``:
-jsonb_each_text, sum per key, jsonb_object_agg; the rollup job re-rolls coarser buckets the same way).
+Two sketches merge by adding counts per (store, index), in Python (``merge``, or ``merge_encoded`` on the
+encoding: how the rollup job re-rolls coarser buckets and group rows) or in SQL (``SQL_MERGE``: jsonb_each_text,
+sum per key, jsonb_object_agg).
 
 Bounded size: each store keeps at most MAX_BUCKETS (2048) buckets, the indexes max−2047 .. max; counts of
 lower indexes are collapsed into index max−2047 (DDSketch's "collapsing lowest" store). The rule depends on
@@ -58,6 +59,64 @@ select case when count(*) > 0 then jsonb_build_object(
     'z', coalesce(sum((sketch ->> 'z')::bigint), 0)) end as sketch
 from sketches where sketch is not null
 """
+
+
+def merge_encoded(sketches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Sketches in the stored encoding merged by adding counts per (store, index), then collapsed as ``Sketch`` does
+    (the same counts as ``Sketch.merge``, without building Sketch objects: the aggregation job merges many)."""
+    positive: dict[str, int] = {}
+    negative: dict[str, int] = {}
+    zero = 0
+    for sketch in sketches:
+        for index, count in (sketch.get("p") or {}).items():
+            positive[index] = positive.get(index, 0) + count
+        for index, count in (sketch.get("n") or {}).items():
+            negative[index] = negative.get(index, 0) + count
+        zero += sketch.get("z") or 0
+    return {"p": _collapsed(positive), "n": _collapsed(negative), "z": zero}
+
+
+def encoded_quantile(encoded: Mapping[str, Any], q: float) -> float | None:
+    """``Sketch.from_json(encoded).quantile(q)`` without building the Sketch (the query engine reads many): the
+    encoding must be collapsed already (``merge_encoded``'s are)."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be between 0 and 1")
+    negative = sorted(((int(i), int(c)) for i, c in (encoded.get("n") or {}).items() if c > 0), reverse=True)
+    positive = sorted((int(i), int(c)) for i, c in (encoded.get("p") or {}).items() if c > 0)
+    zero = int(encoded.get("z") or 0)
+    total = sum(c for _, c in negative) + zero + sum(c for _, c in positive)
+    if total == 0:
+        return None
+    rank = nearest_rank(q, total)
+    seen = 0
+    for index, count in negative:  # most negative first
+        seen += count
+        if seen >= rank:
+            return -bucket_value(index)
+    seen += zero
+    if seen >= rank:
+        return 0.0
+    for index, count in positive:
+        seen += count
+        if seen >= rank:
+            return bucket_value(index)
+    raise AssertionError("unreachable: rank <= count")
+
+
+def _collapsed(store: dict[str, int]) -> dict[str, int]:
+    """A store's counts with the indexes below (top − MAX_BUCKETS + 1) folded into that one."""
+    if len(store) <= 1:
+        return store
+    indexes = [int(i) for i in store]
+    top = max(indexes)
+    floor = top - MAX_BUCKETS + 1
+    if min(indexes) >= floor:
+        return store
+    out: dict[str, int] = {}
+    for index, count in zip(indexes, store.values(), strict=True):
+        key = str(max(index, floor))
+        out[key] = out.get(key, 0) + count
+    return out
 
 
 def nearest_rank(q: float, n: int) -> int:

@@ -7,8 +7,9 @@ LIST-partitioned by ``retention_days`` (migration 0010), so
 - a day partition is dropped as a whole once nothing in it is kept any more: all its value
   sub-partitions expired, and its default sub-partition (rows whose value no plan used when the day was
   created) holds no row with ``D >= today - retention_days``;
-- metric_rollups (plain day partitions, no retention_days column) loses a day once it is older than the
-  longest retention of any plan (the roll-ups of every organization share one day partition);
+- metric_rollups and metric_group_rollups (plain day partitions, no retention_days column) lose a day
+  once it is older than the longest retention of any plan (every organization shares one day partition);
+  metric_group_pending (the group step's queue, unpartitioned) is worked off by the job itself;
 - the DEFAULT partitions (safety nets, small: rows of a day that had no partition, and in a day, rows
   whose retention_days had no sub-partition, e.g. a late row whose sub-partition was already dropped)
   lose their expired rows by batched DELETE.
@@ -58,10 +59,10 @@ LOCK_KEY = 0x0B5A1_0010
 # Day partitions LIST-partitioned by retention_days (migration 0010).
 RETENTION_TABLES: tuple[str, ...] = ("public.logs", "public.spans", "public.metric_points")
 # Plain day partitions shared by every plan: dropped past the longest plan retention.
-PLAN_MAX_TABLES: tuple[str, ...] = ("public.metric_rollups",)
+PLAN_MAX_TABLES: tuple[str, ...] = ("public.metric_rollups", "public.metric_group_rollups")
 # The time column of each parent (the range partition key), for the DEFAULT partition purge.
 TIME_COLUMNS = {"public.logs": "time", "public.spans": "start_time", "public.metric_points": "time"}
-PLAN_MAX_TIME_COLUMNS = {"public.metric_rollups": "bucket_start"}
+PLAN_MAX_TIME_COLUMNS = {"public.metric_rollups": "bucket_start", "public.metric_group_rollups": "bucket_start"}
 
 MAX_DROPS_PER_RUN = 200
 MAX_PURGE_ROWS_PER_RUN = 200_000

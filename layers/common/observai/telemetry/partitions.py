@@ -32,7 +32,13 @@ from observai.observability import logger
 # pg_try_advisory_xact_lock key of partition upkeep (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0002
 # The time-partitioned tables: parent and (for the record) its partition key.
-TABLES: tuple[str, ...] = ("public.metric_points", "public.logs", "public.spans", "public.metric_rollups")
+TABLES: tuple[str, ...] = (
+    "public.metric_points",
+    "public.logs",
+    "public.spans",
+    "public.metric_rollups",
+    "public.metric_group_rollups",
+)
 DEFAULT_DAYS_BACK = 8
 DEFAULT_DAYS_AHEAD = 3
 MAX_DAYS = 31  # per direction: the job is bounded whatever it is asked

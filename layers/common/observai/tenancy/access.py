@@ -3,13 +3,13 @@ a member whose role lacks the permission → 403."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 from observai.auth.permissions import Action, Role, require
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor
-from observai.errors import NotFound
+from observai.errors import Forbidden, NotFound
 from observai.tenancy import store
 
 
@@ -29,3 +29,21 @@ def authorize_project(
         raise NotFound("Project not found", details={"project_id": str(project_id)})
     require(row["role"], action)
     return row, Role(row["role"])
+
+
+def authorize_telemetry(
+    cur: Cursor, principal: Principal, project_id: UUID, action: Action = Action.TELEMETRY_READ
+) -> UUID:
+    """The project's org id, when the caller may ``action`` its telemetry: a member whose role allows it, or an
+    API key bound to this very project with the ``read`` scope. Another project's key gets 404 (existence not
+    revealed), a key without the scope 403."""
+    if principal.kind == "api_key":
+        if principal.project_id != project_id or principal.org_id is None:
+            raise NotFound("Project not found", details={"project_id": str(project_id)})
+        if "read" not in principal.scopes:
+            raise Forbidden(
+                "This API key lacks the read scope", code="scope_missing", details={"scopes": sorted(principal.scopes)}
+            )
+        return principal.org_id
+    row, _ = authorize_project(cur, principal, project_id, action)
+    return cast(UUID, row["org_id"])

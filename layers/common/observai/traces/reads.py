@@ -1,7 +1,7 @@
 """The traces API's domain: fetch one trace (span tree + correlated logs), search traces, per-service stats.
 
 Callers: a member of the project's organization (viewer and up) or an API key bound to the project with the
-``read`` scope (``authorize_read``); every read runs as the caller under RLS, so another project's trace is
+``read`` scope (``authorize_telemetry``); every read runs as the caller under RLS, so another project's trace is
 simply not found (404).
 
 Trace fetch without a time hint: spans are partitioned by day and a trace id has no global index, so the
@@ -25,8 +25,9 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction
 from observai.errors import InvalidInput, NotFound
-from observai.metrics.query import authorize_read, filter_sql, match_filters
+from observai.metrics.query import filter_sql, match_filters
 from observai.pagination import decode_cursor, encode_cursor
+from observai.tenancy.access import authorize_telemetry
 from observai.traces import store
 from observai.traces.models import (
     ServiceStats,
@@ -137,7 +138,7 @@ def get_trace(
     if start is not None and end is not None and start >= end:
         raise InvalidInput("from must be before to", details={"loc": ["query", "from"]})
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         if start is not None or end is not None:
             spans = store.trace_spans(cur, project_id, trace_id, start, end, MAX_SPANS + 1)
         else:
@@ -280,7 +281,7 @@ def search_traces(
         residual += " and s.duration_ns <= %(max_ns)s"
     residual += filter_sql(match_filters(query_params), params)
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         rows = store.search_traces(
             cur,
             project_id,
@@ -331,7 +332,7 @@ def service_stats(
     start, end = window(start, end, STATS_DEFAULT_WINDOW, STATS_MAX_WINDOW)
     seconds = (end - start).total_seconds()
     with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_read(cur, principal, project_id)
+        authorize_telemetry(cur, principal, project_id)
         rows = store.service_stats(cur, project_id, start, end, MAX_SERVICES)
     services = [
         ServiceStats(

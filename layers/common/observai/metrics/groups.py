@@ -1,0 +1,481 @@
+"""Group rollups: cross-series rollups per metric name (what recording rules are to Prometheus), step 5 of the
+aggregate-metrics job (``observai.metrics.rollup``), in the same run and transaction.
+
+A dashboard query over every series of a metric, or grouped by one low-cardinality attribute, then reads one row
+per group per slot (``metric_group_rollups``) instead of one per series (and one sketch per series).
+
+Groups, per metric name: the whole metric (group_key '', group_value '') and one group per value of each attribute
+key with at most GROUP_MAX_CARDINALITY distinct values among the metric's series (at most GROUP_MAX_KEYS keys, the
+lowest cardinalities first; ``metric_group_keys`` records them, dropping a key that outgrew the bound).
+group_value is the attribute's jsonb text ((attributes -> key)::text: '"h01"', '200'), 'null' for a series
+without it.
+
+Work queue: every (metric, 1m bucket) pair whose per-series rollups the run re-rolled goes to
+``metric_group_pending``; the step then works the queue off, oldest minutes first, in chunks of about CHUNK_ROWS
+per-series rows (estimated from the metrics' series counts), and stops after RUN_MAX_ROWS rows or RUN_BUDGET_S
+seconds: a backlog (a backfill, a new key) never makes a run hit the statement timeout, and the next run resumes
+it. A chunk:
+
+1. reads the per-series 1m rows of its (metric, minute) pairs (each project's minutes as contiguous ranges of the
+   (project_id, resolution, bucket_start) index: one range read whatever the planner thinks of freshly written
+   rows' statistics);
+2. merges them per group in Python (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
+   largest, as the query API's "last"; sketches by adding counts, then collapsing as ``Sketch`` does); the whole
+   metric is the merge of the groups of its key with the fewest values (every series is in exactly one of them),
+   or of the series when the metric has no key;
+3. upserts the 1m group rows (unchanged rows are not rewritten), then recomputes the 5m, 1h and 1d group rows
+   containing them from the next finer group rows, the same way; 1h and 1d rows also get their sketch's
+   p50/p90/p95/p99 (a query whose step is the resolution reads one number per group and slot);
+4. deletes its pairs from the queue.
+
+Everything is recomputed from the rows below it: idempotent, and a late point's re-rolled minute simply comes
+back through the queue. The query API reads group rows only where they are complete: the key registered
+(complete_from) before the range, and no pending minute of the metric inside it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from observai.db.connection import Cursor
+from observai.metrics.sketch import encoded_quantile, merge_encoded
+
+RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
+# Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
+GROUP_MAX_CARDINALITY = 200
+GROUP_MAX_KEYS = 16
+# Per-series 1m rows per chunk, and per run, and the run's time budget for the group step (checked between chunks;
+# a chunk takes a few seconds at most, so a run stays well inside the Lambda's 60 s).
+CHUNK_ROWS = 100_000
+RUN_MAX_ROWS = 1_000_000
+RUN_BUDGET_S = 15.0
+# Resolutions whose group rows carry precomputed quantiles.
+QUANTILE_RESOLUTIONS = (3600, 86400)
+QUANTILES = {"p50": 0.5, "p90": 0.9, "p95": 0.95, "p99": 0.99}
+ORIGIN = "2000-01-01 00:00:00+00"  # as observai.metrics.rollup.ORIGIN: a 1d bucket is a UTC day
+
+
+class GroupReport(BaseModel):
+    minutes: int = 0  # (metric, 1m bucket) pairs recomputed
+    rows_read: int = 0  # per-series 1m rows merged
+    # Per resolution ("1m", "5m", "1h", "1d"): group rows inserted or changed.
+    written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
+    more_pending: bool = False
+
+
+def roll_groups(cur: Cursor, *, touched: bool) -> GroupReport:
+    """Queue what the run touched (``touched``: the temp table rollup_touched exists), then work the queue off
+    within the run's bounds."""
+    report = GroupReport()
+    if touched:
+        _enqueue(cur)
+    cur.execute("drop table if exists group_rows")
+    cur.execute(
+        "create temp table group_rows (gid bigserial, project_id uuid, name text, group_key text, group_value text,"
+        " bucket_start timestamptz, org_id uuid, series integer, count bigint, sum float8, min float8, max float8,"
+        " last float8, last_time timestamptz, increase float8, sketches text) on commit drop"
+    )
+    started = time.perf_counter()
+    while report.rows_read < RUN_MAX_ROWS and time.perf_counter() - started < RUN_BUDGET_S:
+        if not _take_chunk(cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)):
+            break
+        minutes, rows = _roll_chunk(cur, report.written)
+        report.minutes += minutes
+        report.rows_read += rows
+    cur.execute("select exists (select 1 from public.metric_group_pending) as more")
+    row = cur.fetchone()
+    report.more_pending = bool(row and row["more"])
+    return report
+
+
+# --- the queue and the keys --------------------------------------------------------------------------------------
+
+
+def _enqueue(cur: Cursor) -> None:
+    """Refresh metric_group_keys for the touched metrics and queue their touched minutes (and, for a key new to a
+    metric that already had rollups, the metric's minutes from the run's first touched one on)."""
+    cur.execute(
+        """
+        insert into public.metric_group_pending (org_id, project_id, name, bucket_start)
+        select min(org_id::text)::uuid, project_id, name, bucket_start from rollup_touched
+        group by project_id, name, bucket_start
+        on conflict do nothing
+        """
+    )
+    cur.execute(
+        """
+        select t.org_id, t.project_id, t.name, t.first, k.key, k.values
+        from (
+            select min(org_id::text)::uuid as org_id, project_id, name, min(bucket_start) as first
+            from rollup_touched group by project_id, name
+        ) t
+        left join lateral (
+            select e.key, count(distinct e.value) as values
+            from public.metric_series s cross join lateral jsonb_each(s.attributes) e
+            where s.project_id = t.project_id and s.name = t.name and e.key <> ''
+            group by e.key
+        ) k on true
+        """
+    )
+    metrics: dict[tuple[Any, str], tuple[Any, datetime, dict[str, int]]] = {}
+    for row in cur.fetchall():
+        org_id, _, keys = metrics.setdefault((row["project_id"], row["name"]), (row["org_id"], row["first"], {}))
+        if row["key"] is not None and row["values"] <= GROUP_MAX_CARDINALITY:
+            keys[row["key"]] = int(row["values"])
+    cur.execute(
+        "select k.project_id, k.name, k.group_key, k.cardinality from public.metric_group_keys k"
+        " where (k.project_id, k.name) in (select distinct project_id, name from rollup_touched)"
+    )
+    registered: dict[tuple[Any, str], dict[str, int]] = {}
+    for row in cur.fetchall():
+        registered.setdefault((row["project_id"], row["name"]), {})[row["group_key"]] = row["cardinality"]
+
+    drop: list[tuple[Any, str, str]] = []
+    upsert: list[tuple[Any, Any, str, str, int, datetime | None]] = []
+    for (project_id, name), (org_id, first, keys) in metrics.items():
+        chosen = dict(sorted(keys.items(), key=lambda kv: (kv[1], kv[0]))[:GROUP_MAX_KEYS])
+        chosen[""] = 0
+        existing = registered.get((project_id, name), {})
+        drop += [(project_id, name, key) for key in existing if key not in chosen]
+        new = [key for key in chosen if key not in existing]
+        upsert += [
+            (org_id, project_id, name, key, n, None)
+            for key, n in chosen.items()
+            if key in existing and existing[key] != n
+        ]
+        if not new:
+            continue
+        # Complete from the start when the metric had no rollup before this run's first touched bucket; else from
+        # that bucket on. Either way its minutes from there to its latest rollup are queued: rolled by earlier runs,
+        # they lack the new key's groups.
+        cur.execute(
+            """
+            select
+                exists (
+                    select 1 from public.metric_series s cross join lateral (
+                        select 1 from public.metric_rollups r
+                        where r.project_id = s.project_id and r.series_id = s.series_id and r.resolution = 60
+                            and r.bucket_start < %(first)s limit 1
+                    ) r
+                    where s.project_id = %(project)s and s.name = %(name)s
+                ) as older,
+                (
+                    select max(r.bucket_start) from public.metric_series s cross join lateral (
+                        select r.bucket_start from public.metric_rollups r
+                        where r.project_id = s.project_id and r.series_id = s.series_id and r.resolution = 60
+                        order by r.bucket_start desc limit 1
+                    ) r
+                    where s.project_id = %(project)s and s.name = %(name)s
+                ) as latest
+            """,
+            {"project": project_id, "name": name, "first": first},
+        )
+        found = cur.fetchone()
+        assert found is not None
+        upsert += [(org_id, project_id, name, key, chosen[key], first if found["older"] else None) for key in new]
+        if found["latest"] is not None and found["latest"] > first:
+            cur.execute(
+                "insert into public.metric_group_pending (org_id, project_id, name, bucket_start)"
+                " select %(org)s, %(project)s, %(name)s, m"
+                " from generate_series(%(first)s::timestamptz, %(latest)s::timestamptz, interval '1 minute') m"
+                " on conflict do nothing",
+                {"org": org_id, "project": project_id, "name": name, "first": first, "latest": found["latest"]},
+            )
+    if drop:
+        cur.execute(
+            "delete from public.metric_group_keys k using unnest(%s::uuid[], %s::text[], %s::text[]) d(p, n, g)"
+            " where k.project_id = d.p and k.name = d.n and k.group_key = d.g",
+            ([d[0] for d in drop], [d[1] for d in drop], [d[2] for d in drop]),
+        )
+    if upsert:
+        # complete_from null: an existing key (cardinality update only), or '-infinity' for a new one.
+        cur.execute(
+            """
+            insert into public.metric_group_keys as k
+                (org_id, project_id, name, group_key, cardinality, complete_from, updated_at)
+            select u.org_id, u.project_id, u.name, u.group_key, u.cardinality,
+                coalesce(u.complete_from, '-infinity'), now()
+            from unnest(%s::uuid[], %s::uuid[], %s::text[], %s::text[], %s::integer[], %s::timestamptz[])
+                as u(org_id, project_id, name, group_key, cardinality, complete_from)
+            on conflict (project_id, name, group_key) do update set
+                cardinality = excluded.cardinality, updated_at = excluded.updated_at
+            """,
+            tuple([u[i] for u in upsert] for i in range(6)),
+        )
+
+
+def _take_chunk(cur: Cursor, max_rows: int) -> bool:
+    """Move the oldest queued pairs, about ``max_rows`` per-series rows' worth (at least one pair), from the queue
+    to the temp table group_chunk (project_id, name, bucket_start). False when the queue is empty."""
+    cur.execute("drop table if exists group_chunk")
+    cur.execute(
+        """
+        create temp table group_chunk on commit drop as
+        with p as (
+            select project_id, name, bucket_start from public.metric_group_pending
+            order by bucket_start, project_id, name limit 10000
+        ),
+        m as (
+            select d.project_id, d.name,
+                greatest((select count(*) from public.metric_series s
+                          where s.project_id = d.project_id and s.name = d.name), 1) as n
+            from (select distinct project_id, name from p) d
+        ),
+        c as (
+            select p.project_id, p.name, p.bucket_start, m.n,
+                sum(m.n) over (order by p.bucket_start, p.project_id, p.name rows unbounded preceding) as cum
+            from p join m on m.project_id = p.project_id and m.name = p.name
+        )
+        select project_id, name, bucket_start from c where cum - n < %(rows)s
+        """,
+        {"rows": max_rows},
+    )
+    if cur.rowcount <= 0:
+        return False
+    cur.execute(
+        "delete from public.metric_group_pending p using group_chunk c"
+        " where p.project_id = c.project_id and p.name = c.name and p.bucket_start = c.bucket_start"
+    )
+    cur.execute("analyze group_chunk")
+    return True
+
+
+# --- merging -----------------------------------------------------------------------------------------------------
+
+# The columns of a group row from the rows below it, ``c``: count, sum and increase add (in ``ord`` order, so that
+# a row rolled again gets the very same sums); min/max; last of the latest (simultaneous ones: the largest, as the
+# query API's "last"); the sketches as one text list, merged in Python (``_merged_sketches``).
+_MERGE_COLUMNS = """
+    min(org_id::text)::uuid as org_id, {series} as series, sum(count)::bigint as count, sum(sum order by ord) as sum,
+    min(min) as min, max(max) as max,
+    (array_agg(last order by last_time desc nulls last, last desc) filter (where last is not null))[1] as last,
+    coalesce(max(last_time) filter (where last is not null), max(last_time)) as last_time,
+    sum(increase order by ord) as increase, {sketches} as sketches
+"""
+_ROW_COLUMNS = (
+    "project_id, name, group_key, group_value, bucket_start, org_id, series, count, sum, min, max, last, last_time,"
+    " increase, sketches"
+)
+
+_MINUTES_SQL = f"""
+insert into group_rows ({_ROW_COLUMNS})
+with b as (
+    select distinct project_id, bucket_start from group_chunk
+),
+-- Each project's minutes in contiguous ranges: one range read each of the (project_id, resolution, bucket_start)
+-- index (offset 0: never flattened into a join over every partition, whatever the fresh rows' statistics say).
+g as (
+    select project_id, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
+    from (
+        select *, bucket_start - interval '60 seconds'
+            * row_number() over (partition by project_id order by bucket_start) as island
+        from b
+    ) x
+    group by project_id, island
+),
+c as materialized (
+    select m.gid, r.org_id, r.bucket_start, r.series_id as ord, r.count, r.sum, r.min, r.max, r.last, r.last_time,
+        r.increase, r.sketch
+    from g
+    cross join lateral (
+        select * from public.metric_rollups r
+        where r.project_id = g.project_id and r.resolution = 60
+            and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+        offset 0
+    ) r
+    join group_members m on m.project_id = r.project_id and m.series_id = r.series_id
+    join group_chunk t on t.project_id = r.project_id and t.name = m.name and t.bucket_start = r.bucket_start
+),
+-- Scalars (ordered: a sort of narrow rows by an integer group id) and sketches (hashed) apart.
+a as (
+    select gid, bucket_start,
+        {_MERGE_COLUMNS.format(series="count(*)::integer", sketches="null::text").strip()}
+    from (select gid, org_id, bucket_start, ord, count, sum, min, max, last, last_time, increase from c) c
+    group by gid, bucket_start
+),
+k as (
+    select gid, bucket_start, string_agg(sketch::text, ',') as sketches from c where sketch is not null
+    group by gid, bucket_start
+)
+select i.project_id, i.name, i.group_key, i.group_value, a.bucket_start, a.org_id, a.series, a.count, a.sum, a.min,
+    a.max, a.last, a.last_time, a.increase, k.sketches
+from a
+join group_ids i on i.gid = a.gid
+left join k on k.gid = a.gid and k.bucket_start = a.bucket_start
+"""
+
+# The whole metric, from the groups of one key (every series is in exactly one of them); its sketch: in Python.
+_WHOLE_SQL = f"""
+insert into group_rows ({_ROW_COLUMNS})
+select project_id, name, '', '', bucket_start,
+    {_MERGE_COLUMNS.format(series="sum(series)::integer", sketches="null")}
+from (
+    select g.*, g.group_value as ord from group_rows g
+    join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name and k.group_key = g.group_key
+    where k.whole_source
+) c
+group by project_id, name, bucket_start
+"""
+
+_COARSE_SQL = f"""
+insert into group_rows ({_ROW_COLUMNS})
+with t as (
+    select distinct project_id, name, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
+    from group_chunk
+),
+g as (
+    select project_id, name, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
+    from (
+        select *, bucket_start - %(width)s
+            * row_number() over (partition by project_id, name order by bucket_start) as island
+        from t
+    ) x
+    group by project_id, name, island
+),
+c as (
+    select r.org_id, r.project_id, r.name, r.group_key, r.group_value,
+        date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as ord, r.series,
+        r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
+    from g
+    join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name
+    cross join lateral (
+        select * from public.metric_group_rollups r
+        where r.project_id = g.project_id and r.name = g.name and r.group_key = k.group_key
+            and r.resolution = %(fine)s and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+        offset 0  -- not flattened: one index range read per group key
+    ) r
+)
+select project_id, name, group_key, group_value, bucket_start,
+    {_MERGE_COLUMNS.format(series="max(series)", sketches="string_agg(sketch::text, ',')")}
+from c group by project_id, name, group_key, group_value, bucket_start
+"""
+
+_UPSERT_SQL = """
+insert into public.metric_group_rollups as r
+    (org_id, project_id, name, group_key, group_value, resolution, bucket_start, series, count, sum, min, max,
+     last, last_time, increase, sketch, p50, p90, p95, p99, updated_at)
+select g.org_id, g.project_id, g.name, g.group_key, g.group_value, %(resolution)s, g.bucket_start, g.series, g.count,
+    g.sum, g.min, g.max, g.last, g.last_time, g.increase, k.sketch, s.p50, s.p90, s.p95, s.p99, now()
+from group_rows g
+-- The merged sketches, one JSON object {gid: sketch} (one text to send, parsed once; no array of texts to escape).
+left join jsonb_each(%(sketches)s::jsonb) as k(gid, sketch) on k.gid::bigint = g.gid
+left join unnest(%(gid)s::bigint[], %(p50)s::float8[], %(p90)s::float8[], %(p95)s::float8[], %(p99)s::float8[])
+    as s(gid, p50, p90, p95, p99) on s.gid = g.gid
+on conflict (project_id, name, group_key, group_value, resolution, bucket_start) do update set
+    org_id = excluded.org_id, series = excluded.series, count = excluded.count, sum = excluded.sum,
+    min = excluded.min, max = excluded.max, last = excluded.last, last_time = excluded.last_time,
+    increase = excluded.increase, sketch = excluded.sketch, p50 = excluded.p50, p90 = excluded.p90,
+    p95 = excluded.p95, p99 = excluded.p99, updated_at = excluded.updated_at
+where (r.org_id, r.series, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch)
+    is distinct from (excluded.org_id, excluded.series, excluded.count, excluded.sum, excluded.min, excluded.max,
+                      excluded.last, excluded.last_time, excluded.increase, excluded.sketch)
+"""
+
+
+def _roll_chunk(cur: Cursor, written: dict[str, int]) -> tuple[int, int]:
+    """The chunk's 1m group rows from the per-series rows, then the coarser ones; returns (pairs, rows read)."""
+    # The chunk's metrics' keys (whole_source: the key the whole metric is merged from, the one with the fewest
+    # values), and every series' group of each key (its value as jsonb text, 'null' when absent); a metric without
+    # keys: the whole metric straight from its series.
+    cur.execute(
+        """
+        create temp table group_chunk_keys on commit drop as
+        select k.project_id, k.name, k.group_key,
+            k.group_key = (
+                select w.group_key from public.metric_group_keys w
+                where w.project_id = k.project_id and w.name = k.name and w.group_key <> ''
+                order by w.cardinality, w.group_key limit 1
+            ) as whole_source
+        from public.metric_group_keys k
+        where (k.project_id, k.name) in (select distinct project_id, name from group_chunk)
+        """
+    )
+    cur.execute(
+        """
+        create temp table group_members on commit drop as
+        select s.project_id, s.series_id, s.name, k.group_key,
+            case when k.group_key = '' then '' else coalesce((s.attributes -> k.group_key)::text, 'null') end
+                as group_value
+        from group_chunk_keys k
+        join public.metric_series s on s.project_id = k.project_id and s.name = k.name
+        where k.group_key <> '' or not exists (
+            select 1 from group_chunk_keys o where o.project_id = k.project_id and o.name = k.name and o.group_key <> ''
+        )
+        """
+    )
+    # An integer per group: the aggregation sorts and hashes on it rather than on (uuid, text, text, text).
+    cur.execute(
+        """
+        create temp table group_ids on commit drop as
+        select row_number() over () as gid, project_id, name, group_key, group_value
+        from (select distinct project_id, name, group_key, group_value from group_members) d
+        """
+    )
+    cur.execute(
+        """
+        alter table group_members add column gid bigint;
+        update group_members m set gid = i.gid from group_ids i
+        where i.project_id = m.project_id and i.name = m.name and i.group_key = m.group_key
+            and i.group_value = m.group_value
+        """
+    )
+    cur.execute("analyze group_members")
+    cur.execute("truncate group_rows")
+    cur.execute(_MINUTES_SQL)
+    cur.execute(_WHOLE_SQL)
+    cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
+    row = cur.fetchone()
+    rows = int(row["rows"]) if row else 0
+    written["1m"] += _finish(cur, 60)
+    fine = 60
+    for coarse in (300, 3600, 86400):
+        cur.execute("truncate group_rows")
+        cur.execute(_COARSE_SQL, {"fine": fine, "width": timedelta(seconds=coarse)})
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse)
+        fine = coarse
+    cur.execute("select count(*) as n from group_chunk")
+    row = cur.fetchone()
+    cur.execute("drop table group_chunk_keys, group_members, group_ids")
+    return (int(row["n"]) if row else 0), rows
+
+
+def _finish(cur: Cursor, resolution: int) -> int:
+    """Merge the sketches of group_rows in Python (the whole-metric rows of 1m from their key's merged groups),
+    with the quantiles at 1h and 1d, and upsert the rows; returns the rows inserted or changed."""
+    cur.execute(
+        """
+        select g.gid, g.project_id, g.name, g.group_key, g.bucket_start, g.sketches, coalesce(k.whole_source, false)
+            as whole_source
+        from group_rows g
+        left join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name and k.group_key = g.group_key
+        where g.sketches is not null or g.group_key = ''
+        """
+    )
+    merged: dict[int, dict[str, Any]] = {}
+    wholes: dict[tuple[Any, str, datetime], list[dict[str, Any]]] = {}
+    derived: list[tuple[int, tuple[Any, str, datetime]]] = []
+    for row in cur.fetchall():
+        if row["sketches"] is None:
+            derived.append((row["gid"], (row["project_id"], row["name"], row["bucket_start"])))
+            continue
+        sketch = merge_encoded(json.loads("[" + row["sketches"] + "]"))
+        merged[row["gid"]] = sketch
+        if row["whole_source"]:
+            wholes.setdefault((row["project_id"], row["name"], row["bucket_start"]), []).append(sketch)
+    for gid, whole in derived:
+        if whole in wholes:
+            merged[gid] = merge_encoded(wholes[whole])
+    quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
+    if resolution in QUANTILE_RESOLUTIONS:
+        for gid, sketch in merged.items():
+            quantiles["gid"].append(gid)
+            for column, q in QUANTILES.items():
+                quantiles[column].append(encoded_quantile(sketch, q))
+    sketches = json.dumps({str(gid): sketch for gid, sketch in merged.items()})
+    cur.execute(_UPSERT_SQL, {"resolution": resolution, "sketches": sketches, **quantiles})
+    return max(cur.rowcount, 0)

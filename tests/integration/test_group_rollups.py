@@ -1,0 +1,556 @@
+"""Group rollups (metric_group_rollups): cross-series rollups per metric name kept by the aggregation job, and the
+query planner reading them.
+
+The group rows must equal the merge of the per-series rows they come from, follow late points, stay unchanged
+when rolled again, answer the queries they can (``source: "group"``) with the values of the per-series path, and
+never exist for a key over the cardinality bound. Every test uses metrics of its own (fresh names) and drains the
+job before looking.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from observai.metrics import groups as group_rollups
+from observai.metrics.rollup import run_aggregation
+from observai.metrics.sketch import Sketch, nearest_rank
+from observai.telemetry.model import MetricPoint, MetricType, Temporality
+
+from tests.helpers.ingest import IngestProject, iso, make_project, store_points
+from tests.helpers.inprocess import invoke
+
+pytestmark = pytest.mark.integration
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+RESOLUTIONS = (60, 300, 3600, 86400)
+HOSTS = ("h1", "h2", "h3")
+ROUTES = ("/a", "/b")
+# Forces the per-series path: a filter on another attribute than the group_by one (it matches every series).
+EVERY_ROUTE = {"attribute": "route", "op": "=~", "value": ".*"}
+
+
+def ns(at: datetime) -> int:
+    return (at - EPOCH) // timedelta(microseconds=1) * 1000
+
+
+def base_time(hours: int = 5) -> datetime:
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=hours)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}"
+
+
+def drain() -> None:
+    for _ in range(1000):
+        report = run_aggregation(lag_s=0)
+        assert report.ran
+        if not report.more_pending:
+            return
+
+
+def attributes(i: int) -> dict[str, Any]:
+    return {"host": HOSTS[i % 3], "route": ROUTES[i // 3 % 2], "code": 200 if i % 2 else 500}
+
+
+def seed_gauges(project: IngestProject, name: str, base: datetime, minutes: int = 130) -> dict[int, list[float]]:
+    """Six series (3 hosts × 2 routes, code 200/500), a point every 20 s; returns series index → values."""
+    rng = random.Random(name)
+    values: dict[int, list[float]] = defaultdict(list)
+    points = []
+    for i in range(6):
+        for s in range(0, minutes * 60, 20):
+            value = round(rng.lognormvariate(3, 1) * (1 + i / 10), 6)
+            values[i].append(value)
+            points.append(
+                MetricPoint(name, MetricType.GAUGE, ns(base + timedelta(seconds=s)), attributes(i), value=value)
+            )
+    store_points(project, points)
+    return values
+
+
+def seed_counters(project: IngestProject, name: str, base: datetime) -> None:
+    """Two cumulative counters (h1, h2), one reset each."""
+    points = []
+    for i, host in enumerate(HOSTS[:2]):
+        total = 0.0
+        for s in range(0, 7200, 30):
+            total = 3.0 if s == 3600 + 30 * i else total + (s % 7) + i  # a reset in the second hour
+            points.append(
+                MetricPoint(
+                    name, MetricType.SUM, ns(base + timedelta(seconds=s)), {"host": host}, value=total,
+                    monotonic=True, temporality=Temporality.CUMULATIVE, start_time_ns=ns(base),
+                )
+            )  # fmt: skip
+    store_points(project, points)
+
+
+def group_rows(db: psycopg.Connection, project: IngestProject, name: str) -> dict[tuple[str, str, int, datetime], dict]:
+    rows = db.execute(
+        "select * from public.metric_group_rollups where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchall()
+    return {(r["group_key"], r["group_value"], r["resolution"], r["bucket_start"]): r for r in rows}
+
+
+def series_rows(db: psycopg.Connection, project: IngestProject, name: str) -> list[dict]:
+    return db.execute(
+        "select r.*, s.attributes from public.metric_rollups r join public.metric_series s"
+        " on s.project_id = r.project_id and s.series_id = r.series_id"
+        " where s.project_id = %s and s.name = %s",
+        (project.project_id, name),
+    ).fetchall()
+
+
+def group_keys(db: psycopg.Connection, project: IngestProject, name: str) -> dict[str, dict]:
+    rows = db.execute(
+        "select group_key, cardinality, org_id, updated_at,"
+        " case when complete_from <> '-infinity' then complete_from end as complete_from"  # None: from the start
+        " from public.metric_group_keys where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchall()
+    return {r["group_key"]: r for r in rows}
+
+
+def canonical(value: Any) -> str:
+    """group_value of an attribute value: its jsonb text."""
+    return f'"{value}"' if isinstance(value, str) else str(value).lower()
+
+
+@pytest.fixture(scope="module")
+def project(database_url: str) -> IngestProject:
+    return make_project(("ingest", "read"), label="Groups")
+
+
+def query(project: IngestProject, *queries: dict[str, Any]) -> list[dict[str, Any]]:
+    result = invoke(
+        "metrics",
+        "POST",
+        f"/v1/projects/{project.project_id}/metrics/query",
+        headers=project.headers,
+        json_body={"queries": list(queries)},
+    )
+    assert result.status == 200, result.text
+    return result.data["results"]
+
+
+# --- the job ----------------------------------------------------------------------------------------------------
+
+
+def test_group_rows_are_the_merge_of_the_per_series_rows_at_every_resolution(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given six gauge series (hosts h1..h3, routes /a /b, code 200/500) and two counters, rolled up
+    name, counter_name = unique("lat"), unique("req")
+    base = base_time()
+    values = seed_gauges(project, name, base)
+    seed_counters(project, counter_name, base)
+
+    # When the job catches up
+    drain()
+
+    # Then the metric has the whole-metric group and one per low-cardinality key
+    assert set(group_keys(db, project, name)) == {"", "host", "route", "code"}
+    assert group_keys(db, project, name)["host"]["cardinality"] == 3
+    # (complete from the metric's first rollup: none older existed)
+    assert {k["complete_from"] for k in group_keys(db, project, name).values()} == {None}
+    for metric in (name, counter_name):
+        groups = group_rows(db, project, metric)
+        # And every group row is the merge of its series' rows: count, sum, min, max, increase, series, sketch
+        expected: dict[tuple[str, str, int, datetime], list[dict]] = defaultdict(list)
+        for row in series_rows(db, project, metric):
+            expected[("", "", row["resolution"], row["bucket_start"])].append(row)
+            for key, value in row["attributes"].items():
+                expected[(key, canonical(value), row["resolution"], row["bucket_start"])].append(row)
+        assert set(groups) == set(expected)
+        for key, rows in expected.items():
+            group = groups[key]
+            assert group["count"] == sum(r["count"] for r in rows)
+            assert group["sum"] == pytest.approx(sum(r["sum"] for r in rows), rel=1e-12)
+            assert (group["min"], group["max"]) == (min(r["min"] for r in rows), max(r["max"] for r in rows))
+            increases = [r["increase"] for r in rows if r["increase"] is not None]
+            assert group["increase"] == (pytest.approx(sum(increases), rel=1e-12) if increases else None)
+            latest = max((r["last_time"], r["last"]) for r in rows)
+            assert (group["last_time"], group["last"]) == latest
+            if key[2] == 60:
+                assert group["series"] == len(rows)
+            merged = Sketch()
+            for r in rows:
+                if r["sketch"] is not None:
+                    merged.merge(Sketch.from_json(r["sketch"]))
+            if merged.count:
+                assert Sketch.from_json(group["sketch"]) == merged
+                # And the 1h and 1d rows' precomputed quantiles are the sketch's (1m and 5m rows keep none)
+                for q in (50, 90, 95, 99):
+                    if key[2] in (3600, 86400):
+                        assert group[f"p{q}"] == pytest.approx(merged.quantile(q / 100), rel=1e-12)
+                    else:
+                        assert group[f"p{q}"] is None
+            else:
+                assert group["sketch"] is None and group["p99"] is None
+
+    # And percentiles of an hour per host are within 1% of the exact ones over the raw values
+    groups = group_rows(db, project, name)
+    for h, host in enumerate(HOSTS):
+        raw = [v for i in (h, h + 3) for v in values[i][:180]]  # the first hour: 180 points per series
+        row = groups[("host", canonical(host), 3600, base)]
+        for q in (50, 90, 95, 99):
+            exact = sorted(raw)[nearest_rank(q / 100, len(raw)) - 1]
+            assert abs(row[f"p{q}"] - exact) <= 0.01 * exact + 1e-9, (q, row[f"p{q}"], exact)
+
+
+def test_a_late_point_re_rolls_its_group_rows_and_leaves_the_others_alone(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a metric rolled up
+    name = unique("late")
+    base = base_time(6)
+    seed_gauges(project, name, base, minutes=70)
+    drain()
+    before = group_rows(db, project, name)
+
+    # When a point of host h1, route /a, code 500 arrives late for minute 7, and the job runs
+    at = base + timedelta(minutes=7, seconds=31)
+    store_points(project, [MetricPoint(name, MetricType.GAUGE, ns(at), attributes(0), value=1e4)])
+    drain()
+    after = group_rows(db, project, name)
+
+    # Then the rows of its groups at every resolution count it
+    starts = {
+        60: base + timedelta(minutes=7),
+        300: base + timedelta(minutes=5),
+        3600: base,
+        86400: base.replace(hour=0),
+    }
+    touched = {
+        (key, value, res, start)
+        for key, value in (("", ""), ("host", '"h1"'), ("route", '"/a"'), ("code", "500"))
+        for res, start in starts.items()
+    }
+    for key in touched:
+        assert after[key]["count"] == before[key]["count"] + 1
+        assert after[key]["max"] == 1e4
+    # And every other group row is untouched, to the updated_at
+    assert {k: v for k, v in after.items() if k not in touched} == {k: v for k, v in before.items() if k not in touched}
+
+
+def test_rolling_the_same_points_again_changes_no_group_row(db: psycopg.Connection, project: IngestProject) -> None:
+    # Given a gauge metric and a counter rolled up
+    name, counter_name = unique("again"), unique("again.req")
+    base = base_time(7)
+    seed_gauges(project, name, base, minutes=20)
+    seed_counters(project, counter_name, base)
+    drain()
+    snapshot = [group_rows(db, project, n) for n in (name, counter_name)]
+    keys = group_keys(db, project, name)
+
+    # When the watermark is moved back so that the same points are rolled again
+    db.execute("update public.metric_rollup_state set watermark = watermark - interval '10 minutes'")
+    drain()
+
+    # Then every group row is the same, to the updated_at, and so are the groups
+    assert [group_rows(db, project, n) for n in (name, counter_name)] == snapshot
+    assert group_keys(db, project, name) == keys
+
+
+def test_a_key_over_the_cardinality_bound_gets_no_group_rows(
+    db: psycopg.Connection, project: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a bound of 2 values: host (3 values) is over it, route and code (2) are not
+    monkeypatch.setattr(group_rollups, "GROUP_MAX_CARDINALITY", 2)
+    name = unique("bound")
+    base = base_time(8)
+    seed_gauges(project, name, base, minutes=60)
+
+    # When the job rolls the metric up
+    drain()
+
+    # Then host has neither a group nor rows
+    assert set(group_keys(db, project, name)) == {"", "route", "code"}
+    assert {key for key, *_ in group_rows(db, project, name)} == {"", "route", "code"}
+
+    # And a query grouped by host falls back to the per-series rollups, one by route reads the groups
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=1)), "step": 3600}
+    by_host, by_route = query(project, {**common, "id": "h", "group_by": ["host"]}, {**common, "group_by": ["route"]})
+    assert (by_host["source"], by_route["source"]) == ("series", "group")
+    assert len(by_host["series"]) == 3 and len(by_route["series"]) == 2
+
+
+def test_a_key_that_outgrows_the_bound_is_dropped(
+    db: psycopg.Connection, project: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a metric whose host key has group rollups
+    name = unique("grow")
+    base = base_time(9)
+    seed_gauges(project, name, base, minutes=10)
+    drain()
+    assert "host" in group_keys(db, project, name)
+
+    # When the bound falls under its cardinality and a new point arrives
+    monkeypatch.setattr(group_rollups, "GROUP_MAX_CARDINALITY", 2)
+    store_points(
+        project, [MetricPoint(name, MetricType.GAUGE, ns(base + timedelta(minutes=20)), attributes(1), value=1.0)]
+    )
+    drain()
+
+    # Then host is no longer a group, and queries by host read the per-series rollups
+    assert "host" not in group_keys(db, project, name)
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=1)), "step": 3600, "group_by": ["host"]}
+    assert query(project, common)[0]["source"] == "series"
+
+
+def test_a_group_registered_after_the_metric_had_rollups_is_read_only_from_when_it_is_complete(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a metric rolled up whose groups are then forgotten (as a metric older than the group rollups)
+    name = unique("old")
+    base = base_time(10)
+    seed_gauges(project, name, base, minutes=30)
+    drain()
+    db.execute("delete from public.metric_group_keys where project_id = %s and name = %s", (project.project_id, name))
+    db.execute(
+        "delete from public.metric_group_rollups where project_id = %s and name = %s", (project.project_id, name)
+    )
+
+    # When a point of the second hour arrives and the job runs
+    later = base + timedelta(hours=1, minutes=5)
+    store_points(project, [MetricPoint(name, MetricType.GAUGE, ns(later), attributes(0), value=5.0)])
+    drain()
+
+    # Then the groups are complete from that minute only
+    assert {k["complete_from"] for k in group_keys(db, project, name).values()} == {later}
+    # And a query over both hours reads the per-series rollups, one from the second hour on (5m steps) the groups
+    first = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=2)), "step": 3600}
+    second = {"name": name, "from": iso(later), "to": iso(later + timedelta(minutes=10)), "step": 300, "id": "b"}
+    whole, recent = query(project, first, second)
+    assert (whole["source"], recent["source"]) == ("series", "group")
+    assert recent["series"][0]["points"] == [[int(later.timestamp()), 5.0]]
+
+
+def test_the_group_step_is_bounded_per_run_and_the_next_runs_resume_it(
+    db: psycopg.Connection, project: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a group step bounded to 20 per-series rows per chunk and per run, and a metric of 6 series × 60 minutes
+    monkeypatch.setattr(group_rollups, "CHUNK_ROWS", 20)
+    monkeypatch.setattr(group_rollups, "RUN_MAX_ROWS", 20)
+    name = unique("bounded")
+    base = base_time(12)
+    seed_gauges(project, name, base, minutes=60)
+
+    # When the job runs once
+    first = run_aggregation(lag_s=0)
+
+    # Then it merged a few minutes only (20 rows: 3 minutes of 6 series, at least one minute a chunk), queued the rest
+    # and says more is pending
+    assert first.ran and first.more_pending
+    assert 1 <= first.group_minutes <= 4
+    pending = db.execute(
+        "select count(*) as n from public.metric_group_pending where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchone()
+    assert pending is not None and pending["n"] > 0
+    # And a query over the hour reads the per-series rollups meanwhile (the groups are incomplete), with the answer
+    # of the per-series path
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=1)), "step": 3600}
+    (during,) = query(project, {**common, "aggregation": "count"})
+    assert during["source"] == "series" and during["series"][0]["points"][0][1] == 6 * 180
+
+    # When the next runs go on until nothing is pending
+    runs = 0
+    while run_aggregation(lag_s=0).more_pending:
+        runs += 1
+        assert runs < 200
+
+    # Then the queue is empty, and the same query reads the groups with the same answer
+    assert db.execute(
+        "select count(*) as n from public.metric_group_pending where project_id = %s and name = %s",
+        (project.project_id, name),
+    ).fetchone() == {"n": 0}
+    (after,) = query(project, {**common, "aggregation": "count"})
+    assert after["source"] == "group" and after["series"] == during["series"]
+
+
+# --- the query planner ------------------------------------------------------------------------------------------
+
+AGGREGATIONS = ("avg", "sum", "min", "max", "count", "last", "p50", "p99")
+
+
+@pytest.fixture(scope="module")
+def metrics(project: IngestProject) -> tuple[str, str, datetime]:
+    name, counter_name = unique("q.lat"), unique("q.req")
+    base = base_time(11)
+    seed_gauges(project, name, base)
+    seed_counters(project, counter_name, base)
+    drain()
+    return name, counter_name, base
+
+
+def assert_same(group: dict[str, Any], series: dict[str, Any]) -> None:
+    assert group["source"] == "group" and series["source"] == "series"
+    assert group["resolution"] == series["resolution"] and group["step"] == series["step"]
+    assert [s["labels"] for s in group["series"]] == [s["labels"] for s in series["series"]]
+    for a, b in zip(group["series"], series["series"], strict=True):
+        assert [t for t, _ in a["points"]] == [t for t, _ in b["points"]]
+        assert [v for _, v in a["points"]] == pytest.approx([v for _, v in b["points"]], rel=1e-9)
+
+
+@pytest.mark.parametrize("step", [300, 3600, 7200])
+@pytest.mark.parametrize("group_by", [[], ["host"], ["code"]])
+def test_a_query_by_a_low_cardinality_key_reads_the_groups_with_the_per_series_values(
+    project: IngestProject, metrics: tuple[str, str, datetime], step: int, group_by: list[str]
+) -> None:
+    # Given a rolled-up metric
+    name, _, base = metrics
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=2)), "step": step, "group_by": group_by}
+
+    for aggregation in AGGREGATIONS:
+        # When the same query is asked as is, and with a filter that forces the per-series path
+        group, series = query(
+            project,
+            {**common, "id": "g", "aggregation": aggregation},
+            {**common, "id": "s", "aggregation": aggregation, "filters": [EVERY_ROUTE]},
+        )
+        # Then the first reads the group rollups, and both answer the same
+        assert_same(group, series)
+        assert len(group["series"]) == {(): 1, ("host",): 3, ("code",): 2}[tuple(group_by)]
+
+
+def test_filters_on_the_group_by_key_read_the_groups_and_other_filters_do_not(
+    project: IngestProject, metrics: tuple[str, str, datetime]
+) -> None:
+    name, _, base = metrics
+    common = {"name": name, "from": iso(base), "to": iso(base + timedelta(hours=2)), "step": 3600, "aggregation": "p95"}
+
+    # When filtering on the group_by key with = and in
+    hosts = {"attribute": "host", "op": "in", "value": ["h1", "h3"]}
+    eq, within, series = query(
+        project,
+        {**common, "id": "eq", "group_by": ["code"], "filters": [{"attribute": "code", "op": "=", "value": 200}]},
+        {**common, "id": "in", "group_by": ["host"], "filters": [hosts]},
+        {**common, "id": "s", "group_by": ["host"], "filters": [hosts, EVERY_ROUTE]},
+    )
+
+    # Then the groups answer, only the values asked for
+    assert eq["source"] == "group" and [s["labels"] for s in eq["series"]] == [{"code": 200}]
+    assert [s["labels"] for s in within["series"]] == [{"host": "h1"}, {"host": "h3"}]
+    assert_same(within, series)
+    # And a filter without group_by, a != filter, a float value or two group_by keys use the per-series path
+    others = query(
+        project,
+        {**common, "id": "a", "filters": [{"attribute": "host", "op": "=", "value": "h1"}]},
+        {**common, "id": "b", "group_by": ["host"], "filters": [{"attribute": "host", "op": "!=", "value": "h1"}]},
+        {**common, "id": "c", "group_by": ["code"], "filters": [{"attribute": "code", "op": "=", "value": 200.0}]},
+        {**common, "id": "d", "group_by": ["host", "code"]},
+        {**common, "id": "e", "step": 450},
+    )
+    assert [r["source"] for r in others] == ["series", "series", "series", "series", "raw"]
+
+
+@pytest.mark.parametrize("aggregation", ["increase", "rate"])
+def test_counter_increase_and_rate_from_the_groups_equal_the_per_series_ones(
+    project: IngestProject, metrics: tuple[str, str, datetime], aggregation: str
+) -> None:
+    _, counter_name, base = metrics
+    common = {"name": counter_name, "from": iso(base), "to": iso(base + timedelta(hours=2)), "step": 3600}
+    group, series = query(
+        project,
+        {**common, "id": "g", "aggregation": aggregation, "group_by": ["host"]},
+        {**common, "id": "s", "aggregation": aggregation, "group_by": ["host"],
+         "filters": [{"attribute": "host", "op": "=~", "value": ".*"}]},
+    )  # fmt: skip
+    assert_same(group, series)
+    assert len(group["series"]) == 2
+
+
+def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_them(project: IngestProject) -> None:
+    # Given six gauge series with a point every 20 s for the last 90 minutes, up to a few seconds ago, rolled up
+    name = unique("now")
+    now = datetime.now(UTC).replace(microsecond=0)
+    rng = random.Random(name)
+    points, values = [], []
+    for i in range(6):
+        for s in range(5, 90 * 60, 20):
+            at, value = now - timedelta(seconds=s), round(rng.lognormvariate(3, 1), 6)
+            points.append(MetricPoint(name, MetricType.GAUGE, ns(at), attributes(i), value=value))
+            values.append((at, value))
+    store_points(project, points)
+    drain()
+
+    # When the last two hours are asked at a 1h step: the slot holding now reads 1m rollups, then raw points
+    common = {"name": name, "from": iso(now - timedelta(hours=2)), "to": iso(now), "step": 3600}
+    hour = int(now.timestamp()) // 3600 * 3600
+    for group_by in ([], ["host"]):
+        for aggregation in ("avg", "sum", "min", "max", "count", "last", "p99"):
+            group, series = query(
+                project,
+                {**common, "id": "g", "aggregation": aggregation, "group_by": group_by},
+                {**common, "id": "s", "aggregation": aggregation, "group_by": group_by, "filters": [EVERY_ROUTE]},
+            )
+            # Then the group and per-series paths agree
+            assert group["raw_from"] == hour
+            assert_same(group, series)
+    # And the slot's values are those of its points
+    in_slot = [v for at, v in values if at.timestamp() >= hour]
+    earlier = [v for at, v in values if at.timestamp() < hour]
+    answers = {
+        a: query(project, {**common, "aggregation": a})[0]["series"][0]["points"]
+        for a in ("count", "sum", "min", "max", "last", "p99")
+    }
+    assert answers["count"][-1] == [hour, len(in_slot)]
+    assert answers["sum"][-1][1] == pytest.approx(sum(in_slot), rel=1e-9)
+    assert (answers["min"][-1][1], answers["max"][-1][1]) == (min(in_slot), max(in_slot))
+    latest = max(at for at, _ in values)
+    assert answers["last"][-1][1] == max(v for at, v in values if at == latest)
+    exact = sorted(in_slot)[nearest_rank(0.99, len(in_slot)) - 1]
+    assert abs(answers["p99"][-1][1] - exact) <= 0.01 * exact
+    assert sum(v for t, v in answers["count"] if t < hour) == len(earlier)
+
+
+# --- tenant isolation -----------------------------------------------------------------------------------------
+
+
+def test_group_rollups_and_keys_are_read_through_rls_by_the_projects_api_key_only(db: psycopg.Connection) -> None:
+    from observai.db.connection import tenant_transaction
+
+    # Given group rollups of the same metric name in two projects
+    a, b = make_project(("ingest", "read"), label="Group RLS A"), make_project(("ingest", "read"), label="Group RLS B")
+    name = unique("rls")
+    base = base_time(4)
+    for p in (a, b):
+        seed_gauges(p, name, base, minutes=5)
+    drain()
+
+    def visible(project: IngestProject, table: str) -> set[uuid.UUID]:
+        claims = {
+            "role": "authenticated",
+            "api_key": {"id": str(project.key_id), "org_id": str(project.org_id),
+                        "project_id": str(project.project_id), "scopes": ["read"]},
+        }  # fmt: skip
+        with tenant_transaction(claims) as cur:
+            cur.execute(f"select distinct project_id from public.{table} where name = %s", (name,))
+            return {r["project_id"] for r in cur.fetchall()}
+
+    # When each project's key reads the tables / Then it sees its own project's rows only
+    for table in ("metric_group_rollups", "metric_group_keys"):
+        assert visible(a, table) == {a.project_id}
+        assert visible(b, table) == {b.project_id}
+    # And a query of project B never returns A's values
+    common = {
+        "name": name,
+        "from": iso(base),
+        "to": iso(base + timedelta(hours=1)),
+        "step": 3600,
+        "aggregation": "count",
+    }
+    (answer,) = query(b, common)
+    assert answer["source"] == "group" and answer["series"][0]["points"][0][1] == 6 * 15
+    # And the API roles cannot write the tables
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        db.execute("set role authenticated; delete from public.metric_group_rollups")
+    db.execute("reset role")
