@@ -62,7 +62,9 @@ def search_logs(
     "/v1/projects/<project_id>/logs/histogram",
     tags=["logs"],
     description="Counts per severity level over round time buckets (1 s to 1 day, at most `buckets` of them),"
-    " for the same query and range as the search.",
+    " for the same query and range as the search. Exact. Queries on services and levels only are read from"
+    " per-minute counts; others count the matching lines, and a count that would take too long is a 422"
+    " `histogram_range_too_broad`: narrow the range.",
 )
 def log_histogram(
     caller: CurrentPrincipal,

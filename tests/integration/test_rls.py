@@ -37,6 +37,9 @@ VISIBLE_KEYS_SQL = {
     "logs": "select id::text as k from public.logs",
     "spans": "select span_id as k from public.spans",
     "usage_daily": "select org_id::text || ':' || signal as k from public.usage_daily",
+    # Log volume (migration 0014)
+    "log_volume": "select project_id::text as k from public.log_volume",
+    "log_volume_rolled": "select project_id::text as k from public.log_volume_rolled",
 }
 TABLES = list(VISIBLE_KEYS_SQL)
 
@@ -92,6 +95,12 @@ def _arrange_telemetry(db: psycopg.Connection, t: Tenant) -> dict[str, set[str]]
         "insert into public.usage_daily (org_id, day, signal, events, bytes) values (%s, current_date, 'logs', 1, 1)",
         (t.org_id,),
     )
+    for table in ("log_volume", "log_volume_rolled"):
+        db.execute(
+            f"insert into public.{table} (org_id, project_id, minute, service, level, retention_days, count)"
+            " values (%s, %s, date_trunc('minute', now()), 'api', 3, 3, 1)",
+            ids,
+        )
     assert log is not None
     return {
         "metric_series": {str(series_id)},
@@ -99,6 +108,8 @@ def _arrange_telemetry(db: psycopg.Connection, t: Tenant) -> dict[str, set[str]]
         "logs": {str(log["id"])},
         "spans": {span_id},
         "usage_daily": {f"{t.org_id}:logs"},
+        "log_volume": {str(t.project_id)},
+        "log_volume_rolled": {str(t.project_id)},
     }
 
 
@@ -228,7 +239,7 @@ def test_owner_sees_own_org_rows(tenants: tuple[Tenant, Tenant], table: str) -> 
 
 # What a viewer of A may see: the organization, its projects and members, telemetry and usage; not keys,
 # invitations or the audit trail.
-TELEMETRY = {"metric_series", "metric_points", "logs", "spans"}
+TELEMETRY = {"metric_series", "metric_points", "logs", "spans", "log_volume", "log_volume_rolled"}
 VIEWER_SEES = {"organizations", "projects", "memberships", "usage_daily"} | TELEMETRY
 
 

@@ -15,6 +15,15 @@ API key, each returning the newest page of 50:
     free text (common)   timeout, last 24 h (≈ 4 % of lines)                           p95 ≤ 300 ms
     free text (rare)     "card declined" 4242, last 24 h (≈ 20 lines)                   p95 ≤ 300 ms
 
+The log histogram (24 h, 1 440 one-minute cells) reads the pre-aggregated log volume (migration 0014) for
+queries on services and levels; the load writes it as the writer and the hourly compaction would leave it:
+compacted up to an hour ago, per-batch increments (one per 1 000 lines) for the last hour.
+
+    histogram, all 24 h  no query                                                      p95 ≤ 100 ms
+    histogram, service   service:checkout                                              p95 ≤ 100 ms
+    histogram, severity  severity>=warn                                                p95 ≤ 100 ms
+    histogram, free text timeout (counted from the lines)                              p95 ≤ 1000 ms
+
 Trace ids are drawn at random from the stored ones, so fetches are not served from one cached page.
 """
 
@@ -135,6 +144,39 @@ def load_logs(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, e
     return time.perf_counter() - started
 
 
+# The log volume of the loaded lines, as the ingest writer (increments, one per batch of ~1 000 lines and key)
+# and the hourly compaction (one row per key) leave it: compacted up to an hour ago, increments since.
+VOLUME_ROLLED_SQL = """
+insert into public.log_volume_rolled (org_id, project_id, minute, service, level, retention_days, count)
+select org_id, project_id, date_bin('1 minute', time, timestamptz '2000-01-01 00:00:00+00'), service,
+       least((severity_number + 3) / 4, 6), retention_days, count(*)
+from public.logs where project_id = %(project)s and time < %(compacted)s
+group by 1, 2, 3, 4, 5, 6
+"""
+VOLUME_INCREMENTS_SQL = """
+insert into public.log_volume (org_id, project_id, minute, service, level, retention_days, count)
+select org_id, project_id, date_bin('1 minute', time, timestamptz '2000-01-01 00:00:00+00'), service,
+       least((severity_number + 3) / 4, 6), retention_days, count(*)
+from public.logs where project_id = %(project)s and time >= %(compacted)s
+group by id / 1000, 1, 2, 3, 4, 5, 6
+"""
+
+
+def load_volume(project: uuid.UUID, compacted: datetime) -> tuple[int, int]:
+    """The log volume of the loaded lines; returns (rolled rows, increments)."""
+    from observai.db.connection import transaction
+
+    with transaction() as cur:
+        cur.execute("select set_config('statement_timeout', '0', true)")
+        cur.execute(VOLUME_ROLLED_SQL, {"project": project, "compacted": compacted})
+        rolled = cur.rowcount
+        cur.execute(VOLUME_INCREMENTS_SQL, {"project": project, "compacted": compacted})
+        increments = cur.rowcount
+        cur.execute("analyze public.log_volume_rolled")
+        cur.execute("analyze public.log_volume")
+    return rolled, increments
+
+
 def load_spans(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, end: datetime) -> float:
     """TOTAL spans in traces of 10 over [start, end), one transaction per 6 h; returns seconds."""
     from observai.db.connection import transaction
@@ -166,6 +208,7 @@ def run(logs: int, spans: int, n: int) -> str:
     start = now - timedelta(hours=24)
     logs_s = load_logs(demo.org_id, demo.project_id, logs, start, now)
     spans_s = load_spans(demo.org_id, demo.project_id, spans, start, now)
+    rolled, increments = load_volume(demo.project_id, now - timedelta(hours=1))
     with transaction() as cur:
         cur.execute("select set_config('statement_timeout', '0', true)")
         cur.execute("analyze public.logs")
@@ -204,16 +247,17 @@ def run(logs: int, spans: int, n: int) -> str:
         ("free text (common)", "LogsFunction", search("timeout"), 300.0),
         ("free text (rare)", "LogsFunction", search('"card declined" 4242'), 300.0),
     ]
-    # The severity histogram has no target in the issue; timed to show what a dashboard's 24 h view costs.
     extras: list[tuple[str, str, Callable[[], dict[str, Any]], float | None]] = [
-        ("histogram, all 24 h", "LogsFunction", histogram(""), None),
-        ("histogram, service", "LogsFunction", histogram("service:checkout"), None),
-        ("histogram, free text", "LogsFunction", histogram("timeout"), None),
+        ("histogram, all 24 h", "LogsFunction", histogram(""), 100.0),
+        ("histogram, service", "LogsFunction", histogram("service:checkout"), 100.0),
+        ("histogram, severity", "LogsFunction", histogram("severity>=warn"), 100.0),
+        ("histogram, free text", "LogsFunction", histogram("timeout"), 1000.0),
     ]
     lines = [
         f"Logs and traces: {log_rows:,} log lines and {span_rows:,} spans over 24 h; Postgres {label}",
         f"load (generate_series, server side): logs {logs_s:.1f} s ({log_rows / logs_s:,.0f}/s),"
         f" spans {spans_s:.1f} s ({span_rows / spans_s:,.0f}/s)",
+        f"log volume: {rolled:,} compacted rows, {increments:,} increments (the last hour)",
         "",
         f"{'request':<20} {'n':>3} {'p50 ms':>7} {'p95 ms':>7} {'items':>6}  target",
     ]

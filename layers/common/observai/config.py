@@ -55,6 +55,9 @@ class Settings(BaseModel):
     export_keep_days: int = Field(default=7, ge=1, le=365)  # the bucket's lifecycle rule agrees
     # Log search (observai.logs.search): no new scan round after this; the page then ends early with a cursor.
     log_search_budget_ms: int = Field(default=75, ge=0, le=10_000)
+    # Log histogram (observai.logs.search.histogram): a count of matching lines (free text, attributes) that
+    # takes longer is cancelled and answered 422 "narrow the range" (below the statement timeout: never a 503).
+    log_histogram_budget_ms: int = Field(default=2_500, ge=1, le=60_000)
 
     @property
     def jwks_url(self) -> str | None:

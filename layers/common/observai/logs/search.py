@@ -27,13 +27,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from observai.auth.principal import Principal
 from observai.config import get_settings
 from observai.db.connection import Cursor, tenant_transaction
-from observai.errors import InvalidInput, NotFound
+from observai.errors import InvalidInput, NotFound, Unprocessable
 from observai.logs.models import HistogramBucket, LevelCounts, LogContext, LogHistogram, LogItem
 from observai.logs.query_language import (
     LEVELS,
@@ -45,6 +46,7 @@ from observai.logs.query_language import (
     compile_node,
     parse,
 )
+from observai.logs.volume import VOLUME_HISTOGRAM_SQL, volume_filter
 from observai.pagination import decode_cursor, encode_cursor
 from observai.tenancy.access import authorize_telemetry
 
@@ -330,6 +332,43 @@ def bucket_width(span: timedelta, buckets: int) -> int:
     return math.ceil(wanted / 86400) * 86400
 
 
+_TEXT_HISTOGRAM_SQL = """
+select t.bucket, t.level, sum(t.n)::bigint as n
+from private.log_text_histogram(%(project)s, {tsquery}, %(start)s, %(end)s, %(width)s) t
+where ({where})
+group by 1, 2
+"""
+
+
+def _text_terms(node: Node | None) -> list[Node]:
+    if isinstance(node, Text) or (isinstance(node, FieldTerm) and node.field == "body" and node.value):
+        return [node]
+    if isinstance(node, And | Or):
+        return [term for child in node.children for term in _text_terms(child)]
+    return []
+
+
+def _all_words_searchable(cur: Cursor, node: Node | None) -> bool:
+    """Whether every text term of the query gives a non-empty tsquery. One that gives none (``_``: no token)
+    matches no line as a condition, but vanishes from an AND/OR of tsqueries: such rare queries are counted
+    line by line, so the full-text count always equals the condition's."""
+    params: dict[str, Any] = {}
+    parts = [_tsquery(term, params) for term in _text_terms(node)]
+    checks = sql.SQL(" and ").join(sql.SQL("numnode({}) > 0").format(p) for p in parts if p is not None)
+    cur.execute(sql.SQL("select {} as ok").format(checks), params)
+    row = cur.fetchone()
+    return bool(row and row["ok"])
+
+
+def _floor_minute(value: datetime) -> datetime:
+    return value.replace(second=0, microsecond=0)
+
+
+def _ceil_minute(value: datetime) -> datetime:
+    floor = _floor_minute(value)
+    return floor if floor == value else floor + timedelta(minutes=1)
+
+
 def histogram(
     principal: Principal,
     project_id: UUID,
@@ -340,18 +379,21 @@ def histogram(
     *,
     now: datetime | None = None,
 ) -> LogHistogram:
-    """Counts per severity level over time buckets (aligned to the width from the epoch), for the same query."""
-    log_filter = compile_node(parse(q or ""))
+    """Counts per severity level over time buckets (aligned to the width from the epoch), for the same query.
+
+    Exact either way. From the pre-aggregated volume (observai.logs.volume) when the query only names services
+    and whole levels and buckets are whole minutes: the whole minutes of the range from there, its partial first
+    and last minutes from the lines. Free text (AND-ed with service and level terms only) through the full-text
+    index (``private.log_text_histogram``, migration 0014). Otherwise by counting the matching lines. Counts
+    take at most ``log_histogram_budget_ms``: past it, a 422 ``histogram_range_too_broad`` asks for a narrower
+    range (never a 503).
+    """
+    node = parse(q or "")
+    log_filter = compile_node(node)
     window = resolve_range(from_, to, now or datetime.now(UTC))
     width = bucket_width(window.end - window.start, buckets)
     first = EPOCH + timedelta(seconds=(window.start - EPOCH).total_seconds() // width * width)
-    statement = sql.SQL(
-        "select date_bin(%(width)s, time, %(origin)s) as bucket, least((severity_number + 3) / 4, 6) as level,"
-        " count(*) as n from public.logs"
-        " where project_id = %(project)s and time >= %(start)s and time < %(end)s and ({where})"
-        " group by 1, 2"
-    ).format(where=log_filter.where)
-    params = {
+    params: dict[str, Any] = {
         **log_filter.params,
         "width": timedelta(seconds=width),
         "origin": EPOCH,
@@ -359,9 +401,50 @@ def histogram(
         "start": window.start,
         "end": window.end,
     }
+    from_volume = volume_filter(node) if width % 60 == 0 else None
+    whole_start, whole_end = _ceil_minute(window.start), _floor_minute(window.end)
+    tsquery, tsquery_params = text_index_query(node)
+    # Free text AND-ed with service and level terms only: counted through the full-text index.
+    rest = [c for c in _conjuncts(node) if _tsquery(c, {}) is None]
+    text_rest = volume_filter(And(tuple(rest)) if len(rest) > 1 else (rest[0] if rest else None))
+    row_scan = sql.SQL(
+        "select date_bin(%(width)s, time, %(origin)s) as bucket, least((severity_number + 3) / 4, 6) as level,"
+        " count(*) as n from public.logs"
+        " where project_id = %(project)s and time >= %(start)s and time < %(end)s and ({where})"
+        " group by 1, 2"
+    ).format(where=log_filter.where)
+    statement, by_text_index = row_scan, False
+    if from_volume is not None and whole_start < whole_end:
+        volume_where, volume_params = from_volume
+        statement = sql.SQL(VOLUME_HISTOGRAM_SQL).format(volume_where=volume_where, where=log_filter.where)
+        params.update(volume_params, vstart=whole_start, vend=whole_end)
+    elif tsquery is not None and text_rest is not None:
+        rest_where, rest_params = text_rest
+        statement = sql.SQL(_TEXT_HISTOGRAM_SQL).format(tsquery=tsquery, where=rest_where)
+        params.update(tsquery_params, **rest_params)
+        by_text_index = True
+    settings = get_settings()
+    budget_ms = min(settings.log_histogram_budget_ms, settings.db_statement_timeout_ms)
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_telemetry(cur, principal, project_id)
-        cur.execute(statement, params)
+        if by_text_index and not _all_words_searchable(cur, node):
+            statement = row_scan
+        # Whichever timeout cancels the count, the caller gets the 422 below, never a 503.
+        cur.execute("select set_config('statement_timeout', %s, true)", (str(budget_ms),))
+        try:
+            cur.execute(statement, params)
+        except psycopg.errors.QueryCanceled as exc:
+            raise Unprocessable(
+                "Counting the lines matching this query over this range takes too long:"
+                " narrow the time range, or filter by service: and severity: only (those histograms are precomputed)",
+                code="histogram_range_too_broad",
+                details={
+                    "loc": ["query", "from"],
+                    "budget_ms": budget_ms,
+                    "from": window.start.isoformat(),
+                    "to": window.end.isoformat(),
+                },
+            ) from exc
         found = cur.fetchall()
     slots = math.ceil((window.end - first).total_seconds() / width)
     counts: list[dict[str, int]] = [dict.fromkeys(LEVELS, 0) for _ in range(slots)]

@@ -16,8 +16,10 @@ LIST-partitioned by ``retention_days`` (migration 0010), so
 
 Today's partition (and any later one) is never touched, whatever the plans say.
 
-Also purged, by batched DELETE (small tables): expired Idempotency-Keys (``ingest_idempotency``) and
-``usage_daily`` rows older than ``USAGE_KEEP_DAYS``.
+Also purged, by batched DELETE (small tables): expired Idempotency-Keys (``ingest_idempotency``),
+``usage_daily`` rows older than ``USAGE_KEEP_DAYS``, and the log volume (``log_volume``, ``log_volume_rolled``:
+migration 0014) of expired lines, by the lines' own rule: a row of minute M kept R days goes once
+``day(M) < today - R``, with the log sub-partition it counts.
 
 - Every drop is written to the audit log (a ``system`` actor, no organization: a partition holds the rows
   of every organization on that plan and level) in the transaction that drops it; purges write one audit
@@ -94,6 +96,7 @@ class RetentionReport(BaseModel):
     default_rows_deleted: dict[str, int] = Field(description="Expired rows removed from each DEFAULT partition")
     idempotency_keys_purged: int
     usage_rows_purged: int
+    log_volume_rows_purged: int = Field(default=0, description="Expired log volume rows (both tables)")
     seconds: float
 
     @property
@@ -373,6 +376,55 @@ select count(*) as n from (
 """
 
 
+# The log volume of expired lines, one retention value at a time: an index range (retention_days, minute) on
+# log_volume_rolled; log_volume holds only the increments of the last hour or so (compacted hourly).
+_LOG_VOLUME_TABLES = ("public.log_volume_rolled", "public.log_volume")
+_VOLUME_EXPIRED = """
+retention_days = %(keep)s and minute < ((%(today)s::date - %(keep)s::integer)::timestamp at time zone 'UTC')
+and minute < (%(today)s::timestamp at time zone 'UTC')
+and (%(since)s::date is null or minute >= (%(since)s::timestamp at time zone 'UTC'))
+"""
+_VOLUME_PURGE_SQL = (
+    "with gone as (delete from {table} where ctid = any(array(select ctid from {table} where"
+    + _VOLUME_EXPIRED
+    + " limit %(limit)s)) returning 1) select count(*) as n from gone"
+)
+_VOLUME_COUNT_SQL = "select count(*) as n from (select 1 from {table} where" + _VOLUME_EXPIRED + " limit %(limit)s) x"
+# The retention values present: a loose index scan of log_volume_rolled_retention_idx (a few values).
+_VOLUME_KEEP_VALUES_SQL = """
+with recursive v (keep) as (
+    (select retention_days from public.log_volume_rolled order by retention_days limit 1)
+    union all
+    select (select r.retention_days from public.log_volume_rolled r where r.retention_days > v.keep
+            order by r.retention_days limit 1)
+    from v where v.keep is not null
+)
+select keep from v where keep is not null
+union
+select distinct retention_days from public.log_volume
+"""
+
+
+def _purge_log_volume(today: date, since: date | None, max_rows: int, *, dry_run: bool) -> int:
+    with transaction() as cur:
+        cur.execute(_VOLUME_KEEP_VALUES_SQL)
+        keep_values = sorted(int(row["keep"]) for row in cur.fetchall())
+    total = 0
+    for table in _LOG_VOLUME_TABLES:
+        for keep in keep_values:
+            if total >= max_rows:
+                return total
+            total += _purge(
+                table,
+                sql.SQL(_VOLUME_PURGE_SQL).format(table=_name(table)),
+                {"today": today, "since": since, "keep": keep},
+                max_rows - total,
+                dry_run=dry_run,
+                count_sql=sql.SQL(_VOLUME_COUNT_SQL).format(table=_name(table)),
+            )
+    return total
+
+
 def _purge(
     name: str,
     delete_sql: str | sql.Composed,
@@ -500,6 +552,7 @@ def run_cleanup(
             "public.usage_daily", _USAGE_SQL, {"keep": USAGE_KEEP_DAYS}, max_purge_rows, dry_run=dry_run,
             count_sql=_USAGE_COUNT_SQL,
         )  # fmt: skip
+        report.log_volume_rows_purged = _purge_log_volume(today, since, max_purge_rows, dry_run=dry_run)
     except _LockHeld:
         report.ran = False
     report.seconds = round(time.monotonic() - started, 3)

@@ -13,6 +13,7 @@ Replays never produce duplicate rows:
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from psycopg.types.string import BytesBinaryDumper
 from observai.db.connection import Cursor, transaction
 from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
+from observai.logs import volume
 from observai.observability import logger
 from observai.retention.policy import RowRetention, row_retention
 from observai.telemetry import usage
@@ -274,6 +276,7 @@ def _create_series(cur: Cursor, org_id: UUID, project_id: UUID, new: dict[int, M
 
 _WIRE_TYPE = {"uuid": "bytea", "jsonb": "bytea", "timestamptz": "int8"}
 _PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01T00:00:00Z in microseconds since the Unix epoch
+_MINUTE_US = 60_000_000  # a log row's minute (log volume): its pg_time // _MINUTE_US, since 2000-01-01 UTC
 
 
 def _wire_types(types: list[str]) -> list[str]:
@@ -402,7 +405,10 @@ def _write_logs(
             fresh.extend(log for k, log in keyed.items() if k not in found)
         else:
             fresh.extend(keyed.values())
-    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, _log_rows(org_id, project_id, fresh, retention))
+    rows = _log_rows(org_id, project_id, fresh, retention)
+    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, rows)
+    # The histogram's pre-aggregated volume, in this transaction: exactly the rows just written.
+    volume.record_volume(cur, org_id, project_id, Counter((r[2] // _MINUTE_US, r[6], r[4], r[16]) for r in rows))
     return len(logs) - len(fresh)
 
 

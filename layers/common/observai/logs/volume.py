@@ -1,0 +1,218 @@
+"""Pre-aggregated log volume: lines per UTC minute, service, level and retention_days (migration 0014).
+
+* Recording: the ingest writer counts the lines it COPYed and calls ``record_volume`` in the same transaction:
+  one INSERT of a few rows (one per minute, service, severity and retention_days of the batch) into the
+  append-only ``public.log_volume``. Exact (it commits or rolls back with the lines, and only lines actually
+  written are counted: dedup skipped the retried ones before), no hot row (a request never updates a row).
+* Compaction (``compact_log_volume``, hourly from the partition-upkeep job) moves increments into
+  ``public.log_volume_rolled``, one row per (project, minute, service, level, retention_days), as the usage
+  roll-up does: delete ... returning → upsert adding, in key order, under an advisory lock, in bounded
+  batches. Reads sum both tables in one statement, so a concurrent compaction is counted exactly once.
+* Reading (``volume_filter`` + ``VOLUME_HISTOGRAM_SQL``): the histogram answers from here when the query
+  only names services and whole levels (see ``volume_filter``) and buckets are whole minutes.
+* Retention: observai.retention.cleanup purges rows whose minute expired with the lines they count.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+from uuid import UUID
+
+from psycopg import sql
+
+from observai.db.connection import Cursor, transaction
+from observai.logs.query_language import FieldTerm, Node, _Compiler, _severity_range
+
+# pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
+COMPACT_LOCK_KEY = 0x0B5A1_0014
+COMPACT_BATCH_SIZE = 20_000
+MINUTE_US = 60_000_000
+MAX_SEVERITY = 24
+
+# The histogram's level classes, as in SQL least((severity_number + 3) / 4, 6): 0 = unspecified, 1..6 = trace..fatal.
+LEVEL_SEVERITIES: tuple[frozenset[int], ...] = tuple(
+    frozenset(range(4 * level - 3, 4 * level + 1)) if level else frozenset({0}) for level in range(7)
+)
+
+# --- recording (the writer, inside its transaction) ----------------------------------------------------------------
+
+# Keys are (minute since 2000-01-01 UTC, service, severity_number, retention_days); the level is computed here
+# with the histogram's own expression, and severities of one level merged.
+_RECORD_SQL = """
+insert into public.log_volume (org_id, project_id, minute, service, level, retention_days, count)
+select %(org)s, %(project)s, timestamptz '2000-01-01 00:00:00+00' + v.m * interval '1 minute', v.service,
+       least((v.sev + 3) / 4, 6), v.r, sum(v.n)
+from unnest(%(minutes)s::bigint[], %(services)s::text[], %(severities)s::smallint[], %(retention)s::smallint[],
+            %(counts)s::bigint[]) as v (m, service, sev, r, n)
+group by v.m, v.service, least((v.sev + 3) / 4, 6), v.r
+"""
+
+VolumeKey = tuple[int, str | None, int, int]  # (minute since 2000-01-01 UTC, service, severity_number, retention)
+
+
+def record_volume(cur: Cursor, org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> None:
+    """Append the volume of lines just written (one statement, whatever the number of keys)."""
+    if not counts:
+        return
+    keys = list(counts)
+    cur.execute(
+        _RECORD_SQL,
+        {
+            "org": org_id,
+            "project": project_id,
+            "minutes": [k[0] for k in keys],
+            "services": [k[1] for k in keys],
+            "severities": [k[2] for k in keys],
+            "retention": [k[3] for k in keys],
+            "counts": list(counts.values()),
+        },
+    )
+
+
+# --- compaction (scheduled) ----------------------------------------------------------------------------------------
+
+# A batch of increments (oldest first) into log_volume_rolled in one statement; SKIP LOCKED plus the advisory
+# lock: two compactions never take the same row. Upserts in key order: no deadlock between overlapping runs.
+_COMPACT_SQL = """
+with moved as (
+    delete from public.log_volume
+    where id in (select id from public.log_volume order by id limit %(limit)s for update skip locked)
+    returning org_id, project_id, minute, service, level, retention_days, count
+), sums as (
+    select org_id, project_id, minute, service, level, retention_days, sum(count)::bigint as count, count(*) as n
+    from moved group by org_id, project_id, minute, service, level, retention_days
+), upserted as (
+    insert into public.log_volume_rolled as r (org_id, project_id, minute, service, level, retention_days, count)
+    select org_id, project_id, minute, service, level, retention_days, count from sums
+    order by project_id, minute, service, level, retention_days
+    on conflict (project_id, minute, service, level, retention_days) do update set count = r.count + excluded.count
+    returning 1
+)
+select coalesce((select sum(n) from sums), 0)::bigint as moved, (select count(*) from upserted) as upserted
+"""
+
+
+def _compact_batch(limit: int) -> int | None:
+    """One batch in its own transaction; None when another compaction holds the lock."""
+    with transaction() as cur:
+        cur.execute("select pg_try_advisory_xact_lock(%s) as got", (COMPACT_LOCK_KEY,))
+        row = cur.fetchone()
+        if not row or not row["got"]:
+            return None
+        cur.execute(_COMPACT_SQL, {"limit": limit})
+        result = cur.fetchone()
+        return int(result["moved"]) if result else 0
+
+
+def compact_log_volume(max_rows: int = 500_000) -> int:
+    """Merge up to ``max_rows`` increments into log_volume_rolled; return how many increments were merged.
+
+    Bounded (batches of COMPACT_BATCH_SIZE), overlap-safe (a concurrent run stops at the advisory lock),
+    resumable (each batch commits alone; the next run goes on with the oldest increments) and idempotent
+    (an increment is deleted in the transaction that adds it: nothing is counted twice).
+    """
+    total = 0
+    while total < max_rows:
+        limit = min(COMPACT_BATCH_SIZE, max_rows - total)
+        moved = _compact_batch(limit)
+        if moved is None:
+            break
+        total += moved
+        if moved < limit:
+            break
+    return total
+
+
+# --- reading (the histogram) ---------------------------------------------------------------------------------------
+
+
+class _NotAnswerable(Exception):
+    """The query names something the volume does not keep (text, attributes, ids, part of a level)."""
+
+
+def _severities(term: FieldTerm) -> frozenset[int]:
+    """The severity numbers (0..24) a severity term matches, as the log query compiler's condition does."""
+    if term.value is None:
+        return frozenset(range(1, MAX_SEVERITY + 1))  # severity:* is severity_number > 0
+    found = _severity_range(term.value)
+    assert found is not None  # checked when parsed
+    low, high = found
+    numbers = range(MAX_SEVERITY + 1)
+    if term.op == ":":
+        return frozenset(n for n in numbers if low <= n <= high)
+    bound = {">": high, ">=": low, "<": low, "<=": high}[term.op]
+    compare = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}[term.op]
+    return frozenset(n for n in numbers if compare(n, bound))
+
+
+class _VolumeCompiler(_Compiler):
+    """The log query compiled over log_volume's columns (service, level); raises _NotAnswerable otherwise.
+
+    Service terms compile exactly as over public.logs (same column, same values, NULL for no service), so a
+    volume row matches exactly when each line it counts does. A severity term is answerable when it takes or
+    leaves each level class whole (``error``, ``>=warn``, ``:*``); ``severity:18`` is not.
+    """
+
+    def bind(self, value: object) -> sql.Placeholder:
+        name = f"lv{len(self.params)}"  # not lq…: the edge scan of public.logs binds the log filter's own
+        self.params[name] = value
+        return sql.Placeholder(name)
+
+    def text(self, value: str, quoted: bool, prefix: bool) -> sql.Composable:
+        raise _NotAnswerable
+
+    def field(self, term: FieldTerm) -> sql.Composable:
+        if term.field == "service":
+            return super().field(term)
+        if term.field == "severity":
+            return self.severity(term)
+        raise _NotAnswerable
+
+    def severity(self, term: FieldTerm) -> sql.Composable:
+        matched = _severities(term)
+        levels = []
+        for level, severities in enumerate(LEVEL_SEVERITIES):
+            inside = severities & matched
+            if inside and inside != severities:
+                raise _NotAnswerable
+            if inside:
+                levels.append(level)
+        return sql.SQL("(level = any({}::smallint[]))").format(self.bind(levels))
+
+
+def volume_filter(node: Node | None) -> tuple[sql.Composable, dict[str, Any]] | None:
+    """The query as a condition over log_volume(service, level), or None when the volume cannot answer it."""
+    if node is None:
+        return sql.SQL("true"), {}
+    compiler = _VolumeCompiler()
+    try:
+        where = compiler.node(node)
+    except _NotAnswerable:
+        return None
+    return where, dict(compiler.params)
+
+
+# Whole minutes [vstart, vend) from the volume (compacted + increments, one snapshot), the partial minutes at
+# either edge ([start, vstart) and [vend, end)) counted from the lines themselves: exact for any range.
+VOLUME_HISTOGRAM_SQL = """
+select date_bin(%(width)s, v.minute, %(origin)s) as bucket, v.level, sum(v.count)::bigint as n
+from (
+    select minute, service, level, count from public.log_volume_rolled
+    where project_id = %(project)s and minute >= %(vstart)s and minute < %(vend)s
+    union all
+    select minute, service, level, count from public.log_volume
+    where project_id = %(project)s and minute >= %(vstart)s and minute < %(vend)s
+) v
+where ({volume_where})
+group by 1, 2
+union all
+select date_bin(%(width)s, time, %(origin)s), least((severity_number + 3) / 4, 6), count(*) from public.logs
+where project_id = %(project)s and time >= %(start)s and time < %(vstart)s and ({where})
+group by 1, 2
+union all
+select date_bin(%(width)s, time, %(origin)s), least((severity_number + 3) / 4, 6), count(*) from public.logs
+where project_id = %(project)s and time >= %(vend)s and time < %(end)s and ({where})
+group by 1, 2
+"""
