@@ -22,7 +22,8 @@ from uuid import UUID
 
 from psycopg import sql
 
-from observai.db.connection import Cursor, transaction
+from observai.db.batched_move import move_in_batches
+from observai.db.connection import Cursor
 from observai.logs.query_language import FieldTerm, Node, _Compiler, _severity_range
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
@@ -94,18 +95,6 @@ select coalesce((select sum(n) from sums), 0)::bigint as moved, (select count(*)
 """
 
 
-def _compact_batch(limit: int) -> int | None:
-    """One batch in its own transaction; None when another compaction holds the lock."""
-    with transaction() as cur:
-        cur.execute("select pg_try_advisory_xact_lock(%s) as got", (COMPACT_LOCK_KEY,))
-        row = cur.fetchone()
-        if not row or not row["got"]:
-            return None
-        cur.execute(_COMPACT_SQL, {"limit": limit})
-        result = cur.fetchone()
-        return int(result["moved"]) if result else 0
-
-
 def compact_log_volume(max_rows: int = 500_000) -> int:
     """Merge up to ``max_rows`` increments into log_volume_rolled; return how many increments were merged.
 
@@ -113,16 +102,7 @@ def compact_log_volume(max_rows: int = 500_000) -> int:
     resumable (each batch commits alone; the next run goes on with the oldest increments) and idempotent
     (an increment is deleted in the transaction that adds it: nothing is counted twice).
     """
-    total = 0
-    while total < max_rows:
-        limit = min(COMPACT_BATCH_SIZE, max_rows - total)
-        moved = _compact_batch(limit)
-        if moved is None:
-            break
-        total += moved
-        if moved < limit:
-            break
-    return total
+    return move_in_batches(COMPACT_LOCK_KEY, _COMPACT_SQL, COMPACT_BATCH_SIZE, max_rows)
 
 
 # --- reading (the histogram) ---------------------------------------------------------------------------------------

@@ -27,7 +27,8 @@ from pydantic import BaseModel, Field
 
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
-from observai.db.connection import Cursor, execute_autocommit, tenant_transaction, transaction
+from observai.db.batched_move import move_in_batches
+from observai.db.connection import Cursor, execute_autocommit, tenant_transaction
 from observai.errors import InvalidInput, NotFound, RateLimited
 from observai.telemetry.model import Signal
 
@@ -314,18 +315,6 @@ select coalesce((select sum(n) from sums), 0)::bigint as moved, (select count(*)
 """
 
 
-def _roll_up_batch(limit: int) -> int | None:
-    """One batch in its own transaction; None when another roll-up holds the lock."""
-    with transaction() as cur:
-        cur.execute("select pg_try_advisory_xact_lock(%s) as got", (ROLLUP_LOCK_KEY,))
-        row = cur.fetchone()
-        if not row or not row["got"]:
-            return None
-        cur.execute(_ROLLUP_SQL, {"limit": limit})
-        result = cur.fetchone()
-        return int(result["moved"]) if result else 0
-
-
 def roll_up_usage(max_rows: int = 50_000) -> int:
     """Move up to ``max_rows`` usage increments into usage_daily; return how many were moved.
 
@@ -333,16 +322,7 @@ def roll_up_usage(max_rows: int = 50_000) -> int:
     lock: a concurrent run stops), resumable (each batch commits on its own; the next run continues with
     the oldest remaining rows). Never double-counts: a row is deleted in the transaction that adds it.
     """
-    total = 0
-    while total < max_rows:
-        limit = min(ROLLUP_BATCH_SIZE, max_rows - total)
-        moved = _roll_up_batch(limit)
-        if moved is None:
-            break
-        total += moved
-        if moved < limit:
-            break
-    return total
+    return move_in_batches(ROLLUP_LOCK_KEY, _ROLLUP_SQL, ROLLUP_BATCH_SIZE, max_rows)
 
 
 # ---------------------------------------------------------------------------------------------
