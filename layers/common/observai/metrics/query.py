@@ -433,6 +433,20 @@ def _sketch_quantile(listed: str | None, q: float) -> float | None:
     return encoded_quantile(merge_encoded(sketches), q)
 
 
+def _window_params(
+    params: dict[str, Any], start: datetime, end: datetime, resolution: Resolution, *, partial: bool
+) -> dict[str, Any]:
+    """The statement parameters of one read over [start, end) at ``resolution``."""
+    return {
+        **params,
+        "start": start,
+        "end": end,
+        "lookback": start - COUNTER_LOOKBACK,
+        "resolution": None if resolution == "raw" else resolution,
+        "partial": partial,
+    }
+
+
 def _read_partials(
     cur: Cursor,
     query: MetricQuery,
@@ -444,14 +458,7 @@ def _read_partials(
 ) -> list[tuple[str, int, Any]]:
     """One statement over [start, end): (labels, slot, partial aggregate) rows (``_ROLLUP_PARTIALS``,
     ``_RAW_PARTIALS``), merged by the caller."""
-    params = {
-        **params,
-        "start": start,
-        "end": end,
-        "lookback": start - COUNTER_LOOKBACK,
-        "resolution": None if resolution == "raw" else resolution,
-        "partial": True,
-    }
+    params = _window_params(params, start, end, resolution, partial=True)
     cur.execute(build(query, params), params)
     return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
 
@@ -468,14 +475,7 @@ def _read_points(
 ) -> None:
     """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
     from merged sketches."""
-    params = {
-        **params,
-        "start": start,
-        "end": end,
-        "lookback": start - COUNTER_LOOKBACK,
-        "resolution": None if resolution == "raw" else resolution,
-        "partial": False,
-    }
+    params = _window_params(params, start, end, resolution, partial=False)
     sql = build(query, params)
     if not params.get("arrayed"):
         # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
