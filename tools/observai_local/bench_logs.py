@@ -128,8 +128,11 @@ def _chunks(start: datetime, end: datetime) -> list[tuple[datetime, datetime]]:
     return out
 
 
-def load_logs(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, end: datetime) -> float:
-    """TOTAL log lines evenly over [start, end), one transaction per 6 h; returns seconds."""
+def _load_in_chunks(
+    statement: str, org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, end: datetime
+) -> float:
+    """``statement`` writes TOTAL units (lines, traces) evenly over [start, end), one transaction per 6 h
+    (each given its [lo, hi) slice, its first unit number and count); returns seconds."""
     from observai.db.connection import transaction
 
     span_s = (end - start).total_seconds()
@@ -139,9 +142,14 @@ def load_logs(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, e
         n = round(total * (hi - lo).total_seconds() / span_s)
         with transaction() as cur:
             cur.execute("select set_config('statement_timeout', '0', true)")
-            cur.execute(LOGS_SQL, {"org": org, "project": project, "lo": lo, "hi": hi, "off": offset, "n": n})
+            cur.execute(statement, {"org": org, "project": project, "lo": lo, "hi": hi, "off": offset, "n": n})
         offset += n
     return time.perf_counter() - started
+
+
+def load_logs(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, end: datetime) -> float:
+    """TOTAL log lines evenly over [start, end), one transaction per 6 h; returns seconds."""
+    return _load_in_chunks(LOGS_SQL, org, project, total, start, end)
 
 
 # The log volume of the loaded lines, as the ingest writer (increments, one per batch of ~1 000 lines and key)
@@ -179,19 +187,7 @@ def load_volume(project: uuid.UUID, compacted: datetime) -> tuple[int, int]:
 
 def load_spans(org: uuid.UUID, project: uuid.UUID, total: int, start: datetime, end: datetime) -> float:
     """TOTAL spans in traces of 10 over [start, end), one transaction per 6 h; returns seconds."""
-    from observai.db.connection import transaction
-
-    traces = total // SPANS_PER_TRACE
-    span_s = (end - start).total_seconds()
-    started = time.perf_counter()
-    offset = 0
-    for lo, hi in _chunks(start, end):
-        n = round(traces * (hi - lo).total_seconds() / span_s)
-        with transaction() as cur:
-            cur.execute("select set_config('statement_timeout', '0', true)")
-            cur.execute(SPANS_SQL, {"org": org, "project": project, "lo": lo, "hi": hi, "off": offset, "n": n})
-        offset += n
-    return time.perf_counter() - started
+    return _load_in_chunks(SPANS_SQL, org, project, total // SPANS_PER_TRACE, start, end)
 
 
 def run(logs: int, spans: int, n: int) -> str:
