@@ -81,7 +81,7 @@ def message_for(export_id: str) -> dict[str, Any]:
 @contextmanager
 def export_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[ExportAws]:
     """moto's SQS and S3 with the exports' resources; EXPORT_QUEUE_URL and EXPORT_BUCKET pointed at them."""
-    from observai.exports import storage
+    from observai import aws_clients
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
@@ -89,7 +89,7 @@ def export_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[ExportAws]:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     monkeypatch.delenv("S3_ENDPOINT_URL", raising=False)
     with mock_aws():
-        storage.reset_clients()
+        aws_clients.reset_clients()
         sqs = boto3.client("sqs", region_name="us-east-1")
         s3 = boto3.client("s3", region_name="us-east-1")
         dlq_url = sqs.create_queue(QueueName="observai-test-exports-dlq")["QueueUrl"]
@@ -107,4 +107,4 @@ def export_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[ExportAws]:
         try:
             yield ExportAws(sqs=sqs, s3=s3, queue_url=queue_url, dlq_url=dlq_url, bucket=BUCKET)
         finally:
-            storage.reset_clients()
+            aws_clients.reset_clients()

@@ -69,15 +69,15 @@ def invoke_drain(event: dict[str, Any]) -> dict[str, Any]:
 @contextmanager
 def spool_aws(monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30) -> Iterator[SpoolAws]:
     """moto's SQS and S3 with the spool's resources; SPOOL_QUEUE_URL and SPOOL_BUCKET pointed at them."""
+    from observai import aws_clients
     from observai.db.breaker import database_breaker
-    from observai.telemetry import spool
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     with mock_aws():
-        spool.reset_clients()
+        aws_clients.reset_clients()
         database_breaker.reset()
         sqs = boto3.client("sqs", region_name="us-east-1")
         s3 = boto3.client("s3", region_name="us-east-1")
@@ -97,5 +97,5 @@ def spool_aws(monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30
         try:
             yield SpoolAws(sqs=sqs, s3=s3, queue_url=queue_url, dlq_url=dlq_url, bucket=bucket)
         finally:
-            spool.reset_clients()
+            aws_clients.reset_clients()
             database_breaker.reset()

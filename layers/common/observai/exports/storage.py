@@ -9,55 +9,27 @@ path-style as those expect; credentials and region come from the usual AWS varia
 from __future__ import annotations
 
 import json
-import threading
 from typing import IO, Any
 from uuid import UUID
 
+from observai.aws_clients import Timeouts, aws_client
 from observai.config import Settings, get_settings
 
 MESSAGE_VERSION = 1
 CONTENT_TYPE = "application/gzip"
 PART_SIZE = 8 * 1024 * 1024  # multipart parts (S3's minimum is 5 MiB)
 
-_clients: dict[tuple[str, str | None], Any] = {}
-_lock = threading.Lock()
+# Uploads of large files: patient reads, a few retries.
+_TIMEOUTS = Timeouts(connect_s=5, read_s=60, max_attempts=3)
 
 
 class BucketUnusable(RuntimeError):
     """The export bucket is missing or refuses us: retrying will not help."""
 
 
-def _client(service: str, endpoint_url: str | None) -> Any:
-    key = (service, endpoint_url)
-    client = _clients.get(key)
-    if client is None:
-        with _lock:
-            client = _clients.get(key)
-            if client is None:
-                import boto3
-                from botocore.config import Config
-
-                config = Config(
-                    connect_timeout=5,
-                    read_timeout=60,
-                    retries={"mode": "standard", "max_attempts": 3},
-                    signature_version="s3v4" if service == "s3" else None,
-                    s3={"addressing_style": "path"} if service == "s3" and endpoint_url else None,
-                )
-                client = boto3.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
-                _clients[key] = client
-    return client
-
-
 def s3(settings: Settings | None = None) -> Any:
     settings = settings or get_settings()
-    return _client("s3", settings.s3_endpoint_url)
-
-
-def reset_clients() -> None:
-    """Forget the cached clients (tests: a new moto mock)."""
-    with _lock:
-        _clients.clear()
+    return aws_client("s3", _TIMEOUTS, settings.s3_endpoint_url)
 
 
 def object_key(org_id: UUID, project_id: UUID, export_id: UUID) -> str:
@@ -76,7 +48,7 @@ def enqueue(export_id: UUID, settings: Settings | None = None, *, delay_s: int =
     params: dict[str, Any] = {"QueueUrl": settings.export_queue_url, "MessageBody": message_body(export_id)}
     if delay_s > 0:
         params["DelaySeconds"] = min(900, int(delay_s))  # SQS's maximum
-    response = _client("sqs", None).send_message(**params)
+    response = aws_client("sqs", _TIMEOUTS).send_message(**params)
     return str(response["MessageId"])
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import gzip
 import json
-import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
+from observai.aws_clients import Timeouts, aws_client
 from observai.config import get_settings
 from observai.errors import Unavailable
 from observai.observability import logger
@@ -38,34 +38,8 @@ VERSION = 1
 SPOOL_UNAVAILABLE_MESSAGE = "ingestion is temporarily unavailable; retry"
 SPOOL_RETRY_AFTER_S = 30
 
-_clients: dict[str, Any] = {}
-_clients_lock = threading.Lock()
-
-
-def _client(service: str) -> Any:
-    """One boto3 client per service per container, created on first use with short timeouts."""
-    client = _clients.get(service)
-    if client is None:
-        with _clients_lock:
-            client = _clients.get(service)
-            if client is None:
-                import boto3
-                from botocore.config import Config
-
-                config = Config(
-                    connect_timeout=2,
-                    read_timeout=2,
-                    retries={"mode": "standard", "max_attempts": 2},
-                )
-                client = boto3.client(service, config=config)  # type: ignore[call-overload]
-                _clients[service] = client
-    return client
-
-
-def reset_clients() -> None:
-    """Forget the cached clients (tests: a new moto mock, another region)."""
-    with _clients_lock:
-        _clients.clear()
+# On the request path: fail fast, so the client still gets its answer in time.
+_TIMEOUTS = Timeouts(connect_s=2, read_s=2, max_attempts=2)
 
 
 @dataclass(slots=True)
@@ -132,7 +106,7 @@ def send_body(body: str, *, delay_s: int = 0) -> str:
     params: dict[str, Any] = {"QueueUrl": settings.spool_queue_url, "MessageBody": body}
     if delay_s > 0:
         params["DelaySeconds"] = min(900, int(delay_s))
-    response = _client("sqs").send_message(**params)
+    response = aws_client("sqs", _TIMEOUTS).send_message(**params)
     return str(response["MessageId"])
 
 
@@ -152,7 +126,7 @@ def spool_batch(item: SpooledBatch) -> str:
             raise RuntimeError(f"SPOOL_BUCKET is not set and the batch ({len(payload)} bytes) is too large for SQS")
         key = spool_key()
         compressed = gzip.compress(payload, compresslevel=6)
-        _client("s3").put_object(
+        aws_client("s3", _TIMEOUTS).put_object(
             Bucket=settings.spool_bucket,
             Key=key,
             Body=compressed,
@@ -183,13 +157,13 @@ def spool_batch(item: SpooledBatch) -> str:
 
 def load_s3(bucket: str, key: str) -> bytes:
     """The envelope bytes of an S3-spooled batch (gunzipped)."""
-    response = _client("s3").get_object(Bucket=bucket, Key=key)
+    response = aws_client("s3", _TIMEOUTS).get_object(Bucket=bucket, Key=key)
     data = response["Body"].read()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 def delete_s3(bucket: str, key: str) -> None:
-    _client("s3").delete_object(Bucket=bucket, Key=key)
+    aws_client("s3", _TIMEOUTS).delete_object(Bucket=bucket, Key=key)
 
 
 def _delete_quietly(bucket: str, key: str) -> None:
