@@ -155,3 +155,36 @@ def test_rejection_reasons_name_the_broken_constraint_not_the_union_branch() -> 
     assert reasons[0] == "severity: Input should be less than or equal to 24"
     assert reasons[1].startswith("value: Input should be a valid number")
     assert not any("constrained" in r for r in reasons)
+
+
+def test_lazy_batch_converts_as_records_are_taken_and_equals_the_eager_one() -> None:
+    # Given a batch mixing valid events of every signal with events only conversion rejects (too old)
+    old = (NOW - timedelta(days=30)).isoformat()
+    events = [
+        {"type": "log", "time": T, "body": "one", "service": "api"},
+        {"type": "span", "trace_id": TRACE, "span_id": SPAN, "name": "GET /", "start_time": T, "end_time": T},
+        {"type": "log", "time": old, "body": "too old"},
+        {"type": "metric", "name": "cpu", "value": 0.5, "time": T},
+        {"type": "log", "time": T, "body": "two"},
+    ]
+    eager = decode(events)
+    # When it is decoded lazily
+    lazy = decode(events, lazy=True)
+    # Then nothing past validation is converted yet
+    assert set(lazy.pending) == {Signal.METRICS, Signal.LOGS, Signal.TRACES}
+    assert lazy.logs == [] and lazy.rejected == []
+    # When the writer takes one log record
+    taken = lazy.records(Signal.LOGS)
+    first = next(taken)
+    # Then only that one is converted, kept in the batch
+    assert first.body == "one" and [r.body for r in lazy.logs] == ["one"]
+    # When the rest of the logs are taken, then the too-old one is rejected on the way, with its index
+    assert [r.body for r in taken] == ["two"]
+    assert [(r.index, r.signal) for r in lazy.rejected] == [(2, Signal.LOGS)]
+    # And when the batch is completed, it equals the eager decode (counts complete it too)
+    assert lazy.accepted == eager.accepted == 4
+    assert not lazy.pending
+    assert (lazy.metrics, lazy.logs, lazy.spans) == (eager.metrics, eager.logs, eager.spans)
+    assert lazy.rejected == eager.rejected
+    # And taking records again replays the kept ones without converting anything twice
+    assert [r.body for r in lazy.records(Signal.LOGS)] == ["one", "two"]

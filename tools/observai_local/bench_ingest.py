@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -191,13 +192,13 @@ def _rows(cur: Any, demo: Any, batch: Any) -> dict[str, list[tuple[Any, ...]]]:
     from observai.telemetry import usage, writer
 
     keep = row_retention(usage.plan_limits(demo.org_id))
+    batch.complete()
     _, ids, _ = writer._resolve_series(cur, demo.org_id, demo.project_id, batch.metrics)
     points = {(sid, writer.pg_time(p.time_ns)): p for sid, p in zip(ids, batch.metrics, strict=True)}
-    spans = {(s.trace_id, s.span_id, writer.pg_time(s.start_time_ns)): s for s in batch.spans}
     return {
         "metric_points": writer._metric_rows(demo.org_id, demo.project_id, points, keep.metrics),
-        "logs": writer._log_rows(demo.org_id, demo.project_id, batch.logs, keep),
-        "spans": writer._span_rows(demo.org_id, demo.project_id, spans, keep.spans),
+        "logs": list(writer._log_rows(demo.org_id, demo.project_id, batch.logs, keep, Counter())),
+        "spans": list(writer._span_rows(demo.org_id, demo.project_id, batch.spans, keep.spans)),
     }
 
 

@@ -81,6 +81,7 @@ def _item_from_obj(cls: type, obj: Any) -> Any:
 def batch_to_obj(batch: Batch) -> dict[str, Any]:
     """The JSON-able form of ``batch`` (for embedding in a larger document, as the spool does)."""
     out: dict[str, Any] = {"v": VERSION}
+    batch.complete()
     for key, cls in _LISTS:
         items = getattr(batch, key)
         if items:
@@ -104,7 +105,7 @@ def batch_from_obj(obj: Any) -> Batch:
         if not isinstance(items, list):
             raise ValueError(f"{key} must be a list")
         lists[key] = [_item_from_obj(cls, item) for item in items]
-    return Batch(**lists)
+    return Batch(metrics=lists["metrics"], logs=lists["logs"], spans=lists["spans"], rejected=lists["rejected"])
 
 
 def dumps(obj: Any) -> bytes:

@@ -72,6 +72,7 @@ def idempotency_key(event: Mapping[str, Any]) -> str | None:
 
 
 def _native_response(batch: Batch, rejected: list[Rejection], status: Status, duplicates: int) -> dict[str, Any]:
+    batch.complete()
     every = sorted([*batch.rejected, *rejected], key=lambda r: r.index)
     return {
         "status": status,
@@ -89,7 +90,7 @@ def ingest_native(principal: Principal, event: Mapping[str, Any]) -> IngestSumma
     idempotency = idempotency_key(event)
     body = decoded_body(event)
     with cyclic_gc_paused():
-        batch = decode_native(body, now_ns=now_ns())
+        batch = decode_native(body, now_ns=now_ns(), lazy=True)
         outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=_native_response)
     summary = IngestSummary.model_validate(outcome.response)
     if outcome.status == "replayed":
@@ -142,10 +143,10 @@ def _otlp_store(
 ) -> tuple[int, str | None]:
     from observai.telemetry.otlp import decode_otlp, summarise_rejections
 
-    batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns())
+    batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns(), lazy=True)
 
     def respond(stored: Batch, rejected: list[Rejection], status: Status, duplicates: int) -> dict[str, Any]:
-        every = Batch(rejected=[*stored.rejected, *rejected])
+        every = Batch(rejected=[*stored.complete().rejected, *rejected])
         return {"status": status, "rejected": len(every.rejected), "message": summarise_rejections(every) or None}
 
     outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=respond)

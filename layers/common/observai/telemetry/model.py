@@ -7,6 +7,7 @@ keys. Trace and span ids are lowercase hex strings (32 and 16 characters), as OT
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -113,10 +114,49 @@ class Batch:
     logs: list[LogRecord] = field(default_factory=list)
     spans: list[Span] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    # Conversions a decoder left to do, per signal: each step of the iterator converts one more item into this
+    # batch (its record appended to the signal's list, or a Rejection to ``rejected``). The writer takes the
+    # records through ``records`` as it COPYs them, so converting the next ones overlaps Postgres storing the
+    # previous ones; everything else completes the batch first.
+    pending: dict[Signal, Iterator[None]] = field(default_factory=dict)
+
+    def records(self, signal: Signal) -> Iterator[Any]:
+        """The signal's records in order, converting the pending ones as they are taken (and keeping them)."""
+        items: list[Any] = self._items(signal)
+        i = 0
+        while True:
+            if i < len(items):
+                yield items[i]
+                i += 1
+                continue
+            pending = self.pending.get(signal)
+            if pending is None:
+                return
+            if next(pending, _DONE) is _DONE:
+                del self.pending[signal]
+
+    def complete(self) -> Batch:
+        """Run every pending conversion (idempotent); returns the batch."""
+        while self.pending:
+            signal = next(iter(self.pending))
+            for _ in self.pending[signal]:
+                pass
+            del self.pending[signal]
+        return self
+
+    def _items(self, signal: Signal) -> list[Any]:
+        if signal is Signal.METRICS:
+            return self.metrics
+        return self.logs if signal is Signal.LOGS else self.spans
 
     @property
     def accepted(self) -> int:
+        self.complete()
         return len(self.metrics) + len(self.logs) + len(self.spans)
 
     def counts(self) -> dict[Signal, int]:
+        self.complete()
         return {Signal.METRICS: len(self.metrics), Signal.LOGS: len(self.logs), Signal.TRACES: len(self.spans)}
+
+
+_DONE = object()

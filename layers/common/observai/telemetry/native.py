@@ -13,6 +13,7 @@ Every event is validated on its own: a bad one is rejected with its index and re
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Required, TypedDict
 
@@ -145,8 +146,9 @@ def _reason(error: ValidationError) -> str:
     return f"{loc}: {first['msg']}" if loc else first["msg"]
 
 
-def decode_native(body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LIMITS) -> Batch:
-    """Validate a native batch: the whole list in one pass when it is clean, event by event when not."""
+def decode_native(body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LIMITS, lazy: bool = False) -> Batch:
+    """Validate a native batch: the whole list in one pass when it is clean, event by event when not. ``lazy``:
+    logs and spans are left to convert as the writer takes them (``Batch.pending``)."""
     try:
         events: list[Any] = _ALL.validate_json(body)
     except ValidationError as exc:
@@ -157,14 +159,27 @@ def decode_native(body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LI
             details={"limit_events": limits.max_events},
         )
     batch = Batch()
+    by_type: dict[str, list[int]] = {"metric": [], "log": [], "span": []}
     for index, event in enumerate(events):
-        if isinstance(event, Rejection):
+        if event.__class__ is Rejection:
             batch.rejected.append(event)
-            continue
-        reason = _convert(event, batch, now_ns, limits, index)
+        else:
+            by_type[event["type"]].append(index)
+    # Converted as the writer takes them (Batch.pending), while Postgres stores what it took before.
+    for kind, signal in (("metric", Signal.METRICS), ("log", Signal.LOGS), ("span", Signal.TRACES)):
+        if by_type[kind]:
+            batch.pending[signal] = _converting(events, by_type[kind], batch, now_ns, limits)
+    return batch if lazy else batch.complete()
+
+
+def _converting(events: list[Any], indexes: list[int], batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """Convert the events at ``indexes`` into ``batch`` one per step (a record or a rejection)."""
+    for index in indexes:
+        event = events[index]
+        reason = _convert(event, batch, now, limits, index)
         if reason is not None:
             batch.rejected.append(Rejection(index, reason, _SIGNAL[event["type"]]))
-    return batch
+        yield None
 
 
 def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimits) -> list[Any]:

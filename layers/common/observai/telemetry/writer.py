@@ -14,7 +14,7 @@ Replays never produce duplicate rows:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,6 +32,7 @@ from observai.observability import logger
 from observai.retention.policy import RowRetention, row_retention
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
+from observai.telemetry.overlap import in_background, quick_switches
 from observai.telemetry.series import series_id
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -87,7 +88,9 @@ def store_batch(
 ) -> StoreResult:
     """Write ``batch`` for the project; with ``respond``, the stored response is built from what the write found:
     the batch, write-time rejections (series limits, type clashes) and how many events were already stored.
-    ``admit`` runs once the request is known not to be a replay, before anything is written (quotas)."""
+    ``admit`` runs once the request is known not to be a replay and the batch is written, before the commit
+    (quotas). A batch with pending conversions (``Batch.pending``) has its records converted as they are COPYed,
+    while Postgres stores the ones sent before."""
     retention = row_retention(usage.plan_limits(org_id))
     write = _Write(
         org_id, project_id, batch, idempotency_key, request_hash, response, body_bytes, respond, admit, retention
@@ -95,11 +98,12 @@ def store_batch(
     # First optimistically: most batches hold only new events, and the unique indexes catch the rest. A batch
     # that re-sends stored events fails on them and is written again carefully, looking existing keys up first;
     # the third try covers a concurrent writer that slipped the same events in between.
-    for careful in (False, True, True):
-        try:
-            return _store_once(write, careful)
-        except psycopg.errors.UniqueViolation:
-            logger.debug("duplicate events in the batch: writing it again, skipping the stored ones")
+    with quick_switches():
+        for careful in (False, True, True):
+            try:
+                return _store_once(write, careful)
+            except psycopg.errors.UniqueViolation:
+                logger.debug("duplicate events in the batch: writing it again, skipping the stored ones")
     raise AssertionError("unreachable")
 
 
@@ -110,14 +114,11 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
+        skipped, metrics, rejected = _write_signals(cur, w, careful)
         if w.admit is not None:
-            w.admit()  # e.g. the daily quota: after the replay check, so a replay is never refused
-        metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, batch.metrics)
-        skipped = {
-            Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, w.retention),
-            Signal.LOGS: _write_logs(cur, org_id, project_id, batch.logs, careful, w.retention),
-            Signal.TRACES: _write_spans(cur, org_id, project_id, batch.spans, careful, w.retention),
-        }
+            # e.g. the daily quota: after the replay check, so a replay is never refused; once the batch is
+            # converted (its accepted events known), before the commit: refused, what was written rolls back.
+            w.admit()
         duplicates = sum(skipped.values())
         written = {
             Signal.METRICS: len(metrics) - skipped[Signal.METRICS],
@@ -173,13 +174,15 @@ def _usage(written: dict[Signal, int], body_bytes: int) -> dict[Signal, tuple[in
 
 
 def _resolve_series(
-    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint]
+    cur: Cursor, org_id: UUID, project_id: UUID, points: list[MetricPoint], ids: list[int] | None = None
 ) -> tuple[list[MetricPoint], list[int], list[Rejection]]:
-    """Series ids for the points; unknown series are created within the plan's limits, the rest rejected."""
+    """Series ids for the points (``ids``: computed already); unknown series are created within the plan's limits,
+    the rest rejected."""
     if not points:
         return [], [], []
     known = _known_series.setdefault(project_id, {})
-    ids = [series_id(p.name, p.attributes) for p in points]
+    if ids is None:
+        ids = [series_id(p.name, p.attributes) for p in points]
     unknown: dict[int, MetricPoint] = {}
     for sid, point in zip(ids, points, strict=True):
         if sid not in known:
@@ -341,13 +344,85 @@ class SharedJsonb:
         return seen[1]
 
 
-def _copy(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterable[tuple[Any, ...]]) -> None:
+def _write_signals(
+    cur: Cursor, w: _Write, careful: bool
+) -> tuple[dict[Signal, int], list[MetricPoint], list[Rejection]]:
+    """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points stored and
+    the points refused (series limits, type clashes).
+
+    A software pipeline (``overlap``): each table's records are converted (``Batch.pending``) and its rows built
+    while Postgres inserts the table before: the logs are streamed (Postgres parses them as they arrive), the
+    spans' rows are built while the logs' COPY is finished, and the metric points and their series ids while the
+    spans' COPY is finished. A careful write (a retry after a duplicate) looks the stored keys up first, so the
+    whole batch is converted before anything is written.
+    """
+    org_id, project_id, batch, retention = w.org_id, w.project_id, w.batch, w.retention
+    logs: Iterator[LogRecord] = batch.records(Signal.LOGS)
+    spans: Iterator[Span] = batch.records(Signal.TRACES)
+    if careful:
+        batch.complete()
+        logs = iter(_unstored_logs(cur, project_id, batch.logs))
+        spans = iter(_unstored_spans(cur, project_id, batch.spans))
+    # Logs with an event id are written once per (event_id, time), spans once per (trace, span, start).
+    minutes: Counter[tuple[int, str | None, int, int]] = Counter()  # log volume
+    log_rows = _log_rows(org_id, project_id, _first_of_each(logs, _log_key), retention, minutes)
+    span_rows: list[tuple[Any, ...]] = []
+    points: list[MetricPoint] = []
+    ids: list[int] = []
+
+    def build_spans() -> None:
+        span_rows.extend(_span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans))
+
+    def identify_points() -> None:
+        points.extend(batch.records(Signal.METRICS))
+        ids.extend(series_id(p.name, p.attributes) for p in points)
+
+    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
+    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows, meanwhile=identify_points)
+    if minutes:
+        # The histogram's pre-aggregated volume, in this transaction: exactly the log rows written.
+        volume.record_volume(cur, org_id, project_id, minutes)
+    metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
+    skipped = {
+        Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
+        Signal.LOGS: len(batch.logs) - sum(minutes.values()),
+        Signal.TRACES: len(batch.spans) - len(span_rows),
+    }
+    return skipped, metrics, rejected
+
+
+def _copy(
+    cur: Cursor,
+    table: str,
+    columns: str,
+    types: list[str],
+    rows: Iterable[tuple[Any, ...]],
+    *,
+    meanwhile: Callable[[], None] | None = None,
+) -> None:
+    """COPY the rows, taken as they come (psycopg sends every 32 kB: Postgres parses those while the next ones are
+    built); ``meanwhile`` runs on the worker thread while the COPY is finished (``overlap``), and has run when this
+    returns. No rows: no COPY (``meanwhile`` still runs)."""
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        if meanwhile is not None:
+            meanwhile()
+        return
     # For "bytea", psycopg would pick its DB-API Binary dumper (a Python call per value): the plain bytes one is C.
     cur.adapters.register_dumper(None, BytesBinaryDumper)
+    work = None
     with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
         copy.set_types(types)
-        for row in rows:
-            copy.write_row(row)
+        write = copy.write_row
+        write(first)
+        for row in it:
+            write(row)
+        if meanwhile is not None:
+            # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
+            work = in_background(meanwhile)
+    if work is not None:
+        work.result()
 
 
 def _write_metrics(
@@ -380,59 +455,54 @@ def _write_metrics(
     return len(points) - len(fresh)
 
 
-def _write_logs(
-    cur: Cursor, org_id: UUID, project_id: UUID, logs: list[LogRecord], careful: bool, retention: RowRetention
-) -> int:
-    if not logs:
-        return 0
-    fresh = logs
-    if careful or any(log.event_id is not None for log in logs):
-        fresh = []
-        keyed: dict[tuple[str, int], LogRecord] = {}
-        for log in logs:
-            if log.event_id is None:
-                fresh.append(log)
-            else:
-                keyed.setdefault((log.event_id, pg_time(log.time_ns)), log)
-        if keyed and careful:
-            times = [ts_of(k[1]) for k in keyed]
-            found = _existing(
-                cur,
-                "select event_id, time from public.logs where project_id = %s and time between %s and %s"
-                " and event_id = any(%s)",
-                (project_id, min(times), max(times), [k[0] for k in keyed]),
-            )
-            fresh.extend(log for k, log in keyed.items() if k not in found)
-        else:
-            fresh.extend(keyed.values())
-    rows = _log_rows(org_id, project_id, fresh, retention)
-    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, rows)
-    # The histogram's pre-aggregated volume, in this transaction: exactly the rows just written.
-    volume.record_volume(cur, org_id, project_id, Counter((r[2] // _MINUTE_US, r[6], r[4], r[16]) for r in rows))
-    return len(logs) - len(fresh)
+def _log_key(record: LogRecord) -> tuple[str, int] | None:
+    return None if record.event_id is None else (record.event_id, pg_time(record.time_ns))
 
 
-def _write_spans(
-    cur: Cursor, org_id: UUID, project_id: UUID, spans: list[Span], careful: bool, retention: RowRetention
-) -> int:
+def _span_key(span: Span) -> tuple[str, str, int]:
+    return (span.trace_id, span.span_id, pg_time(span.start_time_ns))
+
+
+def _unstored_logs(cur: Cursor, project_id: UUID, logs: list[LogRecord]) -> list[LogRecord]:
+    """The logs without an event id, and those whose (event_id, time) is not stored yet."""
+    keys = {key for key in map(_log_key, logs) if key is not None}
+    if not keys:
+        return logs
+    times = [ts_of(k[1]) for k in keys]
+    found = _existing(
+        cur,
+        "select event_id, time from public.logs where project_id = %s and time between %s and %s"
+        " and event_id = any(%s)",
+        (project_id, min(times), max(times), [k[0] for k in keys]),
+    )
+    return [log for log in logs if _log_key(log) not in found]
+
+
+def _unstored_spans(cur: Cursor, project_id: UUID, spans: list[Span]) -> list[Span]:
+    """The spans whose (trace_id, span_id, start_time) is not stored yet."""
     if not spans:
-        return 0
-    keyed: dict[tuple[str, str, int], Span] = {}
-    for span in spans:
-        keyed.setdefault((span.trace_id, span.span_id, pg_time(span.start_time_ns)), span)
-    fresh = keyed
-    if careful:
-        starts = [ts_of(k[2]) for k in keyed]
-        found = _existing(
-            cur,
-            "select trace_id, span_id, start_time from public.spans where project_id = %s"
-            " and start_time between %s and %s"
-            " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
-            (project_id, min(starts), max(starts), [k[0] for k in keyed], [k[1] for k in keyed]),
-        )
-        fresh = {k: s for k, s in keyed.items() if k not in found}
-    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, _span_rows(org_id, project_id, fresh, retention.spans))
-    return len(spans) - len(fresh)
+        return spans
+    starts = [ts_of(pg_time(s.start_time_ns)) for s in spans]
+    found = _existing(
+        cur,
+        "select trace_id, span_id, start_time from public.spans where project_id = %s"
+        " and start_time between %s and %s"
+        " and (trace_id, span_id) in (select * from unnest(%s::text[], %s::text[]))",
+        (project_id, min(starts), max(starts), [s.trace_id for s in spans], [s.span_id for s in spans]),
+    )
+    return [s for s in spans if _span_key(s) not in found]
+
+
+def _first_of_each(records: Iterator[Any], key: Callable[[Any], Any]) -> Iterator[Any]:
+    """The records but those whose key (not None) an earlier record of the batch had: a retried event once."""
+    seen: set[Any] = set()
+    for record in records:
+        k = key(record)
+        if k is None:
+            yield record
+        elif k not in seen:
+            seen.add(k)
+            yield record
 
 
 def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, ...]]:
@@ -457,8 +527,13 @@ def _metric_rows(
 
 
 def _log_rows(
-    org_id: UUID, project_id: UUID, logs: Iterable[LogRecord], retention: RowRetention
-) -> list[tuple[Any, ...]]:
+    org_id: UUID,
+    project_id: UUID,
+    logs: Iterable[LogRecord],
+    retention: RowRetention,
+    minutes: Counter[tuple[int, str | None, int, int]],
+) -> Iterator[tuple[Any, ...]]:
+    """The logs' rows; counts each row's (minute, service, severity, retention) in ``minutes`` (log volume)."""
     org, project, jsonb, shared, keep_days = (
         org_id.bytes,
         project_id.bytes,
@@ -466,23 +541,21 @@ def _log_rows(
         SharedJsonb(),
         retention.for_log,
     )
-    return [
-        (org, project, pg_time(r.time_ns), pg_time(r.observed_time_ns) if r.observed_time_ns else None,
-         r.severity_number, clean_text(r.severity_text), clean_text(r.service), clean_text(r.body),
-         jsonb(r.attributes), shared(r.resource), shared(r.scope), r.trace_id, r.span_id, r.flags,
-         clean_text(r.event_id), clean_text(r.event_name), keep_days(r.severity_number))
-        for r in logs
-    ]  # fmt: skip
+    for r in logs:
+        time, service, severity = pg_time(r.time_ns), clean_text(r.service), r.severity_number
+        keep = keep_days(severity)
+        minutes[(time // _MINUTE_US, service, severity, keep)] += 1
+        yield (org, project, time, pg_time(r.observed_time_ns) if r.observed_time_ns else None, severity,
+               clean_text(r.severity_text), service, clean_text(r.body), jsonb(r.attributes), shared(r.resource),
+               shared(r.scope), r.trace_id, r.span_id, r.flags, clean_text(r.event_id), clean_text(r.event_name),
+               keep)  # fmt: skip
 
 
-def _span_rows(
-    org_id: UUID, project_id: UUID, spans: dict[tuple[str, str, int], Span], keep_days: int
-) -> list[tuple[Any, ...]]:
+def _span_rows(org_id: UUID, project_id: UUID, spans: Iterable[Span], keep_days: int) -> Iterator[tuple[Any, ...]]:
     org, project, jsonb, shared = org_id.bytes, project_id.bytes, jsonb_binary, SharedJsonb()
-    return [
-        (org, project, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind, clean_text(s.service),
-         start, pg_time(s.end_time_ns), s.end_time_ns - s.start_time_ns, s.status_code,
-         clean_text(s.status_message), jsonb(s.attributes), shared(s.resource), shared(s.scope), jsonb(s.events),
-         jsonb(s.links), clean_text(s.trace_state), s.flags, clean_text(s.event_id), keep_days)
-        for (_, _, start), s in spans.items()
-    ]  # fmt: skip
+    for s in spans:
+        yield (org, project, s.trace_id, s.span_id, s.parent_span_id, clean_text(s.name), s.kind,
+               clean_text(s.service), pg_time(s.start_time_ns), pg_time(s.end_time_ns),
+               s.end_time_ns - s.start_time_ns, s.status_code, clean_text(s.status_message), jsonb(s.attributes),
+               shared(s.resource), shared(s.scope), jsonb(s.events), jsonb(s.links), clean_text(s.trace_state),
+               s.flags, clean_text(s.event_id), keep_days)  # fmt: skip

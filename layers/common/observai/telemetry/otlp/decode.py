@@ -8,6 +8,7 @@ A request with more items than ``limits.max_events`` is refused whole (PayloadTo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from observai.errors import PayloadTooLarge
@@ -51,19 +52,23 @@ def decode_otlp(
     encoding: Encoding,
     now_ns: int,
     limits: IngestLimits = DEFAULT_LIMITS,
+    lazy: bool = False,
 ) -> Batch:
     """Decode an OTLP/HTTP body (already decompressed) for ``signal`` into a validated ``Batch``.
 
     Raises InvalidInput when the body does not decode, PayloadTooLarge when it carries more than
-    ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``.
+    ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: spans and
+    log records are left to convert as the writer takes them (``Batch.pending``).
     """
     with cyclic_gc_paused():
         request = parse_request(signal, body, encoding)
         if signal is Signal.TRACES:
-            return _decode_traces(request, now_ns, limits)
-        if signal is Signal.LOGS:
-            return _decode_logs(request, now_ns, limits)
-        return _decode_metrics(request, now_ns, limits)
+            batch = _decode_traces(request, now_ns, limits)
+        elif signal is Signal.LOGS:
+            batch = _decode_logs(request, now_ns, limits)
+        else:
+            batch = _decode_metrics(request, now_ns, limits)
+        return batch if lazy else batch.complete()
 
 
 # --- shared ---------------------------------------------------------------------------------------
@@ -126,6 +131,13 @@ def _optional_id(raw: bytes, size: int, zero: bytes) -> str | None:
 def _decode_traces(request: Any, now: int, limits: IngestLimits) -> Batch:
     _too_many(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans), "spans", limits)
     batch = Batch()
+    # Converted as the writer takes them (Batch.pending), while Postgres stores the ones before.
+    batch.pending[Signal.TRACES] = _converting_spans(request, batch, now, limits)
+    return batch
+
+
+def _converting_spans(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """Convert the request's spans into ``batch`` one per step (a span or a rejection)."""
     index = 0
     for resource_spans in request.resource_spans:
         resource_ctx = _resource_context(resource_spans.resource, limits)
@@ -138,7 +150,7 @@ def _decode_traces(request: Any, now: int, limits: IngestLimits) -> Batch:
                 else:
                     batch.spans.append(item)
                 index += 1
-    return batch
+                yield None
 
 
 def _span(span: Any, ctx: _Context, now: int, limits: IngestLimits) -> Span | str:
@@ -234,6 +246,13 @@ def _span(span: Any, ctx: _Context, now: int, limits: IngestLimits) -> Span | st
 def _decode_logs(request: Any, now: int, limits: IngestLimits) -> Batch:
     _too_many(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs), "log records", limits)
     batch = Batch()
+    # Converted as the writer takes them (Batch.pending), while Postgres stores the ones before.
+    batch.pending[Signal.LOGS] = _converting_logs(request, batch, now, limits)
+    return batch
+
+
+def _converting_logs(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """Convert the request's log records into ``batch`` one per step (a record or a rejection)."""
     index = 0
     for resource_logs in request.resource_logs:
         resource_ctx = _resource_context(resource_logs.resource, limits)
@@ -246,7 +265,7 @@ def _decode_logs(request: Any, now: int, limits: IngestLimits) -> Batch:
                 else:
                     batch.logs.append(item)
                 index += 1
-    return batch
+                yield None
 
 
 def _log_record(record: Any, ctx: _Context, now: int, limits: IngestLimits) -> LogRecord | str:
