@@ -15,7 +15,8 @@ and groups by nothing or by one attribute the aggregation job keeps group rollup
 complete from before the range), it reads ``metric_group_rollups`` instead: one row per group per slot instead of
 one per series (``source: "group"``; else ``"series"``, or ``"raw"`` for raw points). The same aggregates apply
 to the group rows (avg = Σsum / Σcount...); percentiles come from the group row's precomputed quantile when the
-step is the resolution (1h, 1d), else from its sketches merged per slot (few: one per group and bucket). Group rows
+step is the resolution (1h, 1d; at 1h, the whole days of the range from their 1d row's 24 hourly quantiles: one row
+per group per day), else from its sketches merged per slot (few: one per group and bucket). Group rows
 are read only where complete: no minute of the range waits in the job's queue (``metric_group_pending``). The raw
 tail is read as on the series path, but for the slots' rolled-up minutes: when none is queued and the group has no
 1m row from minute_from on, a slot's own group row (1h at a 1h step) holds exactly the minutes before minute_from,
@@ -39,6 +40,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -342,11 +344,36 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         and params["resolution"] in (3600, 86400)
     ):
         # One row per group and slot: its precomputed quantile, no aggregation; one result row per group (arrays of
-        # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values).
+        # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values). Values JSON
+        # cannot carry (null, NaN, infinite) are left out here: the points need no check in Python (``_shape``).
         params["arrayed"] = True
+        column = f"p{round(PERCENTILES[agg] * 100)}"
+        slot = "extract(epoch from r.bucket_start)::bigint"
+        hourly = f"select r.group_value, {slot} as slot, r.{column} as val{where}"
+        start, end = _epoch(params["start"]), _epoch(params["end"])
+        day_from, day_to = -(-start // 86400) * 86400, end // 86400 * 86400
+        if params["resolution"] == 3600 and day_from < day_to:
+            # At a 1h step, whole days from their 1d rows' hourly quantiles (migration 0015: one row per group per
+            # day, 24 values; element i the hour i - 1), the partial days at the edges from the 1h rows.
+            params["day_from"], params["day_to"] = _at(day_from), _at(day_to)
+            days = (
+                f"select r.group_value, {slot} + 3600 * (h.i - 1) as slot, h.val"
+                f" from public.metric_group_rollups r cross join unnest(r.hourly_{column}) with ordinality h(val, i)"
+                " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
+                " and r.resolution = 86400 and r.bucket_start >= %(day_from)s and r.bucket_start < %(day_to)s"
+                f"{conditions}"
+            )
+            parts = [days]
+            if start < day_from:
+                parts.insert(0, hourly.replace("%(end)s", "%(day_from)s"))
+            if day_to < end:
+                parts.append(hourly.replace("%(start)s", "%(day_to)s"))
+            rows = " union all ".join(f"({part})" for part in parts)
+        else:
+            rows = hourly
         return (
-            f"select {labels} as labels, array_agg(extract(epoch from r.bucket_start)::bigint) as slots,"
-            f" array_agg(r.p{round(PERCENTILES[agg] * 100)}) as vals{where} group by r.group_value"
+            f"select {labels.replace('r.group_value', 'x.group_value')} as labels, array_agg(x.slot) as slots,"
+            f" array_agg(x.val) as vals from ({rows}) x where abs(x.val) < 'Infinity'::float8 group by x.group_value"
         )
     return f"select {labels} as labels, {_SLOT.format(column='r.bucket_start')} as slot, {value} as value{where}" + (
         " group by r.group_value, 2"
@@ -471,7 +498,7 @@ def _read_points(
     start: datetime,
     end: datetime,
     resolution: Resolution,
-    into: dict[str, list[tuple[int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
 ) -> None:
     """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
     from merged sketches."""
@@ -485,14 +512,25 @@ def _read_points(
     # here (the same Python values: float, int, str).
     cur.execute(sql, params, binary=True)
     quantile = PERCENTILES.get(query.aggregation)
+    arrayed = bool(params.get("arrayed"))
     # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
-    sketched = quantile is not None and resolution != "raw" and not params.get("arrayed")
+    sketched = quantile is not None and resolution != "raw" and not arrayed
     for r in cur.fetchall():
-        values = r["vals"]
-        if sketched and quantile is not None:
-            values = [_sketch_quantile(v, quantile) for v in values]
-        # Slots are bigint: ints already.
-        into.setdefault(r["labels"], []).extend(zip(r["slots"], values, strict=True))
+        # Slots are bigint: ints already; float8 values: floats.
+        if arrayed:
+            # Finite floats only (the statement left the others out): the points as they are.
+            points = list(zip(r["slots"], r["vals"], strict=True))
+        else:
+            values = r["vals"]
+            if sketched and quantile is not None:
+                values = [_sketch_quantile(v, quantile) for v in values]
+            points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
+        into.setdefault(r["labels"], []).extend(points)
+
+
+def _carried(value: Any) -> bool:
+    """A point JSON can carry: not an empty slot (no count), not NaN or infinite."""
+    return value is not None and math.isfinite(value)
 
 
 def _read_tail(
@@ -501,7 +539,7 @@ def _read_tail(
     build: Callable[[MetricQuery, dict[str, Any]], str],
     params: dict[str, Any],
     query_plan: Plan,
-    into: dict[str, list[tuple[int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
     *,
     whole: bool = False,
 ) -> None:
@@ -531,7 +569,8 @@ def _read_tail(
                 rolled.setdefault((labels, slot), []).append(value)
     for labels, slot in rolled.keys() | raw.keys():
         value = _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot)))
-        into.setdefault(labels, []).append((slot, value))
+        if value is not None and math.isfinite(value):  # as _carried
+            into.setdefault(labels, []).append((slot, value))
 
 
 def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float | None:
@@ -563,19 +602,22 @@ def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float
     return total  # sum, count, increase
 
 
-def _shape(grouped: dict[str, list[tuple[int, Any]]]) -> list[SeriesPoints]:
-    """(slot, value) points per labels (as jsonb text) → one SeriesPoints per labels with points, ordered by their
-    sorted-keys JSON."""
+_SLOT_OF = operator.itemgetter(0)
+
+
+def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
+    """(slot, value) points per labels (as jsonb text; only points JSON can carry, ``_carried``) → one SeriesPoints
+    per labels with points, ordered by their sorted-keys JSON, its points by slot."""
     shaped = []
-    for text, read in grouped.items():
-        # Without an empty slot (no count), or a value JSON cannot carry.
-        points = [(slot, float(value)) for slot, value in read if value is not None and math.isfinite(value)]
+    for text, points in grouped.items():
         if not points:
             continue
         labels = json.loads(text) if text else {}
+        # In place; the reads mostly come in slot order already, which the sort merely checks (n comparisons).
+        points.sort(key=_SLOT_OF)
         shaped.append((json.dumps(labels, sort_keys=True, default=str), labels, points))
     # Built without validation: the engine made every label and [int, float] point itself (thousands per query).
-    return [SeriesPoints.model_construct(labels=labels, points=sorted(points)) for _, labels, points in sorted(shaped)]
+    return [SeriesPoints.model_construct(labels=labels, points=points) for _, labels, points in sorted(shaped)]
 
 
 def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
@@ -593,7 +635,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             code="not_a_counter",
             details={"loc": [*loc, "aggregation"]},
         )
-    points: dict[str, list[tuple[int, Any]]] = {}  # per labels (jsonb text): (slot, value)
+    points: dict[str, list[tuple[int, float]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {
