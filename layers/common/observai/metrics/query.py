@@ -47,6 +47,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -348,32 +349,43 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         # cannot carry (null, NaN, infinite) are left out here: the points need no check in Python (``_shape``).
         params["arrayed"] = True
         column = f"p{round(PERCENTILES[agg] * 100)}"
-        slot = "extract(epoch from r.bucket_start)::bigint"
-        hourly = f"select r.group_value, {slot} as slot, r.{column} as val{where}"
+        hourly = (
+            f"select r.group_value, extract(epoch from r.bucket_start)::bigint as slot, r.{column} as val{where}"
+            f" and abs(r.{column}) < 'Infinity'::float8"
+        )
         start, end = _epoch(params["start"]), _epoch(params["end"])
         day_from, day_to = -(-start // 86400) * 86400, end // 86400 * 86400
-        if params["resolution"] == 3600 and day_from < day_to:
-            # At a 1h step, whole days from their 1d rows' hourly quantiles (migration 0015: one row per group per
-            # day, 24 values; element i the hour i - 1), the partial days at the edges from the 1h rows.
-            params["day_from"], params["day_to"] = _at(day_from), _at(day_to)
-            days = (
-                f"select r.group_value, {slot} + 3600 * (h.i - 1) as slot, h.val"
-                f" from public.metric_group_rollups r cross join unnest(r.hourly_{column}) with ordinality h(val, i)"
-                " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
-                " and r.resolution = 86400 and r.bucket_start >= %(day_from)s and r.bucket_start < %(day_to)s"
-                f"{conditions}"
+        if params["resolution"] != 3600 or day_from >= day_to:
+            return (
+                f"select {labels} as labels, array_agg(r.slot) as slots, array_agg(r.val) as vals,"
+                f" null::bigint[] as days, null::float8[] as hourly from ({hourly}) r group by r.group_value"
             )
-            parts = [days]
-            if start < day_from:
-                parts.insert(0, hourly.replace("%(end)s", "%(day_from)s"))
-            if day_to < end:
-                parts.append(hourly.replace("%(start)s", "%(day_to)s"))
-            rows = " union all ".join(f"({part})" for part in parts)
-        else:
-            rows = hourly
+        # At a 1h step, the whole days from their 1d rows' hourly quantiles (migration 0015: one row per group per
+        # day, 24 values, hour h at h + 1; expanded in Python, ``_day_points``), the partial days at the edges from
+        # the 1h rows.
+        params["day_from"], params["day_to"] = _at(day_from), _at(day_to)
+        edges = [
+            hourly.replace(f"%({bound})s", f"%({day})s")
+            for bound, day, present in (("end", "day_from", start < day_from), ("start", "day_to", day_to < end))
+            if present
+        ]
+        edge_rows = " union all ".join(f"({edge})" for edge in edges) or (
+            "select null::text as group_value, null::bigint as slot, null::float8 as val where false"
+        )
         return (
-            f"select {labels.replace('r.group_value', 'x.group_value')} as labels, array_agg(x.slot) as slots,"
-            f" array_agg(x.val) as vals from ({rows}) x where abs(x.val) < 'Infinity'::float8 group by x.group_value"
+            f"select {labels} as labels, e.slots, e.vals, d.days, d.hourly from ("
+            # the 1d rows' arrays as one 2-D array per group (a row without them: 24 nulls)
+            " select r.group_value, array_agg(extract(epoch from r.bucket_start)::bigint) as days,"
+            f" array_agg(coalesce(r.hourly_{column}, array_fill(null::float8, array[24]))) as hourly"
+            " from public.metric_group_rollups r"
+            " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
+            f" and r.resolution = 86400 and r.bucket_start >= %(day_from)s and r.bucket_start < %(day_to)s{conditions}"
+            " group by r.group_value"
+            ") d full join ("
+            " select x.group_value, array_agg(x.slot) as slots, array_agg(x.val) as vals"
+            f" from ({edge_rows}) x group by x.group_value"
+            ") e on e.group_value = d.group_value"
+            " cross join lateral (select coalesce(d.group_value, e.group_value) as group_value) r"
         )
     return f"select {labels} as labels, {_SLOT.format(column='r.bucket_start')} as slot, {value} as value{where}" + (
         " group by r.group_value, 2"
@@ -448,8 +460,9 @@ def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[in
 
 
 def _sketches(listed: str | None) -> list[dict[str, Any]]:
-    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list."""
-    return json.loads(listed) if listed else []
+    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list. (orjson:
+    several times faster than json on these.)"""
+    return orjson.loads(listed) if listed else []
 
 
 def _sketch_quantile(listed: str | None, q: float) -> float | None:
@@ -519,13 +532,33 @@ def _read_points(
         # Slots are bigint: ints already; float8 values: floats.
         if arrayed:
             # Finite floats only (the statement left the others out): the points as they are.
-            points = list(zip(r["slots"], r["vals"], strict=True))
+            points = list(zip(r["slots"] or (), r["vals"] or (), strict=True))
+            if r["days"]:
+                points += _day_points(r["days"], r["hourly"])
         else:
             values = r["vals"]
             if sketched and quantile is not None:
                 values = [_sketch_quantile(v, quantile) for v in values]
             points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
         into.setdefault(r["labels"], []).extend(points)
+
+
+def _day_points(days: list[int], hourly: list[list[Any]]) -> list[tuple[int, float]]:
+    """The (slot, value) points of whole days from their 24 hourly values (floats, None: no value)."""
+    points: list[tuple[int, float]] = []
+    for day, values in zip(days, hourly, strict=True):
+        slots = range(day, day + 86400, 3600)
+        # Usually a full day of finite values, taken as they are; else (a None makes the sum raise, an infinite or
+        # NaN value makes it non-finite, so does an overflow) value by value.
+        try:
+            whole = math.isfinite(sum(values))
+        except TypeError:
+            whole = False
+        if whole:
+            points += zip(slots, values, strict=True)
+        else:
+            points += [(slot, value) for slot, value in zip(slots, values, strict=True) if _carried(value)]
+    return points
 
 
 def _carried(value: Any) -> bool:
