@@ -584,6 +584,19 @@ def test_whole_days_at_a_1h_step_read_the_1d_rows_hourly_quantiles_with_the_1h_r
                 assert_same(group, series)
                 assert len(group["series"]) == (3 if group_by else 1)
 
+    # And at a 1d step, the 1d rows' own quantiles answer, as the per-series path does
+    common = {
+        "name": name,
+        "from": iso(first),
+        "to": iso(last),
+        "step": 86400,
+        "group_by": ["host"],
+        "aggregation": "p99",
+    }
+    group, series = query(project, {**common, "id": "g"}, {**common, "id": "s", "filters": [EVERY_ROUTE]})
+    assert_same(group, series)
+    assert [len(s["points"]) for s in group["series"]] == [3, 3, 3]
+
 
 def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_them(project: IngestProject) -> None:
     # Given six gauge series with a point every 20 s for the last 90 minutes, up to a few seconds ago, rolled up
