@@ -124,6 +124,21 @@ def canonical(value: Any) -> str:
     return f'"{value}"' if isinstance(value, str) else str(value).lower()
 
 
+def assert_hourly_quantiles(db: psycopg.Connection, project: IngestProject, name: str) -> None:
+    """Every 1d group row's hourly_pNN is its day's 1h rows' pNN (None where the hour has no row); no other row has
+    one."""
+    groups = group_rows(db, project, name)
+    days = [key for key in groups if key[2] == 86400]
+    assert days
+    for (key, value, resolution, start), row in groups.items():
+        if resolution != 86400:
+            assert [row[f"hourly_p{q}"] for q in (50, 90, 95, 99)] == [None] * 4
+            continue
+        for q in (50, 90, 95, 99):
+            hours = [groups.get((key, value, 3600, start + timedelta(hours=h))) for h in range(24)]
+            assert row[f"hourly_p{q}"] == [hour[f"p{q}"] if hour else None for hour in hours], (key, value, start, q)
+
+
 @pytest.fixture(scope="module")
 def project(database_url: str) -> IngestProject:
     return make_project(("ingest", "read"), label="Groups")
@@ -239,6 +254,45 @@ def test_a_late_point_re_rolls_its_group_rows_and_leaves_the_others_alone(
         assert after[key]["max"] == 1e4
     # And every other group row is untouched, to the updated_at
     assert {k: v for k, v in after.items() if k not in touched} == {k: v for k, v in before.items() if k not in touched}
+
+
+def test_the_1d_rows_carry_their_day_s_hourly_quantiles_and_follow_late_points(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given six gauge series over a day boundary (from 22:00 to 02:10 UTC, two days ago), rolled up
+    name = unique("hourly")
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=2)
+    base = midnight - timedelta(hours=2)
+    seed_gauges(project, name, base, minutes=250)
+
+    # When the job catches up
+    drain()
+
+    # Then both days' 1d rows carry the 1h rows' quantiles, hour by hour, and nothing where no hour has a row
+    assert_hourly_quantiles(db, project, name)
+    before = group_rows(db, project, name)
+    day = before[("host", '"h1"', 86400, midnight)]
+    assert [p is not None for p in day["hourly_p99"]] == [True] * 3 + [False] * 21
+    previous_day = before[("host", '"h1"', 86400, midnight - timedelta(days=1))]
+    assert [p is not None for p in previous_day["hourly_p99"]] == [False] * 22 + [True] * 2
+
+    # When 20 late points of 10,000 arrive for 01:07 (host h1, route /a), and the job runs
+    at = midnight + timedelta(hours=1, minutes=7)
+    late = [ns(at + timedelta(seconds=s)) for s in range(20)]
+    store_points(project, [MetricPoint(name, MetricType.GAUGE, t, attributes(0), value=1e4) for t in late])
+    drain()
+
+    # Then the re-rolled hour's element of its groups' 1d rows is the hour's new p99, and the arrays still equal the
+    # 1h rows' quantiles everywhere
+    after = group_rows(db, project, name)
+    for key, value in (("", ""), ("host", '"h1"'), ("route", '"/a"'), ("code", "500")):
+        hour = after[(key, value, 3600, midnight + timedelta(hours=1))]
+        assert hour["p99"] == pytest.approx(1e4, rel=0.01)
+        daily = after[(key, value, 86400, midnight)]["hourly_p99"]
+        assert daily[1] == hour["p99"] != before[(key, value, 86400, midnight)]["hourly_p99"][1]
+        assert daily[0] == before[(key, value, 86400, midnight)]["hourly_p99"][0]
+    assert after[("host", '"h2"', 86400, midnight)] == before[("host", '"h2"', 86400, midnight)]
+    assert_hourly_quantiles(db, project, name)
 
 
 def test_rolling_the_same_points_again_changes_no_group_row(db: psycopg.Connection, project: IngestProject) -> None:
@@ -467,6 +521,81 @@ def test_counter_increase_and_rate_from_the_groups_equal_the_per_series_ones(
     )  # fmt: skip
     assert_same(group, series)
     assert len(group["series"]) == 2
+
+
+def hourly_points(
+    db: psycopg.Connection, project: IngestProject, name: str, key: str, q: int, start: datetime, end: datetime
+) -> dict[str, list[list[float]]]:
+    """The 1h group rows' pNN per group value over [start, end): what a query at a 1h step answers."""
+    rows = db.execute(
+        f"select group_value, extract(epoch from bucket_start)::bigint as slot, p{q} as value"
+        " from public.metric_group_rollups where project_id = %s and name = %s and group_key = %s"
+        f" and resolution = 3600 and bucket_start >= %s and bucket_start < %s and p{q} is not null"
+        " order by group_value, bucket_start",
+        (project.project_id, name, key, start, end),
+    ).fetchall()
+    points: dict[str, list[list[float]]] = defaultdict(list)
+    for r in rows:
+        points[r["group_value"]].append([r["slot"], r["value"]])
+    return points
+
+
+def test_whole_days_at_a_1h_step_read_the_1d_rows_hourly_quantiles_with_the_1h_rows_values(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given six gauge series with a point every 2 minutes from 18:00 four days ago to 12:00 two days ago (UTC)
+    name = unique("days")
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=3)
+    first, last = midnight - timedelta(hours=6), midnight + timedelta(hours=36)
+    rng = random.Random(name)
+    points = [
+        MetricPoint(name, MetricType.GAUGE, ns(first + timedelta(minutes=m)), attributes(i),
+                    value=round(rng.lognormvariate(3, 1) * (1 + i / 10), 6))
+        for i in range(6)
+        for m in range(0, int((last - first).total_seconds()) // 60, 2)
+    ]  # fmt: skip
+    store_points(project, points)
+    drain()
+    assert_hourly_quantiles(db, project, name)
+
+    ranges = [
+        (first, last),  # partial days at both edges, one whole day
+        (midnight + timedelta(hours=-5, minutes=30), midnight + timedelta(hours=31, minutes=10)),  # mid-hour edges
+        (midnight, midnight + timedelta(days=1)),  # exactly one day
+        (midnight - timedelta(days=1), midnight + timedelta(days=2)),  # whole days, a part without rows
+        (midnight + timedelta(hours=20), midnight + timedelta(hours=28)),  # over midnight, no whole day
+        (first, datetime.now(UTC)),  # whole days up to the current one, and the raw tail
+    ]
+    for start, end in ranges:
+        for group_by in ([], ["host"]):
+            for q in (50, 99):
+                # When the range is asked at a 1h step from the group rollups, and from the per-series ones
+                common = {"name": name, "from": iso(start), "to": iso(end), "step": 3600, "group_by": group_by,
+                          "aggregation": f"p{q}"}  # fmt: skip
+                group, series = query(project, {**common, "id": "g"}, {**common, "id": "s", "filters": [EVERY_ROUTE]})
+
+                # Then the group path answers exactly the 1h group rows' quantiles, slot by slot, as the per-series
+                # path does
+                hour_start = start.replace(minute=0, second=0, microsecond=0)
+                expected = hourly_points(db, project, name, "host" if group_by else "", q, hour_start, end)
+                assert {
+                    (canonical(s["labels"]["host"]) if group_by else ""): s["points"] for s in group["series"]
+                } == expected, (start, end, group_by, q)
+                assert_same(group, series)
+                assert len(group["series"]) == (3 if group_by else 1)
+
+    # And at a 1d step, the 1d rows' own quantiles answer, as the per-series path does
+    common = {
+        "name": name,
+        "from": iso(first),
+        "to": iso(last),
+        "step": 86400,
+        "group_by": ["host"],
+        "aggregation": "p99",
+    }
+    group, series = query(project, {**common, "id": "g"}, {**common, "id": "s", "filters": [EVERY_ROUTE]})
+    assert_same(group, series)
+    assert [len(s["points"]) for s in group["series"]] == [3, 3, 3]
 
 
 def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_them(project: IngestProject) -> None:

@@ -204,3 +204,42 @@ def test_match_parameters_become_equality_filters() -> None:
     assert [(f.attribute, f.op, f.value) for f in filters] == [("code", "in", ["200", 200]), ("service", "in", ["api"])]
     with pytest.raises(InvalidInput):
         match_filters({"match[]": "x"})
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "days"),
+    [
+        # partial days at both edges around two whole days
+        ("2025-06-07T05:00:00Z", "2025-06-10T07:00:00Z", ("2025-06-08T00:00:00Z", "2025-06-10T00:00:00Z")),
+        # exactly one day: no edge
+        ("2025-06-08T00:00:00Z", "2025-06-09T00:00:00Z", ("2025-06-08T00:00:00Z", "2025-06-09T00:00:00Z")),
+        # over midnight without a whole day: 1h rows only
+        ("2025-06-08T20:00:00Z", "2025-06-09T04:00:00Z", None),
+    ],
+)
+def test_whole_days_of_a_percentile_at_a_1h_step_read_the_1d_rows_hourly_quantiles(
+    start: str, end: str, days: tuple[str, str] | None
+) -> None:
+    from uuid import uuid4
+
+    from observai.metrics.query import _group_rollup_sql
+
+    # Given a p99 at a 1h step over group rows, read over [start, end)
+    query = MetricQuery.model_validate(_query(aggregation="p99", step=3600, group_by=["host"]))
+    at = {"start": datetime.fromisoformat(start), "end": datetime.fromisoformat(end)}
+    params: dict[str, Any] = {"project": uuid4(), "group_key": "host", "step": 3600.0, "resolution": 3600, **at}
+
+    # When the statement is built
+    sql = _group_rollup_sql(query, params)
+
+    # Then the whole days inside the range come from the 1d rows' hourly_p99 (one row per group per day), the partial
+    # days at the edges from the 1h rows' p99; bounds are parameters
+    assert params["arrayed"]
+    if days is None:
+        assert "hourly_p99" not in sql and "day_from" not in params
+        return
+    assert "r.hourly_p99" in sql and "r.resolution = 86400" in sql
+    assert (params["day_from"], params["day_to"]) == tuple(datetime.fromisoformat(d) for d in days)
+    assert sql.count("r.resolution = %(resolution)s") == (at["start"] < params["day_from"]) + (
+        params["day_to"] < at["end"]
+    )

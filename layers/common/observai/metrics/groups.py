@@ -25,7 +25,9 @@ it. A chunk:
    or of the series when the metric has no key;
 3. upserts the 1m group rows (unchanged rows are not rewritten), then recomputes the 5m, 1h and 1d group rows
    containing them from the next finer group rows, the same way; 1h and 1d rows also get their sketch's
-   p50/p90/p95/p99 (a query whose step is the resolution reads one number per group and slot);
+   p50/p90/p95/p99 (a query whose step is the resolution reads one number per group and slot), and 1d rows the
+   day's 24 hourly ones from the 1h rows just written (hourly_p50..hourly_p99: a query at a 1h step reads one row
+   per group per whole day); a 1d row is rewritten whenever one of its day's 1h rows may have changed;
 4. deletes its pairs from the queue.
 
 Everything is recomputed from the rows below it: idempotent, and a late point's re-rolled minute simply comes
@@ -355,26 +357,52 @@ select project_id, name, group_key, group_value, bucket_start,
 from c group by project_id, name, group_key, group_value, bucket_start
 """
 
+# The 1d rows' hourly quantiles (migration 0015): element h + 1 the pNN of the group's 1h row of hour h of the day
+# (null without one), from the 1h rows upserted just before (``_roll_chunk`` writes 1h, then 1d).
+_HOURLY_SQL = """
+left join lateral (
+    select array_agg(h.p50 order by i) as p50, array_agg(h.p90 order by i) as p90,
+        array_agg(h.p95 order by i) as p95, array_agg(h.p99 order by i) as p99
+    from generate_series(0, 23) i
+    left join public.metric_group_rollups h
+        on h.project_id = g.project_id and h.name = g.name and h.group_key = g.group_key
+        and h.group_value = g.group_value and h.resolution = 3600
+        and h.bucket_start = g.bucket_start + i * interval '1 hour'
+) a on true
+"""
+
 _UPSERT_SQL = """
 insert into public.metric_group_rollups as r
     (org_id, project_id, name, group_key, group_value, resolution, bucket_start, series, count, sum, min, max,
-     last, last_time, increase, sketch, p50, p90, p95, p99, updated_at)
+     last, last_time, increase, sketch, p50, p90, p95, p99, hourly_p50, hourly_p90, hourly_p95, hourly_p99,
+     updated_at)
 select g.org_id, g.project_id, g.name, g.group_key, g.group_value, %(resolution)s, g.bucket_start, g.series, g.count,
-    g.sum, g.min, g.max, g.last, g.last_time, g.increase, k.sketch, s.p50, s.p90, s.p95, s.p99, now()
+    g.sum, g.min, g.max, g.last, g.last_time, g.increase, k.sketch, s.p50, s.p90, s.p95, s.p99, {hourly}, now()
 from group_rows g
--- The merged sketches, one JSON object {gid: sketch} (one text to send, parsed once; no array of texts to escape).
+-- The merged sketches, one JSON object {{gid: sketch}} (one text to send, parsed once; no array of texts to escape).
 left join jsonb_each(%(sketches)s::jsonb) as k(gid, sketch) on k.gid::bigint = g.gid
 left join unnest(%(gid)s::bigint[], %(p50)s::float8[], %(p90)s::float8[], %(p95)s::float8[], %(p99)s::float8[])
     as s(gid, p50, p90, p95, p99) on s.gid = g.gid
+{hourly_join}
 on conflict (project_id, name, group_key, group_value, resolution, bucket_start) do update set
     org_id = excluded.org_id, series = excluded.series, count = excluded.count, sum = excluded.sum,
     min = excluded.min, max = excluded.max, last = excluded.last, last_time = excluded.last_time,
     increase = excluded.increase, sketch = excluded.sketch, p50 = excluded.p50, p90 = excluded.p90,
-    p95 = excluded.p95, p99 = excluded.p99, updated_at = excluded.updated_at
-where (r.org_id, r.series, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch)
+    p95 = excluded.p95, p99 = excluded.p99, hourly_p50 = excluded.hourly_p50, hourly_p90 = excluded.hourly_p90,
+    hourly_p95 = excluded.hourly_p95, hourly_p99 = excluded.hourly_p99, updated_at = excluded.updated_at
+where (r.org_id, r.series, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch, r.hourly_p50,
+       r.hourly_p90, r.hourly_p95, r.hourly_p99)
     is distinct from (excluded.org_id, excluded.series, excluded.count, excluded.sum, excluded.min, excluded.max,
-                      excluded.last, excluded.last_time, excluded.increase, excluded.sketch)
+                      excluded.last, excluded.last_time, excluded.increase, excluded.sketch, excluded.hourly_p50,
+                      excluded.hourly_p90, excluded.hourly_p95, excluded.hourly_p99)
 """
+_UPSERT_SQLS = {
+    resolution: _UPSERT_SQL.format(
+        hourly="a.p50, a.p90, a.p95, a.p99" if resolution == 86400 else "null, null, null, null",
+        hourly_join=_HOURLY_SQL if resolution == 86400 else "",
+    )
+    for resolution in RESOLUTIONS
+}
 
 
 def _roll_chunk(cur: Cursor, written: dict[str, int]) -> tuple[int, int]:
@@ -477,5 +505,5 @@ def _finish(cur: Cursor, resolution: int) -> int:
             for column, q in QUANTILES.items():
                 quantiles[column].append(encoded_quantile(sketch, q))
     sketches = json.dumps({str(gid): sketch for gid, sketch in merged.items()})
-    cur.execute(_UPSERT_SQL, {"resolution": resolution, "sketches": sketches, **quantiles})
+    cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, "sketches": sketches, **quantiles})
     return max(cur.rowcount, 0)

@@ -15,7 +15,8 @@ and groups by nothing or by one attribute the aggregation job keeps group rollup
 complete from before the range), it reads ``metric_group_rollups`` instead: one row per group per slot instead of
 one per series (``source: "group"``; else ``"series"``, or ``"raw"`` for raw points). The same aggregates apply
 to the group rows (avg = Σsum / Σcount...); percentiles come from the group row's precomputed quantile when the
-step is the resolution (1h, 1d), else from its sketches merged per slot (few: one per group and bucket). Group rows
+step is the resolution (1h, 1d; at 1h, the whole days of the range from their 1d row's 24 hourly quantiles: one row
+per group per day), else from its sketches merged per slot (few: one per group and bucket). Group rows
 are read only where complete: no minute of the range waits in the job's queue (``metric_group_pending``). The raw
 tail is read as on the series path, but for the slots' rolled-up minutes: when none is queued and the group has no
 1m row from minute_from on, a slot's own group row (1h at a 1h step) holds exactly the minutes before minute_from,
@@ -39,12 +40,14 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, cast
 from uuid import UUID
 
+import orjson
 import psycopg
 from psycopg.types.json import Jsonb
 
@@ -342,11 +345,47 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
         and params["resolution"] in (3600, 86400)
     ):
         # One row per group and slot: its precomputed quantile, no aggregation; one result row per group (arrays of
-        # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values).
+        # slots and values), its labels built once (a week of p99 per host per hour is 8,400 values). Values JSON
+        # cannot carry (null, NaN, infinite) are left out here: the points need no check in Python (``_shape``).
         params["arrayed"] = True
+        column = f"p{round(PERCENTILES[agg] * 100)}"
+        hourly = (
+            f"select r.group_value, extract(epoch from r.bucket_start)::bigint as slot, r.{column} as val{where}"
+            f" and abs(r.{column}) < 'Infinity'::float8"
+        )
+        start, end = _epoch(params["start"]), _epoch(params["end"])
+        day_from, day_to = -(-start // 86400) * 86400, end // 86400 * 86400
+        if params["resolution"] != 3600 or day_from >= day_to:
+            return (
+                f"select {labels} as labels, array_agg(r.slot) as slots, array_agg(r.val) as vals,"
+                f" null::bigint[] as days, null::float8[] as hourly from ({hourly}) r group by r.group_value"
+            )
+        # At a 1h step, the whole days from their 1d rows' hourly quantiles (migration 0015: one row per group per
+        # day, 24 values, hour h at h + 1; expanded in Python, ``_day_points``), the partial days at the edges from
+        # the 1h rows.
+        params["day_from"], params["day_to"] = _at(day_from), _at(day_to)
+        edges = [
+            hourly.replace(f"%({bound})s", f"%({day})s")
+            for bound, day, present in (("end", "day_from", start < day_from), ("start", "day_to", day_to < end))
+            if present
+        ]
+        edge_rows = " union all ".join(f"({edge})" for edge in edges) or (
+            "select null::text as group_value, null::bigint as slot, null::float8 as val where false"
+        )
         return (
-            f"select {labels} as labels, array_agg(extract(epoch from r.bucket_start)::bigint) as slots,"
-            f" array_agg(r.p{round(PERCENTILES[agg] * 100)}) as vals{where} group by r.group_value"
+            f"select {labels} as labels, e.slots, e.vals, d.days, d.hourly from ("
+            # the 1d rows' arrays as one 2-D array per group (a row without them: 24 nulls)
+            " select r.group_value, array_agg(extract(epoch from r.bucket_start)::bigint) as days,"
+            f" array_agg(coalesce(r.hourly_{column}, array_fill(null::float8, array[24]))) as hourly"
+            " from public.metric_group_rollups r"
+            " where r.project_id = %(project)s and r.name = %(name)s and r.group_key = %(group_key)s"
+            f" and r.resolution = 86400 and r.bucket_start >= %(day_from)s and r.bucket_start < %(day_to)s{conditions}"
+            " group by r.group_value"
+            ") d full join ("
+            " select x.group_value, array_agg(x.slot) as slots, array_agg(x.val) as vals"
+            f" from ({edge_rows}) x group by x.group_value"
+            ") e on e.group_value = d.group_value"
+            " cross join lateral (select coalesce(d.group_value, e.group_value) as group_value) r"
         )
     return f"select {labels} as labels, {_SLOT.format(column='r.bucket_start')} as slot, {value} as value{where}" + (
         " group by r.group_value, 2"
@@ -421,8 +460,9 @@ def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[in
 
 
 def _sketches(listed: str | None) -> list[dict[str, Any]]:
-    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list."""
-    return json.loads(listed) if listed else []
+    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list. (orjson:
+    several times faster than json on these.)"""
+    return orjson.loads(listed) if listed else []
 
 
 def _sketch_quantile(listed: str | None, q: float) -> float | None:
@@ -471,7 +511,7 @@ def _read_points(
     start: datetime,
     end: datetime,
     resolution: Resolution,
-    into: dict[str, list[tuple[int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
 ) -> None:
     """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
     from merged sketches."""
@@ -485,14 +525,45 @@ def _read_points(
     # here (the same Python values: float, int, str).
     cur.execute(sql, params, binary=True)
     quantile = PERCENTILES.get(query.aggregation)
+    arrayed = bool(params.get("arrayed"))
     # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
-    sketched = quantile is not None and resolution != "raw" and not params.get("arrayed")
+    sketched = quantile is not None and resolution != "raw" and not arrayed
     for r in cur.fetchall():
-        values = r["vals"]
-        if sketched and quantile is not None:
-            values = [_sketch_quantile(v, quantile) for v in values]
-        # Slots are bigint: ints already.
-        into.setdefault(r["labels"], []).extend(zip(r["slots"], values, strict=True))
+        # Slots are bigint: ints already; float8 values: floats.
+        if arrayed:
+            # Finite floats only (the statement left the others out): the points as they are.
+            points = list(zip(r["slots"] or (), r["vals"] or (), strict=True))
+            if r["days"]:
+                points += _day_points(r["days"], r["hourly"])
+        else:
+            values = r["vals"]
+            if sketched and quantile is not None:
+                values = [_sketch_quantile(v, quantile) for v in values]
+            points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
+        into.setdefault(r["labels"], []).extend(points)
+
+
+def _day_points(days: list[int], hourly: list[list[Any]]) -> list[tuple[int, float]]:
+    """The (slot, value) points of whole days from their 24 hourly values (floats, None: no value)."""
+    points: list[tuple[int, float]] = []
+    for day, values in zip(days, hourly, strict=True):
+        slots = range(day, day + 86400, 3600)
+        # Usually a full day of finite values, taken as they are; else (a None makes the sum raise, an infinite or
+        # NaN value makes it non-finite, so does an overflow) value by value.
+        try:
+            whole = math.isfinite(sum(values))
+        except TypeError:
+            whole = False
+        if whole:
+            points += zip(slots, values, strict=True)
+        else:
+            points += [(slot, value) for slot, value in zip(slots, values, strict=True) if _carried(value)]
+    return points
+
+
+def _carried(value: Any) -> bool:
+    """A point JSON can carry: not an empty slot (no count), not NaN or infinite."""
+    return value is not None and math.isfinite(value)
 
 
 def _read_tail(
@@ -501,7 +572,7 @@ def _read_tail(
     build: Callable[[MetricQuery, dict[str, Any]], str],
     params: dict[str, Any],
     query_plan: Plan,
-    into: dict[str, list[tuple[int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
     *,
     whole: bool = False,
 ) -> None:
@@ -531,7 +602,8 @@ def _read_tail(
                 rolled.setdefault((labels, slot), []).append(value)
     for labels, slot in rolled.keys() | raw.keys():
         value = _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot)))
-        into.setdefault(labels, []).append((slot, value))
+        if value is not None and math.isfinite(value):  # as _carried
+            into.setdefault(labels, []).append((slot, value))
 
 
 def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float | None:
@@ -563,19 +635,22 @@ def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float
     return total  # sum, count, increase
 
 
-def _shape(grouped: dict[str, list[tuple[int, Any]]]) -> list[SeriesPoints]:
-    """(slot, value) points per labels (as jsonb text) → one SeriesPoints per labels with points, ordered by their
-    sorted-keys JSON."""
+_SLOT_OF = operator.itemgetter(0)
+
+
+def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
+    """(slot, value) points per labels (as jsonb text; only points JSON can carry, ``_carried``) → one SeriesPoints
+    per labels with points, ordered by their sorted-keys JSON, its points by slot."""
     shaped = []
-    for text, read in grouped.items():
-        # Without an empty slot (no count), or a value JSON cannot carry.
-        points = [(slot, float(value)) for slot, value in read if value is not None and math.isfinite(value)]
+    for text, points in grouped.items():
         if not points:
             continue
         labels = json.loads(text) if text else {}
+        # In place; the reads mostly come in slot order already, which the sort merely checks (n comparisons).
+        points.sort(key=_SLOT_OF)
         shaped.append((json.dumps(labels, sort_keys=True, default=str), labels, points))
     # Built without validation: the engine made every label and [int, float] point itself (thousands per query).
-    return [SeriesPoints.model_construct(labels=labels, points=sorted(points)) for _, labels, points in sorted(shaped)]
+    return [SeriesPoints.model_construct(labels=labels, points=points) for _, labels, points in sorted(shaped)]
 
 
 def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
@@ -593,7 +668,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             code="not_a_counter",
             details={"loc": [*loc, "aggregation"]},
         )
-    points: dict[str, list[tuple[int, Any]]] = {}  # per labels (jsonb text): (slot, value)
+    points: dict[str, list[tuple[int, float]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
         params: dict[str, Any] = {

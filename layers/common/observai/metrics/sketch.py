@@ -81,26 +81,50 @@ def encoded_quantile(encoded: Mapping[str, Any], q: float) -> float | None:
     encoding must be collapsed already (``merge_encoded``'s are)."""
     if not 0.0 <= q <= 1.0:
         raise ValueError("q must be between 0 and 1")
-    negative = sorted(((int(i), int(c)) for i, c in (encoded.get("n") or {}).items() if c > 0), reverse=True)
-    positive = sorted((int(i), int(c)) for i, c in (encoded.get("p") or {}).items() if c > 0)
+    negative = _counts(encoded.get("n"))
+    positive = _counts(encoded.get("p"))
     zero = int(encoded.get("z") or 0)
-    total = sum(c for _, c in negative) + zero + sum(c for _, c in positive)
+    below = sum(negative.values()) + zero  # values under the positive store's
+    total = below + sum(positive.values())
     if total == 0:
         return None
     rank = nearest_rank(q, total)
+    if rank > below:
+        # In the positive store: walk its buckets from the nearer end (a p99 passes a few buckets, not all).
+        rank -= below
+        above = total - below
+        if rank > above // 2:
+            for index in sorted(positive, reverse=True):
+                above -= positive[index]
+                if above < rank:
+                    return bucket_value(index)
+        else:
+            seen = 0
+            for index in sorted(positive):
+                seen += positive[index]
+                if seen >= rank:
+                    return bucket_value(index)
+        raise AssertionError("unreachable: rank <= count")
     seen = 0
-    for index, count in negative:  # most negative first
-        seen += count
+    for index in sorted(negative, reverse=True):  # most negative first
+        seen += negative[index]
         if seen >= rank:
             return -bucket_value(index)
-    seen += zero
-    if seen >= rank:
-        return 0.0
-    for index, count in positive:
-        seen += count
-        if seen >= rank:
-            return bucket_value(index)
-    raise AssertionError("unreachable: rank <= count")
+    return 0.0  # rank <= below: among the zeros
+
+
+def _counts(store: Mapping[str, Any] | None) -> dict[int, int]:
+    """An encoded store's positive counts by integer index."""
+    if not store:
+        return {}
+    counts = dict(zip(map(int, store), map(int, store.values()), strict=True))
+    if len(counts) != len(store) or min(counts.values()) <= 0:
+        # Not one key per index ("1" and "01"), or counts to drop: the slow way.
+        counts = {}
+        for key, count in store.items():
+            if int(count) > 0:
+                counts[int(key)] = counts.get(int(key), 0) + int(count)
+    return counts
 
 
 def _collapsed(store: dict[str, int]) -> dict[str, int]:
