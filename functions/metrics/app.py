@@ -6,7 +6,6 @@ definitions are written by people (member and up). Thin: parse, one call, envelo
 
 from __future__ import annotations
 
-import gc
 from typing import Annotated
 from uuid import UUID
 
@@ -96,10 +95,3 @@ def run_query(
 
 
 lambda_handler = lambda_handler_for(app)
-
-# Cold start done: what the imports built (~57,000 long-lived objects) leaves the cyclic collector's view. A query
-# allocates thousands of short-lived objects (a week of p99 per host: 8,450 points), so a full collection comes every
-# twenty-odd queries, and it scanned every tracked object, those of the imports included: 20-35 ms, the p95 of that
-# query (38 ms p95 for an 18 ms p50 on the bench machine; frozen, 20 ms, full collections under 2 ms). Reference
-# counting still frees everything; only cycles among the frozen objects (built once, kept for good) go uncollected.
-gc.freeze()

@@ -8,6 +8,7 @@ id, security headers) are added to every response, errors and 404s included.
 from __future__ import annotations
 
 import base64
+import gc
 import json
 from collections.abc import Callable
 from typing import Any
@@ -114,6 +115,13 @@ def lambda_handler_for(
 
     ``guard=False`` is for routes that read their own bodies (ingestion: protobuf, gzip, larger limits).
     """
+
+    # The cold start's imports are done (the app module calls this last): what they built (~57,000 long-lived
+    # objects) leaves the cyclic collector's view. A request allocates thousands of short-lived objects, so a full
+    # collection comes every few dozen requests, and it scanned every tracked object, the imports' included:
+    # 20-35 ms, a query's p95 (metrics bench: p95 38 ms for an 18 ms p50; frozen, 20 ms). Reference counting
+    # still frees everything; only cycles among the frozen objects (built once, kept for good) go uncollected.
+    gc.freeze()
 
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
     @traced
