@@ -293,6 +293,26 @@ def test_resent_batch_without_a_key_is_deduplicated(database_url: str, project: 
     assert counts(database_url, project.project_id)["logs"] == 3
 
 
+def test_resent_large_batch_with_new_events_stores_each_exactly_once(database_url: str, project: IngestProject) -> None:
+    # Given 300 logs with event ids and 300 spans, stored once
+    t = ago(20)
+    old = [log(f"l{i}", at=t, event_id=f"big-{i}") for i in range(300)]
+    old += [span(f"s{i}", trace_id="f" * 32, span_id=f"{i:016x}", start=t) for i in range(300)]
+    assert accepted(post_native(project.headers, old))["accepted"] == 600
+
+    # When they are re-sent with 300 new spans and 300 new points: the logs' COPY fails on a stored event while
+    # the worker thread is building the spans' rows, and the batch is written again carefully
+    new = [span(f"n{i}", trace_id="e" * 32, span_id=f"{i:016x}", start=t) for i in range(300)]
+    new += [metric("big.gauge", float(i), at=t, attributes={"i": str(i)}) for i in range(300)]
+    data = accepted(post_native(project.headers, old + new))
+
+    # Then the stored ones are duplicates and every new event is stored exactly once
+    assert data["duplicates"] == 600 and data["accepted"] == 1200 and data["rejected"] == []
+    assert counts(database_url, project.project_id) == {
+        "metric_series": 300, "metric_points": 300, "logs": 300, "spans": 600,
+    }  # fmt: skip
+
+
 def test_duplicates_inside_one_batch_are_written_once(database_url: str, project: IngestProject) -> None:
     # Given a batch holding the same log event, span and point twice
     t = ago(10)

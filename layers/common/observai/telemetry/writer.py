@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -411,16 +412,22 @@ def _copy(
         return
     # For "bytea", psycopg would pick its DB-API Binary dumper (a Python call per value): the plain bytes one is C.
     cur.adapters.register_dumper(None, BytesBinaryDumper)
-    work = None
-    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-        copy.set_types(types)
-        write = copy.write_row
-        write(first)
-        for row in it:
-            write(row)
-        if meanwhile is not None:
-            # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
-            work = in_background(meanwhile)
+    work: Future[None] | None = None
+    try:
+        with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
+            copy.set_types(types)
+            write = copy.write_row
+            write(first)
+            for row in it:
+                write(row)
+            if meanwhile is not None:
+                # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
+                work = in_background(meanwhile)
+    finally:
+        if work is not None:
+            # Waited for even when the COPY failed (a duplicate, the database gone): the work converts records into
+            # the batch, which the careful retry or the spool reads next, never while it still runs.
+            wait([work])
     if work is not None:
         work.result()
 
