@@ -377,7 +377,7 @@ def test_a_count_past_its_budget_is_a_422_asking_for_a_narrower_range(
 
 def test_retention_purges_the_volume_of_expired_lines_with_them(db: psycopg.Connection) -> None:
     # Given a free-plan project (warn+ 7 days, info 3, debug 1) with lines on days today-0, -2, -5, -10 of a far
-    # "today" (in years no other test uses: test_partitions 2060-2079, test_retention 2090-2098), partly compacted
+    # "today" (in years no other test uses: test_partitions 2060-2079, test_retention 2090 on), partly compacted
     today = date(2081, 1, 1) + timedelta(days=random.randrange(0, 8 * 365))
     ages = (0, 2, 5, 10)
     db.execute("select private.ensure_daily_partitions('public.logs', %s, %s)", (today - timedelta(days=10), today))
