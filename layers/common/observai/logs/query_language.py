@@ -242,7 +242,7 @@ def _field_term(
 def _check_value(term: FieldTerm, position: int) -> None:
     """Values that cannot mean anything are errors now, not empty results later."""
     value = term.value or ""
-    if term.field == "severity" and _severity_range(value) is None:
+    if term.field == "severity" and severity_range(value) is None:
         raise _error(f"Unknown severity {value!r} (levels: {', '.join(LEVELS)}, or a number 0 to 24)", position)
     if term.op != ":" and term.field in MAP_FIELDS and _number(value) is None:
         raise _error(f"{term.op} compares numbers: {value!r} is not one", position)
@@ -419,7 +419,8 @@ def _wrap(node: Node) -> str:
 # --- compiling ---------------------------------------------------------------------------------------------------
 
 
-def _severity_range(value: str) -> tuple[int, int] | None:
+def severity_range(value: str) -> tuple[int, int] | None:
+    """The SeverityNumber range a level name ("warn", "error"...) or a number 0..24 stands for; None: neither."""
     lowered = value.strip().lower()
     lowered = SEVERITY_ALIASES.get(lowered, lowered)
     if lowered in SEVERITY_RANGES:
@@ -460,7 +461,10 @@ def _like_prefix(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-class _Compiler:
+class LogSqlCompiler:
+    """A parsed query → SQL over public.logs, every value a bound parameter (``params``). Subclassed by the log
+    volume (``observai.logs.volume``), which answers the terms its pre-aggregated columns can."""
+
     def __init__(self) -> None:
         self.params: dict[str, object] = {}
 
@@ -504,7 +508,7 @@ class _Compiler:
     def severity(self, term: FieldTerm) -> sql.Composable:
         if term.value is None:
             return sql.SQL("(severity_number > 0)")
-        found = _severity_range(term.value)
+        found = severity_range(term.value)
         assert found is not None  # checked when parsed
         low, high = found
         if term.op == ":":
@@ -555,7 +559,7 @@ class _Compiler:
 def compile_node(node: Node | None) -> LogFilter:
     if node is None:
         return LogFilter(sql.SQL("true"), {})
-    compiler = _Compiler()
+    compiler = LogSqlCompiler()
     return LogFilter(compiler.node(node), compiler.params)
 
 

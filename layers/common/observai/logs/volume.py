@@ -24,7 +24,7 @@ from psycopg import sql
 
 from observai.db.batched_move import move_in_batches
 from observai.db.connection import Cursor
-from observai.logs.query_language import FieldTerm, Node, _Compiler, _severity_range
+from observai.logs.query_language import FieldTerm, LogSqlCompiler, Node, severity_range
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
 COMPACT_LOCK_KEY = 0x0B5A1_0014
@@ -116,7 +116,7 @@ def _severities(term: FieldTerm) -> frozenset[int]:
     """The severity numbers (0..24) a severity term matches, as the log query compiler's condition does."""
     if term.value is None:
         return frozenset(range(1, MAX_SEVERITY + 1))  # severity:* is severity_number > 0
-    found = _severity_range(term.value)
+    found = severity_range(term.value)
     assert found is not None  # checked when parsed
     low, high = found
     numbers = range(MAX_SEVERITY + 1)
@@ -127,7 +127,7 @@ def _severities(term: FieldTerm) -> frozenset[int]:
     return frozenset(n for n in numbers if compare(n, bound))
 
 
-class _VolumeCompiler(_Compiler):
+class _VolumeCompiler(LogSqlCompiler):
     """The log query compiled over log_volume's columns (service, level); raises _NotAnswerable otherwise.
 
     Service terms compile exactly as over public.logs (same column, same values, NULL for no service), so a
