@@ -8,47 +8,21 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 from observai_local.lambda_context import LambdaContext
-from observai_local.sqs import DrainReport, drain_queue, queue_arn, sqs_event
+from observai_local.sqs import DrainReport, drain_queue
 
 from tests.helpers.inprocess import load_function
+from tests.helpers.moto_queue import QueueAndBucket, queue_and_bucket
 
 
 @dataclass
-class SpoolAws:
-    sqs: Any
-    s3: Any
-    queue_url: str
-    dlq_url: str
-    bucket: str
-
-    def receive(self, *, max_messages: int = 10, visibility_timeout_s: int = 30) -> list[dict[str, Any]]:
-        """Up to ``max_messages`` messages now visible (kept invisible for ``visibility_timeout_s``)."""
-        out: list[dict[str, Any]] = []
-        while len(out) < max_messages:
-            got = self.sqs.receive_message(
-                QueueUrl=self.queue_url,
-                MaxNumberOfMessages=min(10, max_messages - len(out)),
-                VisibilityTimeout=visibility_timeout_s,
-                AttributeNames=["All"],
-            ).get("Messages")
-            if not got:
-                break
-            out.extend(got)
-        return out
-
+class SpoolAws(QueueAndBucket):
     def bodies(self, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [json.loads(m["Body"]) for m in messages]
 
-    def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
-        return sqs_event(messages, source_arn=queue_arn(self.queue_url))
-
     def spool_objects(self) -> list[str]:
-        listed = self.s3.list_objects_v2(Bucket=self.bucket, Prefix="spool/")
-        return [o["Key"] for o in listed.get("Contents") or []]
+        return self.keys("spool/")
 
     def attribute(self, name: str, queue_url: str | None = None) -> int:
         attrs = self.sqs.get_queue_attributes(QueueUrl=queue_url or self.queue_url, AttributeNames=[name])
@@ -69,33 +43,13 @@ def invoke_drain(event: dict[str, Any]) -> dict[str, Any]:
 @contextmanager
 def spool_aws(monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30) -> Iterator[SpoolAws]:
     """moto's SQS and S3 with the spool's resources; SPOOL_QUEUE_URL and SPOOL_BUCKET pointed at them."""
-    from observai import aws_clients
     from observai.db.breaker import database_breaker
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    with mock_aws():
-        aws_clients.reset_clients()
+    with queue_and_bucket(monkeypatch, "observai-test-ingest-spool", visibility_timeout_s=visibility_timeout_s) as aws:
         database_breaker.reset()
-        sqs = boto3.client("sqs", region_name="us-east-1")
-        s3 = boto3.client("s3", region_name="us-east-1")
-        dlq_url = sqs.create_queue(QueueName="observai-test-ingest-spool-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(
-            QueueName="observai-test-ingest-spool",
-            Attributes={
-                "VisibilityTimeout": str(visibility_timeout_s),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-        bucket = "observai-test-ingest-spool"
-        s3.create_bucket(Bucket=bucket)
-        monkeypatch.setenv("SPOOL_QUEUE_URL", queue_url)
-        monkeypatch.setenv("SPOOL_BUCKET", bucket)
+        monkeypatch.setenv("SPOOL_QUEUE_URL", aws.queue_url)
+        monkeypatch.setenv("SPOOL_BUCKET", aws.bucket)
         try:
-            yield SpoolAws(sqs=sqs, s3=s3, queue_url=queue_url, dlq_url=dlq_url, bucket=bucket)
+            yield SpoolAws(**vars(aws))
         finally:
-            aws_clients.reset_clients()
             database_breaker.reset()
