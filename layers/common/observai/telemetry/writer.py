@@ -115,7 +115,7 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
-        skipped, metrics, rejected = _write_signals(cur, w, careful)
+        skipped, metrics, rejected, minutes = _write_signals(cur, w, careful)
         if w.admit is not None:
             # e.g. the daily quota: after the replay check, so a replay is never refused; once the batch is
             # converted (its accepted events known), before the commit: refused, what was written rolls back.
@@ -126,14 +126,18 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             Signal.LOGS: len(batch.logs) - skipped[Signal.LOGS],
             Signal.TRACES: len(batch.spans) - skipped[Signal.TRACES],
         }
-        # Usage counts what was stored: a retried event is not charged twice.
-        usage.record_usage(cur, org_id, project_id, _usage(written, w.body_bytes))
         final = w.respond(batch, rejected, duplicates) if w.respond is not None else w.response
-        if w.idempotency_key is not None:
-            cur.execute(
-                "update public.ingest_idempotency set response = %s where project_id = %s and key = %s",
-                (Jsonb(final), project_id, w.idempotency_key),
-            )
+        # The bookkeeping, in one round trip (psycopg's pipeline mode; no result is read): the histogram's log
+        # volume (exactly the log rows written), usage (what was stored: a retried event is not charged twice),
+        # and the response a replay of the Idempotency-Key gets.
+        with cur.connection.pipeline():
+            volume.record_volume(cur, org_id, project_id, minutes)
+            usage.record_usage(cur, org_id, project_id, _usage(written, w.body_bytes))
+            if w.idempotency_key is not None:
+                cur.execute(
+                    "update public.ingest_idempotency set response = %s where project_id = %s and key = %s",
+                    (Jsonb(final), project_id, w.idempotency_key),
+                )
     return StoreResult(replayed=False, response=final, rejected=rejected, duplicates=duplicates)
 
 
@@ -347,9 +351,9 @@ class SharedJsonb:
 
 def _write_signals(
     cur: Cursor, w: _Write, careful: bool
-) -> tuple[dict[Signal, int], list[MetricPoint], list[Rejection]]:
-    """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points stored and
-    the points refused (series limits, type clashes).
+) -> tuple[dict[Signal, int], list[MetricPoint], list[Rejection], Counter[tuple[int, str | None, int, int]]]:
+    """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points stored,
+    the points refused (series limits, type clashes) and the log rows' volume (``volume.record_volume``).
 
     A software pipeline (``overlap``): each table's records are converted (``Batch.pending``) and its rows built
     while Postgres inserts the table before: the logs are streamed (Postgres parses them as they arrive), the
@@ -380,16 +384,13 @@ def _write_signals(
 
     _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
     _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows, meanwhile=identify_points)
-    if minutes:
-        # The histogram's pre-aggregated volume, in this transaction: exactly the log rows written.
-        volume.record_volume(cur, org_id, project_id, minutes)
     metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
     skipped = {
         Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
         Signal.LOGS: len(batch.logs) - sum(minutes.values()),
         Signal.TRACES: len(batch.spans) - len(span_rows),
     }
-    return skipped, metrics, rejected
+    return skipped, metrics, rejected, minutes
 
 
 def _copy(
