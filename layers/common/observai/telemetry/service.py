@@ -1,7 +1,8 @@
 """Ingestion: who may send, then store the batch — or, when the database is down, spool it without loss.
 
 Order of events for one request: authenticate (API key with the ``ingest`` scope) → decode and validate
-(per-event rejections) → daily quota → store in one transaction (idempotent) → 202. If the database is
+(per-event rejections) → store in one transaction (idempotent; the daily quota is checked before the commit,
+once the batch's accepted events are known) → 202. If the database is
 unreachable, times out, or the circuit breaker is open, the validated batch goes to the spool queue
 (S3 for large ones) and the client still gets 202 with status "spooled"; if even that fails, 503.
 """
