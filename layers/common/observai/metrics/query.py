@@ -44,7 +44,7 @@ import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeGuard, cast
 from uuid import UUID
 
 import orjson
@@ -561,7 +561,7 @@ def _day_points(days: list[int], hourly: list[list[Any]]) -> list[tuple[int, flo
     return points
 
 
-def _carried(value: Any) -> bool:
+def _carried(value: Any) -> TypeGuard[float]:
     """A point JSON can carry: not an empty slot (no count), not NaN or infinite."""
     return value is not None and math.isfinite(value)
 
@@ -602,7 +602,7 @@ def _read_tail(
                 rolled.setdefault((labels, slot), []).append(value)
     for labels, slot in rolled.keys() | raw.keys():
         value = _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot)))
-        if value is not None and math.isfinite(value):  # as _carried
+        if _carried(value):
             into.setdefault(labels, []).append((slot, value))
 
 

@@ -151,7 +151,7 @@ def decode_native(
     body: bytes, *, now_ns: int, limits: IngestLimits = DEFAULT_LIMITS, lazy: bool = False, fast: bool = True
 ) -> Batch:
     """Validate a native batch: the whole list in one pass when it is clean, event by event when not. ``lazy``:
-    logs and spans are left to convert as the writer takes them (``Batch.pending``). ``fast``: msgspec first
+    the events are left to convert as the writer takes them (``Batch.pending``). ``fast``: msgspec first
     (``native_fast``), pydantic when msgspec refuses the body; False: pydantic only (the tests compare both)."""
     events: list[Any] | None = native_fast.decode(body) if fast else None
     if events is None:

@@ -373,26 +373,27 @@ def _write_signals(
     # Logs with an event id are written once per (event_id, time), spans once per (trace, span, start).
     minutes: Counter[tuple[int, str | None, int, int]] = Counter()  # log volume
     log_rows = _log_rows(org_id, project_id, _first_of_each(logs, _log_key), retention, minutes)
-    span_rows: list[tuple[Any, ...]] = []
+    span_rows = _span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans)
+    built_span_rows: list[tuple[Any, ...]] = []
     points: list[MetricPoint] = []
     ids: list[int] = []
 
     def build_spans() -> None:
-        span_rows.extend(_span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans))
+        built_span_rows.extend(span_rows)
 
     def identify_points() -> None:
         points.extend(batch.records(Signal.METRICS))
         ids.extend(series_id(p.name, p.attributes) for p in points)
 
-    if batch.signals() == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
+    signals = batch.signals()
+    if signals == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
         _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows)
         spans_written = 0
-    elif batch.signals() == {Signal.TRACES}:
-        all_span_rows = _span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans)
-        spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, all_span_rows)
+    elif signals == {Signal.TRACES}:
+        spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows)
     else:
         _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
-        spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows, meanwhile=identify_points)
+        spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, built_span_rows, meanwhile=identify_points)
     metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
     skipped = {
         Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
