@@ -7,6 +7,8 @@ PY := $(VENV)/bin/python
 # Python 3.12 (the Lambda runtime): PYTHON overrides; else pyenv's 3.12.x, else python3.12 on PATH.
 PYTHON ?= $(shell for p in "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python3.12 "$$(command -v python3.12)"; do [ -x "$$p" ] && { echo "$$p"; break; }; done)
 STAMP := $(VENV)/.installed
+# The compiled OTLP fast path (setup.py), rebuilt in place whenever its source changes.
+WIRE := $(VENV)/.built-wire
 
 .PHONY: help dev test test-unit test-integration test-e2e lint format build migrate invoke bootstrap openapi bench coldstart clean
 
@@ -20,21 +22,25 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-install: $(STAMP) ## Create the virtual environment and install everything
+$(WIRE): $(STAMP) setup.py layers/common/observai/telemetry/otlp/_wire.c
+	$(PY) setup.py -q build_ext --inplace
+	@touch $(WIRE)
 
-dev: $(STAMP) ## Run the local stack (embedded Postgres, every HttpApi route on :3000, schedules)
+install: $(WIRE) ## Create the virtual environment and install everything (the C extension built in place)
+
+dev: $(WIRE) ## Run the local stack (embedded Postgres, every HttpApi route on :3000, schedules)
 	$(PY) -m observai_local serve
 
-test: $(STAMP) ## Run the whole suite (unit, integration, end-to-end)
+test: $(WIRE) ## Run the whole suite (unit, integration, end-to-end)
 	$(PY) -m pytest -n 2 tests
 
-test-unit: $(STAMP) ## Unit tests only
+test-unit: $(WIRE) ## Unit tests only
 	$(PY) -m pytest tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(WIRE)
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(STAMP)
+test-e2e: $(WIRE)
 	$(PY) -m pytest tests/e2e
 
 lint: $(STAMP) ## ruff, mypy, sam validate --lint
@@ -47,7 +53,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-build: $(STAMP) ## sam build (no Docker)
+build: $(WIRE) ## sam build (no Docker)
 	PATH="$(abspath $(VENV))/bin:$$PATH" $(VENV)/bin/sam build
 
 migrate: $(STAMP) ## Apply migrations (DATABASE_URL, else the embedded Postgres)
@@ -62,11 +68,12 @@ bootstrap: $(STAMP) ## Create the first organization and its owner: make bootstr
 openapi: $(STAMP) ## Regenerate docs/openapi.json from the resolvers
 	$(PY) -m observai_local openapi --write
 
-bench: $(STAMP) ## Benchmarks (ratios against a ceiling measured in the same run)
+bench: $(WIRE) ## Benchmarks (ratios against a ceiling measured in the same run)
 	$(PY) -m observai_local bench
 
-coldstart: $(STAMP) ## Cold-start import time of each function
+coldstart: $(WIRE) ## Cold-start import time of each function
 	$(PY) -m observai_local coldstart
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache build $(WIRE)
+	find layers/common -name '*.so' -delete

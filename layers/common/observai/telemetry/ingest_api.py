@@ -146,7 +146,7 @@ def _otlp_store(
     batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns(), lazy=True)
 
     def respond(stored: Batch, rejected: list[Rejection], status: Status, duplicates: int) -> dict[str, Any]:
-        every = Batch(rejected=[*stored.complete().rejected, *rejected])
+        every = Batch(rejected=[*stored.rejections(), *rejected])
         return {"status": status, "rejected": len(every.rejected), "message": summarise_rejections(every) or None}
 
     outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=respond)

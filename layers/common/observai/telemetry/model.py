@@ -108,6 +108,17 @@ class Rejection:
     signal: Signal | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class RawRequest:
+    """An OTLP protobuf request as sent, kept beside its pending conversion: the writer builds its rows straight
+    from these bytes when it can (``otlp/wire.py``), and the records are never made."""
+
+    signal: Signal
+    body: bytes
+    now_ns: int
+    limits: Any  # limits.IngestLimits (not imported here: the model depends on nothing)
+
+
 @dataclass(slots=True)
 class Batch:
     metrics: list[MetricPoint] = field(default_factory=list)
@@ -119,6 +130,10 @@ class Batch:
     # records through ``records`` as it COPYs them, so converting the next ones overlaps Postgres storing the
     # previous ones; everything else completes the batch first.
     pending: dict[Signal, Iterator[None]] = field(default_factory=dict)
+    raw: RawRequest | None = None
+    # Signals whose rows were written straight from ``raw``, with their record count: every item was accepted.
+    # Their records are still pending (converted only if something needs them: a careful retry, the spool).
+    wired: dict[Signal, int] = field(default_factory=dict)
 
     def records(self, signal: Signal) -> Iterator[Any]:
         """The signal's records in order, converting the pending ones as they are taken (and keeping them)."""
@@ -153,14 +168,27 @@ class Batch:
             return self.metrics
         return self.logs if signal is Signal.LOGS else self.spans
 
+    def count(self, signal: Signal) -> int:
+        """The signal's accepted records (converting pending ones unless their rows were wired)."""
+        if signal in self.wired and signal in self.pending:
+            return self.wired[signal]
+        if signal in self.pending:
+            for _ in self.pending.pop(signal):
+                pass
+        return len(self._items(signal))
+
+    def rejections(self) -> list[Rejection]:
+        """Every item refused while decoding (a wired signal has none: its pending records stay unconverted)."""
+        for signal in [s for s in self.pending if s not in self.wired]:
+            self.count(signal)
+        return self.rejected
+
     @property
     def accepted(self) -> int:
-        self.complete()
-        return len(self.metrics) + len(self.logs) + len(self.spans)
+        return sum(self.count(signal) for signal in Signal)
 
     def counts(self) -> dict[Signal, int]:
-        self.complete()
-        return {Signal.METRICS: len(self.metrics), Signal.LOGS: len(self.logs), Signal.TRACES: len(self.spans)}
+        return {signal: self.count(signal) for signal in Signal}
 
 
 _DONE = object()

@@ -124,8 +124,8 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
         duplicates = sum(skipped.values())
         written = {
             Signal.METRICS: len(metrics) - skipped[Signal.METRICS],
-            Signal.LOGS: len(batch.logs) - skipped[Signal.LOGS],
-            Signal.TRACES: len(batch.spans) - skipped[Signal.TRACES],
+            Signal.LOGS: batch.count(Signal.LOGS) - skipped[Signal.LOGS],
+            Signal.TRACES: batch.count(Signal.TRACES) - skipped[Signal.TRACES],
         }
         final = w.respond(batch, rejected, duplicates) if w.respond is not None else w.response
         # The bookkeeping, in one round trip (psycopg's pipeline mode; no result is read): the histogram's log
@@ -386,9 +386,24 @@ def _write_signals(
         ids.extend(series_id(p.name, p.attributes) for p in points)
 
     signals = batch.signals()
-    if signals == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
+    raw, wired = batch.raw, None
+    if raw is not None and not careful and signals == {raw.signal}:
+        # An OTLP logs or traces request: its rows straight from the protobuf bytes, when every item is accepted.
+        # (Imported here: only an OTLP request has a raw body, and the otlp package is the ingest function's.)
+        from observai.telemetry.otlp.wire import wire_rows
+
+        wired = wire_rows(raw, org_id, project_id, retention)
+    spans_written = 0
+    if wired is not None and raw is not None:
+        if raw.signal is Signal.LOGS:
+            _copy_payload(cur, "logs", _LOG_COLUMNS, wired.payload)
+            minutes.update(wired.minutes or {})
+        else:
+            _copy_payload(cur, "spans", _SPAN_COLUMNS, wired.payload)
+            spans_written = wired.count
+        batch.wired[raw.signal] = wired.count
+    elif signals == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
         _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows)
-        spans_written = 0
     elif signals == {Signal.TRACES}:
         spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows)
     else:
@@ -397,8 +412,8 @@ def _write_signals(
     metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
     skipped = {
         Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
-        Signal.LOGS: len(batch.logs) - sum(minutes.values()),
-        Signal.TRACES: len(batch.spans) - spans_written,
+        Signal.LOGS: batch.count(Signal.LOGS) - sum(minutes.values()),
+        Signal.TRACES: batch.count(Signal.TRACES) - spans_written,
     }
     return skipped, metrics, rejected, minutes
 
@@ -444,6 +459,12 @@ def _copy(
     if work is not None:
         work.result()
     return written
+
+
+def _copy_payload(cur: Cursor, table: str, columns: str, payload: bytes) -> None:
+    """COPY a whole binary COPY payload (signature, rows, trailer), as ``otlp.wire`` builds it."""
+    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
+        copy.write(payload)
 
 
 # Rows of a lone table COPYed (and built) first: the rest is built on the worker while Postgres inserts these.

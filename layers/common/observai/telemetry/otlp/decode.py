@@ -20,6 +20,7 @@ from observai.telemetry.model import (
     LogRecord,
     MetricPoint,
     MetricType,
+    RawRequest,
     Rejection,
     Signal,
     Span,
@@ -58,7 +59,8 @@ def decode_otlp(
 
     Raises InvalidInput when the body does not decode, PayloadTooLarge when it carries more than
     ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: spans and
-    log records are left to convert as the writer takes them (``Batch.pending``).
+    log records are left to convert as the writer takes them (``Batch.pending``), and a protobuf body is kept
+    for the writer to build their rows from directly (``Batch.raw``, ``wire.py``).
     """
     with cyclic_gc_paused():
         request = parse_request(signal, body, encoding)
@@ -68,7 +70,11 @@ def decode_otlp(
             batch = _decode_logs(request, now_ns, limits)
         else:
             batch = _decode_metrics(request, now_ns, limits)
-        return batch if lazy else batch.complete()
+        if not lazy:
+            return batch.complete()
+        if encoding == "protobuf" and signal is not Signal.METRICS:
+            batch.raw = RawRequest(signal, body, now_ns, limits)  # for the writer's fast path (wire.py)
+        return batch
 
 
 # --- shared ---------------------------------------------------------------------------------------

@@ -1,0 +1,1090 @@
+/* OTLP protobuf (ExportLogsServiceRequest, ExportTraceServiceRequest) straight to binary COPY rows.
+ *
+ * The fast path of the OTLP decoder (wire.py): it reads the request's bytes once and writes the rows of
+ * public.logs or public.spans in COPY's binary format, the same rows the Python path (decode.py, then the
+ * writer's row builders) would write. It handles only requests where every item is accepted: anything the
+ * Python path would reject, refuse, or treat in a way this code does not reproduce exactly (a rejected item,
+ * a malformed body, a structured log body, duplicate keys, NUL in text, a field it does not know...) makes
+ * it answer None, and the Python path decodes the request as before. Tests hold both paths to the same rows.
+ *
+ * rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes)
+ *   kind     0: logs, 1: spans
+ *   limits   (max_attributes, max_key_length, max_value_length, max_body_length, max_name_length,
+ *             max_past_s, max_future_s)
+ *   org, project  16-byte uuids
+ *   keep     logs: a tuple of 25 retention_days by severity_number; spans: retention_days
+ *   payload  PGCOPY signature, the rows, the trailer (for Copy.write)
+ *   minutes  logs: {(minute, service, severity_number, retention_days): rows} (the log volume)
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define OK 1
+#define BAIL 0 /* not for this path: the Python decoder takes the request */
+#define ERR (-1) /* a Python exception is set (memory) */
+#define CHECK(x)                 \
+    do {                         \
+        int rc_ = (x);           \
+        if (rc_ != OK) return rc_; \
+    } while (0)
+
+#define MAX_DEPTH 32
+#define PG_EPOCH_US 946684800000000LL
+#define MINUTE_US 60000000LL
+#define NS_PER_S 1000000000LL
+
+typedef struct {
+    long max_attributes, max_key, max_value, max_body, max_name, max_past_s, max_future_s;
+    uint64_t lo_ns, hi_ns; /* accepted times: lo_ns <= t <= hi_ns, t > 0 */
+} Limits;
+
+/* --- output buffer ------------------------------------------------------------------------------ */
+
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Buf;
+
+static int buf_grow(Buf *b, size_t n) {
+    if (b->len + n <= b->cap) return OK;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        PyErr_NoMemory();
+        return ERR;
+    }
+    b->p = p;
+    b->cap = cap;
+    return OK;
+}
+
+static inline int put(Buf *b, const void *s, size_t n) {
+    CHECK(buf_grow(b, n));
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+    return OK;
+}
+
+static inline int put_c(Buf *b, char c) { return put(b, &c, 1); }
+
+static inline int put_be(Buf *b, uint64_t v, int size) {
+    unsigned char t[8];
+    for (int i = size - 1; i >= 0; i--, v >>= 8) t[i] = (unsigned char)(v & 0xff);
+    return put(b, t, (size_t)size);
+}
+
+static int put_fmt(Buf *b, const char *fmt, long long v) {
+    char t[96];
+    int n = snprintf(t, sizeof t, fmt, v);
+    if (n < 0 || n >= (int)sizeof t) return BAIL; /* never with this file's formats */
+    return put(b, t, (size_t)n);
+}
+
+/* COPY fields: a 4-byte length, then the value; -1 is NULL. */
+static inline int f_null(Buf *b) { return put_be(b, 0xffffffffu, 4); }
+static inline int f_bytes(Buf *b, const void *s, size_t n) {
+    CHECK(put_be(b, n, 4));
+    return put(b, s, n);
+}
+static inline int f_int(Buf *b, int64_t v, int size) {
+    CHECK(put_be(b, (uint64_t)size, 4));
+    return put_be(b, (uint64_t)v, size);
+}
+static inline int f_time(Buf *b, uint64_t ns) { return f_int(b, (int64_t)(ns / 1000) - PG_EPOCH_US, 8); }
+static inline int f_text_or_null(Buf *b, const uint8_t *s, size_t n) { return n ? f_bytes(b, s, n) : f_null(b); }
+
+static const char HEX[] = "0123456789abcdef";
+
+/* Hex digits inside a JSON string. */
+static int json_hex(Buf *b, const uint8_t *s, size_t n) {
+    CHECK(buf_grow(b, 2 * n));
+    for (size_t i = 0; i < n; i++) {
+        b->p[b->len++] = HEX[s[i] >> 4];
+        b->p[b->len++] = HEX[s[i] & 15];
+    }
+    return OK;
+}
+
+static int f_hex(Buf *b, const uint8_t *s, size_t n) {
+    CHECK(put_be(b, 2 * n, 4));
+    return json_hex(b, s, n);
+}
+
+/* A field whose length is known once written (jsonb): reserve the length, patch it after. */
+static inline int f_open(Buf *b, size_t *at) {
+    *at = b->len;
+    return put_be(b, 0, 4);
+}
+static inline void f_close(Buf *b, size_t at) {
+    uint32_t n = (uint32_t)(b->len - at - 4);
+    unsigned char *p = (unsigned char *)b->p + at;
+    p[0] = n >> 24, p[1] = (n >> 16) & 0xff, p[2] = (n >> 8) & 0xff, p[3] = n & 0xff;
+}
+
+/* --- protobuf reading --------------------------------------------------------------------------- */
+
+typedef struct {
+    const uint8_t *p, *end;
+} Rd;
+
+typedef struct {
+    uint32_t num;
+    int wt;
+    uint64_t v;
+    const uint8_t *data;
+    size_t len;
+} Fld;
+
+static inline int rd_varint(Rd *r, uint64_t *out) {
+    uint64_t v = 0;
+    for (int shift = 0; shift < 64 && r->p < r->end; shift += 7) {
+        uint8_t c = *r->p++;
+        v |= (uint64_t)(c & 0x7f) << shift;
+        if (!(c & 0x80)) {
+            *out = v;
+            return OK;
+        }
+    }
+    return BAIL;
+}
+
+/* The next field; BAIL on anything malformed or a group (the Python path says why). */
+static inline int rd_field(Rd *r, Fld *f) {
+    uint64_t key;
+    CHECK(rd_varint(r, &key));
+    if ((key >> 3) == 0 || (key >> 3) > 0x1fffffff) return BAIL;
+    f->num = (uint32_t)(key >> 3);
+    f->wt = (int)(key & 7);
+    switch (f->wt) {
+        case 0:
+            return rd_varint(r, &f->v);
+        case 1:
+            if (r->end - r->p < 8) return BAIL;
+            memcpy(&f->v, r->p, 8); /* little-endian hosts (x86_64, arm64) */
+            r->p += 8;
+            return OK;
+        case 2: {
+            uint64_t n;
+            CHECK(rd_varint(r, &n));
+            if (n > (uint64_t)(r->end - r->p)) return BAIL;
+            f->data = r->p;
+            f->len = (size_t)n;
+            r->p += n;
+            return OK;
+        }
+        case 5: {
+            uint32_t x;
+            if (r->end - r->p < 4) return BAIL;
+            memcpy(&x, r->p, 4);
+            f->v = x;
+            r->p += 4;
+            return OK;
+        }
+        default:
+            return BAIL;
+    }
+}
+
+#define WT_VARINT 0
+#define WT_I64 1
+#define WT_LEN 2
+#define WT_I32 5
+#define EXPECT(f, t) \
+    if ((f).wt != (t)) return BAIL
+
+/* Strict UTF-8 (what upb checks in proto3 string fields); the number of code points, or -1. */
+static long utf8_chars(const uint8_t *s, size_t n) {
+    long chars = 0;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+        } else if (c >= 0xc2 && c <= 0xdf) {
+            if (i + 1 >= n || (s[i + 1] & 0xc0) != 0x80) return -1;
+            i += 2;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            if (i + 2 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80) return -1;
+            if (c == 0xe0 && s[i + 1] < 0xa0) return -1;  /* overlong */
+            if (c == 0xed && s[i + 1] > 0x9f) return -1;  /* surrogate */
+            i += 3;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            if (i + 3 >= n || (s[i + 1] & 0xc0) != 0x80 || (s[i + 2] & 0xc0) != 0x80 || (s[i + 3] & 0xc0) != 0x80)
+                return -1;
+            if (c == 0xf0 && s[i + 1] < 0x90) return -1;  /* overlong */
+            if (c == 0xf4 && s[i + 1] > 0x8f) return -1;  /* past U+10FFFF */
+            i += 4;
+        } else {
+            return -1;
+        }
+        chars++;
+    }
+    return chars;
+}
+
+/* A string field: valid UTF-8 (else BAIL, as upb refuses it); *chars its length in code points. */
+static inline int rd_str(const Fld *f, long *chars) {
+    if (f->wt != WT_LEN) return BAIL;
+    long n = utf8_chars(f->data, f->len);
+    if (n < 0) return BAIL;
+    if (chars) *chars = n;
+    return OK;
+}
+
+/* Text for a text column: valid UTF-8 without NUL (clean_text would rewrite NUL: the Python path does). */
+static inline int rd_text(const Fld *f, long *chars) {
+    CHECK(rd_str(f, chars));
+    if (f->len && memchr(f->data, 0, f->len)) return BAIL;
+    return OK;
+}
+
+/* --- JSON ---------------------------------------------------------------------------------------- */
+
+/* A JSON string. jsonb cannot hold NUL: as jsonb_binary does, it becomes U+FFFD; in text (a log body's JSON,
+ * as json.dumps writes it) it stays the escape \u0000. */
+static int json_str(Buf *b, const uint8_t *s, size_t n, int text) {
+    CHECK(buf_grow(b, n + 2));
+    b->p[b->len++] = '"';
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        CHECK(put(b, s + run, i - run));
+        run = i + 1;
+        char esc[8];
+        const char *e = esc;
+        size_t en = 2;
+        switch (c) {
+            case '"': e = "\\\""; break;
+            case '\\': e = "\\\\"; break;
+            case '\n': e = "\\n"; break;
+            case '\r': e = "\\r"; break;
+            case '\t': e = "\\t"; break;
+            case '\b': e = "\\b"; break;
+            case '\f': e = "\\f"; break;
+            case 0: e = text ? "\\u0000" : "\\ufffd", en = 6; break;
+            default:
+                snprintf(esc, sizeof esc, "\\u%04x", c);
+                en = 6;
+        }
+        CHECK(put(b, e, en));
+    }
+    CHECK(put(b, s + run, n - run));
+    return put_c(b, '"');
+}
+
+/* A double as Python's repr spells it (shortest round-trip digits; "1.0" keeps its ".0", exponents from
+ * 1e16 and below 1e-4), so jsonb stores the same numeric, scale included; NaN and infinities as the strings
+ * the protobuf JSON mapping uses (json_float). */
+static int json_double(Buf *b, double d) {
+    if (isnan(d)) return put(b, "\"NaN\"", 5);
+    if (isinf(d)) return d > 0 ? put(b, "\"Infinity\"", 10) : put(b, "\"-Infinity\"", 11);
+    char *s = PyOS_double_to_string(d, 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (!s) return ERR;
+    int rc = put(b, s, strlen(s));
+    PyMem_Free(s);
+    return rc;
+}
+
+static int json_base64(Buf *b, const uint8_t *s, size_t n) {
+    static const char T[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    CHECK(buf_grow(b, 4 * ((n + 2) / 3) + 2));
+    char *o = b->p + b->len;
+    *o++ = '"';
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)s[i] << 16 | (uint32_t)s[i + 1] << 8 | s[i + 2];
+        *o++ = T[v >> 18], *o++ = T[(v >> 12) & 63], *o++ = T[(v >> 6) & 63], *o++ = T[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)s[i] << 16 | (i + 1 < n ? (uint32_t)s[i + 1] << 8 : 0);
+        *o++ = T[v >> 18], *o++ = T[(v >> 12) & 63];
+        *o++ = i + 1 < n ? T[(v >> 6) & 63] : '=';
+        *o++ = '=';
+    }
+    *o++ = '"';
+    b->len = (size_t)(o - b->p);
+    return OK;
+}
+
+/* An AnyValue's oneof: the last value field on the wire wins (proto3 oneof semantics). */
+typedef struct {
+    int kind; /* 0 none, else the field number: 1 string, 2 bool, 3 int, 4 double, 5 array, 6 kvlist, 7 bytes */
+    Fld f;
+} Any;
+
+static int any_read(const uint8_t *d, size_t n, Any *a) {
+    Rd r = {d, d + n};
+    Fld f;
+    a->kind = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: CHECK(rd_str(&f, NULL)); break;
+            case 2: case 3: EXPECT(f, WT_VARINT); break;
+            case 4: EXPECT(f, WT_I64); break;
+            case 5: case 6: case 7: EXPECT(f, WT_LEN); break;
+            case 8: return BAIL; /* string_value_strindex (profiles' dictionary): the Python path */
+            default: continue; /* unknown: skipped, as upb keeps it aside */
+        }
+        /* Two values (the last wins, a message twice is merged): rare enough to leave to the Python path. */
+        if (a->kind) return BAIL;
+        a->kind = (int)f.num;
+        a->f = f;
+    }
+    return OK;
+}
+
+static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int text);
+
+static int json_any(Buf *b, const Any *a, int depth, int text) {
+    if (depth > MAX_DEPTH) return BAIL;
+    const Fld *f = &a->f;
+    switch (a->kind) {
+        case 0: return put(b, "null", 4);
+        case 1: return json_str(b, f->data, f->len, text);
+        case 2: return f->v ? put(b, "true", 4) : put(b, "false", 5);
+        case 3: return put_fmt(b, "%lld", (long long)(int64_t)f->v);
+        case 4: {
+            double x;
+            memcpy(&x, &f->v, 8);
+            return json_double(b, x);
+        }
+        case 5: { /* ArrayValue: repeated AnyValue values = 1 */
+            Rd r = {f->data, f->data + f->len};
+            Fld g;
+            int first = 1;
+            CHECK(put_c(b, '['));
+            while (r.p < r.end) {
+                CHECK(rd_field(&r, &g));
+                if (g.num != 1) continue;
+                EXPECT(g, WT_LEN);
+                Any item;
+                CHECK(any_read(g.data, g.len, &item));
+                if (!first) CHECK(put_c(b, ','));
+                first = 0;
+                CHECK(json_any(b, &item, depth + 1, text));
+            }
+            return put_c(b, ']');
+        }
+        case 6: return json_kvs(b, f->data, f->len, depth + 1, text); /* KeyValueList: repeated KeyValue values = 1 */
+        case 7: return json_base64(b, f->data, f->len);
+    }
+    return BAIL;
+}
+
+typedef struct {
+    const uint8_t *key;
+    size_t klen;
+    long kchars;
+    Any value;
+} KV;
+
+static int kv_read(const uint8_t *d, size_t n, KV *kv) {
+    Rd r = {d, d + n};
+    Fld f;
+    int has_value = 0;
+    kv->key = d, kv->klen = 0, kv->kchars = 0;
+    kv->value.kind = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num == 1) {
+            CHECK(rd_str(&f, &kv->kchars));
+            kv->key = f.data, kv->klen = f.len;
+        } else if (f.num == 2) {
+            EXPECT(f, WT_LEN);
+            if (has_value++) return BAIL; /* merged messages */
+            CHECK(any_read(f.data, f.len, &kv->value));
+        } else if (f.num == 3) {
+            return BAIL; /* key_strindex */
+        }
+    }
+    return OK;
+}
+
+/* A nested KeyValueList as a JSON object. Duplicate keys: jsonb keeps the last, as the Python dict does; in text
+ * the dict would also keep the first one's place, so that is left to the Python path. */
+#define MAX_TEXT_KEYS 64
+static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int text) {
+    if (depth > MAX_DEPTH) return BAIL;
+    Rd r = {d, d + n};
+    Fld f;
+    const uint8_t *keys[MAX_TEXT_KEYS];
+    size_t key_lens[MAX_TEXT_KEYS], nkeys = 0;
+    int first = 1;
+    CHECK(put_c(b, '{'));
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num != 1) continue;
+        EXPECT(f, WT_LEN);
+        KV kv;
+        CHECK(kv_read(f.data, f.len, &kv));
+        if (text) {
+            if (nkeys == MAX_TEXT_KEYS) return BAIL;
+            for (size_t i = 0; i < nkeys; i++)
+                if (key_lens[i] == kv.klen && memcmp(keys[i], kv.key, kv.klen) == 0) return BAIL;
+            keys[nkeys] = kv.key, key_lens[nkeys++] = kv.klen;
+        }
+        if (!first) CHECK(put_c(b, ','));
+        first = 0;
+        CHECK(json_str(b, kv.key, kv.klen, text));
+        CHECK(put_c(b, ':'));
+        CHECK(json_any(b, &kv.value, depth + 1, text));
+    }
+    return put_c(b, '}');
+}
+
+/* --- attribute maps (checked as check_attributes does) ------------------------------------------- */
+
+typedef struct {
+    const uint8_t **data;
+    size_t *len;
+    size_t n, cap;
+} Slices;
+
+static int slices_add(Slices *s, const Fld *f) {
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        const uint8_t **d = realloc(s->data, cap * sizeof *d);
+        if (!d) return PyErr_NoMemory(), ERR;
+        s->data = d;
+        size_t *l = realloc(s->len, cap * sizeof *l);
+        if (!l) return PyErr_NoMemory(), ERR;
+        s->len = l;
+        s->cap = cap;
+    }
+    s->data[s->n] = f->data;
+    s->len[s->n++] = f->len;
+    return OK;
+}
+
+static void slices_free(Slices *s) {
+    free(s->data);
+    free(s->len);
+}
+
+static int count_entries(const Fld *f) {
+    Rd r = {f->data, f->data + f->len};
+    Fld g;
+    int n = 0;
+    while (r.p < r.end) {
+        if (rd_field(&r, &g) != OK) return -1;
+        if (g.num == 1) n++;
+    }
+    return n;
+}
+
+/* The map's JSON object into b; BAIL where check_attributes would refuse it or where
+ * the Python dict would differ (a duplicate key). */
+static int attrs(Buf *b, const Slices *s, const Limits *L, KV *scratch) {
+    if ((long)s->n > L->max_attributes) return BAIL;
+    for (size_t i = 0; i < s->n; i++) {
+        KV *kv = &scratch[i];
+        CHECK(kv_read(s->data[i], s->len[i], kv));
+        if (kv->kchars > L->max_key) return BAIL;
+        const Any *a = &kv->value;
+        if (a->kind == 1) {
+            if ((long)a->f.len > L->max_value) { /* bytes >= characters: count only when it may matter */
+                if (utf8_chars(a->f.data, a->f.len) > L->max_value) return BAIL;
+            }
+        } else if (a->kind == 5 || a->kind == 6) {
+            int items = count_entries(&a->f);
+            if (items < 0 || items > L->max_attributes) return BAIL;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (scratch[j].klen == kv->klen && memcmp(scratch[j].key, kv->key, kv->klen) == 0) return BAIL;
+    }
+    CHECK(put_c(b, '{'));
+    for (size_t i = 0; i < s->n; i++) {
+        if (i) CHECK(put_c(b, ','));
+        CHECK(json_str(b, scratch[i].key, scratch[i].klen, 0));
+        CHECK(put_c(b, ':'));
+        CHECK(json_any(b, &scratch[i].value, 1, 0));
+    }
+    return put_c(b, '}');
+}
+
+/* --- the state of one call ----------------------------------------------------------------------- */
+
+typedef struct {
+    Limits L;
+    Buf out, shared, body;
+    Slices a, b;  /* attribute maps being read (an item's, then an event's or a link's) */
+    Slices ev, ln; /* a span's events and links */
+    KV *kvs;
+    size_t kvs_cap;
+    const uint8_t *org, *project;
+    long keep_logs[25];
+    long keep_spans;
+    Py_ssize_t count;
+    /* the resource and scope in force: their JSON (in shared) and the service name */
+    size_t resource_at, resource_len, scope_at, scope_len;
+    const uint8_t *service;
+    size_t service_len;
+    PyObject *minutes;
+    /* spans: (trace_id, span_id, start) keys seen, to leave a repeated span to the Python path */
+    uint8_t *keys;
+    size_t keys_cap;
+} St;
+
+static int kv_scratch(St *st, size_t n) {
+    if (n <= st->kvs_cap) return OK;
+    KV *k = realloc(st->kvs, n * sizeof *k);
+    if (!k) return PyErr_NoMemory(), ERR;
+    st->kvs = k;
+    st->kvs_cap = n;
+    return OK;
+}
+
+static int attrs_of(St *st, Buf *b, const Slices *s) {
+    if ((long)s->n > st->L.max_attributes) return BAIL;
+    CHECK(kv_scratch(st, s->n + 1));
+    return attrs(b, s, &st->L, st->kvs);
+}
+
+static int check_time(const St *st, uint64_t t) {
+    return t == 0 || t < st->L.lo_ns || t > st->L.hi_ns ? BAIL : OK;
+}
+
+static int all_zero(const uint8_t *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (s[i]) return 0;
+    return 1;
+}
+
+/* Resource (attributes = 1, dropped_attributes_count = 2): its JSON into st->shared, and service.name. */
+static int read_resource(St *st, const Fld *res) {
+    st->a.n = 0;
+    st->service = NULL;
+    st->service_len = 0;
+    if (res) {
+        Rd r = {res->data, res->data + res->len};
+        Fld f;
+        while (r.p < r.end) {
+            CHECK(rd_field(&r, &f));
+            if (f.num == 1) {
+                EXPECT(f, WT_LEN);
+                CHECK(slices_add(&st->a, &f));
+            } else if (f.num == 2) {
+                EXPECT(f, WT_VARINT);
+            } else if (f.num == 3) {
+                return BAIL; /* entity_refs: not read here */
+            }
+        }
+    }
+    st->shared.len = 0;
+    st->resource_at = 0;
+    CHECK(attrs_of(st, &st->shared, &st->a));
+    st->resource_len = st->shared.len;
+    for (size_t i = 0; i < st->a.n; i++) {
+        KV *kv = &st->kvs[i];
+        if (kv->klen == 12 && memcmp(kv->key, "service.name", 12) == 0) {
+            if (kv->value.kind != 1) return BAIL; /* str() of another type: the Python path */
+            if (memchr(kv->value.f.data, 0, kv->value.f.len)) return BAIL;
+            st->service = kv->value.f.data;
+            st->service_len = kv->value.f.len;
+        }
+    }
+    return OK;
+}
+
+/* InstrumentationScope (name 1, version 2, attributes 3, dropped 4) as {"name","version","attributes"}. */
+static int read_scope(St *st, const Fld *sc) {
+    Fld name = {0}, version = {0};
+    st->a.n = 0;
+    if (sc) {
+        Rd r = {sc->data, sc->data + sc->len};
+        Fld f;
+        while (r.p < r.end) {
+            CHECK(rd_field(&r, &f));
+            switch (f.num) {
+                case 1: CHECK(rd_str(&f, NULL)); name = f; break;
+                case 2: CHECK(rd_str(&f, NULL)); version = f; break;
+                case 3: EXPECT(f, WT_LEN); CHECK(slices_add(&st->a, &f)); break;
+                case 4: EXPECT(f, WT_VARINT); break;
+            }
+        }
+    }
+    Buf *b = &st->shared;
+    b->len = st->resource_len;
+    st->scope_at = b->len;
+    CHECK(put(b, "{\"name\":", 8));
+    CHECK(name.len ? json_str(b, name.data, name.len, 0) : put(b, "null", 4));
+    CHECK(put(b, ",\"version\":", 11));
+    CHECK(version.len ? json_str(b, version.data, version.len, 0) : put(b, "null", 4));
+    CHECK(put(b, ",\"attributes\":", 14));
+    CHECK(attrs_of(st, b, &st->a));
+    CHECK(put_c(b, '}'));
+    st->scope_len = b->len - st->scope_at;
+    return OK;
+}
+
+static int f_jsonb_shared(St *st, size_t at, size_t len) {
+    CHECK(put_be(&st->out, len + 1, 4));
+    CHECK(put_c(&st->out, 1));
+    return put(&st->out, st->shared.p + at, len);
+}
+
+/* A jsonb field from the attribute map in slices s. */
+static int f_attrs(St *st, const Slices *s) {
+    size_t at;
+    CHECK(f_open(&st->out, &at));
+    CHECK(put_c(&st->out, 1));
+    CHECK(attrs_of(st, &st->out, s));
+    f_close(&st->out, at);
+    return OK;
+}
+
+/* --- logs ------------------------------------------------------------------------------------------ */
+
+static int count_minute(St *st, long long minute, int severity, long keep) {
+    PyObject *service = st->service ? PyUnicode_DecodeUTF8((const char *)st->service, st->service_len, NULL)
+                                    : Py_NewRef(Py_None);
+    if (!service) return ERR;
+    PyObject *key = Py_BuildValue("(LNil)", minute, service, severity, keep);
+    if (!key) return ERR;
+    PyObject *n = PyDict_GetItemWithError(st->minutes, key);
+    long long count = n ? PyLong_AsLongLong(n) + 1 : 1;
+    int rc = PyErr_Occurred() ? -1 : 0;
+    if (rc == 0) {
+        PyObject *v = PyLong_FromLongLong(count);
+        rc = v ? PyDict_SetItem(st->minutes, key, v) : -1;
+        Py_XDECREF(v);
+    }
+    Py_DECREF(key);
+    return rc ? ERR : OK;
+}
+
+static int log_record(St *st, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, severity_text = {0}, body = {0}, trace_id = {0}, span_id = {0}, event_name = {0};
+    uint64_t time = 0, observed = 0, severity = 0, flags = 0;
+    int bodies = 0;
+    st->a.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: EXPECT(f, WT_I64); time = f.v; break;
+            case 11: EXPECT(f, WT_I64); observed = f.v; break;
+            case 2: EXPECT(f, WT_VARINT); severity = f.v; break;
+            case 3: CHECK(rd_text(&f, NULL)); severity_text = f; break;
+            case 5: EXPECT(f, WT_LEN); if (bodies++) return BAIL; body = f; break;
+            case 6: EXPECT(f, WT_LEN); CHECK(slices_add(&st->a, &f)); break;
+            case 7: EXPECT(f, WT_VARINT); break;
+            case 8: EXPECT(f, WT_I32); flags = f.v; break;
+            case 9: EXPECT(f, WT_LEN); trace_id = f; break;
+            case 10: EXPECT(f, WT_LEN); span_id = f; break;
+            case 12: CHECK(rd_text(&f, NULL)); event_name = f; break;
+        }
+    }
+    /* The data model: the event time if present, otherwise the observed time. */
+    uint64_t t = time || !observed ? time : observed;
+    CHECK(check_time(st, t));
+    if (severity > 24 || flags > 0x7fffffff) return BAIL;
+    Any b = {0};
+    if (bodies) CHECK(any_read(body.data, body.len, &b));
+    /* The body's text: a string as is, another value as compact JSON (body_text), none as "". */
+    const uint8_t *text = (const uint8_t *)"";
+    size_t text_len = 0;
+    if (b.kind == 1) {
+        if (memchr(b.f.data, 0, b.f.len)) return BAIL;
+        text = b.f.data, text_len = b.f.len;
+    } else if (b.kind) {
+        st->body.len = 0;
+        CHECK(json_any(&st->body, &b, 0, 1));
+        text = (const uint8_t *)st->body.p, text_len = st->body.len;
+    }
+    if ((long)text_len > st->L.max_body && utf8_chars(text, text_len) > st->L.max_body) return BAIL;
+    int has_trace = trace_id.len == 16 && !all_zero(trace_id.data, 16);
+    int has_span = span_id.len == 8 && !all_zero(span_id.data, 8);
+    long keep = st->keep_logs[severity];
+    Buf *o = &st->out;
+    CHECK(put_be(o, 17, 2));
+    CHECK(f_bytes(o, st->org, 16));
+    CHECK(f_bytes(o, st->project, 16));
+    CHECK(f_time(o, t));
+    CHECK(observed ? f_time(o, observed) : f_null(o));
+    CHECK(f_int(o, (int64_t)severity, 2));
+    CHECK(f_text_or_null(o, severity_text.data, severity_text.len));
+    CHECK(st->service ? f_bytes(o, st->service, st->service_len) : f_null(o));
+    CHECK(f_bytes(o, text, text_len));
+    CHECK(f_attrs(st, &st->a));
+    CHECK(f_jsonb_shared(st, st->resource_at, st->resource_len));
+    CHECK(f_jsonb_shared(st, st->scope_at, st->scope_len));
+    CHECK(has_trace ? f_hex(o, trace_id.data, 16) : f_null(o));
+    CHECK(has_span ? f_hex(o, span_id.data, 8) : f_null(o));
+    CHECK(f_int(o, (int64_t)flags, 4));
+    CHECK(f_null(o)); /* event_id: OTLP has none */
+    CHECK(f_text_or_null(o, event_name.data, event_name.len));
+    CHECK(f_int(o, keep, 2));
+    long long us = (long long)(t / 1000) - PG_EPOCH_US;
+    CHECK(count_minute(st, us / MINUTE_US, (int)severity, keep));
+    st->count++;
+    return OK;
+}
+
+/* --- spans ----------------------------------------------------------------------------------------- */
+
+static uint64_t key_hash(const uint8_t *k) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int i = 0; i < 32; i++) h = (h ^ k[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Remember the span's dedup key; BAIL when the request carries it twice (the Python path drops the copy). */
+static int span_key_new(St *st, const uint8_t *trace, const uint8_t *span, uint64_t start) {
+    uint8_t k[32] = {0};
+    memcpy(k, trace, 16);
+    memcpy(k + 16, span, 8);
+    uint64_t us = start / 1000;
+    memcpy(k + 24, &us, 8);
+    if (all_zero(k, 32)) return BAIL;
+    size_t mask = st->keys_cap - 1;
+    for (size_t i = key_hash(k) & mask;; i = (i + 1) & mask) {
+        uint8_t *slot = st->keys + 32 * i;
+        if (all_zero(slot, 32)) {
+            memcpy(slot, k, 32);
+            return OK;
+        }
+        if (memcmp(slot, k, 32) == 0) return BAIL;
+    }
+}
+
+static int span_event(St *st, Buf *o, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, name = {0};
+    uint64_t time = 0, dropped = 0;
+    st->b.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: EXPECT(f, WT_I64); time = f.v; break;
+            case 2: CHECK(rd_str(&f, NULL)); name = f; break;
+            case 3: EXPECT(f, WT_LEN); CHECK(slices_add(&st->b, &f)); break;
+            case 4: EXPECT(f, WT_VARINT); dropped = f.v & 0xffffffffu; break;
+        }
+    }
+    CHECK(put_fmt(o, "{\"time_ns\":%llu,\"name\":", (long long)time));
+    CHECK(json_str(o, name.data, name.len, 0));
+    CHECK(put(o, ",\"attributes\":", 14));
+    CHECK(attrs_of(st, o, &st->b));
+    if (dropped) CHECK(put_fmt(o, ",\"dropped_attributes_count\":%lld", (long long)dropped));
+    return put_c(o, '}');
+}
+
+static int span_link(St *st, Buf *o, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, trace_id = {0}, span_id = {0}, trace_state = {0};
+    uint64_t dropped = 0, flags = 0;
+    st->b.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: EXPECT(f, WT_LEN); trace_id = f; break;
+            case 2: EXPECT(f, WT_LEN); span_id = f; break;
+            case 3: CHECK(rd_str(&f, NULL)); trace_state = f; break;
+            case 4: EXPECT(f, WT_LEN); CHECK(slices_add(&st->b, &f)); break;
+            case 5: EXPECT(f, WT_VARINT); dropped = f.v & 0xffffffffu; break;
+            case 6: EXPECT(f, WT_I32); flags = f.v; break;
+        }
+    }
+    if (trace_id.len != 16 || all_zero(trace_id.data, 16) || span_id.len != 8 || all_zero(span_id.data, 8))
+        return BAIL;
+    CHECK(put(o, "{\"trace_id\":\"", 13));
+    CHECK(json_hex(o, trace_id.data, 16));
+    CHECK(put(o, "\",\"span_id\":\"", 13));
+    CHECK(json_hex(o, span_id.data, 8));
+    CHECK(put(o, "\",\"trace_state\":", 16));
+    CHECK(trace_state.len ? json_str(o, trace_state.data, trace_state.len, 0) : put(o, "null", 4));
+    CHECK(put(o, ",\"attributes\":", 14));
+    CHECK(attrs_of(st, o, &st->b));
+    if (flags) CHECK(put_fmt(o, ",\"flags\":%lld", (long long)flags));
+    if (dropped) CHECK(put_fmt(o, ",\"dropped_attributes_count\":%lld", (long long)dropped));
+    return put_c(o, '}');
+}
+
+static const char *const KINDS[] = {"internal", "internal", "server", "client", "producer", "consumer"};
+static const char *const STATUSES[] = {"unset", "ok", "error"};
+
+/* events or links (slices) as a jsonb field: a JSON list. */
+static int f_list(St *st, const Slices *items, int (*one)(St *, Buf *, const uint8_t *, size_t)) {
+    Buf *o = &st->out;
+    size_t at;
+    CHECK(f_open(o, &at));
+    CHECK(put(o, "\x01[", 2));
+    for (size_t i = 0; i < items->n; i++) {
+        if (i) CHECK(put_c(o, ','));
+        CHECK(one(st, o, items->data[i], items->len[i]));
+    }
+    CHECK(put_c(o, ']'));
+    f_close(o, at);
+    return OK;
+}
+
+static int span(St *st, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, trace_id = {0}, span_id = {0}, parent = {0}, name = {0}, trace_state = {0}, status = {0};
+    uint64_t start = 0, end = 0, kind = 0, flags = 0;
+    int statuses = 0;
+    long name_chars = 0;
+    st->a.n = st->ev.n = st->ln.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: EXPECT(f, WT_LEN); trace_id = f; break;
+            case 2: EXPECT(f, WT_LEN); span_id = f; break;
+            case 3: CHECK(rd_text(&f, NULL)); trace_state = f; break;
+            case 4: EXPECT(f, WT_LEN); parent = f; break;
+            case 5: CHECK(rd_text(&f, &name_chars)); name = f; break;
+            case 6: EXPECT(f, WT_VARINT); kind = f.v; break;
+            case 7: EXPECT(f, WT_I64); start = f.v; break;
+            case 8: EXPECT(f, WT_I64); end = f.v; break;
+            case 9: EXPECT(f, WT_LEN); CHECK(slices_add(&st->a, &f)); break;
+            case 10: case 12: case 14: EXPECT(f, WT_VARINT); break;
+            case 11: EXPECT(f, WT_LEN); CHECK(slices_add(&st->ev, &f)); break;
+            case 13: EXPECT(f, WT_LEN); CHECK(slices_add(&st->ln, &f)); break;
+            case 15: EXPECT(f, WT_LEN); if (statuses++) return BAIL; status = f; break;
+            case 16: EXPECT(f, WT_I32); flags = f.v; break;
+        }
+    }
+    if (trace_id.len != 16 || all_zero(trace_id.data, 16) || span_id.len != 8 || all_zero(span_id.data, 8))
+        return BAIL;
+    if (parent.len && parent.len != 8) return BAIL;
+    if (!name.len || name_chars > st->L.max_name) return BAIL;
+    if (kind > 5 || flags > 0x7fffffff || end > (uint64_t)INT64_MAX) return BAIL;
+    CHECK(check_time(st, start));
+    if (end < start) return BAIL;
+    uint64_t code = 0;
+    Fld message = {0};
+    if (statuses) {
+        Rd s = {status.data, status.data + status.len};
+        while (s.p < s.end) {
+            CHECK(rd_field(&s, &f));
+            if (f.num == 2) {
+                CHECK(rd_text(&f, NULL));
+                message = f;
+            } else if (f.num == 3) {
+                EXPECT(f, WT_VARINT);
+                code = f.v;
+            }
+        }
+    }
+    if (code > 2) return BAIL;
+    CHECK(span_key_new(st, trace_id.data, span_id.data, start));
+    Buf *o = &st->out;
+    CHECK(put_be(o, 22, 2));
+    CHECK(f_bytes(o, st->org, 16));
+    CHECK(f_bytes(o, st->project, 16));
+    CHECK(f_hex(o, trace_id.data, 16));
+    CHECK(f_hex(o, span_id.data, 8));
+    CHECK(parent.len && !all_zero(parent.data, 8) ? f_hex(o, parent.data, 8) : f_null(o));
+    CHECK(f_bytes(o, name.data, name.len));
+    CHECK(f_bytes(o, KINDS[kind], strlen(KINDS[kind])));
+    CHECK(st->service ? f_bytes(o, st->service, st->service_len) : f_null(o));
+    CHECK(f_time(o, start));
+    CHECK(f_time(o, end));
+    CHECK(f_int(o, (int64_t)(end - start), 8));
+    CHECK(f_bytes(o, STATUSES[code], strlen(STATUSES[code])));
+    CHECK(f_text_or_null(o, message.data, message.len));
+    CHECK(f_attrs(st, &st->a));
+    CHECK(f_jsonb_shared(st, st->resource_at, st->resource_len));
+    CHECK(f_jsonb_shared(st, st->scope_at, st->scope_len));
+    CHECK(f_list(st, &st->ev, span_event));
+    CHECK(f_list(st, &st->ln, span_link));
+    CHECK(f_text_or_null(o, trace_state.data, trace_state.len));
+    CHECK(f_int(o, (int64_t)flags, 4));
+    CHECK(f_null(o)); /* event_id */
+    CHECK(f_int(o, st->keep_spans, 2));
+    st->count++;
+    return OK;
+}
+
+/* --- the request ----------------------------------------------------------------------------------- */
+
+/* Export{Logs,Trace}ServiceRequest: resource_{logs,spans} = 1 → resource = 1, scope_* = 2 (scope = 1, items = 2,
+ * schema_url = 3), schema_url = 3. */
+static int request(St *st, const uint8_t *d, size_t n, int (*item)(St *, const uint8_t *, size_t)) {
+    Rd r = {d, d + n};
+    Fld f;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num != 1) continue;
+        EXPECT(f, WT_LEN);
+        Rd rr = {f.data, f.data + f.len};
+        Fld g, resource = {0};
+        int resources = 0;
+        /* The resource first: it may follow its scopes on the wire. */
+        while (rr.p < rr.end) {
+            CHECK(rd_field(&rr, &g));
+            if (g.num == 1) {
+                EXPECT(g, WT_LEN);
+                if (resources++) return BAIL;
+                resource = g;
+            } else if (g.num == 3) {
+                CHECK(rd_str(&g, NULL));
+            }
+        }
+        CHECK(read_resource(st, resources ? &resource : NULL));
+        rr.p = f.data;
+        while (rr.p < rr.end) {
+            CHECK(rd_field(&rr, &g));
+            if (g.num != 2) continue;
+            EXPECT(g, WT_LEN);
+            Rd sr = {g.data, g.data + g.len};
+            Fld h, scope = {0};
+            int scopes = 0;
+            while (sr.p < sr.end) {
+                CHECK(rd_field(&sr, &h));
+                if (h.num == 1) {
+                    EXPECT(h, WT_LEN);
+                    if (scopes++) return BAIL;
+                    scope = h;
+                } else if (h.num == 3) {
+                    CHECK(rd_str(&h, NULL));
+                }
+            }
+            CHECK(read_scope(st, scopes ? &scope : NULL));
+            sr.p = g.data;
+            while (sr.p < sr.end) {
+                CHECK(rd_field(&sr, &h));
+                if (h.num != 2) continue;
+                EXPECT(h, WT_LEN);
+                CHECK(item(st, h.data, h.len));
+            }
+        }
+    }
+    return OK;
+}
+
+static int count_items(const uint8_t *d, size_t n, Py_ssize_t *count) {
+    Rd r = {d, d + n};
+    Fld f, g, h;
+    *count = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num != 1 || f.wt != WT_LEN) continue;
+        Rd rr = {f.data, f.data + f.len};
+        while (rr.p < rr.end) {
+            CHECK(rd_field(&rr, &g));
+            if (g.num != 2 || g.wt != WT_LEN) continue;
+            Rd sr = {g.data, g.data + g.len};
+            while (sr.p < sr.end) {
+                CHECK(rd_field(&sr, &h));
+                if (h.num == 2) (*count)++;
+            }
+        }
+    }
+    return OK;
+}
+
+static long as_long(PyObject *o) { return PyLong_AsLong(o); }
+
+static PyObject *wire_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    (void)self;
+    if (nargs != 7) return PyErr_Format(PyExc_TypeError, "rows() takes 7 arguments (%zd given)", nargs);
+    long kind = as_long(args[0]);
+    if (kind == -1 && PyErr_Occurred()) return NULL;
+    Py_buffer body;
+    if (PyObject_GetBuffer(args[1], &body, PyBUF_SIMPLE) < 0) return NULL;
+    St st;
+    memset(&st, 0, sizeof st);
+    PyObject *result = NULL;
+    int rc = ERR;
+    long long now = PyLong_AsLongLong(args[2]);
+    if (now == -1 && PyErr_Occurred()) goto done;
+    if (!PyTuple_Check(args[3]) || PyTuple_GET_SIZE(args[3]) != 7) {
+        PyErr_SetString(PyExc_TypeError, "limits must be a tuple of 7 ints");
+        goto done;
+    }
+    long *lim[] = {&st.L.max_attributes, &st.L.max_key, &st.L.max_value, &st.L.max_body,
+                   &st.L.max_name, &st.L.max_past_s, &st.L.max_future_s};
+    for (int i = 0; i < 7; i++) {
+        *lim[i] = as_long(PyTuple_GET_ITEM(args[3], i));
+        if (*lim[i] == -1 && PyErr_Occurred()) goto done;
+    }
+    long long lo = now - (long long)st.L.max_past_s * NS_PER_S;
+    st.L.lo_ns = lo > 0 ? (uint64_t)lo : 0;
+    st.L.hi_ns = (uint64_t)now + (uint64_t)st.L.max_future_s * NS_PER_S;
+    {
+        if (!PyBytes_Check(args[4]) || PyBytes_GET_SIZE(args[4]) != 16 || !PyBytes_Check(args[5]) ||
+            PyBytes_GET_SIZE(args[5]) != 16) {
+            PyErr_SetString(PyExc_TypeError, "org and project must be 16-byte uuids");
+            goto done;
+        }
+        st.org = (const uint8_t *)PyBytes_AS_STRING(args[4]);
+        st.project = (const uint8_t *)PyBytes_AS_STRING(args[5]);
+        if (kind == 0) {
+            if (!PyTuple_Check(args[6]) || PyTuple_GET_SIZE(args[6]) != 25) {
+                PyErr_SetString(PyExc_TypeError, "keep must be 25 retention days (by severity) for logs");
+                goto done;
+            }
+            for (int i = 0; i < 25; i++) {
+                st.keep_logs[i] = as_long(PyTuple_GET_ITEM(args[6], i));
+                if (st.keep_logs[i] == -1 && PyErr_Occurred()) goto done;
+            }
+            if (!(st.minutes = PyDict_New())) goto done;
+        } else {
+            st.keep_spans = as_long(args[6]);
+            if (st.keep_spans == -1 && PyErr_Occurred()) goto done;
+        }
+        static const char signature[] = "PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+        if (buf_grow(&st.out, body.len * 2 + 64) != OK || put(&st.out, signature, 19) != OK) goto done;
+    }
+    const uint8_t *d = body.buf;
+    size_t n = (size_t)body.len;
+    if (kind == 1) {
+        Py_ssize_t items;
+        rc = count_items(d, n, &items);
+        if (rc != OK) goto done;
+        for (st.keys_cap = 16; st.keys_cap < (size_t)items * 2; st.keys_cap *= 2) {
+        }
+        st.keys = calloc(st.keys_cap, 32);
+        if (!st.keys) {
+            PyErr_NoMemory();
+            rc = ERR;
+            goto done;
+        }
+    }
+    rc = request(&st, d, n, kind == 0 ? log_record : span);
+    if (rc == OK && st.count == 0) rc = BAIL; /* nothing to write: the Python path says what there is */
+    if (rc == OK) rc = put(&st.out, "\xff\xff", 2);
+done:
+    if (rc == OK) {
+        PyObject *payload = PyBytes_FromStringAndSize(st.out.p, (Py_ssize_t)st.out.len);
+        if (payload)
+            result = Py_BuildValue("(nNO)", st.count, payload, st.minutes ? st.minutes : Py_None);
+    } else if (rc == BAIL) {
+        result = Py_NewRef(Py_None);
+    }
+    Py_XDECREF(st.minutes);
+    free(st.out.p);
+    free(st.shared.p);
+    free(st.body.p);
+    slices_free(&st.a);
+    slices_free(&st.b);
+    slices_free(&st.ev);
+    slices_free(&st.ln);
+    free(st.kvs);
+    free(st.keys);
+    PyBuffer_Release(&body);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"rows", (PyCFunction)(void (*)(void))wire_rows, METH_FASTCALL,
+     "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, .m_name = "_wire", .m_doc = "OTLP protobuf to binary COPY rows.", .m_size = -1,
+    .m_methods = methods,
+};
+
+PyMODINIT_FUNC PyInit__wire(void) { return PyModule_Create(&module); }
