@@ -62,6 +62,8 @@ def wire_value(value: Any, column_type: str) -> bytes | None:
         return struct.pack(">i", value)
     if column_type == "int2":
         return struct.pack(">h", value)
+    if column_type == "float8":
+        return struct.pack(">d", value)
     if column_type == "text":
         return str(value).encode()
     raise AssertionError(f"unexpected column type {column_type}")

@@ -1,5 +1,7 @@
 """The OTLP fast path (otlp/_wire.c) writes exactly the rows the Python path writes, or leaves the request to it.
 
+Logs, spans and metric points (gauges, sums, histograms; their series ids too).
+
 For any request: either ``wire_rows`` answers None (the Python path converts it), or its binary COPY payload holds
 the rows that decode.py's records give through the writer's row builders, value for value as Postgres stores
 them, with the same log volume counts. And it must not answer None for the ordinary requests it exists for.
@@ -21,10 +23,13 @@ from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits
 from observai.telemetry.model import RawRequest, Signal
 from observai.telemetry.otlp import wire
 from observai.telemetry.otlp.decode import decode_otlp
+from observai.telemetry.series import series_id
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue, KeyValueList
 from opentelemetry.proto.logs.v1 import logs_pb2
+from opentelemetry.proto.metrics.v1 import metrics_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from tests.helpers.copy_binary import comparable, read_rows, wire_value
@@ -35,7 +40,9 @@ from tests.helpers.otlp_payloads import (
     key_values,
     logs_request,
     many_logs_request,
+    many_points_request,
     many_spans_request,
+    metrics_request,
     resource,
     scope,
     traces_request,
@@ -51,11 +58,28 @@ TRACE = bytes.fromhex("5b8efff798038103d269b633813fc60c")
 SPAN = bytes.fromhex("eee19b7ec3c1b174")
 
 
-def python_rows(signal: Signal, body: bytes, limits: IngestLimits = DEFAULT_LIMITS) -> tuple[list[Any], Counter[Any]]:
-    """What the Python path writes: decode.py's records through the writer's row builders."""
+COLUMN_TYPES = {
+    Signal.LOGS: writer._LOG_COLUMN_TYPES,
+    Signal.TRACES: writer._SPAN_COLUMN_TYPES,
+    Signal.METRICS: writer._METRIC_COLUMN_TYPES,
+}
+
+
+def python_rows(signal: Signal, body: bytes, limits: IngestLimits = DEFAULT_LIMITS) -> tuple[list[Any], Any]:
+    """What the Python path writes: decode.py's records through the writer's row builders; and the log volume's
+    counts (logs) or the points' series (metric points)."""
     batch = decode_otlp(signal, body, encoding="protobuf", now_ns=NOW, limits=limits)
     assert not batch.rejected, batch.rejected
     minutes: Counter[Any] = Counter()
+    if signal is Signal.METRICS:
+        keyed: dict[tuple[int, int], Any] = {}
+        for point in batch.metrics:
+            keyed.setdefault((series_id(point.name, point.attributes), writer.pg_time(point.time_ns)), point)
+        assert len(keyed) == len(batch.metrics), "a point twice: the fast path must leave it to the Python path"
+        types = writer._METRIC_COLUMN_TYPES
+        rows = writer._metric_rows(ORG, PROJECT, keyed, 5)
+        series = {sid: point.type.value for (sid, _), point in keyed.items()}
+        return [comparable([wire_value(v, t) for v, t in zip(row, types, strict=True)], types) for row in rows], series
     if signal is Signal.LOGS:
         rows = list(writer._log_rows(ORG, PROJECT, batch.logs, RETENTION, minutes))
         types = writer._LOG_COLUMN_TYPES
@@ -74,15 +98,17 @@ def assert_same_rows(signal: Signal, body: bytes, limits: IngestLimits = DEFAULT
     fast = fast_rows(signal, body, limits)
     if fast is None:
         return False
-    want, minutes = python_rows(signal, body, limits)
-    types = writer._LOG_COLUMN_TYPES if signal is Signal.LOGS else writer._SPAN_COLUMN_TYPES
+    want, extra = python_rows(signal, body, limits)
+    types = COLUMN_TYPES[signal]
     got = [comparable(row, types) for row in read_rows(fast.payload)]
     assert fast.count == len(got) == len(want)
     for i, (g, w) in enumerate(zip(got, want, strict=True)):
         differences = [f"column {c}: {a!r} != {b!r}" for c, (a, b) in enumerate(zip(g, w, strict=True)) if a != b]
         assert g == w, f"row {i}: {'; '.join(differences)}"
     if signal is Signal.LOGS:
-        assert fast.minutes == dict(minutes)
+        assert fast.minutes == dict(extra)
+    if signal is Signal.METRICS:
+        assert fast.series == extra
     return True
 
 
@@ -438,3 +464,204 @@ def test_given_any_traces_request_when_written_fast_then_it_agrees_with_the_pyth
     taken = assert_same_rows(Signal.TRACES, body) if not batch.rejected else fast_rows(Signal.TRACES, body) is not None
     event(f"fast path: {taken}")
     assert not (batch.rejected and taken), "a request with a rejected item must take the Python path"
+
+
+# --- metric points -----------------------------------------------------------------------------------------------
+
+CUMULATIVE, DELTA = metrics_pb2.AGGREGATION_TEMPORALITY_CUMULATIVE, metrics_pb2.AGGREGATION_TEMPORALITY_DELTA
+
+
+def metrics_body(*metrics: metrics_pb2.Metric, res: Any = None) -> bytes:
+    return ExportMetricsServiceRequest(
+        resource_metrics=[
+            metrics_pb2.ResourceMetrics(
+                resource=res if res is not None else resource("checkout", host_name="web-1"),
+                scope_metrics=[metrics_pb2.ScopeMetrics(scope=scope("meter"), metrics=list(metrics))],
+            )
+        ]
+    ).SerializeToString()
+
+
+def a_point(**fields: Any) -> metrics_pb2.NumberDataPoint:
+    return metrics_pb2.NumberDataPoint(**{"time_unix_nano": NOW - 10 * S, "as_double": 1.5, **fields})
+
+
+def gauge(*points: metrics_pb2.NumberDataPoint, name: str = "queue.size") -> metrics_pb2.Metric:
+    return metrics_pb2.Metric(name=name, unit="1", gauge=metrics_pb2.Gauge(data_points=list(points)))
+
+
+def histogram(*points: metrics_pb2.HistogramDataPoint, temporality: int = CUMULATIVE) -> metrics_pb2.Metric:
+    return metrics_pb2.Metric(
+        name="http.server.duration",
+        unit="ms",
+        histogram=metrics_pb2.Histogram(aggregation_temporality=temporality, data_points=list(points)),  # type: ignore[arg-type]
+    )
+
+
+def test_given_metric_requests_when_written_fast_then_rows_and_series_are_the_python_paths() -> None:
+    assert assert_same_rows(Signal.METRICS, many_points_request(400, NOW).SerializeToString())
+    # metrics_request holds an exponential histogram and a summary: the Python path's
+    assert fast_rows(Signal.METRICS, metrics_request(NOW).SerializeToString()) is None
+    every_fast_kind = metrics_request(NOW)
+    for scope_metrics in every_fast_kind.resource_metrics[0].scope_metrics:
+        kept = [m for m in scope_metrics.metrics if m.WhichOneof("data") in ("gauge", "sum", "histogram")]
+        del scope_metrics.metrics[:]
+        scope_metrics.metrics.extend(kept)
+    assert assert_same_rows(Signal.METRICS, every_fast_kind.SerializeToString())
+
+
+def test_given_points_of_every_shape_when_written_fast_then_each_column_is_the_python_paths() -> None:
+    exemplars = [
+        metrics_pb2.Exemplar(time_unix_nano=NOW - 11 * S, as_int=7, trace_id=TRACE, span_id=SPAN),
+        metrics_pb2.Exemplar(time_unix_nano=NOW - 12 * S, as_double=math.nan, filtered_attributes=key_values({"u": 1})),
+        metrics_pb2.Exemplar(time_unix_nano=NOW - 13 * S, trace_id=bytes(16), span_id=b"short"),  # no value, no ids
+    ]
+    body = metrics_body(
+        gauge(
+            a_point(as_int=-(2**63), attributes=key_values({"k": "a"})),
+            a_point(as_double=math.inf, attributes=key_values({"k": "b"}), start_time_unix_nano=NOW - 20 * S),
+            a_point(as_double=-0.0, attributes=key_values({"k": "c"}), flags=0, exemplars=exemplars),
+            a_point(attributes=key_values({"k": "c"}), flags=1),  # NO_RECORDED_VALUE: skipped
+        ),
+        metrics_pb2.Metric(
+            name="requests",
+            sum=metrics_pb2.Sum(
+                aggregation_temporality=DELTA,
+                is_monotonic=True,
+                data_points=[a_point(as_int=3, start_time_unix_nano=NOW - 70 * S)],
+            ),
+        ),
+        histogram(
+            metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - 10 * S, count=0),  # no buckets, no sum/min/max
+            metrics_pb2.HistogramDataPoint(
+                time_unix_nano=NOW - 9 * S,
+                count=2**63 - 1,
+                sum=0.0,
+                min=-1e300,
+                max=math.inf,
+                explicit_bounds=[0.1, 1e16, 2.5],
+                bucket_counts=[0, 2**64 - 1, 3, 1],
+                exemplars=exemplars[:1],
+                attributes=key_values({"route": "/a"}),
+            ),
+            metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - 8 * S, count=1, explicit_bounds=[1.0]),  # bounds only
+        ),
+        metrics_pb2.Metric(name="empty"),  # no data: nothing
+    )
+    assert assert_same_rows(Signal.METRICS, body)
+
+
+def test_given_resource_and_point_attributes_when_written_fast_then_the_series_ids_are_the_python_paths() -> None:
+    # merged, the point's value winning; sorted as json.dumps(sort_keys=True) sorts, nested maps included
+    res = resource("checkout", zone="b", region="eu", **{"ünï": 1})
+    points = [
+        a_point(attributes=key_values({"region": "us", "a": {"z": 1, "b": [{"y": 2, "x": None}]}, "Z": b"\x00"})),
+        a_point(attributes=key_values({"é": "\x00 nul", "e": 1.0, "f": 1e16, "g": True, "h": -5})),
+        a_point(attributes=key_values({})),
+    ]
+    body = metrics_body(*(gauge(p, name=f"m{i}") for i, p in enumerate(points)), res=res)
+    assert assert_same_rows(Signal.METRICS, body)
+    body = metrics_body(gauge(*points[:1]), res=resource(None))  # no resource attributes at all
+    assert assert_same_rows(Signal.METRICS, body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        metrics_body(gauge(metrics_pb2.NumberDataPoint(time_unix_nano=NOW - S))),  # no value: rejected
+        metrics_body(gauge(a_point(), a_point())),  # the same series and time twice: the copy is dropped
+        metrics_body(gauge(a_point(time_unix_nano=NOW - 8 * 86_400 * S))),  # too old
+        metrics_body(gauge(a_point(), name="")),  # no name
+        metrics_body(gauge(a_point(), name="n" * 513)),
+        metrics_body(histogram(metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - S), temporality=0)),
+        metrics_body(
+            histogram(metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - S, explicit_bounds=[1], bucket_counts=[1]))
+        ),
+        metrics_body(
+            gauge(a_point(attributes=key_values({f"k{i}": i for i in range(127)})))
+        ),  # 129 with the resource's
+        metrics_body(gauge(a_point(attributes=[KeyValue(key="k", value=any_value(1))] * 2))),  # duplicate key
+        metrics_body(
+            metrics_pb2.Metric(
+                name="t",
+                summary=metrics_pb2.Summary(data_points=[metrics_pb2.SummaryDataPoint(time_unix_nano=NOW - S)]),
+            )
+        ),
+        metrics_body(gauge(a_point(flags=2**31 + 2))),
+        metrics_body(
+            gauge(a_point()),
+            metrics_pb2.Metric(
+                name="queue.size", sum=metrics_pb2.Sum(aggregation_temporality=CUMULATIVE, data_points=[a_point()])
+            ),
+        ),  # one series, two types
+    ],
+)
+def test_given_metrics_the_python_path_must_handle_when_written_fast_then_they_are_left_to_it(body: bytes) -> None:
+    assert fast_rows(Signal.METRICS, body) is None
+
+
+_point_values = st.one_of(
+    st.integers(-(2**63), 2**63 - 1).map(lambda v: {"as_int": v}), st.floats().map(lambda v: {"as_double": v})
+)
+
+
+@st.composite
+def _metrics(draw: st.DrawFn) -> metrics_pb2.Metric:
+    kind = draw(_mostly("gauge", "sum", "histogram", "nothing"))
+    name = draw(_mostly("m", "", "ö" * 513)) + str(draw(st.integers(0, 3)))
+    times = [draw(_times) for _ in range(draw(st.integers(1, 3)))]
+    if kind in ("gauge", "sum", "nothing"):
+        points = [
+            metrics_pb2.NumberDataPoint(
+                time_unix_nano=t,
+                attributes=key_values(draw(_attributes)),
+                flags=draw(_mostly(0, 1)),
+                **(draw(_point_values) if kind != "nothing" else {}),
+            )
+            for t in times
+        ]
+        data = metrics_pb2.Gauge(data_points=points) if kind != "sum" else None
+        if kind == "sum":
+            return metrics_pb2.Metric(
+                name=name,
+                sum=metrics_pb2.Sum(
+                    aggregation_temporality=draw(_mostly(CUMULATIVE, DELTA, 0)),
+                    is_monotonic=draw(st.booleans()),
+                    data_points=points,
+                ),
+            )
+        return metrics_pb2.Metric(name=name, gauge=data)
+    points_h = []
+    for t in times:
+        bounds = draw(st.lists(st.floats(allow_nan=False), max_size=3))
+        counts = draw(
+            st.lists(st.integers(0, 2**64 - 1), min_size=len(bounds) + 1, max_size=len(bounds) + 1) | st.just([])
+        )
+        optional = {k: draw(st.floats()) for k in ("sum", "min", "max") if draw(st.booleans())}
+        points_h.append(
+            metrics_pb2.HistogramDataPoint(
+                time_unix_nano=t, count=draw(st.integers(0, 2**63 - 1)), explicit_bounds=bounds, bucket_counts=counts,
+                attributes=key_values(draw(_attributes)), **optional,
+            )
+        )  # fmt: skip
+    return metrics_pb2.Metric(
+        name=name,
+        histogram=metrics_pb2.Histogram(aggregation_temporality=draw(_mostly(CUMULATIVE, 3)), data_points=points_h),
+    )
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_resources, st.lists(_metrics(), min_size=1, max_size=4))
+def test_given_any_metrics_request_when_written_fast_then_it_agrees_with_the_python_path(
+    res: Any, metrics: list[Any]
+) -> None:
+    body = metrics_body(*metrics, res=res)
+    batch = decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW)
+    keys = {(series_id(p.name, p.attributes), writer.pg_time(p.time_ns)) for p in batch.metrics}
+    types: dict[int, set[str]] = {}
+    for p in batch.metrics:
+        types.setdefault(series_id(p.name, p.attributes), set()).add(p.type.value)
+    clean = not batch.rejected and len(keys) == len(batch.metrics) and all(len(t) == 1 for t in types.values())
+    taken = assert_same_rows(Signal.METRICS, body) if clean else fast_rows(Signal.METRICS, body) is not None
+    event(f"fast path: {taken}")
+    assert clean or not taken, "a request the Python path rejects, or deduplicates, must take the Python path"

@@ -116,14 +116,14 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
-        skipped, metrics, rejected, minutes = _write_signals(cur, w, careful)
+        skipped, points, rejected, minutes = _write_signals(cur, w, careful)
         if w.admit is not None:
             # e.g. the daily quota: after the replay check, so a replay is never refused; once the batch is
             # converted (its accepted events known), before the commit: refused, what was written rolls back.
             w.admit()
         duplicates = sum(skipped.values())
         written = {
-            Signal.METRICS: len(metrics) - skipped[Signal.METRICS],
+            Signal.METRICS: points - skipped[Signal.METRICS],
             Signal.LOGS: batch.count(Signal.LOGS) - skipped[Signal.LOGS],
             Signal.TRACES: batch.count(Signal.TRACES) - skipped[Signal.TRACES],
         }
@@ -352,8 +352,8 @@ class SharedJsonb:
 
 def _write_signals(
     cur: Cursor, w: _Write, careful: bool
-) -> tuple[dict[Signal, int], list[MetricPoint], list[Rejection], Counter[tuple[int, str | None, int, int]]]:
-    """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points stored,
+) -> tuple[dict[Signal, int], int, list[Rejection], Counter[tuple[int, str | None, int, int]]]:
+    """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points accepted,
     the points refused (series limits, type clashes) and the log rows' volume (``volume.record_volume``).
 
     A software pipeline (``overlap``): each table's records are converted (``Batch.pending``) and its rows built
@@ -393,14 +393,19 @@ def _write_signals(
         from observai.telemetry.otlp.wire import wire_rows
 
         wired = wire_rows(raw, org_id, project_id, retention)
-    spans_written = 0
+        if wired is not None and wired.series is not None and not _all_known(project_id, wired.series):
+            wired = None  # a series not stored yet (or of another type): created, or refused, on the Python path
+    spans_written = points_written = 0
     if wired is not None and raw is not None:
         if raw.signal is Signal.LOGS:
             _copy_payload(cur, "logs", _LOG_COLUMNS, wired.payload)
             minutes.update(wired.minutes or {})
-        else:
+        elif raw.signal is Signal.TRACES:
             _copy_payload(cur, "spans", _SPAN_COLUMNS, wired.payload)
             spans_written = wired.count
+        else:
+            _copy_payload(cur, "metric_points", _METRIC_COLUMNS, wired.payload)
+            points_written = wired.count
         batch.wired[raw.signal] = wired.count
     elif signals == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
         _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows)
@@ -415,7 +420,13 @@ def _write_signals(
         Signal.LOGS: batch.count(Signal.LOGS) - sum(minutes.values()),
         Signal.TRACES: batch.count(Signal.TRACES) - spans_written,
     }
-    return skipped, metrics, rejected, minutes
+    return skipped, len(metrics) + points_written, rejected, minutes
+
+
+def _all_known(project_id: UUID, series: dict[int, str]) -> bool:
+    """Every series stored already, with that type (``_known_series``: this container has seen them)."""
+    known = _known_series.get(project_id)
+    return known is not None and all(known.get(sid) == kind for sid, kind in series.items())
 
 
 def _copy(

@@ -8,13 +8,14 @@
  * it answer None, and the Python path decodes the request as before. Tests hold both paths to the same rows.
  *
  * rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes)
- *   kind     0: logs, 1: spans
+ *   kind     0: logs, 1: spans, 2: metric points (gauges, sums and histograms; the Python path takes the rest)
  *   limits   (max_attributes, max_key_length, max_value_length, max_body_length, max_name_length,
  *             max_past_s, max_future_s)
  *   org, project  16-byte uuids
- *   keep     logs: a tuple of 25 retention_days by severity_number; spans: retention_days
+ *   keep     logs: a tuple of 25 retention_days by severity_number; spans and metric points: retention_days
  *   payload  PGCOPY signature, the rows, the trailer (for Copy.write)
  *   minutes  logs: {(minute, service, severity_number, retention_days): rows} (the log volume)
+ *   series   metric points: {series_id: type} of the points' series (the writer checks it knows them all)
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -246,9 +247,14 @@ static inline int rd_text(const Fld *f, long *chars) {
 
 /* --- JSON ---------------------------------------------------------------------------------------- */
 
-/* A JSON string. jsonb cannot hold NUL: as jsonb_binary does, it becomes U+FFFD; in text (a log body's JSON,
- * as json.dumps writes it) it stays the escape \u0000. */
-static int json_str(Buf *b, const uint8_t *s, size_t n, int text) {
+/* JSON is written for jsonb (mode 0) or as json.dumps writes text: a log body (JSON_TEXT), a series identity
+ * (JSON_TEXT | JSON_SORT, sort_keys=True). jsonb keeps the last of duplicate keys, as the Python dict does; in
+ * text the dict would also keep the first one's place, so a duplicate key there is left to the Python path. */
+#define JSON_TEXT 1
+#define JSON_SORT 2
+
+/* A JSON string. jsonb cannot hold NUL: as jsonb_binary does, it becomes U+FFFD; in text it stays \u0000. */
+static int json_str(Buf *b, const uint8_t *s, size_t n, int mode) {
     CHECK(buf_grow(b, n + 2));
     b->p[b->len++] = '"';
     size_t run = 0;
@@ -268,7 +274,7 @@ static int json_str(Buf *b, const uint8_t *s, size_t n, int text) {
             case '\t': e = "\\t"; break;
             case '\b': e = "\\b"; break;
             case '\f': e = "\\f"; break;
-            case 0: e = text ? "\\u0000" : "\\ufffd", en = 6; break;
+            case 0: e = mode & JSON_TEXT ? "\\u0000" : "\\ufffd", en = 6; break;
             default:
                 snprintf(esc, sizeof esc, "\\u%04x", c);
                 en = 6;
@@ -341,14 +347,14 @@ static int any_read(const uint8_t *d, size_t n, Any *a) {
     return OK;
 }
 
-static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int text);
+static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int mode);
 
-static int json_any(Buf *b, const Any *a, int depth, int text) {
+static int json_any(Buf *b, const Any *a, int depth, int mode) {
     if (depth > MAX_DEPTH) return BAIL;
     const Fld *f = &a->f;
     switch (a->kind) {
         case 0: return put(b, "null", 4);
-        case 1: return json_str(b, f->data, f->len, text);
+        case 1: return json_str(b, f->data, f->len, mode);
         case 2: return f->v ? put(b, "true", 4) : put(b, "false", 5);
         case 3: return put_fmt(b, "%lld", (long long)(int64_t)f->v);
         case 4: {
@@ -369,11 +375,11 @@ static int json_any(Buf *b, const Any *a, int depth, int text) {
                 CHECK(any_read(g.data, g.len, &item));
                 if (!first) CHECK(put_c(b, ','));
                 first = 0;
-                CHECK(json_any(b, &item, depth + 1, text));
+                CHECK(json_any(b, &item, depth + 1, mode));
             }
             return put_c(b, ']');
         }
-        case 6: return json_kvs(b, f->data, f->len, depth + 1, text); /* KeyValueList: repeated KeyValue values = 1 */
+        case 6: return json_kvs(b, f->data, f->len, depth + 1, mode); /* KeyValueList: repeated KeyValue values = 1 */
         case 7: return json_base64(b, f->data, f->len);
     }
     return BAIL;
@@ -408,16 +414,27 @@ static int kv_read(const uint8_t *d, size_t n, KV *kv) {
     return OK;
 }
 
-/* A nested KeyValueList as a JSON object. Duplicate keys: jsonb keeps the last, as the Python dict does; in text
- * the dict would also keep the first one's place, so that is left to the Python path. */
-#define MAX_TEXT_KEYS 64
-static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int text) {
+/* Keys in Python's str order (code points: UTF-8 bytes compare the same way). */
+static int kv_cmp(const void *x, const void *y) {
+    const KV *a = x, *b = y;
+    int c = memcmp(a->key, b->key, a->klen < b->klen ? a->klen : b->klen);
+    return c ? c : (a->klen > b->klen) - (a->klen < b->klen);
+}
+
+static int json_kv(Buf *b, const KV *kv, int depth, int mode) {
+    CHECK(json_str(b, kv->key, kv->klen, mode));
+    CHECK(put_c(b, ':'));
+    return json_any(b, &kv->value, depth, mode);
+}
+
+/* A nested KeyValueList as a JSON object. */
+#define MAX_NESTED_KEYS 32
+static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int mode) {
     if (depth > MAX_DEPTH) return BAIL;
     Rd r = {d, d + n};
     Fld f;
-    const uint8_t *keys[MAX_TEXT_KEYS];
-    size_t key_lens[MAX_TEXT_KEYS], nkeys = 0;
-    int first = 1;
+    KV kvs[MAX_NESTED_KEYS];
+    size_t nk = 0;
     CHECK(put_c(b, '{'));
     while (r.p < r.end) {
         CHECK(rd_field(&r, &f));
@@ -425,17 +442,22 @@ static int json_kvs(Buf *b, const uint8_t *d, size_t n, int depth, int text) {
         EXPECT(f, WT_LEN);
         KV kv;
         CHECK(kv_read(f.data, f.len, &kv));
-        if (text) {
-            if (nkeys == MAX_TEXT_KEYS) return BAIL;
-            for (size_t i = 0; i < nkeys; i++)
-                if (key_lens[i] == kv.klen && memcmp(keys[i], kv.key, kv.klen) == 0) return BAIL;
-            keys[nkeys] = kv.key, key_lens[nkeys++] = kv.klen;
+        if (!mode) { /* jsonb: written as it comes */
+            if (nk++) CHECK(put_c(b, ','));
+            CHECK(json_kv(b, &kv, depth + 1, mode));
+            continue;
         }
-        if (!first) CHECK(put_c(b, ','));
-        first = 0;
-        CHECK(json_str(b, kv.key, kv.klen, text));
-        CHECK(put_c(b, ':'));
-        CHECK(json_any(b, &kv.value, depth + 1, text));
+        if (nk == MAX_NESTED_KEYS) return BAIL;
+        for (size_t i = 0; i < nk; i++)
+            if (kvs[i].klen == kv.klen && memcmp(kvs[i].key, kv.key, kv.klen) == 0) return BAIL;
+        kvs[nk++] = kv;
+    }
+    if (mode) {
+        if (mode & JSON_SORT) qsort(kvs, nk, sizeof *kvs, kv_cmp);
+        for (size_t i = 0; i < nk; i++) {
+            if (i) CHECK(put_c(b, ','));
+            CHECK(json_kv(b, &kvs[i], depth + 1, mode));
+        }
     }
     return put_c(b, '}');
 }
@@ -480,9 +502,9 @@ static int count_entries(const Fld *f) {
     return n;
 }
 
-/* The map's JSON object into b; BAIL where check_attributes would refuse it or where
- * the Python dict would differ (a duplicate key). */
-static int attrs(Buf *b, const Slices *s, const Limits *L, KV *scratch) {
+/* The map's entries read into scratch; BAIL where check_attributes would refuse it or where the Python dict
+ * would differ (a duplicate key). */
+static int attrs_check(const Slices *s, const Limits *L, KV *scratch) {
     if ((long)s->n > L->max_attributes) return BAIL;
     for (size_t i = 0; i < s->n; i++) {
         KV *kv = &scratch[i];
@@ -500,12 +522,14 @@ static int attrs(Buf *b, const Slices *s, const Limits *L, KV *scratch) {
         for (size_t j = 0; j < i; j++)
             if (scratch[j].klen == kv->klen && memcmp(scratch[j].key, kv->key, kv->klen) == 0) return BAIL;
     }
+    return OK;
+}
+
+static int attrs_json(Buf *b, const KV *kvs, size_t n) {
     CHECK(put_c(b, '{'));
-    for (size_t i = 0; i < s->n; i++) {
+    for (size_t i = 0; i < n; i++) {
         if (i) CHECK(put_c(b, ','));
-        CHECK(json_str(b, scratch[i].key, scratch[i].klen, 0));
-        CHECK(put_c(b, ':'));
-        CHECK(json_any(b, &scratch[i].value, 1, 0));
+        CHECK(json_kv(b, &kvs[i], 1, 0));
     }
     return put_c(b, '}');
 }
@@ -528,9 +552,16 @@ typedef struct {
     const uint8_t *service;
     size_t service_len;
     PyObject *minutes;
-    /* spans: (trace_id, span_id, start) keys seen, to leave a repeated span to the Python path */
+    /* dedup keys seen, (trace_id, span_id, start) or (series_id, time), to leave a repeat to the Python path */
     uint8_t *keys;
-    size_t keys_cap;
+    size_t keys_n, keys_cap;
+    /* metrics: the resource's attributes (merged under each point's), the series identity being hashed, the
+     * points' series {series_id: type} */
+    KV *res_kvs;
+    size_t res_n;
+    Buf canon;
+    long keep_metrics;
+    PyObject *series;
 } St;
 
 static int kv_scratch(St *st, size_t n) {
@@ -542,10 +573,12 @@ static int kv_scratch(St *st, size_t n) {
     return OK;
 }
 
+/* The map in slices s checked (its entries in st->kvs); its JSON into b unless b is NULL. */
 static int attrs_of(St *st, Buf *b, const Slices *s) {
     if ((long)s->n > st->L.max_attributes) return BAIL;
     CHECK(kv_scratch(st, s->n + 1));
-    return attrs(b, s, &st->L, st->kvs);
+    CHECK(attrs_check(s, &st->L, st->kvs));
+    return b ? attrs_json(b, st->kvs, s->n) : OK;
 }
 
 static int check_time(const St *st, uint64_t t) {
@@ -582,6 +615,11 @@ static int read_resource(St *st, const Fld *res) {
     st->resource_at = 0;
     CHECK(attrs_of(st, &st->shared, &st->a));
     st->resource_len = st->shared.len;
+    free(st->res_kvs);
+    st->res_n = st->a.n;
+    st->res_kvs = malloc((st->res_n + 1) * sizeof *st->res_kvs);
+    if (!st->res_kvs) return PyErr_NoMemory(), ERR;
+    memcpy(st->res_kvs, st->kvs, st->res_n * sizeof *st->res_kvs);
     for (size_t i = 0; i < st->a.n; i++) {
         KV *kv = &st->kvs[i];
         if (kv->klen == 12 && memcmp(kv->key, "service.name", 12) == 0) {
@@ -737,23 +775,43 @@ static uint64_t key_hash(const uint8_t *k) {
     return h;
 }
 
-/* Remember the span's dedup key; BAIL when the request carries it twice (the Python path drops the copy). */
+/* Remember a dedup key (32 bytes, never all zero); BAIL when the request carries it twice (the Python path
+ * drops the copy and counts it). */
+static int key_new(St *st, const uint8_t *k) {
+    if (2 * (st->keys_n + 1) > st->keys_cap) { /* grow: rehash into twice the slots */
+        size_t cap = st->keys_cap ? 2 * st->keys_cap : 64;
+        uint8_t *keys = calloc(cap, 32);
+        if (!keys) return PyErr_NoMemory(), ERR;
+        for (size_t i = 0; i < st->keys_cap; i++) {
+            const uint8_t *old = st->keys + 32 * i;
+            if (all_zero(old, 32)) continue;
+            size_t j = key_hash(old) & (cap - 1);
+            while (!all_zero(keys + 32 * j, 32)) j = (j + 1) & (cap - 1);
+            memcpy(keys + 32 * j, old, 32);
+        }
+        free(st->keys);
+        st->keys = keys;
+        st->keys_cap = cap;
+    }
+    size_t mask = st->keys_cap - 1;
+    for (size_t i = key_hash(k) & mask;; i = (i + 1) & mask) {
+        uint8_t *slot = st->keys + 32 * i;
+        if (all_zero(slot, 32)) {
+            memcpy(slot, k, 32);
+            st->keys_n++;
+            return OK;
+        }
+        if (memcmp(slot, k, 32) == 0) return BAIL;
+    }
+}
+
 static int span_key_new(St *st, const uint8_t *trace, const uint8_t *span, uint64_t start) {
     uint8_t k[32] = {0};
     memcpy(k, trace, 16);
     memcpy(k + 16, span, 8);
     uint64_t us = start / 1000;
     memcpy(k + 24, &us, 8);
-    if (all_zero(k, 32)) return BAIL;
-    size_t mask = st->keys_cap - 1;
-    for (size_t i = key_hash(k) & mask;; i = (i + 1) & mask) {
-        uint8_t *slot = st->keys + 32 * i;
-        if (all_zero(slot, 32)) {
-            memcpy(slot, k, 32);
-            return OK;
-        }
-        if (memcmp(slot, k, 32) == 0) return BAIL;
-    }
+    return key_new(st, k);
 }
 
 static int span_event(St *st, Buf *o, const uint8_t *d, size_t n) {
@@ -905,9 +963,381 @@ static int span(St *st, const uint8_t *d, size_t n) {
     return OK;
 }
 
+/* --- metric points ------------------------------------------------------------------------------- */
+
+/* BLAKE2b (RFC 7693), unkeyed, 8-byte digest: the series id (series.py: hashlib.blake2b(digest_size=8)). */
+static const uint64_t B2_IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL, 0xa54ff53a5f1d36f1ULL,
+    0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL, 0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+static const uint8_t B2_SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4}, {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13}, {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11}, {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5}, {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}, {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+#define ROTR64(x, y) (((x) >> (y)) ^ ((x) << (64 - (y))))
+#define B2_G(a, b, c, d, x, y)                        \
+    do {                                              \
+        v[a] = v[a] + v[b] + (x);                     \
+        v[d] = ROTR64(v[d] ^ v[a], 32);               \
+        v[c] = v[c] + v[d];                           \
+        v[b] = ROTR64(v[b] ^ v[c], 24);               \
+        v[a] = v[a] + v[b] + (y);                     \
+        v[d] = ROTR64(v[d] ^ v[a], 16);               \
+        v[c] = v[c] + v[d];                           \
+        v[b] = ROTR64(v[b] ^ v[c], 63);               \
+    } while (0)
+
+static void b2_compress(uint64_t h[8], const uint8_t block[128], uint64_t t, int last) {
+    uint64_t v[16], m[16];
+    for (int i = 0; i < 8; i++) v[i] = h[i], v[i + 8] = B2_IV[i];
+    v[12] ^= t;
+    if (last) v[14] = ~v[14];
+    for (int i = 0; i < 16; i++) {
+        uint64_t w = 0;
+        for (int k = 7; k >= 0; k--) w = w << 8 | block[8 * i + k];
+        m[i] = w;
+    }
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = B2_SIGMA[r];
+        B2_G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        B2_G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        B2_G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        B2_G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        B2_G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        B2_G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        B2_G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        B2_G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++) h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* The series id: the digest's 8 bytes as a big-endian integer, top bit cleared. */
+static int64_t series_hash(const uint8_t *d, size_t n) {
+    uint64_t h[8];
+    uint8_t block[128];
+    memcpy(h, B2_IV, sizeof h);
+    h[0] ^= 0x01010000ULL ^ 8; /* digest length 8, no key, fanout 1, depth 1 */
+    uint64_t t = 0;
+    while (n > 128) {
+        t += 128;
+        b2_compress(h, d, t, 0);
+        d += 128, n -= 128;
+    }
+    memset(block, 0, sizeof block);
+    memcpy(block, d, n);
+    b2_compress(h, block, t + n, 1);
+    uint64_t id = 0;
+    for (int i = 0; i < 8; i++) id = id << 8 | ((h[0] >> (8 * i)) & 0xff);
+    return (int64_t)(id & 0x7fffffffffffffffULL);
+}
+
+static inline int f_float(Buf *b, double x) {
+    uint64_t bits;
+    memcpy(&bits, &x, 8);
+    CHECK(put_be(b, 8, 4));
+    return put_be(b, bits, 8);
+}
+
+static const char *const METRIC_TYPES[] = {[5] = "gauge", [7] = "sum", [9] = "histogram"};
+
+/* The point's series id: name, then its attributes merged over the resource's (the point's win), as
+ * json.dumps(sort_keys=True, ensure_ascii=False) writes them. The point's map is in st->kvs[0..n). */
+static int series_of(St *st, const Fld *name, size_t n, int64_t *id) {
+    KV *merged = malloc((st->res_n + n + 1) * sizeof *merged);
+    if (!merged) return PyErr_NoMemory(), ERR;
+    size_t m = 0;
+    for (size_t i = 0; i < st->res_n; i++) {
+        const KV *r = &st->res_kvs[i];
+        int overridden = 0;
+        for (size_t j = 0; j < n && !overridden; j++)
+            overridden = st->kvs[j].klen == r->klen && memcmp(st->kvs[j].key, r->key, r->klen) == 0;
+        if (!overridden) merged[m++] = *r;
+    }
+    memcpy(merged + m, st->kvs, n * sizeof *merged);
+    m += n;
+    int rc = (long)m > st->L.max_attributes ? BAIL : OK;
+    Buf *c = &st->canon;
+    c->len = 0;
+    if (rc == OK) {
+        qsort(merged, m, sizeof *merged, kv_cmp);
+        rc = put(c, name->data, name->len);
+        if (rc == OK) rc = put(c, "\0{", 2);
+        for (size_t i = 0; i < m && rc == OK; i++) {
+            if (i) rc = put_c(c, ',');
+            if (rc == OK) rc = json_kv(c, &merged[i], 1, JSON_TEXT | JSON_SORT);
+        }
+        if (rc == OK) rc = put_c(c, '}');
+    }
+    free(merged);
+    CHECK(rc);
+    *id = series_hash((const uint8_t *)c->p, c->len);
+    return OK;
+}
+
+/* Exemplar: filtered_attributes 7, time 2, as_double 3, as_int 6 (sfixed64), span_id 4, trace_id 5. */
+static int exemplar(St *st, Buf *o, const uint8_t *d, size_t n) {
+    (void)st;
+    Rd r = {d, d + n};
+    Fld f, trace_id = {0}, span_id = {0};
+    uint64_t time = 0, raw = 0;
+    int value = 0, values = 0;
+    Buf *b = o;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 2: EXPECT(f, WT_I64); time = f.v; break;
+            case 3: case 6: EXPECT(f, WT_I64); value = (int)f.num, raw = f.v, values++; break;
+            case 4: EXPECT(f, WT_LEN); span_id = f; break;
+            case 5: EXPECT(f, WT_LEN); trace_id = f; break;
+            case 7: EXPECT(f, WT_LEN); break;
+        }
+    }
+    if (values > 1) return BAIL;
+    CHECK(put_fmt(b, "{\"time_ns\":%llu,\"value\":", (long long)time));
+    if (value == 6) {
+        CHECK(json_double(b, (double)(int64_t)raw));
+    } else if (value == 3) {
+        double x;
+        memcpy(&x, &raw, 8);
+        CHECK(json_double(b, x));
+    } else {
+        CHECK(put(b, "null", 4));
+    }
+    CHECK(put(b, ",\"attributes\":{", 15));
+    /* filtered_attributes: jsonb, unchecked (as the Python path), in wire order */
+    r.p = d;
+    int first = 1;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num != 7) continue;
+        KV kv;
+        CHECK(kv_read(f.data, f.len, &kv));
+        if (!first) CHECK(put_c(b, ','));
+        first = 0;
+        CHECK(json_kv(b, &kv, 1, 0));
+    }
+    CHECK(put(b, "},\"trace_id\":", 13));
+    if (trace_id.len == 16 && !all_zero(trace_id.data, 16)) {
+        CHECK(put_c(b, '"'));
+        CHECK(json_hex(b, trace_id.data, 16));
+        CHECK(put_c(b, '"'));
+    } else {
+        CHECK(put(b, "null", 4));
+    }
+    CHECK(put(b, ",\"span_id\":", 11));
+    if (span_id.len == 8 && !all_zero(span_id.data, 8)) {
+        CHECK(put_c(b, '"'));
+        CHECK(json_hex(b, span_id.data, 8));
+        CHECK(put_c(b, '"'));
+    } else {
+        CHECK(put(b, "null", 4));
+    }
+    return put_c(b, '}');
+}
+
+/* A packed repeated double or fixed64 field: its values (8 bytes each, little-endian). */
+static int packed64(const Fld *f, size_t *count) {
+    if (f->wt != WT_LEN || f->len % 8) return BAIL; /* unpacked: the Python path */
+    *count = f->len / 8;
+    return OK;
+}
+
+static inline uint64_t le64(const uint8_t *p) {
+    uint64_t v;
+    memcpy(&v, p, 8);
+    return v;
+}
+
+/* One NumberDataPoint (kind 5, 7) or HistogramDataPoint (kind 9). */
+static int data_point(St *st, int kind, const Fld *name, int metric_ok, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, bounds = {0}, counts = {0};
+    uint64_t start = 0, time = 0, flags = 0, count = 0, value = 0, sum = 0, min = 0, max = 0;
+    int value_kind = 0, values = 0, has_sum = 0, has_min = 0, has_max = 0, nbounds = 0, ncounts = 0;
+    int attributes = kind == 9 ? 9 : 7, exemplars = kind == 9 ? 8 : 5, flags_field = kind == 9 ? 10 : 8;
+    st->a.n = st->ev.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        if (f.num == (uint32_t)attributes) {
+            EXPECT(f, WT_LEN);
+            CHECK(slices_add(&st->a, &f));
+        } else if (f.num == (uint32_t)exemplars) {
+            EXPECT(f, WT_LEN);
+            CHECK(slices_add(&st->ev, &f));
+        } else if (f.num == (uint32_t)flags_field) {
+            EXPECT(f, WT_VARINT);
+            flags = f.v;
+        } else if (f.num == 2) {
+            EXPECT(f, WT_I64);
+            start = f.v;
+        } else if (f.num == 3) {
+            EXPECT(f, WT_I64);
+            time = f.v;
+        } else if (kind != 9) {
+            if (f.num == 4 || f.num == 6) { /* as_double, as_int (sfixed64) */
+                EXPECT(f, WT_I64);
+                value_kind = (int)f.num, value = f.v, values++;
+            }
+        } else {
+            switch (f.num) {
+                case 4: EXPECT(f, WT_I64); count = f.v; break;
+                case 5: EXPECT(f, WT_I64); sum = f.v, has_sum = 1; break;
+                case 6: if (ncounts++) return BAIL; counts = f; break;
+                case 7: if (nbounds++) return BAIL; bounds = f; break;
+                case 11: EXPECT(f, WT_I64); min = f.v, has_min = 1; break;
+                case 12: EXPECT(f, WT_I64); max = f.v, has_max = 1; break;
+            }
+        }
+    }
+    if (flags & 1) return OK; /* NO_RECORDED_VALUE: nothing to store, not an error (as the Python path) */
+    if (!metric_ok || flags > 0x7fffffff) return BAIL;
+    CHECK(check_time(st, time));
+    CHECK(attrs_of(st, NULL, &st->a));
+    int64_t id;
+    CHECK(series_of(st, name, st->a.n, &id));
+    uint8_t key[32] = {0};
+    uint64_t us = time / 1000;
+    memcpy(key, &id, 8);
+    memcpy(key + 8, &us, 8);
+    key[31] = 1; /* never all zero */
+    CHECK(key_new(st, key));
+    /* the series' type: one per series in a request (a clash is the Python path's to reject) */
+    PyObject *sid = PyLong_FromLongLong(id);
+    if (!sid) return ERR;
+    PyObject *type = PyDict_GetItemWithError(st->series, sid);
+    int rc = OK;
+    if (type) {
+        rc = PyUnicode_CompareWithASCIIString(type, METRIC_TYPES[kind]) == 0 ? OK : BAIL;
+    } else if (PyErr_Occurred()) {
+        rc = ERR;
+    } else {
+        PyObject *t = PyUnicode_InternFromString(METRIC_TYPES[kind]);
+        rc = t && PyDict_SetItem(st->series, sid, t) == 0 ? OK : ERR;
+        Py_XDECREF(t);
+    }
+    Py_DECREF(sid);
+    CHECK(rc);
+    size_t nb = 0, nc = 0;
+    if (kind == 9) {
+        if (nbounds) CHECK(packed64(&bounds, &nb));
+        if (ncounts) CHECK(packed64(&counts, &nc));
+        if (nc && nc != nb + 1) return BAIL;
+        if (count > (uint64_t)INT64_MAX) return BAIL;
+    } else if (values != 1) {
+        return BAIL; /* no value (rejected), or both */
+    }
+    Buf *o = &st->out;
+    CHECK(put_be(o, 15, 2));
+    CHECK(f_bytes(o, st->org, 16));
+    CHECK(f_bytes(o, st->project, 16));
+    CHECK(f_int(o, id, 8));
+    CHECK(f_time(o, time));
+    CHECK(start ? f_time(o, start) : f_null(o));
+    if (kind != 9) {
+        double x;
+        if (value_kind == 6) {
+            x = (double)(int64_t)value;
+        } else {
+            memcpy(&x, &value, 8);
+        }
+        CHECK(f_float(o, x));
+        for (int i = 0; i < 5; i++) CHECK(f_null(o)); /* count, sum, min, max, distribution */
+    } else {
+        double x;
+        CHECK(f_null(o)); /* value */
+        CHECK(f_int(o, (int64_t)count, 8));
+        const uint64_t stats[3] = {sum, min, max};
+        const int present[3] = {has_sum, has_min, has_max};
+        for (int i = 0; i < 3; i++) { /* proto3 optional: present on the wire, or NULL */
+            memcpy(&x, &stats[i], 8);
+            CHECK(present[i] ? f_float(o, x) : f_null(o));
+        }
+        size_t at;
+        CHECK(f_open(o, &at));
+        CHECK(put(o, "\x01{\"bounds\":[", 12));
+        for (size_t i = 0; i < nb; i++) {
+            uint64_t bits = le64(bounds.data + 8 * i);
+            memcpy(&x, &bits, 8);
+            if (i) CHECK(put_c(o, ','));
+            CHECK(json_double(o, x));
+        }
+        CHECK(put(o, "],\"counts\":[", 12));
+        for (size_t i = 0; i < nc; i++) {
+            if (i) CHECK(put_c(o, ','));
+            CHECK(put_fmt(o, "%llu", (long long)le64(counts.data + 8 * i)));
+        }
+        CHECK(put(o, "]}", 2));
+        f_close(o, at);
+    }
+    if (st->ev.n) {
+        size_t at;
+        CHECK(f_open(o, &at));
+        CHECK(put(o, "\x01[", 2));
+        for (size_t i = 0; i < st->ev.n; i++) {
+            if (i) CHECK(put_c(o, ','));
+            CHECK(exemplar(st, o, st->ev.data[i], st->ev.len[i]));
+        }
+        CHECK(put_c(o, ']'));
+        f_close(o, at);
+    } else {
+        CHECK(f_null(o));
+    }
+    CHECK(f_int(o, (int64_t)flags, 4));
+    CHECK(f_null(o)); /* event_id */
+    CHECK(f_int(o, st->keep_metrics, 2));
+    st->count++;
+    return OK;
+}
+
+/* Metric: name 1, description 2, unit 3, and its data, one of gauge 5, sum 7, histogram 9 (exponential
+ * histogram 10 and summary 11: the Python path); the data's data_points 1, aggregation_temporality 2. */
+static int metric(St *st, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f, name = {0}, data = {0};
+    int kind = 0, datas = 0;
+    long name_chars = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        switch (f.num) {
+            case 1: CHECK(rd_str(&f, &name_chars)); name = f; break;
+            case 2: case 3: CHECK(rd_str(&f, NULL)); break;
+            case 5: case 7: case 9: case 10: case 11:
+                EXPECT(f, WT_LEN);
+                kind = (int)f.num, data = f, datas++;
+                break;
+        }
+    }
+    if (!datas) return OK; /* no data: no points to accept or reject */
+    if (datas > 1 || kind == 10 || kind == 11) return BAIL;
+    uint64_t temporality = 0;
+    Rd dr = {data.data, data.data + data.len};
+    while (dr.p < dr.end) {
+        CHECK(rd_field(&dr, &f));
+        if (f.num == 2 || f.num == 3) {
+            EXPECT(f, WT_VARINT);
+            if (f.num == 2) temporality = f.v;
+        }
+    }
+    /* What _metric_reason refuses, for every point of the metric that has a value */
+    int ok = name.len && name_chars <= st->L.max_name && (kind == 5 || temporality == 1 || temporality == 2);
+    dr.p = data.data;
+    while (dr.p < dr.end) {
+        CHECK(rd_field(&dr, &f));
+        if (f.num != 1) continue;
+        EXPECT(f, WT_LEN);
+        CHECK(data_point(st, kind, &name, ok, f.data, f.len));
+    }
+    return OK;
+}
+
 /* --- the request ----------------------------------------------------------------------------------- */
 
-/* Export{Logs,Trace}ServiceRequest: resource_{logs,spans} = 1 → resource = 1, scope_* = 2 (scope = 1, items = 2,
+/* Export{Logs,Trace,Metrics}ServiceRequest: resource_* = 1 → resource = 1, scope_* = 2 (scope = 1, items = 2,
  * schema_url = 3), schema_url = 3. */
 static int request(St *st, const uint8_t *d, size_t n, int (*item)(St *, const uint8_t *, size_t)) {
     Rd r = {d, d + n};
@@ -962,27 +1392,6 @@ static int request(St *st, const uint8_t *d, size_t n, int (*item)(St *, const u
     return OK;
 }
 
-static int count_items(const uint8_t *d, size_t n, Py_ssize_t *count) {
-    Rd r = {d, d + n};
-    Fld f, g, h;
-    *count = 0;
-    while (r.p < r.end) {
-        CHECK(rd_field(&r, &f));
-        if (f.num != 1 || f.wt != WT_LEN) continue;
-        Rd rr = {f.data, f.data + f.len};
-        while (rr.p < rr.end) {
-            CHECK(rd_field(&rr, &g));
-            if (g.num != 2 || g.wt != WT_LEN) continue;
-            Rd sr = {g.data, g.data + g.len};
-            while (sr.p < sr.end) {
-                CHECK(rd_field(&sr, &h));
-                if (h.num == 2) (*count)++;
-            }
-        }
-    }
-    return OK;
-}
-
 static long as_long(PyObject *o) { return PyLong_AsLong(o); }
 
 static PyObject *wire_rows(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -1029,40 +1438,35 @@ static PyObject *wire_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
                 if (st.keep_logs[i] == -1 && PyErr_Occurred()) goto done;
             }
             if (!(st.minutes = PyDict_New())) goto done;
-        } else {
+        } else if (kind == 1) {
             st.keep_spans = as_long(args[6]);
             if (st.keep_spans == -1 && PyErr_Occurred()) goto done;
+        } else if (kind == 2) {
+            st.keep_metrics = as_long(args[6]);
+            if (st.keep_metrics == -1 && PyErr_Occurred()) goto done;
+            if (!(st.series = PyDict_New())) goto done;
+        } else {
+            PyErr_SetString(PyExc_ValueError, "kind must be 0 (logs), 1 (spans) or 2 (metric points)");
+            goto done;
         }
         static const char signature[] = "PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
         if (buf_grow(&st.out, body.len * 2 + 64) != OK || put(&st.out, signature, 19) != OK) goto done;
     }
-    const uint8_t *d = body.buf;
-    size_t n = (size_t)body.len;
-    if (kind == 1) {
-        Py_ssize_t items;
-        rc = count_items(d, n, &items);
-        if (rc != OK) goto done;
-        for (st.keys_cap = 16; st.keys_cap < (size_t)items * 2; st.keys_cap *= 2) {
-        }
-        st.keys = calloc(st.keys_cap, 32);
-        if (!st.keys) {
-            PyErr_NoMemory();
-            rc = ERR;
-            goto done;
-        }
-    }
-    rc = request(&st, d, n, kind == 0 ? log_record : span);
+    rc = request(&st, body.buf, (size_t)body.len, kind == 0 ? log_record : kind == 1 ? span : metric);
     if (rc == OK && st.count == 0) rc = BAIL; /* nothing to write: the Python path says what there is */
     if (rc == OK) rc = put(&st.out, "\xff\xff", 2);
 done:
     if (rc == OK) {
         PyObject *payload = PyBytes_FromStringAndSize(st.out.p, (Py_ssize_t)st.out.len);
         if (payload)
-            result = Py_BuildValue("(nNO)", st.count, payload, st.minutes ? st.minutes : Py_None);
+            result = Py_BuildValue("(nNO)", st.count, payload, st.minutes ? st.minutes : st.series ? st.series : Py_None);
     } else if (rc == BAIL) {
         result = Py_NewRef(Py_None);
     }
     Py_XDECREF(st.minutes);
+    Py_XDECREF(st.series);
+    free(st.res_kvs);
+    free(st.canon.p);
     free(st.out.p);
     free(st.shared.p);
     free(st.body.p);
@@ -1078,7 +1482,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))wire_rows, METH_FASTCALL,
-     "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes)"},
+     "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series)"},
     {NULL, NULL, 0, NULL},
 };
 

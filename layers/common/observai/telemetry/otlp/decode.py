@@ -72,7 +72,7 @@ def decode_otlp(
             batch = _decode_metrics(request, now_ns, limits)
         if not lazy:
             return batch.complete()
-        if encoding == "protobuf" and signal is not Signal.METRICS:
+        if encoding == "protobuf":
             batch.raw = RawRequest(signal, body, now_ns, limits)  # for the writer's fast path (wire.py)
         return batch
 
@@ -329,8 +329,14 @@ def _decode_metrics(request: Any, now: int, limits: IngestLimits) -> Batch:
         if kind is not None:
             count += len(getattr(metric, kind).data_points)
     _too_many(count, "data points", limits)
-
     batch = Batch()
+    # Converted as the writer takes them (Batch.pending), unless the writer builds the rows from the bytes.
+    batch.pending[Signal.METRICS] = _converting_points(request, batch, now, limits)
+    return batch
+
+
+def _converting_points(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """Convert the request's data points into ``batch`` one per step (a point, a rejection, or a skipped one)."""
     index = 0
     for resource_metrics in request.resource_metrics:
         resource_ctx = _resource_context(resource_metrics.resource, limits)
@@ -352,7 +358,7 @@ def _decode_metrics(request: Any, now: int, limits: IngestLimits) -> Batch:
                         else:
                             batch.metrics.append(item)
                     index += 1
-    return batch
+                    yield None
 
 
 def _metric_reason(metric: Any, kind: str, data: Any, limits: IngestLimits) -> str | None:

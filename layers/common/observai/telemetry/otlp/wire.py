@@ -1,11 +1,15 @@
-"""OTLP protobuf logs and spans straight to binary COPY rows, in C (``_wire.c``): the fast path of the ingest.
+"""OTLP protobuf logs, spans and metric points straight to binary COPY rows, in C (``_wire.c``): the fast path
+of the ingest.
 
 The Python path converts each item to a record (``decode.py``), then the writer turns records into row
-tuples and psycopg encodes them: about 10 µs per span and 5 µs per log record. ``_wire`` reads the request's
-bytes once and writes the rows of ``public.logs`` or ``public.spans`` in COPY's binary format, about 1 µs
-per item. It takes only requests whose every item is accepted, and that it reads exactly as the Python
-path does; for any other it answers None and the Python path does the work (tests hold both to the same
-rows: tests/unit/test_otlp_wire.py).
+tuples and psycopg encodes them: about 10 µs per span, 5 µs per log record or data point. ``_wire`` reads the
+request's bytes once and writes the rows of ``public.logs``, ``public.spans`` or ``public.metric_points`` in
+COPY's binary format, about 1 µs per item (series ids included).
+
+It takes only requests whose every item is accepted, and that it reads exactly as the Python path does; for
+any other it answers None and the Python path does the work (tests hold both to the same rows:
+tests/unit/test_otlp_wire.py). Metric points go this way only when the container knows their series already
+(a new series is created, or refused, on the Python path), and only gauges, sums and histograms.
 
 The extension is built by ``make install`` (``setup.py``) and by the layer's build; without it (a checkout
 not built yet) every request takes the Python path.
@@ -28,7 +32,7 @@ try:
 except ImportError:  # not built: the Python path
     _wire = None
 
-_KINDS = {Signal.LOGS: 0, Signal.TRACES: 1}
+_KINDS = {Signal.LOGS: 0, Signal.TRACES: 1, Signal.METRICS: 2}
 
 # (minute since 2000-01-01 UTC, service, severity_number, retention_days) → log rows: the log volume's counts
 Minutes = dict[tuple[int, str | None, int, int], int]
@@ -38,7 +42,8 @@ Minutes = dict[tuple[int, str | None, int, int], int]
 class WireRows:
     count: int  # rows (every item of the request)
     payload: bytes  # binary COPY: signature, rows, trailer
-    minutes: Minutes | None  # logs only
+    minutes: Minutes | None = None  # logs only
+    series: dict[int, str] | None = None  # metric points only: {series_id: type} of their series
 
 
 def available() -> bool:
@@ -62,9 +67,11 @@ def wire_rows(raw: RawRequest, org_id: UUID, project_id: UUID, retention: RowRet
     kind = _KINDS.get(raw.signal)
     if _wire is None or kind is None:
         return None
-    keep = retention.logs_by_severity if raw.signal is Signal.LOGS else retention.spans
+    keep = {Signal.LOGS: retention.logs_by_severity, Signal.TRACES: retention.spans}.get(raw.signal, retention.metrics)
     found = _wire.rows(kind, raw.body, raw.now_ns, limits_tuple(raw.limits), org_id.bytes, project_id.bytes, keep)
     if found is None:
         return None
-    count, payload, minutes = found
-    return WireRows(count, payload, minutes)
+    count, payload, extra = found
+    if raw.signal is Signal.METRICS:
+        return WireRows(count, payload, series=extra)
+    return WireRows(count, payload, minutes=extra)
