@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
 
 import boto3
 import psycopg
@@ -10,6 +12,7 @@ import pytest
 from moto import mock_aws
 from observai.config import get_settings
 from observai.db import close_connection, get_connection, tenant_transaction, transaction
+from observai.db.connection import committing
 from observai.errors import Unavailable
 
 
@@ -124,3 +127,109 @@ def test_settings_are_local_to_each_transaction(database_url: str) -> None:
         row = cur.fetchone()
         assert row["role"] != "authenticated"
         assert row["claims"] == ""
+
+
+@pytest.fixture
+def pipelined_table(db: psycopg.Connection) -> Iterator[str]:
+    """A scratch table whose rows are checked at COMMIT: k unique (deferred), and k = 40001 fails the commit
+    with a serialization failure (a deferred constraint trigger), as a COMMIT can fail in production."""
+    name = f"pipelined_{uuid.uuid4().hex[:8]}"
+    db.execute(f"create table public.{name} (k int, constraint {name}_k unique (k) deferrable initially deferred)")
+    db.execute(
+        f"create function public.{name}_check() returns trigger language plpgsql as $$ begin"
+        " if new.k = 40001 then raise exception 'could not serialize' using errcode = '40001'; end if;"
+        " return null; end $$"
+    )
+    db.execute(
+        f"create constraint trigger {name}_check after insert on public.{name} deferrable initially deferred"
+        f" for each row execute function public.{name}_check()"
+    )
+    yield name
+    db.execute(f"drop table public.{name}")
+    db.execute(f"drop function public.{name}_check()")
+
+
+def _keys(db: psycopg.Connection, table: str) -> list[int]:
+    return [row["k"] for row in db.execute(f"select k from public.{table} order by k").fetchall()]
+
+
+def _connection_works() -> None:
+    with transaction() as cur:
+        cur.execute("select 1 as one")
+        assert cur.fetchone()["one"] == 1
+
+
+def test_committing_stores_the_statements_with_the_commit(db: psycopg.Connection, pipelined_table: str) -> None:
+    # Given a transaction whose last statements are pipelined with its COMMIT
+    with transaction() as cur:
+        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        with committing(cur):
+            cur.execute(f"insert into public.{pipelined_table} (k) values (2)")
+            cur.execute(f"insert into public.{pipelined_table} (k) values (3)")
+        # Then the transaction is over at the end of the block
+        assert cur.connection.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
+    # And everything is committed
+    assert _keys(db, pipelined_table) == [1, 2, 3]
+    _connection_works()
+
+
+def test_a_failing_pipelined_statement_rolls_the_transaction_back(db: psycopg.Connection, pipelined_table: str) -> None:
+    # When a statement in the committing pipeline fails
+    with pytest.raises(psycopg.errors.DivisionByZero), transaction() as cur:
+        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        with committing(cur):
+            cur.execute(f"insert into public.{pipelined_table} (k) values (2)")
+            cur.execute("select 1 / 0")
+            cur.execute(f"insert into public.{pipelined_table} (k) values (3)")
+    # Then nothing of the transaction is stored and the connection is usable
+    assert _keys(db, pipelined_table) == []
+    _connection_works()
+
+
+def test_a_pipelined_statement_timeout_is_a_503(
+    monkeypatch: pytest.MonkeyPatch, db: psycopg.Connection, pipelined_table: str
+) -> None:
+    monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "200")
+    with pytest.raises(Unavailable) as raised, transaction() as cur:
+        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        with committing(cur):
+            cur.execute("select pg_sleep(2)")
+    assert raised.value.message == "database statement timed out"
+    assert _keys(db, pipelined_table) == []
+    _connection_works()
+
+
+def test_a_failing_pipelined_commit_raises_as_a_commit_does(db: psycopg.Connection, pipelined_table: str) -> None:
+    # When the COMMIT itself fails (a deferred unique constraint)
+    with pytest.raises(psycopg.errors.UniqueViolation), transaction() as cur:
+        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        with committing(cur):
+            cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+    # Then the error is the commit's, nothing is stored, and the connection is usable
+    assert _keys(db, pipelined_table) == []
+    _connection_works()
+
+
+def test_an_operational_commit_failure_is_a_503(db: psycopg.Connection, pipelined_table: str) -> None:
+    # When the COMMIT fails with an operational error (a serialization failure)
+    with pytest.raises(Unavailable) as raised, transaction() as cur, committing(cur):
+        cur.execute(f"insert into public.{pipelined_table} (k) values (40001)")
+    # Then the caller gets a retryable Unavailable, as for a COMMIT outside a pipeline
+    assert raised.value.message == "database unavailable during commit"
+    assert isinstance(raised.value.__cause__, psycopg.errors.SerializationFailure)
+    assert _keys(db, pipelined_table) == []
+    _connection_works()
+    # And a plain COMMIT failing the same way is the same 503
+    with pytest.raises(Unavailable) as plain, transaction() as cur:
+        cur.execute(f"insert into public.{pipelined_table} (k) values (40001)")
+    assert plain.value.message == "database unavailable during commit"
+
+
+def test_an_error_in_the_committing_block_rolls_back(db: psycopg.Connection, pipelined_table: str) -> None:
+    # When our own code fails inside the block, after queueing a statement
+    with pytest.raises(ValueError), transaction() as cur, committing(cur):
+        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        raise ValueError("usage cannot be negative")
+    # Then the transaction rolls back: the COMMIT was never sent
+    assert _keys(db, pipelined_table) == []
+    _connection_works()

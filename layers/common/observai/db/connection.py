@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 from psycopg import sql
+from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps
 
@@ -91,6 +92,11 @@ def _begin_sql(settings: Settings, claims: Mapping[str, Any] | None) -> sql.Comp
     return sql.SQL("BEGIN; SELECT {}").format(sql.SQL(", ").join(settings_sql))
 
 
+class _CommitFailed(Exception):
+    """Raised by ``committing`` when the transaction ended with its pipeline: the COMMIT failed (or its outcome is
+    unknown), not one of the statements before it. Carries the error as ``__cause__``."""
+
+
 @contextmanager
 def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
     settings = get_settings()
@@ -112,6 +118,8 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
     cur = conn.cursor()
     try:
         yield cur
+    except _CommitFailed as failed:
+        _raise_commit_failure(failed.__cause__)
     except BaseException as exc:
         try:
             conn.execute("ROLLBACK")
@@ -124,13 +132,42 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
             raise Unavailable("database unavailable", retry_after_s=5) from exc
         raise
     else:
-        try:
-            conn.execute("COMMIT")
-        except psycopg.OperationalError as exc:
-            close_connection()
-            raise Unavailable("database unavailable during commit", retry_after_s=5) from exc
+        if conn.info.transaction_status is not TransactionStatus.IDLE:  # IDLE: committed by ``committing``
+            try:
+                conn.execute("COMMIT")
+            except psycopg.Error as exc:
+                _raise_commit_failure(exc)
     finally:
         cur.close()
+
+
+def _raise_commit_failure(exc: BaseException | None) -> NoReturn:
+    if isinstance(exc, psycopg.OperationalError):
+        close_connection()
+        raise Unavailable("database unavailable during commit", retry_after_s=5) from exc
+    assert exc is not None
+    raise exc from None  # as it was raised (a non-operational COMMIT error, e.g. a deferred constraint)
+
+
+@contextmanager
+def committing(cur: Cursor) -> Iterator[None]:
+    """End the transaction of ``cur`` (a ``transaction``'s): the block's statements and the COMMIT go in one
+    pipeline, one round trip.
+
+    Only for a transaction's last statements, whose results are not read. Errors keep the transaction's
+    semantics: a failing statement is raised at the end of the block and the transaction rolls back; a failing
+    COMMIT is raised as a COMMIT outside the block would be.
+    """
+    conn = cur.connection
+    try:
+        with conn.pipeline():
+            yield
+            cur.execute("COMMIT")
+    except Exception as exc:
+        # Still in the transaction (INTRANS, INERROR): the statements (or the block's code) failed, not the COMMIT.
+        if conn.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+            raise _CommitFailed from exc
+        raise
 
 
 def execute_autocommit(query: str, params: Mapping[str, Any] | tuple[Any, ...]) -> list[DictRow]:

@@ -26,7 +26,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
-from observai.db.connection import Cursor, transaction
+from observai.db.connection import Cursor, committing, transaction
 from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
 from observai.logs import volume
@@ -128,10 +128,10 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             Signal.TRACES: batch.count(Signal.TRACES) - skipped[Signal.TRACES],
         }
         final = w.respond(batch, rejected, duplicates) if w.respond is not None else w.response
-        # The bookkeeping, in one round trip (psycopg's pipeline mode; no result is read): the histogram's log
-        # volume (exactly the log rows written), usage (what was stored: a retried event is not charged twice),
-        # and the response a replay of the Idempotency-Key gets.
-        with cur.connection.pipeline():
+        # The bookkeeping and the COMMIT, in one round trip (psycopg's pipeline mode; no result is read): the
+        # histogram's log volume (exactly the log rows written), usage (what was stored: a retried event is not
+        # charged twice), and the response a replay of the Idempotency-Key gets.
+        with committing(cur):
             volume.record_volume(cur, org_id, project_id, minutes)
             usage.record_usage(cur, org_id, project_id, _usage(written, w.body_bytes))
             if w.idempotency_key is not None:
