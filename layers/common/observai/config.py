@@ -1,4 +1,5 @@
-"""Typed settings, read from the environment at first use (never at import) so tests can set them.
+"""Typed settings, read from the environment at first use (never at import) so tests can set them; within a
+Lambda invocation (``settings_per_invocation``), once per invocation.
 
 Secrets (database URL, Supabase JWT secret, service role key) come either from plain environment
 variables (local development, tests) or from one Secrets Manager secret holding a JSON object,
@@ -9,6 +10,9 @@ Parameters.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
@@ -87,7 +91,43 @@ def _secret_values(arn: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+class _InvocationSettings:
+    """The settings of the running invocation, read at its first ``get_settings`` (none read: None)."""
+
+    __slots__ = ("settings",)
+
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+
+
+_invocation: ContextVar[_InvocationSettings | None] = ContextVar("observai_invocation_settings", default=None)
+
+
+@contextmanager
+def settings_per_invocation() -> Iterator[None]:
+    """Within the block (one Lambda invocation), ``get_settings`` reads the environment once, at its first call.
+
+    A request asked for them several times (authentication, the rate limit, the transaction), ~30 µs each. The
+    next invocation reads them afresh: the environment may change between invocations (tests), never within one.
+    """
+    token = _invocation.set(_InvocationSettings())
+    try:
+        yield
+    finally:
+        _invocation.reset(token)
+
+
 def get_settings() -> Settings:
+    """The settings: the invocation's (``settings_per_invocation``), else built from the current environment."""
+    invocation = _invocation.get()
+    if invocation is None:
+        return _read_settings()
+    if invocation.settings is None:
+        invocation.settings = _read_settings()  # lazily: a failure is raised where it was, and not remembered
+    return invocation.settings
+
+
+def _read_settings() -> Settings:
     """Build the settings from the current environment (cheap; secrets are cached per container)."""
     env = os.environ
     raw: dict[str, Any] = {}

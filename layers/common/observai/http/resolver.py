@@ -20,7 +20,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.shared.json_encoder import Encoder
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from observai.config import Settings, get_settings
+from observai.config import Settings, get_settings, settings_per_invocation
 from observai.errors import ObservAIError, PayloadTooLarge, UnsupportedMediaType
 from observai.http.exception_handlers import register_exception_handlers, response_for
 from observai.observability import logger, metrics, metrics_enabled, traced
@@ -126,6 +126,10 @@ def lambda_handler_for(
     @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_HTTP, log_event=False)
     @traced
     def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        with settings_per_invocation():
+            return _handle(event, context)
+
+    def _handle(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
         request_id = request_id_of(event)
         try:
             if guard:
