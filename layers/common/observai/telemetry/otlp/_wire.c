@@ -537,6 +537,14 @@ static int attrs_json(Buf *b, const KV *kvs, size_t n) {
 /* --- the state of one call ----------------------------------------------------------------------- */
 
 typedef struct {
+    long long minute;
+    const uint8_t *service; /* in the request's bytes: one pointer per resource */
+    size_t service_len;
+    int severity;
+    long keep;
+} Minute;
+
+typedef struct {
     Limits L;
     Buf out, shared, body;
     Slices a, b;  /* attribute maps being read (an item's, then an event's or a link's) */
@@ -552,13 +560,16 @@ typedef struct {
     const uint8_t *service;
     size_t service_len;
     PyObject *minutes;
+    Minute minute; /* the run of rows being counted */
+    long long run;
     /* dedup keys seen, (trace_id, span_id, start) or (series_id, time), to leave a repeat to the Python path */
     uint8_t *keys;
     size_t keys_n, keys_cap;
     /* metrics: the resource's attributes (merged under each point's), the series identity being hashed, the
      * points' series {series_id: type} */
-    KV *res_kvs;
-    size_t res_n;
+    KV *res_kvs, *merged;
+    size_t res_n, merged_cap;
+    PyObject *types[10]; /* "gauge", "sum", "histogram" at their data field numbers */
     Buf canon;
     long keep_metrics;
     PyObject *series;
@@ -681,14 +692,18 @@ static int f_attrs(St *st, const Slices *s) {
 
 /* --- logs ------------------------------------------------------------------------------------------ */
 
-static int count_minute(St *st, long long minute, int severity, long keep) {
-    PyObject *service = st->service ? PyUnicode_DecodeUTF8((const char *)st->service, st->service_len, NULL)
-                                    : Py_NewRef(Py_None);
+/* The counts of the run of rows with one (minute, service, severity): added to minutes when the run ends. */
+static int flush_minute(St *st) {
+    if (!st->run) return OK;
+    const Minute *m = &st->minute;
+    PyObject *service =
+        m->service ? PyUnicode_DecodeUTF8((const char *)m->service, m->service_len, NULL) : Py_NewRef(Py_None);
     if (!service) return ERR;
-    PyObject *key = Py_BuildValue("(LNil)", minute, service, severity, keep);
+    PyObject *key = Py_BuildValue("(LNil)", m->minute, service, m->severity, m->keep);
     if (!key) return ERR;
     PyObject *n = PyDict_GetItemWithError(st->minutes, key);
-    long long count = n ? PyLong_AsLongLong(n) + 1 : 1;
+    long long count = (n ? PyLong_AsLongLong(n) : 0) + st->run;
+    st->run = 0;
     int rc = PyErr_Occurred() ? -1 : 0;
     if (rc == 0) {
         PyObject *v = PyLong_FromLongLong(count);
@@ -697,6 +712,17 @@ static int count_minute(St *st, long long minute, int severity, long keep) {
     }
     Py_DECREF(key);
     return rc ? ERR : OK;
+}
+
+/* Count the row in the log volume (rows of one minute, service and severity come in runs). */
+static int count_minute(St *st, long long minute, int severity, long keep) {
+    Minute *m = &st->minute;
+    if (st->run && (m->minute != minute || m->severity != severity || m->service != st->service)) {
+        CHECK(flush_minute(st));
+    }
+    if (!st->run) *m = (Minute){minute, st->service, st->service_len, severity, keep};
+    st->run++;
+    return OK;
 }
 
 static int log_record(St *st, const uint8_t *d, size_t n) {
@@ -1048,8 +1074,13 @@ static const char *const METRIC_TYPES[] = {[5] = "gauge", [7] = "sum", [9] = "hi
 /* The point's series id: name, then its attributes merged over the resource's (the point's win), as
  * json.dumps(sort_keys=True, ensure_ascii=False) writes them. The point's map is in st->kvs[0..n). */
 static int series_of(St *st, const Fld *name, size_t n, int64_t *id) {
-    KV *merged = malloc((st->res_n + n + 1) * sizeof *merged);
-    if (!merged) return PyErr_NoMemory(), ERR;
+    if (st->res_n + n + 1 > st->merged_cap) {
+        KV *k = realloc(st->merged, (st->res_n + n + 1) * sizeof *k);
+        if (!k) return PyErr_NoMemory(), ERR;
+        st->merged = k;
+        st->merged_cap = st->res_n + n + 1;
+    }
+    KV *merged = st->merged;
     size_t m = 0;
     for (size_t i = 0; i < st->res_n; i++) {
         const KV *r = &st->res_kvs[i];
@@ -1073,7 +1104,6 @@ static int series_of(St *st, const Fld *name, size_t n, int64_t *id) {
         }
         if (rc == OK) rc = put_c(c, '}');
     }
-    free(merged);
     CHECK(rc);
     *id = series_hash((const uint8_t *)c->p, c->len);
     return OK;
@@ -1216,9 +1246,8 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
     } else if (PyErr_Occurred()) {
         rc = ERR;
     } else {
-        PyObject *t = PyUnicode_InternFromString(METRIC_TYPES[kind]);
-        rc = t && PyDict_SetItem(st->series, sid, t) == 0 ? OK : ERR;
-        Py_XDECREF(t);
+        if (!st->types[kind] && !(st->types[kind] = PyUnicode_InternFromString(METRIC_TYPES[kind]))) rc = ERR;
+        if (rc == OK) rc = PyDict_SetItem(st->series, sid, st->types[kind]) == 0 ? OK : ERR;
     }
     Py_DECREF(sid);
     CHECK(rc);
@@ -1453,6 +1482,7 @@ static PyObject *wire_rows(PyObject *self, PyObject *const *args, Py_ssize_t nar
         if (buf_grow(&st.out, body.len * 2 + 64) != OK || put(&st.out, signature, 19) != OK) goto done;
     }
     rc = request(&st, body.buf, (size_t)body.len, kind == 0 ? log_record : kind == 1 ? span : metric);
+    if (rc == OK && kind == 0) rc = flush_minute(&st);
     if (rc == OK && st.count == 0) rc = BAIL; /* nothing to write: the Python path says what there is */
     if (rc == OK) rc = put(&st.out, "\xff\xff", 2);
 done:
@@ -1466,6 +1496,8 @@ done:
     Py_XDECREF(st.minutes);
     Py_XDECREF(st.series);
     free(st.res_kvs);
+    free(st.merged);
+    for (int i = 0; i < 10; i++) Py_XDECREF(st.types[i]);
     free(st.canon.p);
     free(st.out.p);
     free(st.shared.p);
