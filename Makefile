@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 # Python 3.12 (the Lambda runtime): PYTHON overrides; else pyenv's 3.12.x, else python3.12 on PATH.
 PYTHON ?= $(shell for p in "$$(pyenv root 2>/dev/null || echo $$HOME/.pyenv)"/versions/3.12*/bin/python3.12 "$$(command -v python3.12)"; do [ -x "$$p" ] && { echo "$$p"; break; }; done)
 STAMP := $(VENV)/.installed
-# The compiled OTLP fast path (setup.py), rebuilt in place whenever its source changes.
+# The compiled row builders (setup.py: the OTLP fast path, records to COPY rows), rebuilt in place when their sources change.
 WIRE := $(VENV)/.built-wire
 
 .PHONY: help dev test test-unit test-integration test-e2e lint format build migrate invoke bootstrap openapi bench coldstart clean
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-$(WIRE): $(STAMP) setup.py layers/common/observai/telemetry/otlp/_wire.c
+$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $(WIRE)
 

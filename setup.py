@@ -1,7 +1,10 @@
-"""The compiled part of the package: the OTLP fast path (observai/telemetry/otlp/_wire.c).
+"""The compiled part of the package: the ingest writer's row builders in C.
 
-Everything else is in pyproject.toml. `pip install -e .` builds it in place; so does `make install`
-(and `python setup.py build_ext --inplace`). Without it, the ingest function decodes OTLP in Python.
+- observai/telemetry/otlp/_wire.c: OTLP protobuf requests straight to binary COPY rows;
+- observai/telemetry/_rows.c: decoded records (any format) to binary COPY rows.
+
+Everything else is in pyproject.toml. `pip install -e .` builds them in place; so does `make install`
+(and `python setup.py build_ext --inplace`). Without them, the writer does the same work in Python.
 """
 
 from setuptools import Extension, setup
@@ -11,7 +14,14 @@ setup(
         Extension(
             "observai.telemetry.otlp._wire",
             sources=["layers/common/observai/telemetry/otlp/_wire.c"],
+            depends=["layers/common/observai/telemetry/copy_buffer.h"],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"],
-        )
+        ),
+        Extension(
+            "observai.telemetry._rows",
+            sources=["layers/common/observai/telemetry/_rows.c"],
+            depends=["layers/common/observai/telemetry/copy_buffer.h"],
+            extra_compile_args=["-O2", "-std=gnu11", "-Wall", "-Wextra", "-Werror"],
+        ),
     ]
 )

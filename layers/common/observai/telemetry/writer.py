@@ -32,7 +32,8 @@ from observai.errors import Conflict
 from observai.logs import volume
 from observai.observability import logger
 from observai.retention.policy import RowRetention, row_retention
-from observai.telemetry import usage
+from observai.telemetry import copy_rows, usage
+from observai.telemetry.copy_rows import Encoded
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
 from observai.telemetry.overlap import in_background, quick_switches
 from observai.telemetry.series import series_id
@@ -372,14 +373,19 @@ def _write_signals(
         spans = iter(_unstored_spans(cur, project_id, batch.spans))
     # Logs with an event id are written once per (event_id, time), spans once per (trace, span, start).
     minutes: Counter[tuple[int, str | None, int, int]] = Counter()  # log volume
-    log_rows = _log_rows(org_id, project_id, _first_of_each(logs, _log_key), retention, minutes)
-    span_rows = _span_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans)
-    built_span_rows: list[tuple[Any, ...]] = []
     points: list[MetricPoint] = []
     ids: list[int] = []
+    built_spans: list[Rows] = []
+
+    def log_rows() -> Rows:
+        return _log_copy_rows(org_id, project_id, _first_of_each(logs, _log_key), retention, minutes)
+
+    def span_rows() -> Rows:
+        return _span_copy_rows(org_id, project_id, _first_of_each(spans, _span_key), retention.spans)
 
     def build_spans() -> None:
-        built_span_rows.extend(span_rows)
+        rows = span_rows()
+        built_spans.append(rows if isinstance(rows, Encoded) else list(rows))
 
     def identify_points() -> None:
         points.extend(batch.records(Signal.METRICS))
@@ -397,23 +403,22 @@ def _write_signals(
             wired = None  # a series not stored yet (or of another type): created, or refused, on the Python path
     spans_written = points_written = 0
     if wired is not None and raw is not None:
+        encoded = Encoded(wired.payload, wired.count)
         if raw.signal is Signal.LOGS:
-            _copy_payload(cur, "logs", _LOG_COLUMNS, wired.payload)
+            _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, encoded)
             minutes.update(wired.minutes or {})
         elif raw.signal is Signal.TRACES:
-            _copy_payload(cur, "spans", _SPAN_COLUMNS, wired.payload)
-            spans_written = wired.count
+            spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, encoded)
         else:
-            _copy_payload(cur, "metric_points", _METRIC_COLUMNS, wired.payload)
-            points_written = wired.count
+            points_written = _copy(cur, "metric_points", _METRIC_COLUMNS, _METRIC_TYPES, encoded)
         batch.wired[raw.signal] = wired.count
     elif signals == {Signal.LOGS}:  # one table alone (an OTLP request): split in two to overlap
-        _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows)
+        _copy_in_two(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows())
     elif signals == {Signal.TRACES}:
-        spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows)
+        spans_written = _copy_in_two(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, span_rows())
     else:
-        _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows, meanwhile=build_spans)
-        spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, built_span_rows, meanwhile=identify_points)
+        _copy(cur, "logs", _LOG_COLUMNS, _LOG_TYPES, log_rows(), meanwhile=build_spans)
+        spans_written = _copy(cur, "spans", _SPAN_COLUMNS, _SPAN_TYPES, built_spans[0], meanwhile=identify_points)
     metrics, series_ids, rejected = _resolve_series(cur, org_id, project_id, points, ids)
     skipped = {
         Signal.METRICS: _write_metrics(cur, org_id, project_id, metrics, series_ids, careful, retention),
@@ -434,16 +439,23 @@ def _copy(
     table: str,
     columns: str,
     types: list[str],
-    rows: Iterable[tuple[Any, ...]],
+    rows: Rows,
     *,
     meanwhile: Callable[[], None] | None = None,
 ) -> int:
-    """COPY the rows, taken as they come (psycopg sends every 32 kB: Postgres parses those while the next ones are
-    built); ``meanwhile`` runs on the worker thread while the COPY is finished (``overlap``), and has run when this
-    returns. No rows: no COPY (``meanwhile`` still runs). Returns the rows written."""
-    it = iter(rows)
-    first = next(it, None)
-    if first is None:
+    """COPY the rows: a payload built in C at once (``Encoded``), or row tuples taken as they come (psycopg sends
+    every 32 kB: Postgres parses those while the next ones are built); ``meanwhile`` runs on the worker thread while
+    the COPY is finished (``overlap``), and has run when this returns. No rows: no COPY (``meanwhile`` still runs).
+    Returns the rows written."""
+    encoded: Encoded | None = None
+    it: Iterator[tuple[Any, ...]] = iter(())
+    first: tuple[Any, ...] | None = None
+    if isinstance(rows, Encoded):
+        encoded = rows
+    else:
+        it = iter(rows)
+        first = next(it, None)
+    if (encoded.count == 0) if encoded is not None else first is None:
         if meanwhile is not None:
             meanwhile()
         return 0
@@ -452,13 +464,17 @@ def _copy(
     work: Future[None] | None = None
     try:
         with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-            copy.set_types(types)
-            write = copy.write_row
-            write(first)
-            written = 1
-            for row in it:
-                write(row)
-                written += 1
+            if encoded is not None:
+                copy.write(encoded.payload)
+                written = encoded.count
+            elif first is not None:
+                copy.set_types(types)
+                write = copy.write_row
+                write(first)
+                written = 1
+                for row in it:
+                    write(row)
+                    written += 1
             if meanwhile is not None:
                 # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
                 work = in_background(meanwhile)
@@ -472,20 +488,18 @@ def _copy(
     return written
 
 
-def _copy_payload(cur: Cursor, table: str, columns: str, payload: bytes) -> None:
-    """COPY a whole binary COPY payload (signature, rows, trailer), as ``otlp.wire`` builds it."""
-    with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-        copy.write(payload)
-
-
 # Rows of a lone table COPYed (and built) first: the rest is built on the worker while Postgres inserts these.
 HEAD_ROWS = 160
 
 
-def _copy_in_two(cur: Cursor, table: str, columns: str, types: list[str], rows: Iterator[tuple[Any, ...]]) -> int:
+def _copy_in_two(cur: Cursor, table: str, columns: str, types: list[str], rows: Rows) -> int:
     """COPY a table that is the batch's only one: its first HEAD_ROWS rows as they are built, then the rest, built
     on the worker thread while Postgres inserts the first ones (A/B: about 0.8 ms less per 1,000 OTLP events;
-    a batch of several tables overlaps one table with the next instead). Returns the rows written."""
+    a batch of several tables overlaps one table with the next instead). Returns the rows written. Rows built
+    in C (``Encoded``) are ready at once: one COPY."""
+    if isinstance(rows, Encoded):
+        return _copy(cur, table, columns, types, rows)
+    rows = iter(rows)
     rest: list[tuple[Any, ...]] = []
     written = _copy(cur, table, columns, types, islice(rows, HEAD_ROWS), meanwhile=lambda: rest.extend(rows))
     return written + _copy(cur, table, columns, types, rest)
@@ -575,6 +589,32 @@ def _existing(cur: Cursor, sql: str, params: tuple[Any, ...]) -> set[tuple[Any, 
     """Dedup keys already stored (looked up only on a careful write); times as pg_time, like the batch's keys."""
     cur.execute(sql, params)
     return {tuple(pg_time_of(v) if v.__class__ is datetime else v for v in r.values()) for r in cur.fetchall()}
+
+
+Rows = Encoded | Iterable[tuple[Any, ...]]  # a table's rows: built in C at once, or row tuples
+
+
+def _log_copy_rows(
+    org_id: UUID,
+    project_id: UUID,
+    logs: Iterator[LogRecord],
+    retention: RowRetention,
+    minutes: Counter[tuple[int, str | None, int, int]],
+) -> Rows:
+    """The logs' rows: built in C (``copy_rows``), every record converted first; else row tuples built as taken."""
+    if not copy_rows.available():
+        return _log_rows(org_id, project_id, logs, retention, minutes)
+    records = list(logs)
+    encoded = copy_rows.log_payload(records, org_id, project_id, retention, minutes)
+    return encoded if encoded is not None else _log_rows(org_id, project_id, records, retention, minutes)
+
+
+def _span_copy_rows(org_id: UUID, project_id: UUID, spans: Iterator[Span], keep_days: int) -> Rows:
+    if not copy_rows.available():
+        return _span_rows(org_id, project_id, spans, keep_days)
+    records = list(spans)
+    encoded = copy_rows.span_payload(records, org_id, project_id, keep_days)
+    return encoded if encoded is not None else _span_rows(org_id, project_id, records, keep_days)
 
 
 # Row builders: one tuple per row, columns in the order of the table's column list above (a new column is one
