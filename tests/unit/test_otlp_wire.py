@@ -665,3 +665,18 @@ def test_given_any_metrics_request_when_written_fast_then_it_agrees_with_the_pyt
     taken = assert_same_rows(Signal.METRICS, body) if clean else fast_rows(Signal.METRICS, body) is not None
     event(f"fast path: {taken}")
     assert clean or not taken, "a request the Python path rejects, or deduplicates, must take the Python path"
+
+
+def test_given_a_request_over_the_size_limit_when_written_fast_then_it_is_left_to_the_python_path() -> None:
+    # Three data points (one without a value: skipped, but counted by the limit), two allowed: the Python path's 413
+    body = metrics_body(gauge(a_point(), a_point(time_unix_nano=NOW - 9 * S), a_point(flags=1, time_unix_nano=NOW - S)))
+    assert fast_rows(Signal.METRICS, body, IngestLimits(max_events=3)) is not None
+    assert fast_rows(Signal.METRICS, body, IngestLimits(max_events=2)) is None
+    logs = logs_body(a_log(), a_log())
+    assert fast_rows(Signal.LOGS, logs, IngestLimits(max_events=1)) is None
+
+
+def test_given_metric_metadata_when_written_fast_then_the_python_path_reads_it() -> None:
+    metric = gauge(a_point())
+    metric.metadata.append(KeyValue(key="m", value=any_value("v")))
+    assert fast_rows(Signal.METRICS, metrics_body(metric)) is None

@@ -7,7 +7,7 @@
  * a malformed body, a structured log body, duplicate keys, NUL in text, a field it does not know...) makes
  * it answer None, and the Python path decodes the request as before. Tests hold both paths to the same rows.
  *
- * rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series)
+ * rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series, items)
  *   kind     0: logs, 1: spans, 2: metric points (gauges, sums and histograms; the Python path takes the rest)
  *   limits   (max_attributes, max_key_length, max_value_length, max_body_length, max_name_length,
  *             max_past_s, max_future_s)
@@ -16,6 +16,7 @@
  *   payload  PGCOPY signature, the rows, the trailer (for Copy.write)
  *   minutes  logs: {(minute, service, severity_number, retention_days): rows} (the log volume)
  *   series   metric points: {series_id: type} of the points' series (the writer checks it knows them all)
+ *   items    the request's items (the points without a value included): what its size limit counts
  */
 #include "../copy_buffer.h"
 
@@ -376,7 +377,7 @@ typedef struct {
     const uint8_t *org, *project;
     long keep_logs[25];
     long keep_spans;
-    Py_ssize_t count;
+    Py_ssize_t count, items; /* rows written; items read (data points without a value included) */
     /* the resource and scope in force: their JSON (in shared) and the service name */
     size_t resource_at, resource_len, scope_at, scope_len;
     const uint8_t *service;
@@ -1046,6 +1047,7 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
             }
         }
     }
+    st->items++;
     if (flags & 1) return OK; /* NO_RECORDED_VALUE: nothing to store, not an error (as the Python path) */
     if (!metric_ok || flags > 0x7fffffff) return BAIL;
     CHECK(check_time(st, time));
@@ -1161,6 +1163,7 @@ static int metric(St *st, const uint8_t *d, size_t n) {
                 EXPECT(f, WT_LEN);
                 kind = (int)f.num, data = f, datas++;
                 break;
+            case 12: return BAIL; /* metadata: not read here (upb would check its strings) */
         }
     }
     if (!datas) return OK; /* no data: no points to accept or reject */
@@ -1311,7 +1314,8 @@ done:
     if (rc == OK) {
         PyObject *payload = PyBytes_FromStringAndSize(st.out.p, (Py_ssize_t)st.out.len);
         if (payload)
-            result = Py_BuildValue("(nNO)", st.count, payload, st.minutes ? st.minutes : st.series ? st.series : Py_None);
+            result = Py_BuildValue("(nNOn)", st.count, payload, st.minutes ? st.minutes : st.series ? st.series : Py_None,
+                                   kind == 2 ? st.items : st.count);
     } else if (rc == BAIL) {
         result = Py_NewRef(Py_None);
     }
@@ -1336,7 +1340,7 @@ done:
 
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))wire_rows, METH_FASTCALL,
-     "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series)"},
+     "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series, items)"},
     {NULL, NULL, 0, NULL},
 };
 

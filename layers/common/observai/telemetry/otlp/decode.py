@@ -26,6 +26,7 @@ from observai.telemetry.model import (
     Span,
     Temporality,
 )
+from observai.telemetry.otlp import wire
 from observai.telemetry.otlp.attributes import attributes, body_text, json_float, scope
 from observai.telemetry.otlp.parse import Encoding, parse_request
 
@@ -58,23 +59,43 @@ def decode_otlp(
     """Decode an OTLP/HTTP body (already decompressed) for ``signal`` into a validated ``Batch``.
 
     Raises InvalidInput when the body does not decode, PayloadTooLarge when it carries more than
-    ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: spans and
-    log records are left to convert as the writer takes them (``Batch.pending``), and a protobuf body is kept
-    for the writer to build their rows from directly (``Batch.raw``, ``wire.py``).
+    ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: the items are
+    left to convert as the writer takes them (``Batch.pending``). A lazy protobuf body is kept for the writer to
+    build its rows from directly (``Batch.raw``, ``wire.py``); with the fast path built, it is not even parsed
+    unless the writer needs its records: then those errors are raised when it does (inside the write, which
+    rolls back).
     """
+    if lazy and encoding == "protobuf" and wire.available():
+        batch = Batch(raw=RawRequest(signal, body, now_ns, limits))
+        batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
+        return batch
     with cyclic_gc_paused():
-        request = parse_request(signal, body, encoding)
-        if signal is Signal.TRACES:
-            batch = _decode_traces(request, now_ns, limits)
-        elif signal is Signal.LOGS:
-            batch = _decode_logs(request, now_ns, limits)
-        else:
-            batch = _decode_metrics(request, now_ns, limits)
+        batch = Batch()
+        batch.pending[signal] = _converting(signal, parse_request(signal, body, encoding), batch, now_ns, limits)
         if not lazy:
             return batch.complete()
         if encoding == "protobuf":
-            batch.raw = RawRequest(signal, body, now_ns, limits)  # for the writer's fast path (wire.py)
+            batch.raw = RawRequest(signal, body, now_ns, limits)
         return batch
+
+
+def _parsing_later(signal: Signal, body: bytes, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """Parse the body when the first item is taken, then convert the items one per step."""
+    yield from _converting(signal, parse_request(signal, body, "protobuf"), batch, now, limits)
+
+
+def _converting(signal: Signal, request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
+    """The request's items converted into ``batch`` one per step; PayloadTooLarge (413) over ``max_events``, at
+    once (before the first step)."""
+    if signal is Signal.TRACES:
+        _too_many(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans), "spans", limits)
+        return _converting_spans(request, batch, now, limits)
+    if signal is Signal.LOGS:
+        count = sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs)
+        _too_many(count, "log records", limits)
+        return _converting_logs(request, batch, now, limits)
+    _too_many(_data_points(request), "data points", limits)
+    return _converting_points(request, batch, now, limits)
 
 
 # --- shared ---------------------------------------------------------------------------------------
@@ -132,14 +153,6 @@ def _optional_id(raw: bytes, size: int, zero: bytes) -> str | None:
 
 
 # --- traces ---------------------------------------------------------------------------------------
-
-
-def _decode_traces(request: Any, now: int, limits: IngestLimits) -> Batch:
-    _too_many(sum(len(ss.spans) for rs in request.resource_spans for ss in rs.scope_spans), "spans", limits)
-    batch = Batch()
-    # Converted as the writer takes them (Batch.pending), while Postgres stores the ones before.
-    batch.pending[Signal.TRACES] = _converting_spans(request, batch, now, limits)
-    return batch
 
 
 def _converting_spans(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
@@ -249,14 +262,6 @@ def _span(span: Any, ctx: _Context, now: int, limits: IngestLimits) -> Span | st
 # --- logs -----------------------------------------------------------------------------------------
 
 
-def _decode_logs(request: Any, now: int, limits: IngestLimits) -> Batch:
-    _too_many(sum(len(sl.log_records) for rl in request.resource_logs for sl in rl.scope_logs), "log records", limits)
-    batch = Batch()
-    # Converted as the writer takes them (Batch.pending), while Postgres stores the ones before.
-    batch.pending[Signal.LOGS] = _converting_logs(request, batch, now, limits)
-    return batch
-
-
 def _converting_logs(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
     """Convert the request's log records into ``batch`` one per step (a record or a rejection)."""
     index = 0
@@ -316,23 +321,15 @@ def _log_record(record: Any, ctx: _Context, now: int, limits: IngestLimits) -> L
 # --- metrics --------------------------------------------------------------------------------------
 
 
-def _decode_metrics(request: Any, now: int, limits: IngestLimits) -> Batch:
-    metrics = [
-        metric
-        for resource_metrics in request.resource_metrics
-        for scope_metrics in resource_metrics.scope_metrics
-        for metric in scope_metrics.metrics
-    ]
+def _data_points(request: Any) -> int:
     count = 0
-    for metric in metrics:
-        kind = metric.WhichOneof("data")
-        if kind is not None:
-            count += len(getattr(metric, kind).data_points)
-    _too_many(count, "data points", limits)
-    batch = Batch()
-    # Converted as the writer takes them (Batch.pending), unless the writer builds the rows from the bytes.
-    batch.pending[Signal.METRICS] = _converting_points(request, batch, now, limits)
-    return batch
+    for resource_metrics in request.resource_metrics:
+        for scope_metrics in resource_metrics.scope_metrics:
+            for metric in scope_metrics.metrics:
+                kind = metric.WhichOneof("data")
+                if kind is not None:
+                    count += len(getattr(metric, kind).data_points)
+    return count
 
 
 def _converting_points(request: Any, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:

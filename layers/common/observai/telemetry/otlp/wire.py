@@ -63,7 +63,8 @@ def limits_tuple(limits: IngestLimits) -> tuple[int, ...]:
 
 
 def wire_rows(raw: RawRequest, org_id: UUID, project_id: UUID, retention: RowRetention) -> WireRows | None:
-    """The request's rows for its table, or None when the Python path must convert it (or _wire is not built)."""
+    """The request's rows for its table, or None when the Python path must convert it (or _wire is not built):
+    also for a request over the size limit, which the Python path refuses whole (413)."""
     kind = _KINDS.get(raw.signal)
     if _wire is None or kind is None:
         return None
@@ -71,7 +72,9 @@ def wire_rows(raw: RawRequest, org_id: UUID, project_id: UUID, retention: RowRet
     found = _wire.rows(kind, raw.body, raw.now_ns, limits_tuple(raw.limits), org_id.bytes, project_id.bytes, keep)
     if found is None:
         return None
-    count, payload, extra = found
+    count, payload, extra, items = found
+    if items > raw.limits.max_events:
+        return None  # the Python path refuses the request whole (413)
     if raw.signal is Signal.METRICS:
         return WireRows(count, payload, series=extra)
     return WireRows(count, payload, minutes=extra)
