@@ -620,7 +620,8 @@ def test_user_jwt_cannot_ingest(db: psycopg.Connection) -> None:
     refused(result, 403, "api_key_required")
 
 
-def test_missing_or_unknown_key_is_401() -> None:
+def test_missing_or_unknown_key_is_401(database_url: str) -> None:
+    # (database_url: the unknown keys are looked up, so the database must be there even when this test runs alone)
     # When a batch comes without credentials, with a malformed key, or with a well-formed unknown key
     missing = post_native({}, [log("x")])
     malformed = post_native({"x-api-key": "oai_nope"}, [log("x")])
