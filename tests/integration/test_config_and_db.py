@@ -14,6 +14,7 @@ from observai.config import get_settings
 from observai.db import close_connection, get_connection, tenant_transaction, transaction
 from observai.db.connection import committing
 from observai.errors import Unavailable
+from psycopg import sql
 
 
 @pytest.fixture
@@ -163,9 +164,9 @@ def test_committing_stores_the_statements_with_the_commit(db: psycopg.Connection
     # Given a transaction whose last statements are pipelined with its COMMIT
     with transaction() as cur:
         cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
-        with committing(cur):
-            cur.execute(f"insert into public.{pipelined_table} (k) values (2)")
-            cur.execute(f"insert into public.{pipelined_table} (k) values (3)")
+        with committing(cur) as last:
+            last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (2)"))
+            last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (3)"))
         # Then the transaction is over at the end of the block
         assert cur.connection.info.transaction_status is psycopg.pq.TransactionStatus.IDLE
     # And everything is committed
@@ -177,10 +178,10 @@ def test_a_failing_pipelined_statement_rolls_the_transaction_back(db: psycopg.Co
     # When a statement in the committing pipeline fails
     with pytest.raises(psycopg.errors.DivisionByZero), transaction() as cur:
         cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
-        with committing(cur):
-            cur.execute(f"insert into public.{pipelined_table} (k) values (2)")
-            cur.execute("select 1 / 0")
-            cur.execute(f"insert into public.{pipelined_table} (k) values (3)")
+        with committing(cur) as last:
+            last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (2)"))
+            last.append(sql.SQL("select 1 / 0"))
+            last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (3)"))
     # Then nothing of the transaction is stored and the connection is usable
     assert _keys(db, pipelined_table) == []
     _connection_works()
@@ -192,8 +193,8 @@ def test_a_pipelined_statement_timeout_is_a_503(
     monkeypatch.setenv("DB_STATEMENT_TIMEOUT_MS", "200")
     with pytest.raises(Unavailable) as raised, transaction() as cur:
         cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
-        with committing(cur):
-            cur.execute("select pg_sleep(2)")
+        with committing(cur) as last:
+            last.append(sql.SQL("select pg_sleep(2)"))
     assert raised.value.message == "database statement timed out"
     assert _keys(db, pipelined_table) == []
     _connection_works()
@@ -203,8 +204,8 @@ def test_a_failing_pipelined_commit_raises_as_a_commit_does(db: psycopg.Connecti
     # When the COMMIT itself fails (a deferred unique constraint)
     with pytest.raises(psycopg.errors.UniqueViolation), transaction() as cur:
         cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
-        with committing(cur):
-            cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+        with committing(cur) as last:
+            last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (1)"))
     # Then the error is the commit's, nothing is stored, and the connection is usable
     assert _keys(db, pipelined_table) == []
     _connection_works()
@@ -212,8 +213,8 @@ def test_a_failing_pipelined_commit_raises_as_a_commit_does(db: psycopg.Connecti
 
 def test_an_operational_commit_failure_is_a_503(db: psycopg.Connection, pipelined_table: str) -> None:
     # When the COMMIT fails with an operational error (a serialization failure)
-    with pytest.raises(Unavailable) as raised, transaction() as cur, committing(cur):
-        cur.execute(f"insert into public.{pipelined_table} (k) values (40001)")
+    with pytest.raises(Unavailable) as raised, transaction() as cur, committing(cur) as last:
+        last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (40001)"))
     # Then the caller gets a retryable Unavailable, as for a COMMIT outside a pipeline
     assert raised.value.message == "database unavailable during commit"
     assert isinstance(raised.value.__cause__, psycopg.errors.SerializationFailure)
@@ -227,8 +228,8 @@ def test_an_operational_commit_failure_is_a_503(db: psycopg.Connection, pipeline
 
 def test_an_error_in_the_committing_block_rolls_back(db: psycopg.Connection, pipelined_table: str) -> None:
     # When our own code fails inside the block, after queueing a statement
-    with pytest.raises(ValueError), transaction() as cur, committing(cur):
-        cur.execute(f"insert into public.{pipelined_table} (k) values (1)")
+    with pytest.raises(ValueError), transaction() as cur, committing(cur) as last:
+        last.append(sql.SQL(f"insert into public.{pipelined_table} (k) values (1)"))
         raise ValueError("usage cannot be negative")
     # Then the transaction rolls back: the COMMIT was never sent
     assert _keys(db, pipelined_table) == []

@@ -164,22 +164,22 @@ def _raise_commit_failure(exc: BaseException | None) -> NoReturn:
 
 
 @contextmanager
-def committing(cur: Cursor) -> Iterator[None]:
-    """End the transaction of ``cur`` (a ``transaction``'s): the block's statements and the COMMIT go in one
-    pipeline, one round trip.
+def committing(cur: Cursor) -> Iterator[list[sql.Composable]]:
+    """End the transaction of ``cur`` (a ``transaction``'s): the statements the block appends to the list it gets,
+    then COMMIT, go as one query string (the simple query protocol: one round trip, one message, no pipeline).
 
-    Only for a transaction's last statements, whose results are not read. Errors keep the transaction's
-    semantics: a failing statement is raised at the end of the block and the transaction rolls back; a failing
-    COMMIT is raised as a COMMIT outside the block would be.
+    Only for a transaction's last statements, whose results are not read; their values are quoted client-side
+    (``sql.Literal``). Errors keep the transaction's semantics: a failing statement is raised at the end of the
+    block and the transaction rolls back (the server skips the rest of the string, COMMIT included); an error in
+    the block itself sends nothing; a failing COMMIT is raised as a COMMIT outside the block would be.
     """
-    conn = cur.connection
+    statements: list[sql.Composable] = []
+    yield statements
     try:
-        with conn.pipeline():
-            yield
-            cur.execute("COMMIT")
+        cur.execute(sql.SQL("; ").join([*statements, sql.SQL("COMMIT")]))
     except Exception as exc:
-        # Still in the transaction (INTRANS, INERROR): the statements (or the block's code) failed, not the COMMIT.
-        if conn.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+        # Still in the transaction (INTRANS, INERROR): a statement failed, not the COMMIT.
+        if cur.connection.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
             raise _CommitFailed from exc
         raise
 

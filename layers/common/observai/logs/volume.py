@@ -41,34 +41,38 @@ LEVEL_SEVERITIES: tuple[frozenset[int], ...] = tuple(
 
 # Keys are (minute since 2000-01-01 UTC, service, severity_number, retention_days); the level is computed here
 # with the histogram's own expression, and severities of one level merged.
-_RECORD_SQL = """
+_RECORD_SQL = sql.SQL("""
 insert into public.log_volume (org_id, project_id, minute, service, level, retention_days, count)
-select %(org)s, %(project)s, timestamptz '2000-01-01 00:00:00+00' + v.m * interval '1 minute', v.service,
+select {org}, {project}, timestamptz '2000-01-01 00:00:00+00' + v.m * interval '1 minute', v.service,
        least((v.sev + 3) / 4, 6), v.r, sum(v.n)
-from unnest(%(minutes)s::bigint[], %(services)s::text[], %(severities)s::smallint[], %(retention)s::smallint[],
-            %(counts)s::bigint[]) as v (m, service, sev, r, n)
+from unnest({minutes}::bigint[], {services}::text[], {severities}::smallint[], {retention}::smallint[],
+            {counts}::bigint[]) as v (m, service, sev, r, n)
 group by v.m, v.service, least((v.sev + 3) / 4, 6), v.r
-"""
+""")
 
 VolumeKey = tuple[int, str | None, int, int]  # (minute since 2000-01-01 UTC, service, severity_number, retention)
 
 
 def record_volume(cur: Cursor, org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> None:
     """Append the volume of lines just written (one statement, whatever the number of keys)."""
+    statement = volume_statement(org_id, project_id, counts)
+    if statement is not None:
+        cur.execute(statement)
+
+
+def volume_statement(org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> sql.Composed | None:
+    """``record_volume``'s statement, values quoted in (the writer sends it with its COMMIT), or None: no lines."""
     if not counts:
-        return
+        return None
     keys = list(counts)
-    cur.execute(
-        _RECORD_SQL,
-        {
-            "org": org_id,
-            "project": project_id,
-            "minutes": [k[0] for k in keys],
-            "services": [k[1] for k in keys],
-            "severities": [k[2] for k in keys],
-            "retention": [k[3] for k in keys],
-            "counts": list(counts.values()),
-        },
+    return _RECORD_SQL.format(
+        org=sql.Literal(org_id),
+        project=sql.Literal(project_id),
+        minutes=sql.Literal([k[0] for k in keys]),
+        services=sql.Literal([k[1] for k in keys]),
+        severities=sql.Literal([k[2] for k in keys]),
+        retention=sql.Literal([k[3] for k in keys]),
+        counts=sql.Literal(list(counts.values())),
     )
 
 

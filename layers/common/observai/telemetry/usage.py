@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from psycopg import sql
 from pydantic import BaseModel, Field
 
 from observai.auth.permissions import Action
@@ -115,11 +116,11 @@ def seconds_to_utc_midnight(now: datetime | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # Recording (the writer, inside its transaction)
 
-_INSERT_INCREMENTS_SQL = """
+_INSERT_INCREMENTS_SQL = sql.SQL("""
 insert into public.usage_increments (org_id, project_id, day, signal, events, bytes)
-select %(org)s, %(project)s, (now() at time zone 'UTC')::date, t.signal, t.events, t.bytes
-from unnest(%(signals)s::text[], %(events)s::bigint[], %(bytes)s::bigint[]) as t (signal, events, bytes)
-"""
+select {org}, {project}, (now() at time zone 'UTC')::date, t.signal, t.events, t.bytes
+from unnest({signals}::text[], {events}::bigint[], {bytes}::bigint[]) as t (signal, events, bytes)
+""")
 
 
 def record_usage(cur: Cursor, org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]) -> None:
@@ -128,20 +129,26 @@ def record_usage(cur: Cursor, org_id: UUID, project_id: UUID, per_signal: Mappin
     Called by the writer in the transaction that stores the data: usage commits with it. Signals with
     nothing to count are skipped; one statement whatever the number of signals.
     """
+    statement = usage_statement(org_id, project_id, per_signal)
+    if statement is not None:
+        cur.execute(statement)
+
+
+def usage_statement(
+    org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]
+) -> sql.Composed | None:
+    """``record_usage``'s statement, values quoted in (the writer sends it with its COMMIT), or None: nothing."""
     rows = [(Signal(s).value, int(e), int(b)) for s, (e, b) in per_signal.items() if e or b]
     if not rows:
-        return
+        return None
     if any(e < 0 or b < 0 for _, e, b in rows):
         raise ValueError("usage cannot be negative")
-    cur.execute(
-        _INSERT_INCREMENTS_SQL,
-        {
-            "org": org_id,
-            "project": project_id,
-            "signals": [r[0] for r in rows],
-            "events": [r[1] for r in rows],
-            "bytes": [r[2] for r in rows],
-        },
+    return _INSERT_INCREMENTS_SQL.format(
+        org=sql.Literal(org_id),
+        project=sql.Literal(project_id),
+        signals=sql.Literal([r[0] for r in rows]),
+        events=sql.Literal([r[1] for r in rows]),
+        bytes=sql.Literal([r[2] for r in rows]),
     )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
@@ -129,18 +130,26 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
             Signal.TRACES: batch.count(Signal.TRACES) - skipped[Signal.TRACES],
         }
         final = w.respond(batch, rejected, duplicates) if w.respond is not None else w.response
-        # The bookkeeping and the COMMIT, in one round trip (psycopg's pipeline mode; no result is read): the
-        # histogram's log volume (exactly the log rows written), usage (what was stored: a retried event is not
-        # charged twice), and the response a replay of the Idempotency-Key gets.
-        with committing(cur):
-            volume.record_volume(cur, org_id, project_id, minutes)
-            usage.record_usage(cur, org_id, project_id, _usage(written, w.body_bytes))
-            if w.idempotency_key is not None:
-                cur.execute(
-                    "update public.ingest_idempotency set response = %s where project_id = %s and key = %s",
-                    (Jsonb(final), project_id, w.idempotency_key),
-                )
+        # The bookkeeping and the COMMIT in one query string, one round trip (no result is read): the histogram's
+        # log volume (exactly the log rows written), usage (what was stored: a retried event is not charged twice),
+        # and the response a replay of the Idempotency-Key gets.
+        bookkeeping = [
+            volume.volume_statement(org_id, project_id, minutes),
+            usage.usage_statement(org_id, project_id, _usage(written, w.body_bytes)),
+            _replay_statement(project_id, w.idempotency_key, final),
+        ]
+        with committing(cur) as last:
+            last.extend(statement for statement in bookkeeping if statement is not None)
     return StoreResult(replayed=False, response=final, rejected=rejected, duplicates=duplicates)
+
+
+def _replay_statement(project_id: UUID, key: str | None, response: dict[str, Any]) -> sql.Composed | None:
+    """The response a replay of the Idempotency-Key gets, stored with the batch (None: no key)."""
+    if key is None:
+        return None
+    return sql.SQL("update public.ingest_idempotency set response = {} where project_id = {} and key = {}").format(
+        sql.Literal(Jsonb(response)), sql.Literal(project_id), sql.Literal(key)
+    )
 
 
 def _claim_key(cur: Cursor, org_id: UUID, project_id: UUID, key: str, request_hash: str) -> dict[str, Any] | None:
