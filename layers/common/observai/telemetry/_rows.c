@@ -212,18 +212,9 @@ static int flush_run(St *st) {
     if (!st->run) return OK;
     PyObject *key = Py_BuildValue("(LOll)", st->run_minute, st->run_service, st->run_severity, st->run_keep);
     Py_CLEAR(st->run_service);
-    if (!key) return ERR;
-    PyObject *n = PyDict_GetItemWithError(st->minutes, key);
-    long long count = (n ? PyLong_AsLongLong(n) : 0) + st->run;
+    long long run = st->run;
     st->run = 0;
-    int rc = PyErr_Occurred() ? -1 : 0;
-    if (rc == 0) {
-        PyObject *c = PyLong_FromLongLong(count);
-        rc = c ? PyDict_SetItem(st->minutes, key, c) : -1;
-        Py_XDECREF(c);
-    }
-    Py_DECREF(key);
-    return rc ? ERR : OK;
+    return dict_add(st->minutes, key, run);
 }
 
 static int count_minute(St *st, long long minute, PyObject *service, long severity, long keep) {

@@ -187,4 +187,19 @@ static inline int json_base64(Buf *b, const uint8_t *s, size_t n) {
     return OK;
 }
 
+/* dict[key] += n (0 when absent), for the log volume's counts; steals ``key`` (NULL: an error is set). */
+static inline int dict_add(PyObject *dict, PyObject *key, long long n) {
+    if (!key) return ERR;
+    PyObject *old = PyDict_GetItemWithError(dict, key);
+    long long count = (old ? PyLong_AsLongLong(old) : 0) + n;
+    int rc = PyErr_Occurred() ? -1 : 0;
+    if (rc == 0) {
+        PyObject *value = PyLong_FromLongLong(count);
+        rc = value ? PyDict_SetItem(dict, key, value) : -1;
+        Py_XDECREF(value);
+    }
+    Py_DECREF(key);
+    return rc ? ERR : OK;
+}
+
 #endif

@@ -523,18 +523,9 @@ static int flush_minute(St *st) {
         m->service ? PyUnicode_DecodeUTF8((const char *)m->service, m->service_len, NULL) : Py_NewRef(Py_None);
     if (!service) return ERR;
     PyObject *key = Py_BuildValue("(LNil)", m->minute, service, m->severity, m->keep);
-    if (!key) return ERR;
-    PyObject *n = PyDict_GetItemWithError(st->minutes, key);
-    long long count = (n ? PyLong_AsLongLong(n) : 0) + st->run;
+    long long run = st->run;
     st->run = 0;
-    int rc = PyErr_Occurred() ? -1 : 0;
-    if (rc == 0) {
-        PyObject *v = PyLong_FromLongLong(count);
-        rc = v ? PyDict_SetItem(st->minutes, key, v) : -1;
-        Py_XDECREF(v);
-    }
-    Py_DECREF(key);
-    return rc ? ERR : OK;
+    return dict_add(st->minutes, key, run);
 }
 
 /* Count the row in the log volume (rows of one minute, service and severity come in runs). */
