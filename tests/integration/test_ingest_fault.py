@@ -209,3 +209,51 @@ def test_postgres_stopped_mid_stream_loses_nothing_and_duplicates_nothing(
     assert not twice, f"duplicated: {twice}"
     assert set(present) == expected
     assert os.environ["DATABASE_URL"] == url
+
+
+def test_otlp_requests_during_an_outage_are_spooled_then_drained_once(
+    fault_db: EmbeddedPostgres, aws: SpoolAws, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # OTLP protobuf requests take the fast path (rows built from the bytes, the request never parsed): a request
+    # the database cannot take is converted for the spool instead, and drained like any other batch.
+    from observai.db import close_connection
+    from observai.tenancy.bootstrap import create_demo_workspace
+
+    from tests.helpers.ingest import post_otlp
+    from tests.helpers.otlp_payloads import many_logs_request, many_points_request, many_spans_request
+
+    demo = create_demo_workspace("Fault OTLP", "fault-otlp@example.test")
+    headers = {"x-api-key": demo.api_key}
+    now = time.time_ns()
+
+    def export(seq: int) -> list[Result]:
+        at = now - seq * 1_000_000_000
+        return [
+            post_otlp("/v1/metrics", headers, many_points_request(40, at).SerializeToString()),
+            post_otlp("/v1/logs", headers, many_logs_request(30, at).SerializeToString(), gzip=True),
+            post_otlp("/v1/traces", headers, many_spans_request(20, at).SerializeToString()),
+        ]
+
+    # Given exports stored while the database is up (the second one's points go the fast path: known series)
+    for seq in (0, 1):
+        assert [r.status for r in export(seq)] == [200, 200, 200]
+    # When the database stops, the next exports still succeed: spooled
+    fault_db.stop()
+    for seq in (2, 3):
+        assert [r.status for r in export(seq)] == [200, 200, 200]
+    assert aws.attribute("ApproximateNumberOfMessages") == 6
+    # Then once it is back and the spool drained, every item is there once
+    url = fault_db.start()
+    monkeypatch.setenv("DATABASE_URL", url)
+    close_connection()
+    database_breaker.reset()
+    report = aws.drain()
+    assert report.received == 6 and report.failed == 0, report
+    with psycopg.connect(url, autocommit=True) as conn:
+        counts = {
+            table: conn.execute(
+                f"select count(*) from public.{table} where project_id = %s", (demo.project_id,)
+            ).fetchone()[0]  # type: ignore[index]
+            for table in ("metric_points", "logs", "spans")
+        }
+    assert counts == {"metric_points": 4 * 40, "logs": 4 * 30, "spans": 4 * 20}
