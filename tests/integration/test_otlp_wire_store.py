@@ -103,25 +103,32 @@ def test_given_stored_spans_when_the_request_is_sent_again_then_nothing_is_writt
     assert len(spans_of(database_url, project.project_id)) == 120
 
 
-def test_given_known_series_when_points_are_stored_fast_then_they_are_the_python_paths(database_url: str) -> None:
+@pytest.mark.parametrize(
+    ("build", "n"),
+    [(lambda now: payloads.many_points_request(200, now), 200), (payloads.metrics_request, 7)],
+    ids=["gauges and sums", "every metric type"],
+)
+def test_given_known_series_when_points_are_stored_fast_then_they_are_the_python_paths(
+    database_url: str, build: Any, n: int
+) -> None:
     fast_project, python_project = make_project(label="Wire points"), make_project(label="Python points")
     now = time.time_ns()
     # Given a first request, which creates the series (the Python path: the fast path never creates series)
-    first = payloads.many_points_request(200, now - 60 * 1_000_000_000)
+    first = build(now - 60 * 1_000_000_000)
     batch, _ = store(fast_project, Signal.METRICS, payloads.to_protobuf(first), "protobuf")
-    assert not batch.wired and len(batch.metrics) == 200
+    assert not batch.wired and len(batch.metrics) == n
     store(python_project, Signal.METRICS, payloads.to_otlp_json(first), "json")
     # When the next export of the same series arrives
-    second = payloads.many_points_request(200, now)
+    second = build(now)
     fast, _ = store(fast_project, Signal.METRICS, payloads.to_protobuf(second), "protobuf")
     slow, _ = store(python_project, Signal.METRICS, payloads.to_otlp_json(second), "json")
     # Then it took the fast path, and both projects hold the same points of the same series
-    assert fast.wired == {Signal.METRICS: 200} and not fast.metrics
+    assert fast.wired == {Signal.METRICS: n} and not fast.metrics
     assert not slow.wired
     assert stored(points_of, database_url, fast_project.project_id) == stored(
         points_of, database_url, python_project.project_id
     )
-    assert len(stored(points_of, database_url, fast_project.project_id)) == 400
+    assert len(stored(points_of, database_url, fast_project.project_id)) == 2 * n
     # ...and a retried export is written once
     _, duplicates = store(fast_project, Signal.METRICS, payloads.to_protobuf(second), "protobuf")
-    assert duplicates == 200 and len(stored(points_of, database_url, fast_project.project_id)) == 400
+    assert duplicates == n and len(stored(points_of, database_url, fast_project.project_id)) == 2 * n

@@ -8,7 +8,7 @@
  * it answer None, and the Python path decodes the request as before. Tests hold both paths to the same rows.
  *
  * rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series, items)
- *   kind     0: logs, 1: spans, 2: metric points (gauges, sums and histograms; the Python path takes the rest)
+ *   kind     0: logs, 1: spans, 2: metric points (every type)
  *   limits   (max_attributes, max_key_length, max_value_length, max_body_length, max_name_length,
  *             max_past_s, max_future_s)
  *   org, project  16-byte uuids
@@ -392,7 +392,7 @@ typedef struct {
      * points' series {series_id: type} */
     KV *res_kvs, *merged;
     size_t res_n, merged_cap;
-    PyObject *types[10]; /* "gauge", "sum", "histogram" at their data field numbers */
+    PyObject *types[12]; /* the series types (METRIC_TYPES), at their data field numbers */
     Buf canon;
     long keep_metrics;
     PyObject *series;
@@ -883,7 +883,9 @@ static inline int f_float(Buf *b, double x) {
     return put_be(b, bits, 8);
 }
 
-static const char *const METRIC_TYPES[] = {[5] = "gauge", [7] = "sum", [9] = "histogram"};
+static const char *const METRIC_TYPES[12] = {
+    [5] = "gauge", [7] = "sum", [9] = "histogram", [10] = "exponential_histogram", [11] = "summary",
+};
 
 /* The point's series id: name, then its attributes merged over the resource's (the point's win), as
  * json.dumps(sort_keys=True, ensure_ascii=False) writes them. The point's map is in st->kvs[0..n). */
@@ -997,61 +999,164 @@ static inline uint64_t le64(const uint8_t *p) {
     return v;
 }
 
-/* One NumberDataPoint (kind 5, 7) or HistogramDataPoint (kind 9). */
-static int data_point(St *st, int kind, const Fld *name, int metric_ok, const uint8_t *d, size_t n) {
-    Rd r = {d, d + n};
-    Fld f, bounds = {0}, counts = {0};
-    uint64_t start = 0, time = 0, flags = 0, count = 0, value = 0, sum = 0, min = 0, max = 0;
-    int value_kind = 0, values = 0, has_sum = 0, has_min = 0, has_max = 0, nbounds = 0, ncounts = 0;
-    int attributes = kind == 9 ? 9 : 7, exemplars = kind == 9 ? 8 : 5, flags_field = kind == 9 ? 10 : 8;
-    st->a.n = st->ev.n = 0;
+/* A data point's fields, whatever its kind. */
+typedef struct {
+    uint64_t start, time, flags, count, sum, min, max, value, zero_count, zero_threshold;
+    int has_sum, has_min, has_max, value_kind, values;
+    Fld bounds, counts, positive, negative;
+    int nbounds, ncounts, npositive, nnegative;
+    int32_t scale;
+} Point;
+
+static inline int32_t zigzag32(uint64_t v) { return (int32_t)((uint32_t)(v >> 1) ^ -(uint32_t)(v & 1)); }
+
+/* Read one field of a point of `kind` into p (attributes into st->a, exemplars into st->ev; quantiles of a
+ * summary into st->ln). Field numbers: NumberDataPoint (5, 7), HistogramDataPoint (9),
+ * ExponentialHistogramDataPoint (10), SummaryDataPoint (11). */
+static int point_field(St *st, int kind, const Fld *f, Point *p) {
+    static const uint8_t ATTRIBUTES[12] = {[5] = 7, [7] = 7, [9] = 9, [10] = 1, [11] = 7};
+    static const uint8_t EXEMPLARS[12] = {[5] = 5, [7] = 5, [9] = 8, [10] = 11};
+    static const uint8_t FLAGS[12] = {[5] = 8, [7] = 8, [9] = 10, [10] = 10, [11] = 8};
+    uint32_t n = f->num;
+    if (n == ATTRIBUTES[kind]) return f->wt == WT_LEN ? slices_add(&st->a, f) : BAIL;
+    if (n == EXEMPLARS[kind]) return f->wt == WT_LEN ? slices_add(&st->ev, f) : BAIL;
+    if (n == FLAGS[kind]) return f->wt == WT_VARINT ? (p->flags = f->v, OK) : BAIL;
+    if (n == 2 || n == 3) {
+        EXPECT(*f, WT_I64);
+        *(n == 2 ? &p->start : &p->time) = f->v;
+        return OK;
+    }
+    if (kind == 5 || kind == 7) {
+        if (n == 4 || n == 6) { /* as_double, as_int (sfixed64) */
+            EXPECT(*f, WT_I64);
+            p->value_kind = (int)n, p->value = f->v, p->values++;
+        }
+        return OK;
+    }
+    if (n == 4) { /* count, every other kind */
+        EXPECT(*f, WT_I64);
+        p->count = f->v;
+        return OK;
+    }
+    if (n == 5) { /* sum (optional but in a summary) */
+        EXPECT(*f, WT_I64);
+        p->sum = f->v, p->has_sum = 1;
+        return OK;
+    }
+    if (kind == 9) {
+        switch (n) {
+            case 6: if (p->ncounts++) return BAIL; p->counts = *f; break;
+            case 7: if (p->nbounds++) return BAIL; p->bounds = *f; break;
+            case 11: EXPECT(*f, WT_I64); p->min = f->v, p->has_min = 1; break;
+            case 12: EXPECT(*f, WT_I64); p->max = f->v, p->has_max = 1; break;
+        }
+    } else if (kind == 10) {
+        switch (n) {
+            case 6: EXPECT(*f, WT_VARINT); p->scale = zigzag32(f->v); break;
+            case 7: EXPECT(*f, WT_I64); p->zero_count = f->v; break;
+            case 8: EXPECT(*f, WT_LEN); if (p->npositive++) return BAIL; p->positive = *f; break;
+            case 9: EXPECT(*f, WT_LEN); if (p->nnegative++) return BAIL; p->negative = *f; break;
+            case 12: EXPECT(*f, WT_I64); p->min = f->v, p->has_min = 1; break;
+            case 13: EXPECT(*f, WT_I64); p->max = f->v, p->has_max = 1; break;
+            case 14: EXPECT(*f, WT_I64); p->zero_threshold = f->v; break;
+        }
+    } else if (n == 6) { /* summary: quantile_values */
+        EXPECT(*f, WT_LEN);
+        return slices_add(&st->ln, f);
+    }
+    return OK;
+}
+
+static int json_bits(Buf *b, uint64_t bits) {
+    double x;
+    memcpy(&x, &bits, 8);
+    return json_double(b, x);
+}
+
+/* ExponentialHistogramDataPoint.Buckets (offset 1: sint32, bucket_counts 2: packed uint64) as
+ * {"offset": o, "counts": [...]}. */
+static int json_buckets(Buf *b, const Fld *buckets) {
+    Rd r = {buckets ? buckets->data : NULL, buckets ? buckets->data + buckets->len : NULL};
+    Fld f, counts = {0};
+    int32_t offset = 0;
+    int ncounts = 0;
     while (r.p < r.end) {
         CHECK(rd_field(&r, &f));
-        if (f.num == (uint32_t)attributes) {
-            EXPECT(f, WT_LEN);
-            CHECK(slices_add(&st->a, &f));
-        } else if (f.num == (uint32_t)exemplars) {
-            EXPECT(f, WT_LEN);
-            CHECK(slices_add(&st->ev, &f));
-        } else if (f.num == (uint32_t)flags_field) {
+        if (f.num == 1) {
             EXPECT(f, WT_VARINT);
-            flags = f.v;
+            offset = zigzag32(f.v);
         } else if (f.num == 2) {
-            EXPECT(f, WT_I64);
-            start = f.v;
-        } else if (f.num == 3) {
-            EXPECT(f, WT_I64);
-            time = f.v;
-        } else if (kind != 9) {
-            if (f.num == 4 || f.num == 6) { /* as_double, as_int (sfixed64) */
-                EXPECT(f, WT_I64);
-                value_kind = (int)f.num, value = f.v, values++;
-            }
-        } else {
-            switch (f.num) {
-                case 4: EXPECT(f, WT_I64); count = f.v; break;
-                case 5: EXPECT(f, WT_I64); sum = f.v, has_sum = 1; break;
-                case 6: if (ncounts++) return BAIL; counts = f; break;
-                case 7: if (nbounds++) return BAIL; bounds = f; break;
-                case 11: EXPECT(f, WT_I64); min = f.v, has_min = 1; break;
-                case 12: EXPECT(f, WT_I64); max = f.v, has_max = 1; break;
-            }
+            EXPECT(f, WT_LEN); /* unpacked: the Python path */
+            if (ncounts++) return BAIL;
+            counts = f;
         }
     }
-    st->items++;
-    if (flags & 1) return OK; /* NO_RECORDED_VALUE: nothing to store, not an error (as the Python path) */
-    if (!metric_ok || flags > 0x7fffffff) return BAIL;
-    CHECK(check_time(st, time));
-    CHECK(attrs_of(st, NULL, &st->a));
-    int64_t id;
-    CHECK(series_of(st, name, st->a.n, &id));
-    uint8_t key[32] = {0};
-    uint64_t us = time / 1000;
-    memcpy(key, &id, 8);
-    memcpy(key + 8, &us, 8);
-    key[31] = 1; /* never all zero */
-    CHECK(key_new(st, key));
-    /* the series' type: one per series in a request (a clash is the Python path's to reject) */
+    CHECK(put_fmt(b, "{\"offset\":%lld,\"counts\":[", offset));
+    Rd c = {counts.data, counts.data + counts.len};
+    for (int i = 0; c.p < c.end; i++) {
+        uint64_t v;
+        CHECK(rd_varint(&c, &v));
+        if (i) CHECK(put_c(b, ','));
+        CHECK(put_fmt(b, "%llu", (long long)v));
+    }
+    return put(b, "]}", 2);
+}
+
+/* The distribution column: a histogram's bounds and counts, an exponential histogram's buckets, a summary's
+ * quantiles (the Python path's dicts). */
+static int f_distribution(St *st, Buf *o, int kind, const Point *p) {
+    size_t at;
+    CHECK(f_open(o, &at));
+    CHECK(put_c(o, 1));
+    if (kind == 9) {
+        size_t nb = p->nbounds ? p->bounds.len / 8 : 0, nc = p->ncounts ? p->counts.len / 8 : 0;
+        CHECK(put(o, "{\"bounds\":[", 11));
+        for (size_t i = 0; i < nb; i++) {
+            if (i) CHECK(put_c(o, ','));
+            CHECK(json_bits(o, le64(p->bounds.data + 8 * i)));
+        }
+        CHECK(put(o, "],\"counts\":[", 12));
+        for (size_t i = 0; i < nc; i++) {
+            if (i) CHECK(put_c(o, ','));
+            CHECK(put_fmt(o, "%llu", (long long)le64(p->counts.data + 8 * i)));
+        }
+        CHECK(put(o, "]}", 2));
+    } else if (kind == 10) {
+        CHECK(put_fmt(o, "{\"scale\":%lld,", p->scale));
+        CHECK(put_fmt(o, "\"zero_count\":%llu,\"zero_threshold\":", (long long)p->zero_count));
+        CHECK(json_bits(o, p->zero_threshold));
+        CHECK(put(o, ",\"positive\":", 12));
+        CHECK(json_buckets(o, p->npositive ? &p->positive : NULL));
+        CHECK(put(o, ",\"negative\":", 12));
+        CHECK(json_buckets(o, p->nnegative ? &p->negative : NULL));
+        CHECK(put_c(o, '}'));
+    } else { /* summary: ValueAtQuantile (quantile 1, value 2) */
+        CHECK(put(o, "{\"quantiles\":[", 14));
+        for (size_t i = 0; i < st->ln.n; i++) {
+            Rd r = {st->ln.data[i], st->ln.data[i] + st->ln.len[i]};
+            Fld f;
+            uint64_t q = 0, v = 0;
+            while (r.p < r.end) {
+                CHECK(rd_field(&r, &f));
+                if (f.num == 1 || f.num == 2) {
+                    EXPECT(f, WT_I64);
+                    *(f.num == 1 ? &q : &v) = f.v;
+                }
+            }
+            CHECK(put(o, i ? ",[" : "[", i ? 2 : 1));
+            CHECK(json_bits(o, q));
+            CHECK(put_c(o, ','));
+            CHECK(json_bits(o, v));
+            CHECK(put_c(o, ']'));
+        }
+        CHECK(put(o, "]}", 2));
+    }
+    f_close(o, at);
+    return OK;
+}
+
+/* The series' type: one per series in a request (a clash is the Python path's to reject). */
+static int note_series(St *st, int64_t id, int kind) {
     PyObject *sid = PyLong_FromLongLong(id);
     if (!sid) return ERR;
     PyObject *type = PyDict_GetItemWithError(st->series, sid);
@@ -1065,60 +1170,74 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
         if (rc == OK) rc = PyDict_SetItem(st->series, sid, st->types[kind]) == 0 ? OK : ERR;
     }
     Py_DECREF(sid);
-    CHECK(rc);
-    size_t nb = 0, nc = 0;
-    if (kind == 9) {
-        if (nbounds) CHECK(packed64(&bounds, &nb));
-        if (ncounts) CHECK(packed64(&counts, &nc));
-        if (nc && nc != nb + 1) return BAIL;
-        if (count > (uint64_t)INT64_MAX) return BAIL;
-    } else if (values != 1) {
-        return BAIL; /* no value (rejected), or both */
+    return rc;
+}
+
+/* One data point of a metric of `kind` (5 gauge, 7 sum, 9 histogram, 10 exponential histogram, 11 summary). */
+static int data_point(St *st, int kind, const Fld *name, int metric_ok, const uint8_t *d, size_t n) {
+    Rd r = {d, d + n};
+    Fld f;
+    Point p;
+    memset(&p, 0, sizeof p);
+    st->a.n = st->ev.n = st->ln.n = 0;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &f));
+        CHECK(point_field(st, kind, &f, &p));
+    }
+    st->items++;
+    if (p.flags & 1) return OK; /* NO_RECORDED_VALUE: nothing to store, not an error (as the Python path) */
+    if (!metric_ok || p.flags > 0x7fffffff) return BAIL;
+    CHECK(check_time(st, p.time));
+    CHECK(attrs_of(st, NULL, &st->a));
+    int64_t id;
+    CHECK(series_of(st, name, st->a.n, &id));
+    uint8_t key[32] = {0};
+    uint64_t us = p.time / 1000;
+    memcpy(key, &id, 8);
+    memcpy(key + 8, &us, 8);
+    key[31] = 1; /* never all zero */
+    CHECK(key_new(st, key));
+    CHECK(note_series(st, id, kind));
+    if (kind == 5 || kind == 7) {
+        if (p.values != 1) return BAIL; /* no value (rejected), or both */
+    } else {
+        if (p.count > (uint64_t)INT64_MAX) return BAIL;
+        if (kind == 9) {
+            size_t nb = 0, nc = 0;
+            if (p.nbounds) CHECK(packed64(&p.bounds, &nb));
+            if (p.ncounts) CHECK(packed64(&p.counts, &nc));
+            if (nc && nc != nb + 1) return BAIL;
+        }
     }
     Buf *o = &st->out;
     CHECK(put_be(o, 15, 2));
     CHECK(f_bytes(o, st->org, 16));
     CHECK(f_bytes(o, st->project, 16));
     CHECK(f_int(o, id, 8));
-    CHECK(f_time(o, time));
-    CHECK(start ? f_time(o, start) : f_null(o));
-    if (kind != 9) {
-        double x;
-        if (value_kind == 6) {
-            x = (double)(int64_t)value;
+    CHECK(f_time(o, p.time));
+    CHECK(p.start ? f_time(o, p.start) : f_null(o));
+    double x;
+    if (kind == 5 || kind == 7) {
+        if (p.value_kind == 6) {
+            x = (double)(int64_t)p.value;
         } else {
-            memcpy(&x, &value, 8);
+            memcpy(&x, &p.value, 8);
         }
         CHECK(f_float(o, x));
         for (int i = 0; i < 5; i++) CHECK(f_null(o)); /* count, sum, min, max, distribution */
     } else {
-        double x;
         CHECK(f_null(o)); /* value */
-        CHECK(f_int(o, (int64_t)count, 8));
-        const uint64_t stats[3] = {sum, min, max};
-        const int present[3] = {has_sum, has_min, has_max};
-        for (int i = 0; i < 3; i++) { /* proto3 optional: present on the wire, or NULL */
+        CHECK(f_int(o, (int64_t)p.count, 8));
+        /* proto3 optional: present on the wire, or NULL; a summary's sum is always there */
+        const uint64_t stats[3] = {p.sum, p.min, p.max};
+        const int present[3] = {p.has_sum || kind == 11, p.has_min, p.has_max};
+        for (int i = 0; i < 3; i++) {
             memcpy(&x, &stats[i], 8);
             CHECK(present[i] ? f_float(o, x) : f_null(o));
         }
-        size_t at;
-        CHECK(f_open(o, &at));
-        CHECK(put(o, "\x01{\"bounds\":[", 12));
-        for (size_t i = 0; i < nb; i++) {
-            uint64_t bits = le64(bounds.data + 8 * i);
-            memcpy(&x, &bits, 8);
-            if (i) CHECK(put_c(o, ','));
-            CHECK(json_double(o, x));
-        }
-        CHECK(put(o, "],\"counts\":[", 12));
-        for (size_t i = 0; i < nc; i++) {
-            if (i) CHECK(put_c(o, ','));
-            CHECK(put_fmt(o, "%llu", (long long)le64(counts.data + 8 * i)));
-        }
-        CHECK(put(o, "]}", 2));
-        f_close(o, at);
+        CHECK(f_distribution(st, o, kind, &p));
     }
-    if (st->ev.n) {
+    if (st->ev.n && kind != 11) {
         size_t at;
         CHECK(f_open(o, &at));
         CHECK(put(o, "\x01[", 2));
@@ -1131,15 +1250,15 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
     } else {
         CHECK(f_null(o));
     }
-    CHECK(f_int(o, (int64_t)flags, 4));
+    CHECK(f_int(o, (int64_t)p.flags, 4));
     CHECK(f_null(o)); /* event_id */
     CHECK(f_int(o, st->keep_metrics, 2));
     st->count++;
     return OK;
 }
 
-/* Metric: name 1, description 2, unit 3, and its data, one of gauge 5, sum 7, histogram 9 (exponential
- * histogram 10 and summary 11: the Python path); the data's data_points 1, aggregation_temporality 2. */
+/* Metric: name 1, description 2, unit 3, and its data, one of gauge 5, sum 7, histogram 9, exponential
+ * histogram 10, summary 11; the data's data_points 1, aggregation_temporality 2 (summary and gauge: none). */
 static int metric(St *st, const uint8_t *d, size_t n) {
     Rd r = {d, d + n};
     Fld f, name = {0}, data = {0};
@@ -1158,7 +1277,7 @@ static int metric(St *st, const uint8_t *d, size_t n) {
         }
     }
     if (!datas) return OK; /* no data: no points to accept or reject */
-    if (datas > 1 || kind == 10 || kind == 11) return BAIL;
+    if (datas > 1) return BAIL;
     uint64_t temporality = 0;
     Rd dr = {data.data, data.data + data.len};
     while (dr.p < dr.end) {
@@ -1169,7 +1288,8 @@ static int metric(St *st, const uint8_t *d, size_t n) {
         }
     }
     /* What _metric_reason refuses, for every point of the metric that has a value */
-    int ok = name.len && name_chars <= st->L.max_name && (kind == 5 || temporality == 1 || temporality == 2);
+    int ok = name.len && name_chars <= st->L.max_name &&
+             (kind == 5 || kind == 11 || temporality == 1 || temporality == 2);
     dr.p = data.data;
     while (dr.p < dr.end) {
         CHECK(rd_field(&dr, &f));
@@ -1314,7 +1434,7 @@ done:
     Py_XDECREF(st.series);
     free(st.res_kvs);
     free(st.merged);
-    for (int i = 0; i < 10; i++) Py_XDECREF(st.types[i]);
+    for (int i = 0; i < 12; i++) Py_XDECREF(st.types[i]);
     free(st.canon.p);
     free(st.out.p);
     free(st.shared.p);

@@ -9,7 +9,7 @@ COPY's binary format, about 1 µs per item (series ids included).
 It takes only requests whose every item is accepted, and that it reads exactly as the Python path does; for
 any other it answers None and the Python path does the work (tests hold both to the same rows:
 tests/unit/test_otlp_wire.py). Metric points go this way only when the container knows their series already
-(a new series is created, or refused, on the Python path), and only gauges, sums and histograms.
+(a new series is created, or refused, on the Python path).
 
 The extension is built by ``make install`` (``setup.py``) and by the layer's build; without it (a checkout
 not built yet) every request takes the Python path.
