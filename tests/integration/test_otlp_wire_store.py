@@ -2,7 +2,8 @@
 a resent request is deduplicated, and the log volume counts its lines.
 
 The same request is stored twice, in two projects: once as protobuf through store_batch (the fast path: its
-records are never made) and once as OTLP/JSON (the Python path); the stored rows must be equal.
+records are never made) and once as OTLP/JSON decoded record by record first (the Python decoder); the stored
+rows must be equal.
 """
 
 from __future__ import annotations
@@ -28,9 +29,12 @@ pytestmark = [
 PER_PROJECT = {"id", "org_id", "project_id", "ingested_at"}
 
 
-def store(project: IngestProject, signal: Signal, body: bytes, encoding: str) -> tuple[Batch, int]:
-    """Decode and store as the ingest route does (lazy); the batch and the duplicates skipped."""
-    batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns(), lazy=True)  # type: ignore[arg-type]
+def store(
+    project: IngestProject, signal: Signal, body: bytes, encoding: str, *, lazy: bool = True
+) -> tuple[Batch, int]:
+    """Decode and store as the ingest route does (lazy: the fast path when it can), or (not lazy) every record
+    converted first, as the Python decoder does; the batch and the duplicates skipped."""
+    batch = decode_otlp(signal, body, encoding=encoding, now_ns=now_ns(), lazy=lazy)  # type: ignore[arg-type]
     result = store_batch(
         project.org_id, project.project_id, batch, idempotency_key=None, request_hash="", response={},
         body_bytes=len(body),
@@ -68,7 +72,7 @@ def test_given_a_request_when_stored_fast_then_its_rows_are_the_python_paths(
     fast_project, python_project = make_project(label="Wire"), make_project(label="Python")
     # When it is stored through each path
     fast, _ = store(fast_project, signal, payloads.to_protobuf(message), "protobuf")
-    slow, _ = store(python_project, signal, payloads.to_otlp_json(message), "json")
+    slow, _ = store(python_project, signal, payloads.to_otlp_json(message), "json", lazy=False)
     # Then the protobuf one took the fast path (no record was ever made), the JSON one the Python path
     n = slow.count(signal)
     assert fast.wired == {signal: n} and not fast.logs and not fast.spans
@@ -117,11 +121,11 @@ def test_given_known_series_when_points_are_stored_fast_then_they_are_the_python
     first = build(now - 60 * 1_000_000_000)
     batch, _ = store(fast_project, Signal.METRICS, payloads.to_protobuf(first), "protobuf")
     assert not batch.wired and len(batch.metrics) == n
-    store(python_project, Signal.METRICS, payloads.to_otlp_json(first), "json")
+    store(python_project, Signal.METRICS, payloads.to_otlp_json(first), "json", lazy=False)
     # When the next export of the same series arrives
     second = build(now)
     fast, _ = store(fast_project, Signal.METRICS, payloads.to_protobuf(second), "protobuf")
-    slow, _ = store(python_project, Signal.METRICS, payloads.to_otlp_json(second), "json")
+    slow, _ = store(python_project, Signal.METRICS, payloads.to_otlp_json(second), "json", lazy=False)
     # Then it took the fast path, and both projects hold the same points of the same series
     assert fast.wired == {Signal.METRICS: n} and not fast.metrics
     assert not slow.wired

@@ -15,6 +15,7 @@ deduplicated away:
                 batch → decoded, validated, deduplicated, committed (what a deployed function does)
     otlp        the same handler with OTLP protobuf bodies (/v1/metrics, /v1/logs, /v1/traces; one
                 request per signal, the batch split three ways)
+    otlp/json   the same requests as OTLP/JSON (the Python decoder; no target, for comparison)
     naive       row-by-row INSERT of the same rows, one transaction per batch
 
 It prints events/s for each, the ratio of native and OTLP to the ceiling (and OTLP's to ceiling/o and ceiling/3), and
@@ -116,6 +117,7 @@ def run(batches: int, size: int) -> str:
         "ceiling/3": _ceiling(demo, batches, size, base, seq0=40_000, per_signal=True),
         "native": _native(demo, batches, size, base, seq0=10_000),
         "otlp": _otlp(demo, batches, size, seq0=20_000),
+        "otlp/json": _otlp(demo, batches, size, seq0=60_000, json=True),
         "ceiling/o": _otlp_ceiling(demo, batches, size, seq0=50_000),
         "naive": _naive(demo, batches, size, base, seq0=30_000),
     }
@@ -169,7 +171,8 @@ def run(batches: int, size: int) -> str:
         "",
         "ceiling: raw binary COPY of the pre-built rows of the native batch (ceiling/3: one transaction per signal;",
         "ceiling/o: of the OTLP batch's rows, one transaction); native: gzip JSON through the ingest handler; otlp:",
-        "protobuf through the ingest handler (3 requests per batch); naive: row-by-row INSERT.",
+        "protobuf through the ingest handler (3 requests per batch; otlp/json: the same as OTLP/JSON); naive:",
+        "row-by-row INSERT.",
     ]
     if with_cpu:
         lines.append(
@@ -344,11 +347,19 @@ def _native(demo: Any, batches: int, size: int, base: datetime, seq0: int) -> Ca
     return step
 
 
-def _otlp_requests(batches: int, size: int, seq0: int) -> list[list[tuple[str, bytes]]]:
-    """Each batch as the three OTLP protobuf requests an SDK's exporters send: (path, body)."""
+def _otlp_requests(batches: int, size: int, seq0: int, *, json: bool = False) -> list[list[tuple[str, bytes]]]:
+    """Each batch as the three OTLP requests an SDK's exporters send, protobuf (or OTLP/JSON): (path, body)."""
     from observai.telemetry.limits import now_ns
 
-    from tests.helpers.otlp_payloads import many_logs_request, many_points_request, many_spans_request
+    from tests.helpers.otlp_payloads import (
+        many_logs_request,
+        many_points_request,
+        many_spans_request,
+        to_otlp_json,
+        to_protobuf,
+    )
+
+    encode = to_otlp_json if json else to_protobuf
 
     third = size // 3
     requests = []
@@ -356,9 +367,9 @@ def _otlp_requests(batches: int, size: int, seq0: int) -> list[list[tuple[str, b
         now = now_ns() - seq * 1_000_000  # distinct timestamps per batch: nothing is a duplicate
         requests.append(
             [
-                ("/v1/metrics", many_points_request(size - 2 * third, now).SerializeToString()),
-                ("/v1/logs", many_logs_request(third, now).SerializeToString()),
-                ("/v1/traces", many_spans_request(third, now).SerializeToString()),
+                ("/v1/metrics", encode(many_points_request(size - 2 * third, now))),
+                ("/v1/logs", encode(many_logs_request(third, now))),
+                ("/v1/traces", encode(many_spans_request(third, now))),
             ]
         )
     return requests
@@ -386,12 +397,12 @@ def _otlp_ceiling(demo: Any, batches: int, size: int, seq0: int) -> Callable[[in
     return _copying(prepared, per_signal=False)
 
 
-def _otlp(demo: Any, batches: int, size: int, seq0: int) -> Callable[[int], float]:
+def _otlp(demo: Any, batches: int, size: int, seq0: int, *, json: bool = False) -> Callable[[int], float]:
     from observai_local.events import http_event
 
     call = _handler()
-    headers = {"x-api-key": demo.api_key, "content-type": "application/x-protobuf"}
-    requests = _otlp_requests(batches, size, seq0)
+    headers = {"x-api-key": demo.api_key, "content-type": "application/json" if json else "application/x-protobuf"}
+    requests = _otlp_requests(batches, size, seq0, json=json)
 
     def step(round_: int) -> float:
         events = [http_event("POST", path, headers=headers, body=body) for path, body in requests[round_]]

@@ -60,14 +60,21 @@ def decode_otlp(
 
     Raises InvalidInput when the body does not decode, PayloadTooLarge when it carries more than
     ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: the items are
-    left to convert as the writer takes them (``Batch.pending``). A lazy protobuf body is kept for the writer to
-    build its rows from directly (``Batch.raw``, ``wire.py``); with the fast path built, it is not even parsed
-    unless the writer needs its records: then those errors are raised when it does (inside the write, which
-    rolls back).
+    left to convert as the writer takes them (``Batch.pending``), and, with the fast path built, the request's
+    protobuf bytes kept for the writer to build its rows from directly (``Batch.raw``, ``wire.py``): an OTLP/JSON
+    request's serialized, a protobuf body as sent, not even parsed unless the writer needs its records (then its
+    decoding errors are raised when it does, inside the write, which rolls back).
     """
-    if lazy and encoding == "protobuf" and wire.available():
-        batch = Batch(raw=RawRequest(signal, body, now_ns, limits))
-        batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
+    if lazy and wire.available():
+        batch = Batch()
+        if encoding == "protobuf":
+            batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
+        else:  # OTLP/JSON: parsed (errors raised) now, and its protobuf bytes given to the writer's fast path
+            with cyclic_gc_paused():
+                request = parse_request(signal, body, encoding)
+                batch.pending[signal] = _converting(signal, request, batch, now_ns, limits)
+                body = request.SerializeToString()
+        batch.raw = RawRequest(signal, body, now_ns, limits)
         return batch
     with cyclic_gc_paused():
         batch = Batch()

@@ -3,8 +3,9 @@
 OTLP/JSON is the proto3 JSON mapping with the OTLP deviations (opentelemetry-proto
 docs/specification.md, "JSON Protobuf Encoding"): trace and span ids are case-insensitive hex
 strings, not base64; enums are integers; unknown fields are ignored; keys are lowerCamelCase;
-64-bit integers may be strings or numbers. We rewrite the hex ids to base64 and let
-``json_format.ParseDict`` do the rest, so both encodings share one message → model path.
+64-bit integers may be strings or numbers. A document in the canonical forms is built by the messages'
+constructors (``json_build``); for any other, we rewrite the hex ids to base64 and let
+``json_format.ParseDict`` do the rest (and say what is wrong). Both encodings share one message → model path.
 
 Lenient on purpose, as receivers usually are: the proto field names (snake_case) are accepted as
 well as lowerCamelCase (ParseDict takes both; the Collector's own JSON reader does too), and an id
@@ -26,6 +27,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from observai.errors import InvalidInput
 from observai.telemetry.model import Signal
+from observai.telemetry.otlp.json_build import build_request
 
 Encoding = Literal["protobuf", "json"]
 
@@ -59,6 +61,9 @@ def parse_request(signal: Signal, body: bytes, encoding: Encoding) -> Any:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidInput(f"the body must be a JSON object (an OTLP {message.DESCRIPTOR.name})")
+    built = build_request(REQUEST_TYPES[signal], document)  # the canonical forms, at C speed
+    if built is not None:
+        return built
     hex_ids_to_base64(signal, document)
     try:
         json_format.ParseDict(document, message, ignore_unknown_fields=True)
