@@ -266,3 +266,52 @@ def test_local_drain_loop_deletes_successes_and_keeps_failures(
     assert report.received == 13 and report.deleted == 12 and report.failed == 1
     assert sum(counts(db, project_id, f"loop-{i}")["logs"] for i in range(12)) == 12
     assert aws.attribute("ApproximateNumberOfMessagesNotVisible") == 1  # the garbage, retried later by SQS
+
+
+def test_drain_drops_the_batches_of_a_deleted_project(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any, captured_logs: Any
+) -> None:
+    # Given batches spooled for a project, one inline and one through S3, and one of another project
+    _, project_id = workspace
+    other = (workspace[0], db.execute(
+        "insert into public.projects (org_id, name, slug) values (%s, 'Other', %s) returning id",
+        (workspace[0], f"other-{uuid.uuid4().hex[:8]}"),
+    ).fetchone()["id"])  # fmt: skip
+    spool_batch(spooled(workspace, make_batch("deleted-a")))
+    spool_batch(spooled(workspace, make_batch("deleted-b", logs=60, body_size=5000)))
+    spool_batch(spooled(other, make_batch("kept")))
+    messages = aws.receive()
+    assert len(messages) == 3 and len(aws.spool_objects()) == 1
+
+    # When the project is deleted before the drain gets to them
+    db.execute("delete from public.projects where id = %s", (project_id,))
+    response = invoke_drain(aws.event(messages))
+
+    # Then its batches are done with (not failed, so never retried), nothing is written for it, its S3 envelope
+    # is deleted, and each drop is logged; the other project's batch is stored
+    assert response == {"batchItemFailures": []}
+    assert counts(db, project_id, "deleted-a") == {"logs": 0, "spans": 0, "metrics": 0}
+    assert counts(db, project_id, "deleted-b") == {"logs": 0, "spans": 0, "metrics": 0}
+    assert db.execute(
+        "select count(*) as n from public.ingest_idempotency where project_id = %s", (project_id,)
+    ).fetchone()["n"] == 0  # fmt: skip
+    assert aws.spool_objects() == []
+    dropped = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "spooled batch dropped" in line]
+    assert sorted(d["project_id"] for d in dropped) == [str(project_id)] * 2
+    assert counts(db, other[1], "kept") == {"logs": 3, "spans": 2, "metrics": 2}
+
+
+def test_drain_drops_the_batches_of_a_deleted_organization(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any
+) -> None:
+    # Given a batch spooled for a project whose organization is then deleted
+    org_id, project_id = workspace
+    spool_batch(spooled(workspace, make_batch("org-gone")))
+    messages = aws.receive()
+    db.execute("delete from public.organizations where id = %s", (org_id,))
+
+    # When the drain gets to it, twice (a redelivery)
+    # Then it is done with each time, and nothing is written
+    assert invoke_drain(aws.event(messages)) == {"batchItemFailures": []}
+    assert invoke_drain(aws.event(messages)) == {"batchItemFailures": []}
+    assert counts(db, project_id, "org-gone") == {"logs": 0, "spans": 0, "metrics": 0}

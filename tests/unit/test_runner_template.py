@@ -71,6 +71,7 @@ EXPECTED_ROUTES = {
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
     "CleanupRetentionFunction": set(),
+    "PurgeDeletedFunction": set(),
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses.
@@ -109,6 +110,7 @@ def test_schedules_are_found(template) -> None:
         "PartitionUpkeepFunction",
         "AggregateMetricsFunction",
         "CleanupRetentionFunction",
+        "PurgeDeletedFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -117,6 +119,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
     # Once a day: retention works in whole UTC days.
     assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
+    # Every 15 minutes: a deleted tenant's rows go within hours, in bounded runs.
+    assert schedules["PurgeDeletedFunction"].expression == "rate(15 minutes)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"

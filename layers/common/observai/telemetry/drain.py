@@ -8,6 +8,10 @@ never writes twice.
 Outcomes per record:
 
 - stored (or replayed: written already) → success; an S3-spooled envelope is then deleted.
+- its project (or organization) was deleted meanwhile → dropped: logged, nothing written, reported as
+  done (the S3 envelope deleted), never retried. A project deleted between the check and the write is
+  caught by the next delivery (the write fails once its organization is gone) or, when only the project
+  went, by the purge of deleted projects (observai.retention.purge), which waits out such late writes.
 - the database is unavailable, or this container's breaker is open → the message is put back on the
   queue with a growing delay (30 s doubling up to 15 min, ``"requeues"`` counted in the body) and the
   original succeeds. An outage therefore never pushes good batches into the dead-letter queue, however
@@ -30,6 +34,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.db.breaker import database_breaker
 from observai.errors import Unavailable
 from observai.observability import logger
+from observai.retention.purge import project_exists
 from observai.telemetry import spool
 from observai.telemetry.spool import SpooledBatch
 
@@ -87,6 +92,13 @@ def _requeue(message: dict[str, Any], record: SQSRecord, reason: str) -> None:
     )
 
 
+def _delete_envelope(message: dict[str, Any]) -> None:
+    """The S3 object of a pointer message, once its batch is done with."""
+    pointer = message.get("s3")
+    if pointer:
+        spool._delete_quietly(pointer["bucket"], pointer["key"])
+
+
 def process_record(record: SQSRecord) -> None:
     """Store one spooled batch; raise to report the record as failed."""
     from observai.telemetry.writer import store_batch
@@ -106,6 +118,11 @@ def process_record(record: SQSRecord) -> None:
         raise
     context.update(org_id=str(item.org_id), project_id=str(item.project_id), events=item.batch.accepted)
     try:
+        if not project_exists(item.org_id, item.project_id):
+            database_breaker.record_success()
+            _delete_envelope(message)
+            logger.warning("spooled batch dropped: its project was deleted", extra=context)
+            return
         result = store_batch(
             item.org_id,
             item.project_id,
@@ -123,9 +140,7 @@ def process_record(record: SQSRecord) -> None:
         logger.exception("spooled batch failed", extra={**context, "error": exc.__class__.__name__})
         raise
     database_breaker.record_success()
-    pointer = message.get("s3")
-    if pointer:
-        spool._delete_quietly(pointer["bucket"], pointer["key"])
+    _delete_envelope(message)
     logger.info("spooled batch stored", extra={**context, "replayed": result.replayed})
 
 
