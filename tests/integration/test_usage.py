@@ -7,6 +7,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import psycopg
 import pytest
@@ -15,7 +16,7 @@ from observai.errors import RateLimited
 from observai.http.exception_handlers import response_for
 from observai.telemetry import usage
 from observai.telemetry.model import Signal
-from observai.telemetry.usage import check_quota, plan_limits, record_usage, roll_up_usage
+from observai.telemetry.usage import check_quota, plan_limits, roll_up_usage, usage_statement
 
 from tests.helpers.inprocess import invoke
 from tests.helpers.users import add_membership, make_user
@@ -50,6 +51,13 @@ def daily(db: psycopg.Connection, org: uuid.UUID) -> dict[tuple[date, str], tupl
 
 def pending(db: psycopg.Connection, org: uuid.UUID) -> int:
     return db.execute("select count(*) as n from public.usage_increments where org_id = %s", (org,)).fetchone()["n"]
+
+
+def record_usage(cur: Any, org: Any, project: Any, per_signal: dict[Signal, tuple[int, int]]) -> None:
+    """One request's usage, as the writer appends it in its transaction."""
+    statement = usage_statement(org, project, per_signal)
+    if statement is not None:
+        cur.execute(statement)
 
 
 def roll_up_everything() -> int:

@@ -1,6 +1,6 @@
 """Pre-aggregated log volume: lines per UTC minute, service, level and retention_days (migration 0014).
 
-* Recording: the ingest writer counts the lines it COPYed and calls ``record_volume`` in the same transaction:
+* Recording: the ingest writer counts the lines it COPYed and sends ``volume_statement`` with its COMMIT:
   one INSERT of a few rows (one per minute, service, severity and retention_days of the batch) into the
   append-only ``public.log_volume``. Exact (it commits or rolls back with the lines, and only lines actually
   written are counted: dedup skipped the retried ones before), no hot row (a request never updates a row).
@@ -23,7 +23,6 @@ from uuid import UUID
 from psycopg import sql
 
 from observai.db.batched_move import move_in_batches
-from observai.db.connection import Cursor
 from observai.logs.query_language import FieldTerm, LogSqlCompiler, Node, severity_range
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
@@ -53,15 +52,9 @@ group by v.m, v.service, least((v.sev + 3) / 4, 6), v.r
 VolumeKey = tuple[int, str | None, int, int]  # (minute since 2000-01-01 UTC, service, severity_number, retention)
 
 
-def record_volume(cur: Cursor, org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> None:
-    """Append the volume of lines just written (one statement, whatever the number of keys)."""
-    statement = volume_statement(org_id, project_id, counts)
-    if statement is not None:
-        cur.execute(statement)
-
-
 def volume_statement(org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> sql.Composed | None:
-    """``record_volume``'s statement, values quoted in (the writer sends it with its COMMIT), or None: no lines."""
+    """The statement appending the volume of lines just written (one, whatever the number of keys), values
+    quoted in (the writer sends it with its COMMIT); None when no line was written."""
     if not counts:
         return None
     keys = list(counts)

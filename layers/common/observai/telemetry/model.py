@@ -110,8 +110,9 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class RawRequest:
-    """An OTLP protobuf request as sent, kept beside its pending conversion: the writer builds its rows straight
-    from these bytes when it can (``otlp/wire.py``), and the records are never made."""
+    """An OTLP request's protobuf bytes (as sent, or serialized from OTLP/JSON), kept beside its pending
+    conversion: the writer builds its rows straight from these bytes when it can (``otlp/wire.py``), and the
+    records are never made."""
 
     signal: Signal
     body: bytes

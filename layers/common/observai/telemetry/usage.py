@@ -1,6 +1,6 @@
 """Per-organization daily usage (events and bytes per signal), plan limits and quotas.
 
-Counting without a hot row: the writer calls ``record_usage`` inside its own transaction, which
+Counting without a hot row: the writer sends ``usage_statement`` with its own COMMIT, which
 appends one small ``usage_increments`` row per request and signal (no row is ever updated by two
 requests, so concurrent requests never wait on each other, and usage commits or rolls back with the
 data: it is exact). ``roll_up_usage`` (run hourly by the partition-upkeep job) moves increments into
@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.batched_move import move_in_batches
-from observai.db.connection import Cursor, execute_autocommit, tenant_transaction
+from observai.db.connection import execute_autocommit, tenant_transaction
 from observai.errors import InvalidInput, NotFound, RateLimited
 from observai.telemetry.model import Signal
 
@@ -123,21 +123,13 @@ from unnest({signals}::text[], {events}::bigint[], {bytes}::bigint[]) as t (sign
 """)
 
 
-def record_usage(cur: Cursor, org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]) -> None:
-    """Append today's (UTC, the database's clock) usage of one request: (events, bytes) per signal.
-
-    Called by the writer in the transaction that stores the data: usage commits with it. Signals with
-    nothing to count are skipped; one statement whatever the number of signals.
-    """
-    statement = usage_statement(org_id, project_id, per_signal)
-    if statement is not None:
-        cur.execute(statement)
-
-
 def usage_statement(
     org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]
 ) -> sql.Composed | None:
-    """``record_usage``'s statement, values quoted in (the writer sends it with its COMMIT), or None: nothing."""
+    """The statement appending today's (UTC, the database's clock) usage of one request, (events, bytes) per
+    signal, values quoted in; None when nothing counted. The writer sends it with the COMMIT of the transaction
+    that stores the data: usage commits with it. Signals with nothing to count are skipped; one statement
+    whatever the number of signals."""
     rows = [(Signal(s).value, int(e), int(b)) for s, (e, b) in per_signal.items() if e or b]
     if not rows:
         return None

@@ -23,7 +23,7 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from psycopg import sql
+from psycopg import Copy, sql
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
@@ -364,7 +364,7 @@ def _write_signals(
     cur: Cursor, w: _Write, careful: bool
 ) -> tuple[dict[Signal, int], int, list[Rejection], Counter[tuple[int, str | None, int, int]]]:
     """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points accepted,
-    the points refused (series limits, type clashes) and the log rows' volume (``volume.record_volume``).
+    the points refused (series limits, type clashes) and the log rows' volume (``volume.volume_statement``).
 
     A software pipeline (``overlap``): each table's records are converted (``Batch.pending``) and its rows built
     while Postgres inserts the table before: the logs are streamed (Postgres parses them as they arrive), the
@@ -456,15 +456,8 @@ def _copy(
     every 32 kB: Postgres parses those while the next ones are built); ``meanwhile`` runs on the worker thread while
     the COPY is finished (``overlap``), and has run when this returns. No rows: no COPY (``meanwhile`` still runs).
     Returns the rows written."""
-    encoded: Encoded | None = None
-    it: Iterator[tuple[Any, ...]] = iter(())
-    first: tuple[Any, ...] | None = None
-    if isinstance(rows, Encoded):
-        encoded = rows
-    else:
-        it = iter(rows)
-        first = next(it, None)
-    if (encoded.count == 0) if encoded is not None else first is None:
+    send = _sender(rows, types)
+    if send is None:
         if meanwhile is not None:
             meanwhile()
         return 0
@@ -473,17 +466,7 @@ def _copy(
     work: Future[None] | None = None
     try:
         with cur.copy(f"copy public.{table} ({columns}) from stdin (format binary)") as copy:
-            if encoded is not None:
-                copy.write(encoded.payload)
-                written = encoded.count
-            elif first is not None:
-                copy.set_types(types)
-                write = copy.write_row
-                write(first)
-                written = 1
-                for row in it:
-                    write(row)
-                    written += 1
+            written = send(copy)
             if meanwhile is not None:
                 # Started now: it runs while the COPY is finished (Postgres inserting what it buffered).
                 work = in_background(meanwhile)
@@ -495,6 +478,34 @@ def _copy(
     if work is not None:
         work.result()
     return written
+
+
+def _sender(rows: Rows, types: list[str]) -> Callable[[Copy], int] | None:
+    """What sends the rows into a COPY and returns how many it sent; None when there are none."""
+    if isinstance(rows, Encoded):
+        encoded = rows
+
+        def send_payload(copy: Copy) -> int:
+            copy.write(encoded.payload)
+            return encoded.count
+
+        return send_payload if encoded.count else None
+    it = iter(rows)
+    first = next(it, None)
+    if first is None:
+        return None
+
+    def send_rows(copy: Copy) -> int:
+        copy.set_types(types)
+        write = copy.write_row
+        write(first)
+        written = 1
+        for row in it:
+            write(row)
+            written += 1
+        return written
+
+    return send_rows
 
 
 # Rows of a lone table COPYed (and built) first: the rest is built on the worker while Postgres inserts these.

@@ -65,25 +65,21 @@ def decode_otlp(
     request's serialized, a protobuf body as sent, not even parsed unless the writer needs its records (then its
     decoding errors are raised when it does, inside the write, which rolls back).
     """
-    if lazy and wire.available():
-        batch = Batch()
-        if encoding == "protobuf":
-            batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
-        else:  # OTLP/JSON: parsed (errors raised) now, and its protobuf bytes given to the writer's fast path
-            with cyclic_gc_paused():
-                request = parse_request(signal, body, encoding)
-                batch.pending[signal] = _converting(signal, request, batch, now_ns, limits)
+    fast = lazy and wire.available()
+    batch = Batch()
+    if fast and encoding == "protobuf":
+        batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
+    else:
+        with cyclic_gc_paused():
+            request = parse_request(signal, body, encoding)
+            batch.pending[signal] = _converting(signal, request, batch, now_ns, limits)
+            if not lazy:
+                return batch.complete()
+            if fast:  # OTLP/JSON: its protobuf bytes for the writer's fast path
                 body = request.SerializeToString()
+    if fast:
         batch.raw = RawRequest(signal, body, now_ns, limits)
-        return batch
-    with cyclic_gc_paused():
-        batch = Batch()
-        batch.pending[signal] = _converting(signal, parse_request(signal, body, encoding), batch, now_ns, limits)
-        if not lazy:
-            return batch.complete()
-        if encoding == "protobuf":
-            batch.raw = RawRequest(signal, body, now_ns, limits)
-        return batch
+    return batch
 
 
 def _parsing_later(signal: Signal, body: bytes, batch: Batch, now: int, limits: IngestLimits) -> Iterator[None]:
