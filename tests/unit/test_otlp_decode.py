@@ -599,7 +599,7 @@ def _logs(*records: logs_pb2.LogRecord) -> ExportLogsServiceRequest:
 
 
 @pytest.mark.parametrize("encoding", ENCODINGS)
-def test_invalid_log_records_are_rejected_and_invalid_ids_mean_no_trace(encoding: str) -> None:
+def test_invalid_log_records_are_rejected_and_zero_ids_mean_no_trace(encoding: str) -> None:
     limits = IngestLimits(max_body_length=5)
     batch = decode(
         Signal.LOGS,
@@ -609,8 +609,10 @@ def test_invalid_log_records_are_rejected_and_invalid_ids_mean_no_trace(encoding
             logs_pb2.LogRecord(time_unix_nano=NOW, body=p.any_value("too long")),
             logs_pb2.LogRecord(time_unix_nano=NOW, severity_number=25),  # type: ignore[arg-type]
             logs_pb2.LogRecord(observed_time_unix_nano=NOW - 30 * 86_400 * p.S),
-            # OTLP: receivers SHOULD treat an invalid (wrong length, all-zero) id as "not associated with a trace"
-            logs_pb2.LogRecord(time_unix_nano=NOW, trace_id=b"\x01\x02", span_id=bytes(8)),
+            # An all-zero id means "not associated with a trace"; an id of the wrong size is refused with the
+            # reason (as the Collector's decoder does), never stored with its id silently removed
+            logs_pb2.LogRecord(time_unix_nano=NOW, trace_id=bytes(16), span_id=bytes(8)),
+            logs_pb2.LogRecord(time_unix_nano=NOW, trace_id=b"\x01\x02"),
             logs_pb2.LogRecord(time_unix_nano=NOW),  # no body at all → ""
         ),
         encoding,
@@ -621,6 +623,7 @@ def test_invalid_log_records_are_rejected_and_invalid_ids_mean_no_trace(encoding
         (2, "body is longer than 5 characters"),
         (3, "severity_number 25 is not a SeverityNumber (0 to 24)"),
         (4, "observed_time_unix_nano is more than 7 days in the past"),
+        (6, "trace_id must be 16 bytes, got 2"),
     ]
     fine, bad_ids, empty = batch.logs
     assert fine.body == "fine"

@@ -236,7 +236,7 @@ def test_given_log_fields_when_written_fast_then_each_column_is_the_python_paths
         a_log(),  # no trace context, no observed time
         a_log(time_unix_nano=0, observed_time_unix_nano=NOW - 2 * S, severity_number=17, severity_text=""),
         a_log(observed_time_unix_nano=NOW - S, trace_id=TRACE, span_id=SPAN, flags=1, event_name="login"),
-        a_log(trace_id=b"\x00" * 16, span_id=b"short", severity_number=0, body=AnyValue()),  # invalid ids: NULL
+        a_log(trace_id=b"\x00" * 16, span_id=bytes(8), severity_number=0, body=AnyValue()),  # all-zero ids: NULL
         a_log(severity_number=24, body=any_value("x" * DEFAULT_LIMITS.max_body_length)),
     )
     assert assert_same_rows(Signal.LOGS, body)
@@ -513,7 +513,7 @@ def test_given_points_of_every_shape_when_written_fast_then_each_column_is_the_p
     body = metrics_body(
         gauge(
             a_point(as_int=-(2**63), attributes=key_values({"k": "a"})),
-            a_point(as_double=math.inf, attributes=key_values({"k": "b"}), start_time_unix_nano=NOW - 20 * S),
+            a_point(as_double=1e308, attributes=key_values({"k": "b"}), start_time_unix_nano=NOW - 20 * S),
             a_point(as_double=-0.0, attributes=key_values({"k": "c"}), flags=0, exemplars=exemplars),
             a_point(attributes=key_values({"k": "c"}), flags=1),  # NO_RECORDED_VALUE: skipped
         ),
@@ -532,9 +532,9 @@ def test_given_points_of_every_shape_when_written_fast_then_each_column_is_the_p
                 count=2**63 - 1,
                 sum=0.0,
                 min=-1e300,
-                max=math.inf,
+                max=1e300,
                 explicit_bounds=[0.1, 1e16, 2.5],
-                bucket_counts=[0, 2**64 - 1, 3, 1],
+                bucket_counts=[0, 2**63 - 1, 3, 1],
                 exemplars=exemplars[:1],
                 attributes=key_values({"route": "/a"}),
             ),
@@ -543,6 +543,45 @@ def test_given_points_of_every_shape_when_written_fast_then_each_column_is_the_p
         metrics_pb2.Metric(name="empty"),  # no data: nothing
     )
     assert assert_same_rows(Signal.METRICS, body)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        a_point(as_double=math.inf),
+        a_point(as_double=math.nan),
+        metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - S, count=1, sum=math.inf),
+        metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - S, count=1, max=-math.inf),
+        metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - S, count=2**64 - 1),
+        metrics_pb2.HistogramDataPoint(
+            time_unix_nano=NOW - S, count=1, explicit_bounds=[1.0], bucket_counts=[2**64 - 1, 0]
+        ),
+    ],
+    ids=["inf", "nan", "sum-inf", "max-minus-inf", "count-u64", "bucket-u64"],
+)
+def test_given_numbers_the_python_path_rejects_when_written_then_the_c_path_leaves_them(point: Any) -> None:
+    # Given a point whose number is not finite, or past bigint
+    if isinstance(point, metrics_pb2.HistogramDataPoint):
+        body = metrics_body(histogram(point))
+    else:
+        body = metrics_body(gauge(point))
+    # When the C path reads it, Then it leaves the request to the Python path, which rejects the point
+    assert fast_rows(Signal.METRICS, body) is None
+    rejected = decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW).rejected
+    assert len(rejected) == 1 and ("finite" in rejected[0].reason or "larger than" in rejected[0].reason)
+
+
+@pytest.mark.parametrize(("trace_id", "span_id"), [(b"\x01\x02", b""), (b"", b"short"), (TRACE, bytes(9))])
+def test_given_a_log_id_of_the_wrong_size_when_written_then_the_record_is_rejected(
+    trace_id: bytes, span_id: bytes
+) -> None:
+    # Given a log record whose trace or span id has the wrong size (OTLP/JSON "xyz" decodes to 2 bytes)
+    body = logs_body(a_log(trace_id=trace_id, span_id=span_id), a_log())
+    # Then the C path leaves it, and the Python path rejects that record with the reason, keeping the other
+    assert fast_rows(Signal.LOGS, body) is None
+    batch = decode_otlp(Signal.LOGS, body, encoding="protobuf", now_ns=NOW)
+    assert len(batch.logs) == 1 and [r.index for r in batch.rejected] == [0]
+    assert "must be" in batch.rejected[0].reason
 
 
 def test_given_resource_and_point_attributes_when_written_fast_then_the_series_ids_are_the_python_paths() -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from observai.auth.authenticate import authenticate
 from observai.auth.principal import Principal
 from observai.config import get_settings
-from observai.errors import InvalidInput, ObservAIError, UnsupportedMediaType
+from observai.errors import InvalidInput, ObservAIError, Unprocessable, UnsupportedMediaType
 from observai.observability import logger
 from observai.telemetry.body import decoded_body, header
 from observai.telemetry.gc_pause import cyclic_gc_paused
@@ -93,6 +93,13 @@ def ingest_native(principal: Principal, event: Mapping[str, Any]) -> IngestSumma
         batch = decode_native(body, now_ns=now_ns(), lazy=True)
         outcome = ingest(key, batch, body=body, idempotency_key=idempotency, respond=_native_response)
     summary = IngestSummary.model_validate(outcome.response)
+    if summary.accepted == 0 and summary.rejected:
+        # Nothing stored: an error, so that no client reads a 2xx as "my events are in" (the reasons kept).
+        raise Unprocessable(
+            f"Every event of the batch was rejected ({len(summary.rejected)}): nothing was stored",
+            code="all_events_rejected",
+            details={"rejected": [r.model_dump() for r in summary.rejected]},
+        )
     if outcome.status == "replayed":
         summary.status = "replayed"
     return summary

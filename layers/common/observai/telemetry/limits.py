@@ -6,6 +6,7 @@ reason and let the rest through (partial success).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -63,4 +64,34 @@ def check_attributes(
                 return f"{what}.{key[:64]}: value longer than {max_value} characters"
         elif (kind is list or kind is dict) and len(value) > max_items:
             return f"{what}.{key[:64]}: more than {max_items} items"
+    return None
+
+
+BIGINT_MAX = 2**63 - 1  # counts are stored (and summed by the rollups) as Postgres bigint
+
+
+def check_point_numbers(
+    value: float | None, count: int | None, stats: tuple[float | None, ...], bucket_counts: Any = ()
+) -> str | None:
+    """The reason a metric point's numbers are refused, or None. A value that is not a finite number (NaN,
+    ±Infinity, or 1e400, which parses as infinity) would be stored but never shown by a query: it is refused
+    instead of being accepted and dropped. A count past what a bigint holds could not be stored at all."""
+    if value is not None and not math.isfinite(value):
+        return "value: must be a finite number (NaN and infinities are not stored)"
+    if count is not None and count > BIGINT_MAX:
+        return f"count: larger than {BIGINT_MAX}"
+    for name, stat in zip(("sum", "min", "max"), stats, strict=False):
+        if stat is not None and not math.isfinite(stat):
+            return f"{name}: must be a finite number (NaN and infinities are not stored)"
+    if bucket_counts and max(bucket_counts) > BIGINT_MAX:
+        return f"bucket_counts: a count larger than {BIGINT_MAX}"
+    return None
+
+
+def check_span_times(start_ns: int, end_ns: int) -> str | None:
+    """The reason a span's times are refused, or None: its duration is stored in nanoseconds as a bigint."""
+    if end_ns < start_ns:
+        return "end_time is before start_time"
+    if end_ns - start_ns > BIGINT_MAX:
+        return f"duration: longer than {BIGINT_MAX // (NS_PER_S * 86_400 * 365)} years"
     return None

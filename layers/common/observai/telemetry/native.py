@@ -13,6 +13,7 @@ Every event is validated on its own: a bad one is rejected with its index and re
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, Required, TypedDict
@@ -21,7 +22,15 @@ from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, with_confi
 
 from observai.errors import InvalidInput, PayloadTooLarge
 from observai.telemetry import native_fast
-from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits, check_attributes, check_time
+from observai.telemetry.limits import (
+    BIGINT_MAX,
+    DEFAULT_LIMITS,
+    IngestLimits,
+    check_attributes,
+    check_point_numbers,
+    check_span_times,
+    check_time,
+)
 from observai.telemetry.model import (
     Batch,
     LogRecord,
@@ -32,6 +41,7 @@ from observai.telemetry.model import (
     Span,
     Temporality,
 )
+from observai.text import may_hold_surrogates, storable, storable_text, utf8_text
 
 HexTraceId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{32}$")]
 HexSpanId = Annotated[str, Field(pattern=r"^[0-9a-fA-F]{16}$")]
@@ -189,14 +199,17 @@ def _converting(events: list[Any], indexes: list[int], batch: Batch, now: int, l
 
 
 def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimits) -> list[Any]:
+    text = utf8_text(body)  # never U+FFFD in place of bytes that are not UTF-8: 400
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = json.loads(text)
+    except ValueError as exc:
         raise InvalidInput("The request body is not valid JSON", code="malformed_json") from exc
     except RecursionError:  # nesting deeper than the parser's stack: a client error, never a 500
         raise InvalidInput("The request body is nested too deeply", code="malformed_json") from None
     if not isinstance(raw, list):
         raise InvalidInput("The body must be a JSON list of events", code="not_a_list") from whole_error
+    if may_hold_surrogates(body):  # msgspec and pydantic refuse lone surrogates; stored as U+FFFD instead
+        raw = storable(raw)
     if len(raw) > limits.max_events:
         raise PayloadTooLarge(
             f"A batch holds at most {limits.max_events} events; this one has {len(raw)}",
@@ -310,6 +323,8 @@ def _metric(
             return "histogram: bounds must be increasing"
         if sum(bucket_counts) != count:
             return "histogram: bucket_counts must add up to count"
+        if not all(math.isfinite(b) for b in bounds):
+            return "bounds: must be finite numbers"
         distribution = {"bounds": bounds, "counts": bucket_counts}
     else:
         quantiles = event.get("quantiles")
@@ -318,6 +333,11 @@ def _metric(
         if any(not 0 <= q <= 1 for q, _ in quantiles):
             return "summary: quantiles must be between 0 and 1"
         distribution = {"quantiles": [[q, v] for q, v in quantiles]}
+    problem = check_point_numbers(
+        event.get("value"), count, (event.get("sum"), event.get("min"), event.get("max")), event.get("bucket_counts")
+    )
+    if problem:
+        return problem
     temporality_name = event.get("temporality")
     temporality = Temporality(temporality_name) if temporality_name else None
     if temporality is None and (kind is MetricType.SUM or kind is MetricType.HISTOGRAM):
@@ -325,7 +345,7 @@ def _metric(
     start_time = event.get("start_time")
     batch.metrics.append(
         MetricPoint(
-            name=event["name"],
+            name=storable_text(event["name"]),  # the series' identity: the name as stored
             type=kind,
             time_ns=time_ns,
             attributes={**resource, **attributes} if resource else attributes,
@@ -357,11 +377,15 @@ def _span(
     if "end_time" in event:
         end = to_ns(event["end_time"])
     elif "duration_ms" in event:
-        end = start + int(event["duration_ms"] * 1_000_000)
+        duration_ms = event["duration_ms"]
+        if not duration_ms * 1_000_000 <= BIGINT_MAX:  # 1e308 (or infinity) would overflow the stored duration
+            return f"duration_ms: longer than {BIGINT_MAX // 1_000_000} ms"
+        end = start + int(duration_ms * 1_000_000)
     else:
         return "end_time or duration_ms is required"
-    if end < start:
-        return "end_time is before start_time"
+    problem = check_span_times(start, end)
+    if problem:
+        return problem
     events = event.get("events", ())
     for item in events:
         problem = check_attributes(item.get("attributes", _NO_ATTRIBUTES), limits, "events.attributes")

@@ -579,6 +579,8 @@ static int log_record(St *st, const uint8_t *d, size_t n) {
         text = (const uint8_t *)st->body.p, text_len = st->body.len;
     }
     if ((long)text_len > st->L.max_body && utf8_chars(text, text_len) > st->L.max_body) return BAIL;
+    /* an id of the wrong size is a rejection (the Python path gives the reason) */
+    if ((trace_id.len && trace_id.len != 16) || (span_id.len && span_id.len != 8)) return BAIL;
     int has_trace = trace_id.len == 16 && !all_zero(trace_id.data, 16);
     int has_span = span_id.len == 8 && !all_zero(span_id.data, 8);
     long keep = st->keep_logs[severity];
@@ -999,6 +1001,9 @@ static inline uint64_t le64(const uint8_t *p) {
     return v;
 }
 
+/* A double's bits: finite (not NaN nor an infinity) when its exponent is not all ones. */
+static inline int finite_bits(uint64_t bits) { return ((bits >> 52) & 0x7ff) != 0x7ff; }
+
 /* A data point's fields, whatever its kind. */
 typedef struct {
     uint64_t start, time, flags, count, sum, min, max, value, zero_count, zero_threshold;
@@ -1198,15 +1203,23 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
     key[31] = 1; /* never all zero */
     CHECK(key_new(st, key));
     CHECK(note_series(st, id, kind));
+    /* Numbers the Python path rejects: a value, sum, min or max that is not finite, a count past bigint. */
     if (kind == 5 || kind == 7) {
         if (p.values != 1) return BAIL; /* no value (rejected), or both */
+        if (p.value_kind != 6 && !finite_bits(p.value)) return BAIL;
     } else {
         if (p.count > (uint64_t)INT64_MAX) return BAIL;
+        if ((p.has_sum || kind == 11) && !finite_bits(p.sum)) return BAIL;
+        if ((p.has_min && !finite_bits(p.min)) || (p.has_max && !finite_bits(p.max))) return BAIL;
         if (kind == 9) {
             size_t nb = 0, nc = 0;
             if (p.nbounds) CHECK(packed64(&p.bounds, &nb));
             if (p.ncounts) CHECK(packed64(&p.counts, &nc));
             if (nc && nc != nb + 1) return BAIL;
+            for (size_t i = 0; i < nc; i++)
+                if (le64(p.counts.data + 8 * i) > (uint64_t)INT64_MAX) return BAIL;
+        } else if (kind == 10 && p.zero_count > (uint64_t)INT64_MAX) {
+            return BAIL;
         }
     }
     Buf *o = &st->out;

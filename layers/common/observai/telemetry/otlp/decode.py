@@ -13,7 +13,14 @@ from typing import Any
 
 from observai.errors import PayloadTooLarge
 from observai.telemetry.gc_pause import cyclic_gc_paused
-from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits, check_attributes, check_time
+from observai.telemetry.limits import (
+    DEFAULT_LIMITS,
+    IngestLimits,
+    check_attributes,
+    check_point_numbers,
+    check_span_times,
+    check_time,
+)
 from observai.telemetry.model import (
     Attributes,
     Batch,
@@ -29,6 +36,7 @@ from observai.telemetry.model import (
 from observai.telemetry.otlp import wire
 from observai.telemetry.otlp.attributes import attributes, body_text, json_float, scope
 from observai.telemetry.otlp.parse import Encoding, parse_request
+from observai.text import storable_text
 
 SPAN_KINDS = {0: "internal", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 STATUS_CODES = {0: "unset", 1: "ok", 2: "error"}
@@ -148,6 +156,14 @@ def _id_reason(raw: bytes, size: int, zero: bytes, what: str) -> str | None:
     return None
 
 
+def _present_id_reason(raw: bytes, size: int, what: str) -> str | None:
+    """An optional id sent with the wrong size (OTLP/JSON ``"traceId": "xyz"``): the record is refused with the
+    reason rather than stored with its id silently removed. Absent or all-zero ids mean "none"."""
+    if raw and len(raw) != size:
+        return f"{what} must be {size} bytes, got {len(raw)}"
+    return None
+
+
 def _optional_id(raw: bytes, size: int, zero: bytes) -> str | None:
     """An optional id as hex; empty or invalid means "none" (what OTLP asks of log and exemplar ids)."""
     if len(raw) != size or raw == zero:
@@ -203,6 +219,9 @@ def _span(span: Any, ctx: _Context, now: int, limits: IngestLimits) -> Span | st
         return reason
     if end < start:
         return "end_time_unix_nano is before start_time_unix_nano"
+    reason = check_span_times(start, end)
+    if reason:
+        return reason
     if ctx.reason:
         return ctx.reason
     attrs = attributes(span.attributes)
@@ -301,7 +320,11 @@ def _log_record(record: Any, ctx: _Context, now: int, limits: IngestLimits) -> L
     if len(body) > limits.max_body_length:
         return f"body is longer than {limits.max_body_length} characters"
     attrs = attributes(record.attributes)
-    reason = check_attributes(attrs, limits, "attributes")
+    reason = (
+        check_attributes(attrs, limits, "attributes")
+        or _present_id_reason(record.trace_id, 16, "trace_id")
+        or _present_id_reason(record.span_id, 8, "span_id")
+    )
     if reason:
         return reason
     return LogRecord(
@@ -386,7 +409,7 @@ def _data_point(
     if len(merged) > limits.max_attributes:
         return f"attributes: {len(merged)} keys with the resource's, more than {limits.max_attributes}"
     mp = MetricPoint(
-        name=metric.name,
+        name=storable_text(metric.name),  # the series' identity: the name as stored
         type=_METRIC_TYPES[kind],
         time_ns=point.time_unix_nano,
         attributes=merged,
@@ -425,9 +448,20 @@ def _data_point(
         mp.count = point.count
         mp.sum = point.sum
         mp.distribution = {"quantiles": [[json_float(q.quantile), json_float(q.value)] for q in point.quantile_values]}
+    reason = check_point_numbers(mp.value, mp.count, (mp.sum, mp.min, mp.max), _bucket_counts(kind, point))
+    if reason:
+        return reason
     if kind != "summary" and point.exemplars:
         mp.exemplars = [_exemplar(e) for e in point.exemplars]
     return mp
+
+
+def _bucket_counts(kind: str, point: Any) -> list[int]:
+    if kind == "histogram":
+        return list(point.bucket_counts)
+    if kind == "exponential_histogram":
+        return [point.zero_count, *point.positive.bucket_counts, *point.negative.bucket_counts]
+    return []
 
 
 def _distribution_stats(mp: MetricPoint, point: Any, data: Any) -> None:
