@@ -451,3 +451,106 @@ def test_adding_an_unknown_user_is_404_and_leaves_nothing(http: httpx.Client, or
     assert error_of(response, 404)
     assert db.execute("select count(*) as n from public.memberships where user_id = %s", (ghost,)).fetchone()["n"] == 0
     assert audit_count(db, org["id"]) == before
+
+
+# --- text Postgres cannot hold, numbers past its columns, documents nested too deep ---------------------
+
+
+def _raw_post(http: httpx.Client, path: str, raw: str | bytes, method: str = "POST") -> httpx.Response:
+    return http.request(method, path, content=raw, headers={"content-type": "application/json"})
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ('{"name": "a\\u0000b"}', "NUL"),
+        ('{"name": "a\\udc00b"}', None),  # a lone surrogate: not JSON orjson accepts (400) or unstorable (422)
+        ('{"name": "x", "plan\\u0000": "free"}', "NUL"),
+    ],
+    ids=["nul", "lone-surrogate", "nul-in-key"],
+)
+def test_unstorable_text_in_a_body_is_refused_never_a_500(
+    http: httpx.Client, org: dict[str, Any], project: dict[str, Any], db, raw: str, reason: str | None
+) -> None:
+    # Given a name Postgres text cannot hold
+    before = audit_count(db, org["id"])
+    for method, path in (
+        ("POST", "/v1/orgs"),
+        ("POST", f"/v1/orgs/{org['id']}/projects"),
+        ("PATCH", f"/v1/projects/{project['id']}"),
+        ("PATCH", f"/v1/orgs/{org['id']}"),
+    ):
+        # When it is sent to a route that stores names
+        response = _raw_post(http, path, raw, method)
+        # Then a 4xx with the field's location, never a 500
+        error = error_of(response, (400, 422))
+        if response.status_code == 422:
+            assert error["code"] == "validation_error"
+            assert any(d["loc"][0] == "body" and d["loc"][1].startswith(("name", "plan")) for d in error["details"])
+            if reason:
+                assert any(reason in d["message"] for d in error["details"])
+        else:
+            assert error["code"] == "malformed_json" and "surrogate" in error["message"]
+    # And nothing was written
+    assert audit_count(db, org["id"]) == before
+
+
+def test_a_nul_in_a_query_parameter_is_422(http: httpx.Client, project: dict[str, Any]) -> None:
+    # Given a NUL (%00) in the service filter of the traces search and in a path parameter
+    for path in (
+        f"/v1/projects/{project['id']}/traces?service=a%00b",
+        f"/v1/projects/{project['id']}/logs?q=a&service=%00",
+        f"/v1/projects/{project['id']}/metrics/cpu%00load/series",
+    ):
+        # When it is requested
+        response = http.get(path)
+        # Then 422 naming the parameter
+        error = error_of(response, 422)
+        assert error["code"] == "validation_error", path
+        assert error["details"][0]["loc"][0] in ("query", "path") and "NUL" in error["details"][0]["message"]
+
+
+@pytest.mark.parametrize("depth", [33, 1_000, 10_000])
+def test_deeply_nested_json_is_400_everywhere(http: httpx.Client, project: dict[str, Any], depth: int) -> None:
+    # Given documents nested far deeper than any route takes
+    nested = '{"name": "x", "extra": ' + "[" * depth + "]" * depth + "}"
+    for path in ("/v1/orgs", f"/v1/projects/{project['id']}/metrics/query"):
+        # When sent
+        response = _raw_post(http, path, nested)
+        # Then 400 too_deep, never a RecursionError's 500
+        assert error_of(response, 400)["code"] == "too_deep", path
+
+
+def test_reasonable_nesting_still_reaches_validation(http: httpx.Client) -> None:
+    # Given a document 10 levels deep (allowed), with an unknown field
+    nested = '{"name": "x", "extra": ' + "[" * 10 + "]" * 10 + "}"
+    # Then the model decides (422 for the unknown field, or accepted), not the depth guard
+    response = _raw_post(http, "/v1/orgs", nested)
+    assert response.status_code in (201, 422), response.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "code"),
+    [
+        (b'{"name": "caf\xe9"}', "invalid_utf8"),
+        (b'{"name": "x", "n": NaN}', "malformed_json"),
+        (b'{"name": "x", "n": 1e400}', "malformed_json"),
+    ],
+    ids=["latin-1", "nan", "overflow"],
+)
+def test_bodies_that_are_not_strict_json_are_400(http: httpx.Client, raw: bytes, code: str) -> None:
+    # When a body is not UTF-8, or holds a number JSON cannot carry
+    response = _raw_post(http, "/v1/orgs", raw)
+    # Then 400 with the reason (never stored with U+FFFD in place of the byte)
+    assert error_of(response, 400)["code"] == code
+
+
+def test_integers_past_bigint_are_422_with_the_field(http: httpx.Client, project: dict[str, Any]) -> None:
+    # Given a limit of 2^64 in a query body and in a query parameter
+    body = '{"queries": [{"metric": "cpu", "aggregation": "avg"}], "limit": 18446744073709551616}'
+    response = _raw_post(http, f"/v1/projects/{project['id']}/metrics/query", body)
+    # Then 422 naming the field, never a 500
+    error = error_of(response, 422)
+    assert any(d["loc"] == ["body", "limit"] for d in error["details"]), error
+    response = http.get(f"/v1/projects/{project['id']}/traces?limit=18446744073709551616")
+    assert error_of(response, (400, 422))

@@ -271,3 +271,25 @@ def test_deep_nesting_in_an_attribute_is_400_never_a_500(database_url: str, proj
     assert result.status in (400, 202), result.text
     if result.status == 202:
         assert reasons(result.json()["data"])
+
+
+@pytest.mark.parametrize("text", ["bad \\udc00 half", "nul \\u0000 inside"], ids=["lone-surrogate", "nul"])
+def test_otlp_json_text_postgres_cannot_hold_is_stored_as_u_fffd(
+    database_url: str, project: IngestProject, text: str
+) -> None:
+    # Given OTLP/JSON logs whose body and attribute hold a lone surrogate or a NUL, beside a clean record
+    now = str(int(ago(30).timestamp() * 1e9))
+    raw = (
+        '{"resourceLogs":[{"scopeLogs":[{"logRecords":['
+        f'{{"timeUnixNano":"{now}","body":{{"stringValue":"{text}"}},'
+        f'"attributes":[{{"key":"k","value":{{"stringValue":"{text}"}}}}]}},'
+        f'{{"timeUnixNano":"{now}","body":{{"stringValue":"clean"}}}}]}}]}}]}}'
+    )
+    # When it is exported
+    result = post_otlp("/v1/logs", project.headers, raw.encode(), content_type="application/json")
+    # Then both records are stored, U+FFFD in place of the character Postgres cannot hold
+    assert result.status == 200, result.text
+    rows = logs_of(database_url, project.project_id)
+    assert sorted(r["body"] for r in rows) == sorted(
+        ["clean", text.replace("\\udc00", "\ufffd").replace("\\u0000", "\ufffd")]
+    )

@@ -23,7 +23,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.config import Settings, get_settings, settings_per_invocation
 from observai.errors import ObservAIError, PayloadTooLarge, UnsupportedMediaType
 from observai.http.exception_handlers import register_exception_handlers, response_for
+from observai.http.untrusted_input import check_json_body, check_parameters
 from observai.observability import logger, metrics, metrics_enabled, traced
+from observai.text import utf8_text
 
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
@@ -62,7 +64,9 @@ def request_id_of(event: dict[str, Any]) -> str:
 
 
 def guard_request(event: dict[str, Any], settings: Settings) -> None:
-    """Refuse oversized or non-JSON bodies before anything parses them."""
+    """Refuse oversized or non-JSON bodies, and what Postgres or our parsers could not take (untrusted_input),
+    before anything parses them."""
+    check_parameters(event)
     body = event.get("body")
     if not body:
         return
@@ -86,8 +90,9 @@ def guard_request(event: dict[str, Any], settings: Settings) -> None:
         event["headers"]["content-type"] = "application/json"
         if event.get("isBase64Encoded"):
             # API Gateway base64-encodes bodies it considers binary; the JSON parser needs text.
-            event["body"] = base64.b64decode(body).decode("utf-8", errors="replace")
+            event["body"] = utf8_text(base64.b64decode(body))
             event["isBase64Encoded"] = False
+        check_json_body(event["body"])
 
 
 def _with_headers(response: dict[str, Any], request_id: str) -> dict[str, Any]:

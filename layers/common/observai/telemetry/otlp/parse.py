@@ -28,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from observai.errors import InvalidInput
 from observai.telemetry.model import Signal
 from observai.telemetry.otlp.json_build import build_request
+from observai.text import may_hold_surrogates, storable
 
 Encoding = Literal["protobuf", "json"]
 
@@ -61,6 +62,8 @@ def parse_request(signal: Signal, body: bytes, encoding: Encoding) -> Any:
         raise InvalidInput(f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict):
         raise InvalidInput(f"the body must be a JSON object (an OTLP {message.DESCRIPTOR.name})")
+    if may_hold_surrogates(body):  # a lone surrogate is no protobuf string: U+FFFD, as in every telemetry text
+        document = storable(document)
     built = build_request(REQUEST_TYPES[signal], document)  # the canonical forms, at C speed
     if built is not None:
         return built
