@@ -103,7 +103,6 @@ def _log_document(**record: Any) -> dict[str, Any]:
         {"attributes": {"k": "v"}},  # not a list: ParseDict's error
         {"timeUnixNano": "-1"},  # out of the field's range
         {"severityNumber": 99},  # not a SeverityNumber value
-        {"body": {"stringValue": "lone \ud800"}},  # an unpaired surrogate
         {"flags": 2**32},
     ],
     ids=repr,
@@ -189,3 +188,11 @@ def test_given_a_double_that_json_cannot_carry_when_built_then_parse_dict_takes_
     document = to_otlp_dict(message)  # "Infinity": a string where a double is due
     assert build_request(ExportLogsServiceRequest, document) is None
     assert parse_request(Signal.LOGS, json.dumps(document).encode(), "json") == message
+
+
+def test_given_an_unpaired_surrogate_when_parsed_then_it_is_stored_as_u_fffd() -> None:
+    # Given OTLP/JSON whose body holds an unpaired surrogate escape (no protobuf string can hold it)
+    body = json.dumps(_log_document(body={"stringValue": "lone \ud800"})).encode()
+    # When parsed, Then the record is kept with U+FFFD in its place, as every telemetry text
+    request = parse_request(Signal.LOGS, body, "json")
+    assert request.resource_logs[0].scope_logs[0].log_records[0].body.string_value == "lone \ufffd"
