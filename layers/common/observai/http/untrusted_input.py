@@ -36,7 +36,7 @@ def check_json_body(text: str) -> None:
             f"The request body is not valid JSON: {exc.msg}", code="malformed_json", details={"position": exc.pos}
         ) from None
     problems = _problems(document)
-    if not problems and _has_huge_float(document):
+    if _has_huge_float(document):
         # A number past 2^63: a float literal (fine) or an integer literal past bigint (not): the exact parse
         # tells them apart (safe: the depth is bounded by now).
         problems = _problems(json.loads(text, parse_int=_exact_int))

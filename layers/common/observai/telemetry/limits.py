@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,3 +96,15 @@ def check_span_times(start_ns: int, end_ns: int) -> str | None:
     if end_ns - start_ns > BIGINT_MAX:
         return f"duration: longer than {BIGINT_MAX // (NS_PER_S * 86_400 * 365)} years"
     return None
+
+
+def one_item[**P, R](convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | str:
+    """``convert(...)``, or the reason it failed: a value no check foresaw (an overflow, a type the model let
+    through) rejects that one item, never the whole request (and is logged, to add the check it deserves)."""
+    try:
+        return convert(*args, **kwargs)
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        from observai.observability import logger
+
+        logger.warning("ingest item rejected by an unforeseen error", extra={"error": repr(exc)[:300]})
+        return f"invalid value: {type(exc).__name__}"

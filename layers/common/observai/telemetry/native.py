@@ -30,6 +30,7 @@ from observai.telemetry.limits import (
     check_point_numbers,
     check_span_times,
     check_time,
+    one_item,
 )
 from observai.telemetry.model import (
     Batch,
@@ -192,7 +193,7 @@ def _converting(events: list[Any], indexes: list[int], batch: Batch, now: int, l
     """Convert the events at ``indexes`` into ``batch`` one per step (a record or a rejection)."""
     for index in indexes:
         event = events[index]
-        reason = _convert(event, batch, now, limits, index)
+        reason = one_item(_convert, event, batch, now, limits, index)
         if reason is not None:
             batch.rejected.append(Rejection(index, reason, _SIGNAL[event["type"]]))
         yield None

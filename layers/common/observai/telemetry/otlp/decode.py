@@ -20,6 +20,7 @@ from observai.telemetry.limits import (
     check_point_numbers,
     check_span_times,
     check_time,
+    one_item,
 )
 from observai.telemetry.model import (
     Attributes,
@@ -182,7 +183,7 @@ def _converting_spans(request: Any, batch: Batch, now: int, limits: IngestLimits
         for scope_spans in resource_spans.scope_spans:
             ctx = resource_ctx.with_scope(scope_spans.scope, limits)
             for span in scope_spans.spans:
-                item = _span(span, ctx, now, limits)
+                item = one_item(_span, span, ctx, now, limits)
                 if isinstance(item, str):
                     batch.rejected.append(Rejection(index, item, Signal.TRACES))
                 else:
@@ -292,7 +293,7 @@ def _converting_logs(request: Any, batch: Batch, now: int, limits: IngestLimits)
         for scope_logs in resource_logs.scope_logs:
             ctx = resource_ctx.with_scope(scope_logs.scope, limits)
             for record in scope_logs.log_records:
-                item = _log_record(record, ctx, now, limits)
+                item = one_item(_log_record, record, ctx, now, limits)
                 if isinstance(item, str):
                     batch.rejected.append(Rejection(index, item, Signal.LOGS))
                 else:
@@ -370,12 +371,16 @@ def _converting_points(request: Any, batch: Batch, now: int, limits: IngestLimit
                 if kind is None:
                     continue  # no data: no data points to accept or reject
                 data = getattr(metric, kind)
-                metric_reason = ctx.reason or _metric_reason(metric, kind, data, limits)
+                metric_reason: str | None = ctx.reason or _metric_reason(metric, kind, data, limits)
                 for point in data.data_points:
                     if point.flags & NO_RECORDED_VALUE:
                         pass  # an explicit "no value" marker (e.g. a stale series): nothing to store, not an error
                     else:
-                        item = metric_reason or _data_point(metric, kind, data, point, ctx, now, limits, index)
+                        item: MetricPoint | str = (
+                            metric_reason
+                            if metric_reason
+                            else one_item(_data_point, metric, kind, data, point, ctx, now, limits, index)
+                        )
                         if isinstance(item, str):
                             batch.rejected.append(Rejection(index, item, Signal.METRICS))
                         else:
