@@ -293,3 +293,13 @@ def test_otlp_json_text_postgres_cannot_hold_is_stored_as_u_fffd(
     assert sorted(r["body"] for r in rows) == sorted(
         ["clean", text.replace("\\udc00", "\ufffd").replace("\\u0000", "\ufffd")]
     )
+
+
+def test_a_span_ending_in_year_9999_is_rejected_alone(database_url: str, project: IngestProject) -> None:
+    # Given a span whose end_time is 9999-12-31: its duration in nanoseconds is past a bigint
+    events = [log("kept"), span("far", duration_ms=None, end_time="9999-12-31T23:59:59Z")]
+    # When the batch is sent
+    data = ok(post_native(project.headers, events))
+    # Then the span alone is rejected with a reason, and the log line is stored
+    assert data["accepted"] == 1 and "duration" in reasons(data)[1]
+    assert [r["body"] for r in logs_of(database_url, project.project_id)] == ["kept"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,13 +97,13 @@ def check_span_times(start_ns: int, end_ns: int) -> str | None:
     return None
 
 
-def one_item[**P, R](convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | str:
-    """``convert(...)``, or the reason it failed: a value no check foresaw (an overflow, a type the model let
-    through) rejects that one item, never the whole request (and is logged, to add the check it deserves)."""
-    try:
-        return convert(*args, **kwargs)
-    except (ArithmeticError, ValueError, TypeError) as exc:
-        from observai.observability import logger
+UNFORESEEN = (ArithmeticError, ValueError, TypeError)
 
-        logger.warning("ingest item rejected by an unforeseen error", extra={"error": repr(exc)[:300]})
-        return f"invalid value: {type(exc).__name__}"
+
+def unforeseen(exc: Exception) -> str:
+    """The reason for an item whose conversion failed in a way no check foresaw (an overflow, a type the model let
+    through): that one item is rejected, never the whole request; logged, to add the check it deserves."""
+    from observai.observability import logger
+
+    logger.warning("ingest item rejected by an unforeseen error", extra={"error": repr(exc)[:300]})
+    return f"invalid value: {type(exc).__name__}"

@@ -25,12 +25,13 @@ from observai.telemetry import native_fast
 from observai.telemetry.limits import (
     BIGINT_MAX,
     DEFAULT_LIMITS,
+    UNFORESEEN,
     IngestLimits,
     check_attributes,
     check_point_numbers,
     check_span_times,
     check_time,
-    one_item,
+    unforeseen,
 )
 from observai.telemetry.model import (
     Batch,
@@ -193,7 +194,10 @@ def _converting(events: list[Any], indexes: list[int], batch: Batch, now: int, l
     """Convert the events at ``indexes`` into ``batch`` one per step (a record or a rejection)."""
     for index in indexes:
         event = events[index]
-        reason = one_item(_convert, event, batch, now, limits, index)
+        try:
+            reason = _convert(event, batch, now, limits, index)
+        except UNFORESEEN as exc:
+            reason = unforeseen(exc)
         if reason is not None:
             batch.rejected.append(Rejection(index, reason, _SIGNAL[event["type"]]))
         yield None

@@ -8,19 +8,20 @@ A request with more items than ``limits.max_events`` is refused whole (PayloadTo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from observai.errors import PayloadTooLarge
 from observai.telemetry.gc_pause import cyclic_gc_paused
 from observai.telemetry.limits import (
     DEFAULT_LIMITS,
+    UNFORESEEN,
     IngestLimits,
     check_attributes,
     check_point_numbers,
     check_span_times,
     check_time,
-    one_item,
+    unforeseen,
 )
 from observai.telemetry.model import (
     Attributes,
@@ -157,6 +158,14 @@ def _id_reason(raw: bytes, size: int, zero: bytes, what: str) -> str | None:
     return None
 
 
+def _guarded[**P, R](convert: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R | str:
+    """``convert(...)``, or the reason it failed in a way no check foresaw: that item alone is rejected."""
+    try:
+        return convert(*args, **kwargs)
+    except UNFORESEEN as exc:
+        return unforeseen(exc)
+
+
 def _present_id_reason(raw: bytes, size: int, what: str) -> str | None:
     """An optional id sent with the wrong size (OTLP/JSON ``"traceId": "xyz"``): the record is refused with the
     reason rather than stored with its id silently removed. Absent or all-zero ids mean "none"."""
@@ -183,7 +192,7 @@ def _converting_spans(request: Any, batch: Batch, now: int, limits: IngestLimits
         for scope_spans in resource_spans.scope_spans:
             ctx = resource_ctx.with_scope(scope_spans.scope, limits)
             for span in scope_spans.spans:
-                item = one_item(_span, span, ctx, now, limits)
+                item = _guarded(_span, span, ctx, now, limits)
                 if isinstance(item, str):
                     batch.rejected.append(Rejection(index, item, Signal.TRACES))
                 else:
@@ -293,7 +302,7 @@ def _converting_logs(request: Any, batch: Batch, now: int, limits: IngestLimits)
         for scope_logs in resource_logs.scope_logs:
             ctx = resource_ctx.with_scope(scope_logs.scope, limits)
             for record in scope_logs.log_records:
-                item = one_item(_log_record, record, ctx, now, limits)
+                item = _guarded(_log_record, record, ctx, now, limits)
                 if isinstance(item, str):
                     batch.rejected.append(Rejection(index, item, Signal.LOGS))
                 else:
@@ -379,7 +388,7 @@ def _converting_points(request: Any, batch: Batch, now: int, limits: IngestLimit
                         item: MetricPoint | str = (
                             metric_reason
                             if metric_reason
-                            else one_item(_data_point, metric, kind, data, point, ctx, now, limits, index)
+                            else _guarded(_data_point, metric, kind, data, point, ctx, now, limits, index)
                         )
                         if isinstance(item, str):
                             batch.rejected.append(Rejection(index, item, Signal.METRICS))
