@@ -6,7 +6,6 @@ reason and let the rest through (partial success).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -70,19 +69,23 @@ def check_attributes(
 BIGINT_MAX = 2**63 - 1  # counts are stored (and summed by the rollups) as Postgres bigint
 
 
+NOT_FINITE = "must be a finite number (NaN and infinities are not stored)"
+
+
 def check_point_numbers(
     value: float | None, count: int | None, stats: tuple[float | None, ...], bucket_counts: Any = ()
 ) -> str | None:
     """The reason a metric point's numbers are refused, or None. A value that is not a finite number (NaN,
     ±Infinity, or 1e400, which parses as infinity) would be stored but never shown by a query: it is refused
-    instead of being accepted and dropped. A count past what a bigint holds could not be stored at all."""
-    if value is not None and not math.isfinite(value):
-        return "value: must be a finite number (NaN and infinities are not stored)"
+    instead of being accepted and dropped. A count past what a bigint holds could not be stored at all.
+    (``x - x != 0`` is true exactly for NaN and the infinities, and cheaper than math.isfinite: hot path.)"""
+    if value is not None and value - value != 0:
+        return f"value: {NOT_FINITE}"
     if count is not None and count > BIGINT_MAX:
         return f"count: larger than {BIGINT_MAX}"
     for name, stat in zip(("sum", "min", "max"), stats, strict=False):
-        if stat is not None and not math.isfinite(stat):
-            return f"{name}: must be a finite number (NaN and infinities are not stored)"
+        if stat is not None and stat - stat != 0:
+            return f"{name}: {NOT_FINITE}"
     if bucket_counts and max(bucket_counts) > BIGINT_MAX:
         return f"bucket_counts: a count larger than {BIGINT_MAX}"
     return None

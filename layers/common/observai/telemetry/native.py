@@ -25,6 +25,7 @@ from observai.telemetry import native_fast
 from observai.telemetry.limits import (
     BIGINT_MAX,
     DEFAULT_LIMITS,
+    NOT_FINITE,
     UNFORESEEN,
     IngestLimits,
     check_attributes,
@@ -316,8 +317,11 @@ def _metric(
     distribution: dict[str, Any] | None = None
     count = event.get("count")
     if kind is MetricType.GAUGE or kind is MetricType.SUM:
-        if event.get("value") is None:
+        value = event.get("value")
+        if value is None:
             return f"value: required for a {kind.value}"
+        if value - value != 0:  # NaN or ±Infinity (1e400 parses as infinity): a query could never show it
+            return f"value: {NOT_FINITE}"
     elif kind is MetricType.HISTOGRAM:
         bounds, bucket_counts = event.get("bounds"), event.get("bucket_counts")
         if count is None or bounds is None or bucket_counts is None:
@@ -338,11 +342,12 @@ def _metric(
         if any(not 0 <= q <= 1 for q, _ in quantiles):
             return "summary: quantiles must be between 0 and 1"
         distribution = {"quantiles": [[q, v] for q, v in quantiles]}
-    problem = check_point_numbers(
-        event.get("value"), count, (event.get("sum"), event.get("min"), event.get("max")), event.get("bucket_counts")
-    )
-    if problem:
-        return problem
+    if distribution is not None:
+        problem = check_point_numbers(
+            None, count, (event.get("sum"), event.get("min"), event.get("max")), event.get("bucket_counts")
+        )
+        if problem:
+            return problem
     temporality_name = event.get("temporality")
     temporality = Temporality(temporality_name) if temporality_name else None
     if temporality is None and (kind is MetricType.SUM or kind is MetricType.HISTOGRAM):
