@@ -80,3 +80,44 @@ def test_processes_that_died_without_saying_so_are_forgotten(tmp_path: Path) -> 
     assert forget_exited_handles(tmp_path) == []
     assert handles.read_text() == "not json"
     assert forget_exited_handles(tmp_path / "absent") == []
+
+
+def test_a_client_that_hung_up_is_no_traceback(capsys) -> None:
+    from observai_local.server import make_server
+
+    server = make_server("127.0.0.1", 0, quiet=True)
+    try:
+        try:
+            raise BrokenPipeError(32, "Broken pipe")
+        except BrokenPipeError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert capsys.readouterr().err == ""
+        try:
+            raise ValueError("a bug of ours")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "ValueError: a bug of ours" in capsys.readouterr().err
+    finally:
+        server.server_close()
+
+
+def test_a_server_bound_but_not_listening_refuses_until_activated() -> None:
+    import socket
+
+    from observai_local.server import make_server
+
+    server = make_server("127.0.0.1", 0, quiet=True, listen=False)
+    try:
+        # Bound, not listening: a client is refused at once rather than left waiting
+        with socket.socket() as probe:
+            try:
+                probe.connect(("127.0.0.1", server.port))
+            except ConnectionRefusedError:
+                pass
+            else:
+                raise AssertionError("connected before the server listens")
+        server.server_activate()
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+            pass
+    finally:
+        server.server_close()

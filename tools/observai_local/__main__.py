@@ -42,12 +42,14 @@ def listen_error(host: str, port: int, exc: OSError) -> str:
     return f"error: cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
-def _stop_on_sigterm() -> None:
-    """SIGTERM (kill, a supervisor) ends `serve` the way Ctrl-C does: the embedded Postgres is stopped too."""
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM (kill, a supervisor) end `serve` the same way: the embedded Postgres is
+    stopped too. SIGINT is set explicitly: a shell starts a background job (`make dev &`) with it ignored."""
 
     def interrupt(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
 
 
@@ -57,10 +59,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from observai_local.scheduler import Scheduler
     from observai_local.server import make_server
 
-    _stop_on_sigterm()
+    _stop_on_signals()
     template = load_template(args.template)
     try:  # the port first: a busy one is one line, before the database is started for nothing
-        server = make_server(args.host, args.port, template=template, overrides=local_overrides("local"))
+        server = make_server(args.host, args.port, template=template, overrides=local_overrides("local"), listen=False)
     except OSError as exc:
         print(listen_error(args.host, args.port, exc), file=sys.stderr)
         return 1
@@ -69,6 +71,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except BaseException:
         server.server_close()
         raise
+    try:
+        server.server_activate()  # accept connections only now: meanwhile a client is refused, not left waiting
+    except OSError as exc:
+        server.server_close()
+        print(listen_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
     for version in applied:
         print(f"migration applied: {version}", file=sys.stderr)
     server.invoker.overrides = local_overrides("local", url)
