@@ -130,7 +130,12 @@ def describe(info: DevInfo, *, routes: int, functions: int, schedules: int, data
             f"  curl -s -H {q('x-api-key: ' + info.api_key)} {q(info.base_url + '/v1/whoami')}",
             f"  curl -s -H {q('Authorization: Bearer ' + info.jwt)} {q(info.base_url + '/v1/orgs')}",
             "",
-            "Ctrl-C stops.",
+            "Ctrl-C stops"
+            + (
+                " (the embedded Postgres too, unless another process uses it)."
+                if database.startswith("embedded")
+                else "."
+            ),
             "",
         ]
     )
