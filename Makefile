@@ -10,10 +10,11 @@ STAMP := $(VENV)/.installed
 # The compiled row builders (setup.py: the OTLP fast path, records to COPY rows), rebuilt in place when their sources change.
 WIRE := $(VENV)/.built-wire
 
-.PHONY: help dev test test-unit test-integration test-e2e lint format build migrate invoke bootstrap openapi bench coldstart clean
+.PHONY: help install dev test test-unit test-integration test-e2e lint format build migrate invoke drain bootstrap openapi bench coldstart clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+	@echo "  (make dev: PORT=3001 for another port; OBSERVAI_STATE_DIR for another .observai)"
 
 $(STAMP): pyproject.toml layers/common/requirements.txt
 	@[ -n "$(PYTHON)" ] || { echo "Python 3.12 not found: install it (pyenv install 3.12.1) or set PYTHON=/path/to/python3.12"; exit 1; }
@@ -28,7 +29,7 @@ $(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layer
 
 install: $(WIRE) ## Create the virtual environment and install everything (the C extension built in place)
 
-dev: $(WIRE) ## Run the local stack (embedded Postgres, every HttpApi route on :3000, schedules)
+dev: $(WIRE) ## Run the local stack (embedded Postgres, every HttpApi route on :3000 or $PORT, schedules)
 	$(PY) -m observai_local serve
 
 test: $(WIRE) ## Run the whole suite (unit, integration, end-to-end)
@@ -37,10 +38,10 @@ test: $(WIRE) ## Run the whole suite (unit, integration, end-to-end)
 test-unit: $(WIRE) ## Unit tests only
 	$(PY) -m pytest tests/unit
 
-test-integration: $(WIRE)
+test-integration: $(WIRE) ## Integration tests only (real Postgres)
 	$(PY) -m pytest tests/integration
 
-test-e2e: $(WIRE)
+test-e2e: $(WIRE) ## End-to-end tests only (HTTP against the local runner)
 	$(PY) -m pytest tests/e2e
 
 lint: $(STAMP) ## ruff, mypy, sam validate --lint
@@ -49,7 +50,7 @@ lint: $(STAMP) ## ruff, mypy, sam validate --lint
 	$(VENV)/bin/mypy
 	$(VENV)/bin/sam validate --lint --region us-east-1
 
-format: $(STAMP)
+format: $(STAMP) ## Fix what ruff can fix and format the code
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
@@ -62,8 +63,12 @@ migrate: $(STAMP) ## Apply migrations (DATABASE_URL, else the embedded Postgres)
 invoke: $(STAMP) ## Invoke one function: make invoke FN=HealthFunction EVENT=events/health_live.json
 	$(PY) -m observai_local invoke $(FN) -e $(EVENT)
 
-bootstrap: $(STAMP) ## Create the first organization and its owner: make bootstrap ORG="Acme" EMAIL=owner@acme.test
-	$(PY) -m observai.tenancy.bootstrap --org-name "$(ORG)" --owner-email "$(EMAIL)"
+drain: $(STAMP) ## Drain a function's SQS queue until empty: make drain [FN=ExportWorkerFunction] (default the ingest spool)
+	$(PY) -m observai_local drain --function $(or $(FN),IngestDrainFunction)
+
+bootstrap: $(STAMP) ## The first organization and its owner (DATABASE_URL, else embedded): make bootstrap ORG="Acme" EMAIL=owner@acme.test
+	@[ -n "$(ORG)" ] && [ -n "$(EMAIL)" ] || { echo 'usage: make bootstrap ORG="Acme" EMAIL=owner@acme.test'; exit 2; }
+	$(PY) -m observai_local bootstrap --org-name "$(ORG)" --owner-email "$(EMAIL)"
 
 openapi: $(STAMP) ## Regenerate docs/openapi.json from the resolvers
 	$(PY) -m observai_local openapi --write
@@ -74,6 +79,6 @@ bench: $(WIRE) ## Benchmarks (ratios against a ceiling measured in the same run)
 coldstart: $(WIRE) ## Cold-start import time of each function
 	$(PY) -m observai_local coldstart
 
-clean:
+clean: ## Remove build outputs, caches and the compiled extensions (keeps .venv and .observai)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache build $(WIRE)
 	find layers/common -name '*.so' -delete

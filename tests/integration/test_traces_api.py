@@ -9,6 +9,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from uuid import UUID
 
 import pytest
@@ -198,6 +199,20 @@ def test_the_logs_carrying_the_trace_id_come_with_it_oldest_first(tenant: Tenant
     declined = trace["logs"][2]
     assert declined["severity_text"] == "ERROR" and declined["attributes"] == {"reason": "insufficient funds"}
     assert trace["logs_truncated"] is False
+
+
+def test_a_trace_log_id_is_the_string_the_logs_api_gives_and_opens_its_context(tenant: Tenant) -> None:
+    # Given the checkout trace's logs, and the same lines found through the logs API
+    trace_logs = get(tenant.project.headers, f"{tenant.path}/traces/{CHECKOUT}").data["logs"]
+    window = {"q": f"trace_id:{CHECKOUT}", "from": iso(T0 - timedelta(minutes=1)), "to": iso(NOW + ms(60_000))}
+    searched = invoke("logs", "GET", f"{tenant.path}/logs", headers=tenant.project.headers, query=urlencode(window))
+    assert searched.status == 200, searched.text
+    # Then a log id has one type, a decimal string, and the same value in both
+    assert all(isinstance(line["id"], str) and line["id"].isdigit() for line in trace_logs)
+    assert sorted(line["id"] for line in trace_logs) == sorted(line["id"] for line in searched.data)
+    # And a trace's log id opens the line's context as it is
+    context = invoke("logs", "GET", f"{tenant.path}/logs/{trace_logs[0]['id']}/context", headers=tenant.project.headers)
+    assert context.status == 200, context.text
 
 
 def test_time_hints_bound_the_spans_read(tenant: Tenant) -> None:

@@ -1,18 +1,23 @@
-"""python -m observai_local serve | invoke FUNCTION -e EVENT | drain | migrate | openapi | bench | coldstart"""
+"""python -m observai_local serve | invoke FUNCTION -e EVENT | drain | migrate | bootstrap | openapi | bench | coldstart
+
+Run it with the project's interpreter, .venv/bin/python (make install creates it), or through make.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
+import signal
 import sys
 import traceback
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
 
-from observai_local.template import ROOT, TEMPLATE_PATH, load_template
+from observai_local.template import TEMPLATE_PATH, load_template
 
 DELEGATED = {
     "openapi": "print, --write or --check docs/openapi.json (observai_local.openapi)",
@@ -22,7 +27,30 @@ DELEGATED = {
 
 
 def _database_label() -> str:
-    return "$DATABASE_URL" if os.environ.get("DATABASE_URL") else f"embedded ({ROOT / '.observai' / 'pgdata'})"
+    from observai_local.dev import shown, state_dir
+
+    return "$DATABASE_URL" if os.environ.get("DATABASE_URL") else f"embedded ({shown(state_dir() / 'pgdata')})"
+
+
+def listen_error(host: str, port: int, exc: OSError) -> str:
+    """The one line `make dev` prints when it cannot listen (no traceback)."""
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"error: port {port} on {host} is already in use (another `make dev`?):"
+            f" stop that process, or pick another port: PORT={port + 1} make dev"
+        )
+    return f"error: cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM (kill, a supervisor) end `serve` the same way: the embedded Postgres is
+    stopped too. SIGINT is set explicitly: a shell starts a background job (`make dev &`) with it ignored."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -31,11 +59,27 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from observai_local.scheduler import Scheduler
     from observai_local.server import make_server
 
-    url, applied = prepare_database()
+    _stop_on_signals()
+    template = load_template(args.template)
+    try:  # the port first: a busy one is one line, before the database is started for nothing
+        server = make_server(args.host, args.port, template=template, overrides=local_overrides("local"), listen=False)
+    except OSError as exc:
+        print(listen_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
+    try:
+        url, applied = prepare_database()
+    except BaseException:
+        server.server_close()
+        raise
+    try:
+        server.server_activate()  # accept connections only now: meanwhile a client is refused, not left waiting
+    except OSError as exc:
+        server.server_close()
+        print(listen_error(args.host, args.port, exc), file=sys.stderr)
+        return 1
     for version in applied:
         print(f"migration applied: {version}", file=sys.stderr)
-    template = load_template(args.template)
-    server = make_server(args.host, args.port, template=template, overrides=local_overrides("local", url))
+    server.invoker.overrides = local_overrides("local", url)
     info = ensure_workspace(url, server.invoker.overrides, server.base_url)
     print(
         describe(
@@ -58,7 +102,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if pollers is not None:
             pollers.stop()
         server.server_close()
-    return 0
+    return 0  # on exit, pgserver stops the embedded Postgres unless another process still uses it
 
 
 def _start_queue_pollers(template: Any, invoker: Any) -> Any:
@@ -160,14 +204,40 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """observai.tenancy.bootstrap on DATABASE_URL as it is, else on the embedded Postgres (migrated first)."""
+    from observai.tenancy import bootstrap
+
+    from observai_local.dev import prepare_database
+    from observai_local.functions import applied_environment
+
+    argv = ["--org-name", args.org_name, "--owner-email", args.owner_email]
+    if os.environ.get("DATABASE_URL"):
+        return bootstrap.main(argv)
+    url, _ = prepare_database()
+    print(f"database: {_database_label()}", file=sys.stderr)
+    with applied_environment({"DATABASE_URL": url}):
+        return bootstrap.main(argv)
+
+
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}")
+    return port
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m observai_local", description=__doc__)
     parser.add_argument("--template", type=Path, default=TEMPLATE_PATH, help="default: template.yaml")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="serve every HttpApi route and run the schedules (Ctrl-C stops)")
-    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    serve.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"), help="default: $HOST, else 127.0.0.1")
+    serve.add_argument("--port", type=_port, default=os.environ.get("PORT", "3000"), help="default: $PORT, else 3000")
     serve.add_argument("--run-schedules", action="store_true", help="fire every scheduled function once at start")
     serve.set_defaults(func=cmd_serve)
 
@@ -188,6 +258,14 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="apply migrations (DATABASE_URL, else the embedded Postgres)")
     migrate.set_defaults(func=cmd_migrate)
 
+    boot = sub.add_parser(
+        "bootstrap",
+        help="create the first organization and its owner (DATABASE_URL, else the embedded Postgres)",
+    )
+    boot.add_argument("--org-name", required=True)
+    boot.add_argument("--owner-email", required=True)
+    boot.set_defaults(func=cmd_bootstrap)
+
     # Tools with their own options: `python -m observai_local openapi --write` runs observai_local.openapi.main.
     for name, text in DELEGATED.items():
         sub.add_parser(name, help=text, add_help=False)
@@ -197,7 +275,11 @@ def main(argv: list[str] | None = None) -> int:
         tool = importlib.import_module(f"observai_local.{argv[0]}")
         return int(tool.main(argv[1:]))
     args = parser.parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:  # Ctrl-C while starting up: no traceback (the embedded Postgres stops at exit)
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """`make dev` setup: a migrated database, a demo workspace, credentials in .observai/dev.json.
 
 The database is DATABASE_URL, else the embedded Postgres whose data stays in .observai/pgdata between
-runs. The first run creates a demo organization, project, user and API key; later runs reuse them
-from .observai/dev.json while that organization exists, issuing a fresh development JWT each time.
+runs (stopped when the last process using it exits). The first run creates a demo organization, project,
+user and API key; later runs reuse them from .observai/dev.json while that organization exists, issuing a
+fresh development JWT each time. OBSERVAI_STATE_DIR moves .observai elsewhere (a second checkout's runner,
+the README test).
 """
 
 from __future__ import annotations
@@ -20,7 +22,21 @@ from observai_local.pg import database_url
 from observai_local.template import ROOT
 
 STATE_DIR = ROOT / ".observai"
-DEV_FILE = STATE_DIR / "dev.json"
+
+
+def state_dir() -> Path:
+    """Where the embedded database (pgdata/) and dev.json live: $OBSERVAI_STATE_DIR, else .observai."""
+    configured = os.environ.get("OBSERVAI_STATE_DIR")
+    return Path(configured).resolve() if configured else STATE_DIR
+
+
+def dev_file() -> Path:
+    return state_dir() / "dev.json"
+
+
+def shown(path: Path) -> str:
+    """A path as the banner shows it: relative to the repository when inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 @dataclass
@@ -38,7 +54,7 @@ def prepare_database(root: Path = ROOT) -> tuple[str, list[str]]:
     """The database URL (starting the embedded server if needed) and the migration versions applied now."""
     from observai.db.migrations import apply_migrations
 
-    url = database_url(root / ".observai" / "pgdata", cleanup_mode=None)
+    url = database_url(state_dir() / "pgdata", cleanup_mode="stop")
     return url, apply_migrations(url, root / "migrations")
 
 
@@ -58,11 +74,12 @@ def _load(path: Path) -> dict[str, str] | None:
     return data if isinstance(data, dict) and data.get("org_id") else None
 
 
-def ensure_workspace(url: str, env: Environment, base_url: str, dev_file: Path = DEV_FILE) -> DevInfo:
-    """Reuse the workspace of ``dev_file`` if its org still exists, else create a demo one; write the file."""
+def ensure_workspace(url: str, env: Environment, base_url: str, path: Path | None = None) -> DevInfo:
+    """Reuse the workspace of ``path`` (dev.json) if its org still exists, else create a demo one; write the file."""
     from observai.auth.jwt import issue_dev_token
 
-    saved = _load(dev_file)
+    path = path or dev_file()
+    saved = _load(path)
     with applied_environment(env):  # the settings the functions will see (stage, database, JWT secret)
         if saved and _org_exists(url, saved["org_id"]):
             info = DevInfo(
@@ -88,9 +105,9 @@ def ensure_workspace(url: str, env: Environment, base_url: str, dev_file: Path =
                 email=demo.email,
             )
         info.jwt = issue_dev_token(info.user_id, info.email or None)
-    dev_file.parent.mkdir(parents=True, exist_ok=True)
-    dev_file.write_text(json.dumps(asdict(info), indent=2) + "\n")
-    os.chmod(dev_file, 0o600)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(asdict(info), indent=2) + "\n")
+    os.chmod(path, 0o600)
     return info
 
 
@@ -106,14 +123,19 @@ def describe(info: DevInfo, *, routes: int, functions: int, schedules: int, data
             f"  Org         {info.org_id}",
             f"  Project     {info.project_id}",
             f"  User        {info.user_id} {info.email}",
-            f"  Saved in    {DEV_FILE.relative_to(ROOT) if DEV_FILE.is_relative_to(ROOT) else DEV_FILE}",
+            f"  Saved in    {shown(dev_file())}",
             "",
             "Try:",
             f"  curl -s {q(info.base_url + '/v1/health')}",
             f"  curl -s -H {q('x-api-key: ' + info.api_key)} {q(info.base_url + '/v1/whoami')}",
             f"  curl -s -H {q('Authorization: Bearer ' + info.jwt)} {q(info.base_url + '/v1/orgs')}",
             "",
-            "Ctrl-C stops.",
+            "Ctrl-C stops"
+            + (
+                " (the embedded Postgres too, unless another process uses it)."
+                if database.startswith("embedded")
+                else "."
+            ),
             "",
         ]
     )

@@ -51,8 +51,25 @@ class LocalApiServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], template: Template, invoker: Invoker, *, quiet: bool = False) -> None:
-        super().__init__(address, _RequestHandler)
+    def __init__(
+        self,
+        address: tuple[str, int],
+        template: Template,
+        invoker: Invoker,
+        *,
+        quiet: bool = False,
+        listen: bool = True,
+    ) -> None:
+        """``listen=False`` binds the port (a busy one fails here) without accepting connections yet: call
+        ``server_activate()`` when ready, so a client meanwhile is refused rather than left waiting."""
+        super().__init__(address, _RequestHandler, bind_and_activate=False)
+        try:
+            self.server_bind()
+            if listen:
+                self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
         self.template = template
         self.invoker = invoker
         self.router = Router(template.routes)
@@ -62,6 +79,12 @@ class LocalApiServer(ThreadingHTTPServer):
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        """A client that hung up before its answer (gave up waiting, Ctrl-C) is no error of ours: no traceback."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
@@ -203,10 +226,11 @@ def make_server(
     overrides: Environment | None = None,
     invoker: Invoker | None = None,
     quiet: bool = False,
+    listen: bool = True,
 ) -> LocalApiServer:
     template = template or load_template(template_path)
     invoker = invoker or Invoker(template, overrides)
-    return LocalApiServer((host, port), template, invoker, quiet=quiet)
+    return LocalApiServer((host, port), template, invoker, quiet=quiet, listen=listen)
 
 
 def start_server(

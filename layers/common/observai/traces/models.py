@@ -47,7 +47,7 @@ class TraceSummary(BaseModel):
 
 
 class TraceLog(BaseModel):
-    id: int
+    id: str = Field(description="The line's id (decimal string, as in /logs): the handle of the logs context route")
     time: datetime
     severity_number: int
     severity_text: str | None

@@ -172,7 +172,7 @@ def _trace(trace_id: str, span_rows: list[dict[str, Any]], log_rows: list[dict[s
     span_rows = span_rows[:MAX_SPANS]
     logs_truncated = len(log_rows) > MAX_TRACE_LOGS
     log_rows = log_rows[:MAX_TRACE_LOGS]
-    logs = [TraceLog(**row) for row in log_rows]
+    logs = [TraceLog(**{**row, "id": str(row["id"])}) for row in log_rows]
     if not span_rows:
         at = log_rows[0]["time"]
         summary = TraceSummary(
