@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -160,6 +161,28 @@ def test_spooling_a_large_batch_without_a_bucket_fails(
     with pytest.raises(Unavailable):
         spool_batch(spooled(workspace, make_batch("nobucket", logs=60, body_size=5000)))
     assert aws.receive() == []
+
+
+def test_the_spool_uses_the_s3_store_named_by_s3_endpoint_url_as_exports_do(
+    monkeypatch: pytest.MonkeyPatch, workspace: tuple[UUID, UUID], db: Any
+) -> None:
+    from observai.exports import storage
+
+    # Given a local SQS and S3 (moto's server), named only by AWS_ENDPOINT_URL_SQS and S3_ENDPOINT_URL
+    with spool_aws(monkeypatch, server=True) as aws:
+        _, project_id = workspace
+        # When a batch too large for SQS is spooled, then drained
+        spool_batch(spooled(workspace, make_batch("endpoint", logs=60, body_size=5000)))
+        (key,) = aws.spool_objects()
+        (message,) = aws.receive()
+        assert json.loads(message["Body"])["s3"] == {"bucket": aws.bucket, "key": key}
+        assert invoke_drain(aws.event([message])) == {"batchItemFailures": []}
+
+        # Then its envelope went to that store (not AWS's S3), was read back from it and deleted there
+        assert counts(db, project_id, "endpoint") == {"logs": 60, "spans": 2, "metrics": 2}
+        assert aws.spool_objects() == []
+        # And the exports' client is the same one setting's
+        assert storage.s3().meta.endpoint_url == os.environ["S3_ENDPOINT_URL"]
 
 
 # --- draining ----------------------------------------------------------------------------------------------
