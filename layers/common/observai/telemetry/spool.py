@@ -156,9 +156,20 @@ def spool_batch(item: SpooledBatch) -> str:
         raise Unavailable(SPOOL_UNAVAILABLE_MESSAGE, retry_after_s=SPOOL_RETRY_AFTER_S) from exc
 
 
+class EnvelopeMissing(LookupError):
+    """The S3 object of a pointer message is not there (the drain deletes it once the batch is done with)."""
+
+
 def load_s3(bucket: str, key: str) -> bytes:
-    """The envelope bytes of an S3-spooled batch (gunzipped)."""
-    response = s3_client(_TIMEOUTS).get_object(Bucket=bucket, Key=key)
+    """The envelope bytes of an S3-spooled batch (gunzipped). EnvelopeMissing when the object is gone."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = s3_client(_TIMEOUTS).get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            raise EnvelopeMissing(f"s3://{bucket}/{key} does not exist") from exc
+        raise
     data = response["Body"].read()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
