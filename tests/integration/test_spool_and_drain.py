@@ -119,7 +119,9 @@ def test_a_small_batch_goes_inline_in_the_message(aws: SpoolAws, workspace: tupl
     assert aws.spool_objects() == []
 
 
-def test_a_large_batch_goes_to_s3_with_a_pointer(aws: SpoolAws, workspace: tuple[UUID, UUID]) -> None:
+def test_a_large_batch_goes_to_s3_with_a_pointer(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], captured_logs: Any
+) -> None:
     item = spooled(workspace, make_batch("large", logs=60, body_size=5000))
     spool_batch(item)
     (message,) = aws.receive()
@@ -133,6 +135,9 @@ def test_a_large_batch_goes_to_s3_with_a_pointer(aws: SpoolAws, workspace: tuple
     envelope = json.loads(gzip.decompress(obj["Body"].read()))
     assert len(json.dumps(envelope)) > 200_000
     assert SpooledBatch.from_obj(envelope) == item
+    # The log line names the object (an S3 key is no credential: not redacted)
+    (logged,) = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "batch spooled to S3" in line]
+    assert logged["s3_key"] == key
 
 
 def test_spooling_fails_with_unavailable_when_sqs_fails(

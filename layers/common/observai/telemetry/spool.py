@@ -148,7 +148,13 @@ def spool_batch(item: SpooledBatch) -> str:
             raise
         logger.info(
             "batch spooled to S3",
-            extra={**context, "bytes": len(payload), "s3_bytes": len(compressed), "key": key, "message_id": message_id},
+            extra={
+                **context,
+                "bytes": len(payload),
+                "s3_bytes": len(compressed),
+                "s3_key": key,
+                "message_id": message_id,
+            },
         )
         return message_id
     except Exception as exc:
@@ -182,4 +188,4 @@ def _delete_quietly(bucket: str, key: str) -> None:
     try:
         delete_s3(bucket, key)
     except Exception as exc:  # the bucket's lifecycle rule removes it after 14 days anyway
-        logger.warning("spool object not deleted", extra={"key": key, "error": exc.__class__.__name__})
+        logger.warning("spool object not deleted", extra={"s3_key": key, "error": exc.__class__.__name__})
