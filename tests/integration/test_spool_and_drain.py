@@ -388,6 +388,10 @@ def test_drain_drops_the_batches_of_a_deleted_project(
     assert sorted(d["project_id"] for d in dropped) == [str(project_id)] * 2
     assert counts(db, other[1], "kept") == {"logs": 3, "spans": 2, "metrics": 2}
 
+    # And delivered again (its S3 envelope gone by now), each is still done with
+    assert invoke_drain(aws.event(messages)) == {"batchItemFailures": []}
+    assert counts(db, project_id, "deleted-b") == {"logs": 0, "spans": 0, "metrics": 0}
+
 
 def test_drain_drops_the_batches_of_a_deleted_organization(
     aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any
