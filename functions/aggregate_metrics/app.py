@@ -10,15 +10,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.metrics.rollup import run_aggregation
-from observai.observability import logger, traced
+from observai.observability import logger
+from observai.scheduled import scheduled_job
 
 # Start another bounded run only with this much of the invocation left (a run of max_points takes seconds).
 MIN_REMAINING_MS = 40_000
 MAX_RUNS = 5
 
 
-@logger.inject_lambda_context(log_event=False)
-@traced
+@scheduled_job
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     runs = []
     for _ in range(MAX_RUNS):

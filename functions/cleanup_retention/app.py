@@ -7,8 +7,9 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from observai.observability import logger, traced
+from observai.observability import logger
 from observai.retention.cleanup import run_cleanup
+from observai.scheduled import scheduled_job
 
 
 def _dry_run(event: dict[str, Any]) -> bool:
@@ -22,8 +23,7 @@ def _dry_run(event: dict[str, Any]) -> bool:
     return bool(event.get("dry_run") or (isinstance(detail, dict) and detail.get("dry_run")))
 
 
-@logger.inject_lambda_context(log_event=False)
-@traced
+@scheduled_job
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_cleanup(dry_run=_dry_run(event or {}))
     result = report.model_dump(mode="json")

@@ -6,11 +6,11 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.housekeeping import run_housekeeping
-from observai.observability import logger, traced
+from observai.observability import logger
+from observai.scheduled import scheduled_job
 
 
-@logger.inject_lambda_context(log_event=False)
-@traced
+@scheduled_job
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_housekeeping()
     logger.info("housekeeping done", extra=report.model_dump())

@@ -7,12 +7,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.logs.volume import compact_log_volume
-from observai.observability import logger, traced
+from observai.observability import logger
+from observai.scheduled import scheduled_job
 from observai.telemetry.partitions import run_upkeep
 
 
-@logger.inject_lambda_context(log_event=False)
-@traced
+@scheduled_job
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_upkeep()
     logger.info("partition upkeep done", extra=report.model_dump(mode="json"))

@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from observai.observability import logger, traced
+from observai.observability import logger
 from observai.retention.purge import run_purge
+from observai.scheduled import scheduled_job
 
 
-@logger.inject_lambda_context(log_event=False)
-@traced
+@scheduled_job
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     report = run_purge()
     result = report.model_dump(mode="json")

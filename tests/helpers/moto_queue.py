@@ -57,26 +57,62 @@ def queue_and_bucket(
     shared boto3 clients (observai.aws_clients) are reset on the way in and out."""
     from observai import aws_clients
 
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    _fake_credentials(monkeypatch)
     monkeypatch.delenv("S3_ENDPOINT_URL", raising=False)
     with mock_aws():
         aws_clients.reset_clients()
         sqs = boto3.client("sqs", region_name=REGION)
         s3 = boto3.client("s3", region_name=REGION)
-        dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
-        dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        queue_url = sqs.create_queue(
-            QueueName=name,
-            Attributes={
-                "VisibilityTimeout": str(visibility_timeout_s),
-                "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
-            },
-        )["QueueUrl"]
-        s3.create_bucket(Bucket=name)
         try:
-            yield QueueAndBucket(sqs=sqs, s3=s3, queue_url=queue_url, dlq_url=dlq_url, bucket=name)
+            yield create_queue_and_bucket(sqs, s3, name, visibility_timeout_s=visibility_timeout_s)
         finally:
             aws_clients.reset_clients()
+
+
+@contextmanager
+def queue_and_bucket_on_server(
+    monkeypatch: pytest.MonkeyPatch, name: str, *, visibility_timeout_s: int = 30
+) -> Iterator[QueueAndBucket]:
+    """As ``queue_and_bucket``, on moto's server (a free localhost port) as a local SQS and S3 are run: reached only
+    through AWS_ENDPOINT_URL_SQS and S3_ENDPOINT_URL, which point at it; AWS's own endpoints are never asked."""
+    from moto.server import ThreadedMotoServer
+    from observai import aws_clients
+
+    _fake_credentials(monkeypatch)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", endpoint)
+    monkeypatch.setenv("S3_ENDPOINT_URL", endpoint)
+    aws_clients.reset_clients()
+    try:
+        sqs = boto3.client("sqs", region_name=REGION, endpoint_url=endpoint)
+        s3 = boto3.client("s3", region_name=REGION, endpoint_url=endpoint)
+        yield create_queue_and_bucket(sqs, s3, name, visibility_timeout_s=visibility_timeout_s)
+    finally:
+        aws_clients.reset_clients()
+        server.stop()
+
+
+def create_queue_and_bucket(sqs: Any, s3: Any, name: str, *, visibility_timeout_s: int) -> QueueAndBucket:
+    """Queue ``name`` redriving to ``name``-dlq after 5 receives (as template.yaml's queues), and bucket ``name``."""
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout_s),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "5"}),
+        },
+    )["QueueUrl"]
+    s3.create_bucket(Bucket=name)
+    return QueueAndBucket(sqs=sqs, s3=s3, queue_url=queue_url, dlq_url=dlq_url, bucket=name)
+
+
+def _fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_SQS", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)

@@ -13,7 +13,7 @@ from observai_local.lambda_context import LambdaContext
 from observai_local.sqs import DrainReport, drain_queue
 
 from tests.helpers.inprocess import load_function
-from tests.helpers.moto_queue import QueueAndBucket, queue_and_bucket
+from tests.helpers.moto_queue import QueueAndBucket, queue_and_bucket, queue_and_bucket_on_server
 
 
 @dataclass
@@ -41,11 +41,15 @@ def invoke_drain(event: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def spool_aws(monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30) -> Iterator[SpoolAws]:
-    """moto's SQS and S3 with the spool's resources; SPOOL_QUEUE_URL and SPOOL_BUCKET pointed at them."""
+def spool_aws(
+    monkeypatch: pytest.MonkeyPatch, *, visibility_timeout_s: int = 30, server: bool = False
+) -> Iterator[SpoolAws]:
+    """moto's SQS and S3 with the spool's resources; SPOOL_QUEUE_URL and SPOOL_BUCKET pointed at them. With
+    ``server``, moto runs as a local server reached through AWS_ENDPOINT_URL_SQS and S3_ENDPOINT_URL."""
     from observai.db.breaker import database_breaker
 
-    with queue_and_bucket(monkeypatch, "observai-test-ingest-spool", visibility_timeout_s=visibility_timeout_s) as aws:
+    resources = queue_and_bucket_on_server if server else queue_and_bucket
+    with resources(monkeypatch, "observai-test-ingest-spool", visibility_timeout_s=visibility_timeout_s) as aws:
         database_breaker.reset()
         monkeypatch.setenv("SPOOL_QUEUE_URL", aws.queue_url)
         monkeypatch.setenv("SPOOL_BUCKET", aws.bucket)

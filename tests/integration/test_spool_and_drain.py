@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -118,7 +119,9 @@ def test_a_small_batch_goes_inline_in_the_message(aws: SpoolAws, workspace: tupl
     assert aws.spool_objects() == []
 
 
-def test_a_large_batch_goes_to_s3_with_a_pointer(aws: SpoolAws, workspace: tuple[UUID, UUID]) -> None:
+def test_a_large_batch_goes_to_s3_with_a_pointer(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], captured_logs: Any
+) -> None:
     item = spooled(workspace, make_batch("large", logs=60, body_size=5000))
     spool_batch(item)
     (message,) = aws.receive()
@@ -132,6 +135,9 @@ def test_a_large_batch_goes_to_s3_with_a_pointer(aws: SpoolAws, workspace: tuple
     envelope = json.loads(gzip.decompress(obj["Body"].read()))
     assert len(json.dumps(envelope)) > 200_000
     assert SpooledBatch.from_obj(envelope) == item
+    # The log line names the object (an S3 key is no credential: not redacted)
+    (logged,) = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "batch spooled to S3" in line]
+    assert logged["s3_key"] == key
 
 
 def test_spooling_fails_with_unavailable_when_sqs_fails(
@@ -162,6 +168,28 @@ def test_spooling_a_large_batch_without_a_bucket_fails(
     assert aws.receive() == []
 
 
+def test_the_spool_uses_the_s3_store_named_by_s3_endpoint_url_as_exports_do(
+    monkeypatch: pytest.MonkeyPatch, workspace: tuple[UUID, UUID], db: Any
+) -> None:
+    from observai.exports import storage
+
+    # Given a local SQS and S3 (moto's server), named only by AWS_ENDPOINT_URL_SQS and S3_ENDPOINT_URL
+    with spool_aws(monkeypatch, server=True) as aws:
+        _, project_id = workspace
+        # When a batch too large for SQS is spooled, then drained
+        spool_batch(spooled(workspace, make_batch("endpoint", logs=60, body_size=5000)))
+        (key,) = aws.spool_objects()
+        (message,) = aws.receive()
+        assert json.loads(message["Body"])["s3"] == {"bucket": aws.bucket, "key": key}
+        assert invoke_drain(aws.event([message])) == {"batchItemFailures": []}
+
+        # Then its envelope went to that store (not AWS's S3), was read back from it and deleted there
+        assert counts(db, project_id, "endpoint") == {"logs": 60, "spans": 2, "metrics": 2}
+        assert aws.spool_objects() == []
+        # And the exports' client is the same one setting's
+        assert storage.s3().meta.endpoint_url == os.environ["S3_ENDPOINT_URL"]
+
+
 # --- draining ----------------------------------------------------------------------------------------------
 
 
@@ -184,6 +212,66 @@ def test_drain_writes_every_batch_exactly_once_even_when_redelivered(
     inline = [m for m in messages if "s3" not in json.loads(m["Body"])]
     assert invoke_drain(aws.event(inline)) == {"batchItemFailures": []}
     assert counts(db, project_id, "drain-a") == {"logs": 3, "spans": 2, "metrics": 2}
+
+
+def test_a_redelivered_message_whose_batch_is_stored_is_done_whatever_its_kind(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any, captured_logs: Any
+) -> None:
+    # Given an inline and an S3-pointer batch, drained once (stored, the S3 envelope deleted), but whose messages
+    # stay in the queue (the drain's answer, or the delete, was lost)
+    _, project_id = workspace
+    spool_batch(spooled(workspace, make_batch("again-inline")))
+    spool_batch(spooled(workspace, make_batch("again-s3", logs=60, body_size=5000)))
+    first = aws.receive(max_messages=2, visibility_timeout_s=0)
+    assert len(first) == 2
+    assert invoke_drain(aws.event(first)) == {"batchItemFailures": []}
+    assert aws.spool_objects() == []
+
+    # When SQS delivers both again, as often as its receive limit allows
+    for receive in range(2, 6):
+        again = aws.receive(max_messages=2, visibility_timeout_s=0)
+        assert sorted(m["MessageId"] for m in again) == sorted(m["MessageId"] for m in first)
+        assert {m["Attributes"]["ApproximateReceiveCount"] for m in again} == {str(receive)}
+        logged_before = len(captured_logs.getvalue())
+        response = invoke_drain(aws.event(again))
+
+        # Then each is done (nothing fails, so nothing heads for the dead-letter queue), with one info line each
+        assert response == {"batchItemFailures": []}
+        lines = [json.loads(line) for line in captured_logs.getvalue()[logged_before:].splitlines()]
+        settled = [line for line in lines if line["message"] == "spooled batch already stored"]
+        assert sorted(line["kind"] for line in settled) == ["inline", "s3"]
+        assert {line["level"] for line in settled} == {"INFO"}
+        assert not [line for line in lines if line["level"] in ("WARNING", "ERROR")]
+
+    # And nothing was written twice; deleted as the event source mapping does after a success, the queue and its
+    # dead-letter queue are empty
+    assert counts(db, project_id, "again-inline") == {"logs": 3, "spans": 2, "metrics": 2}
+    assert counts(db, project_id, "again-s3") == {"logs": 60, "spans": 2, "metrics": 2}
+    for m in again:
+        aws.sqs.delete_message(QueueUrl=aws.queue_url, ReceiptHandle=m["ReceiptHandle"])
+    assert aws.receive() == []
+    assert aws.attribute("ApproximateNumberOfMessages", aws.dlq_url) == 0
+
+
+def test_a_pointer_whose_object_is_gone_and_batch_never_stored_fails_as_lost(
+    aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any, captured_logs: Any
+) -> None:
+    # Given an S3-pointer batch whose envelope disappeared before any drain stored it
+    _, project_id = workspace
+    spool_batch(spooled(workspace, make_batch("lost", logs=60, body_size=5000)))
+    (key,) = aws.spool_objects()
+    aws.s3.delete_object(Bucket=aws.bucket, Key=key)
+
+    # When the drain gets its message
+    (message,) = aws.receive()
+    response = invoke_drain(aws.event([message]))
+
+    # Then it fails (SQS retries it, then the dead-letter queue holds it), with one error line that says why
+    assert response == {"batchItemFailures": [{"itemIdentifier": message["MessageId"]}]}
+    errors = [json.loads(line) for line in captured_logs.getvalue().splitlines() if '"level":"ERROR"' in line]
+    assert [e["message"] for e in errors] == ["spooled batch lost: its S3 object is missing and it was never stored"]
+    assert errors[0]["project_id"] == str(project_id)
+    assert counts(db, project_id, "lost")["logs"] == 0
 
 
 def test_a_poisoned_record_fails_alone(aws: SpoolAws, workspace: tuple[UUID, UUID], db: Any) -> None:
@@ -299,6 +387,10 @@ def test_drain_drops_the_batches_of_a_deleted_project(
     dropped = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "spooled batch dropped" in line]
     assert sorted(d["project_id"] for d in dropped) == [str(project_id)] * 2
     assert counts(db, other[1], "kept") == {"logs": 3, "spans": 2, "metrics": 2}
+
+    # And delivered again (its S3 envelope gone by now), each is still done with
+    assert invoke_drain(aws.event(messages)) == {"batchItemFailures": []}
+    assert counts(db, project_id, "deleted-b") == {"logs": 0, "spans": 0, "metrics": 0}
 
 
 def test_drain_drops_the_batches_of_a_deleted_organization(

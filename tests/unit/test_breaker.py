@@ -91,6 +91,36 @@ def test_connection_failure_classification() -> None:
     assert not is_connection_failure(ValueError("x"))
 
 
+def _from_server(error: type[psycopg.Error]) -> Unavailable:
+    """An Unavailable raised from an error the server sent (its SQLSTATE is the class's)."""
+    try:
+        try:
+            raise error("from the server")
+        except psycopg.Error as exc:
+            raise Unavailable("database unavailable", retry_after_s=5) from exc
+    except Unavailable as wrapped:
+        return wrapped
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (psycopg.errors.LockNotAvailable, False),  # a lock timeout: the server answered (a retention drop waits)
+        (psycopg.errors.ObjectInUse, False),
+        (psycopg.errors.AdminShutdown, True),  # the server is stopping: our connection was cut
+        (psycopg.errors.CannotConnectNow, True),  # starting up or shutting down
+        (psycopg.errors.TooManyConnections, True),
+        (psycopg.errors.ConnectionFailure, True),
+    ],
+)
+def test_only_errors_that_say_the_server_cannot_be_used_are_connection_failures(
+    error: type[psycopg.Error], unreachable: bool
+) -> None:
+    # Given an operational error the server sent; Then it trips the breaker at once only if the server is gone
+    assert issubclass(error, psycopg.OperationalError)
+    assert is_connection_failure(_from_server(error)) is unreachable
+
+
 def test_open_until_cooldown_then_half_open_admits_one_probe(breaker: CircuitBreaker, clock: Clock) -> None:
     breaker.record_failure(_unreachable())
     clock.advance(9.9)

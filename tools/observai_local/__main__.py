@@ -107,13 +107,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def _start_queue_pollers(template: Any, invoker: Any) -> Any:
     """Poll the SQS queues whose URL the shell sets (EXPORT_QUEUE_URL, SPOOL_QUEUE_URL), as Lambda would."""
-    from observai_local.sqs import QueuePoller, configured_sources
+    from observai_local.sqs import QueuePoller, configured_sources, poller_banner
 
     sources = configured_sources(template, os.environ)
-    for source in template.queue_sources:
-        configured = any(s is source for s, _ in sources)
-        state = f"polling ${source.url_variable}" if configured else f"off (set {source.url_variable} to a queue)"
-        print(f"  SQS         {source.function}: {state}", file=sys.stderr)
+    for line in poller_banner(template, os.environ):
+        print(line, file=sys.stderr)
     if not sources:
         return None
     import boto3

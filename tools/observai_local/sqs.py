@@ -139,6 +139,21 @@ def configured_sources(template: Template, environ: Mapping[str, str]) -> list[t
     return found
 
 
+def poller_banner(template: Template, environ: Mapping[str, str]) -> list[str]:
+    """What `make dev` prints of each SQS event source: the queue it polls (and the SQS endpoint), or why not."""
+    polled = {id(source): url for source, url in configured_sources(template, environ)}
+    endpoint = environ.get("AWS_ENDPOINT_URL_SQS") or environ.get("AWS_ENDPOINT_URL")
+    lines = []
+    for source in template.queue_sources:
+        url = polled.get(id(source))
+        if url is None:
+            state = f"off (set {source.url_variable} to a queue)"
+        else:
+            state = f"polling {url}" + (f" through {endpoint}" if endpoint else "")
+        lines.append(f"  SQS         {source.function}: {state}")
+    return lines
+
+
 class QueuePoller:
     """A daemon thread that drains each configured queue through its function, as Lambda's pollers would."""
 

@@ -2,7 +2,8 @@
 
 boto3 is imported here only when a client is first asked for, so no function pays for it at cold start.
 Callers choose their timeouts: the ingest spool sits on the request path (short), exports upload large
-files (long). An endpoint URL points S3 at a compatible store, addressed path-style as those expect.
+files (long). Every S3 client comes from ``s3_client``: S3_ENDPOINT_URL points the spool and the exports alike at
+a compatible store (MinIO, moto's server, Supabase Storage), addressed path-style as those expect.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from typing import Any
+
+from observai.config import Settings, get_settings
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,12 @@ def aws_client(service: str, timeouts: Timeouts, endpoint_url: str | None = None
                 client = boto3.client(service, endpoint_url=endpoint_url, config=config)  # type: ignore[call-overload]
                 _clients[key] = client
     return client
+
+
+def s3_client(timeouts: Timeouts, settings: Settings | None = None) -> Any:
+    """The S3 client: AWS's S3, or the S3-compatible store S3_ENDPOINT_URL names (one setting for every user)."""
+    settings = settings or get_settings()
+    return aws_client("s3", timeouts, settings.s3_endpoint_url)
 
 
 def reset_clients() -> None:

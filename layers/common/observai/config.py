@@ -48,11 +48,12 @@ class Settings(BaseModel):
     spool_queue_url: str | None = None
     spool_bucket: str | None = None
     spool_inline_max_bytes: int = Field(default=200_000, ge=1024, le=250_000)
-    # Exports (observai.exports): the queue the API enqueues on, the one bucket of the deployment, and an
-    # endpoint for S3-compatible stores (MinIO, Supabase Storage's /storage/v1/s3); unset means AWS S3.
+    # An S3-compatible store (MinIO, moto's server, Supabase Storage's /storage/v1/s3) for every S3 client, the
+    # spool's and the exports' (observai.aws_clients.s3_client); unset means AWS S3.
+    s3_endpoint_url: str | None = None
+    # Exports (observai.exports): the queue the API enqueues on and the one bucket of the deployment.
     export_queue_url: str | None = None
     export_bucket: str | None = None
-    s3_endpoint_url: str | None = None
     export_max_rows: int = Field(default=1_000_000, ge=1, le=50_000_000)
     export_max_concurrent: int = Field(default=3, ge=1, le=100)  # queued + running, per project
     export_url_ttl_s: int = Field(default=3600, ge=60, le=7 * 86_400)  # pre-signed download links

@@ -57,8 +57,10 @@ class BreakerSnapshot:
 def is_connection_failure(exc: BaseException | None) -> bool:
     """Whether ``exc`` (or what it was raised from) says the database could not be reached at all.
 
-    A statement timeout (QueryCanceled) is not: the server answered, it was slow. A broken or refused
-    connection (OperationalError) or an Unavailable with no cause (not configured) is.
+    A statement timeout (QueryCanceled) or a lock timeout (LockNotAvailable, also an OperationalError) is not: the
+    server answered. A broken or refused connection (an OperationalError the server did not send: no SQLSTATE), a
+    server going down or not up yet (08xxx, 57Pxx), one with no connection slot left (53300), or an Unavailable with
+    no cause (not configured) is.
     """
     if exc is None:
         return False
@@ -71,7 +73,8 @@ def is_connection_failure(exc: BaseException | None) -> bool:
         if isinstance(current, psycopg.errors.QueryCanceled):
             return False
         if isinstance(current, psycopg.OperationalError):
-            return True
+            state = current.sqlstate
+            return state is None or state.startswith(("08", "57P")) or state == "53300"
         current = current.__cause__ or current.__context__
     from observai.errors import Unavailable
 

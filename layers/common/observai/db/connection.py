@@ -22,7 +22,6 @@ from psycopg.types.json import set_json_dumps
 from observai.config import Settings, get_settings
 from observai.db.jsonb import jsonb_dumps
 from observai.errors import Unavailable
-from observai.observability import logger
 
 Cursor = psycopg.Cursor[DictRow]
 
@@ -43,7 +42,8 @@ def _connect(settings: Settings) -> psycopg.Connection[DictRow]:
             application_name=f"{settings.service_name}-{settings.stage}",
         )
     except psycopg.OperationalError as exc:
-        logger.warning("database connection failed", extra={"error": exc.__class__.__name__})
+        # Not logged here: whoever handles the Unavailable logs it once, in its terms (a 503, a spooled batch, a
+        # requeued one, a skipped scheduled run).
         raise Unavailable("database unavailable", retry_after_s=5) from exc
     set_json_dumps(jsonb_dumps, conn)
     return conn

@@ -12,7 +12,7 @@ import json
 from typing import IO, Any
 from uuid import UUID
 
-from observai.aws_clients import Timeouts, aws_client
+from observai.aws_clients import Timeouts, aws_client, s3_client
 from observai.config import Settings, get_settings
 
 MESSAGE_VERSION = 1
@@ -28,8 +28,7 @@ class BucketUnusable(RuntimeError):
 
 
 def s3(settings: Settings | None = None) -> Any:
-    settings = settings or get_settings()
-    return aws_client("s3", _TIMEOUTS, settings.s3_endpoint_url)
+    return s3_client(_TIMEOUTS, settings)
 
 
 def object_key(org_id: UUID, project_id: UUID, export_id: UUID) -> str:

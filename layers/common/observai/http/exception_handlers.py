@@ -77,6 +77,13 @@ def validation_details(raw_errors: Any) -> list[dict[str, Any]]:
 def register_exception_handlers(app: APIGatewayHttpResolver) -> None:
     @app.exception_handler(errors.ObservAIError)
     def _domain(exc: errors.ObservAIError) -> Response:
+        if isinstance(exc, errors.Unavailable):
+            # One line per refused request, with what refused it (the database unreachable, a statement timeout).
+            cause = exc.__cause__
+            logger.warning(
+                "service unavailable",
+                extra={"error": exc.message, "cause": None if cause is None else cause.__class__.__name__},
+            )
         return response_for(exc)
 
     @app.exception_handler(RequestValidationError)

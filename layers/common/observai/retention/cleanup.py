@@ -50,6 +50,7 @@ from psycopg import sql
 from pydantic import BaseModel, Field
 
 from observai import audit
+from observai.db.breaker import is_connection_failure
 from observai.db.connection import Cursor, transaction
 from observai.errors import ObservAIError
 from observai.observability import logger
@@ -512,7 +513,10 @@ def run_cleanup(
                 try:
                     drop.dropped = _drop(drop, today)
                 except (psycopg.Error, ObservAIError) as exc:
-                    # A lock timeout behind a long query: the next run retries; the others go on.
+                    # A lock timeout behind a long query: the next run retries; the others go on. An unreachable
+                    # database stops the run.
+                    if is_connection_failure(exc):
+                        raise
                     logger.warning("retention drop failed", extra={"partition": drop.partition, "error": str(exc)})
                     drop.error = f"{exc.__class__.__name__}: {exc}"
         params = {"today": today, "since": since}

@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 from pydantic import BaseModel
 
+from observai.db.breaker import is_connection_failure
 from observai.db.connection import transaction
 from observai.errors import ObservAIError
 from observai.observability import logger
@@ -104,7 +105,9 @@ def run_partition_upkeep(
             result = ensure_partitions(table, first_day, last_day)
         except (psycopg.Error, ObservAIError) as exc:
             # One table failing (a lock timeout behind a long transaction) does not stop the others;
-            # what is missing is created by the next run.
+            # what is missing is created by the next run. An unreachable database stops the run.
+            if is_connection_failure(exc):
+                raise
             logger.warning("partition upkeep failed for a table", extra={"table": table, "error": str(exc)})
             result = TableUpkeep(table=table, error=f"{exc.__class__.__name__}: {exc}")
         results.append(result)

@@ -13,7 +13,8 @@ envelope gzip-compressed in S3 (``spool/YYYY/MM/DD/<uuid>.json.gz`` in SPOOL_BUC
 Either may carry ``"requeues": n`` when the drain put it back because the database was still down.
 The drain (observai.telemetry.drain) writes each through the same idempotent store_batch.
 
-boto3 is imported, and its clients created, on first use only (cold start), with short timeouts:
+The S3 client is the exports' one (observai.aws_clients.s3_client): S3_ENDPOINT_URL points both at an S3-compatible
+store. boto3 is imported, and its clients created, on first use only (cold start), with short timeouts:
 an ingest request that cannot spool fails fast with Unavailable (503 Retry-After) rather than hanging.
 """
 
@@ -27,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from observai.aws_clients import Timeouts, aws_client
+from observai.aws_clients import Timeouts, aws_client, s3_client
 from observai.config import get_settings
 from observai.errors import Unavailable
 from observai.observability import logger
@@ -126,7 +127,7 @@ def spool_batch(item: SpooledBatch) -> str:
             raise RuntimeError(f"SPOOL_BUCKET is not set and the batch ({len(payload)} bytes) is too large for SQS")
         key = spool_key()
         compressed = gzip.compress(payload, compresslevel=6)
-        aws_client("s3", _TIMEOUTS).put_object(
+        s3_client(_TIMEOUTS).put_object(
             Bucket=settings.spool_bucket,
             Key=key,
             Body=compressed,
@@ -147,7 +148,13 @@ def spool_batch(item: SpooledBatch) -> str:
             raise
         logger.info(
             "batch spooled to S3",
-            extra={**context, "bytes": len(payload), "s3_bytes": len(compressed), "key": key, "message_id": message_id},
+            extra={
+                **context,
+                "bytes": len(payload),
+                "s3_bytes": len(compressed),
+                "s3_key": key,
+                "message_id": message_id,
+            },
         )
         return message_id
     except Exception as exc:
@@ -155,19 +162,30 @@ def spool_batch(item: SpooledBatch) -> str:
         raise Unavailable(SPOOL_UNAVAILABLE_MESSAGE, retry_after_s=SPOOL_RETRY_AFTER_S) from exc
 
 
+class EnvelopeMissing(LookupError):
+    """The S3 object of a pointer message is not there (the drain deletes it once the batch is done with)."""
+
+
 def load_s3(bucket: str, key: str) -> bytes:
-    """The envelope bytes of an S3-spooled batch (gunzipped)."""
-    response = aws_client("s3", _TIMEOUTS).get_object(Bucket=bucket, Key=key)
+    """The envelope bytes of an S3-spooled batch (gunzipped). EnvelopeMissing when the object is gone."""
+    from botocore.exceptions import ClientError
+
+    try:
+        response = s3_client(_TIMEOUTS).get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+            raise EnvelopeMissing(f"s3://{bucket}/{key} does not exist") from exc
+        raise
     data = response["Body"].read()
     return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
 
 
 def delete_s3(bucket: str, key: str) -> None:
-    aws_client("s3", _TIMEOUTS).delete_object(Bucket=bucket, Key=key)
+    s3_client(_TIMEOUTS).delete_object(Bucket=bucket, Key=key)
 
 
 def _delete_quietly(bucket: str, key: str) -> None:
     try:
         delete_s3(bucket, key)
     except Exception as exc:  # the bucket's lifecycle rule removes it after 14 days anyway
-        logger.warning("spool object not deleted", extra={"key": key, "error": exc.__class__.__name__})
+        logger.warning("spool object not deleted", extra={"s3_key": key, "error": exc.__class__.__name__})

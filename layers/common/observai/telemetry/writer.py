@@ -27,7 +27,7 @@ from psycopg import Copy, sql
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
-from observai.db.connection import Cursor, committing, transaction
+from observai.db.connection import Cursor, committing, execute_autocommit, transaction
 from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
 from observai.logs import volume
@@ -178,6 +178,16 @@ def _claim_key(cur: Cursor, org_id: UUID, project_id: UUID, key: str, request_ha
             details={"idempotency_key": key},
         )
     return dict(row["response"])
+
+
+def batch_stored(project_id: UUID, key: str) -> bool:
+    """Whether a batch was stored under this Idempotency-Key: its key is committed with it, and kept 24 hours
+    (the spool drain settles a redelivered message whose S3 envelope it already deleted)."""
+    rows = execute_autocommit(
+        "select exists (select 1 from public.ingest_idempotency where project_id = %s and key = %s) as stored",
+        (project_id, key),
+    )
+    return bool(rows and rows[0]["stored"])
 
 
 def _usage(written: dict[Signal, int], body_bytes: int) -> dict[Signal, tuple[int, int]]:
