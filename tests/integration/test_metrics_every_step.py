@@ -504,3 +504,29 @@ def test_a_step_whose_slot_holds_the_whole_recent_range_reads_the_coarsest_divid
     assert count["resolution"] == 86400 and count["raw_from"] == count["start"]
     assert count["series"][0]["points"] == [(count["start"], 60.0)]
     assert p50["series"][0]["points"][0][1] == pytest.approx(29.0, rel=0.01)
+
+
+def test_too_many_raw_histogram_points_to_merge_is_a_422_asking_for_a_rollup_step(
+    project: IngestProject, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from observai.metrics import query as engine
+
+    # Given a delta histogram of 12 points, and a bound of 10 raw histogram points a query may merge (the real one,
+    # 50,000, is lowered so that a few points reach it)
+    name = f"bounded.duration.{uuid.uuid4().hex[:10]}"
+    t = (datetime.now(UTC) - timedelta(days=2)).replace(minute=0, second=0, microsecond=0)
+    obs = Observations((0, 1, 0, 0, 0, 0, 0, 0), 2.5, 2.5, 2.5)
+    store_points(project, [_histogram(name, "a", t + timedelta(seconds=10 * i), obs, start=None) for i in range(12)])
+    monkeypatch.setattr(engine, "MAX_RAW_DISTRIBUTION_POINTS", 10)
+    span = {"name": name, "from": iso(t), "to": iso(t + timedelta(minutes=5)), "aggregation": "p99"}
+    # When it is queried at a raw step
+    path = f"/v1/projects/{project.project_id}/metrics/query"
+    result = invoke("metrics", "POST", path, headers=project.headers, json_body={"queries": [{**span, "step": 30}]})
+    # Then a 422 says which limit, and where
+    assert result.status == 422, result.text
+    assert result.error["code"] == "too_many_points"
+    assert result.error["details"]["loc"] == ["body", "queries", 0, "step"]
+    # And the same query at a rollup step reads the rollups (and a raw tail of no point): answered
+    drain()
+    (answer,) = api_query(project, {**span, "step": 60})
+    assert answer["resolution"] == 60 and len(answer["series"][0]["points"]) == 2

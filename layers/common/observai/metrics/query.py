@@ -77,6 +77,9 @@ RAW_STEPS = (1, 2, 5, 10, 15, 30)
 TARGET_POINTS = 300
 MAX_POINTS_PER_SERIES = 11_000
 MAX_SERIES = 1_000
+# Raw histogram and summary points go through Python (about 50-100 µs each): a query merges at most this many,
+# a few seconds, well inside the function's timeout; more is a 422 that asks for a rollup step.
+MAX_RAW_DISTRIBUTION_POINTS = 50_000
 # The aggregation job runs every minute and leaves the last 120 s (its lag, rollup.DEFAULT_LAG_S) for the next
 # run: slots that end within the last RECENT are read from raw points (after their rolled-up minutes), whatever
 # the step.
@@ -603,7 +606,7 @@ _DISTRIBUTION_POINTS_SQL = (
     " from public.metric_points p where p.project_id = %(project)s and p.series_id = s.series_id"
     " and p.time >= %(lookback)s and p.time < %(start)s order by p.time desc limit 1) a"
     " where s.type = 'summary' or s.temporality is distinct from 'delta'"
-    " order by series_id, time, anchor"
+    " order by series_id, time, anchor limit %(cap)s"
 )
 
 
@@ -620,10 +623,24 @@ def _distribution_partials(
     step = int(params["step"])
     window = _window_params(params, start, end, "raw", partial=True)
     series = _series_sql(query, window, extra=f" and not {_VALUED}")
+    window["cap"] = MAX_RAW_DISTRIBUTION_POINTS + 1
     cur.execute(f"with s as materialized ({series})" + _DISTRIBUTION_POINTS_SQL, window)
+    fetched = cur.fetchall()
+    if len(fetched) > MAX_RAW_DISTRIBUTION_POINTS:
+        raise Unprocessable(
+            f"More than {MAX_RAW_DISTRIBUTION_POINTS} raw histogram or summary points to merge at a {step} s step:"
+            " use a step that a rollup divides (a multiple of 60 s), a shorter range or fewer series",
+            code="too_many_points",
+            details={
+                "loc": [*params["loc"], "step"],
+                "points": f">{MAX_RAW_DISTRIBUTION_POINTS}",
+                "limit": MAX_RAW_DISTRIBUTION_POINTS,
+                "step": step,
+            },
+        )
     labels_of: dict[int, str] = {}
     rows = []
-    for row in cur.fetchall():
+    for row in fetched:
         labels_of[row["series_id"]] = row["labels"]
         rows.append({**row, "org_id": None, "project_id": None, "range_start": start})
 
@@ -801,6 +818,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "step_interval": timedelta(seconds=query_plan.step),
             "origin": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
+            "loc": loc,  # not a statement parameter: where a 422 points to
         }
         if query_plan.resolution != "raw":
             group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
