@@ -530,3 +530,32 @@ def test_too_many_raw_histogram_points_to_merge_is_a_422_asking_for_a_rollup_ste
     drain()
     (answer,) = api_query(project, {**span, "step": 60})
     assert answer["resolution"] == 60 and len(answer["series"][0]["points"]) == 2
+
+
+def test_a_counter_silent_for_over_a_day_restarts_from_an_unknown_baseline_at_every_step(
+    project: IngestProject,
+) -> None:
+    # Given a cumulative counter: 5 then 7 (started 10 s before), silent for 31 hours, then 20 and 26 (same start)
+    name = f"gap.requests.{uuid.uuid4().hex[:10]}"
+    first = FROM + timedelta(hours=1)
+    values = [(first, 5.0), (first + timedelta(minutes=1), 7.0)]
+    values += [(first + timedelta(hours=31), 20.0), (first + timedelta(hours=31, minutes=1), 26.0)]
+    store_points(
+        project,
+        [
+            MetricPoint(
+                name, MetricType.SUM, ns(at), {}, value=value, monotonic=True, temporality=Temporality.CUMULATIVE,
+                start_time_ns=ns(first - timedelta(seconds=10)),
+            )
+            for at, value in values
+        ],
+    )  # fmt: skip
+    drain()
+    # When its increase over the two days is read from raw points and from each rollup
+    span = {"name": name, "from": iso(FROM), "to": iso(TO), "aggregation": "increase"}
+    answers = api_query(
+        project, *({**span, "id": f"s{step}", "step": step} for step in (30, 450, 60, 300, 3600, 86400))
+    )
+    # Then every step counts 5 + 2, then nothing for 20 (its baseline is over a day old, as the job rules), then 6
+    for answer in answers:
+        assert total(answer) == 13, (answer["step"], answer["resolution"], answer["series"])
