@@ -453,7 +453,8 @@ def test_empty_ranges_and_unknown_metrics_give_empty_series(tenant: Tenant) -> N
     empty, unknown, recent = result.data["results"]
     assert empty["series"] == [] and empty["series_matched"] == 8
     assert unknown["series"] == [] and unknown["series_matched"] == 0
-    assert recent["resolution"] == "raw" and recent["series"] == []
+    # A range within the raw tail keeps the rule's resolution (1m divides the step) and reads raw points from start
+    assert recent["resolution"] == 60 and recent["raw_from"] == recent["start"] and recent["series"] == []
 
 
 # --- bad queries and limits ----------------------------------------------------------------------------------

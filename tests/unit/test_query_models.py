@@ -164,9 +164,27 @@ def test_recent_slots_are_read_raw() -> None:
     # Then rollups serve up to the slot holding now - 3 min, raw points the rest
     assert p.resolution == 60
     assert p.raw_from == datetime(2025, 6, 10, 11, 57, tzinfo=UTC)
-    # And a range within the last minutes is raw throughout
+    # And a range within the last minutes keeps the rule's resolution but is read from raw points throughout
     recent = _plan(60, hours=0.05, ago=timedelta(minutes=2))
-    assert recent.resolution == "raw" and recent.raw_from == recent.start
+    assert recent.resolution == 60 and recent.raw_from == recent.minute_from == recent.start
+
+
+@pytest.mark.parametrize(("step", "resolution"), [(86400, 86400), (7200, 3600), (3600, 3600)])
+def test_a_slot_holding_the_whole_range_up_to_now_reads_the_coarsest_dividing_rollup(
+    step: int, resolution: int
+) -> None:
+    # Given the last 40 minutes (12:00:30 to now, 12:40:30) queried at a step whose one slot holds them all
+    now = datetime(2025, 6, 10, 12, 40, 30, tzinfo=UTC)
+    query = MetricQuery.model_validate(
+        {"name": "m", "from": (now - timedelta(minutes=40)).isoformat(), "to": now.isoformat(), "step": step}
+    )
+    p = plan(query, now)
+    assert p.end - p.start == timedelta(seconds=step)
+    # Then the README's rule holds: the coarsest rollup dividing the step, not "raw"
+    assert p.resolution == resolution
+    # And the slot is the raw tail: its rolled-up minutes up to 12:37 (now - RECENT), raw points after
+    assert p.raw_from == p.start
+    assert p.minute_from == datetime(2025, 6, 10, 12, 37, tzinfo=UTC)
 
 
 def test_too_many_points_per_series_is_a_422_naming_the_step() -> None:

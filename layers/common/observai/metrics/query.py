@@ -3,12 +3,12 @@
 Each query is planned first (pure Python, ``plan``): the step (given, or about 300 slots rounded to
 60/300/3600/86400 s from 60 s up), the range aligned to it, and the source:
 
-* raw ``metric_points`` when the step is under 60 s, when no rollup resolution divides the step, or when the
-  range starts within the last ``RECENT`` (not aggregated yet);
+* raw ``metric_points`` when the step is under 60 s or no rollup resolution divides the step;
 * else the COARSEST rollup resolution (1d, 1h, 5m, 1m) dividing the step: fewest rows read. The slots that end
-  within the last RECENT (from ``raw_from``) are read from the 1m rollups up to the last complete minute
-  (``minute_from``) and from raw points after it, merged per slot from partial aggregates (sum and count,
-  sketches and raw values...): a 1h step never reads an hour of raw points.
+  within the last ``RECENT`` (from ``raw_from``; every slot when one slot holds the whole range) are read from the
+  5m and 1m rollups up to the last complete minute the job has surely rolled up (``minute_from``) and from raw
+  points after it, merged per slot from partial aggregates (sum and count, sketches and raw values...): a 1h step
+  never reads an hour of raw points.
 
 Group rollups: when a query reads rollups, has no filter or only ``=``/``in`` filters on its group_by attribute,
 and groups by nothing or by one attribute the aggregation job keeps group rollups for (``metric_group_keys``,
@@ -25,9 +25,11 @@ and is read instead of its 5m and 1m rows (50 rows, not 600, for p99 per host ov
 Then one SQL statement per query, as the caller (RLS on, so a forgotten filter cannot leak): the series
 are matched by a sub-select on ``metric_series`` (name, attribute filters; the GIN ``jsonb_path_ops`` index
 serves ``attributes @> ...``), their points or rollup buckets are read by primary key within the range, and
-aggregated per (group labels, slot) in SQL. Percentiles are exact on raw points (``percentile_disc``: the
-nearest-rank value, the rank the sketches use) and come from the group's DDSketches merged per slot on
-rollups (1% relative accuracy; histogram series feed the sketches, so their percentiles need a rollup).
+aggregated per (group labels, slot) in SQL. Percentiles are exact on raw gauge and sum points
+(``percentile_disc``: the nearest-rank value, the rank the sketches use) and come from the group's DDSketches
+merged per slot on rollups (1% relative accuracy). Raw points of histograms, exponential histograms and summaries
+go through the job's own rule (``observai.metrics.distributions``: cumulative points differenced, buckets into
+sketches) per series and slot, then merge like rollups: the same count, sum and percentiles at every step.
 Counters (monotonic sums): ``increase`` is the reset-aware sum of increments (cumulative: value minus the
 previous point, a drop or a newer start time being a reset; delta: the value itself), ``rate`` is
 increase / step.
@@ -54,6 +56,7 @@ from psycopg.types.json import Jsonb
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
 from observai.errors import InvalidInput, Unprocessable
+from observai.metrics.distributions import ANCHOR_LOOKBACK, Bucket, distribution_buckets
 from observai.metrics.query_models import (
     COUNTER_AGGREGATIONS,
     PERCENTILES,
@@ -74,12 +77,16 @@ RAW_STEPS = (1, 2, 5, 10, 15, 30)
 TARGET_POINTS = 300
 MAX_POINTS_PER_SERIES = 11_000
 MAX_SERIES = 1_000
-# The aggregation job runs every minute and leaves the last 120 s (its lag) for the next run: slots that end
-# within the last RECENT are read from raw points, whatever the step.
+# Raw histogram and summary points go through Python (about 50-100 µs each): a query merges at most this many,
+# a few seconds, well inside the function's timeout; more is a 422 that asks for a rollup step.
+MAX_RAW_DISTRIBUTION_POINTS = 50_000
+# The aggregation job runs every minute and leaves the last 120 s (its lag, rollup.DEFAULT_LAG_S) for the next
+# run: slots that end within the last RECENT are read from raw points (after their rolled-up minutes), whatever
+# the step.
 RECENT = timedelta(minutes=3)
-# A cumulative counter's first point in the range counts from its previous point, looked for this far back
-# (the rollup job's anchor lookback, so raw and rollup increases agree).
-COUNTER_LOOKBACK = timedelta(days=1)
+# A cumulative counter's or histogram's first point in the range counts from its previous point, looked for this
+# far back (the rollup job's anchor lookback, so raw and rollup answers agree).
+COUNTER_LOOKBACK = ANCHOR_LOOKBACK
 
 Resolution = Literal["raw", 60, 300, 3600, 86400]
 Source = Literal["group", "series", "raw"]
@@ -132,10 +139,11 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> 
             code="too_many_points",
             details={"loc": [*(loc or []), "step"], "points": slots, "limit": MAX_POINTS_PER_SERIES, "step": step},
         )
-    # Slots that end before the cutoff are complete in the rollups; the others are read raw.
+    # Slots that end before the cutoff are complete in the rollups; the others are read as the raw tail (their
+    # rolled-up minutes, then raw points). A slot holding the whole range is all tail, at the same resolution.
     cutoff = min(max(_epoch(now - RECENT) // step * step, start), end)
     resolution: Resolution = "raw"
-    if step >= 60 and cutoff > start:
+    if step >= 60:
         for candidate in ROLLUP_RESOLUTIONS:
             if step % candidate == 0:
                 resolution = cast(Resolution, candidate)
@@ -178,18 +186,20 @@ def filter_sql(filters: Sequence[QueryFilter], params: dict[str, Any], prefix: s
 
 
 _COUNTER = "s.type = 'sum' and s.monotonic is not false"
+# Series whose points carry a value; the others (histograms, summaries) go through ``_distribution_partials``.
+_VALUED = "s.type in ('gauge', 'sum')"
 _LABELS = (
     "coalesce((select jsonb_object_agg(g.k, s.attributes -> g.k) from unnest(%(group_by)s::text[]) g(k)), '{}'::jsonb)"
 )
 _SLOT = "extract(epoch from date_bin(%(step_interval)s, {column}, %(origin)s))::bigint"
 
-# Per point: a gauge or sum carries value; histograms and summaries carry count, sum, min, max.
+# Gauge and sum points (``_VALUED``): their value.
 _RAW_AGGREGATES = {
-    "avg": "sum(coalesce(p.value, p.sum)) / nullif(sum(case when p.value is not null then 1 else p.count end), 0)",
-    "sum": "sum(coalesce(p.value, p.sum))",
-    "min": "min(coalesce(p.value, p.min))",
-    "max": "max(coalesce(p.value, p.max))",
-    "count": "sum(case when p.value is not null then 1 else p.count end)::float8",
+    "avg": "sum(p.value) / nullif(count(p.value), 0)",
+    "sum": "sum(p.value)",
+    "min": "min(p.value)",
+    "max": "max(p.value)",
+    "count": "count(p.value)::float8",
     # The group's latest point; simultaneous points of several series: the largest value (deterministic).
     "last": "(array_agg(p.value order by p.time desc, p.value desc) filter (where p.value is not null))[1]",
     # Nearest rank, as the rollups' sketches rank (observai.metrics.sketch.nearest_rank): an observed value.
@@ -225,7 +235,7 @@ _ROLLUP_PARTIALS = {
     "percentile": _ROLLUP_AGGREGATES["percentile"],
 }
 _RAW_PARTIALS = {
-    "avg": "array[sum(coalesce(p.value, p.sum)), sum(case when p.value is not null then 1 else p.count end)::float8]",
+    "avg": "array[sum(p.value), count(p.value)::float8]",
     "sum": f"array[{_RAW_AGGREGATES['sum']}]",
     "min": f"array[{_RAW_AGGREGATES['min']}]",
     "max": f"array[{_RAW_AGGREGATES['max']}]",
@@ -246,7 +256,7 @@ def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") 
     # gid numbers the label combinations: the big GROUP BY hashes an integer, not a jsonb document.
     return (
         "select x.*, dense_rank() over (order by x.labels) as gid from ("
-        f"select s.series_id, s.temporality, {_LABELS} as labels from public.metric_series s"
+        f"select s.series_id, s.type, s.temporality, {_LABELS} as labels from public.metric_series s"
         f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}{extra}) x"
     )
 
@@ -284,10 +294,14 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
             " from s cross join lateral (select p.time, p.value, p.start_time from public.metric_points p"
             " where p.project_id = %(project)s and p.series_id = s.series_id"
             " and p.time >= %(lookback)s and p.time < %(start)s order by p.time desc limit 1) b),"
+            # The job's rule (observai.metrics.rollup): a previous point counts within the anchor lookback before
+            # the point's minute; without one, a counter started within it counts whole, else from 0.
             " d as (select gid, time,"
             " case when temporality = 'delta' then value"
-            " when lag(time) over w is null then case when start_time >= %(lookback)s then value end"
-            " when value < lag(value) over w or start_time > lag(time) over w then value"
+            " when lag(time) over w is null"
+            " or lag(time) over w < date_bin('60 seconds', time, %(origin)s) - %(lookback_interval)s"
+            " then case when start_time >= time - %(lookback_interval)s then value else 0 end"
+            " when value < lag(value) over w or start_time > lag(start_time) over w then value"
             " else value - lag(value) over w end as inc"
             " from pts window w as (partition by series_id order by time))"
             + _labelled(
@@ -295,12 +309,12 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
                 " from d where d.time >= %(start)s group by 1, 2"
             )
         )
-    series = _series_sql(query, params)
+    series = _series_sql(query, params, extra=f" and {_VALUED}")
     return f"with s as materialized ({series})" + _labelled(
         f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
         f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[_aggregate_key(agg)]} as value"
         # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
-        " from s cross join lateral (select p.time, p.value, p.count, p.sum, p.min, p.max from public.metric_points p"
+        " from s cross join lateral (select p.time, p.value from public.metric_points p"
         " where p.project_id = %(project)s and p.series_id = s.series_id"
         " and p.time >= %(start)s and p.time < %(end)s offset 0) p group by 1, 2"
     )
@@ -397,7 +411,7 @@ def _group_key(
 ) -> tuple[str | None, bool]:
     """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
     whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
-    if query_plan.resolution == "raw" or query_plan.raw_from <= query_plan.start or len(query.group_by) > 1:
+    if query_plan.resolution == "raw" or len(query.group_by) > 1:
         return None, False
     if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
         return None, False  # the series path reads the counters only; the groups hold every series of the name
@@ -441,27 +455,38 @@ def _group_key(
     return key, bool(row["tail_whole"])
 
 
-def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> tuple[int, int]:
-    """(series matched, counters among them), each counted up to MAX_SERIES + 1."""
+@dataclass(frozen=True, slots=True)
+class _Matched:
+    """The series a query matches, each count up to MAX_SERIES + 1."""
+
+    series: int
+    counters: int
+    distributions: int  # histograms, exponential histograms and summaries
+
+
+def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> _Matched:
     params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1}
     cur.execute(
-        "select count(*) as n, count(*) filter (where counter) as counters from ("
-        f" select {_COUNTER} as counter from public.metric_series s"
+        "select count(*) as n, count(*) filter (where counter) as counters,"
+        " count(*) filter (where not valued) as distributions from ("
+        f" select {_COUNTER} as counter, {_VALUED} as valued from public.metric_series s"
         f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}"
         " limit %(cap)s) m",
         params,
     )
     row = cur.fetchone()
     assert row is not None
-    return int(row["n"]), int(row["counters"])
+    return _Matched(int(row["n"]), int(row["counters"]), int(row["distributions"]))
 
 
 # --- running ---------------------------------------------------------------------------------------------------
 
 
-def _sketches(listed: str | None) -> list[dict[str, Any]]:
-    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``); none: an empty list. (orjson:
-    several times faster than json on these.)"""
+def _sketches(listed: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """A slot's sketches, read as one JSON list (``_ROLLUP_AGGREGATES["percentile"]``) or built here (a list,
+    ``_distribution_partials``); none: an empty list. (orjson: several times faster than json on these.)"""
+    if isinstance(listed, list):
+        return listed
     return orjson.loads(listed) if listed else []
 
 
@@ -482,6 +507,7 @@ def _window_params(
         "start": start,
         "end": end,
         "lookback": start - COUNTER_LOOKBACK,
+        "lookback_interval": COUNTER_LOOKBACK,
         "resolution": None if resolution == "raw" else resolution,
         "partial": partial,
     }
@@ -566,6 +592,114 @@ def _carried(value: Any) -> TypeGuard[float]:
     return value is not None and math.isfinite(value)
 
 
+_DISTRIBUTION_POINTS_SQL = (
+    " select s.labels::text as labels, s.series_id, s.type, s.temporality, p.time, p.start_time, p.count, p.sum,"
+    " p.min, p.max, p.distribution, false as anchor"
+    " from s cross join lateral (select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution"
+    " from public.metric_points p where p.project_id = %(project)s and p.series_id = s.series_id"
+    " and p.time >= %(start)s and p.time < %(end)s offset 0) p"
+    " union all"
+    # A cumulative series' baseline: its latest point before the range (the job's anchor).
+    " select s.labels::text, s.series_id, s.type, s.temporality, a.time, a.start_time, a.count, a.sum, a.min, a.max,"
+    " a.distribution, true"
+    " from s cross join lateral (select p.time, p.start_time, p.count, p.sum, p.min, p.max, p.distribution"
+    " from public.metric_points p where p.project_id = %(project)s and p.series_id = s.series_id"
+    " and p.time >= %(lookback)s and p.time < %(start)s order by p.time desc limit 1) a"
+    " where s.type = 'summary' or s.temporality is distinct from 'delta'"
+    " order by series_id, time, anchor limit %(cap)s"
+)
+
+
+def _distribution_partials(
+    cur: Cursor, query: MetricQuery, params: dict[str, Any], start: datetime, end: datetime
+) -> dict[tuple[str, int], Any]:
+    """The raw points of the matched histogram, exponential histogram and summary series over [start, end) as
+    partial aggregates per (labels, slot), in the format of ``_ROLLUP_PARTIALS`` (for percentiles: a list of
+    sketches): each series' points through the aggregation job's rule (``distribution_buckets``, per slot instead of
+    per minute), merged per labels as the rollups merge. ``last`` and the counter aggregations read no such series."""
+    key = _aggregate_key(query.aggregation)
+    if key == "last" or key in COUNTER_AGGREGATIONS:
+        return {}
+    step = int(params["step"])
+    window = _window_params(params, start, end, "raw", partial=True)
+    series = _series_sql(query, window, extra=f" and not {_VALUED}")
+    window["cap"] = MAX_RAW_DISTRIBUTION_POINTS + 1
+    cur.execute(f"with s as materialized ({series})" + _DISTRIBUTION_POINTS_SQL, window)
+    fetched = cur.fetchall()
+    if len(fetched) > MAX_RAW_DISTRIBUTION_POINTS:
+        raise Unprocessable(
+            f"More than {MAX_RAW_DISTRIBUTION_POINTS} raw histogram or summary points to merge at a {step} s step:"
+            " use a step that a rollup divides (a multiple of 60 s), a shorter range or fewer series",
+            code="too_many_points",
+            details={
+                "loc": [*params["loc"], "step"],
+                "points": f">{MAX_RAW_DISTRIBUTION_POINTS}",
+                "limit": MAX_RAW_DISTRIBUTION_POINTS,
+                "step": step,
+            },
+        )
+    labels_of: dict[int, str] = {}
+    rows = []
+    for row in fetched:
+        labels_of[row["series_id"]] = row["labels"]
+        rows.append({**row, "org_id": None, "project_id": None, "range_start": start})
+
+    def slot_of(at: datetime) -> datetime:
+        return _at(_epoch(at) // step * step)
+
+    merged: dict[tuple[str, int], Bucket] = {}
+    for bucket in distribution_buckets(rows, slot_of):
+        slot = (labels_of[bucket.series_id], _epoch(bucket.bucket_start))
+        into = merged.get(slot)
+        if into is None:
+            merged[slot] = into = Bucket(None, None, bucket.series_id, bucket.bucket_start)
+        into.count += bucket.count
+        if bucket.sum is not None:
+            into.sum = bucket.sum if into.sum is None else into.sum + bucket.sum
+        if bucket.min is not None:
+            into.min = bucket.min if into.min is None else min(into.min, bucket.min)
+        if bucket.max is not None:
+            into.max = bucket.max if into.max is None else max(into.max, bucket.max)
+        into.sketch.merge(bucket.sketch)
+    if key == "percentile":
+        return {slot: [b.sketch.to_json()] if b.sketch.count else [] for slot, b in merged.items()}
+    partial: Callable[[Bucket], list[Any]] = {
+        "avg": lambda b: [b.sum, float(b.count)],
+        "sum": lambda b: [b.sum],
+        "min": lambda b: [b.min],
+        "max": lambda b: [b.max],
+        "count": lambda b: [float(b.count)],
+    }[key]
+    return {slot: partial(b) for slot, b in merged.items()}
+
+
+def _read_raw(
+    cur: Cursor,
+    query: MetricQuery,
+    params: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    into: dict[str, list[tuple[int, float]]],
+    *,
+    distributions: bool,
+) -> None:
+    """The raw points over [start, end), each labels' (slot, value) points added to ``into``: in one statement when
+    no histogram or summary series matched, else the gauges' partials and the distributions' merged per slot."""
+    if not distributions:
+        _read_points(cur, query, _raw_sql, params, start, end, "raw", into)
+        return
+    valued = {
+        (labels, slot): value for labels, slot, value in _read_partials(cur, query, _raw_sql, params, start, end, "raw")
+    }
+    others = _distribution_partials(cur, query, params, start, end)
+    step = int(params["step"])
+    for labels, slot in sorted(valued.keys() | others.keys()):
+        rolled = [others[(labels, slot)]] if (labels, slot) in others else []
+        value = _combined(query.aggregation, step, rolled, valued.get((labels, slot)))
+        if _carried(value):
+            into.setdefault(labels, []).append((slot, value))
+
+
 def _read_tail(
     cur: Cursor,
     query: MetricQuery,
@@ -575,11 +709,13 @@ def _read_tail(
     into: dict[str, list[tuple[int, float]]],
     *,
     whole: bool = False,
+    distributions: bool = False,
 ) -> None:
     """The slots from raw_from: their complete 5-minute buckets from the 5m rollups of ``build``'s source (for
     steps over 5 minutes), their remaining complete minutes (before minute_from) from its 1m rollups, the rest from
-    raw points; merged per (labels, slot). ``whole``: the rollups of the plan's resolution hold exactly those
-    minutes (group rows, ``_group_key``): one row per group and slot read instead of a dozen."""
+    raw points (``distributions``: histogram or summary series among them); merged per (labels, slot). ``whole``:
+    the rollups of the plan's resolution hold exactly those minutes (group rows, ``_group_key``): one row per group
+    and slot read instead of a dozen."""
     five_from = query_plan.raw_from
     if query_plan.step > 300:
         five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
@@ -600,6 +736,9 @@ def _read_tail(
                 raw[(labels, slot)] = value
             else:
                 rolled.setdefault((labels, slot), []).append(value)
+        if resolution == "raw" and distributions:
+            for labels_slot, value in _distribution_partials(cur, query, params, start, end).items():
+                rolled.setdefault(labels_slot, []).append(value)
     for labels, slot in rolled.keys() | raw.keys():
         value = _combined(query.aggregation, query_plan.step, rolled.get((labels, slot), []), raw.get((labels, slot)))
         if _carried(value):
@@ -654,7 +793,9 @@ def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
 
 
 def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
-    matched, counters = _count_series(cur, project_id, query)
+    matches = _count_series(cur, project_id, query)
+    matched, counters = matches.series, matches.counters
+    distributions = matches.distributions > 0
     if matched > MAX_SERIES:
         raise Unprocessable(
             f"The query matches more than {MAX_SERIES} series of {query.name!r}:"
@@ -677,6 +818,7 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "step_interval": timedelta(seconds=query_plan.step),
             "origin": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
+            "loc": loc,  # not a statement parameter: where a 422 points to
         }
         if query_plan.resolution != "raw":
             group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
@@ -691,11 +833,11 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
                     cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
                 )
             if query_plan.raw_from < query_plan.minute_from:
-                _read_tail(cur, query, build, params, query_plan, points, whole=tail_whole)
+                _read_tail(cur, query, build, params, query_plan, points, whole=tail_whole, distributions=distributions)
             elif query_plan.raw_from < query_plan.end:
-                _read_points(cur, query, _raw_sql, params, query_plan.raw_from, query_plan.end, "raw", points)
+                _read_raw(cur, query, params, query_plan.raw_from, query_plan.end, points, distributions=distributions)
         else:
-            _read_points(cur, query, _raw_sql, params, query_plan.start, query_plan.end, "raw", points)
+            _read_raw(cur, query, params, query_plan.start, query_plan.end, points, distributions=distributions)
     assert query.id is not None
     return QueryResult(
         id=query.id,

@@ -25,11 +25,10 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
      cumulative → the sum over consecutive points of (v − prev), or v when the counter reset (v < prev, or
      the point's start_time moved forward). The first point of a series with no point in the lookback
      counts whole when its start_time lies within the lookback (a new counter), else 0 (unknown baseline);
-   - histograms and exponential histograms (built in Python): count, sum, min, max of the observations
-     (delta: the points' own; cumulative: the difference from the previous point, reset-aware; cumulative
-     min/max can only be estimated: from the sketch of the difference, clamped to the point's min/max), and
-     a sketch built from the buckets (``Sketch.add_histogram`` / ``add_exponential``);
-   - summaries: count and sum of observations only (cumulative, differenced like histograms).
+   - histograms, exponential histograms and summaries (in Python, ``observai.metrics.distributions``: the rule
+     the query engine applies to raw points too): count, sum, min, max of the observations (delta: the points'
+     own; cumulative: the difference from the previous point, reset-aware), and a sketch built from the buckets;
+     summaries: count and sum only.
 4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level:
    count, sum and increase add; min/max; last of the latest (in SQL); sketches merged by adding counts (in Python,
    ``merge_encoded``).
@@ -49,17 +48,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
+from observai.metrics.distributions import ANCHOR_LOOKBACK, distribution_buckets
 from observai.metrics.groups import roll_groups
-from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, Sketch, merge_encoded
+from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, merge_encoded
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
@@ -67,8 +64,6 @@ STATE_NAME = "metrics"
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 DEFAULT_MAX_POINTS = 200_000
 DEFAULT_LAG_S = 120
-# How far back the point before a bucket is looked for (counters and cumulative histograms).
-ANCHOR_LOOKBACK = timedelta(days=1)
 # The first run starts here when there is no point at all.
 INITIAL_LOOKBACK = timedelta(days=8)
 # Buckets are aligned on this origin (UTC midnight): a 1d bucket is a UTC day.
@@ -417,24 +412,10 @@ from unnest(%(org_id)s::uuid[], %(project_id)s::uuid[], %(series_id)s::bigint[],
 )
 
 
-@dataclass(slots=True)
-class _Bucket:
-    org_id: Any
-    project_id: Any
-    series_id: int
-    bucket_start: datetime
-    count: int = 0
-    sum: float | None = None
-    min: float | None = None
-    max: float | None = None
-    last_time: datetime | None = None
-    sketch: Sketch = field(default_factory=Sketch)
-
-
 def _roll_distribution_minutes(cur: Cursor) -> int:
     """Histograms, exponential histograms and summaries: bucket arithmetic in Python, one upsert."""
     cur.execute(_DISTRIBUTION_POINTS_SQL, {"lookback": ANCHOR_LOOKBACK})
-    buckets = _distribution_buckets(cur.fetchall())
+    buckets = distribution_buckets(cur.fetchall())
     if not buckets:
         return 0
     cur.execute(
@@ -453,161 +434,6 @@ def _roll_distribution_minutes(cur: Cursor) -> int:
         },
     )
     return max(cur.rowcount, 0)
-
-
-def _minute(t: datetime) -> datetime:
-    return t.replace(second=0, microsecond=0)
-
-
-def _distribution_buckets(rows: Iterable[dict[str, Any]]) -> list[_Bucket]:
-    """Rows ordered by series, range, time (anchors first in their range) → 1m buckets of observations."""
-    buckets: dict[tuple[Any, int, datetime], _Bucket] = {}
-    prev: dict[str, Any] | None = None
-    prev_key: tuple[Any, int, datetime] | None = None
-    for row in rows:
-        key = (row["project_id"], row["series_id"], row["range_start"])
-        if key != prev_key:
-            prev, prev_key = None, key
-        if row["anchor"]:
-            prev = row
-            continue
-        delta = _observations(row, prev)
-        prev = row
-        start = _minute(row["time"])
-        bucket = buckets.get((row["project_id"], row["series_id"], start))
-        if bucket is None:
-            bucket = _Bucket(row["org_id"], row["project_id"], row["series_id"], start)
-            buckets[(row["project_id"], row["series_id"], start)] = bucket
-        bucket.last_time = row["time"] if bucket.last_time is None else max(bucket.last_time, row["time"])
-        if delta is None:
-            continue
-        bucket.count += delta.count
-        if delta.sum is not None:
-            bucket.sum = delta.sum if bucket.sum is None else bucket.sum + delta.sum
-        if delta.min is not None:
-            bucket.min = delta.min if bucket.min is None else min(bucket.min, delta.min)
-        if delta.max is not None:
-            bucket.max = delta.max if bucket.max is None else max(bucket.max, delta.max)
-        if delta.sketch is not None:
-            bucket.sketch.merge(delta.sketch)
-    return list(buckets.values())
-
-
-@dataclass(slots=True)
-class _Observations:
-    count: int
-    sum: float | None
-    min: float | None
-    max: float | None
-    sketch: Sketch | None
-
-
-def _observations(point: dict[str, Any], prev: dict[str, Any] | None) -> _Observations | None:
-    """What a point adds to its bucket: itself (delta temporality, or after a reset) or its difference from the
-    previous point (cumulative). None when a cumulative series' first point has an unknown baseline."""
-    kind = point["type"]
-    cumulative = kind == "summary" or point["temporality"] != "delta"
-    if not cumulative:
-        return _whole(point)
-    if prev is None:
-        start = point["start_time"]
-        if start is not None and start >= point["time"] - ANCHOR_LOOKBACK:
-            return _whole(point)  # a new series: everything since its start is new
-        return None
-    if _reset(point, prev):
-        return _whole(point)
-    count = int(point["count"] or 0) - int(prev["count"] or 0)
-    total = point["sum"] - prev["sum"] if point["sum"] is not None and prev["sum"] is not None else None
-    if kind == "summary":
-        return _Observations(count, total, None, None, None)
-    sketch = _difference_sketch(kind, point, prev)
-    if sketch is None:  # bucket layouts changed: take the point whole
-        return _whole(point)
-    low, high = (sketch.quantile(0.0), sketch.quantile(1.0)) if sketch.count else (None, None)
-    low, high = _clamp(low, point["min"], point["max"]), _clamp(high, point["min"], point["max"])
-    return _Observations(count, total, low, high, sketch)
-
-
-def _reset(point: dict[str, Any], prev: dict[str, Any]) -> bool:
-    if (point["count"] or 0) < (prev["count"] or 0):
-        return True
-    start, prev_start = point["start_time"], prev["start_time"]
-    return start is not None and prev_start is not None and start > prev_start
-
-
-def _whole(point: dict[str, Any]) -> _Observations:
-    kind = point["type"]
-    sketch = None
-    dist = point["distribution"] or {}
-    if kind == "histogram" and dist.get("counts"):
-        sketch = Sketch()
-        sketch.add_histogram(dist.get("bounds") or [], dist["counts"], point["min"], point["max"])
-    elif kind == "exponential_histogram":
-        sketch = Sketch()
-        sketch.add_exponential(
-            int(dist.get("scale") or 0),
-            int(dist.get("zero_count") or 0),
-            dist.get("positive"),
-            dist.get("negative"),
-            point["min"],
-            point["max"],
-        )
-    return _Observations(int(point["count"] or 0), point["sum"], point["min"], point["max"], sketch)
-
-
-def _difference_sketch(kind: str, point: dict[str, Any], prev: dict[str, Any]) -> Sketch | None:
-    dist, before = point["distribution"] or {}, prev["distribution"] or {}
-    sketch = Sketch()
-    if kind == "histogram":
-        bounds, counts, prev_counts = dist.get("bounds") or [], dist.get("counts") or [], before.get("counts") or []
-        if bounds != (before.get("bounds") or []) or len(counts) != len(prev_counts):
-            return None
-        differences = [c - p for c, p in zip(counts, prev_counts, strict=True)]
-        if any(d < 0 for d in differences):
-            return None
-        sketch.add_histogram(bounds, differences, point["min"], point["max"])
-        return sketch
-    # Exponential: both at the coarser scale, then bucket by bucket.
-    scale = min(int(dist.get("scale") or 0), int(before.get("scale") or 0))
-    zero = int(dist.get("zero_count") or 0) - int(before.get("zero_count") or 0)
-    stores: dict[str, dict[str, Any]] = {}
-    for side in ("positive", "negative"):
-        now_counts = _rescaled(dist.get(side), int(dist.get("scale") or 0), scale)
-        prev_counts = _rescaled(before.get(side), int(before.get("scale") or 0), scale)
-        diff = {i: now_counts.get(i, 0) - prev_counts.get(i, 0) for i in now_counts.keys() | prev_counts.keys()}
-        if any(d < 0 for d in diff.values()):
-            return None
-        if diff:
-            low = min(diff)
-            stores[side] = {"offset": low, "counts": [diff.get(i, 0) for i in range(low, max(diff) + 1)]}
-    if zero < 0:
-        return None
-    sketch.add_exponential(scale, zero, stores.get("positive"), stores.get("negative"), point["min"], point["max"])
-    return sketch
-
-
-def _rescaled(buckets: dict[str, Any] | None, scale: int, to_scale: int) -> dict[int, int]:
-    """Exponential buckets {index: count} at a coarser scale: index >> (scale − to_scale)."""
-    out: dict[int, int] = {}
-    if not buckets:
-        return out
-    shift = scale - to_scale
-    offset = int(buckets.get("offset", 0))
-    for i, count in enumerate(buckets.get("counts") or ()):
-        if count:
-            index = (offset + i) >> shift
-            out[index] = out.get(index, 0) + int(count)
-    return out
-
-
-def _clamp(value: float | None, low: float | None, high: float | None) -> float | None:
-    if value is None:
-        return None
-    if low is not None and value < low:
-        value = low
-    if high is not None and value > high:
-        value = high
-    return value
 
 
 # --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
