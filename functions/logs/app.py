@@ -15,6 +15,7 @@ from observai.http.dependencies import CurrentPrincipal
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.logs import search
 from observai.logs.models import LogContext, LogHistogram, LogItem
 from observai.pagination import DEFAULT_LIMIT
@@ -44,7 +45,15 @@ SEARCH_HELP = (
 )
 
 
-@app.get("/v1/projects/<project_id>/logs", tags=["logs"], description=SEARCH_HELP)
+@app.get(
+    "/v1/projects/<project_id>/logs",
+    tags=["logs"],
+    description=SEARCH_HELP,
+    responses=route_responses(
+        200,
+        e400="A malformed query (query_syntax_error, with details.position) or range (invalid_range, range_too_long)",
+    ),
+)
 def search_logs(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -61,6 +70,10 @@ def search_logs(
 @app.get(
     "/v1/projects/<project_id>/logs/histogram",
     tags=["logs"],
+    responses=route_responses(
+        200,
+        e400="A malformed query (query_syntax_error, with details.position) or range (invalid_range, range_too_long)",
+    ),
     description="Counts per severity level over round time buckets (1 s to 1 day, at most `buckets` of them),"
     " for the same query and range as the search. Exact. Queries on services and levels only are read from"
     " per-minute counts; others count the matching lines, and a count that would take too long is a 422"
