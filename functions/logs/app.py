@@ -6,7 +6,6 @@ Thin: parse, one call, envelope. The query language is described in observai.log
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -19,6 +18,7 @@ from observai.http.responses import route_responses
 from observai.logs import search
 from observai.logs.models import LogContext, LogHistogram, LogItem
 from observai.pagination import DEFAULT_LIMIT
+from observai.timetext import DateTimeText
 
 app = create_resolver()
 
@@ -31,10 +31,10 @@ SearchQuery = Annotated[
     ),
 ]
 From = Annotated[
-    datetime | None,
+    DateTimeText | None,
     Query(alias="from", description="RFC 3339 start, inclusive (default: to - 1 hour; at most 31 days before to)"),
 ]
-To = Annotated[datetime | None, Query(alias="to", description="RFC 3339 end, exclusive (default: now)")]
+To = Annotated[DateTimeText | None, Query(alias="to", description="RFC 3339 end, exclusive (default: now)")]
 LogId = Annotated[int, Path(ge=1, lt=2**63, description="The log line's id")]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -33,11 +32,14 @@ from observai.tenancy.models import (
     WhoAmI,
 )
 from observai.tenancy.whoami import whoami
+from observai.timetext import DateText
 
 app = create_resolver()
 
-FromDay = Annotated[date | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")]
-ToDay = Annotated[date | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
+FromDay = Annotated[
+    DateText | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")
+]
+ToDay = Annotated[DateText | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
 
 
 @app.post(

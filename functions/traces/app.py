@@ -6,7 +6,6 @@ Thin: parse, one call, envelope.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -17,14 +16,15 @@ from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
 from observai.http.responses import route_responses
 from observai.pagination import DEFAULT_LIMIT
+from observai.timetext import DateTimeText
 from observai.traces import reads
 from observai.traces.models import ServiceStatsWindow, Trace, TraceListItem
 
 app = create_resolver()
 
 TraceId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="32 hexadecimal characters")]
-From = Annotated[datetime | None, Query(alias="from", description="RFC 3339 start of the window (inclusive)")]
-To = Annotated[datetime | None, Query(alias="to", description="RFC 3339 end of the window (exclusive)")]
+From = Annotated[DateTimeText | None, Query(alias="from", description="RFC 3339 start of the window (inclusive)")]
+To = Annotated[DateTimeText | None, Query(alias="to", description="RFC 3339 end of the window (exclusive)")]
 Text = Annotated[str | None, Query(min_length=1, max_length=512)]
 Duration = Annotated[
     str | None, Query(max_length=32, description="A span duration: 250ms, 1.5s, 2m, 800us, 100ns, 1h (bare number: ms)")
