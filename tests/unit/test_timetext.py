@@ -17,7 +17,9 @@ def test_a_number_is_not_a_date(kind: object, value: object) -> None:
 
 
 def test_text_still_parses() -> None:
-    assert TypeAdapter(DateTimeText).validate_python("2026-01-02T03:04:05Z") == datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert TypeAdapter(DateTimeText).validate_python("2026-01-02T03:04:05Z") == datetime(
+        2026, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
     assert TypeAdapter(AwareDateTimeText).validate_python("2026-01-02T03:04:05+00:00").tzinfo is not None
     assert TypeAdapter(DateText).validate_python("2026-01-02") == date(2026, 1, 2)
     with pytest.raises(ValidationError):
