@@ -294,19 +294,11 @@ def error_response_name(status: int) -> str:
 
 def shared_error_responses(doc: dict[str, Any]) -> None:
     """components/responses: the standard answer of each error status an operation refers to."""
-    from observai.http.responses import error_response
+    from observai.http.responses import ERROR_DESCRIPTIONS, error_response
 
     used = {ref.rsplit("/", 1)[1] for ref in _refs(doc.get("paths", {})) if ref.startswith("#/components/responses/")}
-    statuses = {error_response_name(status): status for status in range(400, 600) if _is_status(status)}
-    doc.setdefault("components", {})["responses"] = {name: error_response(statuses[name]) for name in sorted(used)}
-
-
-def _is_status(value: int) -> bool:
-    try:
-        HTTPStatus(value)
-    except ValueError:
-        return False
-    return True
+    by_name = {error_response_name(status): status for status in ERROR_DESCRIPTIONS}
+    doc.setdefault("components", {})["responses"] = {name: error_response(by_name[name]) for name in sorted(used)}
 
 
 def _refs(value: Any) -> Iterator[str]:
@@ -391,6 +383,8 @@ def native_ingest_body(doc: dict[str, Any], operation: dict[str, Any]) -> None:
 
 def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
     """Security per operation, the error envelope, tags; drop schemas nothing references."""
+    from observai.http.responses import error_response
+
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     if "ErrorBody" not in schemas:
         raise OpenApiConflict("components/schemas/ErrorBody is missing: the envelope model changed?")
@@ -406,7 +400,7 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
                 continue
             if (method, path) == ("post", "/v1/ingest"):
                 native_ingest_body(doc, operation)
-                operation.setdefault("responses", {}).update({str(status): {} for status in INGEST_ERRORS})
+                operation.setdefault("responses", {}).update({str(s): error_response(s) for s in INGEST_ERRORS})
             route = routes.get((method.upper(), path))
             security = operation_security(route) if route is not None else None
             if security is not None:
