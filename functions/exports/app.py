@@ -17,12 +17,18 @@ from observai.http.dependencies import CurrentPrincipal
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.pagination import DEFAULT_LIMIT
 
 app = create_resolver()
 
 
-@app.post("/v1/projects/<project_id>/exports", status_code=202, tags=["exports"])
+@app.post(
+    "/v1/projects/<project_id>/exports",
+    status_code=202,
+    tags=["exports"],
+    responses=route_responses(202, e400="A malformed logs query (query_syntax_error, with details.position)"),
+)
 def create_export(
     caller: CurrentPrincipal, project_id: UUID, body: Annotated[ExportRequest, Body()]
 ) -> Envelope[ExportInfo]:

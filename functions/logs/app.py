@@ -6,7 +6,6 @@ Thin: parse, one call, envelope. The query language is described in observai.log
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 from uuid import UUID
 
@@ -15,9 +14,11 @@ from observai.http.dependencies import CurrentPrincipal
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.logs import search
 from observai.logs.models import LogContext, LogHistogram, LogItem
 from observai.pagination import DEFAULT_LIMIT
+from observai.timetext import DateTimeText
 
 app = create_resolver()
 
@@ -30,10 +31,10 @@ SearchQuery = Annotated[
     ),
 ]
 From = Annotated[
-    datetime | None,
+    DateTimeText | None,
     Query(alias="from", description="RFC 3339 start, inclusive (default: to - 1 hour; at most 31 days before to)"),
 ]
-To = Annotated[datetime | None, Query(alias="to", description="RFC 3339 end, exclusive (default: now)")]
+To = Annotated[DateTimeText | None, Query(alias="to", description="RFC 3339 end, exclusive (default: now)")]
 LogId = Annotated[int, Path(ge=1, lt=2**63, description="The log line's id")]
 
 
@@ -44,7 +45,15 @@ SEARCH_HELP = (
 )
 
 
-@app.get("/v1/projects/<project_id>/logs", tags=["logs"], description=SEARCH_HELP)
+@app.get(
+    "/v1/projects/<project_id>/logs",
+    tags=["logs"],
+    description=SEARCH_HELP,
+    responses=route_responses(
+        200,
+        e400="A malformed query (query_syntax_error, with details.position) or range (invalid_range, range_too_long)",
+    ),
+)
 def search_logs(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -61,6 +70,10 @@ def search_logs(
 @app.get(
     "/v1/projects/<project_id>/logs/histogram",
     tags=["logs"],
+    responses=route_responses(
+        200,
+        e400="A malformed query (query_syntax_error, with details.position) or range (invalid_range, range_too_long)",
+    ),
     description="Counts per severity level over round time buckets (1 s to 1 day, at most `buckets` of them),"
     " for the same query and range as the search. Exact. Queries on services and levels only are read from"
     " per-minute counts; others count the matching lines, and a count that would take too long is a 422"

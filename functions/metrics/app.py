@@ -14,6 +14,7 @@ from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.metrics import catalogue, query
 from observai.metrics.catalogue import DEFAULT_TOP_KEYS, MAX_TOP_KEYS
 from observai.metrics.query_models import (
@@ -61,7 +62,12 @@ def delete_definition(user: CurrentUser, project_id: UUID, name: MetricName) -> 
     return ok(catalogue.delete_definition(user, project_id, name))
 
 
-@app.get("/v1/projects/<project_id>/metrics/<name>/series", tags=["metrics"], description=MATCH_HELP.strip())
+@app.get(
+    "/v1/projects/<project_id>/metrics/<name>/series",
+    tags=["metrics"],
+    description=MATCH_HELP.strip(),
+    responses=route_responses(200, e400="An invalid metric name or match[<attribute>] filter"),
+)
 def list_series(
     caller: CurrentPrincipal, project_id: UUID, name: MetricName, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
 ) -> Envelope[list[SeriesInfo]]:
@@ -73,6 +79,7 @@ def list_series(
 @app.get(
     "/v1/projects/<project_id>/metrics/<name>/cardinality",
     tags=["metrics"],
+    responses=route_responses(200, e400="An invalid metric name or match[<attribute>] filter"),
     description="Distinct values per attribute key, keys with the most values first." + MATCH_HELP,
 )
 def get_cardinality(
@@ -85,7 +92,11 @@ def get_cardinality(
     return ok(catalogue.cardinality(caller, project_id, name, params, top))
 
 
-@app.post("/v1/projects/<project_id>/metrics/query", tags=["metrics"])
+@app.post(
+    "/v1/projects/<project_id>/metrics/query",
+    tags=["metrics"],
+    responses=route_responses(200, e400="A query the database cannot run (invalid_regex)"),
+)
 def run_query(
     caller: CurrentPrincipal, project_id: UUID, body: Annotated[QueryRequest, Body()]
 ) -> Envelope[QueryResponse]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated
 from uuid import UUID
 
@@ -11,6 +10,7 @@ from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.pagination import DEFAULT_LIMIT
 from observai.telemetry import usage
 from observai.telemetry.usage import UsageReport
@@ -32,14 +32,22 @@ from observai.tenancy.models import (
     WhoAmI,
 )
 from observai.tenancy.whoami import whoami
+from observai.timetext import DateText
 
 app = create_resolver()
 
-FromDay = Annotated[date | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")]
-ToDay = Annotated[date | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
+FromDay = Annotated[
+    DateText | None, Query(alias="from", description="First UTC day, YYYY-MM-DD (default: to - 29 days)")
+]
+ToDay = Annotated[DateText | None, Query(alias="to", description="Last UTC day, YYYY-MM-DD (default: today)")]
 
 
-@app.post("/v1/orgs", status_code=201, tags=["organizations"])
+@app.post(
+    "/v1/orgs",
+    status_code=201,
+    tags=["organizations"],
+    responses=route_responses(201, e409="The slug is taken (or no free slug was found for the name)"),
+)
 def create_org(user: CurrentUser, body: Annotated[OrgCreate, Body()]) -> Envelope[Org]:
     return ok(orgs.create_org(user, body))
 
@@ -55,7 +63,11 @@ def get_org(user: CurrentUser, org_id: UUID) -> Envelope[Org]:
     return ok(orgs.get_org(user, org_id))
 
 
-@app.patch("/v1/orgs/<org_id>", tags=["organizations"])
+@app.patch(
+    "/v1/orgs/<org_id>",
+    tags=["organizations"],
+    responses=route_responses(200, e409="The slug is taken (or no free slug was found for the name)"),
+)
 def update_org(user: CurrentUser, org_id: UUID, body: Annotated[OrgUpdate, Body()]) -> Envelope[Org]:
     return ok(orgs.update_org(user, org_id, body))
 
@@ -65,7 +77,12 @@ def delete_org(user: CurrentUser, org_id: UUID) -> Envelope[Deleted]:
     return ok(orgs.delete_org(user, org_id))
 
 
-@app.post("/v1/orgs/<org_id>/projects", status_code=201, tags=["projects"])
+@app.post(
+    "/v1/orgs/<org_id>/projects",
+    status_code=201,
+    tags=["projects"],
+    responses=route_responses(201, e409="The slug is taken (or no free slug was found for the name)"),
+)
 def create_project(user: CurrentUser, org_id: UUID, body: Annotated[ProjectCreate, Body()]) -> Envelope[Project]:
     return ok(projects.create_project(user, org_id, body))
 
@@ -83,7 +100,11 @@ def get_project(user: CurrentUser, project_id: UUID) -> Envelope[Project]:
     return ok(projects.get_project(user, project_id))
 
 
-@app.patch("/v1/projects/<project_id>", tags=["projects"])
+@app.patch(
+    "/v1/projects/<project_id>",
+    tags=["projects"],
+    responses=route_responses(200, e409="The slug is taken (or no free slug was found for the name)"),
+)
 def update_project(user: CurrentUser, project_id: UUID, body: Annotated[ProjectUpdate, Body()]) -> Envelope[Project]:
     return ok(projects.update_project(user, project_id, body))
 
@@ -101,24 +122,44 @@ def list_members(
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 
-@app.post("/v1/orgs/<org_id>/members", status_code=201, tags=["members"])
+@app.post(
+    "/v1/orgs/<org_id>/members",
+    status_code=201,
+    tags=["members"],
+    responses=route_responses(201, e409="The user is already a member"),
+)
 def add_member(user: CurrentUser, org_id: UUID, body: Annotated[MemberAdd, Body()]) -> Envelope[Member]:
     return ok(members.add_member(user, org_id, body))
 
 
-@app.patch("/v1/orgs/<org_id>/members/<user_id>", tags=["members"])
+@app.patch(
+    "/v1/orgs/<org_id>/members/<user_id>",
+    tags=["members"],
+    responses=route_responses(200, e409="The organization would have no owner left (last_owner)"),
+)
 def update_member(
     user: CurrentUser, org_id: UUID, user_id: UUID, body: Annotated[MemberUpdate, Body()]
 ) -> Envelope[Member]:
     return ok(members.update_member(user, org_id, user_id, body))
 
 
-@app.delete("/v1/orgs/<org_id>/members/<user_id>", tags=["members"])
+@app.delete(
+    "/v1/orgs/<org_id>/members/<user_id>",
+    tags=["members"],
+    responses=route_responses(200, e409="The organization would have no owner left (last_owner)"),
+)
 def remove_member(user: CurrentUser, org_id: UUID, user_id: UUID) -> Envelope[Deleted]:
     return ok(members.remove_member(user, org_id, user_id))
 
 
-@app.post("/v1/orgs/<org_id>/invitations", status_code=201, tags=["members"])
+@app.post(
+    "/v1/orgs/<org_id>/invitations",
+    status_code=201,
+    tags=["members"],
+    responses=route_responses(
+        201, e400="Supabase Auth refused the e-mail address", e409="The user is already a member"
+    ),
+)
 def invite(user: CurrentUser, org_id: UUID, body: Annotated[InvitationCreate, Body()]) -> Envelope[Invitation]:
     return ok(invitations.invite(user, org_id, body))
 
@@ -131,7 +172,11 @@ def audit_log(
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 
-@app.get("/v1/orgs/<org_id>/usage", tags=["usage"])
+@app.get(
+    "/v1/orgs/<org_id>/usage",
+    tags=["usage"],
+    responses=route_responses(200, e400="An invalid range of days (invalid_range, range_too_long)"),
+)
 def get_usage(
     user: CurrentUser,
     org_id: UUID,

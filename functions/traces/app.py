@@ -6,7 +6,6 @@ Thin: parse, one call, envelope.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
@@ -15,15 +14,17 @@ from observai.http.dependencies import CurrentPrincipal
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
+from observai.http.responses import route_responses
 from observai.pagination import DEFAULT_LIMIT
+from observai.timetext import DateTimeText
 from observai.traces import reads
 from observai.traces.models import ServiceStatsWindow, Trace, TraceListItem
 
 app = create_resolver()
 
 TraceId = Annotated[str, Path(pattern=r"^[0-9a-fA-F]{32}$", description="32 hexadecimal characters")]
-From = Annotated[datetime | None, Query(alias="from", description="RFC 3339 start of the window (inclusive)")]
-To = Annotated[datetime | None, Query(alias="to", description="RFC 3339 end of the window (exclusive)")]
+From = Annotated[DateTimeText | None, Query(alias="from", description="RFC 3339 start of the window (inclusive)")]
+To = Annotated[DateTimeText | None, Query(alias="to", description="RFC 3339 end of the window (exclusive)")]
 Text = Annotated[str | None, Query(min_length=1, max_length=512)]
 Duration = Annotated[
     str | None, Query(max_length=32, description="A span duration: 250ms, 1.5s, 2m, 800us, 100ns, 1h (bare number: ms)")
@@ -39,7 +40,11 @@ SEARCH_HELP = (
 )
 
 
-@app.get("/v1/projects/<project_id>/traces/<trace_id>", tags=["traces"])
+@app.get(
+    "/v1/projects/<project_id>/traces/<trace_id>",
+    tags=["traces"],
+    responses=route_responses(200, e400="An invalid trace id or range (from after to, too long)"),
+)
 def get_trace(
     caller: CurrentPrincipal, project_id: UUID, trace_id: TraceId, from_: From = None, to: To = None
 ) -> Envelope[Trace]:
@@ -49,7 +54,12 @@ def get_trace(
     return ok(reads.get_trace(caller, project_id, trace_id, from_, to))
 
 
-@app.get("/v1/projects/<project_id>/traces", tags=["traces"], description=SEARCH_HELP)
+@app.get(
+    "/v1/projects/<project_id>/traces",
+    tags=["traces"],
+    description=SEARCH_HELP,
+    responses=route_responses(200, e400="An invalid duration, attribute filter or range (from after to, too long)"),
+)
 def search_traces(
     caller: CurrentPrincipal,
     project_id: UUID,
@@ -80,7 +90,11 @@ def search_traces(
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 
-@app.get("/v1/projects/<project_id>/services", tags=["traces"])
+@app.get(
+    "/v1/projects/<project_id>/services",
+    tags=["traces"],
+    responses=route_responses(200, e400="An invalid range (from after to, longer than 24 hours)"),
+)
 def service_stats(
     caller: CurrentPrincipal, project_id: UUID, from_: From = None, to: To = None
 ) -> Envelope[ServiceStatsWindow]:

@@ -220,6 +220,38 @@ def test_out_of_range_limit_is_422(http: httpx.Client, org: dict[str, Any], path
     assert error["details"][0]["loc"] == ["query", "limit"]
 
 
+@pytest.mark.parametrize("value", ["0", "0.5", "1700000000"])
+@pytest.mark.parametrize(
+    ("path", "name"),
+    [
+        ("/v1/orgs/{org}/usage", "to"),
+        ("/v1/projects/{project}/logs", "to"),
+        ("/v1/projects/{project}/logs/histogram", "from"),
+        ("/v1/projects/{project}/traces", "to"),
+        ("/v1/projects/{project}/services", "from"),
+    ],
+)
+def test_a_number_for_a_date_is_422(
+    http: httpx.Client, org: dict[str, Any], project: dict[str, Any], path: str, name: str, value: str
+) -> None:
+    # Given a route taking RFC 3339 dates, and a number (pydantic alone would read it as Unix time: 1970)
+    # When passing the number as the date (found by Schemathesis: ?to=0.5 answered 200 with an empty 1970 window)
+    response = http.get(path.format(org=org["id"], project=project["id"]), params={name: value})
+    # Then 422 pointing at the parameter
+    error = error_of(response, 422)
+    assert error["details"][0]["loc"] == ["query", name]
+    assert "RFC 3339" in error["details"][0]["message"]
+
+
+def test_a_number_for_a_date_in_a_body_is_422(http: httpx.Client, project: dict[str, Any]) -> None:
+    response = http.post(
+        f"/v1/projects/{project['id']}/metrics/query",
+        json={"queries": [{"metric": "m", "from": 0, "to": 1_700_000_000}]},
+    )
+    error = error_of(response, 422)
+    assert {tuple(d["loc"][-1:]) for d in error["details"]} >= {("from",), ("to",)}
+
+
 @pytest.mark.parametrize(
     "cursor",
     [

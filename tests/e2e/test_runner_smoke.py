@@ -30,7 +30,13 @@ def test_request_id_is_the_api_gateway_request_id(runner_url: str) -> None:
 
 
 def test_unknown_route_is_api_gateway_404(runner_url: str) -> None:
-    for method, path in [("GET", "/v1/nope"), ("PUT", "/v1/health"), ("GET", "/")]:
+    for method, path in [
+        ("GET", "/v1/nope"),
+        ("PUT", "/v1/health"),
+        ("GET", "/"),
+        ("TRACE", "/v1/health"),
+        ("PROPFIND", "/v1/health"),
+    ]:
         response = httpx.request(method, f"{runner_url}{path}")
         assert response.status_code == 404, (method, path)
         assert response.json() == {"message": "Not Found"}

@@ -376,3 +376,28 @@ def test_usage_route_accepts_exactly_366_days(db: psycopg.Connection) -> None:
     )
     assert result.status == 200, result.text
     assert result.data["days"] == []
+
+
+@pytest.mark.parametrize(
+    ("query", "first_day"),
+    [("to=0001-01-01", "0001-01-01"), ("to=0001-01-29", "0001-01-01"), ("to=0001-01-30", "0001-01-01")],
+)
+def test_usage_route_defaults_from_to_the_first_calendar_day_at_most(
+    db: psycopg.Connection, query: str, first_day: str
+) -> None:
+    # Given a `to` within 29 days of the calendar's first day (Schemathesis: ?to=0001-01-01 overflowed, a 500)
+    owner = make_user(db)
+    org = create_org_as(owner.headers)
+    # When asking for the default range up to it
+    result = invoke("orgs", "GET", f"/v1/orgs/{org}/usage", headers=owner.headers, query=query)
+    # Then 200: the range starts on 0001-01-01, not before
+    assert result.status == 200, result.text
+    assert result.data["from_day"] == first_day and result.data["days"] == []
+
+
+def test_usage_range_resolution_at_the_calendar_edges() -> None:
+    span = usage.DEFAULT_REPORT_DAYS - 1
+    assert usage.resolve_range(None, date.min, date(2026, 1, 1)) == (date.min, date.min)
+    edge = date.min + timedelta(days=span)
+    assert usage.resolve_range(None, edge, date(2026, 1, 1)) == (date.min, edge)
+    assert usage.resolve_range(None, date.max, date(2026, 1, 1)) == (date.max - timedelta(days=span), date.max)

@@ -73,16 +73,53 @@ def test_otlp_operations_document_protobuf(document: dict[str, Any]) -> None:
         assert op["security"], "OTLP routes need an API key"
 
 
+def _resolve_response(doc: dict[str, Any], response: dict[str, Any]) -> dict[str, Any]:
+    ref = response.get("$ref")
+    if ref:
+        assert ref.startswith("#/components/responses/"), ref
+        return doc["components"]["responses"][ref.rsplit("/", 1)[1]]
+    return response
+
+
 def test_errors_are_documented_as_the_envelope(document: dict[str, Any]) -> None:
     for method, path, op in _operations(document):
         if "otlp" in op.get("tags", []):
             continue
-        default = op["responses"].get("default")
-        assert default, f"{method} {path} documents no error response"
-        assert default["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
-        if "422" in op["responses"]:
-            assert op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorEnvelope")
+        assert "default" not in op["responses"], f"{method} {path}: each error status is documented, no catch-all"
+        errors = {s: _resolve_response(document, r) for s, r in op["responses"].items() if s[0] in "45"}
+        assert errors or (method, path) == ("GET", "/v1/health"), f"{method} {path} documents no error response"
+        for status, response in errors.items():
+            schema = response["content"]["application/json"]["schema"]
+            assert schema["$ref"].endswith("/ErrorEnvelope"), f"{method} {path} {status}"
+            if status in ("429", "503"):
+                assert "Retry-After" in response["headers"], f"{method} {path} {status}"
     assert "HTTPValidationError" not in document["components"]["schemas"]
+
+
+def _errors(document: dict[str, Any], method: str, path: str) -> set[int]:
+    return {int(s) for s in document["paths"][path][method.lower()]["responses"] if s[0] in "45"}
+
+
+def test_each_route_documents_the_errors_it_can_answer(document: dict[str, Any]) -> None:
+    # Liveness reads nothing and takes nothing: no error to document; readiness can only be unavailable.
+    assert _errors(document, "GET", "/v1/health") == set()
+    assert _errors(document, "GET", "/v1/health/ready") == {503}
+    # Credentials, no parameters.
+    assert _errors(document, "GET", "/v1/whoami") == {401, 403, 429, 503}
+    # A body (malformed JSON, size, media type, validation) and a route-specific conflict (the slug).
+    assert _errors(document, "POST", "/v1/orgs") == {400, 401, 403, 409, 413, 415, 422, 429, 503}
+    # A path parameter: 404; validation of it: 422.
+    assert _errors(document, "GET", "/v1/orgs/{org_id}") == {401, 403, 404, 422, 429, 503}
+    # A cursor: 400 for an invalid one.
+    assert 400 in _errors(document, "GET", "/v1/orgs/{org_id}/members")
+    assert _errors(document, "DELETE", "/v1/orgs/{org_id}/members/{user_id}") == {401, 403, 404, 409, 422, 429, 503}
+    for path in ("/v1/ingest", "/v1/traces", "/v1/metrics", "/v1/logs"):
+        assert _errors(document, "POST", path) == {400, 401, 403, 409, 413, 415, 422, 429, 503}, path
+
+
+def test_a_route_specific_error_keeps_the_standard_description(document: dict[str, Any]) -> None:
+    response = document["paths"]["/v1/projects/{project_id}/metrics/query"]["post"]["responses"]["400"]
+    assert "malformed_json" in response["description"] and "invalid_regex" in response["description"]
 
 
 def test_security(document: dict[str, Any]) -> None:
@@ -104,9 +141,9 @@ def test_security(document: dict[str, Any]) -> None:
 
 def test_component_references_resolve(document: dict[str, Any]) -> None:
     text = json.dumps(document)
-    schemas = document["components"]["schemas"]
     for ref in {part.split('"', 1)[0] for part in text.split('"$ref": "')[1:]}:
-        assert ref.rsplit("/", 1)[1] in schemas, f"dangling {ref}"
+        _, _, section, name = ref.split("/")
+        assert name in document["components"][section], f"dangling {ref}"
 
 
 def test_document_is_valid_openapi(document: dict[str, Any]) -> None:

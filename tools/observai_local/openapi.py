@@ -27,6 +27,7 @@ import sys
 import typing
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from http import HTTPStatus
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -48,6 +49,8 @@ HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "tra
 ERROR_ENVELOPE = "ErrorEnvelope"
 # Powertools' own validation-error models: our exception handler answers with the envelope instead.
 POWERTOOLS_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+# Operations that never touch the database (no 503).
+NO_DATABASE = {("get", "/v1/health")}
 LOAD_ENVIRONMENT = {
     "STAGE": "local",
     "APP_SECRET_ARN": None,
@@ -239,11 +242,63 @@ def _error_envelope_schema() -> dict[str, Any]:
     }
 
 
-def _error_response(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_ENVELOPE}"}}},
-    }
+def standard_errors(method: str, path: str, operation: dict[str, Any]) -> list[int]:
+    """The error statuses every route of this kind can answer, from what the operation takes.
+
+    Credentials: 401 (missing, invalid), 403 (role, scope, user_token_required), 429 (the caller's rate limit).
+    A path parameter: 404. A body: 400 (malformed JSON), 413, 415, 422. Any parameter or body: 422 (validation).
+    A cursor: 400 (an invalid cursor). Everything but liveness reads the database: 503 (Retry-After).
+    """
+    statuses: set[int] = set()
+    if operation.get("security", True):  # absent: the document's (credentials needed)
+        statuses.update((401, 403, 429))
+    parameters = operation.get("parameters") or []
+    if any(p.get("in") == "path" for p in parameters):
+        statuses.add(404)
+    if operation.get("requestBody") is not None:
+        statuses.update((400, 413, 415, 422))
+    if parameters:
+        statuses.add(422)
+    if any(p.get("in") == "query" and p.get("name") == "cursor" for p in parameters):
+        statuses.add(400)
+    if (method, path) not in NO_DATABASE:
+        statuses.add(503)
+    return sorted(statuses)
+
+
+def document_errors(method: str, path: str, operation: dict[str, Any]) -> None:
+    """Every error status the operation can answer, each as the envelope; no catch-all ``default``."""
+    from observai.http.responses import error_response
+
+    responses = operation.setdefault("responses", {})
+    responses.pop("default", None)
+    # Powertools documents 422 on every validating route, with its own model: ours is the envelope, and only where
+    # there is something to validate.
+    if "HTTPValidationError" in json.dumps(responses.get("422")):
+        del responses["422"]
+    for status in standard_errors(method, path, operation):
+        responses.setdefault(str(status), error_response(status))
+    for status, response in responses.items():
+        if not status.startswith(("4", "5")):
+            continue
+        if "content" not in response:
+            response = responses[status] = error_response(int(status), response.get("description"))
+        if response == error_response(int(status)):  # the standard answer: one definition in components/responses
+            responses[status] = {"$ref": f"#/components/responses/{error_response_name(int(status))}"}
+    operation["responses"] = dict(sorted(responses.items()))
+
+
+def error_response_name(status: int) -> str:
+    return HTTPStatus(status).phrase.title().replace(" ", "").replace("-", "")
+
+
+def shared_error_responses(doc: dict[str, Any]) -> None:
+    """components/responses: the standard answer of each error status an operation refers to."""
+    from observai.http.responses import ERROR_DESCRIPTIONS, error_response
+
+    used = {ref.rsplit("/", 1)[1] for ref in _refs(doc.get("paths", {})) if ref.startswith("#/components/responses/")}
+    by_name = {error_response_name(status): status for status in ERROR_DESCRIPTIONS}
+    doc.setdefault("components", {})["responses"] = {name: error_response(by_name[name]) for name in sorted(used)}
 
 
 def _refs(value: Any) -> Iterator[str]:
@@ -262,7 +317,9 @@ def _prune_unreferenced_schemas(doc: dict[str, Any]) -> None:
     schemas = doc.get("components", {}).get("schemas", {})
     prefix = "#/components/schemas/"
     seen: set[str] = set()
-    pending = [r for r in _refs({k: v for k, v in doc.items() if k != "components"}) if r.startswith(prefix)]
+    roots = {k: v for k, v in doc.items() if k != "components"}
+    roots["responses"] = doc.get("components", {}).get("responses", {})
+    pending = [r for r in _refs(roots) if r.startswith(prefix)]
     while pending:
         name = pending.pop()[len(prefix) :]
         if name in seen or name not in schemas:
@@ -280,10 +337,16 @@ OTLP_MESSAGES = {
     "/v1/logs": "opentelemetry.proto.collector.logs.v1.ExportLogsService",
 }
 _BINARY = {"type": "string", "format": "binary"}
+# What the ingest routes (they read their own bodies) can answer: a bad body or encoding (400), credentials (401,
+# 403), a reused Idempotency-Key (409), size (413), media type (415), a batch nothing of which can be read as events
+# (422), the rate limit (429), the database (503).
+INGEST_ERRORS = (400, 401, 403, 409, 413, 415, 422, 429, 503)
 
 
 def otlp_operation(path: str, operation: dict[str, Any]) -> None:
     """OTLP/HTTP routes speak protobuf or OTLP/JSON both ways (the OTLP specification), not the envelope."""
+    from observai.http.responses import error_response
+
     message = OTLP_MESSAGES[path]
     both = {"application/x-protobuf": {"schema": _BINARY}, "application/json": {"schema": {"type": "object"}}}
     operation["description"] = (
@@ -294,11 +357,14 @@ def otlp_operation(path: str, operation: dict[str, Any]) -> None:
     operation["requestBody"] = {"required": True, "content": both}
     operation["responses"] = {
         "200": {"description": f"{message}Response; partial_success names rejected items", "content": both},
-        "default": {
-            "description": "google.rpc.Status (code, message), in the request's encoding; 429/503 carry Retry-After",
-            "content": both,
-        },
     }
+    for status in INGEST_ERRORS:
+        response = error_response(status)
+        response["description"] = (
+            f"google.rpc.Status (code, message), in the request's encoding. {response['description']}"
+        )
+        response["content"] = both
+        operation["responses"][str(status)] = response
 
 
 def native_ingest_body(doc: dict[str, Any], operation: dict[str, Any]) -> None:
@@ -317,6 +383,8 @@ def native_ingest_body(doc: dict[str, Any], operation: dict[str, Any]) -> None:
 
 def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
     """Security per operation, the error envelope, tags; drop schemas nothing references."""
+    from observai.http.responses import error_response
+
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     if "ErrorBody" not in schemas:
         raise OpenApiConflict("components/schemas/ErrorBody is missing: the envelope model changed?")
@@ -332,18 +400,13 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
                 continue
             if (method, path) == ("post", "/v1/ingest"):
                 native_ingest_body(doc, operation)
+                operation.setdefault("responses", {}).update({str(s): error_response(s) for s in INGEST_ERRORS})
             route = routes.get((method.upper(), path))
             security = operation_security(route) if route is not None else None
             if security is not None:
                 operation["security"] = security
-            responses = operation.setdefault("responses", {})
-            if "422" in responses:
-                responses["422"] = _error_response(
-                    "Invalid request: error.code is validation_error, error.details lists each field's location"
-                )
-            if security:
-                responses.setdefault("401", _error_response("Missing, invalid or expired credentials"))
-            responses.setdefault("default", _error_response("Any other error, as the envelope"))
+            document_errors(method, path, operation)
+    shared_error_responses(doc)
     for name in POWERTOOLS_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     _prune_unreferenced_schemas(doc)

@@ -14,6 +14,7 @@ import sys
 import threading
 import traceback
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -99,7 +100,13 @@ class _RequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         self._handle()
 
-    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+    # Any method reaches the router, as at API Gateway: one no route has (TRACE, ...) is its 404, not http.server's 501.
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_TRACE = do_GET
+
+    def __getattr__(self, name: str) -> Callable[[], None]:
+        if name.startswith("do_") and name[3:].isupper():  # an extension method (PROPFIND, QUERY, ...)
+            return self.do_GET
+        raise AttributeError(name)
 
     def log_message(self, format: str, *args: object) -> None:
         if not self.server.quiet:

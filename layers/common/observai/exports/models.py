@@ -6,7 +6,9 @@ from datetime import datetime, timedelta
 from typing import Literal, Self
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from observai.timetext import AwareDateTimeText
 
 Signal = Literal["logs", "spans"]
 ExportStatus = Literal["queued", "running", "succeeded", "failed"]
@@ -32,8 +34,8 @@ class ExportRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     signal: Signal
-    from_: AwareDatetime = Field(alias="from", description="RFC 3339 start (inclusive)")
-    to: AwareDatetime = Field(description=f"RFC 3339 end (exclusive); at most {MAX_RANGE.days} days after from")
+    from_: AwareDateTimeText = Field(alias="from", description="RFC 3339 start (inclusive)")
+    to: AwareDateTimeText = Field(description=f"RFC 3339 end (exclusive); at most {MAX_RANGE.days} days after from")
     query: str = Field(
         default="",
         max_length=MAX_QUERY_LENGTH,

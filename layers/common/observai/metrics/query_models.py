@@ -12,7 +12,6 @@ from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import (
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +24,8 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+from observai.timetext import AwareDateTimeText
 
 MAX_QUERIES = 10
 MAX_RANGE = timedelta(days=400)
@@ -108,8 +109,8 @@ class MetricQuery(_In):
     id: QueryId | None = Field(default=None, description="Echoed in the result; default q0, q1... by position")
     name: MetricName
     filters: list[QueryFilter] = Field(default_factory=list, max_length=MAX_FILTERS)
-    from_: AwareDatetime = Field(alias="from", description="RFC 3339 start (inclusive; aligned down to the step)")
-    to: AwareDatetime = Field(description="RFC 3339 end (exclusive; aligned up to the step)")
+    from_: AwareDateTimeText = Field(alias="from", description="RFC 3339 start (inclusive; aligned down to the step)")
+    to: AwareDateTimeText = Field(description="RFC 3339 end (exclusive; aligned up to the step)")
     step: int | None = Field(
         default=None,
         ge=1,

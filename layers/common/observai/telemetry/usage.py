@@ -347,7 +347,10 @@ from u group by day, signal order by day, signal
 def resolve_range(from_day: date | None, to_day: date | None, today: date) -> tuple[date, date]:
     """Default: the last 30 days up to today. At most MAX_REPORT_DAYS days; from must not be after to."""
     to_day = to_day or (today if from_day is None else max(today, from_day))
-    from_day = from_day or to_day - timedelta(days=DEFAULT_REPORT_DAYS - 1)
+    if from_day is None:
+        span = timedelta(days=DEFAULT_REPORT_DAYS - 1)
+        # Never before the calendar's first day (?to=0001-01-01 overflowed: a 500).
+        from_day = to_day - span if to_day - date.min >= span else date.min
     if from_day > to_day:
         raise InvalidInput(
             "'from' must not be after 'to'", details={"from": from_day.isoformat(), "to": to_day.isoformat()}

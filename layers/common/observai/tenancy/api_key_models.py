@@ -8,6 +8,8 @@ from uuid import UUID
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from observai.timetext import DateTimeText
+
 Scope = Literal["ingest", "read", "admin"]
 MAX_GRACE_S = 7 * 86_400
 
@@ -26,7 +28,7 @@ class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)]
-    expires_at: Annotated[datetime | None, AfterValidator(_future)] = None
+    expires_at: Annotated[DateTimeText | None, AfterValidator(_future)] = None
 
 
 class ApiKeyRotate(BaseModel):
