@@ -2,7 +2,8 @@
 
 otlp: the tests' OTLP requests (every field, every metric type, a few of each item), each for the default limits
 and for the small ones (fuzz_otlp.split), so that mutations start from requests the fast path takes.
-rows: fuzz data for FuzzedDataProvider has no structure to start from: a few fixed pseudo-random inputs.
+rows, otlp_messages: fuzz data for FuzzedDataProvider has no structure to start from: a few fixed pseudo-random
+inputs (and, for otlp_messages, the empty one: every choice the usual, a one-item request).
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def main() -> None:
     noise = random.Random(11)  # fixed: the same seeds on every run
     for size in (16, 64, 256, 1024, 4096):
         write(CORPUS / "rows", noise.randbytes(size))
+    write(CORPUS / "otlp_messages", b"")
+    for size in (8, 32, 128, 512, 2048):
+        write(CORPUS / "otlp_messages", noise.randbytes(size))
 
 
 if __name__ == "__main__":
