@@ -10,6 +10,7 @@ them, with the same log volume counts. And it must not answer None for the ordin
 from __future__ import annotations
 
 import math
+import struct
 import uuid
 from collections import Counter
 from typing import Any
@@ -747,6 +748,68 @@ def test_given_a_point_without_value_holding_text_not_utf8_when_written_fast_the
         decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW)
     assert fast_rows(Signal.METRICS, body) is None
     assert assert_same_rows(Signal.METRICS, metrics_body(gauge(a_point(), point)))  # valid: still taken
+
+
+_Z = struct.unpack("<d", b"ZZZZZZZZ")[0]  # a double whose bytes mark its place in the body
+_NO_VALUE = {"time_unix_nano": NOW - 10 * S, "flags": 1}
+_Buckets = metrics_pb2.ExponentialHistogramDataPoint.Buckets
+_Quantile = metrics_pb2.SummaryDataPoint.ValueAtQuantile
+
+
+@pytest.mark.parametrize(
+    ("metric", "part", "broken"),
+    [
+        (  # a quantile's second field tagged 0 (no field has number 0)
+            metrics_pb2.Metric(
+                name="q",
+                summary=metrics_pb2.Summary(
+                    data_points=[
+                        metrics_pb2.SummaryDataPoint(time_unix_nano=NOW - 9 * S, count=1, sum=1.0),
+                        metrics_pb2.SummaryDataPoint(**_NO_VALUE, quantile_values=[_Quantile(quantile=0.5, value=_Z)]),
+                    ]
+                ),
+            ),
+            b"\x11ZZZZZZZZ",
+            b"\x00ZZZZZZZZ",
+        ),
+        (  # packed bucket counts whose last varint runs past the end
+            metrics_pb2.Metric(
+                name="e",
+                exponential_histogram=metrics_pb2.ExponentialHistogram(
+                    aggregation_temporality=DELTA,
+                    data_points=[
+                        metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=NOW - 9 * S, count=1),
+                        metrics_pb2.ExponentialHistogramDataPoint(
+                            **_NO_VALUE, positive=_Buckets(offset=1, bucket_counts=[0x55, 0x56])
+                        ),
+                    ],
+                ),
+            ),
+            b"\x12\x02\x55\x56",
+            b"\x12\x02\x55\xd6",
+        ),
+        (  # packed bounds of 6 bytes (doubles are 8)
+            histogram(
+                metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - 9 * S, count=1),
+                metrics_pb2.HistogramDataPoint(**_NO_VALUE, explicit_bounds=[_Z]),
+            ),
+            b"\x3a\x08ZZZZZZZZ",
+            b"\x3a\x06ZZZZZZ\x78\x00",
+        ),
+    ],
+    ids=["summary-quantile", "exponential-buckets", "histogram-bounds"],
+)
+def test_given_a_point_without_value_whose_parts_do_not_parse_when_written_fast_then_it_is_left_to_the_python_path(
+    metric: metrics_pb2.Metric, part: bytes, broken: bytes
+) -> None:
+    # The fast path skipped the NO_RECORDED_VALUE point unread; upb reads it and refuses the whole body.
+    body = metrics_body(metric)
+    assert body.count(part) == 1
+    assert assert_same_rows(Signal.METRICS, body)
+    body = body.replace(part, broken)
+    with pytest.raises(InvalidInput):
+        decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW)
+    assert fast_rows(Signal.METRICS, body) is None
 
 
 def test_given_exponential_histogram_buckets_without_counts_when_written_fast_then_they_are_the_python_paths() -> None:

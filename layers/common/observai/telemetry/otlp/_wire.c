@@ -1206,9 +1206,10 @@ static int note_series(St *st, int64_t id, int kind) {
     return rc;
 }
 
-/* A point flagged NO_RECORDED_VALUE is skipped, not checked (as the Python path), but upb has checked its
- * strings (attribute keys and values, its exemplars' filtered_attributes): one not UTF-8 refuses the request. */
-static int no_value_point(const St *st) {
+/* A point flagged NO_RECORDED_VALUE is skipped, not checked (as the Python path), but upb has read all of it: a
+ * string not UTF-8 (attribute keys and values, its exemplars' filtered_attributes) or a malformed part (a bucket,
+ * a quantile, an exemplar) refuses the request. Its parts are read here as for a stored point, into scratch. */
+static int no_value_point(St *st, int kind, const Point *p) {
     for (size_t i = 0; i < st->a.n; i++) CHECK(kv_strings(st->a.data[i], st->a.len[i]));
     for (size_t i = 0; i < st->ev.n; i++) {
         Rd r = {st->ev.data[i], st->ev.data[i] + st->ev.len[i]};
@@ -1220,7 +1221,15 @@ static int no_value_point(const St *st) {
             CHECK(kv_strings(f.data, f.len));
         }
     }
-    return OK;
+    if (kind == 5 || kind == 7) return OK;
+    if (kind == 9) {
+        size_t nb, nc;
+        if (p->nbounds) CHECK(packed64(&p->bounds, &nb));
+        if (p->ncounts) CHECK(packed64(&p->counts, &nc));
+        return OK;
+    }
+    st->canon.len = 0; /* scratch (series_of's) */
+    return f_distribution(st, &st->canon, kind, p); /* buckets or quantiles read through */
 }
 
 /* One data point of a metric of `kind` (5 gauge, 7 sum, 9 histogram, 10 exponential histogram, 11 summary). */
@@ -1235,7 +1244,7 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
         CHECK(point_field(st, kind, &f, &p));
     }
     st->items++;
-    if (p.flags & 1) return no_value_point(st); /* NO_RECORDED_VALUE: nothing to store (as the Python path) */
+    if (p.flags & 1) return no_value_point(st, kind, &p); /* NO_RECORDED_VALUE: nothing to store (as Python) */
     if (!metric_ok || p.flags > 0x7fffffff) return BAIL;
     CHECK(check_time(st, p.time));
     CHECK(attrs_of(st, NULL, &st->a));
