@@ -95,7 +95,7 @@ $(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetr
 		$(PY) setup.py -q build_ext --force --build-lib $(FUZZ_BUILD)/lib --build-temp $(FUZZ_BUILD)/tmp
 	@touch $(FUZZ_BUILT)
 
-fuzz: $(WIRE) $(FUZZ_BUILT) ## Fuzz the C extensions against the Python path: make fuzz FUZZ_SECONDS=600 FUZZ_HARNESSES="otlp rows"
+fuzz: $(WIRE) $(FUZZ_BUILT) ## Fuzz the C extensions under ASan/UBSan against the Python path (docs/fuzzing.md): make fuzz FUZZ_SECONDS=600 FUZZ_HARNESSES=otlp
 	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
 
 clean:
