@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 # The compiled row builders (setup.py: the OTLP fast path, records to COPY rows), rebuilt in place when their sources change.
 WIRE := $(VENV)/.built-wire
 
-.PHONY: help install dev test test-unit test-integration test-e2e lint format build migrate invoke drain bootstrap openapi bench coldstart clean
+.PHONY: help install dev test test-unit test-integration test-e2e lint format build migrate invoke drain bootstrap openapi bench coldstart fuzz fuzz-tools clean
 
 help: ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -78,6 +78,30 @@ bench: $(WIRE) ## Benchmarks (ratios against a ceiling measured in the same run)
 
 coldstart: $(WIRE) ## Cold-start import time of each function
 	$(PY) -m observai_local coldstart
+
+# Fuzzing (docs/fuzzing.md): the C extensions built again with ASan, UBSan and libFuzzer's coverage, into their own
+# folder (build/fuzz; the in-place .so files are not touched), and atheris' harnesses run on them (tests/fuzz).
+FUZZ_SECONDS ?= 600
+FUZZ_HARNESSES ?= otlp otlp_messages rows
+FUZZ_TOOLS := $(VENV)/.fuzz-tools
+FUZZ_BUILD := build/fuzz
+FUZZ_BUILT := $(FUZZ_BUILD)/.built
+FUZZ_CFLAGS := -fsanitize=address,undefined,fuzzer-no-link -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g
+
+$(FUZZ_TOOLS): $(STAMP)
+	@command -v clang >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq clang libclang-rt-dev; }
+	$(PY) -m pip install -q atheris
+	@touch $(FUZZ_TOOLS)
+
+fuzz-tools: $(FUZZ_TOOLS) ## Install what make fuzz needs (clang with its sanitizer runtimes, atheris)
+
+$(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
+	CC=clang LDSHARED="clang -shared" CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="$(FUZZ_CFLAGS)" \
+		$(PY) setup.py -q build_ext --force --build-lib $(FUZZ_BUILD)/lib --build-temp $(FUZZ_BUILD)/tmp
+	@touch $(FUZZ_BUILT)
+
+fuzz: $(WIRE) $(FUZZ_BUILT) ## Fuzz the C extensions under ASan/UBSan against the Python path (docs/fuzzing.md): make fuzz FUZZ_SECONDS=600 FUZZ_HARNESSES=otlp
+	tests/fuzz/run.sh $(FUZZ_SECONDS) $(FUZZ_HARNESSES)
 
 clean: ## Remove build outputs, caches and the compiled extensions (keeps .venv and .observai)
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache build $(WIRE)

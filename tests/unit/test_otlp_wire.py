@@ -10,6 +10,7 @@ them, with the same log volume counts. And it must not answer None for the ordin
 from __future__ import annotations
 
 import math
+import struct
 import uuid
 from collections import Counter
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from observai.errors import InvalidInput
 from observai.retention.policy import RowRetention
 from observai.telemetry import writer
 from observai.telemetry.limits import DEFAULT_LIMITS, IngestLimits
@@ -752,3 +754,119 @@ def test_given_metric_metadata_when_written_fast_then_the_python_path_reads_it()
     metric = gauge(a_point())
     metric.metadata.append(KeyValue(key="m", value=any_value("v")))
     assert fast_rows(Signal.METRICS, metrics_body(metric)) is None
+
+
+# --- found by the fuzzer (tests/fuzz, docs/fuzzing.md); their inputs are replayed by every fuzz run too ----------
+
+NOT_UTF8 = b"\x90\x8b"  # a continuation byte where a character starts: upb refuses the request
+
+
+def _not_utf8(body: bytes, marker: bytes = b"zz") -> bytes:
+    """The body with its one ``marker`` made invalid UTF-8 (same length: every length prefix holds)."""
+    assert body.count(marker) == 1
+    return body.replace(marker, NOT_UTF8)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        a_point(flags=1, attributes=key_values({"zz": 1})),  # a key
+        a_point(flags=1, attributes=key_values({"k": "zz"})),  # a value
+        a_point(flags=1, attributes=key_values({"k": [1, ["zz"]]})),  # in an array
+        a_point(flags=1, attributes=key_values({"k": {"a": {"zz": 1}}})),  # in a map
+        a_point(flags=1, exemplars=[metrics_pb2.Exemplar(as_int=1, filtered_attributes=key_values({"u": "zz"}))]),
+    ],
+    ids=["key", "value", "array", "kvlist", "exemplar"],
+)
+def test_given_a_point_without_value_holding_text_not_utf8_when_written_fast_then_it_is_left_to_the_python_path(
+    point: metrics_pb2.NumberDataPoint,
+) -> None:
+    # The fast path skipped a NO_RECORDED_VALUE point without reading it; the Python path refuses the whole body.
+    body = _not_utf8(metrics_body(gauge(a_point(), point)))
+    with pytest.raises(InvalidInput):
+        decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW)
+    assert fast_rows(Signal.METRICS, body) is None
+    assert assert_same_rows(Signal.METRICS, metrics_body(gauge(a_point(), point)))  # valid: still taken
+
+
+_Z = struct.unpack("<d", b"ZZZZZZZZ")[0]  # a double whose bytes mark its place in the body
+_NO_VALUE = {"time_unix_nano": NOW - 10 * S, "flags": 1}
+_Buckets = metrics_pb2.ExponentialHistogramDataPoint.Buckets
+_Quantile = metrics_pb2.SummaryDataPoint.ValueAtQuantile
+
+
+@pytest.mark.parametrize(
+    ("metric", "part", "broken"),
+    [
+        (  # a quantile's second field tagged 0 (no field has number 0)
+            metrics_pb2.Metric(
+                name="q",
+                summary=metrics_pb2.Summary(
+                    data_points=[
+                        metrics_pb2.SummaryDataPoint(time_unix_nano=NOW - 9 * S, count=1, sum=1.0),
+                        metrics_pb2.SummaryDataPoint(**_NO_VALUE, quantile_values=[_Quantile(quantile=0.5, value=_Z)]),
+                    ]
+                ),
+            ),
+            b"\x11ZZZZZZZZ",
+            b"\x00ZZZZZZZZ",
+        ),
+        (  # packed bucket counts whose last varint runs past the end
+            metrics_pb2.Metric(
+                name="e",
+                exponential_histogram=metrics_pb2.ExponentialHistogram(
+                    aggregation_temporality=DELTA,
+                    data_points=[
+                        metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=NOW - 9 * S, count=1),
+                        metrics_pb2.ExponentialHistogramDataPoint(
+                            **_NO_VALUE, positive=_Buckets(offset=1, bucket_counts=[0x55, 0x56])
+                        ),
+                    ],
+                ),
+            ),
+            b"\x12\x02\x55\x56",
+            b"\x12\x02\x55\xd6",
+        ),
+        (  # packed bounds of 6 bytes (doubles are 8)
+            histogram(
+                metrics_pb2.HistogramDataPoint(time_unix_nano=NOW - 9 * S, count=1),
+                metrics_pb2.HistogramDataPoint(**_NO_VALUE, explicit_bounds=[_Z]),
+            ),
+            b"\x3a\x08ZZZZZZZZ",
+            b"\x3a\x06ZZZZZZ\x78\x00",
+        ),
+    ],
+    ids=["summary-quantile", "exponential-buckets", "histogram-bounds"],
+)
+def test_given_a_point_without_value_whose_parts_do_not_parse_when_written_fast_then_it_is_left_to_the_python_path(
+    metric: metrics_pb2.Metric, part: bytes, broken: bytes
+) -> None:
+    # The fast path skipped the NO_RECORDED_VALUE point unread; upb reads it and refuses the whole body.
+    body = metrics_body(metric)
+    assert body.count(part) == 1
+    assert assert_same_rows(Signal.METRICS, body)
+    body = body.replace(part, broken)
+    with pytest.raises(InvalidInput):
+        decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW)
+    assert fast_rows(Signal.METRICS, body) is None
+
+
+def test_given_exponential_histogram_buckets_without_counts_when_written_fast_then_they_are_the_python_paths() -> None:
+    # Under UBSan, NULL + 0 where a Buckets had no bucket_counts (or the point no Buckets); these rows must hold.
+    buckets = metrics_pb2.ExponentialHistogramDataPoint.Buckets
+    points = [
+        metrics_pb2.ExponentialHistogramDataPoint(time_unix_nano=NOW - 10 * S, count=1, scale=2),
+        metrics_pb2.ExponentialHistogramDataPoint(
+            time_unix_nano=NOW - 9 * S, count=2, positive=buckets(offset=3), negative=buckets(offset=-1)
+        ),
+    ]
+    metric = metrics_pb2.Metric(
+        name="latency",
+        exponential_histogram=metrics_pb2.ExponentialHistogram(aggregation_temporality=DELTA, data_points=points),
+    )
+    assert assert_same_rows(Signal.METRICS, metrics_body(metric))
+
+
+def test_given_a_span_event_without_a_name_when_written_fast_then_it_is_the_python_paths() -> None:
+    # Under UBSan, NULL + 0 where the event's absent name was written as "".
+    assert assert_same_rows(Signal.TRACES, spans_body(a_span(events=[trace_pb2.Span.Event(time_unix_nano=NOW - S)])))

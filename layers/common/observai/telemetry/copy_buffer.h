@@ -51,6 +51,7 @@ static inline int buf_grow(Buf *b, size_t n) {
 }
 
 static inline int put(Buf *b, const void *s, size_t n) {
+    if (!n) return OK; /* s may be NULL then (an absent field): memcpy must not see it */
     CHECK(buf_grow(b, n));
     memcpy(b->p + b->len, s, n);
     b->len += n;
@@ -149,7 +150,7 @@ static inline int json_str(Buf *b, const uint8_t *s, size_t n, int mode) {
         }
         CHECK(put(b, e, en));
     }
-    CHECK(put(b, s + run, n - run));
+    if (run < n) CHECK(put(b, s + run, n - run)); /* an empty string's s may be NULL: no NULL + 0 */
     return put_c(b, '"');
 }
 

@@ -237,6 +237,37 @@ static int kv_read(const uint8_t *d, size_t n, KV *kv) {
     return OK;
 }
 
+/* The strings inside a value (arrays' items, maps' keys and values, at any depth) valid UTF-8: upb refuses the
+ * request for a bad one anywhere, in a part the rows leave out too. any_read checked the value's own string. */
+static int any_strings(const Any *a, int depth) {
+    if (depth > MAX_DEPTH) return BAIL;
+    if (a->kind != 5 && a->kind != 6) return OK;
+    Rd r = {a->f.data, a->f.data + a->f.len};
+    Fld g;
+    while (r.p < r.end) {
+        CHECK(rd_field(&r, &g));
+        if (g.num != 1) continue;
+        EXPECT(g, WT_LEN);
+        if (a->kind == 5) { /* ArrayValue.values */
+            Any item;
+            CHECK(any_read(g.data, g.len, &item));
+            CHECK(any_strings(&item, depth + 1));
+        } else { /* KeyValueList.values */
+            KV kv;
+            CHECK(kv_read(g.data, g.len, &kv));
+            CHECK(any_strings(&kv.value, depth + 1));
+        }
+    }
+    return OK;
+}
+
+/* A KeyValue's strings (its key, its value's) valid UTF-8. */
+static int kv_strings(const uint8_t *d, size_t n) {
+    KV kv;
+    CHECK(kv_read(d, n, &kv));
+    return any_strings(&kv.value, 1);
+}
+
 /* Keys in Python's str order (code points: UTF-8 bytes compare the same way). */
 static int kv_cmp(const void *x, const void *y) {
     const KV *a = x, *b = y;
@@ -1097,12 +1128,14 @@ static int json_buckets(Buf *b, const Fld *buckets) {
         }
     }
     CHECK(put_fmt(b, "{\"offset\":%lld,\"counts\":[", offset));
-    Rd c = {counts.data, counts.data + counts.len};
-    for (int i = 0; c.p < c.end; i++) {
-        uint64_t v;
-        CHECK(rd_varint(&c, &v));
-        if (i) CHECK(put_c(b, ','));
-        CHECK(put_fmt(b, "%llu", (long long)v));
+    if (ncounts) { /* none: no pointer to read from (NULL + 0 is undefined) */
+        Rd c = {counts.data, counts.data + counts.len};
+        for (int i = 0; c.p < c.end; i++) {
+            uint64_t v;
+            CHECK(rd_varint(&c, &v));
+            if (i) CHECK(put_c(b, ','));
+            CHECK(put_fmt(b, "%llu", (long long)v));
+        }
     }
     return put(b, "]}", 2);
 }
@@ -1178,6 +1211,32 @@ static int note_series(St *st, int64_t id, int kind) {
     return rc;
 }
 
+/* A point flagged NO_RECORDED_VALUE is skipped, not checked (as the Python path), but upb has read all of it: a
+ * string not UTF-8 (attribute keys and values, its exemplars' filtered_attributes) or a malformed part (a bucket,
+ * a quantile, an exemplar) refuses the request. Its parts are read here as for a stored point, into scratch. */
+static int no_value_point(St *st, int kind, const Point *p) {
+    for (size_t i = 0; i < st->a.n; i++) CHECK(kv_strings(st->a.data[i], st->a.len[i]));
+    for (size_t i = 0; i < st->ev.n; i++) {
+        Rd r = {st->ev.data[i], st->ev.data[i] + st->ev.len[i]};
+        Fld f;
+        while (r.p < r.end) {
+            CHECK(rd_field(&r, &f));
+            if (f.num != 7) continue; /* filtered_attributes */
+            EXPECT(f, WT_LEN);
+            CHECK(kv_strings(f.data, f.len));
+        }
+    }
+    if (kind == 5 || kind == 7) return OK;
+    if (kind == 9) {
+        size_t nb, nc;
+        if (p->nbounds) CHECK(packed64(&p->bounds, &nb));
+        if (p->ncounts) CHECK(packed64(&p->counts, &nc));
+        return OK;
+    }
+    st->canon.len = 0; /* scratch (series_of's) */
+    return f_distribution(st, &st->canon, kind, p); /* buckets or quantiles read through */
+}
+
 /* One data point of a metric of `kind` (5 gauge, 7 sum, 9 histogram, 10 exponential histogram, 11 summary). */
 static int data_point(St *st, int kind, const Fld *name, int metric_ok, const uint8_t *d, size_t n) {
     Rd r = {d, d + n};
@@ -1190,7 +1249,7 @@ static int data_point(St *st, int kind, const Fld *name, int metric_ok, const ui
         CHECK(point_field(st, kind, &f, &p));
     }
     st->items++;
-    if (p.flags & 1) return OK; /* NO_RECORDED_VALUE: nothing to store, not an error (as the Python path) */
+    if (p.flags & 1) return no_value_point(st, kind, &p); /* NO_RECORDED_VALUE: nothing to store (as Python) */
     if (!metric_ok || p.flags > 0x7fffffff) return BAIL;
     CHECK(check_time(st, p.time));
     CHECK(attrs_of(st, NULL, &st->a));
