@@ -870,3 +870,12 @@ def test_given_exponential_histogram_buckets_without_counts_when_written_fast_th
 def test_given_a_span_event_without_a_name_when_written_fast_then_it_is_the_python_paths() -> None:
     # Under UBSan, NULL + 0 where the event's absent name was written as "".
     assert assert_same_rows(Signal.TRACES, spans_body(a_span(events=[trace_pb2.Span.Event(time_unix_nano=NOW - S)])))
+
+
+def test_given_a_metric_name_with_a_nul_when_written_then_the_python_path_stores_it_as_u_fffd() -> None:
+    # Given a metric whose name holds a NUL (the Python path names its series with U+FFFD in its place)
+    body = metrics_body(gauge(a_point(as_double=1.0), name="queue.\x00depth"))
+    # Then the C path leaves it (its series id would be computed from the raw name), and Python takes it
+    assert fast_rows(Signal.METRICS, body) is None
+    (point,) = decode_otlp(Signal.METRICS, body, encoding="protobuf", now_ns=NOW).metrics
+    assert point.name == "queue.\ufffddepth"

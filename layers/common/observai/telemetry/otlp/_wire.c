@@ -1339,7 +1339,7 @@ static int metric(St *st, const uint8_t *d, size_t n) {
     while (r.p < r.end) {
         CHECK(rd_field(&r, &f));
         switch (f.num) {
-            case 1: CHECK(rd_str(&f, &name_chars)); name = f; break;
+            case 1: CHECK(rd_text(&f, &name_chars)); name = f; break; /* NUL: the Python path stores U+FFFD */
             case 2: case 3: CHECK(rd_str(&f, NULL)); break;
             case 5: case 7: case 9: case 10: case 11:
                 EXPECT(f, WT_LEN);
