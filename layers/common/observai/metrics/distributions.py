@@ -40,6 +40,20 @@ class Bucket:
     last_time: datetime | None = None
     sketch: Sketch = field(default_factory=Sketch)
 
+    def add(
+        self, count: int, sum_: float | None, min_: float | None, max_: float | None, sketch: Sketch | None
+    ) -> None:
+        """Merge observations into this bucket (a point's delta, or another bucket)."""
+        self.count += count
+        if sum_ is not None:
+            self.sum = sum_ if self.sum is None else self.sum + sum_
+        if min_ is not None:
+            self.min = min_ if self.min is None else min(self.min, min_)
+        if max_ is not None:
+            self.max = max_ if self.max is None else max(self.max, max_)
+        if sketch is not None:
+            self.sketch.merge(sketch)
+
 
 def minute_of(t: datetime) -> datetime:
     return t.replace(second=0, microsecond=0)
@@ -74,15 +88,7 @@ def distribution_buckets(
         bucket.last_time = row["time"] if bucket.last_time is None else max(bucket.last_time, row["time"])
         if delta is None:
             continue
-        bucket.count += delta.count
-        if delta.sum is not None:
-            bucket.sum = delta.sum if bucket.sum is None else bucket.sum + delta.sum
-        if delta.min is not None:
-            bucket.min = delta.min if bucket.min is None else min(bucket.min, delta.min)
-        if delta.max is not None:
-            bucket.max = delta.max if bucket.max is None else max(bucket.max, delta.max)
-        if delta.sketch is not None:
-            bucket.sketch.merge(delta.sketch)
+        bucket.add(delta.count, delta.sum, delta.min, delta.max, delta.sketch)
     return list(buckets.values())
 
 

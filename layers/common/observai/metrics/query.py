@@ -653,14 +653,7 @@ def _distribution_partials(
         into = merged.get(slot)
         if into is None:
             merged[slot] = into = Bucket(None, None, bucket.series_id, bucket.bucket_start)
-        into.count += bucket.count
-        if bucket.sum is not None:
-            into.sum = bucket.sum if into.sum is None else into.sum + bucket.sum
-        if bucket.min is not None:
-            into.min = bucket.min if into.min is None else min(into.min, bucket.min)
-        if bucket.max is not None:
-            into.max = bucket.max if into.max is None else max(into.max, bucket.max)
-        into.sketch.merge(bucket.sketch)
+        into.add(bucket.count, bucket.sum, bucket.min, bucket.max, bucket.sketch)
     if key == "percentile":
         return {slot: [b.sketch.to_json()] if b.sketch.count else [] for slot, b in merged.items()}
     partial: Callable[[Bucket], list[Any]] = {
