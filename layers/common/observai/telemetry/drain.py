@@ -135,7 +135,9 @@ def process_record(record: SQSRecord) -> None:
         if not project_exists(item.org_id, item.project_id):
             database_breaker.record_success()
             _delete_envelope(message)
-            logger.warning("spooled batch dropped: its project was deleted", extra=context)
+            logger.warning(
+                "spooled batch dropped: its project no longer exists (deleted, or never existed)", extra=context
+            )
             return
         result = store_batch(
             item.org_id,
@@ -188,7 +190,7 @@ def _settle_missing_envelope(message: dict[str, Any], context: dict[str, Any]) -
     if stored:
         logger.info("spooled batch already stored", extra=context)
     elif gone:
-        logger.info("spooled batch already dropped: its project was deleted", extra=context)
+        logger.info("spooled batch already dropped: its project no longer exists", extra=context)
     else:
         logger.error("spooled batch lost: its S3 object is missing and it was never stored", extra=context)
         raise PoisonedRecord("S3 object missing; the batch was never stored")
