@@ -105,3 +105,15 @@ def test_check_span_times() -> None:
 
 def test_an_unforeseen_error_becomes_the_reason_of_one_item() -> None:
     assert unforeseen(OverflowError("cannot convert float infinity to integer")) == "invalid value: OverflowError"
+
+
+@pytest.mark.parametrize(("first", "second"), [(0.0, -0.0), (-0.0, 0.0), (1, 1.0), (1, True), (0.0, 0)])
+def test_series_ids_of_values_equal_in_python_but_not_in_json_stay_apart(first: object, second: object) -> None:
+    # Given two attribute values Python finds equal but JSON spells apart (the fuzzer found 0.0 and -0.0 merged)
+    from observai.telemetry.series import _compute, series_id
+
+    # When both series are named, one after the other (the memo holds the first)
+    a, b = series_id("m", {"x": first}), series_id("m", {"x": second})
+    # Then each gets the id of its own canonical spelling
+    assert (a, b) == (_compute("m", {"x": first}), _compute("m", {"x": second}))
+    assert a != b

@@ -23,8 +23,9 @@ def _compute(name: str, attributes: dict[str, Any]) -> int:
 def series_id(name: str, attributes: dict[str, Any]) -> int:
     """Stable across processes and versions: BLAKE2b-64 of the name and canonical attributes, top bit cleared."""
     try:
-        # The value's type is part of the key: 1, 1.0 and True are equal in Python but not in JSON.
-        key = (name, *((k, v.__class__, v) for k, v in sorted(attributes.items())))
+        # The value's type is part of the key: 1, 1.0 and True are equal in Python but not in JSON; a float is keyed
+        # by its exact spelling, since 0.0 == -0.0 in Python but not in JSON (the fuzzer found two series merged).
+        key = (name, *((k, v.__class__, v.hex() if v.__class__ is float else v) for k, v in sorted(attributes.items())))
         found = _memo.get(key)
     except TypeError:  # an unhashable value (a list, a map): no memo
         return _compute(name, attributes)
