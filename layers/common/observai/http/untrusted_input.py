@@ -35,11 +35,11 @@ def check_json_body(text: str) -> None:
         raise InvalidInput(
             f"The request body is not valid JSON: {exc.msg}", code="malformed_json", details={"position": exc.pos}
         ) from None
-    problems = _problems(document)
-    if _has_huge_float(document):
+    problems, huge_number = _problems(document)
+    if huge_number:
         # A number past 2^63: a float literal (fine) or an integer literal past bigint (not): the exact parse
         # tells them apart (safe: the depth is bounded by now).
-        problems = _problems(json.loads(text, parse_int=_exact_int))
+        problems, _ = _problems(json.loads(text, parse_int=_exact_int))
     if problems:
         raise Unprocessable("The request is invalid", code="validation_error", details=problems)
 
@@ -51,14 +51,16 @@ def check_parameters(event: Mapping[str, Any]) -> None:
         for name, value in (params or {}).items():
             reason = unstorable_reason(str(name)) or unstorable_reason(str(value))
             if reason:
-                problems.append(_detail([where, _printable(name)], "string_unstorable", reason))
+                problems.append(_detail([where, name], "string_unstorable", reason))
     if problems:
         raise Unprocessable("The request is invalid", code="validation_error", details=problems)
 
 
-def _problems(document: Any) -> list[dict[str, Any]]:
-    """Every unstorable string or out-of-range integer, with its location; iterative (depth is bounded here)."""
+def _problems(document: Any) -> tuple[list[dict[str, Any]], bool]:
+    """Every unstorable string or out-of-range integer, with its location, and whether a number of 2^63 or more
+    was read as a float (orjson's reading of an integer literal past 64 bits); iterative (depth is bounded here)."""
     problems: list[dict[str, Any]] = []
+    huge_number = False
     stack: list[tuple[Any, list[str]]] = [(document, ["body"])]
     while stack and len(problems) < 20:
         node, loc = stack.pop()
@@ -68,7 +70,7 @@ def _problems(document: Any) -> list[dict[str, Any]]:
             for key, value in node.items():
                 reason = unstorable_reason(key)
                 if reason:
-                    problems.append(_detail([*loc, _printable(key)], "string_unstorable", f"key {reason}"))
+                    problems.append(_detail([*loc, key], "string_unstorable", f"key {reason}"))
                 stack.append((value, [*loc, key]))
         elif isinstance(node, list):
             stack.extend((value, [*loc, str(i)]) for i, value in enumerate(node))
@@ -80,7 +82,9 @@ def _problems(document: Any) -> list[dict[str, Any]]:
             isinstance(node, int) and not isinstance(node, bool) and not _BIGINT[0] <= node <= _BIGINT[1]
         ) or isinstance(node, _OutOfRange):
             problems.append(_detail(loc, "int_out_of_range", f"must be between {_BIGINT[0]} and {_BIGINT[1]}"))
-    return sorted(problems, key=lambda d: d["loc"])
+        elif isinstance(node, float) and abs(node) >= 2**63:
+            huge_number = True
+    return sorted(problems, key=lambda d: d["loc"]), huge_number
 
 
 class _OutOfRange:
@@ -90,19 +94,6 @@ class _OutOfRange:
 def _exact_int(literal: str) -> int | _OutOfRange:
     value = int(literal)
     return value if _BIGINT[0] <= value <= _BIGINT[1] else _OutOfRange()
-
-
-def _has_huge_float(document: Any) -> bool:
-    stack = [document]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
-        elif isinstance(node, float) and abs(node) >= 2**63:
-            return True
-    return False
 
 
 def _detail(loc: list[str], kind: str, message: str) -> dict[str, Any]:
