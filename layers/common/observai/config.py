@@ -63,6 +63,12 @@ class Settings(BaseModel):
     # Log histogram (observai.logs.search.histogram): a count of matching lines (free text, attributes) that
     # takes longer is cancelled and answered 422 "narrow the range" (below the statement timeout: never a 503).
     log_histogram_budget_ms: int = Field(default=2_500, ge=1, le=60_000)
+    # Alerting (observai.alerts): evaluate-alerts claims at most this many due rules per run and stops starting
+    # new work after its time budget; the group timers go on this queue as SQS delay messages (unset: the
+    # dispatcher's minute sweep alone fires them).
+    alert_eval_max_rules: int = Field(default=5_000, ge=1, le=100_000)
+    alert_eval_budget_s: float = Field(default=45.0, gt=0, le=840)
+    alert_timer_queue_url: str | None = None
 
     @property
     def jwks_url(self) -> str | None:

@@ -1,0 +1,1 @@
+"""Incidents: opened by notification groups; acknowledged, snoozed, assigned, commented, resolved; a timeline."""
