@@ -35,7 +35,13 @@ PASS_THROUGH = (
     "S3_ENDPOINT_URL",
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
-DEPLOYED_RESOURCE_SETTINGS = ("SPOOL_QUEUE_URL", "SPOOL_BUCKET", "EXPORT_QUEUE_URL", "EXPORT_BUCKET", "ALERT_TIMER_QUEUE_URL")
+DEPLOYED_RESOURCE_SETTINGS = (
+    "SPOOL_QUEUE_URL",
+    "SPOOL_BUCKET",
+    "EXPORT_QUEUE_URL",
+    "EXPORT_BUCKET",
+    "ALERT_TIMER_QUEUE_URL",
+)
 
 Environment = Mapping[str, str | None]  # None removes the variable
 

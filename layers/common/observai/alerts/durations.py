@@ -46,5 +46,5 @@ def format_duration(seconds: int) -> str:
     return "".join(parts)
 
 
-def Duration(*, ge: int = 0, le: int = 86400, description: str | None = None) -> Any:  # noqa: N802 (a type factory)
+def Duration(*, ge: int = 0, le: int = 86400, description: str | None = None) -> Any:
     return Annotated[int, BeforeValidator(parse_duration), Field(ge=ge, le=le, description=description)]

@@ -171,9 +171,7 @@ def _check_template(source: str) -> str:
 
 
 # Checked one by one, so a 422 names the annotation: ["body", "annotations", "summary"].
-TemplateText = Annotated[
-    str, StringConstraints(max_length=templates.MAX_TEMPLATE), AfterValidator(_check_template)
-]
+TemplateText = Annotated[str, StringConstraints(max_length=templates.MAX_TEMPLATE), AfterValidator(_check_template)]
 
 
 def _check_annotations(annotations: dict[str, str]) -> dict[str, str]:

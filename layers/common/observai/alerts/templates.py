@@ -189,9 +189,8 @@ def check(source: str) -> None:
                 f"line {node.lineno}: {statement!r} is not allowed in alert templates (text, {{{{ expressions }}}},"
                 " filters and {% if %} only)"
             )
-        if isinstance(node, nodes.Filter):
-            if node.name not in _ALLOWED_FILTERS:
-                raise TemplateError(f"line {node.lineno}: unknown filter {node.name!r}")
+        if isinstance(node, nodes.Filter) and node.name not in _ALLOWED_FILTERS:
+            raise TemplateError(f"line {node.lineno}: unknown filter {node.name!r}")
         if isinstance(node, nodes.Call) and not isinstance(node.node, nodes.Getattr):
             raise TemplateError(f"line {node.lineno}: only methods of values may be called (e.g. labels.get('x'))")
     try:
