@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field
+from pydantic import BeforeValidator
 
 _PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -46,5 +46,5 @@ def format_duration(seconds: int) -> str:
     return "".join(parts)
 
 
-def Duration(*, ge: int = 0, le: int = 86400, description: str | None = None) -> Any:
-    return Annotated[int, BeforeValidator(parse_duration), Field(ge=ge, le=le, description=description)]
+# Whole seconds, from a duration text or a number; bounds go beside it: Annotated[DurationS, Field(ge=60)].
+DurationS = Annotated[int, BeforeValidator(parse_duration)]

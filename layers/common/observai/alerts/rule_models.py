@@ -27,7 +27,7 @@ from pydantic import (
 )
 
 from observai.alerts import templates
-from observai.alerts.durations import Duration
+from observai.alerts.durations import DurationS
 from observai.alerts.labels import RESERVED
 from observai.metrics.query_models import (
     MAX_FILTERS,
@@ -48,7 +48,7 @@ LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 LOG_GROUP_FIELD = re.compile(r"^(service|severity|attributes\.[^\x00]{1,256}|resource\.[^\x00]{1,256})$")
 
 RuleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Window = Duration(ge=60, le=MAX_WINDOW_S, description="How far back the condition looks (30s, 5m, 1h...)")
+Window = Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="How far back the condition looks (5m, 1h...)")]
 
 
 class _In(BaseModel):
@@ -130,7 +130,7 @@ class AbsenceCondition(_In):
     filters: list[QueryFilter] = Field(default_factory=list, max_length=MAX_FILTERS)
     group_by: list[AttributeKey] = Field(default_factory=list, max_length=MAX_GROUP_BY)
     service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
-    duration: Duration(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires") = 600
+    duration: Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires")] = 600
 
     @field_validator("service")
     @classmethod
@@ -185,11 +185,13 @@ class RuleIn(_In):
 
     name: RuleName
     condition: Condition
-    for_: Duration(le=86400, description="Pending this long before firing (0: fire at once)") = Field(
-        default=0, alias="for"
+    for_: Annotated[DurationS, Field(ge=0, le=86400, description="Pending this long before firing (0: at once)")] = (
+        Field(default=0, alias="for")
     )
-    keep_firing_for: Duration(le=86400, description="Keep firing this long after the condition clears") = 0
-    interval: Duration(ge=60, le=86400, description="How often the rule is evaluated (1m at least)") = 60
+    keep_firing_for: Annotated[
+        DurationS, Field(ge=0, le=86400, description="Keep firing this long after the condition clears")
+    ] = 0
+    interval: Annotated[DurationS, Field(ge=60, le=86400, description="How often the rule is evaluated (1m+)")] = 60
     severity: Severity = "warning"
     labels: dict[LabelName, LabelValue] = Field(default_factory=dict)
     annotations: dict[LabelName, TemplateText] = Field(
@@ -208,9 +210,9 @@ class RulePatch(_In):
 
     name: RuleName | None = None
     condition: Condition | None = None
-    for_: Duration(le=86400) | None = Field(default=None, alias="for")
-    keep_firing_for: Duration(le=86400) | None = None
-    interval: Duration(ge=60, le=86400) | None = None
+    for_: Annotated[DurationS, Field(ge=0, le=86400)] | None = Field(default=None, alias="for")
+    keep_firing_for: Annotated[DurationS, Field(ge=0, le=86400)] | None = None
+    interval: Annotated[DurationS, Field(ge=60, le=86400)] | None = None
     severity: Severity | None = None
     labels: dict[LabelName, LabelValue] | None = None
     annotations: dict[LabelName, TemplateText] | None = None
