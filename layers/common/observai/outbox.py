@@ -41,4 +41,4 @@ def emit(
     )
     row = cur.fetchone()
     assert row is not None
-    return row["id"]  # type: ignore[no-any-return]
+    return row["id"]
