@@ -256,3 +256,58 @@ class Rule(BaseModel):
     created_at: datetime
     updated_at: datetime
     evaluation: RuleEvaluation
+
+
+class RuleDeleted(BaseModel):
+    id: UUID
+    deleted: bool = True
+    resolved_alerts: int = Field(
+        description="Firing alerts of the rule resolved by the deletion (their resolution is notified)"
+    )
+
+
+class RuleVersion(BaseModel):
+    """A rule as it was saved at one version: ``definition`` is the rule's body (as POST/PUT take it, durations in
+    seconds; without ``enabled``, which switches a rule on and off and is no part of its definition)."""
+
+    rule_id: UUID
+    version: int
+    definition: dict[str, Any]
+    created_by: UUID | None
+    created_at: datetime
+
+
+AlertState = Literal["inactive", "pending", "firing", "resolved"]
+
+
+class AlertInstance(BaseModel):
+    """One alert: a result series of a rule, identified by its labels' fingerprint, in its current state."""
+
+    id: UUID
+    rule_id: UUID
+    rule_version: int = Field(description="The version of the rule that last evaluated it")
+    rule_name: str
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: AlertState
+    value: float | None
+    active_at: datetime | None = Field(description="Since when the condition holds (pending or firing)")
+    fired_at: datetime | None = Field(description="When it last went firing")
+    resolved_at: datetime | None = Field(description="When it last resolved")
+    last_eval_at: datetime
+    updated_at: datetime
+
+
+class AlertTransition(BaseModel):
+    """One state change of one alert of the rule, with the value that caused it."""
+
+    id: int
+    at: datetime
+    instance_id: UUID
+    fingerprint: str
+    labels: dict[str, str]
+    from_state: AlertState
+    to_state: AlertState
+    value: float | None
+    rule_version: int
