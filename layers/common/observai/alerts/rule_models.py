@@ -22,8 +22,8 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from observai.alerts import templates
@@ -126,25 +126,28 @@ class AbsenceCondition(_In):
 
     kind: Literal["absence"]
     target: Literal["metric", "service"]
-    metric: MetricName | None = None
+    # validate_default: a target without its metric or service is refused on that field, even when left out.
+    metric: MetricName | None = Field(default=None, validate_default=True)
     filters: list[QueryFilter] = Field(default_factory=list, max_length=MAX_FILTERS)
     group_by: list[AttributeKey] = Field(default_factory=list, max_length=MAX_GROUP_BY)
-    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, validate_default=True
+    )
     duration: Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires")] = 600
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_target(cls, metric: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("target") == "metric" and not metric:
+            raise ValueError("a metric absence names the metric")
+        return metric
 
     @field_validator("service")
     @classmethod
-    def _service_target(cls, service: str | None, info: Any) -> str | None:
-        target = info.data.get("target")
-        if target == "service" and not service:
+    def _service_target(cls, service: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("target") == "service" and not service:
             raise ValueError("a service absence names the service")
         return service
-
-    @model_validator(mode="after")
-    def _metric_target(self) -> AbsenceCondition:
-        if self.target == "metric" and not self.metric:
-            raise ValueError("a metric absence names the metric")
-        return self
 
 
 Condition = Annotated[MetricCondition | LogCondition | AbsenceCondition, Field(discriminator="kind")]
