@@ -132,18 +132,12 @@ class AbsenceCondition(_In):
     service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     duration: Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires")] = 600
 
-    @field_validator("service")
-    @classmethod
-    def _service_target(cls, service: str | None, info: Any) -> str | None:
-        target = info.data.get("target")
-        if target == "service" and not service:
-            raise ValueError("a service absence names the service")
-        return service
-
     @model_validator(mode="after")
-    def _metric_target(self) -> AbsenceCondition:
+    def _target_named(self) -> AbsenceCondition:
         if self.target == "metric" and not self.metric:
             raise ValueError("a metric absence names the metric")
+        if self.target == "service" and not self.service:
+            raise ValueError("a service absence names the service")
         return self
 
 
