@@ -13,3 +13,11 @@ alter table public.alert_rules add constraint alert_rules_deleted_not_enabled ch
 -- The name is unique among the project's live rules only.
 alter table public.alert_rules drop constraint alert_rules_project_id_name_key;
 create unique index alert_rules_project_live_name_idx on public.alert_rules (project_id, name) where deleted_at is null;
+
+-- Readers (PostgREST, Realtime, the API's tenant reads) see live rules only; versions and transitions of a
+-- deleted rule stay readable under their own policies. The service role (evaluator, router) is not bound by it.
+drop policy alert_rules_select on public.alert_rules;
+create policy alert_rules_select on public.alert_rules for select to authenticated using (
+    deleted_at is null
+    and (org_id in (select private.user_org_ids())
+         or project_id = (select private.api_key_claim('project_id'))::uuid));

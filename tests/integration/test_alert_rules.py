@@ -613,7 +613,10 @@ def test_disabling_a_rule_resolves_its_firing_alerts_and_ends_its_pending_ones(
     off = call(tenant.member.headers, "PATCH", f"{tenant.rules}/{rule['id']}", {"enabled": False})
     assert off.status == 200 and off.data["enabled"] is False
 
-    # Then the firing alert is resolved and the pending one inactive, at once
+    # Then the firing alert is resolved and the pending one inactive, at once, and an evaluation in flight is
+    # fenced off (it would write firing alerts of a disabled rule)
+    (fence,) = rows(database_url, "select eval_seq from public.alert_rules where id = %s", (rule["id"],))
+    assert fence["eval_seq"] == 1
     states = instance_states(database_url, rule["id"])
     assert {host: s["state"] for host, s in states.items()} == {
         "web-1": "resolved",
@@ -645,8 +648,9 @@ def test_disabling_a_rule_resolves_its_firing_alerts_and_ends_its_pending_ones(
 
 
 def test_deleting_a_rule_resolves_its_alerts_and_keeps_what_the_router_needs(tenant: Tenant, database_url: str) -> None:
-    # Given a rule with a firing alert
+    # Given a rule with a firing alert, and another rule
     rule = create(tenant, metric_rule())
+    keeper = create(tenant, metric_rule())
     instance_id = add_instance(database_url, tenant, rule, "firing", {"host": "web-9"}, 0.99)
     assert [a["id"] for a in call(tenant.viewer.headers, "GET", tenant.alerts, query=f"rule_id={rule['id']}").data] == [
         str(instance_id)
@@ -664,6 +668,14 @@ def test_deleting_a_rule_resolves_its_alerts_and_keeps_what_the_router_needs(ten
     # And the rule row stays (soft-deleted, disabled: the evaluator never claims it), with its instance
     (row,) = rows(database_url, "select enabled, deleted_at from public.alert_rules where id = %s", (rule["id"],))
     assert row["enabled"] is False and row["deleted_at"] is not None
+
+    # And readers see it nowhere, not even through the table's policy (as PostgREST would read it)
+    with psycopg.connect(database_url, autocommit=True) as db, db.transaction():
+        db.execute("set local role authenticated")
+        db.execute("select set_config('request.jwt.claims', %s, true)", (f'{{"sub": "{tenant.viewer.id}"}}',))
+        visible = db.execute("select id from public.alert_rules where project_id = %s", (tenant.project.project_id,))
+        visible_ids = {str(r[0]) for r in visible.fetchall()}
+    assert keeper["id"] in visible_ids and rule["id"] not in visible_ids
 
     # And the API shows no trace of it but its history and versions
     assert call(tenant.viewer.headers, "GET", tenant.alerts, query=f"rule_id={rule['id']}&state=resolved").data == []
