@@ -14,6 +14,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from observai.alerts import rules
 from observai.alerts.rule_models import (
     AlertInstance,
+    AlertState,
     AlertTransition,
     Rule,
     RuleDeleted,
@@ -30,7 +31,6 @@ from observai.pagination import DEFAULT_LIMIT
 
 app = create_resolver()
 
-_STATE = "(inactive|pending|firing|resolved)"
 Severity = Literal["critical", "error", "warning", "info"]
 KindFilter = Annotated[str | None, Query(pattern=r"^[a-z_]{1,32}$", description="metric, log, absence...")]
 EnabledFilter = Annotated[bool | None, Query(description="Only enabled (true) or disabled (false) rules")]
@@ -39,10 +39,11 @@ NameFilter = Annotated[
     str | None, Query(alias="name", min_length=1, max_length=200, description="Name contains (case-insensitive)")
 ]
 StateFilter = Annotated[
-    str | None,
+    list[AlertState] | None,
     Query(
-        pattern=rf"^{_STATE}(,{_STATE}){{0,3}}$",
-        description="Comma-separated states (default: pending,firing)",
+        max_length=4,
+        description="inactive, pending, firing, resolved: repeated (state=a&state=b) or a comma list"
+        " (default: pending,firing)",
     ),
 ]
 RuleIdFilter = Annotated[UUID | None, Query(description="Only this rule's alerts")]
@@ -159,7 +160,7 @@ def list_alerts(
     limit: Limit = DEFAULT_LIMIT,
 ) -> Envelope[list[AlertInstance]]:
     filters = rules.AlertFilters(
-        states=tuple(sorted(set(state.split(",")))) if state else rules.DEFAULT_ALERT_STATES,
+        states=tuple(sorted(set(state))) if state else rules.DEFAULT_ALERT_STATES,
         rule_id=rule_id,
         severity=severity,
         labels=rules.label_matchers(app.current_event.query_string_parameters),

@@ -785,6 +785,7 @@ def test_alerts_are_listed_with_filters_and_pages(fresh: Tenant, database_url: s
 
     # And each filter selects what it says
     assert listed("state=resolved,inactive") == {("cpu", "web-3"), ("cpu", "web-4")}
+    assert listed("state=resolved&state=inactive") == {("cpu", "web-3"), ("cpu", "web-4")}
     assert listed(f"rule_id={mem['id']}") == {("memory", "web-1"), ("memory", "web-5")}
     assert listed("severity=critical") == {("cpu", "web-1"), ("cpu", "web-2")}
     assert listed("match[host]=web-1") == {("cpu", "web-1"), ("memory", "web-1")}
