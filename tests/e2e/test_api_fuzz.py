@@ -4,7 +4,7 @@ Each operation is fuzzed twice, once with a person's Supabase JWT and once with 
 bounded number of examples (positive and negative data): the checks are no server error, a documented status
 code, the documented content type and the response schema, and that invalid data is refused. Path parameters
 are now random ids, now the ids of a real workspace (an organization with a project, members, an API key, logs,
-spans, a metric and an export), so the 2xx answers are checked too, not only the 404s.
+spans, a metric, an export and an alert rule), so the 2xx answers are checked too, not only the 404s.
 
 The runner's dependencies are real or local: the test Postgres, moto's SQS and S3 (exports), and a localhost
 Supabase Auth (invitations). Bounds: FUZZ_EXAMPLES (default 12 per operation and credential) and FUZZ_SEED
@@ -126,6 +126,11 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         logs = ok_data(http.get(f"/v1/projects/{project['id']}/logs"))
         window = {"from": iso(ago(3600)), "to": iso(ago(-60))}
         export = ok_data(http.post(f"/v1/projects/{project['id']}/exports", json={"signal": "logs", **window}), 202)
+    with client(base_url, user=owner) as http:
+        rules = f"/v1/projects/{project['id']}/alert-rules"
+        condition = {"kind": "metric", "metric": METRIC, "op": ">", "threshold": 1}
+        rule = ok_data(http.post(rules, json={"name": "fuzz", "condition": condition}), 201)
+        doomed_rule = ok_data(http.post(rules, json={"name": "doomed", "condition": condition}), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -136,11 +141,14 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         "trace_id": [trace_id],
         "export_id": [export["id"]],
         "name": [METRIC],
+        "rule_id": [rule["id"]],
+        "version": ["1"],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
         ("DELETE", "/v1/projects/{project_id}"): {"project_id": doomed_project["id"]},
         ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"): {"user_id": str(spare.id)},
+        ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"): {"rule_id": doomed_rule["id"]},
     }
     return ws
 

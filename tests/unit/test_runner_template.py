@@ -67,6 +67,18 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/exports/{export_id}"),
     },
     "ExportWorkerFunction": set(),  # an SQS consumer
+    "AlertsFunction": {
+        ("POST", "/v1/projects/{project_id}/alert-rules"),
+        ("GET", "/v1/projects/{project_id}/alert-rules"),
+        ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
+        ("PUT", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
+        ("PATCH", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
+        ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
+        ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}/versions"),
+        ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}/versions/{version}"),
+        ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}/history"),
+        ("GET", "/v1/projects/{project_id}/alerts"),
+    },
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),

@@ -22,8 +22,8 @@ from pydantic import (
     StrictFloat,
     StrictInt,
     StringConstraints,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from observai.alerts import templates
@@ -126,19 +126,28 @@ class AbsenceCondition(_In):
 
     kind: Literal["absence"]
     target: Literal["metric", "service"]
-    metric: MetricName | None = None
+    # validate_default: a target without its metric or service is refused on that field, even when left out.
+    metric: MetricName | None = Field(default=None, validate_default=True)
     filters: list[QueryFilter] = Field(default_factory=list, max_length=MAX_FILTERS)
     group_by: list[AttributeKey] = Field(default_factory=list, max_length=MAX_GROUP_BY)
-    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, validate_default=True
+    )
     duration: Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires")] = 600
 
-    @model_validator(mode="after")
-    def _target_named(self) -> AbsenceCondition:
-        if self.target == "metric" and not self.metric:
+    @field_validator("metric")
+    @classmethod
+    def _metric_target(cls, metric: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("target") == "metric" and not metric:
             raise ValueError("a metric absence names the metric")
-        if self.target == "service" and not self.service:
+        return metric
+
+    @field_validator("service")
+    @classmethod
+    def _service_target(cls, service: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("target") == "service" and not service:
             raise ValueError("a service absence names the service")
-        return self
+        return service
 
 
 Condition = Annotated[MetricCondition | LogCondition | AbsenceCondition, Field(discriminator="kind")]
@@ -250,3 +259,58 @@ class Rule(BaseModel):
     created_at: datetime
     updated_at: datetime
     evaluation: RuleEvaluation
+
+
+class RuleDeleted(BaseModel):
+    id: UUID
+    deleted: bool = True
+    resolved_alerts: int = Field(
+        description="Firing alerts of the rule resolved by the deletion (their resolution is notified)"
+    )
+
+
+class RuleVersion(BaseModel):
+    """A rule as it was saved at one version: ``definition`` is the rule's body (as POST/PUT take it, durations in
+    seconds; without ``enabled``, which switches a rule on and off and is no part of its definition)."""
+
+    rule_id: UUID
+    version: int
+    definition: dict[str, Any]
+    created_by: UUID | None
+    created_at: datetime
+
+
+AlertState = Literal["inactive", "pending", "firing", "resolved"]
+
+
+class AlertInstance(BaseModel):
+    """One alert: a result series of a rule, identified by its labels' fingerprint, in its current state."""
+
+    id: UUID
+    rule_id: UUID
+    rule_version: int = Field(description="The version of the rule that last evaluated it")
+    rule_name: str
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    state: AlertState
+    value: float | None
+    active_at: datetime | None = Field(description="Since when the condition holds (pending or firing)")
+    fired_at: datetime | None = Field(description="When it last went firing")
+    resolved_at: datetime | None = Field(description="When it last resolved")
+    last_eval_at: datetime
+    updated_at: datetime
+
+
+class AlertTransition(BaseModel):
+    """One state change of one alert of the rule, with the value that caused it."""
+
+    id: int
+    at: datetime
+    instance_id: UUID
+    fingerprint: str
+    labels: dict[str, str]
+    from_state: AlertState
+    to_state: AlertState
+    value: float | None
+    rule_version: int
