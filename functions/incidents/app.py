@@ -18,15 +18,15 @@ from observai.http.resolver import create_resolver, lambda_handler_for
 from observai.http.responses import route_responses
 from observai.incidents import service
 from observai.incidents.models import (
-    SEVERITY_LIST,
-    STATUS_LIST,
     AssignIn,
     Comment,
     CommentIn,
     Incident,
     IncidentDetail,
     IncidentPatch,
+    IncidentStatus,
     ResolveIn,
+    Severity,
     SnoozeIn,
     TimelineEvent,
 )
@@ -38,17 +38,16 @@ app = create_resolver()
 INCIDENT = "/v1/projects/<project_id>/incidents/<incident_id>"
 RESOLVED = "The incident is resolved: it takes comments only (incident_resolved)"
 
-Status = Annotated[
-    str | None,
+Statuses = Annotated[
+    list[IncidentStatus] | None,
     Query(
-        max_length=64,
-        pattern=STATUS_LIST,
-        description="triggered, acknowledged, resolved: one, a comma list, or the parameter repeated",
+        max_length=3,
+        description="triggered, acknowledged, resolved: the parameter repeated (status=a&status=b) or a comma list",
     ),
 ]
-SeverityFilter = Annotated[
-    str | None,
-    Query(max_length=64, pattern=SEVERITY_LIST, description="critical, error, warning, info: one or a comma list"),
+Severities = Annotated[
+    list[Severity] | None,
+    Query(max_length=4, description="critical, error, warning, info: repeated or a comma list"),
 ]
 From = Annotated[DateTimeText | None, Query(alias="from", description="RFC 3339: triggered at or after")]
 To = Annotated[DateTimeText | None, Query(alias="to", description="RFC 3339: triggered before")]
@@ -69,8 +68,8 @@ Assignee = Annotated[
 def list_incidents(
     caller: CurrentPrincipal,
     project_id: UUID,
-    status: Status = None,
-    severity: SeverityFilter = None,
+    status: Statuses = None,
+    severity: Severities = None,
     service_: Annotated[str | None, Query(alias="service", min_length=1, max_length=512)] = None,
     from_: From = None,
     to: To = None,

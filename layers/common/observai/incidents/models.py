@@ -18,8 +18,6 @@ ActorType = Literal["user", "api_key", "system"]
 
 MAX_TEXT = 10_000  # a comment, a resolution note
 MAX_SNOOZE_S = 7 * 86400  # a week: past that, resolve it or fix the alert
-STATUS_LIST = r"^(triggered|acknowledged|resolved)(,(triggered|acknowledged|resolved))*$"
-SEVERITY_LIST = r"^(critical|error|warning|info)(,(critical|error|warning|info))*$"
 DURATION_TEXT = r"^([0-9]{1,7}[smhdw]){1,5}$"
 
 

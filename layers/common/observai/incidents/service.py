@@ -159,20 +159,20 @@ def _emit(cur: Cursor, incident: dict[str, Any], type: str, now: datetime, **ext
 def parse_filters(
     principal: Principal,
     *,
-    status: str | None = None,
-    severity: str | None = None,
+    status: list[str] | None = None,
+    severity: list[str] | None = None,
     service: str | None = None,
     start: datetime | None = None,
     end: datetime | None = None,
     assignee: str | None = None,
 ) -> IncidentFilters:
-    """The list's query parameters as filters: comma lists split (a repeated parameter arrives comma-joined),
-    ``assignee`` a user id, ``me`` (the calling person) or ``none`` (unassigned)."""
+    """The list's query parameters as filters (``status``/``severity``: any of those given); ``assignee`` a user id,
+    ``me`` (the calling person) or ``none`` (unassigned)."""
     if start is not None and end is not None and end <= start:
         raise InvalidInput("to must be after from", code="invalid_range", details={"loc": ["query", "to"]})
     filters = IncidentFilters(
-        statuses=sorted(set(status.split(","))) if status else [],
-        severities=sorted(set(severity.split(","))) if severity else [],
+        statuses=sorted(set(status or [])),
+        severities=sorted(set(severity or [])),
         service=service,
         start=start,
         end=end,
