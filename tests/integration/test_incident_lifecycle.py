@@ -92,13 +92,25 @@ def test_later_flushes_feed_the_open_incident_and_acknowledged_stays_acknowledge
     second = arrange_alert(db, rule, at=T0 + timedelta(minutes=5), severity="critical", instance="b")
     again = flush(group_id, firing=[first, second], now=T0 + timedelta(minutes=5))
 
-    # Then it is the same incident, still acknowledged (new alerts do not re-trigger it)
+    # Then it is the same incident, still acknowledged (new alerts do not re-trigger it), now critical
     assert again["id"] == incident["id"] and again["status"] == "acknowledged"
-    # And only the new alert is a new timeline event
-    kinds = [e["kind"] for e in events(db, incident["id"])]
-    assert kinds == ["triggered", "alert_firing", "acknowledged", "alert_firing"]
+    assert (incident["severity"], again["severity"]) == ("warning", "critical")
+    # And only the new alert and the raised severity are new timeline events
+    timeline = events(db, incident["id"])
+    assert [e["kind"] for e in timeline] == [
+        "triggered",
+        "alert_firing",
+        "acknowledged",
+        "alert_firing",
+        "severity_raised",
+    ]
+    assert timeline[-1]["details"] == {"from": "warning", "to": "critical"}
+
+    # When a warning alert joins later: Then the severity is not lowered
+    third = arrange_alert(db, rule, at=T0 + timedelta(minutes=9), severity="info", instance="c")
+    assert flush(group_id, firing=[first, second, third], now=T0 + timedelta(minutes=9))["severity"] == "critical"
     count = db.execute("select count(*) as n from public.incident_alerts where incident_id = %s", (incident["id"],))
-    assert count.fetchone() == {"n": 2}
+    assert count.fetchone() == {"n": 3}
 
 
 def test_all_alerts_resolved_resolves_the_incident_by_itself(
