@@ -306,11 +306,14 @@ def test_comments_are_listed_oldest_first_and_bounded(conn: psycopg.Connection[A
     assert ok(call("GET", path, tenant.viewer.headers, query=f"limit=1&cursor={cursor}")) == [second]
 
     # When a comment is empty, blank or longer than 10,000 characters: Then 422 on body.body
-    for body in ("", "   ", "x" * 10_001):
+    for body in ("", "   ", "x" * 10_001, "nul \u0000 inside"):
         err = error(call("POST", path, tenant.member.headers, {"body": body}), 422)
         assert err["details"][0]["loc"][:2] == ["body", "body"] or err["details"][0]["loc"] == ["body"]
-    # And 10,000 characters are fine
+    # And 10,000 characters, or several lines, are fine
     ok(call("POST", path, tenant.member.headers, {"body": "y" * 10_000}), 201)
+    assert ok(call("POST", path, tenant.member.headers, {"body": "1. restart\n2. watch"}), 201)["body"] == (
+        "1. restart\n2. watch"
+    )
 
 
 def test_auto_resolve_can_be_turned_off_and_on(conn: psycopg.Connection[Any], tenant: Tenant) -> None:
