@@ -317,3 +317,25 @@ def test_overlapping_sweeps_skip_an_incident_held_by_another(
     assert wake_snoozed(base + timedelta(minutes=6), 100) == 1
     assert wake_snoozed(base + timedelta(minutes=7), 100) == 0
     assert [e["kind"] for e in events(db, incident_id)].count("unsnoozed") == 1
+
+
+def test_the_scheduled_function_wakes_incidents_whose_snooze_has_passed(
+    db: psycopg.Connection[Any], project: IngestProject
+) -> None:
+    # Given an incident snoozed until a minute ago (the real clock: the function reads it)
+    from observai_local.events import schedule_event
+    from observai_local.lambda_context import LambdaContext
+
+    from tests.helpers.inprocess import load_function
+
+    now = datetime.now(UTC)
+    incident_id = _snoozed_incident(db, project, now + timedelta(minutes=1), now)
+    db.execute("update public.incidents set snoozed_until = now() - interval '1 minute' where id = %s", (incident_id,))
+
+    # When IncidentTimersFunction runs on its schedule's event
+    handler = load_function("incident_timers").lambda_handler
+    report = handler(schedule_event(), LambdaContext("observai-test-incident-timers", timeout_s=60))
+
+    # Then it reports what it woke, and the incident is triggered again
+    assert report["woken"] >= 1 and report["more_pending"] is False
+    assert _status(db, incident_id)["status"] == "triggered"
