@@ -78,10 +78,18 @@ def list_incidents(
     limit: Limit = DEFAULT_LIMIT,
 ) -> Envelope[list[Incident]]:
     """The project's incidents, most recently triggered first; every filter given must match."""
-    filters = service.parse_filters(
-        caller, status=status, severity=severity, service=service_, start=from_, end=to, assignee=assignee
+    items, next_cursor = service.list_incidents(
+        caller,
+        project_id,
+        status=status,
+        severity=severity,
+        service=service_,
+        start=from_,
+        end=to,
+        assignee=assignee,
+        cursor=cursor,
+        limit=limit,
     )
-    items, next_cursor = service.list_incidents(caller, project_id, filters, cursor, limit)
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 

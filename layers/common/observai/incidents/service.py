@@ -47,7 +47,7 @@ from observai.incidents.models import (
     SnoozeIn,
     TimelineEvent,
 )
-from observai.pagination import TimeCursor, decode_cursor, encode_cursor, page, time_cursor_params, time_position
+from observai.pagination import TimeCursor, decode_cursor, page, time_cursor_params, time_position
 from observai.tenancy.access import authorize_telemetry
 
 
@@ -195,9 +195,22 @@ def parse_filters(
 
 
 def list_incidents(
-    principal: Principal, project_id: UUID, filters: IncidentFilters, cursor: str | None, limit: int
+    principal: Principal,
+    project_id: UUID,
+    *,
+    status: list[str] | None = None,
+    severity: list[str] | None = None,
+    service: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    assignee: str | None = None,
+    cursor: str | None = None,
+    limit: int,
 ) -> tuple[list[Incident], str | None]:
-    """The project's incidents, most recently triggered first."""
+    """The project's incidents, most recently triggered first, filtered (see ``parse_filters``)."""
+    filters = parse_filters(
+        principal, status=status, severity=severity, service=service, start=start, end=end, assignee=assignee
+    )
     position = time_cursor_params(decode_cursor(cursor, TimeCursor))
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_READ)
@@ -226,10 +239,7 @@ def _events(
         if store.get(cur, project_id, incident_id) is None:
             raise _not_found(incident_id)
         rows = store.events_page(cur, incident_id, after.after if after else None, limit + 1, kind=kind)
-    if len(rows) > limit:
-        rows = rows[:limit]
-        return rows, encode_cursor(EventCursor(after=rows[-1]["id"]))
-    return rows, None
+    return page(rows, limit, lambda row: EventCursor(after=row["id"]))
 
 
 def get_timeline(
@@ -246,7 +256,13 @@ def list_comments(
     """The incident's comments, oldest first (they are its timeline events of kind ``comment``)."""
     rows, next_cursor = _events(principal, project_id, incident_id, cursor, limit, "comment")
     return [
-        Comment(**{k: row[k] for k in ("id", "at", "actor_type", "actor_id")}, body=row["details"]["body"])
+        Comment(
+            id=row["id"],
+            at=row["at"],
+            actor_type=row["actor_type"],
+            actor_id=row["actor_id"],
+            body=row["details"]["body"],
+        )
         for row in rows
     ], next_cursor
 
