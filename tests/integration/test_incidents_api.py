@@ -182,6 +182,12 @@ def test_snooze_acknowledges_until_a_time(conn: psycopg.Connection[Any], tenant:
     moved = ok(call("POST", f"{path}/snooze", tenant.member.headers, {"until": iso(later)}))
     assert datetime.fromisoformat(moved["snoozed_until"]) == later
 
+    # When snoozed for a number of seconds: Then that long from now
+    start = datetime.now(UTC)
+    seconds = ok(call("POST", f"{path}/snooze", tenant.member.headers, {"duration": 7200}))
+    until = datetime.fromisoformat(seconds["snoozed_until"])
+    assert start + timedelta(hours=2) <= until <= datetime.now(UTC) + timedelta(hours=2)
+
 
 @pytest.mark.parametrize(
     ("body", "loc"),
