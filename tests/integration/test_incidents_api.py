@@ -343,8 +343,9 @@ def test_auto_resolve_can_be_turned_off_and_on(conn: psycopg.Connection[Any], te
         ("auto_resolve_changed", "user"),
         ("resolved", "system"),
     ]
-    # And unknown fields are refused
-    assert error(call("PATCH", path, tenant.member.headers, {"title": "x"}), 422)["code"] == "validation_error"
+    # And unknown fields, and anything but a JSON boolean, are refused
+    for body in ({"title": "x"}, {"auto_resolve": 0}, {"auto_resolve": "false"}):
+        assert error(call("PATCH", path, tenant.member.headers, body), 422)["code"] == "validation_error"
 
 
 def test_get_shows_the_alerts_with_their_rule_version(conn: psycopg.Connection[Any], tenant: Tenant) -> None:

@@ -148,7 +148,7 @@ class AssignIn(BaseModel):
 
 class IncidentPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    auto_resolve: bool = Field(description="Resolve by itself when all its alerts have resolved")
+    auto_resolve: bool = Field(strict=True, description="Resolve by itself when all its alerts have resolved")
 
 
 class IncidentFilters(BaseModel):
