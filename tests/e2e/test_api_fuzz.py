@@ -4,7 +4,7 @@ Each operation is fuzzed twice, once with a person's Supabase JWT and once with 
 bounded number of examples (positive and negative data): the checks are no server error, a documented status
 code, the documented content type and the response schema, and that invalid data is refused. Path parameters
 are now random ids, now the ids of a real workspace (an organization with a project, members, an API key, logs,
-spans, a metric, an export and an alert rule), so the 2xx answers are checked too, not only the 404s.
+spans, a metric, an export, an alert rule and an incident), so the 2xx answers are checked too, not only the 404s.
 
 The runner's dependencies are real or local: the test Postgres, moto's SQS and S3 (exports), and a localhost
 Supabase Auth (invitations). Bounds: FUZZ_EXAMPLES (default 12 per operation and credential) and FUZZ_SEED
@@ -143,6 +143,7 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         "name": [METRIC],
         "rule_id": [rule["id"]],
         "version": ["1"],
+        "incident_id": [_incident(database_url, org["id"], project["id"])],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -151,6 +152,23 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"): {"rule_id": doomed_rule["id"]},
     }
     return ws
+
+
+def _incident(database_url: str, org_id: str, project_id: str) -> str:
+    """An incident of the project, opened by a notification group's flush as the dispatcher does it."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from tests.helpers.incidents import arrange_alert, arrange_group, arrange_rule, flush
+
+    now = datetime.now(UTC)
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as db:
+        rule = arrange_rule(db, uuid.UUID(org_id), uuid.UUID(project_id))
+        group_id = arrange_group(db, rule.org_id, rule.project_id)
+        incident = flush(group_id, firing=[arrange_alert(db, rule, at=now)], now=now)
+    return str(incident["id"])
 
 
 def use_workspace_ids(case: schemathesis.Case, ws: Workspace) -> None:

@@ -40,6 +40,34 @@ VISIBLE_KEYS_SQL = {
     # Log volume (migration 0014)
     "log_volume": "select project_id::text as k from public.log_volume",
     "log_volume_rolled": "select project_id::text as k from public.log_volume_rolled",
+    # Alerting and incidents (migration 0018); outbox_events is the service's alone: tested apart below
+    "alert_rules": "select id::text as k from public.alert_rules",
+    "alert_rule_versions": "select rule_id::text || ':' || version as k from public.alert_rule_versions",
+    "alert_instances": "select id::text as k from public.alert_instances",
+    "alert_transitions": "select id::text as k from public.alert_transitions",
+    "notification_policies": "select project_id::text as k from public.notification_policies",
+    "silences": "select id::text as k from public.silences",
+    "notification_groups": "select id::text as k from public.notification_groups",
+    "notification_group_alerts": "select group_id::text || ':' || instance_id::text as k"
+    " from public.notification_group_alerts",
+    "notification_log": "select id::text as k from public.notification_log",
+    "incidents": "select id::text as k from public.incidents",
+    "incident_alerts": "select incident_id::text || ':' || instance_id::text as k from public.incident_alerts",
+    "incident_events": "select id::text as k from public.incident_events",
+}
+ALERTING = {
+    "alert_rules",
+    "alert_rule_versions",
+    "alert_instances",
+    "alert_transitions",
+    "notification_policies",
+    "silences",
+    "notification_groups",
+    "notification_group_alerts",
+    "notification_log",
+    "incidents",
+    "incident_alerts",
+    "incident_events",
 }
 TABLES = list(VISIBLE_KEYS_SQL)
 
@@ -113,6 +141,99 @@ def _arrange_telemetry(db: psycopg.Connection, t: Tenant) -> dict[str, set[str]]
     }
 
 
+def _arrange_alerting(db: psycopg.Connection, t: Tenant) -> dict[str, set[str]]:
+    """One row of each alerting table for the tenant's project: a rule and its version, a firing alert and its
+    transition, a policy, a silence, a group with the alert and a log entry, an incident with the alert and an
+    event, and an outbox event (service-only)."""
+    ids = {"org": t.org_id, "project": t.project_id}
+
+    def one(statement: str, **values: Any) -> dict[str, Any]:
+        row = db.execute(statement, {**ids, **values}).fetchone()
+        assert row is not None
+        return dict(row)
+
+    rule = one(
+        "insert into public.alert_rules (org_id, project_id, name, kind, spec)"
+        " values (%(org)s, %(project)s, 'HighLatency', 'metric', '{}') returning id"
+    )["id"]
+    db.execute(
+        "insert into public.alert_rule_versions (rule_id, version, org_id, project_id, definition)"
+        " values (%(rule)s, 1, %(org)s, %(project)s, '{}')",
+        {**ids, "rule": rule},
+    )
+    instance = one(
+        "insert into public.alert_instances (org_id, project_id, rule_id, rule_version, fingerprint, labels, state,"
+        " last_eval_at) values (%(org)s, %(project)s, %(rule)s, 1, %(fp)s, '{}', 'firing', now()) returning id",
+        rule=rule,
+        fp=uuid.uuid4().hex,
+    )["id"]
+    transition = one(
+        "insert into public.alert_transitions (org_id, project_id, rule_id, rule_version, instance_id, fingerprint,"
+        " labels, from_state, to_state, at) values (%(org)s, %(project)s, %(rule)s, 1, %(instance)s, 'f', '{}',"
+        " 'pending', 'firing', now()) returning id",
+        rule=rule,
+        instance=instance,
+    )["id"]
+    db.execute(
+        "insert into public.notification_policies (project_id, org_id, policy) values (%(project)s, %(org)s, '{}')",
+        ids,
+    )
+    silence = one(
+        "insert into public.silences (org_id, project_id, matchers, starts_at, ends_at)"
+        " values (%(org)s, %(project)s, '[]', now(), now() + interval '1 hour') returning id"
+    )["id"]
+    group = one(
+        "insert into public.notification_groups (org_id, project_id, route_id, group_key)"
+        " values (%(org)s, %(project)s, '0', %(key)s) returning id",
+        key=uuid.uuid4().hex,
+    )["id"]
+    db.execute(
+        "insert into public.notification_group_alerts (group_id, instance_id, org_id, project_id)"
+        " values (%(group)s, %(instance)s, %(org)s, %(project)s)",
+        {**ids, "group": group, "instance": instance},
+    )
+    log_entry = one(
+        "insert into public.notification_log (org_id, project_id, group_id, seq, reason)"
+        " values (%(org)s, %(project)s, %(group)s, 1, 'first') returning id",
+        group=group,
+    )["id"]
+    incident = one(
+        "insert into public.incidents (org_id, project_id, number, title, group_id)"
+        " values (%(org)s, %(project)s, 1, 'HighLatency', %(group)s) returning id",
+        group=group,
+    )["id"]
+    db.execute(
+        "insert into public.incident_alerts (incident_id, instance_id, org_id, project_id, rule_id, rule_version,"
+        " fingerprint, labels, first_fired_at) values (%(incident)s, %(instance)s, %(org)s, %(project)s, %(rule)s,"
+        " 1, 'f', '{}', now())",
+        {**ids, "incident": incident, "instance": instance, "rule": rule},
+    )
+    event = one(
+        "insert into public.incident_events (org_id, project_id, incident_id, kind)"
+        " values (%(org)s, %(project)s, %(incident)s, 'triggered') returning id",
+        incident=incident,
+    )["id"]
+    db.execute(
+        "insert into public.outbox_events (org_id, project_id, type, payload)"
+        " values (%(org)s, %(project)s, 'incident.triggered', '{}')",
+        ids,
+    )
+    return {
+        "alert_rules": {str(rule)},
+        "alert_rule_versions": {f"{rule}:1"},
+        "alert_instances": {str(instance)},
+        "alert_transitions": {str(transition)},
+        "notification_policies": {str(t.project_id)},
+        "silences": {str(silence)},
+        "notification_groups": {str(group)},
+        "notification_group_alerts": {f"{group}:{instance}"},
+        "notification_log": {str(log_entry)},
+        "incidents": {str(incident)},
+        "incident_alerts": {f"{incident}:{instance}"},
+        "incident_events": {str(event)},
+    }
+
+
 def _arrange_tenant(db: psycopg.Connection, label: str) -> Tenant:
     t = Tenant(
         org_id=uuid.uuid4(),
@@ -164,6 +285,7 @@ def _arrange_tenant(db: psycopg.Connection, label: str) -> Tenant:
         "rate_limit_buckets": {f"user:{t.owner}"},
         **_arrange_telemetry(db, t),
     }
+    t.keys.update(_arrange_alerting(db, t))
     return t
 
 
@@ -240,7 +362,7 @@ def test_owner_sees_own_org_rows(tenants: tuple[Tenant, Tenant], table: str) -> 
 # What a viewer of A may see: the organization, its projects and members, telemetry and usage; not keys,
 # invitations or the audit trail.
 TELEMETRY = {"metric_series", "metric_points", "logs", "spans", "log_volume", "log_volume_rolled"}
-VIEWER_SEES = {"organizations", "projects", "memberships", "usage_daily"} | TELEMETRY
+VIEWER_SEES = {"organizations", "projects", "memberships", "usage_daily"} | TELEMETRY | ALERTING
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -258,8 +380,8 @@ def test_viewer_sees_only_non_privileged_rows(
     assert seen == (a.keys[table] if table in VIEWER_SEES else set())
 
 
-# What an API key of project A sees: its organization, its project, itself and its project's telemetry.
-API_KEY_SEES = {"organizations", "projects", "api_keys"} | TELEMETRY
+# What an API key of project A sees: its organization, its project, itself, its project's telemetry and alerting.
+API_KEY_SEES = {"organizations", "projects", "api_keys"} | TELEMETRY | ALERTING
 
 
 @pytest.mark.parametrize("table", TABLES)
@@ -406,3 +528,33 @@ def test_authenticated_cannot_write_audit_rows(db: psycopg.Connection, tenants: 
         conn.execute(
             "insert into public.audit_log (org_id, actor_type, action) values (%s, 'system', 'forged')", (a.org_id,)
         )
+
+
+@pytest.mark.parametrize("table", sorted(ALERTING))
+def test_api_roles_cannot_write_alerting_rows(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], table: str
+) -> None:
+    # Given A's owner, who reads A's alerting rows / When deleting them directly / Then permission is denied:
+    # every write goes through the API's checked service transaction
+    a, _ = tenants
+    with (
+        pytest.raises(psycopg.errors.InsufficientPrivilege),
+        as_role(db, "authenticated", a.user_claims(a.owner)) as conn,
+    ):
+        conn.execute(f"delete from public.{table} where org_id = %s", (a.org_id,))
+
+
+@pytest.mark.parametrize(("role", "who"), [("anon", "owner"), ("authenticated", "owner"), ("authenticated", "api_key")])
+def test_outbox_events_are_the_services_alone(
+    db: psycopg.Connection, tenants: tuple[Tenant, Tenant], role: str, who: str
+) -> None:
+    # Given A's outbox event (the service sees it)
+    a, _ = tenants
+    assert db.execute("select count(*) as n from public.outbox_events where org_id = %s", (a.org_id,)).fetchone() == {
+        "n": 1
+    }
+    claims = a.api_key_claims() if who == "api_key" else a.user_claims(a.owner)
+
+    # When an API role reads the outbox, even with A's owner's or A's key's claims / Then it may not read it at all
+    with pytest.raises(psycopg.errors.InsufficientPrivilege), as_role(db, role, claims) as conn:
+        conn.execute("select id from public.outbox_events")

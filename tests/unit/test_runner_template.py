@@ -84,6 +84,20 @@ EXPECTED_ROUTES = {
     "AggregateMetricsFunction": set(),
     "CleanupRetentionFunction": set(),
     "PurgeDeletedFunction": set(),
+    "IncidentsFunction": {
+        ("GET", "/v1/projects/{project_id}/incidents"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}"),
+        ("PATCH", "/v1/projects/{project_id}/incidents/{incident_id}"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/acknowledge"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/unacknowledge"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/snooze"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/resolve"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/assign"),
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/timeline"),
+    },
+    "IncidentTimersFunction": set(),
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses.
@@ -123,6 +137,7 @@ def test_schedules_are_found(template) -> None:
         "AggregateMetricsFunction",
         "CleanupRetentionFunction",
         "PurgeDeletedFunction",
+        "IncidentTimersFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -133,6 +148,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
     # Every 15 minutes: a deleted tenant's rows go within hours, in bounded runs.
     assert schedules["PurgeDeletedFunction"].expression == "rate(15 minutes)"
+    # Every minute: a snooze ends within a minute of its time.
+    assert schedules["IncidentTimersFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"

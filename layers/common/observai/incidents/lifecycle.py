@@ -4,7 +4,9 @@ flushes, in its transaction, with the group row locked).
 * A group with firing alerts and no open incident opens one: ``triggered``, numbered per project (#1, #2...),
   titled from its first alert's ``summary`` annotation (else alertname and the group's labels), with the highest
   severity of its alerts. Its alerts are recorded with the rule version they fired under (``incident_alerts``).
-* Every alert newly firing or resolved in the group is a timeline event.
+* Every alert newly firing or resolved in the group is a timeline event. An alert more severe than the incident
+  raises its severity (``severity_raised``); an acknowledged incident stays acknowledged (as PagerDuty: new alerts
+  of the same group do not page again while someone is on it).
 * When every alert of the group has resolved, an incident with ``auto_resolve`` resolves by itself.
 
 Events leave through the outbox in the same transaction (incident.triggered, incident.resolved).
@@ -187,6 +189,33 @@ def record_alerts(
             timeline.record(cur, **ids, kind="alert_resolved", at=alert.resolved_at or now, details=alert.brief())
 
 
+def raise_severity(
+    cur: Cursor, incident: dict[str, Any], *, firing: Sequence[GroupAlert], now: datetime
+) -> dict[str, Any]:
+    """The incident, its severity raised to its most severe firing alert's (never lowered: the page was that bad)."""
+    if not firing:
+        return incident
+    worst = min((a.severity for a in firing), key=SEVERITY_RANK.__getitem__)
+    if SEVERITY_RANK[worst] >= SEVERITY_RANK[incident["severity"]]:
+        return incident
+    cur.execute(
+        f"update public.incidents set severity = %s, updated_at = %s where id = %s returning {INCIDENT_COLUMNS}",
+        (worst, now, incident["id"]),
+    )
+    updated = cur.fetchone()
+    assert updated is not None
+    timeline.record(
+        cur,
+        org_id=incident["org_id"],
+        project_id=incident["project_id"],
+        incident_id=incident["id"],
+        kind="severity_raised",
+        at=now,
+        details={"from": incident["severity"], "to": worst},
+    )
+    return updated
+
+
 def resolve(
     cur: Cursor,
     incident: Mapping[str, Any],
@@ -249,6 +278,7 @@ def on_group_flush(
             (incident["id"], now, group["id"]),
         )
     record_alerts(cur, incident, firing=firing, resolved=resolved, now=now)
+    incident = raise_severity(cur, incident, firing=firing, now=now)
     if not firing and incident["auto_resolve"]:
         incident = resolve(cur, incident, now=now, reason="all alerts resolved")
     return dict(incident)

@@ -24,8 +24,8 @@ def record(
     at: datetime,
     actor: Principal | None = None,
     details: Mapping[str, Any] | None = None,
-) -> None:
-    """Append one event. ``actor`` None is the system (the evaluator, the dispatcher, a timer)."""
+) -> int:
+    """Append one event; its id. ``actor`` None is the system (the evaluator, the dispatcher, a timer)."""
     if actor is None:
         actor_type, actor_id = "system", None
     elif actor.kind == "user":
@@ -34,6 +34,9 @@ def record(
         actor_type, actor_id = "api_key", actor.key_id
     cur.execute(
         "insert into public.incident_events (org_id, project_id, incident_id, at, kind, actor_type, actor_id, details)"
-        " values (%s, %s, %s, %s, %s, %s, %s, %s)",
+        " values (%s, %s, %s, %s, %s, %s, %s, %s) returning id",
         (org_id, project_id, incident_id, at, kind, actor_type, actor_id, Jsonb(dict(details or {}))),
     )
+    row = cur.fetchone()
+    assert row is not None
+    return int(row["id"])
