@@ -136,7 +136,10 @@ def _match(node: ResolvedRoute, labels: Mapping[str, str]) -> list[ResolvedRoute
 
 
 def inhibited_by(
-    rules: Sequence[InhibitRule], target: Mapping[str, str], target_id: Any, firing: Iterable[tuple[Any, Mapping[str, str]]]
+    rules: Sequence[InhibitRule],
+    target: Mapping[str, str],
+    target_id: Any,
+    firing: Iterable[tuple[Any, Mapping[str, str]]],
 ) -> bool:
     """Whether an alert (``target`` labels, ``target_id``) is inhibited by one of the ``firing`` alerts (id, labels).
 

@@ -146,9 +146,7 @@ class TimeInterval(BaseModel):
             return False
         if self.years and not _in_any(local.year, self.years, (), 1970, 9999, "year"):
             return False
-        if self.days_of_month and not self._day_holds(local):
-            return False
-        return True
+        return not self.days_of_month or self._day_holds(local)
 
     def _day_holds(self, local: datetime) -> bool:
         month_days = calendar.monthrange(local.year, local.month)[1]
