@@ -165,7 +165,8 @@ def _touch_groups_of(
 ) -> dict[UUID, datetime | None]:
     """A resolution is a change of every active group holding the alert: bring its flush forward."""
     cur.execute(
-        "select g.id, g.project_id, g.route_id, g.last_flush_at, g.next_flush_at from public.notification_groups g"
+        "select g.id, g.project_id, g.route_id, g.created_at, g.last_flush_at, g.next_flush_at"
+        " from public.notification_groups g"
         " where g.status = 'active' and g.id in"
         "  (select group_id from public.notification_group_alerts where instance_id = any(%s))"
         " order by g.project_id, g.group_key for update of g",
@@ -174,11 +175,11 @@ def _touch_groups_of(
     touched: dict[UUID, datetime | None] = {}
     for group in cur.fetchall():
         route = project_policy(cur, group["project_id"], policies).route(group["route_id"])
-        if group["last_flush_at"] is None:
-            due = group["next_flush_at"] or now  # still in group_wait: its first flush is due anyway
+        if group["last_flush_at"] is None:  # nothing notified yet: no sooner than group_wait after it formed
+            tick = max(group["created_at"] + timedelta(seconds=route.group_wait_s), now)
         else:
             tick = max(group["last_flush_at"] + timedelta(seconds=route.group_interval_s), now)
-            due = min(group["next_flush_at"], tick) if group["next_flush_at"] else tick
+        due = min(group["next_flush_at"], tick) if group["next_flush_at"] else tick
         cur.execute(
             "update public.notification_groups set next_flush_at = %s, updated_at = %s where id = %s",
             (due, now, group["id"]),
