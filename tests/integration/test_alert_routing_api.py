@@ -190,7 +190,7 @@ def test_a_bad_policy_is_a_422_naming_the_field(tenant: Tenant, body: dict[str, 
     assert response.error["code"] == "validation_error"
     locs = [d["loc"] for d in response.error["details"]]
     if loc is None:
-        assert all(l[:5] == ["body", "route", "routes", "0", "matchers"] for l in locs), locs
+        assert all(found[:5] == ["body", "route", "routes", "0", "matchers"] for found in locs), locs
     else:
         assert loc in locs, locs
     # And nothing changed
@@ -321,10 +321,10 @@ def test_expiring_a_silence_flushes_the_groups_it_muted(tenant: Tenant, db: psyc
     # When the silence is expired by hand
     call("DELETE", tenant.path(f"silences/{silence.data['id']}"), tenant.member.headers)
 
-    # Then the group is due now, and its next flush announces the alert
+    # Then the group is due at its next group_interval tick (1 s after its last flush), not at the silence's end
     due = board.group(alertname="ApiSlow")["next_flush_at"]
-    assert due <= datetime.now(UTC)
-    sweep(datetime.now(UTC) + timedelta(seconds=2))
+    assert due <= max(now + timedelta(seconds=1), datetime.now(UTC))
+    sweep(due + timedelta(seconds=5))
     assert board.group(alertname="ApiSlow")["flush_seq"] == 2
 
 
@@ -423,3 +423,24 @@ def test_every_route_is_isolated(
 
     # No credentials: 401
     assert call(method, path, {}, body).status == 401
+
+
+def test_expiring_a_silence_flushes_a_group_that_never_notified(tenant: Tenant, db: psycopg.Connection) -> None:
+    # Given a group whose only alert fires under a silence (nothing notified, its timer at the silence's end)
+    board = AlertBoard(db, tenant.project.org_id, tenant.project.project_id)
+    board.put_policy({"route": {"group_wait": "0s"}})
+    silence = call(
+        "POST", tenant.path("silences"), tenant.member.headers, {"matchers": ['service="muted"'], "ends_at": soon(90)}
+    )
+    now = datetime.now(UTC)
+    board.fire(now, "MutedOnly", service="muted")
+    route_transitions(now)
+    sweep(now)
+    assert board.group(alertname="MutedOnly")["flush_seq"] == 0
+    assert board.group(alertname="MutedOnly")["next_flush_at"] > now + timedelta(minutes=80)
+
+    # When the silence is expired by hand, Then the group flushes at once and notifies the alert
+    call("DELETE", tenant.path(f"silences/{silence.data['id']}"), tenant.member.headers)
+    assert board.group(alertname="MutedOnly")["next_flush_at"] <= datetime.now(UTC)
+    sweep(datetime.now(UTC))
+    assert board.group(alertname="MutedOnly")["flush_seq"] == 1

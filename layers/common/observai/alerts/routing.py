@@ -172,20 +172,38 @@ def _touch_groups_of(
         " order by g.project_id, g.group_key for update of g",
         (instance_ids,),
     )
+    return _bring_forward(cur, cur.fetchall(), now, policies)
+
+
+def _bring_forward(
+    cur: Cursor, groups: list[dict[str, Any]], now: datetime, policies: dict[UUID, Policy]
+) -> dict[UUID, datetime | None]:
     touched: dict[UUID, datetime | None] = {}
-    for group in cur.fetchall():
+    for group in groups:
         route = project_policy(cur, group["project_id"], policies).route(group["route_id"])
         if group["last_flush_at"] is None:  # nothing notified yet: no sooner than group_wait after it formed
             tick = max(group["created_at"] + timedelta(seconds=route.group_wait_s), now)
         else:
             tick = max(group["last_flush_at"] + timedelta(seconds=route.group_interval_s), now)
         due = min(group["next_flush_at"], tick) if group["next_flush_at"] else tick
-        cur.execute(
-            "update public.notification_groups set next_flush_at = %s, updated_at = %s where id = %s",
-            (due, now, group["id"]),
-        )
+        if due != group["next_flush_at"]:
+            cur.execute(
+                "update public.notification_groups set next_flush_at = %s, updated_at = %s where id = %s",
+                (due, now, group["id"]),
+            )
         touched[group["id"]] = due
     return touched
+
+
+def changed_silences(cur: Cursor, project_id: UUID, now: datetime) -> dict[UUID, datetime | None]:
+    """What the project's silences mute has changed (one expired, edited): each active group flushes at its next
+    tick, as after any change, instead of at the end its timer was waiting for."""
+    cur.execute(
+        "select id, project_id, route_id, created_at, last_flush_at, next_flush_at from public.notification_groups"
+        " where project_id = %s and status = 'active' order by group_key for update",
+        (project_id,),
+    )
+    return _bring_forward(cur, cur.fetchall(), now, {})
 
 
 def placements_for(policy: Policy, labels: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -16,8 +16,10 @@ from observai import audit
 from observai.alerts import routing_store
 from observai.alerts.policy import check_document
 from observai.alerts.policy_models import NotificationPolicy, PolicyDocument
+from observai.alerts.routing import changed_silences
 from observai.alerts.routing_models import AlertGroup, GroupMember, NotificationLogEntry
 from observai.alerts.silence_models import Silence, SilenceIn, SilencePatch, SilenceStatus, status_at
+from observai.alerts.timers import send_timers
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
@@ -206,9 +208,10 @@ def update_silence(
         if patch.matchers is not None:
             changes["matchers"] = [m.model_dump() for m in patch.matchers]
         updated = routing_store.update_silence(cur, silence_id, changes, now) if changes else row
+        timers: dict[UUID, datetime | None] = {}
         if changes:
             # What it mutes may have changed: the groups it touches look again now.
-            routing_store.poke_groups(cur, project_id, now)
+            timers = changed_silences(cur, project_id, now)
         audit.record(
             cur,
             principal,
@@ -218,6 +221,7 @@ def update_silence(
             target_id=silence_id,
             details={"project_id": str(project_id), "fields": sorted(changes)},
         )
+    send_timers(timers, now)
     return _silence_out(updated, now)
 
 
@@ -232,7 +236,7 @@ def expire_silence(principal: Principal, project_id: UUID, silence_id: UUID, now
         if status_at(row, now) == "expired":
             return _silence_out(row, now)
         row = routing_store.update_silence(cur, silence_id, {"expired_at": now}, now)
-        routing_store.poke_groups(cur, project_id, now)
+        timers = changed_silences(cur, project_id, now)
         audit.record(
             cur,
             principal,
@@ -242,6 +246,7 @@ def expire_silence(principal: Principal, project_id: UUID, silence_id: UUID, now
             target_id=silence_id,
             details={"project_id": str(project_id)},
         )
+    send_timers(timers, now)
     return _silence_out(row, now)
 
 

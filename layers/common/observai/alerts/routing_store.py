@@ -132,17 +132,6 @@ def expire_silences(cur: Cursor, silence_ids: list[UUID], now: datetime) -> None
     )
 
 
-def poke_groups(cur: Cursor, project_id: UUID, now: datetime) -> int:
-    """Bring the next flush of the project's notified groups forward to now (what a silence mutes has changed)."""
-    cur.execute(
-        "update public.notification_groups set next_flush_at = %(now)s, updated_at = %(now)s"
-        " where project_id = %(project)s and status = 'active' and last_flush_at is not null"
-        " and (next_flush_at is null or next_flush_at > %(now)s)",
-        {"project": project_id, "now": now},
-    )
-    return cur.rowcount
-
-
 # --- groups and the log --------------------------------------------------------------------------------------
 
 
