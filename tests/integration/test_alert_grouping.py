@@ -359,3 +359,29 @@ def test_the_scheduled_sweep_routes_and_flushes(board: AlertBoard) -> None:
     assert group["next_flush_at"] is not None
     sweep(group["next_flush_at"])
     assert reasons(board) == ["first"]
+
+
+def test_transitions_of_a_deleted_rule_are_marked_routed_without_a_group(board: AlertBoard) -> None:
+    # Given a firing transition whose rule (and so instance) was deleted before routing
+    board.fire(at(0), "Gone", service="api")
+    board.db.execute("delete from public.alert_rules where id = %s", (board.rules["Gone"],))
+
+    # When the router runs
+    route_transitions(at(0))
+
+    # Then the transition is routed (never claimed again), and no group formed for it
+    (row,) = board.db.execute(
+        "select routed_at from public.alert_transitions where project_id = %s", (board.project_id,)
+    ).fetchall()
+    assert row["routed_at"] == at(0) and board.groups() == []
+
+
+def test_an_unreadable_stored_policy_routes_with_the_default(board: AlertBoard) -> None:
+    # Given a stored policy the code cannot read (a field of a future version)
+    board.put_policy({"route": {"group_wait": "not a duration"}})
+    board.fire(at(0), service="api")
+
+    # When routed, Then the alert is grouped by the default policy (group_wait 30 s), not stuck
+    report = route_transitions(at(0))
+    assert report.groups >= 1
+    assert board.group()["next_flush_at"] == at(30) and board.group()["route_id"] == "0"

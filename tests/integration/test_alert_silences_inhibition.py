@@ -268,3 +268,24 @@ def test_mute_time_intervals_hold_notifications_until_they_end(board: AlertBoard
     # When the interval is over, Then the alert is notified
     sweep(at(3600 + 300))
     assert [r["reason"] for r in board.log()] == ["first"]
+
+
+def test_an_alert_that_left_silently_under_a_silence_is_notified_when_it_fires_again(board: AlertBoard) -> None:
+    # Given a notified alert that resolved under a silence, with resolutions after silences not announced
+    board.put_policy({"notify_resolved_after_silence": False})
+    alert = board.fire(at(0), service="api")
+    route_transitions(at(0))
+    sweep(at(30))
+    board.silence([m("service", "=", "api")], at(60), at(600))
+    board.resolve(alert, at(100))
+    route_transitions(at(100))
+    sweep(at(330))
+    assert board.group()["status"] == "resolved"
+
+    # When it fires again after the silence
+    board.fire(at(1000), service="api")
+    route_transitions(at(1000))
+    sweep(at(1030))
+
+    # Then the group formed again and notified it as a first notification
+    assert [r["reason"] for r in board.log()] == ["first", "first"]

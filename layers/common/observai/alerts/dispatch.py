@@ -8,9 +8,10 @@ early timer message is a no-op. Then:
    silence matches it), inhibited (a firing alert of the project matching an inhibition rule's source matchers,
    with the same ``equal`` labels), or the whole route muted by its mute or active time intervals;
 2. silences that ``expire_when_resolved`` expire once nothing they match fires any more;
-3. the decision, against the group's last notification_log entry: ``first`` (firing alerts and none announced
-   before), ``changed`` (a firing alert not announced before, or a resolution to announce), ``resolved``
-   (resolutions only), ``repeat`` (nothing new, still firing, repeat_interval elapsed since the last notification);
+3. the decision, against what the group has announced of each alert and its last notification_log entry:
+   ``first`` (firing alerts, none of the group's alerts announced firing), ``changed`` (a firing alert not
+   announced before, or a resolution to announce), ``resolved`` (resolutions only), ``repeat`` (nothing new, still
+   firing, repeat_interval elapsed since the last notification);
 4. when it notifies: the incident (observai.incidents.lifecycle.on_group_flush), the notification_log row with
    seq = flush_seq + 1 (unique per group: the fence against any double notification), and a ``notification``
    event on the incident's timeline;
@@ -126,8 +127,10 @@ def flush_in(cur: Cursor, group_id: UUID, now: datetime, *, skip_locked: bool = 
 
     rows = routing_store.alerts_of_groups(cur, [group_id])
     members = [_Member(row, firing=row["state"] == "firing") for row in rows]
-    firing_in_project = _firing_alerts(cur, group["project_id"])
     silences = routing_store.active_silences(cur, group["project_id"], now)
+    # Every firing alert of the project: the sources of inhibition, and what keeps an expire-when-resolved silence.
+    needs_firing = bool(policy.document.inhibit_rules) or any(s["expire_when_resolved"] for s in silences)
+    firing_in_project = _firing_alerts(cur, group["project_id"]) if needs_firing else []
     silences = _expire_resolved_silences(cur, silences, members, firing_in_project, now)
     _mark_muted(members, silences, policy, firing_in_project)
 
@@ -149,11 +152,13 @@ def flush_in(cur: Cursor, group_id: UUID, now: datetime, *, skip_locked: bool = 
         else:
             leave_silently.append(member)
 
+    # News is judged by what the group has announced of each alert (notified_state): an alert that left the group
+    # once resolved and fires again is new, whatever the last notification said.
     last = _last_log(cur, group_id)
-    last_firing = {entry["instance_id"] for entry in last["firing"]} if last else set()
-    new_firing = {str(m.instance_id) for m in announce_firing} - last_firing
+    announced = any(m.row["notified_state"] == "firing" for m in members)
+    new_firing = [m for m in announce_firing if m.row["notified_state"] != "firing"]
     reason: Reason | None = None
-    if announce_firing and not last_firing:
+    if announce_firing and not announced:
         reason = "first"
     elif new_firing or announce_resolved:
         reason = "changed" if announce_firing else "resolved"

@@ -23,12 +23,14 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
+from pydantic import ValidationError
 
 from observai.alerts import routing_store
 from observai.alerts.policy import Policy, ResolvedRoute
 from observai.alerts.policy_models import PolicyDocument
 from observai.alerts.timers import send_timers
 from observai.db.connection import Cursor, transaction
+from observai.observability import logger
 
 DEFAULT_LIMIT = 1000
 
@@ -48,7 +50,17 @@ def project_policy(cur: Cursor, project_id: UUID, cache: dict[UUID, Policy] | No
     if cache is not None and project_id in cache:
         return cache[project_id]
     row = routing_store.get_policy(cur, project_id)
-    document = PolicyDocument.model_validate(row["policy"]) if row else PolicyDocument()
+    document = PolicyDocument()
+    if row is not None:
+        try:
+            document = PolicyDocument.model_validate(row["policy"])
+        except ValidationError as exc:
+            # A stored document the code no longer reads must not stop routing for every tenant: the default
+            # policy routes this project's alerts (everything still notifies) until the policy is saved again.
+            logger.error(
+                "stored notification policy unreadable: routing with the default",
+                extra={"project_id": str(project_id), "errors": exc.error_count()},
+            )
     policy = Policy.of(document)
     if cache is not None:
         cache[project_id] = policy
@@ -75,9 +87,11 @@ def route_transitions(now: datetime, limit: int = DEFAULT_LIMIT) -> RoutingRepor
 
 
 def route_batch(cur: Cursor, now: datetime, limit: int) -> RoutingReport:
+    # An instance deleted since (its rule was deleted) has nothing left to notify: its transitions are only marked.
     cur.execute(
-        "select id, org_id, project_id, instance_id, labels, to_state from public.alert_transitions"
-        " where routed_at is null order by id limit %s for update skip locked",
+        "select t.id, t.org_id, t.project_id, t.instance_id, t.labels, t.to_state,"
+        " exists (select 1 from public.alert_instances i where i.id = t.instance_id) as alive"
+        " from public.alert_transitions t where t.routed_at is null order by t.id limit %s for update of t skip locked",
         (limit,),
     )
     transitions = cur.fetchall()
@@ -88,6 +102,8 @@ def route_batch(cur: Cursor, now: datetime, limit: int) -> RoutingReport:
     placements: list[_Placement] = []
     resolved_instances: list[UUID] = []
     for row in transitions:
+        if not row["alive"]:
+            continue
         if row["to_state"] == "firing":
             policy = project_policy(cur, row["project_id"], policies)
             labels: Mapping[str, str] = row["labels"]
