@@ -385,3 +385,33 @@ def test_an_unreadable_stored_policy_routes_with_the_default(board: AlertBoard) 
     report = route_transitions(at(0))
     assert report.groups >= 1
     assert board.group()["next_flush_at"] == at(30) and board.group()["route_id"] == "0"
+
+
+def test_a_timer_message_whose_flush_fails_is_reported_for_redelivery(
+    board: AlertBoard, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    from observai.db import close_connection
+
+    # Given a due group, and the database unreachable when its timer arrives
+    board.fire(at(0), service="api")
+    route_transitions(at(0))
+    group_id = board.group()["id"]
+    body = json.dumps({"v": 1, "group_id": str(group_id), "due_at": at(30).isoformat()})
+    event = {
+        "Records": [
+            {"messageId": "m1", "receiptHandle": "r", "body": body, "attributes": {}, "messageAttributes": {},
+             "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:timers",
+             "awsRegion": "us-east-1", "md5OfBody": ""}
+        ]
+    }  # fmt: skip
+    close_connection()
+    monkeypatch.setenv("DATABASE_URL", "postgresql://observai@127.0.0.1:1/none")
+    try:
+        # When the dispatcher gets the message, Then it reports it failed (SQS delivers it again)
+        assert invoke_dispatcher(event) == {"batchItemFailures": [{"itemIdentifier": "m1"}]}
+    finally:
+        close_connection()
+        monkeypatch.setenv("DATABASE_URL", database_url)
+    # And nothing was recorded; the group is still due and flushes once the database is back
+    assert board.log() == []
+    assert flush_group(group_id, at(30)).outcome == "notified"

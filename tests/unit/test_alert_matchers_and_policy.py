@@ -212,3 +212,16 @@ def test_timer_messages() -> None:
     for bad in ("", "[]", '{"v": 2, "group_id": "x"}', '{"v": 1}', '{"v": 1, "group_id": "nope"}'):
         with pytest.raises(ValueError):
             parse_message(bad)
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(.*x)*", "(a*)*", "((a|b)+c)+", "(?:x+y?)*", "(a{1,}){2}"])
+def test_nested_unbounded_repetition_is_refused(pattern: str) -> None:
+    # A regex Python's re would take exponential time on (one tenant's would stall the dispatcher for all)
+    with pytest.raises(ValidationError) as refused:
+        Matcher(label="s", op="=~", value=pattern)
+    assert "repetition" in refused.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize("pattern", ["api|web", "ap.*", "(a|b){2,5}x*", "[a-z]+-[0-9]+", "(?:db|cache)-.*", "(ab)+"])
+def test_ordinary_regexes_are_accepted(pattern: str) -> None:
+    assert Matcher(label="s", op="=~", value=pattern).op == "=~"

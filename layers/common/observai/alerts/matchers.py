@@ -4,8 +4,9 @@
   ``web``, never ``my-api``.
 * A label the alert does not have is the empty string, so ``team=""`` matches an alert without ``team`` and
   ``team!=""`` one with it.
-* Regexes are checked when a policy or silence is saved (they compile, and are at most ``MAX_VALUE`` characters):
-  only this module runs them, with Python's ``re``.
+* Regexes are checked when a policy or silence is saved (they compile, are at most ``MAX_VALUE`` characters, and
+  repeat nothing unbounded inside a repetition): only this module runs them, with Python's ``re``, which has no
+  time limit.
 
 A matcher may also be written as Alertmanager's text form, ``service=~"api|web"`` (quotes optional).
 """
@@ -50,6 +51,46 @@ def compiled(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+def _repeats(items: Any, inside_repeat: bool) -> bool:
+    """Whether a parsed pattern repeats, inside a repeat, something without bound: ``(a+)+``, ``(.*x)*``. Python's
+    ``re`` backtracks exponentially on those, and one tenant's regex would stall the dispatcher for every tenant."""
+    from re import _constants as sre  # type: ignore[attr-defined]
+
+    for op, av in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            _, high, sub = av
+            if inside_repeat and high == sre.MAXREPEAT:
+                return True
+            if _repeats(sub, inside_repeat or high > 1):
+                return True
+        elif op == sre.SUBPATTERN:
+            if _repeats(av[3], inside_repeat):
+                return True
+        elif op == sre.BRANCH:
+            if any(_repeats(branch, inside_repeat) for branch in av[1]):
+                return True
+        elif op in (sre.ASSERT, sre.ASSERT_NOT):
+            if _repeats(av[1], inside_repeat):
+                return True
+        elif op == sre.ATOMIC_GROUP and _repeats(av, inside_repeat):
+            return True
+    return False
+
+
+def check_regex(pattern: str) -> None:
+    """ValueError unless ``pattern`` compiles and has no nested unbounded repetition."""
+    from re import _parser as sre_parse  # type: ignore[attr-defined]
+
+    try:
+        compiled(pattern)
+    except re.error as exc:
+        raise ValueError(f"not a valid regular expression: {exc}") from None
+    if _repeats(sre_parse.parse(pattern).data, False):
+        raise ValueError(
+            "a repetition inside a repetition ((a+)+, (.*x)*) can take exponential time: rewrite it without nesting"
+        )
+
+
 class Matcher(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -61,10 +102,7 @@ class Matcher(BaseModel):
     @classmethod
     def _regex_compiles(cls, value: str, info: ValidationInfo) -> str:
         if info.data.get("op") in ("=~", "!~"):
-            try:
-                compiled(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            check_regex(value)
         return value
 
     def matches(self, labels: Mapping[str, str]) -> bool:
