@@ -89,11 +89,15 @@ class _Member:
         )
 
 
-def flush_group(group_id: UUID, now: datetime, *, skip_locked: bool = False) -> FlushResult:
-    """Flush one group if due (its own transaction); its next timer goes to SQS after the commit."""
+def flush_group(
+    group_id: UUID, now: datetime, *, skip_locked: bool = False, policies: dict[UUID, Policy] | None = None
+) -> FlushResult:
+    """Flush one group if due (its own transaction); its next timer goes to SQS after the commit. ``policies``: a
+    cache of the projects' policies for a sweep's many flushes (seconds: a policy saved meanwhile applies at the
+    next sweep)."""
     try:
         with transaction() as cur:
-            result = flush_in(cur, group_id, now, skip_locked=skip_locked)
+            result = flush_in(cur, group_id, now, skip_locked=skip_locked, policies=policies)
     except psycopg.errors.UniqueViolation:
         # Another dispatcher recorded this seq first (the row lock makes this all but impossible): it notified.
         logger.warning("notification already recorded by another dispatcher", extra={"group_id": str(group_id)})
@@ -103,7 +107,14 @@ def flush_group(group_id: UUID, now: datetime, *, skip_locked: bool = False) -> 
     return result
 
 
-def flush_in(cur: Cursor, group_id: UUID, now: datetime, *, skip_locked: bool = False) -> FlushResult:
+def flush_in(
+    cur: Cursor,
+    group_id: UUID,
+    now: datetime,
+    *,
+    skip_locked: bool = False,
+    policies: dict[UUID, Policy] | None = None,
+) -> FlushResult:
     cur.execute(
         f"select {routing_store.GROUP_COLUMNS} from public.notification_groups where id = %s for update"
         + (" skip locked" if skip_locked else ""),
@@ -115,7 +126,7 @@ def flush_in(cur: Cursor, group_id: UUID, now: datetime, *, skip_locked: bool = 
     if group["status"] != "active" or group["next_flush_at"] is None or group["next_flush_at"] > now:
         return FlushResult(group_id, "not_due", next_flush_at=group["next_flush_at"])
 
-    policy = project_policy(cur, group["project_id"])
+    policy = project_policy(cur, group["project_id"], policies)
     route = policy.route(group["route_id"])
     interval = timedelta(seconds=route.group_interval_s)
     muted_why = policy.muted_by_time(route, now)
@@ -401,8 +412,9 @@ def sweep(now: datetime, *, route_limit: int = 1000, flush_limit: int = 200) -> 
         due = [row["id"] for row in cur.fetchall()]
     report.due = len(due)
     report.more_pending = report.more_pending or len(due) == flush_limit
+    policies: dict[UUID, Policy] = {}
     for group_id in due:
-        result = flush_group(group_id, now, skip_locked=True)
+        result = flush_group(group_id, now, skip_locked=True, policies=policies)
         report.outcomes[result.outcome] = report.outcomes.get(result.outcome, 0) + 1
     return report
 
