@@ -217,34 +217,39 @@ def test_two_dispatchers_flushing_the_same_group_at_once_notify_once(board: Aler
     board.fire(at(0), service="api")
     route_transitions(at(0))
     group_id = board.group()["id"]
-    first_locked = threading.Event()
-    release_first = threading.Event()
     outcomes: dict[str, str] = {}
+    second_pid: list[int] = []
 
-    def first() -> None:
+    def second() -> None:
         with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+            second_pid.append(conn.info.backend_pid)
+            outcomes["second"] = flush_in(conn.cursor(), group_id, at(30)).outcome
+
+    # When two dispatchers (two connections, as two Lambda containers) flush it together: the first holds the
+    # group's row (flushed, not committed) while the second asks for it
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+        with conn.transaction():
             outcomes["first"] = flush_in(conn.cursor(), group_id, at(30)).outcome
-            first_locked.set()
-            release_first.wait(timeout=30)  # hold the row lock while the other one tries
+            waiter = threading.Thread(target=second)
+            waiter.start()
+            _wait_until_blocked_on_a_lock(board.db, second_pid)
+        # the first commits: the second goes on
+        waiter.join(timeout=60)
 
-    def second(skip_locked: bool) -> None:
-        first_locked.wait(timeout=30)
-        with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
-            timer = threading.Timer(0.5, release_first.set)  # lets the first commit while this one waits
-            timer.start()
-            outcomes["second"] = flush_in(conn.cursor(), group_id, at(30), skip_locked=skip_locked).outcome
-            timer.cancel()
-
-    # When two dispatchers (two connections, as two Lambda containers) flush it together, the second blocking
-    threads = [threading.Thread(target=first), threading.Thread(target=second, args=(False,))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-
-    # Then one notified, the other found the timer already moved on
+    # Then one notified, the other waited, then found the timer moved on
     assert outcomes == {"first": "notified", "second": "not_due"}
     assert len(board.log()) == 1
+
+
+def _wait_until_blocked_on_a_lock(db: psycopg.Connection, pid_holder: list[int]) -> None:
+    """Poll pg_stat_activity (no fixed sleep) until the other connection waits for a lock."""
+    for _ in range(10_000):
+        if pid_holder:
+            row = db.execute("select wait_event_type from pg_stat_activity where pid = %s", (pid_holder[0],)).fetchone()
+            if row is not None and row["wait_event_type"] == "Lock":
+                return
+        threading.Event().wait(0.005)
+    raise AssertionError("the second dispatcher never waited for the group's lock")
 
 
 def test_a_sweep_skips_a_group_another_dispatcher_holds(board: AlertBoard, database_url: str) -> None:
