@@ -36,7 +36,7 @@ from psycopg.types.json import Jsonb
 
 from observai.alerts import routing_store
 from observai.alerts.matchers import Matcher, all_match
-from observai.alerts.policy import Policy, ResolvedRoute, inhibited_by
+from observai.alerts.policy import Inhibitor, Policy, ResolvedRoute
 from observai.alerts.policy_models import Reason
 from observai.alerts.routing import project_policy, route_transitions
 from observai.alerts.timers import send_timers
@@ -238,7 +238,8 @@ def _firing_alerts(cur: Cursor, project_id: UUID) -> list[tuple[str, dict[str, s
 
 
 def _silence_matchers(silence: dict[str, Any]) -> list[Matcher]:
-    return [Matcher.model_validate(m) for m in silence["matchers"]]
+    # Stored matchers were validated when saved; not again here, so a rule tightened since never stops a flush.
+    return [Matcher.model_construct(**m) for m in silence["matchers"]]
 
 
 def _expire_resolved_silences(
@@ -272,12 +273,13 @@ def _mark_muted(
 ) -> None:
     parsed = [(_silence_matchers(s), s["ends_at"]) for s in silences]
     rules = policy.document.inhibit_rules
+    inhibitor = Inhibitor(rules, firing_in_project) if rules else None
     for member in members:
         labels = member.row["labels"]
         ends = [end for matchers, end in parsed if all_match(matchers, labels)]
         member.silenced_until = max(ends) if ends else None
-        if rules:
-            member.inhibited = inhibited_by(rules, labels, str(member.instance_id), firing_in_project)
+        if inhibitor is not None:
+            member.inhibited = inhibitor.inhibits(labels, str(member.instance_id))
 
 
 def _last_log(cur: Cursor, group_id: UUID) -> dict[str, Any] | None:

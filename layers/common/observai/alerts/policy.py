@@ -135,31 +135,47 @@ def _match(node: ResolvedRoute, labels: Mapping[str, str]) -> list[ResolvedRoute
     return found or [node]
 
 
+class Inhibitor:
+    """The inhibition rules over a project's firing alerts (id, labels), indexed once per flush: each rule's sources
+    by their values of its ``equal`` labels, so judging an alert is a look-up, not a scan of every firing alert.
+
+    As Alertmanager: the equal labels compare as text, absent being "" on both sides; an alert never inhibits
+    itself; and when the target also matches the source matchers, sources that also match the target matchers are
+    ignored (two alerts matching both sides must not mute each other)."""
+
+    def __init__(self, rules: Sequence[InhibitRule], firing: Iterable[tuple[Any, Mapping[str, str]]]) -> None:
+        alerts = list(firing)
+        self._rules: list[tuple[InhibitRule, dict[tuple[str, ...], list[tuple[Any, bool]]]]] = []
+        for rule in rules:
+            by_equal: dict[tuple[str, ...], list[tuple[Any, bool]]] = {}
+            for source_id, source in alerts:
+                if all_match(rule.source_matchers, source):
+                    key = tuple(source.get(name, "") for name in rule.equal)
+                    by_equal.setdefault(key, []).append((source_id, all_match(rule.target_matchers, source)))
+            if by_equal:
+                self._rules.append((rule, by_equal))
+
+    def inhibits(self, target: Mapping[str, str], target_id: Any) -> bool:
+        for rule, by_equal in self._rules:
+            if not all_match(rule.target_matchers, target):
+                continue
+            two_sided = all_match(rule.source_matchers, target)
+            sources = by_equal.get(tuple(target.get(name, "") for name in rule.equal), ())
+            for source_id, source_is_target_too in sources:
+                if source_id == target_id or (two_sided and source_is_target_too):
+                    continue
+                return True
+        return False
+
+
 def inhibited_by(
     rules: Sequence[InhibitRule],
     target: Mapping[str, str],
     target_id: Any,
     firing: Iterable[tuple[Any, Mapping[str, str]]],
 ) -> bool:
-    """Whether an alert (``target`` labels, ``target_id``) is inhibited by one of the ``firing`` alerts (id, labels).
-
-    As Alertmanager: the equal labels compare as text, absent being "" on both sides; an alert never inhibits
-    itself; and when the target also matches the source matchers, sources that also match the target matchers are
-    ignored (two alerts matching both sides must not mute each other)."""
-    sources = list(firing)
-    for rule in rules:
-        if not all_match(rule.target_matchers, target):
-            continue
-        two_sided = all_match(rule.source_matchers, target)
-        for source_id, source in sources:
-            if source_id == target_id or not all_match(rule.source_matchers, source):
-                continue
-            if any(source.get(name, "") != target.get(name, "") for name in rule.equal):
-                continue
-            if two_sided and all_match(rule.target_matchers, source):
-                continue
-            return True
-    return False
+    """Whether an alert (``target`` labels, ``target_id``) is inhibited by one of the ``firing`` alerts (id, labels)."""
+    return Inhibitor(rules, firing).inhibits(target, target_id)
 
 
 def check_document(document: PolicyDocument) -> list[dict[str, Any]]:
