@@ -89,7 +89,7 @@ def route_transitions(now: datetime, limit: int = DEFAULT_LIMIT) -> RoutingRepor
 def route_batch(cur: Cursor, now: datetime, limit: int) -> RoutingReport:
     # An instance deleted since (its rule was deleted) has nothing left to notify: its transitions are only marked.
     cur.execute(
-        "select t.id, t.org_id, t.project_id, t.instance_id, t.labels, t.to_state,"
+        "select t.id, t.org_id, t.project_id, t.instance_id, t.labels, t.from_state, t.to_state,"
         " exists (select 1 from public.alert_instances i where i.id = t.instance_id) as alive"
         " from public.alert_transitions t where t.routed_at is null order by t.id limit %s for update of t skip locked",
         (limit,),
@@ -119,7 +119,8 @@ def route_batch(cur: Cursor, now: datetime, limit: int) -> RoutingReport:
                         firing=True,
                     )
                 )
-        elif row["to_state"] == "resolved":
+        elif row["to_state"] == "resolved" or row["from_state"] == "firing":
+            # Stopped firing (resolved; or inactive, should a rule be disabled): a change for its groups.
             resolved_instances.append(row["instance_id"])
 
     # Groups are locked in one order (project, key) by every router, so two overlapping runs never deadlock.
