@@ -444,3 +444,45 @@ def test_expiring_a_silence_flushes_a_group_that_never_notified(tenant: Tenant, 
     assert board.group(alertname="MutedOnly")["next_flush_at"] <= datetime.now(UTC)
     sweep(datetime.now(UTC))
     assert board.group(alertname="MutedOnly")["flush_seq"] == 1
+
+
+def test_alert_groups_say_why_an_alert_is_muted(db: psycopg.Connection) -> None:
+    # Given a project with an inhibition rule, a silence, and three alerts: inhibited, silenced, neither
+    project = make_project(scopes=("read",), label="Muted why")
+    board = AlertBoard(db, project.org_id, project.project_id)
+    board.put_policy(
+        {
+            "route": {"group_by": ["service"]},
+            "inhibit_rules": [
+                {
+                    "source_matchers": ['severity="critical"'],
+                    "target_matchers": ['severity="warning"'],
+                    "equal": ["service"],
+                }
+            ],
+        }
+    )
+    now = datetime.now(UTC)
+    silence_id = board.silence(
+        [{"label": "service", "op": "=", "value": "batch"}], now - timedelta(minutes=1), now + timedelta(hours=1)
+    )
+    board.fire(now, "Down", service="api", severity="critical")
+    board.fire(now, "Slow", service="api", severity="warning")
+    board.fire(now, "Slow", service="batch", severity="warning")
+    route_transitions(now)
+
+    # When the groups are read
+    groups = call("GET", f"/v1/projects/{project.project_id}/alert-groups", project.headers)
+    assert groups.status == 200, groups.text
+
+    # Then each alert says whether it is silenced (by which silence) or inhibited
+    muted = {
+        (a["labels"]["alertname"], a["labels"]["service"]): (a["silenced_by"], a["inhibited"])
+        for g in groups.data
+        for a in g["alerts"]
+    }
+    assert muted == {
+        ("Down", "api"): ([], False),
+        ("Slow", "api"): ([], True),
+        ("Slow", "batch"): ([str(silence_id)], False),
+    }

@@ -141,7 +141,7 @@ def flush_in(
     silences = routing_store.active_silences(cur, group["project_id"], now)
     # Every firing alert of the project: the sources of inhibition, and what keeps an expire-when-resolved silence.
     needs_firing = bool(policy.document.inhibit_rules) or any(s["expire_when_resolved"] for s in silences)
-    firing_in_project = _firing_alerts(cur, group["project_id"]) if needs_firing else []
+    firing_in_project = routing_store.firing_alerts(cur, group["project_id"]) if needs_firing else []
     silences = _expire_resolved_silences(cur, silences, members, firing_in_project, now)
     _mark_muted(members, silences, policy, firing_in_project)
 
@@ -228,13 +228,6 @@ def _set_timer(cur: Cursor, group_id: UUID, due: datetime | None, now: datetime)
         "update public.notification_groups set next_flush_at = %s, updated_at = %s where id = %s",
         (due, now, group_id),
     )
-
-
-def _firing_alerts(cur: Cursor, project_id: UUID) -> list[tuple[str, dict[str, str]]]:
-    cur.execute(
-        "select id, labels from public.alert_instances where project_id = %s and state = 'firing'", (project_id,)
-    )
-    return [(str(row["id"]), row["labels"]) for row in cur.fetchall()]
 
 
 def _silence_matchers(silence: dict[str, Any]) -> list[Matcher]:

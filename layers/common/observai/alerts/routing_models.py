@@ -42,6 +42,8 @@ class GroupMember(BaseModel):
     fired_at: datetime | None
     resolved_at: datetime | None
     notified_state: Literal["firing", "resolved"] | None = Field(description="What the group last announced of it")
+    silenced_by: list[UUID] = Field(default_factory=list, description="The active silences muting it now")
+    inhibited: bool = Field(default=False, description="A firing alert of the project inhibits it now")
 
 
 class AlertGroup(BaseModel):

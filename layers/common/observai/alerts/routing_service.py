@@ -14,9 +14,10 @@ from uuid import UUID
 
 from observai import audit
 from observai.alerts import routing_store
-from observai.alerts.policy import check_document
+from observai.alerts.matchers import Matcher, all_match
+from observai.alerts.policy import Inhibitor, check_document
 from observai.alerts.policy_models import NotificationPolicy, PolicyDocument
-from observai.alerts.routing import changed_silences
+from observai.alerts.routing import changed_silences, project_policy
 from observai.alerts.routing_models import AlertGroup, GroupMember, NotificationLogEntry
 from observai.alerts.silence_models import Silence, SilenceIn, SilencePatch, SilenceStatus, status_at
 from observai.alerts.timers import send_timers
@@ -279,15 +280,30 @@ def list_log(
 def list_groups(
     principal: Principal, project_id: UUID, cursor: str | None, limit: int
 ) -> tuple[list[AlertGroup], str | None]:
+    """The active groups with their alerts, each with why it is muted now (the silences, inhibition)."""
+    now = datetime.now(UTC)
     position = time_cursor_params(decode_cursor(cursor, TimeCursor))
     with tenant_transaction(principal.rls_claims()) as cur:
         authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_READ)
         rows = routing_store.list_groups(cur, project_id, limit=limit + 1, **position)
         rows, next_cursor = page(rows, limit, time_position())
         members = routing_store.alerts_of_groups(cur, [row["id"] for row in rows]) if rows else []
+        silences = routing_store.active_silences(cur, project_id, now) if members else []
+        policy = project_policy(cur, project_id) if members else None
+        rules = policy.document.inhibit_rules if policy else []
+        inhibitor = Inhibitor(rules, routing_store.firing_alerts(cur, project_id)) if rules else None
+    matchers = [(s["id"], [Matcher.model_construct(**m) for m in s["matchers"]]) for s in silences]
     by_group: dict[UUID, list[GroupMember]] = {}
     for member in members:
-        by_group.setdefault(member["group_id"], []).append(GroupMember.model_validate(member))
+        labels = member["labels"]
+        shown = GroupMember.model_validate(
+            {
+                **member,
+                "silenced_by": [sid for sid, ms in matchers if all_match(ms, labels)],
+                "inhibited": inhibitor.inhibits(labels, str(member["instance_id"])) if inhibitor else False,
+            }
+        )
+        by_group.setdefault(member["group_id"], []).append(shown)
     groups = [
         AlertGroup.model_validate({**row, "notifications": row["flush_seq"], "alerts": by_group.get(row["id"], [])})
         for row in rows

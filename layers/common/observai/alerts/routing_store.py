@@ -177,3 +177,11 @@ def list_log(
         {"project": project_id, "group": group_id, "incident": incident_id, "before": before_id, "limit": limit},
     )
     return [dict(row) for row in cur.fetchall()]
+
+
+def firing_alerts(cur: Cursor, project_id: UUID) -> list[tuple[str, dict[str, str]]]:
+    """Every firing alert of the project (id, labels): the sources of inhibition."""
+    cur.execute(
+        "select id, labels from public.alert_instances where project_id = %s and state = 'firing'", (project_id,)
+    )
+    return [(str(row["id"]), row["labels"]) for row in cur.fetchall()]
