@@ -289,3 +289,21 @@ def test_an_alert_that_left_silently_under_a_silence_is_notified_when_it_fires_a
 
     # Then the group formed again and notified it as a first notification
     assert [r["reason"] for r in board.log()] == ["first", "first"]
+
+
+def test_silences_and_inhibition_never_cross_projects(db: psycopg.Connection) -> None:
+    # Given two projects with the same alerts; in the first, a silence and an inhibition rule with its source firing
+    first, second = new_board(db, "Tenant A"), new_board(db, "Tenant B")
+    for board in (first, second):
+        board.put_policy(INHIBIT)
+    first.silence([m("alertname", "=", "HighLatency")], at(-60), at(3600))
+    first.fire(at(0), "NodeDown", severity="critical", cluster="a")
+    second.fire(at(0), "HighLatency", severity="warning", cluster="a")
+    second.fire(at(0), "DiskFull", severity="warning", cluster="a")
+    route_transitions(at(0))
+
+    # When the second project's groups flush
+    sweep(at(30))
+
+    # Then its alerts are notified: the first project's silence and firing source do not reach them
+    assert sorted(r["group_labels"]["alertname"] for r in second.log()) == ["DiskFull", "HighLatency"]
