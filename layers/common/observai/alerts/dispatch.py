@@ -286,7 +286,17 @@ def _last_log(cur: Cursor, group_id: UUID) -> dict[str, Any] | None:
 
 def _entry(member: _Member) -> dict[str, Any]:
     row = member.row
-    return {"instance_id": str(row["instance_id"]), "fingerprint": row["fingerprint"], "labels": row["labels"]}
+    # A snapshot of what the notification says (the notifications issue renders it later, as it was).
+    return {
+        "instance_id": str(row["instance_id"]),
+        "rule_id": str(row["rule_id"]),
+        "fingerprint": row["fingerprint"],
+        "labels": row["labels"],
+        "annotations": row["annotations"] or {},
+        "value": row["value"],
+        "fired_at": row["fired_at"].isoformat() if row["fired_at"] else None,
+        "resolved_at": row["resolved_at"].isoformat() if row["resolved_at"] else None,
+    }
 
 
 def _notify(

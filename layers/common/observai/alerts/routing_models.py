@@ -12,9 +12,16 @@ from observai.alerts.policy_models import Reason
 
 
 class NotifiedAlert(BaseModel):
+    """An alert as the notification named it (a snapshot: its annotations and value then)."""
+
     instance_id: UUID
+    rule_id: UUID | None = None
     fingerprint: str
     labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    value: float | None = None
+    fired_at: datetime | None = None
+    resolved_at: datetime | None = None
 
 
 class NotificationLogEntry(BaseModel):
