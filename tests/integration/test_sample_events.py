@@ -67,3 +67,11 @@ def test_the_drain_sample_of_an_unknown_project_is_dropped_with_a_log_line_not_a
         assert found.fetchone()["n"] == 0, table
     dropped = [json.loads(line) for line in captured_logs.getvalue().splitlines() if "spooled batch dropped" in line]
     assert [d["project_id"] for d in dropped] == [project_id]
+
+
+def test_the_dispatcher_samples_answer_as_documented(database_url: str) -> None:
+    # The timer of a group that does not exist: a no-op, no failure; the schedule: the sweep's summary
+    timer = _invoke("dispatch_notifications", "dispatch_notifications_timer_sqs.json")
+    assert timer == {"batchItemFailures": []}
+    summary = _invoke("dispatch_notifications", "dispatch_notifications_schedule.json")
+    assert {"routed", "due", "outcomes", "rounds"} <= set(summary)

@@ -79,6 +79,18 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}/history"),
         ("GET", "/v1/projects/{project_id}/alerts"),
     },
+    "AlertRoutingFunction": {
+        ("GET", "/v1/projects/{project_id}/notification-policy"),
+        ("PUT", "/v1/projects/{project_id}/notification-policy"),
+        ("POST", "/v1/projects/{project_id}/silences"),
+        ("GET", "/v1/projects/{project_id}/silences"),
+        ("GET", "/v1/projects/{project_id}/silences/{silence_id}"),
+        ("PATCH", "/v1/projects/{project_id}/silences/{silence_id}"),
+        ("DELETE", "/v1/projects/{project_id}/silences/{silence_id}"),
+        ("GET", "/v1/projects/{project_id}/notification-log"),
+        ("GET", "/v1/projects/{project_id}/alert-groups"),
+    },
+    "DispatchNotificationsFunction": set(),  # an SQS consumer (group timers) and a minute schedule
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
@@ -138,6 +150,7 @@ def test_schedules_are_found(template) -> None:
         "CleanupRetentionFunction",
         "PurgeDeletedFunction",
         "IncidentTimersFunction",
+        "DispatchNotificationsFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -150,6 +163,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["PurgeDeletedFunction"].expression == "rate(15 minutes)"
     # Every minute: a snooze ends within a minute of its time.
     assert schedules["IncidentTimersFunction"].expression == "rate(1 minute)"
+    # Every minute: the safety net of the alert group timers (SQS delay messages).
+    assert schedules["DispatchNotificationsFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -185,7 +200,7 @@ def test_cors_configuration(template) -> None:
     cors = template.cors
     assert cors is not None
     assert cors.allow_origins == ("*",)
-    assert cors.allow_methods == ("GET", "POST", "PATCH", "DELETE", "OPTIONS")
+    assert cors.allow_methods == ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
     assert set(cors.allow_headers) == {
         "authorization",
         "content-type",
@@ -270,4 +285,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
     assert sources == {
         ("IngestDrainFunction", "SpoolQueue", "SPOOL_QUEUE_URL", 10),
         ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
+        ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
     }
