@@ -307,7 +307,7 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
             " d as (select gid, time,"
             " case when temporality = 'delta' then value"
             " when lag(time) over w is null"
-            " or lag(time) over w < date_bin('60 seconds', time, %(origin)s) - %(lookback_interval)s"
+            " or lag(time) over w < date_bin('60 seconds', time, %(epoch)s) - %(lookback_interval)s"
             " then case when start_time >= time - %(lookback_interval)s then value else 0 end"
             " when value < lag(value) over w or start_time > lag(start_time) over w then value"
             " else value - lag(value) over w end as inc"
@@ -821,7 +821,10 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "project": project_id,
             "step": float(query_plan.step),
             "step_interval": timedelta(seconds=query_plan.step),
-            "origin": query_plan.origin,
+            # The slots' grid, from its first point after the epoch: date_bin rounds a time before its origin up,
+            # not down, so the origin must precede every time binned.
+            "origin": _at(_epoch(query_plan.origin) % query_plan.step),
+            "epoch": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
             "loc": loc,  # not a statement parameter: where a 422 points to
         }
