@@ -89,7 +89,8 @@ def test_a_rule_with_for_zero_fires_at_once_and_resolves_when_its_series_goes(db
     assert (row["from_state"], row["to_state"], row["value"], row["rule_version"]) == ("inactive", "firing", 90.0, 1)
     assert row["routed_at"] is None and row["instance_id"] == a["id"] and row["labels"] == a["labels"]
     event = one(db, "select * from public.outbox_events where project_id = %s", project.project_id)
-    assert event["type"] == "alert.firing"
+    assert event["type"] == event["payload"]["type"] == "alert.firing" and event["created_at"] == T
+    assert event["payload"]["timestamp"] == T.isoformat() and event["payload"]["data"]["state"] == "firing"
     assert event["payload"]["data"]["instance_id"] == str(a["id"]) and event["payload"]["data"]["value"] == 90.0
     # And the rule's bookkeeping: evaluated at T, 5 s late, next due a minute after T, no error, lease returned
     r = one(db, "select * from public.alert_rules where id = %s", rule)
