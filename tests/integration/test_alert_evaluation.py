@@ -300,3 +300,26 @@ def test_the_scheduled_function_runs_an_evaluation(db: psycopg.Connection) -> No
     # Then the rule was evaluated (no series: no instance) and the run reported
     assert result["rules_evaluated"] >= 1 and "seconds" in result
     assert one(db, "select last_eval_at from public.alert_rules where id = %s", rule)["last_eval_at"] is not None
+
+
+def test_rules_claimed_past_the_budget_are_handed_back_for_the_next_run(db: psycopg.Connection) -> None:
+    import time
+
+    from observai.alerts.evaluation import EvaluationReport, _evaluate_chunk
+    from observai.db.connection import transaction
+
+    # Given three rules claimed by a run whose time budget is already spent
+    project = make_project(("read",), label="Budget")
+    rules = [add_rule(project, HOT, next_eval_at=T) for _ in range(3)]
+    with transaction() as cur:
+        claimed = claim(cur, now=T, limit=10, lease_until=T + timedelta(minutes=5), project_ids=[project.project_id])
+    report = EvaluationReport()
+
+    # When the run reaches its batches
+    _evaluate_chunk(claimed, clock=T, started=time.perf_counter() - 100, budget_s=1, report=report)
+
+    # Then it evaluates none and returns their leases: still due, and the next run (same clock) evaluates them
+    assert (report.released, report.rules_evaluated) == (3, 0)
+    leases = db.execute("select eval_lease_until from public.alert_rules where id = any(%s)", (rules,)).fetchall()
+    assert [r["eval_lease_until"] for r in leases] == [None] * 3
+    assert evaluate(project, T).rules_evaluated == 3
