@@ -323,3 +323,36 @@ def test_rules_claimed_past_the_budget_are_handed_back_for_the_next_run(db: psyc
     leases = db.execute("select eval_lease_until from public.alert_rules where id = any(%s)", (rules,)).fetchall()
     assert [r["eval_lease_until"] for r in leases] == [None] * 3
     assert evaluate(project, T).rules_evaluated == 3
+
+
+def test_a_write_that_fails_keeps_the_state_shows_the_error_and_the_run_goes_on(db: psycopg.Connection) -> None:
+    # Given two projects' firing rules, and the database refusing instance writes of the first project (a trigger)
+    broken, fine = make_project(("read",), label="Broken"), make_project(("read",), label="Fine")
+    for project in (broken, fine):
+        cpu(project, "a", [(T - timedelta(seconds=30), 80.0)])
+    drain()
+    failing = add_rule(broken, HOT, next_eval_at=T)
+    working = add_rule(fine, HOT, next_eval_at=T)
+    db.execute(
+        "create function public.alert_test_refuse() returns trigger language plpgsql as $$"
+        f" begin if new.project_id = '{broken.project_id}' then raise exception 'refused by the test'; end if;"
+        " return new; end $$"
+    )
+    db.execute(
+        "create trigger refuse_instances before insert or update on public.alert_instances"
+        " for each row execute function public.alert_test_refuse()"
+    )
+    try:
+        # When one run evaluates both
+        report = run_evaluation(now=T, project_ids=[broken.project_id, fine.project_id])
+    finally:
+        db.execute("drop trigger refuse_instances on public.alert_instances")
+        db.execute("drop function public.alert_test_refuse()")
+
+    # Then the failing batch wrote nothing (no instance, no transition, no event) but shows the error and is
+    # rescheduled; the other project's rule fired
+    assert (report.rules_evaluated, report.errors) == (2, 1)
+    assert instances(db, failing) == {} and transitions(db, failing) == []
+    r = one(db, "select * from public.alert_rules where id = %s", failing)
+    assert "refused by the test" in r["last_error"] and r["next_eval_at"] == T + timedelta(minutes=1)
+    assert instances(db, working)["a"]["state"] == "firing"

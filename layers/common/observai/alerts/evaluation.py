@@ -487,13 +487,32 @@ def _evaluate_chunk(
         if batch.kind is not None:
             report.queries += 1
         query_ms = (time.perf_counter() - batch_started) * 1000
-        written, transitions, fenced = write_batch(batch, observations, now=clock, eval_at=eval_at, query_ms=query_ms)
+        written, transitions, fenced = _write_or_record(
+            batch, observations, clock=clock, eval_at=eval_at, query_ms=query_ms
+        )
         batch_ms = (time.perf_counter() - batch_started) * 1000
         report.rules_evaluated += written
         report.errors += sum(1 for r in batch.rules if r.error is not None)
         report.transitions += transitions
         report.fenced += fenced
         report.rule_ms.extend([batch_ms] * len(batch.rules))
+
+
+def _write_or_record(
+    batch: _Batch, observations: list[Observation] | None, *, clock: datetime, eval_at: datetime, query_ms: float
+) -> tuple[int, int, int]:
+    """``write_batch``; when the write itself fails (its transaction rolled back, nothing half-written), the batch's
+    rules keep their state and show the error, and the run goes on with the next batch."""
+    from observai.db.breaker import is_connection_failure
+
+    try:
+        return write_batch(batch, observations, now=clock, eval_at=eval_at, query_ms=query_ms)
+    except Exception as exc:
+        if is_connection_failure(exc):
+            raise
+        for rule in batch.rules:
+            rule.error = f"writing the evaluation failed: {error_text(exc)}"[:MAX_ERROR]
+        return write_batch(batch, None, now=clock, eval_at=eval_at, query_ms=query_ms)
 
 
 def _any_due(now: datetime, project_ids: Sequence[UUID] | None) -> bool:
