@@ -356,3 +356,34 @@ def test_a_write_that_fails_keeps_the_state_shows_the_error_and_the_run_goes_on(
     r = one(db, "select * from public.alert_rules where id = %s", failing)
     assert "refused by the test" in r["last_error"] and r["next_eval_at"] == T + timedelta(minutes=1)
     assert instances(db, working)["a"]["state"] == "firing"
+
+
+def test_retiring_a_rule_resolves_its_firing_alerts_and_drops_its_pending_ones(db: psycopg.Connection) -> None:
+    from observai.alerts.evaluation import retire_rule
+    from observai.db.connection import transaction
+
+    # Given a rule with a firing alert (host a) and a pending one (host b, under a rule with for 5m)
+    project = make_project(("read",), label="Retire")
+    cpu(project, "a", [(T - timedelta(seconds=30), 80.0)])
+    drain()
+    firing = add_rule(project, HOT, next_eval_at=T)
+    pending = add_rule(project, HOT, for_s=300, next_eval_at=T)
+    evaluate(project, T)
+
+    # When both are retired (disabled or deleted through the rules API)
+    later = T + timedelta(seconds=20)
+    with transaction() as cur:
+        ended = retire_rule(cur, firing, now=later) + retire_rule(cur, pending, now=later)
+
+    # Then the firing alert resolved (a transition and an event, as an evaluation writes them), the pending one is
+    # inactive again without an event, and a second retirement changes nothing
+    assert ended == 2
+    assert transitions(db, firing) == [("inactive", "firing", 80.0), ("firing", "resolved", None)]
+    assert transitions(db, pending) == [("inactive", "pending", 80.0), ("pending", "inactive", None)]
+    assert instances(db, firing)["a"]["resolved_at"] == later and instances(db, pending)["a"]["state"] == "inactive"
+    events = db.execute(
+        "select type from public.outbox_events where project_id = %s order by created_at", (project.project_id,)
+    ).fetchall()
+    assert [e["type"] for e in events] == ["alert.firing", "alert.resolved"]
+    with transaction() as cur:
+        assert retire_rule(cur, firing, now=later) == 0

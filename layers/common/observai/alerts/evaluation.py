@@ -431,6 +431,82 @@ def _persist(cur: Cursor, batch: _Batch, upserts: list[dict[str, Any]], eval_at:
     return len(moved)
 
 
+def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
+    """End a rule's live alerts in the caller's transaction (the rule is being disabled or deleted): firing →
+    resolved, with its transition and an ``alert.resolved`` event as an evaluation would write them, pending →
+    inactive. Returns the transitions written. No evaluation can interleave: the rule's row is locked first."""
+    from observai import outbox
+
+    cur.execute(
+        "select id, org_id, project_id, name, version from public.alert_rules where id = %s for update", (rule_id,)
+    )
+    rule = cur.fetchone()
+    if rule is None:
+        return 0
+    cur.execute(
+        "with live as (select id, state from public.alert_instances where rule_id = %(rule)s"
+        " and state in ('pending', 'firing') for update)"
+        " update public.alert_instances i set"
+        " state = case when live.state = 'firing' then 'resolved' else 'inactive' end,"
+        " resolved_at = case when live.state = 'firing' then %(now)s else i.resolved_at end,"
+        " active_at = null, value = null, last_eval_at = %(now)s, updated_at = now()"
+        " from live where i.id = live.id"
+        " returning i.id, i.fingerprint, i.labels, i.annotations, i.rule_version, live.state as from_state, i.state",
+        {"rule": rule_id, "now": now},
+    )
+    ended = cur.fetchall()
+    if not ended:
+        return 0
+    cur.execute(
+        "insert into public.alert_transitions (org_id, project_id, rule_id, rule_version, instance_id, fingerprint,"
+        " labels, from_state, to_state, value, at)"
+        " select %(org)s, %(project)s, %(rule)s, v.version, v.id, v.fp, v.labels, v.from_state, v.to_state, null,"
+        " %(now)s"
+        " from unnest(%(versions)s::int[], %(ids)s::uuid[], %(fps)s::text[], %(labels)s::jsonb[], %(from)s::text[],"
+        " %(to)s::text[]) v(version, id, fp, labels, from_state, to_state)",
+        {
+            "org": rule["org_id"],
+            "project": rule["project_id"],
+            "rule": rule_id,
+            "now": now,
+            "versions": [r["rule_version"] for r in ended],
+            "ids": [r["id"] for r in ended],
+            "fps": [r["fingerprint"] for r in ended],
+            "labels": [Jsonb(r["labels"]) for r in ended],
+            "from": [r["from_state"] for r in ended],
+            "to": [r["state"] for r in ended],
+        },
+    )
+    outbox.emit_many(
+        cur,
+        [
+            outbox.OutboxEvent(
+                rule["org_id"],
+                rule["project_id"],
+                "alert.resolved",
+                {
+                    "rule_id": str(rule_id),
+                    "rule_name": rule["name"],
+                    "rule_version": r["rule_version"],
+                    "instance_id": str(r["id"]),
+                    "fingerprint": r["fingerprint"],
+                    "labels": r["labels"],
+                    "annotations": r["annotations"],
+                    "state": "resolved",
+                    "previous_state": "firing",
+                    "value": None,
+                    "at": now.isoformat(),
+                    "reason": "rule retired",
+                },
+                now,
+            )
+            for r in ended
+            if r["state"] == "resolved"
+        ],
+    )
+    return len(ended)
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
