@@ -821,8 +821,9 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "project": project_id,
             "step": float(query_plan.step),
             "step_interval": timedelta(seconds=query_plan.step),
-            # The slots' grid, from its first point after the epoch: date_bin rounds a time before its origin up,
-            # not down, so the origin must precede every time binned.
+            # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
+            # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
+            # previous slot), so the origin must precede every time binned.
             "origin": _at(_epoch(query_plan.origin) % query_plan.step),
             "epoch": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
