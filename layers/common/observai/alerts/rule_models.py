@@ -129,7 +129,10 @@ class AbsenceCondition(_In):
     metric: MetricName | None = None
     filters: list[QueryFilter] = Field(default_factory=list, max_length=MAX_FILTERS)
     group_by: list[AttributeKey] = Field(default_factory=list, max_length=MAX_GROUP_BY)
-    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
+    # Validated even when left out: a service absence without its service is a 422 naming this field.
+    service: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = Field(
+        default=None, validate_default=True
+    )
     duration: Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="Silent this long: the alert fires")] = 600
 
     @field_validator("service")
