@@ -110,10 +110,16 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/timeline"),
     },
     "IncidentTimersFunction": set(),
+    "EvaluateAlertsFunction": set(),
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
-# worker compresses.
-MEMORY = {"IngestFunction": 1024, "IngestDrainFunction": 1024, "ExportWorkerFunction": 1024}
+# worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).
+MEMORY = {
+    "IngestFunction": 1024,
+    "IngestDrainFunction": 1024,
+    "ExportWorkerFunction": 1024,
+    "EvaluateAlertsFunction": 1024,
+}
 
 
 @pytest.fixture(scope="module")
@@ -151,12 +157,15 @@ def test_schedules_are_found(template) -> None:
         "PurgeDeletedFunction",
         "IncidentTimersFunction",
         "DispatchNotificationsFunction",
+        "EvaluateAlertsFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
     assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
     # Every minute: the metric rollups trail ingestion by about lag_s (2 minutes).
     assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
+    # Every minute: alert rules are due every minute or more (interval >= 60 s).
+    assert schedules["EvaluateAlertsFunction"].expression == "rate(1 minute)"
     # Once a day: retention works in whole UTC days.
     assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
     # Every 15 minutes: a deleted tenant's rows go within hours, in bounded runs.

@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
         "--part",
-        choices=["all", "api", "ingest", "metrics", "logs"],
+        choices=["all", "api", "ingest", "metrics", "logs", "alerts"],
         default="all",
         help="which benchmarks (default all)",
     )
@@ -327,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_logs
 
             print("\n" + bench_logs.run(logs=5_000_000, spans=1_000_000, n=30), flush=True)
+        if args.part in ("all", "alerts"):
+            from observai_local import bench_alerts
+
+            # BENCH_ALERTS_PROJECTS=5: a quick smoke run (100 rules) instead of 2,000 rules over 100 projects.
+            print("\n" + bench_alerts.run(projects=int(os.environ.get("BENCH_ALERTS_PROJECTS", "100"))), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

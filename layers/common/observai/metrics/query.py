@@ -108,6 +108,9 @@ class Plan:
     # Within the slots from raw_from, the complete minutes before minute_from come from the 1m rollups (merged with
     # the raw points after it per slot): a 1h step does not read up to an hour of raw points.
     minute_from: datetime
+    # Slots start at origin + k * step: the Unix epoch, or the alignment the caller asked for (an alert rule's
+    # window ends at its evaluation time).
+    origin: datetime = ORIGIN
 
 
 def auto_step(range_s: float) -> int:
@@ -127,11 +130,15 @@ def _at(epoch_s: int) -> datetime:
     return ORIGIN + timedelta(seconds=epoch_s)
 
 
-def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> Plan:
+def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None, align: datetime | None = None) -> Plan:
+    """The query's slots, resolution and sources. ``align``: slots start at ``align`` + k * step instead of the
+    epoch (whole seconds); a rollup resolution is read only when it divides both the step and that offset, so its
+    buckets never straddle a slot."""
     range_s = (query.to - query.from_).total_seconds()
     step = query.step or auto_step(range_s)
-    start = _epoch(query.from_) // step * step
-    end = -(-math.ceil((query.to - ORIGIN).total_seconds()) // step) * step
+    origin = 0 if align is None else _epoch(align)
+    start = origin + (_epoch(query.from_) - origin) // step * step
+    end = origin - (-(math.ceil((query.to - ORIGIN).total_seconds()) - origin) // step) * step
     slots = (end - start) // step
     if slots > MAX_POINTS_PER_SERIES:
         raise Unprocessable(
@@ -141,11 +148,11 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> 
         )
     # Slots that end before the cutoff are complete in the rollups; the others are read as the raw tail (their
     # rolled-up minutes, then raw points). A slot holding the whole range is all tail, at the same resolution.
-    cutoff = min(max(_epoch(now - RECENT) // step * step, start), end)
+    cutoff = min(max(origin + (_epoch(now - RECENT) - origin) // step * step, start), end)
     resolution: Resolution = "raw"
     if step >= 60:
         for candidate in ROLLUP_RESOLUTIONS:
-            if step % candidate == 0:
+            if step % candidate == 0 and origin % candidate == 0:
                 resolution = cast(Resolution, candidate)
                 break
     raw_from = start if resolution == "raw" else cutoff
@@ -159,6 +166,7 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None) -> 
         resolution=resolution,
         raw_from=_at(raw_from),
         minute_from=_at(minute_from),
+        origin=_at(origin),
     )
 
 
@@ -299,7 +307,7 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
             " d as (select gid, time,"
             " case when temporality = 'delta' then value"
             " when lag(time) over w is null"
-            " or lag(time) over w < date_bin('60 seconds', time, %(origin)s) - %(lookback_interval)s"
+            " or lag(time) over w < date_bin('60 seconds', time, %(epoch)s) - %(lookback_interval)s"
             " then case when start_time >= time - %(lookback_interval)s then value else 0 end"
             " when value < lag(value) over w or start_time > lag(start_time) over w then value"
             " else value - lag(value) over w end as inc"
@@ -644,8 +652,10 @@ def _distribution_partials(
         labels_of[row["series_id"]] = row["labels"]
         rows.append({**row, "org_id": None, "project_id": None, "range_start": start})
 
+    origin = _epoch(params["origin"])
+
     def slot_of(at: datetime) -> datetime:
-        return _at(_epoch(at) // step * step)
+        return _at(origin + (_epoch(at) - origin) // step * step)
 
     merged: dict[tuple[str, int], Bucket] = {}
     for bucket in distribution_buckets(rows, slot_of):
@@ -710,7 +720,9 @@ def _read_tail(
     the rollups of the plan's resolution hold exactly those minutes (group rows, ``_group_key``): one row per group
     and slot read instead of a dozen."""
     five_from = query_plan.raw_from
-    if query_plan.step > 300:
+    # 5-minute buckets only where the slots' bounds fall on them (a 6-minute step, or slots aligned to a time that
+    # is not a multiple of 5 minutes, would split one between two slots): else minutes.
+    if query_plan.step > 300 and query_plan.step % 300 == 0 and _epoch(query_plan.origin) % 300 == 0:
         five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
     sources: list[tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]] = [
         (build, query_plan.raw_from, five_from, 300),
@@ -809,7 +821,11 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "project": project_id,
             "step": float(query_plan.step),
             "step_interval": timedelta(seconds=query_plan.step),
-            "origin": ORIGIN,
+            # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
+            # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
+            # previous slot), so the origin must precede every time binned.
+            "origin": _at(_epoch(query_plan.origin) % query_plan.step),
+            "epoch": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
             "loc": loc,  # not a statement parameter: where a 422 points to
         }
