@@ -373,17 +373,17 @@ def test_retiring_a_rule_resolves_its_firing_alerts_and_drops_its_pending_ones(d
     # When both are retired (disabled or deleted through the rules API)
     later = T + timedelta(seconds=20)
     with transaction() as cur:
-        ended = retire_rule(cur, firing, now=later) + retire_rule(cur, pending, now=later)
+        ended = [retire_rule(cur, firing, now=later), retire_rule(cur, pending, now=later)]
 
     # Then the firing alert resolved (a transition and an event, as an evaluation writes them), the pending one is
     # inactive again without an event, and a second retirement changes nothing
-    assert ended == 2
-    assert transitions(db, firing) == [("inactive", "firing", 80.0), ("firing", "resolved", None)]
-    assert transitions(db, pending) == [("inactive", "pending", 80.0), ("pending", "inactive", None)]
+    assert ended == [{"resolved": 1, "inactive": 0}, {"resolved": 0, "inactive": 1}]
+    assert transitions(db, firing) == [("inactive", "firing", 80.0), ("firing", "resolved", 80.0)]
+    assert transitions(db, pending) == [("inactive", "pending", 80.0), ("pending", "inactive", 80.0)]
     assert instances(db, firing)["a"]["resolved_at"] == later and instances(db, pending)["a"]["state"] == "inactive"
     events = db.execute(
         "select type from public.outbox_events where project_id = %s order by created_at", (project.project_id,)
     ).fetchall()
     assert [e["type"] for e in events] == ["alert.firing", "alert.resolved"]
     with transaction() as cur:
-        assert retire_rule(cur, firing, now=later) == 0
+        assert retire_rule(cur, firing, now=later) == {"resolved": 0, "inactive": 0}

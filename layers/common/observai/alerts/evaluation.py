@@ -431,10 +431,11 @@ def _persist(cur: Cursor, batch: _Batch, upserts: list[dict[str, Any]], eval_at:
     return len(moved)
 
 
-def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
+def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> dict[str, int]:
     """End a rule's live alerts in the caller's transaction (the rule is being disabled or deleted): firing →
-    resolved, with its transition and an ``alert.resolved`` event as an evaluation would write them, pending →
-    inactive. Returns the transitions written. No evaluation can interleave: the rule's row is locked first."""
+    resolved, with its transition (carrying the alert's last value) and an ``alert.resolved`` event as an evaluation
+    would write them, pending → inactive. Returns the count per new state. No evaluation can interleave: the rule's
+    row is locked first."""
     from observai import outbox
 
     cur.execute(
@@ -442,28 +443,31 @@ def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
     )
     rule = cur.fetchone()
     if rule is None:
-        return 0
+        return {"resolved": 0, "inactive": 0}
     cur.execute(
-        "with live as (select id, state from public.alert_instances where rule_id = %(rule)s"
+        "with live as (select id, state, value from public.alert_instances where rule_id = %(rule)s"
         " and state in ('pending', 'firing') for update)"
         " update public.alert_instances i set"
         " state = case when live.state = 'firing' then 'resolved' else 'inactive' end,"
         " resolved_at = case when live.state = 'firing' then %(now)s else i.resolved_at end,"
         " active_at = null, value = null, last_eval_at = %(now)s, updated_at = now()"
         " from live where i.id = live.id"
-        " returning i.id, i.fingerprint, i.labels, i.annotations, i.rule_version, live.state as from_state, i.state",
+        " returning i.id, i.fingerprint, i.labels, i.annotations, i.rule_version, live.state as from_state, i.state,"
+        " live.value as last_value",
         {"rule": rule_id, "now": now},
     )
     ended = cur.fetchall()
+    counts = {"resolved": sum(r["state"] == "resolved" for r in ended), "inactive": 0}
+    counts["inactive"] = len(ended) - counts["resolved"]
     if not ended:
-        return 0
+        return counts
     cur.execute(
         "insert into public.alert_transitions (org_id, project_id, rule_id, rule_version, instance_id, fingerprint,"
         " labels, from_state, to_state, value, at)"
-        " select %(org)s, %(project)s, %(rule)s, v.version, v.id, v.fp, v.labels, v.from_state, v.to_state, null,"
+        " select %(org)s, %(project)s, %(rule)s, v.version, v.id, v.fp, v.labels, v.from_state, v.to_state, v.value,"
         " %(now)s"
         " from unnest(%(versions)s::int[], %(ids)s::uuid[], %(fps)s::text[], %(labels)s::jsonb[], %(from)s::text[],"
-        " %(to)s::text[]) v(version, id, fp, labels, from_state, to_state)",
+        " %(to)s::text[], %(values)s::float8[]) v(version, id, fp, labels, from_state, to_state, value)",
         {
             "org": rule["org_id"],
             "project": rule["project_id"],
@@ -475,6 +479,7 @@ def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
             "labels": [Jsonb(r["labels"]) for r in ended],
             "from": [r["from_state"] for r in ended],
             "to": [r["state"] for r in ended],
+            "values": [r["last_value"] for r in ended],
         },
     )
     outbox.emit_many(
@@ -494,7 +499,7 @@ def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
                     "annotations": r["annotations"],
                     "state": "resolved",
                     "previous_state": "firing",
-                    "value": None,
+                    "value": r["last_value"],
                     "at": now.isoformat(),
                     "reason": "rule retired",
                 },
@@ -504,7 +509,7 @@ def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> int:
             if r["state"] == "resolved"
         ],
     )
-    return len(ended)
+    return counts
 
 
 # --- the run ---------------------------------------------------------------------------------------------------

@@ -310,7 +310,7 @@ def _change(cur: Cursor, principal: Principal, org_id: UUID, row: dict[str, Any]
             created_by=principal.user_id,
             now=now,
         )
-    ended = store.end_active_alerts(cur, row["id"], now) if toggled and not new.enabled else None
+    ended = _retire(cur, row["id"], now) if toggled and not new.enabled else None
     details: dict[str, Any] = {"project_id": str(row["project_id"]), "name": new.name, "version": version}
     if changed:
         details["changed"] = changed
@@ -338,7 +338,7 @@ def delete_rule(principal: Principal, project_id: UUID, rule_id: UUID, now: date
         row = store.get_for_update(cur, project_id, rule_id)
         if row is None:
             raise _rule_not_found(rule_id)
-        ended = store.end_active_alerts(cur, rule_id, now)
+        ended = _retire(cur, rule_id, now)
         store.soft_delete(cur, rule_id, now)
         audit.record(
             cur,
@@ -515,3 +515,10 @@ def list_alerts(
         )
         for row in rows
     ], next_cursor
+
+
+def _retire(cur: Cursor, rule_id: UUID, now: datetime) -> dict[str, int]:
+    """The rule's alerts end as an evaluation would end them (transitions, alert.resolved events)."""
+    from observai.alerts.evaluation import retire_rule  # the evaluator's imports (the query engine) only here
+
+    return retire_rule(cur, rule_id, now=now)

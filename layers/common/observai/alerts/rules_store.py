@@ -142,33 +142,6 @@ def insert_version(
     )
 
 
-def end_active_alerts(cur: Cursor, rule_id: UUID, now: datetime) -> dict[str, int]:
-    """End the rule's active alerts as Prometheus does when a rule goes away: firing → resolved (the router
-    notifies the resolution from the transition, routed_at null), pending → inactive (never notified). Each change
-    is appended to alert_transitions with the alert's last value. Returns the count per new state."""
-    cur.execute(
-        "with ended as ("
-        " update public.alert_instances set"
-        "  state = case when state = 'firing' then 'resolved' else 'inactive' end,"
-        "  resolved_at = case when state = 'firing' then %(now)s else resolved_at end,"
-        "  active_at = null, updated_at = %(now)s"
-        " where rule_id = %(rule)s and state in ('pending', 'firing')"
-        " returning id, org_id, project_id, rule_id, rule_version, fingerprint, labels, value, state"
-        "), logged as ("
-        " insert into public.alert_transitions (org_id, project_id, rule_id, rule_version, instance_id, fingerprint,"
-        "  labels, from_state, to_state, value, at)"
-        " select org_id, project_id, rule_id, rule_version, id, fingerprint, labels,"
-        "  case when state = 'resolved' then 'firing' else 'pending' end, state, value, %(now)s from ended"
-        " returning to_state"
-        ") select to_state, count(*) as n from logged group by to_state",
-        {"rule": rule_id, "now": now},
-    )
-    counts = {"resolved": 0, "inactive": 0}
-    for row in cur.fetchall():
-        counts[row["to_state"]] = int(row["n"])
-    return counts
-
-
 # --- reads (under the caller's claims) ----------------------------------------------------------------------------
 
 
