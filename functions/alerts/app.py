@@ -7,11 +7,13 @@ scope bound to the project. The evaluation itself is EvaluateAlertsFunction's. T
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from observai.alerts import rules
+from observai.alerts import preview, rules
+from observai.alerts.preview import RulePreview
 from observai.alerts.rule_models import (
     AlertInstance,
     AlertState,
@@ -63,6 +65,18 @@ def create_rule(user: CurrentUser, project_id: UUID, body: Annotated[RuleIn, Bod
     keep_firing_for, interval, severity, labels and annotation templates. It is version 1, due for evaluation
     at once. See docs/alerting-rules.md."""
     return ok(rules.create_rule(user, project_id, body))
+
+
+@app.post(
+    "/v1/projects/<project_id>/alert-rules/preview",
+    tags=["alerting"],
+    responses=route_responses(200),
+)
+def preview_rule(caller: CurrentPrincipal, project_id: UUID, body: Annotated[RuleIn, Body()]) -> Envelope[RulePreview]:
+    """Evaluate a rule now without saving it (anyone who may read the project): the alert instances it would
+    produce (full labels, fingerprint, value, whether the condition holds, the state a first evaluation would
+    give) and their rendered annotations. A query the database refuses is shown in error, not raised."""
+    return ok(preview.preview_rule(caller, project_id, body, datetime.now(UTC)))
 
 
 @app.get("/v1/projects/<project_id>/alert-rules", tags=["alerting"])

@@ -69,6 +69,7 @@ EXPECTED_ROUTES = {
     "ExportWorkerFunction": set(),  # an SQS consumer
     "AlertsFunction": {
         ("POST", "/v1/projects/{project_id}/alert-rules"),
+        ("POST", "/v1/projects/{project_id}/alert-rules/preview"),
         ("GET", "/v1/projects/{project_id}/alert-rules"),
         ("GET", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
         ("PUT", "/v1/projects/{project_id}/alert-rules/{rule_id}"),
