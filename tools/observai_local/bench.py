@@ -332,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
 
             # BENCH_ALERTS_PROJECTS=5: a quick smoke run (100 rules) instead of 2,000 rules over 100 projects.
             print("\n" + bench_alerts.run(projects=int(os.environ.get("BENCH_ALERTS_PROJECTS", "100"))), flush=True)
+            from observai_local import bench_alert_latency
+
+            # With the runner's real minute schedules: a few minutes of wall time, mostly waiting.
+            print("\n" + bench_alert_latency.run(), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
