@@ -44,12 +44,17 @@ def local_stack(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[
 def test_the_runner_polls_only_the_queues_the_shell_configures(monkeypatch: pytest.MonkeyPatch) -> None:
     template = load_template()
     monkeypatch.delenv("SPOOL_QUEUE_URL", raising=False)
+    monkeypatch.delenv("ALERT_TIMER_QUEUE_URL", raising=False)
     monkeypatch.setenv("EXPORT_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/q")
     configured = configured_sources(template, os.environ)
     assert [(s.function, s.url_variable, s.batch_size, url) for s, url in configured] == [
         ("ExportWorkerFunction", "EXPORT_QUEUE_URL", 1, "https://sqs.us-east-1.amazonaws.com/123456789012/q")
     ]
-    assert {s.function for s in template.queue_sources} == {"IngestDrainFunction", "ExportWorkerFunction"}
+    assert {s.function for s in template.queue_sources} == {
+        "IngestDrainFunction",
+        "ExportWorkerFunction",
+        "DispatchNotificationsFunction",
+    }
 
 
 def test_an_export_runs_end_to_end_under_the_local_runner(local_stack: tuple[str, ExportAws]) -> None:

@@ -104,12 +104,14 @@ def test_a_crossed_threshold_pages_once_opens_an_incident_and_resolves_it(databa
     flush_at = group["next_flush_at"]
     assert timedelta(seconds=25) < flush_at - datetime.now(UTC) <= timedelta(seconds=30)
 
-    # When the dispatcher sweeps before the timer: nothing is sent
-    dispatch.sweep(flush_at - timedelta(seconds=1))
+    # When the group is flushed before its timer (an early message): nothing is sent
+    assert dispatch.flush_group(group["id"], flush_at - timedelta(seconds=1)).outcome == "not_due"
     assert _rows(db, "select id from public.notification_log where group_id = %s", group["id"]) == []
 
-    # When the timer fires, and its SQS message is delivered a second time
-    dispatch.sweep(flush_at)
+    # When the timer fires (the group's own flush: the sweep of this shared test database has other projects' groups
+    # to flush too), and its SQS message is delivered a second time
+    flushed = dispatch.flush_group(group["id"], flush_at)
+    assert (flushed.outcome, flushed.reason, flushed.firing) == ("notified", "first", 1)
     from observai.alerts.timers import message_body
 
     timer = message_body(group["id"], flush_at)
@@ -148,8 +150,11 @@ def test_a_crossed_threshold_pages_once_opens_an_incident_and_resolves_it(databa
     # swept once the group's interval allows
     later = start + timedelta(minutes=6)
     run_evaluation(now=later, project_ids=[project.project_id])
-    route_transitions(later)
-    dispatch.sweep(later + timedelta(minutes=5))
+    while route_transitions(later).more_pending:
+        pass
+    (regrouped,) = _rows(db, "select next_flush_at from public.notification_groups where id = %s", group["id"])
+    assert regrouped["next_flush_at"] == max(later, flush_at + timedelta(minutes=5))  # group_interval after the first
+    assert dispatch.flush_group(group["id"], regrouped["next_flush_at"]).reason == "resolved"
 
     # Then the alert resolved, the resolution was notified once, and the incident resolved by itself
     states = _rows(db, "select state from public.alert_instances where rule_id = %s", rule_id)

@@ -165,8 +165,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["PartitionUpkeepFunction"].expression == "rate(5 minutes)"
     # Every minute: the metric rollups trail ingestion by about lag_s (2 minutes).
     assert schedules["AggregateMetricsFunction"].expression == "rate(1 minute)"
-    # Every minute: alert rules are due every minute or more (interval >= 60 s).
-    assert schedules["EvaluateAlertsFunction"].expression == "rate(1 minute)"
+    # At the start of every minute: alert windows end on whole minutes, judged as soon as they close.
+    assert schedules["EvaluateAlertsFunction"].expression == "cron(* * * * ? *)"
     # Once a day: retention works in whole UTC days.
     assert schedules["CleanupRetentionFunction"].expression == "rate(1 day)"
     # Every 15 minutes: a deleted tenant's rows go within hours, in bounded runs.

@@ -103,10 +103,14 @@ def floor_minute(at: datetime) -> datetime:
 
 
 def next_due(due_at: datetime, interval_s: int, now: datetime) -> datetime:
-    """The first slot due_at + k * interval after ``now`` (missed slots are skipped, not caught up)."""
+    """The first slot after ``now`` of due_at's minute + k * interval (missed slots are skipped, not caught up).
+
+    Slots are whole minutes, the evaluation times windows end on: a rule created at 12:00:37 is due then, and next
+    at 12:01:00 (interval 1m), so the run at the start of each minute finds it due and its lag reads true."""
     interval = timedelta(seconds=interval_s)
-    missed = max(0, math.floor((now - due_at) / interval))
-    return due_at + (missed + 1) * interval
+    base = floor_minute(due_at)
+    missed = max(0, math.floor((now - base) / interval))
+    return base + (missed + 1) * interval
 
 
 def error_text(exc: BaseException) -> str:
