@@ -5,7 +5,7 @@ a threshold to the notification log row, with the local runner's schedules, as `
 
 The embedded Postgres (or DATABASE_URL), moto's SQS server on a free port as the alert timer queue (delay
 messages, as in AWS), and the local runner: every HttpApi route, every schedule (evaluate-alerts and the
-dispatcher's sweep every minute, counted from the start as EventBridge's rate() is) and the queue pollers. One
+dispatcher's sweep every minute, as template.yaml schedules them) and the queue pollers. One
 metric rule per probe (``probe_<i> > 100``, ``for`` 0, window 1m), the default notification policy (group_wait
 30 s). The probes are posted ``spacing`` seconds apart, so they land at different phases of the minute; each
 latency is from its POST's answer to the commit of its group's first notification. Target (issue 12): p95 ≤ 90 s
@@ -48,7 +48,11 @@ def _notified_at(url: str, project_id: str, alertname: str) -> datetime | None:
 
 def run(probes: int = 8, spacing_s: float = 9.0, timeout_s: float = 300.0) -> str:
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")  # noqa: S108 - pgserver's runtime directory
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # moto's server logs every SQS call otherwise
 
     from observai_local.bench import BENCH_ENVIRONMENT, Client, create_user, prepare_database
 
@@ -147,9 +151,9 @@ def run(probes: int = 8, spacing_s: float = 9.0, timeout_s: float = 300.0) -> st
     missing = sorted(set(range(probes)) - latencies.keys())
     values = list(latencies.values())
     lines = [
-        f"Ingest-to-notification latency: {probes} probes {spacing_s:g} s apart, local runner schedules (rate 1 minute"
-        f" from start), alert timers as SQS delay messages on moto's server, group_wait {GROUP_WAIT_S} s; Postgres"
-        f" {database}",
+        f"Ingest-to-notification latency: {probes} probes {spacing_s:g} s apart, the local runner's schedules"
+        " (evaluate-alerts at each minute's start, the sweeps every minute from the start), alert timers as SQS delay"
+        f" messages on moto's server, group_wait {GROUP_WAIT_S} s; Postgres {database}",
     ]
     if values:
         lines.append(
