@@ -1,5 +1,6 @@
-"""Ingest-to-notification latency (run by the `alerts` part of `make bench`, after the evaluation run): from the POST
-a threshold to the notification log row, with the local runner's schedules, as `make dev` runs them.
+"""Ingest-to-notification latency (the `alerts` part of `make bench` runs it after the evaluation run): from the
+POST of a point that crosses a threshold to the notification log row, with the local runner's schedules, as `make dev`
+runs them.
 
     python -m observai_local.bench_alert_latency [--probes 8] [--spacing 9]
 
