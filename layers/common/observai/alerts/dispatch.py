@@ -336,9 +336,7 @@ def _notify(
     if incident is not None:
         timeline.record(
             cur,
-            org_id=group["org_id"],
-            project_id=group["project_id"],
-            incident_id=incident["id"],
+            incident,
             kind="notification",
             at=now,
             details={

@@ -52,13 +52,13 @@ from observai.alerts.rule_models import (
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from observai.errors import Conflict, NotFound, Unprocessable
+from observai.match_params import match_pairs
 from observai.pagination import IdCursor, TimeCursor, decode_cursor, encode_cursor, page, time_cursor_params
 from observai.tenancy.access import authorize_telemetry
 
 MAX_RULES_PER_PROJECT = 500
 DEFAULT_ALERT_STATES = ("pending", "firing")
-MAX_LABEL_MATCHERS = 20
 
 
 class NameCursor(BaseModel):
@@ -457,19 +457,7 @@ def rule_history(
 
 def label_matchers(query_params: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
     """``match[label]=value`` query parameters: the alerts whose label equals the value."""
-    matchers: list[tuple[str, str]] = []
-    for raw_key, value in sorted((query_params or {}).items()):
-        if not (raw_key.startswith("match[") and raw_key.endswith("]")):
-            continue
-        key = raw_key[len("match[") : -1]
-        if not key or len(key) > 256 or len(value) > 1024:
-            raise InvalidInput(
-                "match[<label>]=<value>: label 1-256, value up to 1024 characters", details={"loc": ["query", raw_key]}
-            )
-        matchers.append((key, value))
-    if len(matchers) > MAX_LABEL_MATCHERS:
-        raise InvalidInput(f"At most {MAX_LABEL_MATCHERS} match[...] parameters", details={"loc": ["query"]})
-    return tuple(matchers)
+    return tuple(match_pairs(query_params, what="label"))
 
 
 def list_alerts(

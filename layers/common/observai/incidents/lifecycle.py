@@ -118,9 +118,7 @@ def open_incident(cur: Cursor, *, group: Mapping[str, Any], firing: Sequence[Gro
     assert incident is not None
     timeline.record(
         cur,
-        org_id=org_id,
-        project_id=project_id,
-        incident_id=incident["id"],
+        incident,
         kind="triggered",
         at=now,
         details={"title": incident["title"], "severity": severity, "alerts": len(firing)},
@@ -157,7 +155,6 @@ def record_alerts(
     now: datetime,
 ) -> None:
     """Add the group's alerts to the incident; each newly firing or newly resolved one is a timeline event."""
-    ids = {"org_id": incident["org_id"], "project_id": incident["project_id"], "incident_id": incident["id"]}
     for alert in firing:
         cur.execute(
             "insert into public.incident_alerts (incident_id, instance_id, org_id, project_id, rule_id, rule_version,"
@@ -178,7 +175,7 @@ def record_alerts(
             ),
         )
         if cur.fetchone() is not None:  # new to the incident, or firing again after it had resolved
-            timeline.record(cur, **ids, kind="alert_firing", at=alert.fired_at or now, details=alert.brief())
+            timeline.record(cur, incident, kind="alert_firing", at=alert.fired_at or now, details=alert.brief())
     for alert in resolved:
         cur.execute(
             "update public.incident_alerts set resolved_at = %s"
@@ -186,7 +183,7 @@ def record_alerts(
             (alert.resolved_at or now, incident["id"], alert.instance_id),
         )
         if cur.rowcount:
-            timeline.record(cur, **ids, kind="alert_resolved", at=alert.resolved_at or now, details=alert.brief())
+            timeline.record(cur, incident, kind="alert_resolved", at=alert.resolved_at or now, details=alert.brief())
 
 
 def raise_severity(
@@ -206,9 +203,7 @@ def raise_severity(
     assert updated is not None
     timeline.record(
         cur,
-        org_id=incident["org_id"],
-        project_id=incident["project_id"],
-        incident_id=incident["id"],
+        incident,
         kind="severity_raised",
         at=now,
         details={"from": incident["severity"], "to": worst},
@@ -237,9 +232,7 @@ def resolve(
     assert updated is not None
     timeline.record(
         cur,
-        org_id=incident["org_id"],
-        project_id=incident["project_id"],
-        incident_id=incident["id"],
+        incident,
         kind="resolved",
         at=now,
         actor=actor,

@@ -123,9 +123,7 @@ def _record(
     """The action's timeline event (with its actor) and its audit record, in the action's transaction."""
     timeline.record(
         cur,
-        org_id=incident["org_id"],
-        project_id=incident["project_id"],
-        incident_id=incident["id"],
+        incident,
         kind=kind,
         at=now,
         actor=principal,
@@ -412,9 +410,7 @@ def add_comment(
     with _acting_on(principal, project_id, incident_id) as (cur, incident):
         event_id = timeline.record(
             cur,
-            org_id=incident["org_id"],
-            project_id=incident["project_id"],
-            incident_id=incident["id"],
+            incident,
             kind="comment",
             at=now,
             actor=principal,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 from psycopg.types.json import Jsonb
 
@@ -16,16 +15,15 @@ from observai.db.connection import Cursor
 
 def record(
     cur: Cursor,
+    incident: Mapping[str, Any],
     *,
-    org_id: UUID,
-    project_id: UUID,
-    incident_id: UUID,
     kind: str,
     at: datetime,
     actor: Principal | None = None,
     details: Mapping[str, Any] | None = None,
 ) -> int:
-    """Append one event; its id. ``actor`` None is the system (the evaluator, the dispatcher, a timer)."""
+    """Append one event to ``incident`` (a row with id, org_id, project_id); its id. ``actor`` None is the system
+    (the evaluator, the dispatcher, a timer)."""
     if actor is None:
         actor_type, actor_id = "system", None
     elif actor.kind == "user":
@@ -35,7 +33,16 @@ def record(
     cur.execute(
         "insert into public.incident_events (org_id, project_id, incident_id, at, kind, actor_type, actor_id, details)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s) returning id",
-        (org_id, project_id, incident_id, at, kind, actor_type, actor_id, Jsonb(dict(details or {}))),
+        (
+            incident["org_id"],
+            incident["project_id"],
+            incident["id"],
+            at,
+            kind,
+            actor_type,
+            actor_id,
+            Jsonb(dict(details or {})),
+        ),
     )
     row = cur.fetchone()
     assert row is not None

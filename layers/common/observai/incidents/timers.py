@@ -30,9 +30,7 @@ def wake_snoozed(now: datetime, limit: int) -> int:
             )
             timeline.record(
                 cur,
-                org_id=incident["org_id"],
-                project_id=incident["project_id"],
-                incident_id=incident["id"],
+                incident,
                 kind="unsnoozed",
                 at=now,
                 details={"snoozed_until": incident["snoozed_until"].isoformat()},

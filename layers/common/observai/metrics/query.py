@@ -56,6 +56,7 @@ from psycopg.types.json import Jsonb
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
 from observai.errors import InvalidInput, Unprocessable
+from observai.match_params import match_pairs
 from observai.metrics.distributions import ANCHOR_LOOKBACK, Bucket, distribution_buckets
 from observai.metrics.query_models import (
     COUNTER_AGGREGATIONS,
@@ -890,13 +891,7 @@ def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
     """``match[attr]=value`` query parameters as equality filters. A URL carries text only, so ``200``, ``true``
     also match the JSON number or boolean (``attributes @> {"attr": "200"}`` or ``{"attr": 200}``)."""
     filters: list[QueryFilter] = []
-    for raw_key, raw_value in sorted((query_params or {}).items()):
-        if not (raw_key.startswith("match[") and raw_key.endswith("]")):
-            continue
-        key = raw_key[len("match[") : -1]
-        loc = {"loc": ["query", raw_key]}
-        if not key or len(key) > 256 or len(raw_value) > 1024:
-            raise InvalidInput("match[<attribute>]=<value>: attribute 1-256, value up to 1024 characters", details=loc)
+    for key, raw_value in match_pairs(query_params):
         values: list[Any] = [raw_value]
         try:
             parsed = json.loads(raw_value)
@@ -905,6 +900,4 @@ def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
         if isinstance(parsed, bool | int | float) and not (isinstance(parsed, float) and not math.isfinite(parsed)):
             values.append(parsed)
         filters.append(QueryFilter(attribute=key, op="in", value=values))
-    if len(filters) > 20:
-        raise InvalidInput("At most 20 match[...] parameters", details={"loc": ["query"]})
     return filters
