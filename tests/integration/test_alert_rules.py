@@ -371,6 +371,7 @@ def test_another_organization_gets_404_on_every_route(
         ("GET", f"{path}/versions/1", None),
         ("GET", f"{path}/history", None),
         ("GET", tenant.alerts, None),
+        ("POST", f"{tenant.rules}/preview", metric_rule()),
     ]
     before = rows(database_url, "select * from public.alert_rules where project_id = %s", (tenant.project.project_id,))
     for method, target, body in routes:
@@ -378,7 +379,9 @@ def test_another_organization_gets_404_on_every_route(
             # When the outsider calls the route on the tenant's real ids
             response = call(headers, method, target, body)
             # Then it is a 404 (a key's writes are refused as a key's first: 403 without looking at the project)
-            expected = 403 if method != "GET" and by_key else 404
+            # (a preview is a read, though a POST)
+            writes = method != "GET" and not target.endswith("/preview")
+            expected = 403 if writes and by_key else 404
             assert response.status == expected, (method, target, response.text)
             assert rule["name"] not in response.text
 
@@ -848,3 +851,22 @@ def test_history_is_newest_first_and_paginated(tenant: Tenant, database_url: str
     assert seen == [("firing", "resolved", 0.2), ("pending", "firing", 0.95), ("inactive", "pending", 0.91)]
     # And an unknown rule has no history: 404
     assert call(tenant.viewer.headers, "GET", f"{tenant.rules}/{uuid.uuid4()}/history").status == 404
+
+
+def test_a_preview_is_for_readers_saves_nothing_and_refuses_bad_rules(tenant: Tenant, database_url: str) -> None:
+    count = "select count(*) as n from public.alert_rules where project_id = %s"
+    before = rows(database_url, count, (tenant.project.project_id,))[0]["n"]
+    # When a viewer and a read key preview a rule over a metric the project never sent
+    for headers in (tenant.viewer.headers, tenant.reader.headers):
+        preview = call(headers, "POST", f"{tenant.rules}/preview", metric_rule())
+        # Then it answers with no instances and no error, evaluated on a whole minute
+        assert preview.status == 200, preview.text
+        assert preview.data["instances"] == [] and preview.data["error"] is None
+        assert preview.data["eval_at"].endswith(":00Z") or preview.data["eval_at"].endswith(":00+00:00")
+    # And nothing was saved
+    assert rows(database_url, count, (tenant.project.project_id,))[0]["n"] == before
+    # When the rule is invalid, it is a 422 naming the field, as for a save
+    bad = metric_rule(annotations={"summary": "{% for x in y %}{% endfor %}"})
+    refused = call(tenant.viewer.headers, "POST", f"{tenant.rules}/preview", bad)
+    assert refused.status == 422
+    assert refused.error["details"][0]["loc"] == ["body", "annotations", "summary"]
