@@ -1,8 +1,9 @@
-"""Alert rules of a project (create, list, read, replace, patch, delete), their versions and history, and the
-project's current alerts.
+"""Alert rules of a project (create, preview, list, read, replace, patch, delete), their versions and history, and
+the project's current alerts.
 
-Rules are written by people with the member role and up; read by viewers and up, or an API key with the ``read``
-scope bound to the project. The evaluation itself is EvaluateAlertsFunction's. Thin: parse, one call, envelope.
+Rules are written by people with the member role and up, or an API key of the project with the ``admin`` scope
+(rules kept as code); read by viewers and up, or a ``read`` key of the project. The evaluation itself is
+EvaluateAlertsFunction's. Thin: parse, one call, envelope.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from observai.alerts.rule_models import (
     RulePatch,
     RuleVersion,
 )
-from observai.http.dependencies import CurrentPrincipal, CurrentUser
+from observai.http.dependencies import CurrentPrincipal
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
@@ -60,11 +61,11 @@ NAME_CONFLICT = "Another rule of the project has this name (conflict, details.lo
     tags=["alerting"],
     responses=route_responses(201, e409=f"{NAME_CONFLICT}; or the project has 500 rules already (rule_limit_reached)"),
 )
-def create_rule(user: CurrentUser, project_id: UUID, body: Annotated[RuleIn, Body()]) -> Envelope[Rule]:
+def create_rule(caller: CurrentPrincipal, project_id: UUID, body: Annotated[RuleIn, Body()]) -> Envelope[Rule]:
     """Create an alert rule (members and up): a condition of kind metric, log or absence, with its for,
     keep_firing_for, interval, severity, labels and annotation templates. It is version 1, due for evaluation
     at once. See docs/alerting-rules.md."""
-    return ok(rules.create_rule(user, project_id, body))
+    return ok(rules.create_rule(caller, project_id, body))
 
 
 @app.post(
@@ -106,10 +107,12 @@ def get_rule(caller: CurrentPrincipal, project_id: UUID, rule_id: UUID) -> Envel
     tags=["alerting"],
     responses=route_responses(200, e409=NAME_CONFLICT),
 )
-def replace_rule(user: CurrentUser, project_id: UUID, rule_id: UUID, body: Annotated[RuleIn, Body()]) -> Envelope[Rule]:
+def replace_rule(
+    caller: CurrentPrincipal, project_id: UUID, rule_id: UUID, body: Annotated[RuleIn, Body()]
+) -> Envelope[Rule]:
     """Replace the whole rule (fields left out take their defaults). A changed definition is a new version;
     disabling it resolves its firing alerts."""
-    return ok(rules.replace_rule(user, project_id, rule_id, body))
+    return ok(rules.replace_rule(caller, project_id, rule_id, body))
 
 
 @app.patch(
@@ -118,18 +121,18 @@ def replace_rule(user: CurrentUser, project_id: UUID, rule_id: UUID, body: Annot
     responses=route_responses(200, e409=NAME_CONFLICT),
 )
 def patch_rule(
-    user: CurrentUser, project_id: UUID, rule_id: UUID, body: Annotated[RulePatch, Body()]
+    caller: CurrentPrincipal, project_id: UUID, rule_id: UUID, body: Annotated[RulePatch, Body()]
 ) -> Envelope[Rule]:
     """Change some fields (those left out or null keep their value; condition, labels and annotations are
     replaced as wholes). `{"enabled": false}` disables the rule and resolves its firing alerts."""
-    return ok(rules.patch_rule(user, project_id, rule_id, body))
+    return ok(rules.patch_rule(caller, project_id, rule_id, body))
 
 
 @app.delete("/v1/projects/<project_id>/alert-rules/<rule_id>", tags=["alerting"])
-def delete_rule(user: CurrentUser, project_id: UUID, rule_id: UUID) -> Envelope[RuleDeleted]:
+def delete_rule(caller: CurrentPrincipal, project_id: UUID, rule_id: UUID) -> Envelope[RuleDeleted]:
     """Delete the rule: its firing alerts resolve (and are notified as resolved); its versions and history stay
     readable."""
-    return ok(rules.delete_rule(user, project_id, rule_id))
+    return ok(rules.delete_rule(caller, project_id, rule_id))
 
 
 @app.get("/v1/projects/<project_id>/alert-rules/<rule_id>/versions", tags=["alerting"])

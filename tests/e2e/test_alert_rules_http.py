@@ -85,8 +85,8 @@ def test_a_rule_from_creation_to_deletion(team: Team, runner_url: str) -> None:
         disabled = ok_data(owner.patch(path, json={"enabled": False}))
         assert raised["version"] == 2 and disabled["version"] == 2 and disabled["enabled"] is False
 
-        # And the dashboards try to change it: refused, a key does not write rules
-        assert error_of(dashboards.patch(path, json={"enabled": True}), 403)["code"] == "user_token_required"
+        # And the dashboards try to change it with their read key: refused, a read key does not write rules
+        assert error_of(dashboards.patch(path, json={"enabled": True}), 403)["code"] == "scope_missing"
 
         # When the owner deletes it
         assert ok_data(owner.delete(path)) == {"id": rule["id"], "deleted": True, "resolved_alerts": 0}

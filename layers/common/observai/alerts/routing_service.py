@@ -23,25 +23,10 @@ from observai.alerts.silence_models import Silence, SilenceIn, SilencePatch, Sil
 from observai.alerts.timers import send_timers
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
-from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Conflict, Forbidden, NotFound, Unprocessable
+from observai.db.connection import tenant_transaction, transaction
+from observai.errors import Conflict, NotFound, Unprocessable
 from observai.pagination import IdCursor, TimeCursor, decode_cursor, page, time_cursor_params, time_position
-from observai.tenancy.access import authorize_telemetry
-
-
-def authorize_change(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
-    """The project's org id when the caller may change its alerting: member and up, or an ``admin`` key of it."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "admin" not in principal.scopes:
-            raise Forbidden(
-                "Changing alerting needs an API key with the admin scope",
-                code="scope_missing",
-                details={"scopes": sorted(principal.scopes)},
-            )
-        return principal.org_id
-    return authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+from observai.tenancy.access import authorize_configuration, authorize_telemetry
 
 
 def _invalid(loc: list[str | int], kind: str, message: str) -> Unprocessable:
@@ -83,7 +68,7 @@ def put_policy(principal: Principal, project_id: UUID, document: PolicyDocument)
     if problems:
         raise Unprocessable("The notification policy is invalid", code="validation_error", details=problems)
     with transaction() as cur:
-        org_id = authorize_change(cur, principal, project_id)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = routing_store.put_policy(
             cur,
             org_id=org_id,
@@ -127,7 +112,7 @@ def create_silence(principal: Principal, project_id: UUID, body: SilenceIn, now:
     if body.ends_at <= now:
         raise _invalid(["body", "ends_at"], "in_the_past", "ends_at is in the past: the silence would never hold")
     with transaction() as cur:
-        org_id = authorize_change(cur, principal, project_id)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = routing_store.insert_silence(
             cur,
             org_id=org_id,
@@ -192,7 +177,7 @@ def update_silence(
     now = now or datetime.now(UTC)
     changes = patch.model_dump(exclude_unset=True, exclude_none=True)
     with transaction() as cur:
-        org_id = authorize_change(cur, principal, project_id)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = routing_store.get_silence(cur, project_id, silence_id, lock=True)
         if row is None:
             raise NotFound("Silence not found", details={"silence_id": str(silence_id)})
@@ -230,7 +215,7 @@ def expire_silence(principal: Principal, project_id: UUID, silence_id: UUID, now
     """End the silence now (the row is kept, expired); an expired one is returned as it is."""
     now = now or datetime.now(UTC)
     with transaction() as cur:
-        org_id = authorize_change(cur, principal, project_id)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = routing_store.get_silence(cur, project_id, silence_id, lock=True)
         if row is None:
             raise NotFound("Silence not found", details={"silence_id": str(silence_id)})

@@ -55,7 +55,7 @@ from observai.db.connection import Cursor, tenant_transaction, transaction
 from observai.errors import Conflict, NotFound, Unprocessable
 from observai.match_params import match_pairs
 from observai.pagination import IdCursor, TimeCursor, decode_cursor, encode_cursor, page, time_cursor_params
-from observai.tenancy.access import authorize_telemetry
+from observai.tenancy.access import authorize_configuration, authorize_telemetry
 
 MAX_RULES_PER_PROJECT = 500
 DEFAULT_ALERT_STATES = ("pending", "firing")
@@ -191,7 +191,7 @@ def create_rule(principal: Principal, project_id: UUID, body: RuleIn, now: datet
     """Save the rule as version 1, due for evaluation at once."""
     now = now or datetime.now(UTC)
     with transaction() as cur:
-        org_id = authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+        org_id = authorize_configuration(cur, principal, project_id)
         _check_regexes(cur, body)
         store.lock_project_rules(cur, project_id)
         count = store.count_live(cur, project_id)
@@ -240,7 +240,7 @@ def replace_rule(
 ) -> Rule:
     """PUT: the whole rule; fields left out take their defaults."""
     with transaction() as cur:
-        org_id = authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = store.get_for_update(cur, project_id, rule_id)
         if row is None:
             raise _rule_not_found(rule_id)
@@ -254,7 +254,7 @@ def patch_rule(
     null, keep their value. ``{"enabled": false}`` disables the rule."""
     changes = body.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude_none=True)
     with transaction() as cur:
-        org_id = authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = store.get_for_update(cur, project_id, rule_id)
         if row is None:
             raise _rule_not_found(rule_id)
@@ -334,7 +334,7 @@ def delete_rule(principal: Principal, project_id: UUID, rule_id: UUID, now: date
     """Resolve the rule's firing alerts (notified), end its pending ones, and soft-delete it (see the module)."""
     now = now or datetime.now(UTC)
     with transaction() as cur:
-        org_id = authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+        org_id = authorize_configuration(cur, principal, project_id)
         row = store.get_for_update(cur, project_id, rule_id)
         if row is None:
             raise _rule_not_found(rule_id)

@@ -31,7 +31,7 @@ from observai import audit, outbox
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Conflict, Forbidden, InvalidInput, NotFound, Unprocessable
+from observai.errors import Conflict, InvalidInput, NotFound, Unprocessable
 from observai.incidents import lifecycle, store, timeline
 from observai.incidents.models import (
     MAX_SNOOZE_S,
@@ -48,7 +48,7 @@ from observai.incidents.models import (
     TimelineEvent,
 )
 from observai.pagination import TimeCursor, decode_cursor, page, time_cursor_params, time_position
-from observai.tenancy.access import authorize_telemetry
+from observai.tenancy.access import authorize_configuration, authorize_telemetry
 
 
 class EventCursor(BaseModel):
@@ -73,21 +73,6 @@ def _actor_id(principal: Principal) -> UUID | None:
 # --- who may act ---------------------------------------------------------------------------------------------
 
 
-def authorize_action(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
-    """The project's org id when the caller may act on its incidents: a member and up, or an ``admin`` key of it."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "admin" not in principal.scopes:
-            raise Forbidden(
-                "Acting on incidents needs an API key with the admin scope",
-                code="scope_missing",
-                details={"scopes": sorted(principal.scopes), "action": Action.TELEMETRY_WRITE.value},
-            )
-        return principal.org_id
-    return authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
-
-
 def _not_found(incident_id: UUID) -> NotFound:
     return NotFound("Incident not found", details={"incident_id": str(incident_id)})
 
@@ -104,7 +89,7 @@ def _resolved(incident: dict[str, Any]) -> Conflict:
 def _acting_on(principal: Principal, project_id: UUID, incident_id: UUID) -> Iterator[tuple[Cursor, dict[str, Any]]]:
     """One transaction for one action: the permission check, then the incident's row lock."""
     with transaction() as cur:
-        authorize_action(cur, principal, project_id)
+        authorize_configuration(cur, principal, project_id)
         incident = store.lock(cur, project_id, incident_id)
         if incident is None:
             raise _not_found(incident_id)

@@ -47,3 +47,22 @@ def authorize_telemetry(
         return principal.org_id
     row, _ = authorize_project(cur, principal, project_id, action)
     return cast(UUID, row["org_id"])
+
+
+def authorize_configuration(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
+    """The project's org id when the caller may change how the project watches itself (alert rules, the
+    notification policy, silences) or act on its incidents: a member whose role allows telemetry writes, or an API
+    key bound to this very project with the ``admin`` scope (configuration as code, a chat bot acknowledging pages).
+    Another project's key gets 404 (existence not revealed), a key without the scope 403 ``scope_missing``: a
+    ``read`` key reads, it never changes anything."""
+    if principal.kind == "api_key":
+        if principal.project_id != project_id or principal.org_id is None:
+            raise NotFound("Project not found", details={"project_id": str(project_id)})
+        if "admin" not in principal.scopes:
+            raise Forbidden(
+                "This needs a person's token, or an API key of the project with the admin scope",
+                code="scope_missing",
+                details={"scopes": sorted(principal.scopes), "needed": "admin"},
+            )
+        return principal.org_id
+    return authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
