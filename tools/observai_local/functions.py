@@ -41,6 +41,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "EXPORT_QUEUE_URL",
     "EXPORT_BUCKET",
     "ALERT_TIMER_QUEUE_URL",
+    "WEBHOOK_QUEUE_URL",
 )
 
 Environment = Mapping[str, str | None]  # None removes the variable

@@ -69,6 +69,11 @@ class Settings(BaseModel):
     alert_eval_max_rules: int = Field(default=5_000, ge=1, le=100_000)
     alert_eval_budget_s: float = Field(default=45.0, gt=0, le=840)
     alert_timer_queue_url: str | None = None
+    # Outbound webhooks (observai.webhooks): the delivery queue (SQS delay messages for short retries), and whether
+    # deliveries may reach loopback addresses (local stages only: tests and `make dev` run receivers on localhost).
+    webhook_queue_url: str | None = None
+    webhook_allow_loopback: bool = False
+    webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
 
     @property
     def jwks_url(self) -> str | None:
