@@ -34,6 +34,41 @@ def test_housekeeping_prunes_idle_buckets_only(db: psycopg.Connection) -> None:
     assert second.ran and second.buckets_deleted == 0
 
 
+def test_long_deleted_alert_rules_go_once_their_transitions_are_routed(db: psycopg.Connection) -> None:
+    from tests.helpers.ingest import make_project
+
+    # Given three deleted rules: one long ago with everything routed, one long ago with a transition the router has
+    # not taken yet, one deleted yesterday; each with an alert instance
+    project = make_project(("read",), label="Housekeeping rules")
+    ids = {}
+    for label, age, routed in (("old", "31 days", True), ("unrouted", "31 days", False), ("recent", "1 day", True)):
+        rule = db.execute(
+            "insert into public.alert_rules (org_id, project_id, name, kind, spec, enabled, deleted_at)"
+            " values (%s, %s, %s, 'metric', '{}', false, now() - %s::interval) returning id",
+            (project.org_id, project.project_id, f"{label} {uuid.uuid4().hex[:6]}", age),
+        ).fetchone()["id"]
+        instance = db.execute(
+            "insert into public.alert_instances (org_id, project_id, rule_id, rule_version, fingerprint, labels,"
+            " state, last_eval_at) values (%s, %s, %s, 1, %s, '{}', 'resolved', now()) returning id",
+            (project.org_id, project.project_id, rule, uuid.uuid4().hex),
+        ).fetchone()["id"]
+        db.execute(
+            "insert into public.alert_transitions (org_id, project_id, rule_id, rule_version, instance_id,"
+            " fingerprint, labels, from_state, to_state, at, routed_at)"
+            " values (%s, %s, %s, 1, %s, 'f', '{}', 'firing', 'resolved', now(), case when %s then now() end)",
+            (project.org_id, project.project_id, rule, instance, routed),
+        )
+        ids[label] = rule
+    # When housekeeping runs
+    report = run_housekeeping()
+    # Then only the long-deleted, fully routed rule is gone, with its instances
+    left = {r["id"] for r in db.execute("select id from public.alert_rules where project_id = %s",
+                                        (project.project_id,)).fetchall()}  # fmt: skip
+    assert left == {ids["unrouted"], ids["recent"]} and report.rules_deleted >= 1
+    gone = db.execute("select count(*) as n from public.alert_instances where rule_id = %s", (ids["old"],))
+    assert gone.fetchone()["n"] == 0
+
+
 def test_overlapping_run_skips(db: psycopg.Connection, database_url: str) -> None:
     # Given another run holds the housekeeping lock
     idle = f"user:{uuid.uuid4()}"

@@ -1,4 +1,4 @@
-"""Hourly housekeeping: prune idle rate-limit buckets and long-dead API keys.
+"""Hourly housekeeping: prune idle rate-limit buckets, long-dead API keys and long-deleted alert rules.
 
 Idempotent (deleting what is already gone is a no-op), safe when two runs overlap (a transaction-level
 advisory lock: the second run skips), bounded per run (batches of BATCH_SIZE, at most MAX_BATCHES),
@@ -18,12 +18,16 @@ MAX_BATCHES = 20
 IDLE_BUCKET_AGE = "1 hour"
 # Revoked or expired keys are kept this long for the audit trail and listings, then removed.
 DEAD_KEY_AGE = "90 days"
+# Deleted alert rules are kept (soft-deleted) while the router may still need them, and this long for the
+# listings of history; then the rule and its alert instances go. Their versions stay: incidents show them.
+DELETED_RULE_AGE = "30 days"
 
 
 class HousekeepingReport(BaseModel):
     ran: bool
     buckets_deleted: int = 0
     keys_deleted: int = 0
+    rules_deleted: int = 0
     more_pending: bool = False
 
 
@@ -49,10 +53,20 @@ delete from public.api_keys where id in (
     order by coalesce(revoked_at, expires_at) limit %(limit)s for update skip locked)
 """
 
+# Only once every transition of the rule has been routed: its resolved notifications were decided.
+_RULES_SQL = f"""
+delete from public.alert_rules where id in (
+    select r.id from public.alert_rules r
+    where r.deleted_at < now() - interval '{DELETED_RULE_AGE}'
+      and not exists (select 1 from public.alert_transitions t where t.rule_id = r.id and t.routed_at is null)
+    order by r.deleted_at limit %(limit)s for update skip locked)
+"""
+
 
 def run_housekeeping() -> HousekeepingReport:
     report = HousekeepingReport(ran=True)
-    for sql, field in ((_BUCKETS_SQL, "buckets_deleted"), (_KEYS_SQL, "keys_deleted")):
+    jobs = ((_BUCKETS_SQL, "buckets_deleted"), (_KEYS_SQL, "keys_deleted"), (_RULES_SQL, "rules_deleted"))
+    for sql, field in jobs:
         for _ in range(MAX_BATCHES):
             got_lock, deleted = _delete_batch(sql)
             if not got_lock:
