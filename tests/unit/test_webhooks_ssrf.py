@@ -179,3 +179,12 @@ def test_syntax_validation_does_not_resolve() -> None:
     validate_url_syntax("https://not-yet-in-dns.example.com/", settings=PROD)
     with pytest.raises(UnsafeTarget):
         check_url("https://not-yet-in-dns.example.com/", settings=PROD, resolve=resolver({}))
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_deployments_refuse_loopback_even_with_the_setting(stage: str) -> None:
+    settings = Settings(stage=stage, webhook_allow_loopback=True)  # type: ignore[arg-type]
+    with pytest.raises(UnsafeTarget, match=r"loopback address 127\.0\.0\.1"):
+        check_url("https://127.0.0.1/", settings=settings)
+    with pytest.raises(UnsafeTarget, match="loopback address"):
+        validate_url_syntax("https://[::1]/", settings=settings)

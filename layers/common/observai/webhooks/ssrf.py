@@ -11,7 +11,8 @@ multicast, reserved, unspecified, shared (100.64/10), IPv4-mapped IPv6 addresses
 embed a refused IPv4 address, and every other address Python's ``ipaddress`` does not call global (documentation,
 benchmarking ranges...). Numeric host spellings that resolvers accept (``2130706433``, ``0177.0.0.1``, ``0x7f.1``)
 are read as the addresses they are. Outside the local and test stages only https and the ports 80, 443 and 8443;
-loopback only with ``settings.webhook_allow_loopback`` (local receivers for tests and ``make dev``).
+loopback only with ``settings.webhook_allow_loopback`` in the local and test stages (receivers on localhost for the
+tests and ``make dev``), never in dev or prod.
 """
 
 from __future__ import annotations
@@ -185,6 +186,11 @@ def address_refusal(address: IPAddress, *, allow_loopback: bool = False) -> str 
     return None
 
 
+def _allow_loopback(settings: Settings) -> bool:
+    # The setting counts only where it is meant to: a deployment that sets it by mistake still refuses loopback.
+    return settings.webhook_allow_loopback and _development(settings)
+
+
 def validate_url_syntax(url: str, *, settings: Settings | None = None) -> None:
     """Refuse (UnsafeTarget) what can be refused without DNS: scheme, credentials, port, an IP literal's class.
 
@@ -192,7 +198,7 @@ def validate_url_syntax(url: str, *, settings: Settings | None = None) -> None:
     settings = settings or get_settings()
     parsed = _parse(url, settings)
     if parsed.literal is not None:
-        reason = address_refusal(parsed.literal, allow_loopback=settings.webhook_allow_loopback)
+        reason = address_refusal(parsed.literal, allow_loopback=_allow_loopback(settings))
         if reason is not None:
             raise UnsafeTarget(reason)
 
@@ -222,7 +228,7 @@ def check_url(url: str, *, settings: Settings | None = None, resolve: Resolver |
         if not candidates:
             raise UnsafeTarget(f"host {parsed.host} does not resolve")
     for candidate in candidates:
-        reason = address_refusal(candidate, allow_loopback=settings.webhook_allow_loopback)
+        reason = address_refusal(candidate, allow_loopback=_allow_loopback(settings))
         if reason is not None:
             # Any refused address refuses the host: otherwise a name with one public and one private address would
             # reach the private one whenever the connection happened to pick it.
