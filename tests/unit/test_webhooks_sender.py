@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -264,3 +266,65 @@ def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_certificate
         assert attempt.error is not None and attempt.error.startswith("tls:")
         assert len(receiver.requests) == 1
     close_connections()
+
+
+class _TricklingReceiver:
+    """A raw TCP receiver that answers a status line, then one header byte every 50 ms: each read gets data well
+    within any read timeout, so only a total deadline ends the attempt."""
+
+    def __init__(self) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        conn, _ = self._server.accept()
+        with conn:
+            conn.recv(65536)
+            try:
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+                while not self._stop.wait(0.05):
+                    conn.sendall(b"a")
+            except OSError:
+                return  # the sender hung up: what the test expects
+
+    def __enter__(self) -> _TricklingReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
+def test_the_timeout_is_a_total_a_trickling_receiver_cannot_hold_a_delivery() -> None:
+    # Given a receiver trickling its headers a byte at a time, and a timeout of 0.5 s
+    settings = Settings(stage="test", webhook_allow_loopback=True, webhook_timeout_s=0.5)
+    with _TricklingReceiver() as receiver:
+        # When a message is delivered
+        attempt = deliver(f"http://127.0.0.1:{receiver.port}/", msg_id="e", body=BODY, secrets=[new_secret()],
+                          now=_now(), settings=settings)  # fmt: skip
+    # Then it ends as a timeout at about 0.5 s, though no single read waited that long
+    assert attempt.status_code is None and attempt.error == "timeout: no answer within 0.5 s"
+    assert 450 <= attempt.duration_ms < 1500
+    close_connections()
+
+
+def test_concurrent_deliveries_share_a_bounded_set_of_connections(receiver: WebhookReceiver) -> None:
+    # Given 8 threads delivering 25 messages each to one receiver
+    from concurrent.futures import ThreadPoolExecutor
+
+    secret = new_secret()
+
+    def send(n: int) -> bool:
+        attempt = deliver(receiver.url(), msg_id=f"m{n}", body=BODY, secrets=[secret], now=_now(), settings=LOCAL)
+        return attempt.succeeded
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(send, range(200)))
+    # Then every one succeeded, each id arrived once, over at most 8 connections
+    assert all(results)
+    assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(f"m{n}" for n in range(200))
+    assert receiver.connections <= 8

@@ -15,13 +15,19 @@ not with the layer: only the functions that deliver pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import heapq
+import itertools
+import socket
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from observai.config import Settings, get_settings
@@ -75,6 +81,115 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+@dataclass(eq=False)
+class _Watch:
+    """One delivery's deadline, and the connection it is using (set when the connection connects or sends)."""
+
+    deadline: float  # time.monotonic()
+    conn: Any = None
+    expired: bool = False
+    done: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class _Watchdog:
+    """Closes the socket of a delivery past its deadline: the timeout is a total, not a per-read one.
+
+    urllib3's read timeout bounds each wait for data; a receiver that trickles a byte every few seconds would keep a
+    delivery (and the endpoint's concurrency slot) for as long as it likes. One daemon thread per process, sleeping
+    until the earliest deadline, shuts such a socket down, which ends the blocked read at once."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._order = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, watch: _Watch, conn: Any) -> None:
+        with watch.lock:
+            first = watch.conn is None
+            watch.conn = conn
+        if not first:
+            return
+        with self._cond:
+            heapq.heappush(self._heap, (watch.deadline, next(self._order), watch))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="webhook-deadlines", daemon=True)
+                self._thread.start()
+            if self._heap[0][2] is watch:
+                self._cond.notify()
+
+    @staticmethod
+    def disarm(watch: _Watch) -> None:
+        with watch.lock:
+            watch.done = True
+            watch.conn = None
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while self._heap and self._heap[0][2].done:
+                    heapq.heappop(self._heap)
+                if not self._heap:
+                    self._cond.wait()
+                    continue
+                wait = self._heap[0][0] - time.monotonic()
+                if wait > 0:
+                    self._cond.wait(wait)
+                    continue
+                watch = heapq.heappop(self._heap)[2]
+            self._expire(watch)
+
+    @staticmethod
+    def _expire(watch: _Watch) -> None:
+        with watch.lock:
+            if watch.done or watch.conn is None:
+                return
+            watch.expired = True
+            sock = getattr(watch.conn, "sock", None)
+            if sock is not None:
+                # The plain socket's shutdown (not SSLSocket's): the reading thread's SSL_read just sees the end.
+                # Already closed (OSError): the delivery is over anyway.
+                with contextlib.suppress(OSError):
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+_watchdog = _Watchdog()
+_current_watch: ContextVar[_Watch | None] = ContextVar("observai_webhook_watch", default=None)
+
+
+@cache
+def _connection_classes() -> tuple[type, type]:
+    """urllib3's connection classes, registering each connection with the running delivery's deadline."""
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+
+    class _Armed:
+        def _arm(self) -> None:
+            watch = _current_watch.get()
+            if watch is not None:
+                _watchdog.arm(watch, self)
+
+    class WatchedHTTPConnection(_Armed, HTTPConnection):
+        def connect(self) -> None:
+            self._arm()
+            super().connect()
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            self._arm()
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(_Armed, HTTPSConnection):
+        def connect(self) -> None:
+            self._arm()
+            super().connect()
+
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            self._arm()
+            super().request(*args, **kwargs)
+
+    return WatchedHTTPConnection, WatchedHTTPSConnection
+
+
 class _Pools:
     """Open connection pools per (scheme, address, port, host): reuse across deliveries of one process."""
 
@@ -106,9 +221,11 @@ class _Pools:
             "block": False,
             "retries": False,
         }
+        plain, tls = _connection_classes()
+        pool: HTTPConnectionPool
         if target.scheme == "https":
             # TCP to the checked address; SNI and certificate verification against the URL's host.
-            return urllib3.HTTPSConnectionPool(
+            pool = urllib3.HTTPSConnectionPool(
                 address,
                 cert_reqs="CERT_REQUIRED",
                 ca_certs=ca_certs,
@@ -116,7 +233,11 @@ class _Pools:
                 assert_hostname=target.host,
                 **common,
             )
-        return urllib3.HTTPConnectionPool(address, **common)
+            pool.ConnectionCls = tls
+        else:
+            pool = urllib3.HTTPConnectionPool(address, **common)
+            pool.ConnectionCls = plain
+        return pool
 
     def clear(self) -> None:
         with self._lock:
@@ -195,8 +316,6 @@ def deliver(
     except UnsafeTarget as refused:
         return Attempt(None, _elapsed_ms(started), None, f"refused: {refused.reason}"[:_MAX_ERROR_CHARS])
 
-    import urllib3
-
     timestamp = int(now.timestamp())
     headers = {
         "Host": _host_header(target),
@@ -208,6 +327,27 @@ def deliver(
     }
     timeout = settings.webhook_timeout_s
     pool = _pools.get(target, target.address, ca_certs)
+    watch = _Watch(deadline=time.monotonic() + timeout - (time.perf_counter() - started))
+    token = _current_watch.set(watch)
+    try:
+        return _post(pool, target, body, headers, timeout, started, now, watch)
+    finally:
+        _current_watch.reset(token)
+        _watchdog.disarm(watch)
+
+
+def _post(
+    pool: HTTPConnectionPool,
+    target: Target,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    started: float,
+    now: datetime,
+    watch: _Watch,
+) -> Attempt:
+    import urllib3
+
     response = None
     for attempt in (1, 2):
         remaining = max(0.001, timeout - (time.perf_counter() - started))
@@ -225,10 +365,19 @@ def deliver(
             )
             break
         except Exception as exc:  # anything the network does is the attempt's error, never the caller's
+            if watch.expired:
+                return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s")
             if attempt == 1 and _is_stale_connection(exc) and time.perf_counter() - started < timeout:
                 continue
             return Attempt(None, _elapsed_ms(started), None, _describe(exc, timeout))
     assert response is not None
+    if watch.expired:
+        # Cut off while reading the headers: http.client takes the end of the stream for the end of the headers, so
+        # this "response" may be a status line and half a header. No answer in time is what happened.
+        _watchdog.disarm(watch)
+        response.close()
+        response.release_conn()
+        return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s")
     try:
         excerpt_bytes = response.read(EXCERPT_BYTES, decode_content=False)
         drained = len(excerpt_bytes)
@@ -244,7 +393,10 @@ def deliver(
         excerpt_bytes = b""
     finally:
         duration_ms = _elapsed_ms(started)
-    if not complete:
+    # Disarmed before the connection goes back to the pool: the watchdog must never shut a socket that another
+    # delivery has taken since. One it shut just now is closed here, not pooled.
+    _watchdog.disarm(watch)
+    if not complete or watch.expired:
         response.close()
     response.release_conn()
     status = response.status
