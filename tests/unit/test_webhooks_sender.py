@@ -28,6 +28,39 @@ def receiver() -> Iterator[WebhookReceiver]:
     close_connections()
 
 
+class _RawReceiver:
+    """A TCP receiver that answers ``answer`` bytes to one request per connection, whatever they are, and hangs up."""
+
+    def __init__(self, answer: bytes, connections: int = 1) -> None:
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self._answer = answer
+        self._connections = connections
+        self.accepted = 0
+        self.hung_up = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        for _ in range(self._connections):
+            try:
+                conn, _ = self._server.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            with conn:
+                conn.recv(65536)
+                conn.sendall(self._answer)
+            self.hung_up.set()
+
+    def __enter__(self) -> _RawReceiver:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.close()
+        self._thread.join(timeout=5)
+
+
 def _now() -> datetime:
     # Real time: the reference verifier refuses timestamps more than 5 minutes away from its clock.
     return datetime.now(UTC)
@@ -153,14 +186,19 @@ def test_deliveries_reuse_connections(receiver: WebhookReceiver) -> None:
     assert len(receiver.requests) == 20 and receiver.connections == 1
 
 
-def test_a_receiver_that_closed_an_idle_connection_still_gets_the_next_delivery(receiver: WebhookReceiver) -> None:
-    # Given a kept connection the receiver closes after answering (Connection: close is not announced)
-    receiver.script(Reply(204, headers={"Connection": "close"}), Reply(204))
-    deliver(receiver.url(), msg_id="a", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL)
-    # When the next message goes
-    attempt = deliver(receiver.url(), msg_id="b", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL)
-    # Then it is delivered (on a new connection)
-    assert attempt.succeeded and [r.headers["webhook-id"] for r in receiver.requests] == ["a", "b"]
+def test_a_receiver_that_closed_an_idle_connection_still_gets_the_next_delivery() -> None:
+    # Given a receiver that answers one request per connection and then hangs up without saying so (no
+    # Connection: close), so the sender keeps a connection that is closed by the time of the next delivery
+    with _RawReceiver(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", connections=2) as receiver:
+        url = f"http://127.0.0.1:{receiver.port}/"
+        first = deliver(url, msg_id="a", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL)
+        receiver.hung_up.wait(5)
+        # When the next message goes
+        second = deliver(url, msg_id="b", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL)
+    # Then both were delivered, the second on a new connection
+    assert first.succeeded and second.succeeded, second.error
+    assert receiver.accepted == 2
+    close_connections()
 
 
 def test_a_slow_receiver_times_out(receiver: WebhookReceiver) -> None:
@@ -328,3 +366,22 @@ def test_concurrent_deliveries_share_a_bounded_set_of_connections(receiver: Webh
     assert all(results)
     assert sorted(r.headers["webhook-id"] for r in receiver.requests) == sorted(f"m{n}" for n in range(200))
     assert receiver.connections <= 8
+
+
+def test_what_the_receiver_sends_is_kept_as_storable_text(receiver: WebhookReceiver) -> None:
+    # Given a receiver answering NUL bytes and invalid UTF-8
+    receiver.script(Reply(400, b"bad\x00input \xff\xfe end"))
+    attempt = deliver(receiver.url(), msg_id="e", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL)
+    # Then the excerpt holds replacement characters instead (Postgres text holds no NUL)
+    assert attempt.response_excerpt == "bad\ufffdinput \ufffd\ufffd end"
+
+
+@pytest.mark.parametrize("answer", [b"SSH-2.0-OpenSSH_9.6\r\n", b"\x00\x01garbage\r\n\r\n", b""])
+def test_a_receiver_that_does_not_speak_http_is_a_failure_not_an_exception(answer: bytes) -> None:
+    with _RawReceiver(answer) as receiver:
+        attempt = deliver(f"http://127.0.0.1:{receiver.port}/", msg_id="e", body=BODY, secrets=[new_secret()],
+                          now=_now(), settings=LOCAL)  # fmt: skip
+    assert attempt.status_code is None and not attempt.succeeded
+    assert attempt.error is not None and attempt.error.startswith("connection broken")
+    assert "\x00" not in attempt.error and len(attempt.error) <= 1000
+    close_connections()

@@ -31,6 +31,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from observai.config import Settings, get_settings
+from observai.text import storable_text
 from observai.webhooks.signing import sign
 from observai.webhooks.ssrf import Resolver, Target, UnsafeTarget, check_url
 
@@ -89,6 +90,7 @@ class _Watch:
     conn: Any = None
     expired: bool = False
     done: bool = False
+    connected: bool = False  # this try opened a new connection (not one kept from an earlier delivery)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -164,14 +166,15 @@ def _connection_classes() -> tuple[type, type]:
     from urllib3.connection import HTTPConnection, HTTPSConnection
 
     class _Armed:
-        def _arm(self) -> None:
+        def _arm(self, connecting: bool = False) -> None:
             watch = _current_watch.get()
             if watch is not None:
+                watch.connected = watch.connected or connecting
                 _watchdog.arm(watch, self)
 
     class WatchedHTTPConnection(_Armed, HTTPConnection):
         def connect(self) -> None:
-            self._arm()
+            self._arm(connecting=True)
             super().connect()
 
         def request(self, *args: Any, **kwargs: Any) -> None:
@@ -180,7 +183,7 @@ def _connection_classes() -> tuple[type, type]:
 
     class WatchedHTTPSConnection(_Armed, HTTPSConnection):
         def connect(self) -> None:
-            self._arm()
+            self._arm(connecting=True)
             super().connect()
 
         def request(self, *args: Any, **kwargs: Any) -> None:
@@ -279,18 +282,20 @@ def _describe(exc: BaseException, timeout_s: float) -> str:
         text = f"connection broken: {exc}"
     else:
         text = f"{type(exc).__name__}: {exc}"
-    return text[:_MAX_ERROR_CHARS]
+    return storable_text(text)[:_MAX_ERROR_CHARS]  # may quote what the receiver sent
 
 
 def _is_stale_connection(exc: BaseException) -> bool:
-    """A kept connection the receiver closed while idle: the request never reached it, so it is sent again once."""
+    """A kept connection that turned out closed (the receiver's keep-alive ended while it was idle). The request most
+    likely never reached the receiver; sent again once, on a new connection (at least once: a receiver drops a
+    duplicate webhook-id)."""
+    import http.client
+
     from urllib3 import exceptions as e
 
     if not isinstance(exc, e.ProtocolError):
         return False
     cause = exc.args[1] if len(exc.args) > 1 else exc.__cause__
-    import http.client
-
     return isinstance(cause, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError)
 
 
@@ -351,6 +356,7 @@ def _post(
     response = None
     for attempt in (1, 2):
         remaining = max(0.001, timeout - (time.perf_counter() - started))
+        watch.connected = False
         try:
             response = pool.urlopen(
                 "POST",
@@ -367,7 +373,8 @@ def _post(
         except Exception as exc:  # anything the network does is the attempt's error, never the caller's
             if watch.expired:
                 return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s")
-            if attempt == 1 and _is_stale_connection(exc) and time.perf_counter() - started < timeout:
+            # Once, and only when a kept connection failed: a fresh one that fails is the receiver's answer.
+            if attempt == 1 and not watch.connected and _is_stale_connection(exc):
                 continue
             return Attempt(None, _elapsed_ms(started), None, _describe(exc, timeout))
     assert response is not None
@@ -401,8 +408,9 @@ def _post(
     response.release_conn()
     status = response.status
     retry_after = parse_retry_after(response.headers.get("retry-after"), now) if status in (429, 503) else None
-    excerpt = excerpt_bytes.decode("utf-8", errors="replace")[:EXCERPT_BYTES] if excerpt_bytes else None
-    error = None if 200 <= status < 300 else _status_error(status, response.headers.get("location"))
+    # What the receiver sent is untrusted text for a Postgres column: no NUL, invalid UTF-8 as U+FFFD.
+    excerpt = storable_text(excerpt_bytes.decode("utf-8", errors="replace"))[:EXCERPT_BYTES] if excerpt_bytes else None
+    error = None if 200 <= status < 300 else storable_text(_status_error(status, response.headers.get("location")))
     return Attempt(status, duration_ms, excerpt, error, retry_after)
 
 
