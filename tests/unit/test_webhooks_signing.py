@@ -133,3 +133,24 @@ def test_a_key_of_the_wrong_length_is_refused() -> None:
     short = SecretStr(base64.b64encode(b"k" * 16).decode())
     with pytest.raises(RuntimeError, match="32 bytes"):
         encrypt_secret(new_secret(), Settings(stage="prod", webhook_secret_key=short))
+
+
+def test_the_verification_without_a_library_in_the_security_guide_works() -> None:
+    # Given the guide's library-free verify() (docs/webhooks-security.md), run as written
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "webhooks-security.md").read_text()
+    block = next(b.split("\n", 1)[1] for b in guide.split("```python")[1:] if "def verify(" in b).split("```")[0]
+    namespace: dict[str, object] = {}
+    exec(compile(block, "webhooks-security.md", "exec"), namespace)
+    verify = namespace["verify"]
+    # When it checks messages we signed now, during a rotation
+    old, new = new_secret(), new_secret()
+    ts = int(datetime.now(UTC).timestamp())
+    headers = _headers("msg_9", ts, sign([new, old], "msg_9", ts, BODY))
+    # Then either secret verifies, and a changed body, a stranger's secret or an old timestamp do not
+    assert verify(old, headers, BODY) and verify(new, headers, BODY)
+    assert not verify(new, headers, BODY + b"x")
+    assert not verify(new_secret(), headers, BODY)
+    stale = _headers("msg_9", ts - 600, sign([new], "msg_9", ts - 600, BODY))
+    assert not verify(new, stale, BODY)
