@@ -385,3 +385,23 @@ def test_a_receiver_that_does_not_speak_http_is_a_failure_not_an_exception(answe
     assert attempt.error is not None and attempt.error.startswith("connection broken")
     assert "\x00" not in attempt.error and len(attempt.error) <= 1000
     close_connections()
+
+
+def test_the_next_checked_address_is_tried_when_one_refuses_the_connection() -> None:
+    # Given a name with an IPv4 and an IPv6 loopback address, and a receiver listening on IPv6 only
+    with WebhookReceiver(host="::1") as receiver:
+        lookups: list[str] = []
+
+        def dual_stack(host: str, port: int) -> Sequence[str]:
+            lookups.append(host)
+            return ["::1", "127.0.0.1"]
+
+        # When a message is delivered to the name
+        url = f"http://dual.example:{receiver.port}/"
+        attempt = deliver(url, msg_id="e", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL,
+                          resolve=dual_stack)  # fmt: skip
+        # Then IPv4 (tried first) refused, the other checked address answered, and the name was resolved once
+        assert attempt.succeeded, attempt.error
+        assert lookups == ["dual.example"] and len(receiver.requests) == 1
+        assert receiver.requests[0].headers["host"] == f"dual.example:{receiver.port}"
+    close_connections()

@@ -331,11 +331,18 @@ def deliver(
         "user-agent": USER_AGENT,
     }
     timeout = settings.webhook_timeout_s
-    pool = _pools.get(target, target.address, ca_certs)
     watch = _Watch(deadline=time.monotonic() + timeout - (time.perf_counter() - started))
     token = _current_watch.set(watch)
     try:
-        return _post(pool, target, body, headers, timeout, started, now, watch)
+        # The checked addresses in turn (IPv4 first), the next only when one refuses the connection outright (a host
+        # with an IPv6 address this network cannot reach); never the name again.
+        addresses = target.addresses or (target.address,)
+        for index, address in enumerate(addresses):
+            pool = _pools.get(target, address, ca_certs)
+            attempt, unreachable = _post(pool, target, body, headers, timeout, started, now, watch)
+            if not (unreachable and index + 1 < len(addresses) and not watch.expired):
+                return attempt
+        return attempt
     finally:
         _current_watch.reset(token)
         _watchdog.disarm(watch)
@@ -350,8 +357,10 @@ def _post(
     started: float,
     now: datetime,
     watch: _Watch,
-) -> Attempt:
+) -> tuple[Attempt, bool]:
+    """One POST through ``pool``; also whether the address refused the connection (another one may be tried)."""
     import urllib3
+    from urllib3.exceptions import NewConnectionError
 
     response = None
     for attempt in (1, 2):
@@ -372,11 +381,12 @@ def _post(
             break
         except Exception as exc:  # anything the network does is the attempt's error, never the caller's
             if watch.expired:
-                return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s")
+                return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s"), False
             # Once, and only when a kept connection failed: a fresh one that fails is the receiver's answer.
             if attempt == 1 and not watch.connected and _is_stale_connection(exc):
                 continue
-            return Attempt(None, _elapsed_ms(started), None, _describe(exc, timeout))
+            failed = Attempt(None, _elapsed_ms(started), None, _describe(exc, timeout))
+            return failed, isinstance(exc, NewConnectionError)  # refused, no route (a timeout is ConnectTimeoutError)
     assert response is not None
     if watch.expired:
         # Cut off while reading the headers: http.client takes the end of the stream for the end of the headers, so
@@ -384,7 +394,7 @@ def _post(
         _watchdog.disarm(watch)
         response.close()
         response.release_conn()
-        return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s")
+        return Attempt(None, _elapsed_ms(started), None, f"timeout: no answer within {timeout:g} s"), False
     try:
         excerpt_bytes = response.read(EXCERPT_BYTES, decode_content=False)
         drained = len(excerpt_bytes)
@@ -411,7 +421,7 @@ def _post(
     # What the receiver sent is untrusted text for a Postgres column: no NUL, invalid UTF-8 as U+FFFD.
     excerpt = storable_text(excerpt_bytes.decode("utf-8", errors="replace"))[:EXCERPT_BYTES] if excerpt_bytes else None
     error = None if 200 <= status < 300 else storable_text(_status_error(status, response.headers.get("location")))
-    return Attempt(status, duration_ms, excerpt, error, retry_after)
+    return Attempt(status, duration_ms, excerpt, error, retry_after), False
 
 
 def _status_error(status: int, location: str | None) -> str:
