@@ -188,3 +188,8 @@ def test_deployments_refuse_loopback_even_with_the_setting(stage: str) -> None:
         check_url("https://127.0.0.1/", settings=settings)
     with pytest.raises(UnsafeTarget, match="loopback address"):
         validate_url_syntax("https://[::1]/", settings=settings)
+
+
+def test_paths_and_queries_are_sent_as_ascii() -> None:
+    target = check_url("https://hooks.example.com/für/äb?q=é&x=%20y", settings=TEST, resolve=PUBLIC)
+    assert target.path == "/f%C3%BCr/%C3%A4b?q=%C3%A9&x=%20y"

@@ -21,7 +21,7 @@ import ipaddress
 import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from observai.config import Settings, get_settings
 
@@ -33,6 +33,7 @@ Resolver = Callable[[str, int], Sequence[str]]
 ALLOWED_PORTS = frozenset({80, 443, 8443})
 MAX_URL_LENGTH = 2048
 _DEVELOPMENT_STAGES = ("local", "test")
+_PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar, "/" and "%" (escapes already there)
 
 _METADATA_ADDRESSES = frozenset({ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")})
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
@@ -149,9 +150,11 @@ def _parse(url: str, settings: Settings) -> _Parsed:
         raise UnsafeTarget("port 0 not allowed")
     if not _development(settings) and port not in ALLOWED_PORTS:
         raise UnsafeTarget(f"port {port} not allowed (only 80, 443 and 8443)")
-    path = parts.path or "/"
+    # As sent in the request line: ASCII only, so characters beyond it are percent-encoded (what a browser does);
+    # what is already encoded stays as it is.
+    path = quote(parts.path or "/", safe=_PATH_SAFE)
     if parts.query:
-        path += "?" + parts.query
+        path += "?" + quote(parts.query, safe=_PATH_SAFE + "?")
     return _Parsed(scheme, str(literal) if literal is not None else host, port, path, literal)
 
 
