@@ -123,6 +123,16 @@ def test_local_overrides_pass_supabase_settings_through(monkeypatch) -> None:
     assert overrides["SUPABASE_JWT_SECRET"] == "s" * 40 and "SUPABASE_URL" not in overrides
 
 
+def test_local_stages_let_webhooks_reach_loopback_receivers_unless_the_shell_says_otherwise(monkeypatch) -> None:
+    # Given no setting in the shell: local and test runs deliver to receivers on localhost
+    monkeypatch.delenv("WEBHOOK_ALLOW_LOOPBACK", raising=False)
+    assert local_overrides("local")["WEBHOOK_ALLOW_LOOPBACK"] == "true"
+    assert local_overrides("test")["WEBHOOK_ALLOW_LOOPBACK"] == "true"
+    # And the shell's value wins (to try the guard locally)
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "false")
+    assert local_overrides("local")["WEBHOOK_ALLOW_LOOPBACK"] == "false"
+
+
 def test_scheduler_invokes_due_schedules(template) -> None:
     calls: list[tuple[str, dict]] = []
     done = threading.Event()

@@ -64,6 +64,10 @@ def local_overrides(stage: str = "local", database_url: str | None = None) -> di
     # batch the database cannot take gets 503 Retry-After instead of being spooled, and exports answer 503).
     for name in DEPLOYED_RESOURCE_SETTINGS:
         overrides[name] = os.environ.get(name) or None
+    # Webhook receivers of `make dev` and the tests run on localhost, which the SSRF guard refuses unless allowed
+    # (it never allows loopback in dev or prod, whatever the setting). The shell's value wins (false: test the guard).
+    if stage in ("local", "test"):
+        overrides["WEBHOOK_ALLOW_LOOPBACK"] = os.environ.get("WEBHOOK_ALLOW_LOOPBACK") or "true"
     return overrides
 
 

@@ -381,6 +381,19 @@ def native_ingest_body(doc: dict[str, Any], operation: dict[str, Any]) -> None:
     }
 
 
+def add_webhooks(doc: dict[str, Any]) -> None:
+    """The OpenAPI 3.1 ``webhooks`` section: every event type we deliver, its payload schema and its headers."""
+    from observai.webhooks.events import openapi_webhooks
+
+    webhooks, event_schemas = openapi_webhooks()
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in event_schemas.items():
+        if name in schemas and schemas[name] != schema:
+            raise OpenApiConflict(f"components/schemas/{name}: an event schema and an API model share the name")
+        schemas[name] = schema
+    doc["webhooks"] = webhooks
+
+
 def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) -> dict[str, Any]:
     """Security per operation, the error envelope, tags; drop schemas nothing references."""
     from observai.http.responses import error_response
@@ -407,6 +420,7 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
                 operation["security"] = security
             document_errors(method, path, operation)
     shared_error_responses(doc)
+    add_webhooks(doc)
     for name in POWERTOOLS_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     _prune_unreferenced_schemas(doc)

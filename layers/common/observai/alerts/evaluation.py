@@ -430,7 +430,11 @@ def _persist(cur: Cursor, batch: _Batch, upserts: list[dict[str, Any]], eval_at:
             "value": c["state"].value,
             "at": eval_at.isoformat(),
         }
-        events.append(outbox.OutboxEvent(batch.org_id, batch.project_id, f"alert.{c['state'].state}", data, eval_at))
+        type_ = f"alert.{c['state'].state}"
+        # Labels and annotations are the users' (50 labels of 1 kB): cut to the webhook size rather than fail.
+        events.append(
+            outbox.OutboxEvent(batch.org_id, batch.project_id, type_, outbox.fit(type_, data, eval_at), eval_at)
+        )
     outbox.emit_many(cur, events)
     return len(moved)
 
@@ -493,20 +497,24 @@ def retire_rule(cur: Cursor, rule_id: UUID, *, now: datetime) -> dict[str, int]:
                 rule["org_id"],
                 rule["project_id"],
                 "alert.resolved",
-                {
-                    "rule_id": str(rule_id),
-                    "rule_name": rule["name"],
-                    "rule_version": r["rule_version"],
-                    "instance_id": str(r["id"]),
-                    "fingerprint": r["fingerprint"],
-                    "labels": r["labels"],
-                    "annotations": r["annotations"],
-                    "state": "resolved",
-                    "previous_state": "firing",
-                    "value": r["last_value"],
-                    "at": now.isoformat(),
-                    "reason": "rule retired",
-                },
+                outbox.fit(
+                    "alert.resolved",
+                    {
+                        "rule_id": str(rule_id),
+                        "rule_name": rule["name"],
+                        "rule_version": r["rule_version"],
+                        "instance_id": str(r["id"]),
+                        "fingerprint": r["fingerprint"],
+                        "labels": r["labels"],
+                        "annotations": r["annotations"],
+                        "state": "resolved",
+                        "previous_state": "firing",
+                        "value": r["last_value"],
+                        "at": now.isoformat(),
+                        "reason": "rule retired",
+                    },
+                    now,
+                ),
                 now,
             )
             for r in ended
