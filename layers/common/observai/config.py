@@ -74,6 +74,9 @@ class Settings(BaseModel):
     webhook_queue_url: str | None = None
     webhook_allow_loopback: bool = False
     webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
+    # The key that encrypts the endpoints' signing secrets at rest (AES-256-GCM): base64 of 32 bytes, from the app
+    # secret in AWS; local and test stages fall back to a fixed development key (observai.webhooks.signing).
+    webhook_secret_key: SecretStr | None = None
 
     @property
     def jwks_url(self) -> str | None:
@@ -92,7 +95,7 @@ class Settings(BaseModel):
         return None
 
 
-_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key")
+_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key", "webhook_secret_key")
 
 
 def _secret_values(arn: str) -> dict[str, Any]:
