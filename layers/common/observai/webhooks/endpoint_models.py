@@ -18,7 +18,7 @@ from observai.outbox import EVENT_TYPES
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 1000
 MAX_RATE_LIMIT_PER_S = 10_000
-TEST_EVENT_TYPE = "webhook.test"
+TEST_EVENT_TYPE: Literal["webhook.test"] = "webhook.test"
 SUBSCRIBABLE = sorted(EVENT_TYPES)
 
 

@@ -118,7 +118,9 @@ def update(cur: Cursor, endpoint_id: UUID, fields: Mapping[str, Any], now: datet
     unknown = set(fields) - UPDATABLE
     if unknown:
         raise ValueError(f"not updatable: {sorted(unknown)}")
-    assignments = [sql.SQL("{} = {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in fields]
+    assignments: list[sql.Composable] = [
+        sql.SQL("{} = {}").format(sql.Identifier(key), sql.Placeholder(key)) for key in fields
+    ]
     assignments.append(sql.SQL("updated_at = %(now)s"))
     query = sql.SQL("update public.webhook_endpoints set {} where id = %(endpoint_id)s returning " + PUBLIC_COLUMNS)
     cur.execute(query.format(sql.SQL(", ").join(assignments)), {**fields, "endpoint_id": endpoint_id, "now": now})
