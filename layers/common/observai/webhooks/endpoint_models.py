@@ -120,7 +120,7 @@ class WebhookEndpoint(BaseModel):
     event_types: list[str] | None = Field(description="The event types it receives; null: every type")
     enabled: bool
     rate_limit_per_s: int | None
-    secret_hint: str = Field(description="The secret's first characters, to tell secrets apart; never the secret")
+    secret_hint: str = Field(description="whsec_… and the secret's last 4 characters, to tell secrets apart")
     previous_secret_expires_at: datetime | None = Field(
         description="During a rotation: until when the previous secret signs too (null when none does)"
     )

@@ -23,8 +23,8 @@ The test route sends a ``webhook.test`` event right now, signed as a real delive
 answered. It records no message and no attempt (a test is not an event of the project: it must not appear among
 the deliveries, count towards the endpoint's failures, or be retried); only the audit trail records it.
 
-Deleting is a soft delete: the endpoint disappears from every read, its secrets are dropped, and its messages still
-waiting for delivery fail at once (``failure_reason``), so none is sent or retried to it.
+Deleting is a soft delete: the endpoint disappears from every read, a secret in rotation is dropped, and its
+messages still waiting for delivery fail at once (``failure_reason``), so none is sent or retried to it.
 """
 
 from __future__ import annotations

@@ -159,7 +159,8 @@ def rotate_secret(
 
 
 def soft_delete(cur: Cursor, endpoint_id: UUID, now: datetime) -> None:
-    """Deleted and disabled; the secrets' ciphertexts are dropped with it (no one may sign for it again)."""
+    """Deleted and disabled, the previous secret (in rotation) dropped. The current secret's ciphertext stays (the
+    column is not null): nothing reads a deleted endpoint's secret."""
     cur.execute(
         "update public.webhook_endpoints set deleted_at = %(now)s, enabled = false, updated_at = %(now)s,"
         " previous_secret_ciphertext = null, previous_secret_expires_at = null where id = %(id)s",
