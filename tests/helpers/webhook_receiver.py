@@ -12,11 +12,14 @@ never waits out the delay when it ends.
 
 from __future__ import annotations
 
+import datetime as dt
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 
@@ -42,7 +45,12 @@ class _IPv6Server(ThreadingHTTPServer):
 
 
 class WebhookReceiver:
-    def __init__(self, host: str = "127.0.0.1", reply: Reply | Callable[[Received], Reply] | None = None) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        reply: Reply | Callable[[Received], Reply] | None = None,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.requests: list[Received] = []
         self.connections = 0
         self._replies: list[Reply] = []
@@ -52,6 +60,9 @@ class WebhookReceiver:
         server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
         self._server = server_class((host, 0), self._handler())
         self._server.daemon_threads = True
+        self.scheme = "https" if tls is not None else "http"
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
@@ -64,7 +75,7 @@ class WebhookReceiver:
 
     def url(self, path: str = "/", host: str | None = None) -> str:
         name = host or (f"[{self.host}]" if ":" in self.host else self.host)
-        return f"http://{name}:{self.port}{path}"
+        return f"{self.scheme}://{name}:{self.port}{path}"
 
     def script(self, *replies: Reply) -> None:
         """The next requests get these replies in order; after them, the last one (or the default) repeats."""
@@ -130,3 +141,59 @@ class WebhookReceiver:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+@dataclass(frozen=True)
+class Certificates:
+    ca_file: str  # the CA bundle a client trusts
+    server_context: ssl.SSLContext  # for WebhookReceiver(tls=...): a certificate for the names given
+
+
+def make_certificates(directory: Path, names: tuple[str, ...]) -> Certificates:
+    """A throwaway certificate authority and a server certificate it signed for ``names`` (DNS names)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "observai test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file = directory / "server.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file = directory / "server.key"
+    key_file.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(cert_file), str(key_file))
+    return Certificates(str(ca_file), context)

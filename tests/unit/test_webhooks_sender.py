@@ -13,7 +13,7 @@ from observai.webhooks.sender import USER_AGENT, close_connections, deliver, par
 from observai.webhooks.signing import new_secret
 from standardwebhooks.webhooks import Webhook
 
-from tests.helpers.webhook_receiver import Reply, WebhookReceiver
+from tests.helpers.webhook_receiver import Reply, WebhookReceiver, make_certificates
 
 LOCAL = Settings(stage="test", webhook_allow_loopback=True)
 BODY = json.dumps({"type": "webhook.test", "timestamp": "2026-12-06T03:00:00+00:00", "data": {}}).encode()
@@ -221,4 +221,46 @@ def test_a_receiver_on_ipv6_loopback() -> None:
             receiver.url("/v6"), msg_id="e", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL
         )
         assert attempt.succeeded and receiver.requests[0].headers["host"] == f"[::1]:{receiver.port}"
+    close_connections()
+
+
+def test_https_goes_to_the_checked_address_with_the_name_for_sni_and_certificate(tmp_path) -> None:
+    # Given a TLS receiver on loopback with a certificate for hooks.tls.example (a CA of the test's own),
+    # and a resolver that knows the name
+    certificates = make_certificates(tmp_path, ("hooks.tls.example",))
+    resolve = lambda host, port: ["127.0.0.1"] if host in ("hooks.tls.example", "other.tls.example") else []  # noqa: E731
+    with WebhookReceiver(tls=certificates.server_context) as receiver:
+        url = f"https://hooks.tls.example:{receiver.port}/in"
+        # When a message is delivered over https, trusting that CA
+        attempt = deliver(
+            url,
+            msg_id="e",
+            body=BODY,
+            secrets=[new_secret()],
+            now=_now(),
+            settings=LOCAL,
+            resolve=resolve,
+            ca_certs=certificates.ca_file,
+        )
+        # Then the certificate was verified against the name, and the receiver got the request
+        assert attempt.succeeded, attempt.error
+        assert receiver.requests[0].headers["host"] == f"hooks.tls.example:{receiver.port}"
+        # And a name the certificate does not cover fails the TLS handshake, with nothing sent
+        attempt = deliver(
+            f"https://other.tls.example:{receiver.port}/in",
+            msg_id="f",
+            body=BODY,
+            secrets=[new_secret()],
+            now=_now(),
+            settings=LOCAL,
+            resolve=resolve,
+            ca_certs=certificates.ca_file,
+        )
+        assert attempt.status_code is None and attempt.error is not None and attempt.error.startswith("tls:")
+        # And so does a certificate from an authority not trusted (the system's bundle)
+        attempt = deliver(
+            url, msg_id="g", body=BODY, secrets=[new_secret()], now=_now(), settings=LOCAL, resolve=resolve
+        )
+        assert attempt.error is not None and attempt.error.startswith("tls:")
+        assert len(receiver.requests) == 1
     close_connections()
