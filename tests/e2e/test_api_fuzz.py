@@ -30,6 +30,7 @@ from tests.helpers.export_aws import export_aws
 from tests.helpers.http import client, ok_data
 from tests.helpers.ingest import ago, iso, log, metric, span
 from tests.helpers.users import User, make_user
+from tests.helpers.webhook_receiver import WebhookReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -83,21 +84,23 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
         pytest.MonkeyPatch.context() as mp,
         FakeSupabaseAuth(service_key=SERVICE_KEY) as supabase,
         export_aws(mp),
+        WebhookReceiver() as receiver,
     ):
         mp.setenv("SUPABASE_URL", supabase.url)
+        mp.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")  # the workspace's webhook endpoints are at a localhost receiver
         mp.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
         overrides = local_overrides("test", database_url)
         overrides["RATE_LIMIT_PER_SECOND"] = "10000"
         overrides["RATE_LIMIT_BURST"] = "100000"
         server, base_url = start_server("127.0.0.1", 0, overrides=overrides, quiet=True)
         try:
-            yield base_url, _arrange(base_url, database_url)
+            yield base_url, _arrange(base_url, database_url, receiver.url("/hook"))
         finally:
             server.shutdown()
             server.server_close()
 
 
-def _arrange(base_url: str, database_url: str) -> Workspace:
+def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
     import psycopg
     from psycopg.rows import dict_row
 
@@ -131,6 +134,9 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         condition = {"kind": "metric", "metric": METRIC, "op": ">", "threshold": 1}
         rule = ok_data(http.post(rules, json={"name": "fuzz", "condition": condition}), 201)
         doomed_rule = ok_data(http.post(rules, json={"name": "doomed", "condition": condition}), 201)
+        webhooks = f"/v1/projects/{project['id']}/webhooks"
+        endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
+        doomed_endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -144,12 +150,14 @@ def _arrange(base_url: str, database_url: str) -> Workspace:
         "rule_id": [rule["id"]],
         "version": ["1"],
         "incident_id": [_incident(database_url, org["id"], project["id"])],
+        "endpoint_id": [endpoint["id"]],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
         ("DELETE", "/v1/projects/{project_id}"): {"project_id": doomed_project["id"]},
         ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"): {"user_id": str(spare.id)},
         ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"): {"rule_id": doomed_rule["id"]},
+        ("DELETE", "/v1/projects/{project_id}/webhooks/{endpoint_id}"): {"endpoint_id": doomed_endpoint["id"]},
     }
     return ws
 

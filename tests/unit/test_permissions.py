@@ -26,6 +26,7 @@ EXPECTED: dict[Role, set[Action]] = {
         A.AUDIT_READ,
         A.TELEMETRY_READ,
         A.TELEMETRY_WRITE,
+        A.WEBHOOK_MANAGE,
     },
     Role.ADMIN: {
         A.ORG_READ,
@@ -41,6 +42,7 @@ EXPECTED: dict[Role, set[Action]] = {
         A.AUDIT_READ,
         A.TELEMETRY_READ,
         A.TELEMETRY_WRITE,
+        A.WEBHOOK_MANAGE,
     },
     Role.MEMBER: {A.ORG_READ, A.MEMBER_READ, A.PROJECT_READ, A.TELEMETRY_READ, A.TELEMETRY_WRITE, A.API_KEY_READ},
     Role.VIEWER: {A.ORG_READ, A.MEMBER_READ, A.PROJECT_READ, A.TELEMETRY_READ},
@@ -62,6 +64,7 @@ ALL_ACTIONS = {
     "audit.read",
     "telemetry.read",
     "telemetry.write",
+    "webhook.manage",
 }
 CASES = [(role, action) for role in Role for action in Action]
 

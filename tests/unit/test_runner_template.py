@@ -112,6 +112,15 @@ EXPECTED_ROUTES = {
     },
     "IncidentTimersFunction": set(),
     "EvaluateAlertsFunction": set(),
+    "WebhooksFunction": {
+        ("POST", "/v1/projects/{project_id}/webhooks"),
+        ("GET", "/v1/projects/{project_id}/webhooks"),
+        ("GET", "/v1/projects/{project_id}/webhooks/{endpoint_id}"),
+        ("PATCH", "/v1/projects/{project_id}/webhooks/{endpoint_id}"),
+        ("DELETE", "/v1/projects/{project_id}/webhooks/{endpoint_id}"),
+        ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret"),
+        ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/test"),
+    },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).

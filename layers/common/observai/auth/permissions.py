@@ -31,6 +31,9 @@ class Action(StrEnum):
     AUDIT_READ = "audit.read"
     TELEMETRY_READ = "telemetry.read"
     TELEMETRY_WRITE = "telemetry.write"  # inside projects: alert rules, dashboards, annotations...
+    # Outbound webhooks: subscribe, change, delete, rotate the secret, send a test. Admins and up: an endpoint sends
+    # the project's events to any URL on the internet, so it is an admin's decision, as API keys are.
+    WEBHOOK_MANAGE = "webhook.manage"
 
 
 _VIEWER = frozenset({Action.ORG_READ, Action.MEMBER_READ, Action.PROJECT_READ, Action.TELEMETRY_READ})
@@ -43,6 +46,7 @@ _ADMIN = _MEMBER | {
     Action.PROJECT_DELETE,
     Action.API_KEY_MANAGE,
     Action.AUDIT_READ,
+    Action.WEBHOOK_MANAGE,
 }
 _OWNER = frozenset(Action)
 

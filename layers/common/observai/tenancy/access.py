@@ -66,3 +66,40 @@ def authorize_configuration(cur: Cursor, principal: Principal, project_id: UUID)
             )
         return principal.org_id
     return authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
+
+
+def authorize_webhooks_read(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
+    """The project's org id when the caller may read its webhook endpoints and deliveries (never their secrets):
+    viewers and up, or an API key bound to this very project with the ``read`` or ``admin`` scope. Another
+    project's key gets 404 (existence not revealed), an ``ingest``-only key 403 ``scope_missing``."""
+    if principal.kind == "api_key":
+        if principal.project_id != project_id or principal.org_id is None:
+            raise NotFound("Project not found", details={"project_id": str(project_id)})
+        if not principal.scopes & {"read", "admin"}:
+            raise Forbidden(
+                "This API key lacks the read scope",
+                code="scope_missing",
+                details={"scopes": sorted(principal.scopes), "needed": "read"},
+            )
+        return principal.org_id
+    row, _ = authorize_project(cur, principal, project_id, Action.TELEMETRY_READ)
+    return cast(UUID, row["org_id"])
+
+
+def authorize_webhooks_manage(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
+    """The project's org id when the caller may subscribe, change, delete, rotate, test or replay its webhook
+    endpoints: admins and up (an endpoint sends the project's events anywhere on the internet), or an API key bound
+    to this very project with the ``admin`` scope. Another project's key, or another organization, gets 404; a
+    member, a viewer or a ``read`` key 403."""
+    if principal.kind == "api_key":
+        if principal.project_id != project_id or principal.org_id is None:
+            raise NotFound("Project not found", details={"project_id": str(project_id)})
+        if "admin" not in principal.scopes:
+            raise Forbidden(
+                "This needs a person's token (admin or owner), or an API key of the project with the admin scope",
+                code="scope_missing",
+                details={"scopes": sorted(principal.scopes), "needed": "admin"},
+            )
+        return principal.org_id
+    row, _ = authorize_project(cur, principal, project_id, Action.WEBHOOK_MANAGE)
+    return cast(UUID, row["org_id"])
