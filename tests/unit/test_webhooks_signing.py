@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 from observai.config import Settings
+from observai.errors import Unavailable
 from observai.webhooks.signing import (
     decrypt_secret,
     encrypt_secret,
@@ -125,13 +126,14 @@ def test_a_ciphertext_opens_only_with_its_key_and_unaltered() -> None:
 
 @pytest.mark.parametrize("stage", ["dev", "prod"])
 def test_deployments_refuse_to_run_without_a_key(stage: str) -> None:
-    with pytest.raises(RuntimeError, match="webhook_secret_key"):
+    # A 503 (Unavailable) for the API, a retried message for the engine: never a 500, never a published key
+    with pytest.raises(Unavailable, match="webhook_secret_key"):
         encrypt_secret(new_secret(), Settings(stage=stage))  # type: ignore[arg-type]
 
 
 def test_a_key_of_the_wrong_length_is_refused() -> None:
     short = SecretStr(base64.b64encode(b"k" * 16).decode())
-    with pytest.raises(RuntimeError, match="32 bytes"):
+    with pytest.raises(Unavailable, match="32 bytes"):
         encrypt_secret(new_secret(), Settings(stage="prod", webhook_secret_key=short))
 
 

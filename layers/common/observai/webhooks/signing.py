@@ -19,6 +19,8 @@ import os
 from collections.abc import Sequence
 
 from observai.config import Settings, get_settings
+from observai.errors import Unavailable
+from observai.observability import logger
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -79,14 +81,20 @@ def _encryption_key(settings: Settings | None) -> bytes:
         encoded = DEVELOPMENT_SECRET_KEY
     else:
         # Never a default in a deployment: secrets encrypted under a published key are as good as clear text.
-        raise RuntimeError("webhook_secret_key is not set (the app secret's webhook_secret_key: base64 of 32 bytes)")
+        raise _not_configured("webhook_secret_key is not set (the app secret's webhook_secret_key: base64 of 32 bytes)")
     try:
         key = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
-        raise RuntimeError("webhook_secret_key is not base64") from None
+        raise _not_configured("webhook_secret_key is not base64") from None
     if len(key) != 32:
-        raise RuntimeError(f"webhook_secret_key holds 32 bytes (AES-256), not {len(key)}")
+        raise _not_configured(f"webhook_secret_key holds 32 bytes (AES-256), not {len(key)}")
     return key
+
+
+def _not_configured(why: str) -> Unavailable:
+    """A deployment without its key answers 503 (an operator's mistake, said once in the logs), never a 500."""
+    logger.error("webhook secrets cannot be encrypted or decrypted", extra={"reason": why})
+    return Unavailable(f"Webhooks are not configured here: {why}", retry_after_s=3600)
 
 
 def encrypt_secret(secret: str, settings: Settings | None = None) -> bytes:
