@@ -34,6 +34,7 @@ from tests.helpers.ingest import (
 )
 from tests.helpers.inprocess import Result, invoke
 from tests.helpers.users import User, add_membership, make_user
+from tests.helpers.webhook_schemas import published_errors
 
 pytestmark = pytest.mark.integration
 
@@ -253,6 +254,16 @@ def test_a_logs_export_round_trip(aws: ExportAws, tenant: Tenant, database_url: 
     assert audit["actor_type"] == "user" and audit["actor_id"] == str(tenant.member.id)
     assert audit["org_id"] == tenant.project.org_id and audit["details"]["signal"] == "logs"
 
+    # And its completion left through the outbox for the webhooks, as the published schema says
+    (event,) = rows(
+        database_url,
+        "select type, payload from public.outbox_events where payload -> 'data' ->> 'export_id' = %s",
+        (export["id"],),
+    )
+    assert event["type"] == "export.completed" and published_errors(event["payload"]) == []
+    data = event["payload"]["data"]
+    assert (data["status"], data["row_count"], data["bytes"]) == ("succeeded", 30, export["bytes"])
+
 
 def test_a_spans_export_with_filters_by_a_read_key(aws: ExportAws, tenant: Tenant, database_url: str) -> None:
     # Given spans of two services, some failed; When a read key exports the api service's failed spans
@@ -369,6 +380,12 @@ def test_a_missing_bucket_fails_the_export_with_a_reason_not_a_retry_loop(
     response = get(tenant.member.headers, f"{tenant.path}/{created['id']}")
     assert response.data["status"] == "failed" and response.data["download_url"] is None
     assert response.data["error"] == state["error"]
+    # And the failure left through the outbox too (export.completed, status failed, with the reason)
+    (event,) = db.execute(
+        "select payload from public.outbox_events where payload -> 'data' ->> 'export_id' = %s", (created["id"],)
+    ).fetchall()
+    assert event["payload"]["data"]["status"] == "failed" and event["payload"]["data"]["error"] == state["error"]
+    assert published_errors(event["payload"]) == []
 
 
 def test_an_unreachable_store_is_retried_then_given_up(

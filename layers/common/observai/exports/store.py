@@ -43,10 +43,13 @@ def fail_abandoned(cur: Cursor, project_id: UUID, *, lost_after_s: int, never_st
         "  else 'the export was never picked up by a worker; start a new export' end"
         " where project_id = %(project)s and status in ('queued', 'running') and ("
         "  (status = 'running' and lease_until < now() - make_interval(secs => %(lost)s))"
-        "  or (status = 'queued' and created_at < now() - make_interval(secs => %(never)s)))",
+        "  or (status = 'queued' and created_at < now() - make_interval(secs => %(never)s)))"
+        f" returning {COLUMNS}",
         {"project": project_id, "lost": lost_after_s, "never": never_started_after_s},
     )
-    return cur.rowcount
+    finished = cur.fetchall()
+    _completed(cur, finished)
+    return len(finished)
 
 
 def count_unfinished(cur: Cursor, project_id: UUID) -> int:
@@ -123,10 +126,13 @@ def set_failed(cur: Cursor, export_id: UUID, reason: str, *, attempt: int | None
     cur.execute(
         "update public.exports set status = 'failed', error = left(%(reason)s, 2000), finished_at = now(),"
         " lease_until = null where id = %(id)s and status in ('queued', 'running')"
-        " and (%(attempt)s::integer is null or attempts = %(attempt)s)",
+        " and (%(attempt)s::integer is null or attempts = %(attempt)s)"
+        f" returning {COLUMNS}",
         {"id": export_id, "reason": reason, "attempt": attempt},
     )
-    return cur.rowcount == 1
+    finished = cur.fetchall()
+    _completed(cur, finished)
+    return len(finished) == 1
 
 
 def claim(cur: Cursor, export_id: UUID, *, lease_s: int, max_attempts: int) -> dict[str, Any] | None:
@@ -160,10 +166,46 @@ def set_succeeded(
     cur.execute(
         "update public.exports set status = 'succeeded', row_count = %(rows)s, bytes = %(bytes)s, s3_key = %(key)s,"
         " error = null, lease_until = null, finished_at = now(), expires_at = now() + make_interval(days => %(keep)s)"
-        " where id = %(id)s and status = 'running' and attempts = %(attempt)s",
+        " where id = %(id)s and status = 'running' and attempts = %(attempt)s"
+        f" returning {COLUMNS}",
         {"id": export_id, "attempt": attempt, "rows": row_count, "bytes": size, "key": key, "keep": keep_days},
     )
-    return cur.rowcount == 1
+    finished = cur.fetchall()
+    _completed(cur, finished)
+    return len(finished) == 1
+
+
+def _completed(cur: Cursor, rows: list[Any]) -> None:
+    """``export.completed`` for each export that just finished, in the transaction that finished it (the outbox:
+    the webhooks deliver it; none for a change that rolls back)."""
+    from observai import outbox
+
+    outbox.emit_many(
+        cur,
+        [
+            outbox.OutboxEvent(
+                row["org_id"],
+                row["project_id"],
+                "export.completed",
+                {
+                    "export_id": str(row["id"]),
+                    "project_id": str(row["project_id"]),
+                    "signal": row["signal"],
+                    "status": row["status"],
+                    "format": "ndjson.gz",
+                    "from": row["from_time"].isoformat(),
+                    "to": row["to_time"].isoformat(),
+                    "row_count": row["row_count"],
+                    "bytes": row["bytes"],
+                    "error": row["error"],
+                    "finished_at": row["finished_at"].isoformat(),
+                    "expires_at": row["expires_at"].isoformat() if row["expires_at"] else None,
+                },
+                row["finished_at"],
+            )
+            for row in rows
+        ],
+    )
 
 
 # --- the rows an export copies ---------------------------------------------------------------------------------
