@@ -33,6 +33,7 @@ from tests.helpers.ingest import (
 )
 from tests.helpers.inprocess import Result
 from tests.helpers.users import make_user
+from tests.helpers.webhook_schemas import published_errors
 
 pytestmark = pytest.mark.integration
 
@@ -576,6 +577,17 @@ def test_daily_quota_exceeded_is_429_with_retry_after(
     retry_after = int(result.header("Retry-After") or 0)
     assert 1 <= retry_after <= 86_400
     assert counts(database_url, project.project_id)["logs"] == 0
+    # And a second refusal the same day
+    refused(post_native(project.headers, [log("three"), log("four")]), 429, "rate_limited")
+    # Then the project's webhooks are told once (usage.quota_reached in the outbox), as the published schema says
+    events = db.execute(
+        "select project_id, payload from public.outbox_events where org_id = %s and type = 'usage.quota_reached'",
+        (project.org_id,),
+    ).fetchall()
+    assert len(events) == 1 and events[0]["project_id"] == project.project_id
+    data = events[0]["payload"]["data"]
+    assert (data["quota"], data["limit"], data["action"]) == ("events_per_day", 1_000_000, "rejected")
+    assert published_errors(events[0]["payload"]) == []
     # And a single event still fits
     usage.reset_caches()
     assert accepted(post_native(project.headers, [log("one")]))["accepted"] == 1

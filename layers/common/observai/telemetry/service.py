@@ -18,7 +18,7 @@ from uuid import UUID
 
 from observai.auth.principal import Principal
 from observai.db.breaker import database_breaker
-from observai.errors import Forbidden, Unavailable
+from observai.errors import Forbidden, RateLimited, Unavailable
 from observai.observability import logger
 from observai.telemetry import usage
 from observai.telemetry.model import Batch, Rejection
@@ -81,8 +81,12 @@ def ingest(
         except Unavailable as exc:
             database_breaker.record_failure(exc)
             logger.warning("database unavailable: spooling the batch", extra={"reason": exc.message})
+        except RateLimited as exc:
+            database_breaker.record_success()  # the database answered: the quota is spent
+            _notice_quota(key, exc)
+            raise
         except BaseException:
-            database_breaker.record_success()  # the database answered (quota exceeded, conflict...)
+            database_breaker.record_success()  # the database answered (conflict, bad input...)
             raise
         else:
             database_breaker.record_success()
@@ -110,3 +114,14 @@ def _spool(
         )
     )
     return IngestOutcome("spooled", response)
+
+
+def _notice_quota(key: IngestKey, refusal: RateLimited) -> None:
+    """The first refusal of the day tells the project's webhooks (usage.quota_reached); never changes the 429."""
+    details = refusal.details if isinstance(refusal.details, dict) else {}
+    if "quota" not in details:
+        return
+    try:
+        usage.notice_quota_reached(key.org_id, key.project_id, details)
+    except Exception as exc:
+        logger.warning("quota notice not recorded", extra={"org_id": str(key.org_id), "error": str(exc)})

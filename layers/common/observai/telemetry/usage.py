@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.batched_move import move_in_batches
-from observai.db.connection import execute_autocommit, tenant_transaction
+from observai.db.connection import execute_autocommit, tenant_transaction, transaction
 from observai.errors import InvalidInput, NotFound, RateLimited
 from observai.telemetry.model import Signal
 
@@ -185,11 +185,15 @@ _usage_cache: dict[UUID, _UsageState] = {}
 _monotonic = time.monotonic
 
 
+_noticed: set[tuple[UUID, date, str]] = set()  # (org, day, quota) this container knows were noticed
+
+
 def reset_caches() -> None:
     """Forget cached plans and usage (tests; a plan change takes effect within PLAN_CACHE_TTL_S anyway)."""
     with _lock:
         _plan_cache.clear()
         _usage_cache.clear()
+        _noticed.clear()
 
 
 def _limits_from(row: Mapping[str, Any]) -> PlanLimits:
@@ -286,6 +290,52 @@ def check_quota(org_id: UUID, incoming_events: int, incoming_bytes: int, *, now:
     with _lock:
         state.used_events += incoming_events
         state.used_bytes += incoming_bytes
+
+
+def notice_quota_reached(
+    org_id: UUID, project_id: UUID | None, details: dict[str, Any], *, now: datetime | None = None
+) -> bool:
+    """``usage.quota_reached`` once per organization, UTC day and quota: the first refused request records the
+    notice and the outbox event in one transaction (the project whose request was refused receives it). Returns
+    whether this call recorded it. Called after the refused write rolled back; refusals after the first cost a set
+    lookup in this container and one insert that finds the row in another."""
+    from observai import outbox
+
+    now = now or utc_now()
+    quota = str(details.get("quota", ""))
+    key = (org_id, now.date(), quota)
+    if key in _noticed:
+        return False
+    with transaction() as cur:
+        cur.execute(
+            "insert into public.usage_quota_notices (org_id, day, quota, noticed_at) values (%s, %s, %s, %s)"
+            " on conflict do nothing returning org_id",
+            (org_id, now.date(), quota, now),
+        )
+        recorded = cur.fetchone() is not None
+        if recorded:
+            day_start = datetime.combine(now.date(), datetime.min.time(), tzinfo=UTC)
+            outbox.emit(
+                cur,
+                org_id=org_id,
+                project_id=project_id,
+                type="usage.quota_reached",
+                data={
+                    "org_id": str(org_id),
+                    "project_id": None,
+                    "quota": quota,
+                    "period_start": day_start.isoformat(),
+                    "period_end": next_utc_midnight(now).isoformat(),
+                    "limit": int(details.get("limit", 0)),
+                    "used": int(details.get("used", 0)),
+                    "threshold_percent": 100,
+                    "action": "rejected",
+                },
+                at=now,
+            )
+    with _lock:
+        _noticed.add(key)
+    return recorded
 
 
 # ---------------------------------------------------------------------------------------------
