@@ -74,6 +74,11 @@ class Settings(BaseModel):
     webhook_queue_url: str | None = None
     webhook_allow_loopback: bool = False
     webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
+    # The delivery engine (observai.webhooks.delivery): at most this many deliveries of one endpoint in flight at
+    # once (a slow receiver holds only its own slots), and the SES sender of the notice that an endpoint was
+    # disabled after failing for 5 days (unset: the endpoint is disabled without an e-mail, and a warning logged).
+    webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=100)
+    webhook_notice_sender: str | None = None
 
     @property
     def jwks_url(self) -> str | None:
