@@ -74,6 +74,9 @@ class Settings(BaseModel):
     webhook_queue_url: str | None = None
     webhook_allow_loopback: bool = False
     webhook_timeout_s: float = Field(default=15.0, gt=0, le=60)
+    # The key that encrypts the endpoints' signing secrets at rest (AES-256-GCM): base64 of 32 bytes, from the app
+    # secret in AWS; local and test stages fall back to a fixed development key (observai.webhooks.signing).
+    webhook_secret_key: SecretStr | None = None
     # The delivery engine (observai.webhooks.delivery): at most this many deliveries of one endpoint in flight at
     # once (a slow receiver holds only its own slots), and the SES sender of the notice that an endpoint was
     # disabled after failing for 5 days (unset: the endpoint is disabled without an e-mail, and a warning logged).
@@ -97,7 +100,7 @@ class Settings(BaseModel):
         return None
 
 
-_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key")
+_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key", "webhook_secret_key")
 
 
 def _secret_values(arn: str) -> dict[str, Any]:
