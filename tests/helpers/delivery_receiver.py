@@ -53,7 +53,9 @@ def receiver(script: list[Reply] | None = None, default: Reply | None = None) ->
             length = int(self.headers.get("content-length") or 0)
             body = self.rfile.read(length)
             with state.lock:
-                state.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, arrived))
+                state.received.append(
+                    Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body, arrived)
+                )
             reply = state.next_reply()
             if reply.delay_s:
                 time.sleep(reply.delay_s)  # the scenario: a receiver slower than the engine's timeout

@@ -50,8 +50,14 @@ def _tenant(db: psycopg.Connection[Any], label: str) -> Tenant:
         add_membership(db, project.org_id, users[role].id, role)
     endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, "https://hooks.example.test/in")
     return Tenant(
-        project, project, add_key(project, ("admin",)), users["owner"], users["admin"], users["member"],
-        users["viewer"], endpoint_id,
+        project,
+        project,
+        add_key(project, ("admin",)),
+        users["owner"],
+        users["admin"],
+        users["member"],
+        users["viewer"],
+        endpoint_id,
     )
 
 
@@ -137,7 +143,10 @@ def test_deliveries_list_with_attempts_filter_and_pages(conn: psycopg.Connection
     items = ok(call("GET", path, tenant.viewer.headers))
     # Then newest first, each with its attempts: time, status, duration, response excerpt
     assert [i["id"] for i in items] == [str(pending), str(done), str(failed)]
-    assert [(a["attempt"], a["status_code"], a["duration_ms"], a["response_excerpt"], a["error"]) for a in items[2]["attempt_log"]] == [
+    assert [
+        (a["attempt"], a["status_code"], a["duration_ms"], a["response_excerpt"], a["error"])
+        for a in items[2]["attempt_log"]
+    ] == [
         (1, 500, 12, "nope", None),
         (2, None, 12, None, "timeout"),
     ]
@@ -153,7 +162,10 @@ def test_deliveries_list_with_attempts_filter_and_pages(conn: psycopg.Connection
     # Bad input: 4xx naming the field
     assert error(call("GET", path, tenant.viewer.headers, "status=lost"), 422)["details"]
     assert "status" in str(error(call("GET", path, tenant.viewer.headers, "status=lost"), 422))
-    assert error(call("GET", path, tenant.viewer.headers, "cursor=garbage"), 400)["details"]["loc"] == ["query", "cursor"]
+    assert error(call("GET", path, tenant.viewer.headers, "cursor=garbage"), 400)["details"]["loc"] == [
+        "query",
+        "cursor",
+    ]
     # An unknown endpoint is 404
     assert error(call("GET", f"{tenant.base}/{uuid.uuid4()}/deliveries", tenant.viewer.headers), 404)
 
@@ -193,12 +205,16 @@ def test_recover_replays_failed_messages_since_a_time(conn: psycopg.Connection[A
     after = [put_message(conn, tenant, "failed", T0 + timedelta(minutes=n), (500,)) for n in range(3)]
     done = put_message(conn, tenant, "succeeded", T0 + timedelta(minutes=5), (200,))
     # When the owner recovers since that time
-    result = ok(call("POST", f"{tenant.base}/{tenant.endpoint_id}/recover", tenant.owner.headers, "since=2026-11-20T08:00:00Z"))
+    result = ok(
+        call("POST", f"{tenant.base}/{tenant.endpoint_id}/recover", tenant.owner.headers, "since=2026-11-20T08:00:00Z")
+    )
     # Then the three failed since then are replayed, and nothing else
     assert (result["replayed"], result["more"]) == (3, False)
     statuses = {
         r["id"]: (r["status"], r["attempts"])
-        for r in conn.execute("select id, status, attempts from public.webhook_messages where endpoint_id = %s", (tenant.endpoint_id,))
+        for r in conn.execute(
+            "select id, status, attempts from public.webhook_messages where endpoint_id = %s", (tenant.endpoint_id,)
+        )
     }
     assert [statuses[m] for m in after] == [("pending", 0)] * 3
     assert statuses[before] == ("failed", 1) and statuses[done] == ("succeeded", 1)

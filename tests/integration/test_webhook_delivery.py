@@ -49,7 +49,10 @@ class Aws:
 
         name = self.queue.queue_url.rsplit("/", 1)[-1]
         q = sqs_backends[DEFAULT_ACCOUNT_ID][REGION].queues[name]
-        return [(parse_message(m.body), m.delay_seconds) for m in q._messages]
+        return [
+            (parse_message(m.body), round((m.delayed_until - m.sent_timestamp) / 1000) if m.delayed_until else 0)
+            for m in q._messages
+        ]
 
 
 @pytest.fixture
@@ -65,8 +68,12 @@ def aws(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Aws]:
 
 @pytest.fixture
 def project(database_url: str) -> IngestProject:
-    with transaction() as cur:  # earlier tests' events must not be fanned out here
+    with transaction() as cur:  # earlier tests' events and retries must not be fanned out or swept here
         cur.execute("update public.outbox_events set dispatched_at = now() where dispatched_at is null")
+        cur.execute(
+            "update public.webhook_messages set status = 'failed', next_attempt_at = null"
+            " where next_attempt_at is not null"
+        )
     return make_project(scopes=("read",), label="Delivery")
 
 
@@ -161,7 +168,11 @@ def test_410_disables_the_endpoint(db: psycopg.Connection[Any], aws: Aws, projec
         # Then the endpoint is disabled with the reason, the message failed without retry
         assert outcome.outcome == "endpoint_disabled"
         row = endpoint(db, endpoint_id)
-        assert (row["enabled"], row["disabled_reason"], row["disabled_at"]) == (False, "410 Gone from the receiver", row["disabled_at"])
+        assert (row["enabled"], row["disabled_reason"], row["disabled_at"]) == (
+            False,
+            "410 Gone from the receiver",
+            row["disabled_at"],
+        )
         assert row["disabled_at"] is not None
         assert message(db, first)["status"] == "failed"
         # and the other message is not sent any more

@@ -111,7 +111,10 @@ def test_fan_out_is_idempotent(db: psycopg.Connection[Any], queue, project) -> N
 def test_the_fan_out_is_bounded_and_oldest_first(db: psycopg.Connection[Any], queue, project) -> None:
     # Given three events, the oldest first
     insert_endpoint(db, project.org_id, project.project_id, URL)
-    ids = [emit_event(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW + timedelta(seconds=n)) for n in range(3)]
+    ids = [
+        emit_event(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW + timedelta(seconds=n))
+        for n in range(3)
+    ]
     # When the fan-out takes two at a time
     first = fan_out(NOW, 2)
     second = fan_out(NOW, 2)
@@ -134,7 +137,9 @@ def test_a_rolled_back_change_sends_nothing(db: psycopg.Connection[Any], queue, 
     assert _queued(queue) == []
 
 
-def test_a_locked_event_is_skipped_not_waited_for(db: psycopg.Connection[Any], database_url: str, queue, project) -> None:
+def test_a_locked_event_is_skipped_not_waited_for(
+    db: psycopg.Connection[Any], database_url: str, queue, project
+) -> None:
     # Given an event another fan-out holds (its transaction open), and one free event
     endpoint, _ = insert_endpoint(db, project.org_id, project.project_id, URL)
     held = emit_event(project.org_id, project.project_id, "alert.firing", {}, NOW)
@@ -160,10 +165,7 @@ def test_two_concurrent_fan_outs_make_one_message_per_endpoint_and_event(
     with transaction() as cur:
         outbox.emit_many(
             cur,
-            [
-                outbox.OutboxEvent(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW)
-                for n in range(300)
-            ],
+            [outbox.OutboxEvent(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW) for n in range(300)],
         )
     # When two processes fan out at the same time, small batches each, until nothing is left
     with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -191,5 +193,7 @@ def test_dispatched_events_are_pruned_after_a_week(db: psycopg.Connection[Any], 
     # When the prune runs
     prune_dispatched(NOW)
     # Then only the one dispatched more than a week ago is gone
-    left = {r["id"] for r in db.execute("select id from public.outbox_events where id = any(%s)", ([old, recent, waiting],))}
+    left = {
+        r["id"] for r in db.execute("select id from public.outbox_events where id = any(%s)", ([old, recent, waiting],))
+    }
     assert left == {recent, waiting}

@@ -93,7 +93,8 @@ def _emit(org_id: Any, project_id: Any, n: int) -> None:
     now = datetime.now(UTC)
     with transaction() as cur:
         outbox.emit_many(
-            cur, [outbox.OutboxEvent(org_id, project_id, "alert.firing", {"n": i, "rule": "cpu"}, now) for i in range(n)]
+            cur,
+            [outbox.OutboxEvent(org_id, project_id, "alert.firing", {"n": i, "rule": "cpu"}, now) for i in range(n)],
         )
 
 
@@ -114,7 +115,11 @@ def _drain(sqs: Any, queue_url: str, on_batch: Any = None) -> tuple[int, float, 
         if on_batch is not None:
             on_batch(got, batch_start)
         failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
-        done = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got) if m["MessageId"] not in failed]
+        done = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+            for i, m in enumerate(got)
+            if m["MessageId"] not in failed
+        ]
         if done:
             sqs.delete_message_batch(QueueUrl=queue_url, Entries=done)
         handled += len(got)
@@ -210,7 +215,8 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
         close_connection()
 
     def row(name: str, values: list[float]) -> str:
-        return f"  {name:<34} n={len(values):>4}  p50 {_percentile(values, 50):7.1f} ms  p95 {_percentile(values, 95):7.1f} ms"
+        p50, p95 = _percentile(values, 50), _percentile(values, 95)
+        return f"  {name:<34} n={len(values):>4}  p50 {p50:7.1f} ms  p95 {p95:7.1f} ms"
 
     verdict = "meets" if rate >= TARGET_PER_S else "BELOW"
     return "\n".join(
@@ -228,7 +234,9 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m observai_local.bench_webhooks", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m observai_local.bench_webhooks", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--endpoints", type=int, default=10)
     args = parser.parse_args(argv)
