@@ -39,8 +39,10 @@ from typing import Any
 from urllib.parse import urlsplit
 from uuid import UUID
 
+from psycopg import sql
+
 from observai.config import Settings, get_settings
-from observai.db.connection import Cursor, transaction
+from observai.db.connection import Cursor, committing, transaction
 from observai.observability import logger
 from observai.webhooks.queue import send_wakeups
 
@@ -175,13 +177,18 @@ def deliver_many(
 
 
 def _claim(cur: Cursor, message_id: UUID, now: datetime, settings: Settings) -> _Claim | DeliveryOutcome:
+    # Two statements on the way (a delivery's database time is the engine's throughput): the row with its endpoint,
+    # taking the endpoint's advisory lock as it is read; then the claim itself, conditional on the endpoint's live
+    # leases (and its rate), counted after the lock so that two claims of one endpoint are counted one after the
+    # other.
     cur.execute(
         "select m.id, m.org_id, m.project_id, m.endpoint_id, m.event_id, m.payload, m.status, m.attempts,"
         " m.next_attempt_at, w.url, w.enabled, w.deleted_at, w.rate_limit_per_s, w.secret_ciphertext,"
-        " w.previous_secret_ciphertext, w.previous_secret_expires_at"
+        " w.previous_secret_ciphertext, w.previous_secret_expires_at,"
+        " pg_advisory_xact_lock(%s, hashtext(m.endpoint_id::text)) as locked"
         " from public.webhook_messages m join public.webhook_endpoints w on w.id = m.endpoint_id"
         " where m.id = %s for update of m skip locked",
-        (message_id,),
+        (_LOCK_CLASS, message_id),
     )
     row = cur.fetchone()
     if row is None:
@@ -198,32 +205,31 @@ def _claim(cur: Cursor, message_id: UUID, now: datetime, settings: Settings) -> 
         return DeliveryOutcome(message_id, "endpoint_disabled")
 
     endpoint_id = row["endpoint_id"]
-    cur.execute("select pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, str(endpoint_id)))
-    cur.execute(
-        "select count(*) as n from public.webhook_messages"
-        " where endpoint_id = %s and status = 'delivering' and next_attempt_at > %s and id <> %s",
-        (endpoint_id, now, message_id),
-    )
-    in_flight = _count(cur)
-    if in_flight >= settings.webhook_max_in_flight_per_endpoint:
-        return _defer(cur, message_id, now + timedelta(seconds=BUSY_DELAY_S), "busy")
     rate = row["rate_limit_per_s"]
-    if rate is not None:
-        cur.execute(
-            "select count(*) as n from (select at from public.webhook_attempts where endpoint_id = %s"
-            " order by id desc limit %s) recent where at > %s",
-            (endpoint_id, rate, now - timedelta(seconds=1)),
-        )
-        if _count(cur) + in_flight >= rate:
-            return _defer(cur, message_id, now + timedelta(seconds=RATE_DELAY_S), "rate_limited")
-
     lease_until = now + timedelta(seconds=settings.webhook_timeout_s + LEASE_MARGIN_S)
+    params = {
+        "id": message_id,
+        "endpoint": endpoint_id,
+        "now": now,
+        "lease": lease_until,
+        "max": settings.webhook_max_in_flight_per_endpoint,
+        "rate": rate,
+        "since": now - timedelta(seconds=1),
+    }
     cur.execute(
-        "update public.webhook_messages set status = 'delivering', attempts = attempts + 1, lease_until = %(lease)s,"
-        " next_attempt_at = %(lease)s, last_attempt_at = %(now)s where id = %(id)s returning attempts",
-        {"lease": lease_until, "now": now, "id": message_id},
+        f"update public.webhook_messages set status = 'delivering', attempts = attempts + 1,"
+        f" lease_until = %(lease)s, next_attempt_at = %(lease)s, last_attempt_at = %(now)s"
+        f" where id = %(id)s and ({_IN_FLIGHT}) < %(max)s"
+        f" and (%(rate)s::int is null or ({_RECENT}) + ({_IN_FLIGHT}) < %(rate)s)"
+        " returning attempts",
+        params,
     )
-    attempts = _count(cur, "attempts")
+    claimed = cur.fetchone()
+    if claimed is None:
+        cur.execute(f"select ({_IN_FLIGHT}) as n", params)
+        if _count(cur) >= settings.webhook_max_in_flight_per_endpoint:
+            return _defer(cur, message_id, now + timedelta(seconds=BUSY_DELAY_S), "busy")
+        return _defer(cur, message_id, now + timedelta(seconds=RATE_DELAY_S), "rate_limited")
     ciphertexts = [bytes(row["secret_ciphertext"])]
     expires = row["previous_secret_expires_at"]
     if row["previous_secret_ciphertext"] is not None and expires is not None and expires > now:
@@ -236,64 +242,81 @@ def _claim(cur: Cursor, message_id: UUID, now: datetime, settings: Settings) -> 
         event_id=row["event_id"],
         url=row["url"],
         payload=row["payload"],
-        attempt=attempts,
+        attempt=int(claimed["attempts"]),
         secret_ciphertexts=tuple(ciphertexts),
     )
+
+
+# The endpoint's deliveries in flight (a live lease) other than this message; its attempts in the last second.
+_IN_FLIGHT = (
+    "select count(*) from public.webhook_messages where endpoint_id = %(endpoint)s and status = 'delivering'"
+    " and next_attempt_at > %(now)s and id <> %(id)s"
+)
+_RECENT = (
+    "select count(*) from (select at from public.webhook_attempts where endpoint_id = %(endpoint)s"
+    " order by id desc limit %(rate)s) recent where at > %(since)s"
+)
+_INSERT_ATTEMPT = (
+    "insert into public.webhook_attempts (org_id, project_id, message_id, endpoint_id, attempt, at, status_code,"
+    " duration_ms, response_excerpt, error, succeeded) values (%(org)s, %(project)s, %(id)s, %(endpoint)s,"
+    " %(attempt)s, %(now)s, %(status)s, %(duration)s, %(excerpt)s, %(error)s, %(succeeded)s)"
+)
 
 
 def _record(
     cur: Cursor, claim: _Claim, attempt: Any, now: datetime, rng: random.Random | None
 ) -> tuple[DeliveryOutcome, bool]:
     """Record the attempt and decide what follows; (the outcome, whether the owners and admins must be told the
-    endpoint was disabled for failing 5 days)."""
+    endpoint was disabled for failing 5 days). Every update of the message is fenced on the attempt number: if this
+    lease expired and another worker claimed the message, that worker decides."""
     finished = now + timedelta(milliseconds=attempt.duration_ms)
-    cur.execute(
-        "insert into public.webhook_attempts (org_id, project_id, message_id, endpoint_id, attempt, at, status_code,"
-        " duration_ms, response_excerpt, error, succeeded) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
-        (
-            claim.org_id,
-            claim.project_id,
-            claim.message_id,
-            claim.endpoint_id,
-            claim.attempt,
-            now,
-            attempt.status_code,
-            max(0, attempt.duration_ms),
-            attempt.response_excerpt[:EXCERPT_MAX] if attempt.response_excerpt is not None else None,
-            attempt.error[:ERROR_MAX] if attempt.error is not None else None,
-            bool(attempt.succeeded),
-        ),
-    )
-    # Fenced on the attempt number: if this lease expired and another worker claimed the message, it decides.
-    cur.execute(
-        "select 1 from public.webhook_messages where id = %s and status = 'delivering' and attempts = %s for update",
-        (claim.message_id, claim.attempt),
-    )
-    if cur.fetchone() is None:
-        return DeliveryOutcome(claim.message_id, "superseded", claim.attempt, attempt.status_code), False
+    params = {
+        "org": claim.org_id,
+        "project": claim.project_id,
+        "id": claim.message_id,
+        "endpoint": claim.endpoint_id,
+        "attempt": claim.attempt,
+        "now": now,
+        "status": attempt.status_code,
+        "duration": max(0, attempt.duration_ms),
+        "excerpt": attempt.response_excerpt[:EXCERPT_MAX] if attempt.response_excerpt is not None else None,
+        "error": attempt.error[:ERROR_MAX] if attempt.error is not None else None,
+        "succeeded": bool(attempt.succeeded),
+    }
 
     def outcome(name: str, next_at: datetime | None = None) -> DeliveryOutcome:
         return DeliveryOutcome(claim.message_id, name, claim.attempt, attempt.status_code, next_at)
 
     if attempt.succeeded:
-        _finish(cur, claim.message_id, "succeeded")
+        # One statement: the attempt, the end of the endpoint's failure run, the message done.
         cur.execute(
-            "update public.webhook_endpoints set failing_since = null where id = %s and failing_since is not null",
-            (claim.endpoint_id,),
+            f"with attempt as ({_INSERT_ATTEMPT}),"
+            " healthy as (update public.webhook_endpoints set failing_since = null"
+            " where id = %(endpoint)s and failing_since is not null)"
+            " update public.webhook_messages set status = 'succeeded', next_attempt_at = null, lease_until = null"
+            " where id = %(id)s and status = 'delivering' and attempts = %(attempt)s returning id",
+            params,
         )
-        return outcome("succeeded"), False
+        return (outcome("succeeded") if cur.fetchone() else outcome("superseded")), False
+
+    # A failure: the attempt, and the start of the endpoint's failure run (kept when it had started), if the lease
+    # is still ours.
+    cur.execute(
+        f"with attempt as ({_INSERT_ATTEMPT}),"
+        " fence as (select id from public.webhook_messages where id = %(id)s and status = 'delivering'"
+        " and attempts = %(attempt)s for update)"
+        " update public.webhook_endpoints set failing_since = coalesce(failing_since, %(now)s)"
+        " where id = %(endpoint)s and exists (select 1 from fence) returning failing_since",
+        params,
+    )
+    failing = cur.fetchone()
+    if failing is None:
+        return outcome("superseded"), False
     if attempt.gone:
         _finish(cur, claim.message_id, "failed")
         _disable(cur, claim.endpoint_id, GONE_REASON, finished)
         return outcome("endpoint_disabled"), False
-
-    cur.execute(
-        "update public.webhook_endpoints set failing_since = coalesce(failing_since, %s) where id = %s"
-        " returning failing_since",
-        (now, claim.endpoint_id),
-    )
-    failing = cur.fetchone()
-    if failing is not None and failing["failing_since"] <= finished - DISABLE_AFTER:
+    if failing["failing_since"] <= finished - DISABLE_AFTER:
         _finish(cur, claim.message_id, "failed")
         return outcome("endpoint_disabled"), _disable(cur, claim.endpoint_id, FAILING_REASON, finished)
     retry_after = attempt.retry_after_s if attempt.status_code in (429, 503) else None
@@ -302,10 +325,13 @@ def _record(
         _finish(cur, claim.message_id, "failed")
         return outcome("failed"), False
     next_at = finished + timedelta(seconds=delay)
-    cur.execute(
-        "update public.webhook_messages set status = 'pending', next_attempt_at = %s, lease_until = null where id = %s",
-        (next_at, claim.message_id),
-    )
+    with committing(cur) as statements:  # the last statement and COMMIT in one round trip
+        statements.append(
+            sql.SQL(
+                "update public.webhook_messages set status = 'pending', next_attempt_at = {}, lease_until = null"
+                " where id = {}"
+            ).format(sql.Literal(next_at), sql.Literal(claim.message_id))
+        )
     return outcome("retrying", next_at), False
 
 
