@@ -92,6 +92,12 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/projects/{project_id}/alert-groups"),
     },
     "DispatchNotificationsFunction": set(),  # an SQS consumer (group timers) and a minute schedule
+    "DeliverWebhooksFunction": set(),  # an SQS consumer (delivery wake-ups) and a minute sweep
+    "WebhookDeliveriesFunction": {
+        ("GET", "/v1/projects/{project_id}/webhooks/{endpoint_id}/deliveries"),
+        ("POST", "/v1/projects/{project_id}/webhooks/deliveries/{message_id}/retry"),
+        ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/recover"),
+    },
     "HousekeepingFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
@@ -168,6 +174,7 @@ def test_schedules_are_found(template) -> None:
         "IncidentTimersFunction",
         "DispatchNotificationsFunction",
         "EvaluateAlertsFunction",
+        "DeliverWebhooksFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -184,6 +191,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["IncidentTimersFunction"].expression == "rate(1 minute)"
     # Every minute: the safety net of the alert group timers (SQS delay messages).
     assert schedules["DispatchNotificationsFunction"].expression == "rate(1 minute)"
+    # Every minute: the outbox fan-out and the webhook retries past SQS's 15-minute delays.
+    assert schedules["DeliverWebhooksFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -305,4 +314,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("IngestDrainFunction", "SpoolQueue", "SPOOL_QUEUE_URL", 10),
         ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
         ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
+        ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
     }

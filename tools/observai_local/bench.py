@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
         "--part",
-        choices=["all", "api", "ingest", "metrics", "logs", "alerts"],
+        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks"],
         default="all",
         help="which benchmarks (default all)",
     )
@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
 
             # With the runner's real minute schedules: a few minutes of wall time, mostly waiting.
             print("\n" + bench_alert_latency.run(), flush=True)
+        if args.part in ("all", "webhooks"):
+            from observai_local import bench_webhooks
+
+            print("\n" + bench_webhooks.run(), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -77,6 +77,11 @@ class Settings(BaseModel):
     # The key that encrypts the endpoints' signing secrets at rest (AES-256-GCM): base64 of 32 bytes, from the app
     # secret in AWS; local and test stages fall back to a fixed development key (observai.webhooks.signing).
     webhook_secret_key: SecretStr | None = None
+    # The delivery engine (observai.webhooks.delivery): at most this many deliveries of one endpoint in flight at
+    # once (a slow receiver holds only its own slots), and the SES sender of the notice that an endpoint was
+    # disabled after failing for 5 days (unset: the endpoint is disabled without an e-mail, and a warning logged).
+    webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=100)
+    webhook_notice_sender: str | None = None
 
     @property
     def jwks_url(self) -> str | None:

@@ -1,0 +1,420 @@
+"""The delivery engine against real receivers on localhost (moto SQS and SES, an injected clock): retries by the
+schedule, 410, 3xx, Retry-After, the 5-day disable and its e-mail, no double delivery, per-endpoint isolation."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import boto3
+import psycopg
+import pytest
+from observai.db.connection import transaction
+from observai.webhooks import delivery, engine
+from observai.webhooks.delivery import DISABLE_AFTER, MAX_ATTEMPTS, SCHEDULE_S, deliver_message, retry_delay_s
+from observai.webhooks.fanout import fan_out
+from observai.webhooks.queue import parse_message
+
+from tests.helpers.delivery_receiver import Reply, receiver
+from tests.helpers.ingest import IngestProject, make_project
+from tests.helpers.moto_queue import REGION, QueueAndBucket, queue_and_bucket
+from tests.helpers.users import add_membership, make_user
+from tests.helpers.webhook_rows import attempts, emit_event, insert_endpoint, messages
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SENDER = "alerts@observai.example.test"
+
+
+@dataclass
+class Aws:
+    queue: QueueAndBucket
+    ses: Any
+
+    def sent_emails(self) -> list[Any]:
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.ses.models import ses_backends
+
+        return list(ses_backends[DEFAULT_ACCOUNT_ID][REGION].sent_messages)
+
+    def wakeups(self) -> list[tuple[UUID, int]]:
+        """(message id, delay seconds) of every wake-up sent, read from moto's queue (delays included)."""
+        from moto.core import DEFAULT_ACCOUNT_ID
+        from moto.sqs.models import sqs_backends
+
+        name = self.queue.queue_url.rsplit("/", 1)[-1]
+        q = sqs_backends[DEFAULT_ACCOUNT_ID][REGION].queues[name]
+        return [
+            (parse_message(m.body), round((m.delayed_until - m.sent_timestamp) / 1000) if m.delayed_until else 0)
+            for m in q._messages
+        ]
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[Aws]:
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv("WEBHOOK_NOTICE_SENDER", SENDER)
+    with queue_and_bucket(monkeypatch, "webhook-deliveries") as env:
+        monkeypatch.setenv("WEBHOOK_QUEUE_URL", env.queue_url)
+        ses = boto3.client("sesv2", region_name=REGION)
+        ses.create_email_identity(EmailIdentity=SENDER)
+        yield Aws(env, ses)
+
+
+@pytest.fixture
+def project(database_url: str) -> IngestProject:
+    with transaction() as cur:  # earlier tests' events and retries must not be fanned out or swept here
+        cur.execute("update public.outbox_events set dispatched_at = now() where dispatched_at is null")
+        cur.execute(
+            "update public.webhook_messages set status = 'failed', next_attempt_at = null"
+            " where next_attempt_at is not null"
+        )
+    return make_project(scopes=("read",), label="Delivery")
+
+
+def new_message(db: psycopg.Connection[Any], project: IngestProject, endpoint_id: UUID, at: datetime = NOW) -> UUID:
+    """An event of the project, fanned out at ``at``: the endpoint's message for it."""
+    event_id = emit_event(project.org_id, project.project_id, "incident.triggered", {"title": "Disk full"}, at)
+    fan_out(at, 100)
+    (row,) = messages(db, event_id=event_id, endpoint_id=endpoint_id)
+    return UUID(str(row["id"]))
+
+
+def message(db: psycopg.Connection[Any], message_id: UUID) -> dict[str, Any]:
+    row = db.execute("select * from public.webhook_messages where id = %s", (message_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def endpoint(db: psycopg.Connection[Any], endpoint_id: UUID) -> dict[str, Any]:
+    row = db.execute("select * from public.webhook_endpoints where id = %s", (endpoint_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def test_failing_twice_then_succeeding(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver([Reply(500, b"busy"), Reply(502)], default=Reply(204, b"")) as hook:
+        # Given an endpoint whose receiver fails twice, then succeeds
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+
+        # When the engine delivers at each time the schedule gives
+        first = deliver_message(mid, NOW)
+        assert first.outcome == "retrying" and first.next_attempt_at is not None
+        assert endpoint(db, endpoint_id)["failing_since"] == NOW
+        second = deliver_message(mid, first.next_attempt_at)
+        assert second.outcome == "retrying" and second.next_attempt_at is not None
+        third = deliver_message(mid, second.next_attempt_at)
+
+        # Then the third attempt succeeded: one success, three attempts recorded in order
+        assert third.outcome == "succeeded"
+        rows = attempts(db, mid)
+        assert [(a["attempt"], a["status_code"], a["succeeded"]) for a in rows] == [
+            (1, 500, False),
+            (2, 502, False),
+            (3, 204, True),
+        ]
+        assert rows[0]["response_excerpt"] == "busy" and rows[0]["at"] == NOW
+        assert message(db, mid)["status"] == "succeeded" and message(db, mid)["next_attempt_at"] is None
+        assert endpoint(db, endpoint_id)["failing_since"] is None  # the failure run ended
+        # The retries waited 5 s and 5 min, ±10%
+        assert 4.5 <= (first.next_attempt_at - NOW).total_seconds() <= 5.5 + 1
+        gap = (second.next_attempt_at - first.next_attempt_at).total_seconds()
+        assert 270 <= gap <= 330 + 1
+        # The receiver got the same webhook-id (the event's id) each time, and the compact JSON payload
+        assert len(hook.received) == 3
+        event_id = str(message(db, mid)["event_id"])
+        assert {r.headers["webhook-id"] for r in hook.received} == {event_id}
+        body = json.loads(hook.received[0].body)
+        assert body["type"] == "incident.triggered" and body["data"] == {"title": "Disk full"}
+        assert b" " not in hook.received[0].body.replace(b"Disk full", b"")
+        assert hook.received[0].headers["webhook-signature"].startswith("v1,")
+        # The short retries went to the queue as delay messages: 5 s, then 300 s (±10%)
+        delays = [d for m, d in aws.wakeups() if m == mid]
+        assert delays[0] == 0 and 5 <= delays[1] <= 7 and 270 <= delays[2] <= 332
+
+
+def test_a_redelivered_wakeup_never_delivers_twice(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver() as hook:
+        # Given a message delivered successfully through its queue wake-up
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        wakeup = aws.queue.receive()
+        assert [parse_message(m["Body"]) for m in wakeup] == [mid]
+        first = engine.handle_queue_messages(aws.queue.event(wakeup), clock=lambda: NOW)
+        # When SQS delivers the same wake-up again (at least once), and the sweep runs too
+        again = engine.handle_queue_messages(aws.queue.event(wakeup), clock=lambda: NOW + timedelta(seconds=30))
+        engine.sweep(lambda: NOW + timedelta(minutes=5))
+        # Then the receiver got it once; the repeats were no-ops, not failures
+        assert first == {"batchItemFailures": []} and again == {"batchItemFailures": []}
+        assert len(hook.received) == 1
+        assert len(attempts(db, mid)) == 1
+        assert deliver_message(mid, NOW + timedelta(hours=1)).outcome == "done"
+
+
+def test_410_disables_the_endpoint(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver(default=Reply(410, b"gone")) as hook:
+        # Given an endpoint whose receiver answers 410 Gone, with two messages
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        first = new_message(db, project, endpoint_id)
+        second = new_message(db, project, endpoint_id)
+        # When the first is delivered
+        outcome = deliver_message(first, NOW)
+        # Then the endpoint is disabled with the reason, the message failed without retry
+        assert outcome.outcome == "endpoint_disabled"
+        row = endpoint(db, endpoint_id)
+        assert (row["enabled"], row["disabled_reason"], row["disabled_at"]) == (
+            False,
+            "410 Gone from the receiver",
+            row["disabled_at"],
+        )
+        assert row["disabled_at"] is not None
+        assert message(db, first)["status"] == "failed"
+        # and the other message is not sent any more
+        assert deliver_message(second, NOW).outcome == "endpoint_disabled"
+        assert len(hook.received) == 1
+        assert message(db, second)["status"] == "failed"
+
+
+def test_a_redirect_is_a_failure_and_not_followed(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver() as target, receiver(default=Reply(302, b"", (("location", "TARGET"),))) as hook:
+        hook.default = Reply(302, b"", (("location", target.url),))
+        # Given an endpoint that redirects elsewhere
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        # When it is delivered
+        outcome = deliver_message(mid, NOW)
+        # Then the 302 is a failure to retry, and the redirect's target got nothing
+        assert outcome.outcome == "retrying" and outcome.status_code == 302
+        assert [(a["status_code"], a["succeeded"]) for a in attempts(db, mid)] == [(302, False)]
+        assert target.received == []
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "at_least_s", "at_most_s"),
+    [
+        (429, "120", 120, 130),  # the schedule says 5 s: Retry-After wins
+        (503, "3600", 3600, 3610),
+        (500, "3600", 4.5, 6.5),  # only 429 and 503 are honoured
+    ],
+)
+def test_retry_after_is_honoured_on_429_and_503(
+    db: psycopg.Connection[Any], aws: Aws, project, status: int, retry_after: str, at_least_s: float, at_most_s: float
+) -> None:
+    with receiver(default=Reply(status, b"slow down", (("retry-after", retry_after),))) as hook:
+        # Given a receiver answering with Retry-After
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        # When the first attempt fails
+        outcome = deliver_message(mid, NOW)
+        # Then the next attempt waits accordingly
+        assert outcome.outcome == "retrying" and outcome.next_attempt_at is not None
+        assert at_least_s <= (outcome.next_attempt_at - NOW).total_seconds() <= at_most_s
+
+
+def test_the_schedule_and_its_jitter() -> None:
+    # Given the schedule: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 14 h, 20 h, 24 h
+    assert SCHEDULE_S == (0, 5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400) and MAX_ATTEMPTS == 10
+    rng = random.Random(7)
+    for attempt in range(1, MAX_ATTEMPTS):
+        # When many delays after attempt n are drawn
+        delays = [retry_delay_s(attempt, None, rng) for _ in range(500)]
+        # Then each is within ±10% of the step, and they do spread (jitter)
+        step = SCHEDULE_S[attempt]
+        assert all(d is not None and step * 0.9 <= d <= step * 1.1 for d in delays)
+        assert max(d for d in delays if d is not None) - min(d for d in delays if d is not None) > step * 0.15
+    # After the last attempt there is none
+    assert retry_delay_s(MAX_ATTEMPTS) is None
+    # Retry-After lengthens a delay, never shortens it, and is capped at a day
+    assert retry_delay_s(1, 60, rng) == 60
+    assert 270 <= (retry_delay_s(2, 1, rng) or 0) <= 330
+    assert retry_delay_s(1, 10 * 86400, rng) == 86400
+
+
+def test_the_message_fails_after_the_last_attempt(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver(default=Reply(500)) as hook:
+        # Given a receiver that always fails
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        # When every attempt of the schedule is made at its time
+        at = NOW
+        outcomes = []
+        for _ in range(MAX_ATTEMPTS):
+            result = deliver_message(mid, at)
+            outcomes.append(result.outcome)
+            at = result.next_attempt_at or at
+        # Then nine retries, then failed for good (about 3.4 days: the endpoint is not yet disabled)
+        assert outcomes == ["retrying"] * 9 + ["failed"]
+        assert message(db, mid)["status"] == "failed" and len(attempts(db, mid)) == MAX_ATTEMPTS
+        assert deliver_message(mid, at + timedelta(days=1)).outcome == "done"
+        assert len(hook.received) == MAX_ATTEMPTS
+        assert endpoint(db, endpoint_id)["enabled"] is True
+
+
+def test_five_days_failing_disables_and_emails_the_admins(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    # Given an organization with an owner, an admin, a member and a viewer
+    people = {role: make_user(db) for role in ("owner", "admin", "member", "viewer")}
+    for role, user in people.items():
+        add_membership(db, project.org_id, user.id, role)
+    with receiver(default=Reply(500)) as hook:
+        # and an endpoint failing since a little over 5 days
+        endpoint_id, secret = insert_endpoint(db, project.org_id, project.project_id, hook.url + "?token=s3cr3t-token")
+        db.execute(
+            "update public.webhook_endpoints set failing_since = %s where id = %s",
+            (NOW - DISABLE_AFTER - timedelta(minutes=1), endpoint_id),
+        )
+        first = new_message(db, project, endpoint_id)
+        second = new_message(db, project, endpoint_id)
+        # When a delivery fails once more
+        outcome = deliver_message(first, NOW)
+        # Then the endpoint is disabled, the message failed
+        assert outcome.outcome == "endpoint_disabled"
+        row = endpoint(db, endpoint_id)
+        assert row["enabled"] is False and row["disabled_reason"] == "failing for 5 days in a row"
+        assert message(db, first)["status"] == "failed"
+        # and one e-mail went to the owner and the admin (not the member or the viewer)
+        (email,) = aws.sent_emails()
+        assert email.source == SENDER
+        assert sorted(email.destinations["ToAddresses"]) == sorted([people["owner"].email, people["admin"].email])
+        assert str(endpoint_id) in email.body and "/recover?since=" in email.body
+        # naming the endpoint without its query (a token) and never the secret
+        assert "s3cr3t-token" not in email.body and secret not in email.body
+        # A later message does not go out, and no second e-mail is sent
+        assert deliver_message(second, NOW + timedelta(minutes=1)).outcome == "endpoint_disabled"
+        assert len(aws.sent_emails()) == 1
+        assert len(hook.received) == 1
+
+
+def test_a_slow_endpoint_does_not_delay_another_in_the_same_batch(
+    db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "1")
+    with receiver(default=Reply(200, delay_s=3)) as slow, receiver() as fast:
+        # Given a batch of wake-ups: one for a receiver slower than the timeout, then one for a healthy receiver
+        slow_id, _ = insert_endpoint(db, project.org_id, project.project_id, slow.url)
+        fast_id, _ = insert_endpoint(db, project.org_id, project.project_id, fast.url)
+        event_id = emit_event(project.org_id, project.project_id, "alert.firing", {}, NOW)
+        fan_out(NOW, 100)
+        by_endpoint = {m["endpoint_id"]: m["id"] for m in messages(db, event_id=event_id)}
+        wakeups = {parse_message(m["Body"]): m for m in aws.queue.receive()}
+        batch = [wakeups[by_endpoint[slow_id]], wakeups[by_endpoint[fast_id]]]
+        # When the function handles the batch
+        started = time.monotonic()
+        response = engine.handle_queue_messages(aws.queue.event(batch), clock=lambda: NOW)
+        elapsed = time.monotonic() - started
+        # Then the healthy receiver got its delivery at once, not after the slow one's timeout
+        assert len(fast.received) == 1 and fast.received[0].at - started < 0.5
+        assert response == {"batchItemFailures": []}
+        # the slow one timed out (a failure to retry), and the batch took one timeout, not the sum
+        (timed_out,) = attempts(db, by_endpoint[slow_id])
+        assert timed_out["status_code"] is None and timed_out["error"] and not timed_out["succeeded"]
+        assert message(db, by_endpoint[fast_id])["status"] == "succeeded"
+        assert elapsed < 2.5
+
+
+def test_an_endpoint_at_its_in_flight_limit_defers_its_message(
+    db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "1")
+    with receiver() as hook:
+        # Given an endpoint with one delivery in flight (a live lease), and a second message due
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        busy = new_message(db, project, endpoint_id)
+        db.execute(
+            "update public.webhook_messages set status = 'delivering', next_attempt_at = %s, lease_until = %s"
+            " where id = %s",
+            (NOW + timedelta(seconds=40), NOW + timedelta(seconds=40), busy),
+        )
+        waiting = new_message(db, project, endpoint_id)
+        # When the second is delivered
+        outcome = deliver_message(waiting, NOW)
+        # Then it is deferred a moment (nothing sent), with a wake-up
+        assert outcome.outcome == "busy" and outcome.next_attempt_at == NOW + timedelta(seconds=2)
+        assert hook.received == [] and message(db, waiting)["attempts"] == 0
+        assert (waiting, 2) in aws.wakeups()
+        # and the busy message is not taken by anyone while its lease lives
+        assert deliver_message(busy, NOW).outcome == "in_flight"
+        # Once the lease has expired (its worker died), both go: the dead worker's message is taken over
+        later = NOW + timedelta(seconds=41)
+        assert deliver_message(busy, later).outcome == "succeeded"
+        assert deliver_message(waiting, later).outcome == "succeeded"
+        assert len(hook.received) == 2
+
+
+def test_the_rate_limit_defers(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver() as hook:
+        # Given an endpoint limited to one delivery a second, with two messages
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url, rate_limit_per_s=1)
+        first = new_message(db, project, endpoint_id)
+        second = new_message(db, project, endpoint_id)
+        # When both are delivered in the same second
+        assert deliver_message(first, NOW).outcome == "succeeded"
+        deferred = deliver_message(second, NOW + timedelta(milliseconds=200))
+        # Then the second waits; a second later it goes
+        assert deferred.outcome == "rate_limited" and len(hook.received) == 1
+        assert deliver_message(second, NOW + timedelta(seconds=1, milliseconds=300)).outcome == "succeeded"
+        assert len(hook.received) == 2
+
+
+def test_the_sweep_delivers_long_retries_when_due(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver([Reply(500)] * 3) as hook:
+        # Given a message whose third attempt failed: the next is 30 minutes away (past SQS's delays)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        at = NOW
+        for _ in range(3):
+            at = deliver_message(mid, at).next_attempt_at or at
+        assert 1600 <= (at - NOW).total_seconds() <= 2400
+        queued_for_it = [d for m, d in aws.wakeups() if m == mid]
+        assert len(queued_for_it) == 3  # the first, the 5 s and the 5 min ones; not the 30 min one
+        # When the sweep runs before it is due, then after
+        early = engine.sweep(lambda: at - timedelta(seconds=10))
+        assert early.due == 0 and len(hook.received) == 3
+        late = engine.sweep(lambda: at + timedelta(seconds=10))
+        # Then the sweep delivers it
+        assert late.outcomes.get("succeeded") == 1
+        assert message(db, mid)["status"] == "succeeded"
+
+
+def test_secrets_never_reach_the_logs(db: psycopg.Connection[Any], aws: Aws, project, captured_logs) -> None:
+    people = make_user(db)
+    add_membership(db, project.org_id, people.id, "owner")
+    with receiver([Reply(500)], default=Reply(200)) as hook:
+        # Given an endpoint, delivered to through failures, a success and a 5-day disable, logs at DEBUG
+        endpoint_id, secret = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        mid = new_message(db, project, endpoint_id)
+        first = deliver_message(mid, NOW)
+        deliver_message(mid, first.next_attempt_at or NOW)
+        db.execute(
+            "update public.webhook_endpoints set failing_since = %s where id = %s",
+            (NOW - timedelta(days=6), endpoint_id),
+        )
+        hook.default = Reply(500)
+        deliver_message(new_message(db, project, endpoint_id), NOW + timedelta(minutes=1))
+    # Then the logs have the deliveries, but neither the secret nor its key material nor the signature
+    text = captured_logs.getvalue()
+    assert "webhook attempt" in text and "webhook disabled notice sent" in text
+    key = secret.removeprefix("whsec_")
+    assert secret not in text and key not in text
+    assert all(r.headers["webhook-signature"].split(",", 1)[1] not in text for r in hook.received)
+
+
+def test_deliver_many_reports_each_message(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    with receiver() as hook:
+        # Given two messages and an id that names none
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        ids = [new_message(db, project, endpoint_id) for _ in range(2)]
+        missing = UUID(int=1)
+        # When they are delivered together
+        results = delivery.deliver_many([*ids, missing], lambda: NOW)
+        # Then each has its outcome
+        assert {k: getattr(v, "outcome", v) for k, v in results.items()} == {
+            ids[0]: "succeeded",
+            ids[1]: "succeeded",
+            missing: "gone",
+        }
