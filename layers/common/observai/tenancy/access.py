@@ -56,15 +56,7 @@ def authorize_configuration(cur: Cursor, principal: Principal, project_id: UUID)
     Another project's key gets 404 (existence not revealed), a key without the scope 403 ``scope_missing``: a
     ``read`` key reads, it never changes anything."""
     if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "admin" not in principal.scopes:
-            raise Forbidden(
-                "This needs a person's token, or an API key of the project with the admin scope",
-                code="scope_missing",
-                details={"scopes": sorted(principal.scopes), "needed": "admin"},
-            )
-        return principal.org_id
+        return _admin_key_of(principal, project_id, "a person's token")
     return authorize_telemetry(cur, principal, project_id, Action.TELEMETRY_WRITE)
 
 
@@ -92,14 +84,20 @@ def authorize_webhooks_manage(cur: Cursor, principal: Principal, project_id: UUI
     to this very project with the ``admin`` scope. Another project's key, or another organization, gets 404; a
     member, a viewer or a ``read`` key 403."""
     if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "admin" not in principal.scopes:
-            raise Forbidden(
-                "This needs a person's token (admin or owner), or an API key of the project with the admin scope",
-                code="scope_missing",
-                details={"scopes": sorted(principal.scopes), "needed": "admin"},
-            )
-        return principal.org_id
+        return _admin_key_of(principal, project_id, "a person's token (admin or owner)")
     row, _ = authorize_project(cur, principal, project_id, Action.WEBHOOK_MANAGE)
     return cast(UUID, row["org_id"])
+
+
+def _admin_key_of(principal: Principal, project_id: UUID, or_else: str) -> UUID:
+    """The org id of an API key bound to this very project with the ``admin`` scope; another project's key: 404
+    (existence not revealed); a key without the scope: 403 ``scope_missing``."""
+    if principal.project_id != project_id or principal.org_id is None:
+        raise NotFound("Project not found", details={"project_id": str(project_id)})
+    if "admin" not in principal.scopes:
+        raise Forbidden(
+            f"This needs {or_else}, or an API key of the project with the admin scope",
+            code="scope_missing",
+            details={"scopes": sorted(principal.scopes), "needed": "admin"},
+        )
+    return principal.org_id

@@ -25,9 +25,9 @@ from observai import audit
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Forbidden, NotFound
+from observai.errors import NotFound
 from observai.pagination import TimeCursor, decode_cursor, page, time_cursor_params, time_position
-from observai.tenancy.access import authorize_project, authorize_telemetry
+from observai.tenancy.access import authorize_telemetry, authorize_webhooks_manage
 from observai.webhooks.queue import send_wakeups
 
 MessageStatus = Literal["pending", "delivering", "succeeded", "failed"]
@@ -176,19 +176,8 @@ def recover(principal: Principal, project_id: UUID, endpoint_id: UUID, since: da
 
 
 def _authorize_replay(cur: Cursor, principal: Principal, project_id: UUID) -> UUID:
-    """Admins and owners, or an admin key of the project; another project's key or organization: 404."""
-    if principal.kind == "api_key":
-        if principal.project_id != project_id or principal.org_id is None:
-            raise NotFound("Project not found", details={"project_id": str(project_id)})
-        if "admin" not in principal.scopes:
-            raise Forbidden(
-                "This needs an admin's token, or an API key of the project with the admin scope",
-                code="scope_missing",
-                details={"scopes": sorted(principal.scopes), "needed": "admin"},
-            )
-        return principal.org_id
-    row, _ = authorize_project(cur, principal, project_id, Action.PROJECT_UPDATE)
-    return UUID(str(row["org_id"]))
+    """Who may change the project's webhooks may replay their messages: admins and owners, or an admin key."""
+    return authorize_webhooks_manage(cur, principal, project_id)
 
 
 def _endpoint(cur: Cursor, project_id: UUID, endpoint_id: UUID) -> dict[str, Any]:
