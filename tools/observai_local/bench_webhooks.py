@@ -2,9 +2,10 @@
 
     python -m observai_local.bench_webhooks [--messages 2000] [--endpoints 10]
 
-The embedded Postgres (or DATABASE_URL) and a local receiver (a threaded HTTP/1.1 server on 127.0.0.1 answering
-200 at once, keep-alive). Events are emitted into the outbox and fanned out (one message per endpoint); their
-wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``) in batches of 10,
+The embedded Postgres (or DATABASE_URL) and local receivers: threaded HTTP/1.1 servers on 127.0.0.1 answering 200 at
+once, keep-alive (the throughput one in a process of its own, as a receiver is elsewhere in real life; the isolation
+one in this process, to time arrivals). Events are emitted into the outbox and fanned out (one message per
+endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``) in batches of 10,
 as Lambda's event source mapping delivers them: the engine is measured from its real entry point, without a queue
 emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue is AWS's part).
 Reported:
@@ -74,6 +75,57 @@ class _Receiver:
         self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def _serve_counting(port: Any, count: Any) -> None:
+    """The throughput receiver, in a process of its own (spawned): answers 200 at once, keep-alive, and counts.
+    Out of the engine's process, so its threads do not take the engine's interpreter lock (a receiver is elsewhere
+    in real life)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            with count.get_lock():
+                count.value += 1
+            self.send_response(200)
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, format: str, *args: object) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    port.value = server.server_address[1]
+    server.serve_forever()
+
+
+class _CountingReceiver:
+    def __init__(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")  # not fork: the child must not inherit the database's atexit
+        self._port = context.Value("i", 0)
+        self._count = context.Value("q", 0)
+        self._process = context.Process(target=_serve_counting, args=(self._port, self._count), daemon=True)
+        self._process.start()
+        deadline = time.monotonic() + 30
+        while not self._port.value and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not self._port.value:
+            raise RuntimeError("the receiver process did not start")
+        self.base = f"http://127.0.0.1:{self._port.value}"
+
+    @property
+    def count(self) -> int:
+        return int(self._count.value)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.join(5)
 
 
 def _endpoint(cur: Any, org_id: Any, project_id: Any, url: str) -> uuid.UUID:
@@ -160,6 +212,7 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
     from observai.webhooks.fanout import fan_out
 
     receiver = _Receiver(slow_s=SLOW_TIMEOUT_S * 3)
+    counting = _CountingReceiver()
     tag = uuid.uuid4().hex[:6]
     try:
         # 1. Throughput: ``endpoints`` healthy endpoints, messages / endpoints events.
@@ -167,7 +220,7 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
             org = insert_org_with_unique_slug(cur, f"Webhook bench {tag}", None)
             fast_project = insert_project_with_unique_slug(cur, org["id"], f"Fast {tag}", None)
             for i in range(endpoints):
-                _endpoint(cur, org["id"], fast_project["id"], f"{receiver.base}/ok/{i}")
+                _endpoint(cur, org["id"], fast_project["id"], f"{counting.base}/ok/{i}")
         per_event = endpoints
         _emit(org["id"], fast_project["id"], messages // per_event)
         t0 = time.perf_counter()
@@ -180,7 +233,7 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
         fan_out_s = time.perf_counter() - t0
         ids = _message_ids(fast_project["id"])
         batches, seconds, failed = _deliver_batches(ids)
-        delivered = receiver.count
+        delivered = counting.count
         rate = delivered / seconds if seconds else 0.0
         deferred = _unfinished()
 
@@ -211,6 +264,7 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
         mixed = latencies(slow=True)
     finally:
         receiver.server.shutdown()
+        counting.stop()
         from observai.db import close_connection
 
         close_connection()
