@@ -5,9 +5,10 @@
 The embedded Postgres (or DATABASE_URL) and local receivers: threaded HTTP/1.1 servers on 127.0.0.1 answering 200 at
 once, keep-alive (the throughput one in a process of its own, as a receiver is elsewhere in real life; the isolation
 one in this process, to time arrivals). Events are emitted into the outbox and fanned out (one message per
-endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``) in batches of 10,
-as Lambda's event source mapping delivers them: the engine is measured from its real entry point, without a queue
-emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue is AWS's part).
+endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``)
+in batches of 10, as Lambda's event source mapping delivers them: the engine is measured from its real entry
+point, without a queue emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue
+is AWS's part).
 Reported:
 
 * throughput: deliveries per second over the batches (target ≥ 200/s), and how many wake-ups were deferred (an
