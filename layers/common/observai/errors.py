@@ -60,6 +60,17 @@ class Unprocessable(ObservAIError):
     code = "unprocessable"
 
 
+def invalid_field(loc: list[str | int], kind: str, message: str) -> Unprocessable:
+    """A 422 ``validation_error`` about one field found invalid past the models' checks (a regex the database
+    refuses, a date out of range, a user who is not a member), shaped as the models' own 422s: details is a list of
+    {loc, type, message}."""
+    return Unprocessable(
+        "The request is invalid",
+        code="validation_error",
+        details=[{"loc": [str(part) for part in loc], "type": kind, "message": message}],
+    )
+
+
 class RateLimited(ObservAIError):
     code = "rate_limited"
 

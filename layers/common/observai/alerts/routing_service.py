@@ -24,18 +24,9 @@ from observai.alerts.timers import send_timers
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction, transaction
-from observai.errors import Conflict, NotFound, Unprocessable
+from observai.errors import Conflict, NotFound, Unprocessable, invalid_field
 from observai.pagination import IdCursor, TimeCursor, decode_cursor, page, time_cursor_params, time_position
 from observai.tenancy.access import authorize_configuration, authorize_telemetry
-
-
-def _invalid(loc: list[str | int], kind: str, message: str) -> Unprocessable:
-    return Unprocessable(
-        "The request is invalid",
-        code="validation_error",
-        details=[{"loc": [str(p) for p in loc], "type": kind, "message": message}],
-    )
-
 
 # --- the policy ------------------------------------------------------------------------------------------------
 
@@ -108,9 +99,9 @@ def create_silence(principal: Principal, project_id: UUID, body: SilenceIn, now:
     now = now or datetime.now(UTC)
     starts_at = body.starts_at or now
     if body.ends_at <= starts_at:
-        raise _invalid(["body", "ends_at"], "ends_before_start", "ends_at must be after starts_at")
+        raise invalid_field(["body", "ends_at"], "ends_before_start", "ends_at must be after starts_at")
     if body.ends_at <= now:
-        raise _invalid(["body", "ends_at"], "in_the_past", "ends_at is in the past: the silence would never hold")
+        raise invalid_field(["body", "ends_at"], "in_the_past", "ends_at is in the past: the silence would never hold")
     with transaction() as cur:
         org_id = authorize_configuration(cur, principal, project_id)
         row = routing_store.insert_silence(
@@ -185,12 +176,12 @@ def update_silence(
         if status == "expired":
             raise Conflict("This silence has expired; create a new one", code="silence_expired")
         if "starts_at" in changes and status != "pending":
-            raise _invalid(["body", "starts_at"], "started", "the silence has started: its start cannot move")
+            raise invalid_field(["body", "starts_at"], "started", "the silence has started: its start cannot move")
         starts_at, ends_at = changes.get("starts_at", row["starts_at"]), changes.get("ends_at", row["ends_at"])
         if ends_at <= starts_at:
-            raise _invalid(["body", "ends_at"], "ends_before_start", "ends_at must be after starts_at")
+            raise invalid_field(["body", "ends_at"], "ends_before_start", "ends_at must be after starts_at")
         if ends_at <= now:
-            raise _invalid(["body", "ends_at"], "in_the_past", "ends_at is in the past: to end it now, DELETE it")
+            raise invalid_field(["body", "ends_at"], "in_the_past", "ends_at is in the past: to end it now, DELETE it")
         if patch.matchers is not None:
             changes["matchers"] = [m.model_dump() for m in patch.matchers]
         updated = routing_store.update_silence(cur, silence_id, changes, now) if changes else row

@@ -52,7 +52,7 @@ from observai.alerts.rule_models import (
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Conflict, NotFound, Unprocessable
+from observai.errors import Conflict, NotFound, Unprocessable, invalid_field
 from observai.match_params import match_pairs
 from observai.pagination import IdCursor, TimeCursor, decode_cursor, encode_cursor, page, time_cursor_params
 from observai.tenancy.access import authorize_configuration, authorize_telemetry
@@ -164,16 +164,10 @@ def _check_regexes(cur: Cursor, body: RuleIn) -> None:
         if query_filter.op in ("=~", "!~"):
             reason = store.regex_error(cur, query_filter.value)
             if reason is not None:
-                raise Unprocessable(
-                    "The request is invalid",
-                    code="validation_error",
-                    details=[
-                        {
-                            "loc": ["body", "condition", body.condition.kind, "filters", str(index), "value"],
-                            "type": "invalid_regex",
-                            "message": f"not accepted by the database's regex dialect: {reason}",
-                        }
-                    ],
+                raise invalid_field(
+                    ["body", "condition", body.condition.kind, "filters", index, "value"],
+                    "invalid_regex",
+                    f"not accepted by the database's regex dialect: {reason}",
                 )
 
 

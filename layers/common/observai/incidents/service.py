@@ -31,7 +31,7 @@ from observai import audit, outbox
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
-from observai.errors import Conflict, InvalidInput, NotFound, Unprocessable
+from observai.errors import Conflict, InvalidInput, NotFound, invalid_field
 from observai.incidents import lifecycle, store, timeline
 from observai.incidents.models import (
     MAX_SNOOZE_S,
@@ -297,17 +297,7 @@ def snooze(
     now = _now(now)
     until = body.until if body.until is not None else now + timedelta(seconds=body.duration or 0)
     if not now < until <= now + timedelta(seconds=MAX_SNOOZE_S):
-        raise Unprocessable(
-            "The request is invalid",
-            code="validation_error",
-            details=[
-                {
-                    "loc": ["body", "until"],
-                    "type": "snooze_range",
-                    "message": "until is in the future, at most 7 days ahead",
-                }
-            ],
-        )
+        raise invalid_field(["body", "until"], "snooze_range", "until is in the future, at most 7 days ahead")
     with _acting_on(principal, project_id, incident_id) as (cur, incident):
         if incident["status"] == "resolved":
             raise _resolved(incident)
@@ -359,16 +349,8 @@ def assign(
         if incident["status"] == "resolved":
             raise _resolved(incident)
         if body.user_id is not None and not store.is_member(cur, incident["org_id"], body.user_id):
-            raise Unprocessable(
-                "The request is invalid",
-                code="validation_error",
-                details=[
-                    {
-                        "loc": ["body", "user_id"],
-                        "type": "not_a_member",
-                        "message": "the assignee must be a member of the incident's organization",
-                    }
-                ],
+            raise invalid_field(
+                ["body", "user_id"], "not_a_member", "the assignee must be a member of the incident's organization"
             )
         if incident["assignee_id"] == body.user_id:
             return to_incident(incident)
