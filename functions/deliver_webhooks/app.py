@@ -13,7 +13,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.observability import logger, traced
-from observai.scheduled import scheduled_job
+from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
 from observai.webhooks import engine
 
 # Start another bounded round only with this much of the invocation left (a round may wait a receiver's timeout).
@@ -27,16 +27,10 @@ def _now() -> datetime:
 
 @scheduled_job
 def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    rounds = []
-    for _ in range(MAX_ROUNDS):
-        report = engine.sweep(_now)
-        rounds.append(report)
-        if not report.more_pending or context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
-            break
-    outcomes: dict[str, int] = {}
-    for report in rounds:
-        for outcome, count in report.outcomes.items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    rounds = bounded_rounds(
+        lambda: engine.sweep(_now), context, max_rounds=MAX_ROUNDS, min_remaining_ms=MIN_REMAINING_MS
+    )
+    outcomes = summed_outcomes(r.outcomes for r in rounds)
     summary = {
         "rounds": len(rounds),
         "events": sum(r.events for r in rounds),

@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.alerts import dispatch
 from observai.observability import logger, traced
-from observai.scheduled import scheduled_job
+from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
 
 # Start another bounded round only with this much of the invocation left.
 MIN_REMAINING_MS = 20_000
@@ -23,16 +23,10 @@ MAX_ROUNDS = 5
 
 @scheduled_job
 def sweep_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    rounds = []
-    for _ in range(MAX_ROUNDS):
-        report = dispatch.sweep(datetime.now(UTC))
-        rounds.append(report)
-        if not report.more_pending or context.get_remaining_time_in_millis() < MIN_REMAINING_MS:
-            break
-    outcomes: dict[str, int] = {}
-    for report in rounds:
-        for outcome, count in report.outcomes.items():
-            outcomes[outcome] = outcomes.get(outcome, 0) + count
+    rounds = bounded_rounds(
+        lambda: dispatch.sweep(datetime.now(UTC)), context, max_rounds=MAX_ROUNDS, min_remaining_ms=MIN_REMAINING_MS
+    )
+    outcomes = summed_outcomes(r.outcomes for r in rounds)
     summary = {
         "rounds": len(rounds),
         "routed": sum(r.routed for r in rounds),

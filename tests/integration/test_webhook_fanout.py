@@ -201,3 +201,23 @@ def test_dispatched_events_are_pruned_after_a_week(db: psycopg.Connection[Any], 
         r["id"] for r in db.execute("select id from public.outbox_events where id = any(%s)", ([old, recent, waiting],))
     }
     assert left == {recent, waiting}
+
+
+def test_the_scheduled_sweep_fans_out_in_bounded_rounds(db: psycopg.Connection[Any], queue, project) -> None:
+    from observai_local.lambda_context import LambdaContext
+
+    from tests.helpers.inprocess import load_function
+
+    # Given an endpoint the SSRF guard refuses without a DNS lookup (this test is about the sweep, not a receiver),
+    # an event waiting in the outbox, and no other test's message due (the sweep would deliver them too)
+    db.execute("update public.webhook_messages set next_attempt_at = null where next_attempt_at is not null")
+    insert_endpoint(db, project.org_id, project.project_id, "https://10.0.0.1/in")
+    event = emit_event(project.org_id, project.project_id, "alert.firing", {"n": 1}, NOW)
+    # When EventBridge Scheduler runs DeliverWebhooksFunction's minute sweep
+    summary = load_function("deliver_webhooks").lambda_handler(
+        {"source": "aws.scheduler", "detail-type": "Scheduled Event", "detail": {}},
+        LambdaContext("observai-test-deliver-webhooks", timeout_s=60),
+    )
+    # Then it ran at least one round, bounded, and the event became the endpoint's message
+    assert 1 <= summary["rounds"] <= 5 and summary["events"] >= 1
+    assert [m["event_id"] for m in messages(db, project_id=project.project_id)] == [event]

@@ -10,7 +10,8 @@ error metrics, the schedule's retry policy).
 from __future__ import annotations
 
 import functools
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, TypeVar, cast
 
 from observai.db.breaker import is_connection_failure
 from observai.observability import Handler, logger, traced
@@ -45,3 +46,32 @@ def _root_cause(exc: BaseException) -> str:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
     return f"{exc.__class__.__name__}: {exc}".strip()
+
+
+class _Round(Protocol):
+    more_pending: bool
+
+
+R = TypeVar("R", bound=_Round)
+
+
+def bounded_rounds(run_round: Callable[[], R], context: Any, *, max_rounds: int, min_remaining_ms: int) -> list[R]:
+    """Run a job's bounded round again while it says more is pending, at most ``max_rounds`` times and only while the
+    invocation has ``min_remaining_ms`` left: a backlog drains quickly without ever risking the Lambda timeout."""
+    rounds = [run_round()]
+    while (
+        len(rounds) < max_rounds
+        and rounds[-1].more_pending
+        and context.get_remaining_time_in_millis() >= min_remaining_ms
+    ):
+        rounds.append(run_round())
+    return rounds
+
+
+def summed_outcomes(counts: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    """The rounds' outcome counts added up by outcome."""
+    total: dict[str, int] = {}
+    for count in counts:
+        for outcome, n in count.items():
+            total[outcome] = total.get(outcome, 0) + n
+    return total
