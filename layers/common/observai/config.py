@@ -82,6 +82,24 @@ class Settings(BaseModel):
     # disabled after failing for 5 days (unset: the endpoint is disabled without an e-mail, and a warning logged).
     webhook_max_in_flight_per_endpoint: int = Field(default=4, ge=1, le=100)
     webhook_notice_sender: str | None = None
+    # Paging (observai.notify, observai.escalation, observai.oncall): the delivery queue (with its DLQ) and the
+    # escalation timers' queue (SQS delay messages; unset: the minute sweeps alone); the KMS key that seals channel
+    # secrets (envelope encryption); the SES sender of e-mail notifications; PagerDuty's Events API v2 URL (a
+    # setting, so tests and `make dev` point it at a local stand-in); whether Slack and webhook channels may reach
+    # loopback (local stages only).
+    notify_queue_url: str | None = None
+    escalation_queue_url: str | None = None
+    notify_kms_key_id: str | None = None
+    notify_email_sender: str | None = None
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    notify_allow_loopback: bool = False
+    notify_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Acknowledge and resolve links in messages: signed with this key (HMAC-SHA256), valid this long, pointing at
+    # this public base URL (the API's); Slack's request signing secret for its interactive buttons.
+    action_link_secret: SecretStr | None = None
+    action_link_ttl_s: int = Field(default=86_400, ge=300, le=30 * 86_400)
+    public_base_url: str | None = None
+    slack_signing_secret: SecretStr | None = None
 
     @property
     def jwks_url(self) -> str | None:
@@ -100,7 +118,14 @@ class Settings(BaseModel):
         return None
 
 
-_SECRET_KEYS = ("database_url", "supabase_jwt_secret", "supabase_service_role_key", "webhook_secret_key")
+_SECRET_KEYS = (
+    "database_url",
+    "supabase_jwt_secret",
+    "supabase_service_role_key",
+    "webhook_secret_key",
+    "action_link_secret",
+    "slack_signing_secret",
+)
 
 
 def _secret_values(arn: str) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from observai.alerts.timers import send_timers
 from observai.db.connection import Cursor, transaction
 from observai.incidents import lifecycle, timeline
 from observai.incidents.lifecycle import GroupAlert
+from observai.notify import hooks
 from observai.observability import logger
 
 
@@ -349,6 +350,22 @@ def _notify(
                 "seq": seq,
             },
         )
+    hooks.on_route_notification(
+        cur,
+        log={
+            "id": log["id"],
+            "org_id": group["org_id"],
+            "project_id": group["project_id"],
+            "group_id": group["id"],
+            "seq": seq,
+            "reason": reason,
+        },
+        receivers={"route_id": route.id, **route.receivers},
+        incident=incident,
+        firing=[_entry(m) for m in firing],
+        resolved=[_entry(m) for m in resolved],
+        now=now,
+    )
     return FlushResult(
         group["id"],
         "notified",

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import psycopg
@@ -130,6 +131,8 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
             raise
         break
     cur = conn.cursor()
+    callbacks: list[Callable[[], Any]] = []
+    token = _after_commit.set(callbacks)
     try:
         yield cur
     except _CommitFailed as failed:
@@ -151,8 +154,34 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
                 conn.execute("COMMIT")
             except psycopg.Error as exc:
                 _raise_commit_failure(exc)
+        _run_after_commit(callbacks)
     finally:
+        _after_commit.reset(token)
         cur.close()
+
+
+# The callbacks the running transaction registered (``after_commit``); None outside a transaction.
+_after_commit: ContextVar[list[Callable[[], Any]] | None] = ContextVar("after_commit", default=None)
+
+
+def after_commit(callback: Callable[[], Any]) -> None:
+    """Run ``callback`` once the running transaction has committed, never if it rolls back: how a change sends what
+    must only leave after it is durable (SQS wake-ups, timers). A failing callback is logged, not raised: the
+    change is committed, and whatever the callback sends has a sweep behind it."""
+    callbacks = _after_commit.get()
+    if callbacks is None:
+        raise RuntimeError("after_commit outside a transaction")
+    callbacks.append(callback)
+
+
+def _run_after_commit(callbacks: list[Callable[[], Any]]) -> None:
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception as exc:
+            from observai.observability import logger
+
+            logger.warning("after-commit callback failed", extra={"error": exc.__class__.__name__})
 
 
 def _raise_commit_failure(exc: BaseException | None) -> NoReturn:

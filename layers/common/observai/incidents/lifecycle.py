@@ -123,15 +123,24 @@ def open_incident(cur: Cursor, *, group: Mapping[str, Any], firing: Sequence[Gro
         at=now,
         details={"title": incident["title"], "severity": severity, "alerts": len(firing)},
     )
+    emit_incident_event(cur, incident, "incident.triggered", now)
+    return incident
+
+
+def emit_incident_event(cur: Cursor, incident: Mapping[str, Any], type: str, now: datetime, **extra: Any) -> None:
+    """An incident's change leaves in its own transaction: the outbox event (webhooks), and the hand-over to paging
+    (escalation halts, resumes or stops). ``incident`` is the row after the change."""
+    from observai.notify import hooks
+
     outbox.emit(
         cur,
-        org_id=org_id,
-        project_id=project_id,
-        type="incident.triggered",
-        data=incident_event_data(incident),
+        org_id=incident["org_id"],
+        project_id=incident["project_id"],
+        type=type,
+        data={**incident_event_data(incident), **extra},
         at=now,
     )
-    return incident
+    hooks.on_incident_event(cur, incident, type, now)
 
 
 def incident_event_data(incident: Mapping[str, Any]) -> dict[str, Any]:
@@ -238,14 +247,7 @@ def resolve(
         actor=actor,
         details={"reason": reason, **({"note": note} if note else {})},
     )
-    outbox.emit(
-        cur,
-        org_id=incident["org_id"],
-        project_id=incident["project_id"],
-        type="incident.resolved",
-        data={**incident_event_data(updated), "reason": reason},
-        at=now,
-    )
+    emit_incident_event(cur, updated, "incident.resolved", now, reason=reason)
     return updated
 
 

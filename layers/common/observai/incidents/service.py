@@ -27,7 +27,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from observai import audit, outbox
+from observai import audit
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction, transaction
@@ -126,14 +126,7 @@ def _record(
 
 
 def _emit(cur: Cursor, incident: dict[str, Any], type: str, now: datetime, **extra: Any) -> None:
-    outbox.emit(
-        cur,
-        org_id=incident["org_id"],
-        project_id=incident["project_id"],
-        type=type,
-        data={**lifecycle.incident_event_data(incident), **extra},
-        at=now,
-    )
+    lifecycle.emit_incident_event(cur, incident, type, now, **extra)
 
 
 # --- reads ---------------------------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from observai import outbox
 from observai.db.connection import transaction
 from observai.incidents import lifecycle, store, timeline
 
@@ -35,12 +34,5 @@ def wake_snoozed(now: datetime, limit: int) -> int:
                 at=now,
                 details={"snoozed_until": incident["snoozed_until"].isoformat()},
             )
-            outbox.emit(
-                cur,
-                org_id=incident["org_id"],
-                project_id=incident["project_id"],
-                type="incident.triggered",
-                data={**lifecycle.incident_event_data(updated), "reason": "snooze ended"},
-                at=now,
-            )
+            lifecycle.emit_incident_event(cur, updated, "incident.triggered", now, reason="snooze ended")
     return len(due)
