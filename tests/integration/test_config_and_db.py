@@ -260,3 +260,45 @@ def test_an_error_in_the_committing_block_rolls_back(db: psycopg.Connection, pip
     # Then the transaction rolls back: the COMMIT was never sent
     assert _keys(db, pipelined_table) == []
     _connection_works()
+
+
+def test_after_commit_runs_once_the_transaction_committed_and_never_after_a_rollback() -> None:
+    # Given a transaction that registers a callback, and one that registers one then fails
+    from observai.db.connection import after_commit
+
+    ran: list[str] = []
+    with transaction() as cur:
+        after_commit(lambda: ran.append("committed"))
+        cur.execute("select 1")
+        # Then nothing runs before the commit
+        assert ran == []
+    with pytest.raises(RuntimeError), transaction() as cur:
+        after_commit(lambda: ran.append("rolled back"))
+        raise RuntimeError("the change fails")
+    # Then only the committed transaction's callback ran
+    assert ran == ["committed"]
+
+
+def test_after_commit_callbacks_run_after_a_committing_block_and_a_failing_one_is_only_logged() -> None:
+    # Given a transaction ended by ``committing`` whose first callback fails
+    from observai.db.connection import after_commit
+
+    ran: list[str] = []
+
+    def fails() -> None:
+        raise ValueError("the queue is down")
+
+    with transaction() as cur:
+        after_commit(fails)
+        after_commit(lambda: ran.append("second"))
+        with committing(cur) as statements:
+            statements.append(sql.SQL("select 1"))
+    # Then the change stands and the next callback still ran
+    assert ran == ["second"]
+
+
+def test_after_commit_outside_a_transaction_is_a_programming_error() -> None:
+    from observai.db.connection import after_commit
+
+    with pytest.raises(RuntimeError, match="outside a transaction"):
+        after_commit(lambda: None)
