@@ -222,6 +222,29 @@ def test_nested_unbounded_repetition_is_refused(pattern: str) -> None:
     assert "repetition" in refused.value.errors()[0]["msg"]
 
 
-@pytest.mark.parametrize("pattern", ["api|web", "ap.*", "(a|b){2,5}x*", "[a-z]+-[0-9]+", "(?:db|cache)-.*", "(ab)+"])
+@pytest.mark.parametrize("pattern", ["(a|aa)+", "(a|aa)+$", "(x|y?)+", "(ab|a)*c", "(.|a)+", "(?:\\d|\\w\\w)+"])
+def test_repeated_alternatives_that_start_alike_are_refused(pattern: str) -> None:
+    # Given an alternation inside an unbounded repetition whose branches can start alike (or match nothing)
+    # Then the repetition could split one input in exponentially many ways: refused, with how to rewrite it
+    with pytest.raises(ValidationError) as refused:
+        Matcher(label="s", op="=~", value=pattern)
+    assert "alternatives that can start alike" in refused.value.errors()[0]["msg"]
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        "api|web",
+        "ap.*",
+        "(a|b){2,5}x*",
+        "[a-z]+-[0-9]+",
+        "(?:db|cache)-.*",
+        "(ab)+",
+        "(foo|bar)+",
+        "(a|b)+",
+        "(\\w|-)+",
+        "(?:x|xy){2,5}",
+    ],
+)
 def test_ordinary_regexes_are_accepted(pattern: str) -> None:
     assert Matcher(label="s", op="=~", value=pattern).op == "=~"

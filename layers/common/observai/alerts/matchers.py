@@ -77,6 +77,110 @@ def _repeats(items: Any, inside_repeat: bool) -> bool:
     return False
 
 
+# The first characters a parsed pattern can start with: characters, categories (\d, \w, \s) or anything.
+_ANY = ("any", "")
+_CATEGORIES = {"CATEGORY_DIGIT": "d", "CATEGORY_WORD": "w", "CATEGORY_SPACE": "s"}
+
+
+def _first(items: Any) -> set[tuple[str, str]]:
+    from re import _constants as sre  # type: ignore[attr-defined]
+
+    found: set[tuple[str, str]] = set()
+    for op, av in items:
+        found |= _op_first(op, av, sre)
+        if not _nullable([(op, av)]):
+            break
+    return found
+
+
+def _op_first(op: Any, av: Any, sre: Any) -> set[tuple[str, str]]:
+    if op == sre.LITERAL:
+        return {("c", chr(av))}
+    if op == sre.IN:
+        found: set[tuple[str, str]] = set()
+        for item_op, item_av in av:
+            if item_op == sre.LITERAL:
+                found.add(("c", chr(item_av)))
+            elif item_op == sre.RANGE and item_av[1] - item_av[0] <= 256:
+                found |= {("c", chr(c)) for c in range(item_av[0], item_av[1] + 1)}
+            elif item_op == sre.CATEGORY and str(item_av) in _CATEGORIES:
+                found.add(("cat", _CATEGORIES[str(item_av)]))
+            else:  # a negation, a wide range, a negated category
+                return {_ANY}
+        return found
+    if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+        return _first(av[2])
+    if op == sre.SUBPATTERN:
+        return _first(av[3])
+    if op == sre.BRANCH:
+        return set().union(*(_first(branch) for branch in av[1]))
+    if op in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+        return set()
+    return {_ANY}
+
+
+def _nullable(items: Any) -> bool:
+    """Whether the parsed pattern can match the empty string."""
+    from re import _constants as sre  # type: ignore[attr-defined]
+
+    for op, av in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            if av[0] > 0 and not _nullable(av[2]):
+                return False
+        elif op == sre.SUBPATTERN:
+            if not _nullable(av[3]):
+                return False
+        elif op == sre.BRANCH:
+            if not any(_nullable(branch) for branch in av[1]):
+                return False
+        elif op not in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            return False
+    return True
+
+
+def _overlap(a: set[tuple[str, str]], b: set[tuple[str, str]]) -> bool:
+    if not a or not b:
+        return False
+    if _ANY in a or _ANY in b or a & b:
+        return True
+    for kind, value in a:
+        for other_kind, other in b:
+            if kind == "cat" and other_kind == "cat" and {value, other} == {"w", "d"}:
+                return True  # \w holds \d
+            if kind == "cat" and other_kind == "c" and re.fullmatch(f"\\{value}", other):
+                return True
+            if kind == "c" and other_kind == "cat" and re.fullmatch(f"\\{other}", value):
+                return True
+    return False
+
+
+def _ambiguous_alternation(items: Any, inside_repeat: bool) -> bool:
+    """Whether an alternation inside an unbounded repetition has two branches that can start alike (or one that can
+    match nothing): ``(a|aa)+``, ``(\\w|\\d)*``, ``(x|y?)+``. The repetition can then split one input in
+    exponentially many ways, and Python's ``re`` tries them all before failing."""
+    from re import _constants as sre  # type: ignore[attr-defined]
+
+    for op, av in items:
+        if op in (sre.MAX_REPEAT, sre.MIN_REPEAT):
+            if _ambiguous_alternation(av[2], inside_repeat or av[1] == sre.MAXREPEAT):
+                return True
+        elif op == sre.SUBPATTERN:
+            if _ambiguous_alternation(av[3], inside_repeat):
+                return True
+        elif op == sre.BRANCH:
+            branches = av[1]
+            if inside_repeat:
+                if any(_nullable(branch) for branch in branches):
+                    return True
+                firsts = [_first(branch) for branch in branches]
+                for i, first in enumerate(firsts):
+                    if any(_overlap(first, other) for other in firsts[i + 1 :]):
+                        return True
+            if any(_ambiguous_alternation(branch, inside_repeat) for branch in branches):
+                return True
+    return False
+
+
 def check_regex(pattern: str) -> None:
     """ValueError unless ``pattern`` compiles and has no nested unbounded repetition."""
     from re import _parser as sre_parse  # type: ignore[attr-defined]
@@ -85,9 +189,15 @@ def check_regex(pattern: str) -> None:
         compiled(pattern)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression: {exc}") from None
-    if _repeats(sre_parse.parse(pattern).data, False):
+    parsed = sre_parse.parse(pattern).data
+    if _repeats(parsed, False):
         raise ValueError(
             "a repetition inside a repetition ((a+)+, (.*x)*) can take exponential time: rewrite it without nesting"
+        )
+    if _ambiguous_alternation(parsed, False):
+        raise ValueError(
+            "a repetition of alternatives that can start alike ((a|aa)+, (\\w|\\d)*) can take exponential time:"
+            " make the alternatives start differently, or use a character class"
         )
 
 
