@@ -488,3 +488,25 @@ def test_no_500_on_garbage(conn: psycopg.Connection[Any], tenant: Tenant) -> Non
         signed = slack(None, body=body.encode("utf-8", errors="replace"))
         assert signed.status in (200, 400), signed.text
     assert state(conn, incident["id"]) == before
+
+
+@pytest.mark.usefixtures("slack_env")
+def test_logs_never_hold_tokens_secrets_or_response_urls(
+    conn: psycopg.Connection[Any], tenant: Tenant, captured_logs: Any
+) -> None:
+    # Given a link press and a Slack press (with a response_url that cannot be reached)
+    incident = open_incident(conn, tenant)
+    tok = token("acknowledge", tenant, incident, tenant.users["member"])
+    html_ok(link("GET", tok))
+    html_ok(link("POST", tok, body=""))
+    html_ok(link("GET", tok[:-4] + "AAAA"), 404)
+    response_url = "http://127.0.0.1:9/secret-response-path/T0/123/abcdef"
+    payload = slack_payload(tenant, incident, tenant.slack_ids["member"], "incident_resolve", response_url=response_url)
+    assert "You resolved" in ephemeral(slack(payload))
+    assert slack(payload, secret="wrong").status == 401
+
+    # Then the logs name what happened, but hold no token, no secret and no response_url path
+    logs = captured_logs.getvalue()
+    assert "incident action taken" in logs and "slack response_url failed" in logs
+    for secret in (tok, tok.split(".")[1], SLACK_SECRET, "secret-response-path", signature(SLACK_SECRET, "1", b"")):
+        assert secret not in logs
