@@ -510,3 +510,34 @@ def test_logs_never_hold_tokens_secrets_or_response_urls(
     assert "incident action taken" in logs and "slack response_url failed" in logs
     for secret in (tok, tok.split(".")[1], SLACK_SECRET, "secret-response-path", signature(SLACK_SECRET, "1", b"")):
         assert secret not in logs
+
+
+def test_the_link_actor_may_only_acknowledge_or_resolve_its_own_projects_incidents(
+    conn: psycopg.Connection[Any], tenant: Tenant, stranger: Tenant
+) -> None:
+    from observai.auth.principal import Principal
+    from observai.errors import NotFound
+    from observai.incidents import service
+    from observai.incidents.models import AssignIn, CommentIn, SnoozeIn
+
+    # Given a link actor bound to the other tenant's project, and one bound to this project
+    incident = open_incident(conn, tenant)
+    incident_id = UUID(str(incident["id"]))
+    elsewhere = Principal(kind="link", org_id=stranger.project.org_id, project_id=stranger.project_id)
+    here = Principal(kind="link", org_id=tenant.project.org_id, project_id=tenant.project_id)
+    before = state(conn, incident_id)
+    # Then the other project's link actor cannot act here (not found: existence not revealed)
+    with pytest.raises(NotFound):
+        service.acknowledge(elsewhere, tenant.project_id, incident_id)
+    with pytest.raises(NotFound):
+        service.resolve(elsewhere, tenant.project_id, incident_id, None)
+    # And even this project's link actor can do nothing but acknowledge and resolve
+    with pytest.raises(NotFound):
+        service.snooze(here, tenant.project_id, incident_id, SnoozeIn.model_validate({"duration": "10m"}))
+    with pytest.raises(NotFound):
+        service.assign(here, tenant.project_id, incident_id, AssignIn(user_id=None))
+    with pytest.raises(NotFound):
+        service.add_comment(here, tenant.project_id, incident_id, CommentIn(body="hi"))
+    with pytest.raises(NotFound):
+        service.get_incident(here, tenant.project_id, incident_id)
+    assert state(conn, incident_id) == before
