@@ -33,6 +33,7 @@ PASS_THROUGH = (
     "SUPABASE_SERVICE_ROLE_KEY",
     "SUPABASE_JWKS_URL",
     "S3_ENDPOINT_URL",
+    "PUBLIC_BASE_URL",  # where acknowledge/resolve links point (`serve` sets it to its own URL when unset)
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
 DEPLOYED_RESOURCE_SETTINGS = (
