@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from observai.oncall.models import Layer, OverrideIn, ScheduleIn
+from observai.oncall.models import ScheduleIn, ScheduleLayer, ScheduleOverrideIn
 from observai.oncall.timeline import OverrideSpan, join_seams, shift_at, timeline
 from pydantic import ValidationError
 
@@ -23,10 +23,10 @@ BERLIN = ZoneInfo("Europe/Berlin")
 SYDNEY = ZoneInfo("Australia/Sydney")
 
 
-def layer(**fields: Any) -> Layer:
+def layer(**fields: Any) -> ScheduleLayer:
     base: dict[str, Any] = {"name": "primary", "users": [A, B], "rotation": {"unit": "days", "length": 1}}
     base.update(fields)
-    return Layer.model_validate(base)
+    return ScheduleLayer.model_validate(base)
 
 
 def local(shift_time: datetime, tz: ZoneInfo) -> tuple[str, str]:
@@ -190,7 +190,7 @@ def test_a_handoff_time_repeated_on_fall_back_happens_at_the_first():
 # --- restrictions and layers -----------------------------------------------------------------------------------------
 
 
-def office_hours_over_24_7() -> list[Layer]:
+def office_hours_over_24_7() -> list[ScheduleLayer]:
     always = layer(name="24/7", users=[A], rotation={"unit": "weeks", "length": 1}, start="2026-01-05T00:00:00+01:00")
     office = layer(
         name="office",
@@ -317,7 +317,7 @@ def test_layer_validation_names_the_field(fields: dict[str, Any], where: tuple[s
     base = {"name": "x", "users": [A], "rotation": {"unit": "days", "length": 1}, "start": "2026-01-01T00:00:00Z"}
     base.update(fields)
     with pytest.raises(ValidationError) as err:
-        Layer.model_validate(base)
+        ScheduleLayer.model_validate(base)
     assert tuple(str(p) for p in err.value.errors()[0]["loc"][: len(where)]) == where
 
 
@@ -329,9 +329,13 @@ def test_schedule_and_override_limits():
         ScheduleIn.model_validate({"name": "s", "time_zone": "UTC", "layers": []})
     ScheduleIn.model_validate({"name": "s", "time_zone": "UTC", "layers": [one] * 10})
     with pytest.raises(ValidationError, match="after start"):
-        OverrideIn.model_validate({"user_id": str(A), "start": "2026-01-02T00:00:00Z", "end": "2026-01-02T00:00:00Z"})
+        ScheduleOverrideIn.model_validate(
+            {"user_id": str(A), "start": "2026-01-02T00:00:00Z", "end": "2026-01-02T00:00:00Z"}
+        )
     with pytest.raises(ValidationError, match="90 days"):
-        OverrideIn.model_validate({"user_id": str(A), "start": "2026-01-01T00:00:00Z", "end": "2026-04-02T00:00:00Z"})
+        ScheduleOverrideIn.model_validate(
+            {"user_id": str(A), "start": "2026-01-01T00:00:00Z", "end": "2026-04-02T00:00:00Z"}
+        )
 
 
 # --- properties ------------------------------------------------------------------------------------------------------
@@ -351,11 +355,11 @@ def restrictions(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def layers_strategy(draw: st.DrawFn) -> Layer:
+def layers_strategy(draw: st.DrawFn) -> ScheduleLayer:
     unit = draw(st.sampled_from(["hours", "days", "weeks"]))
     length = draw(st.integers(1, 48 if unit == "hours" else 3))
     start = BASE + timedelta(minutes=draw(st.integers(-60 * 24 * 30, 60 * 24 * 200)))
-    return Layer.model_validate(
+    return ScheduleLayer.model_validate(
         {
             "name": f"layer-{draw(st.integers(0, 9))}",
             "users": draw(st.lists(st.sampled_from(USERS), min_size=1, max_size=4)),

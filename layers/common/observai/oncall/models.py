@@ -26,6 +26,7 @@ MAX_ROTATION_LENGTH = 365
 MAX_OVERRIDE_DAYS = 90
 MAX_SCHEDULES_PER_ORG = 100
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MIN_YEAR, MAX_YEAR = 1970, 2200
 _HHMM = re.compile(r"([01]\d|2[0-3]):([0-5]\d)")
 
 
@@ -58,6 +59,12 @@ def _hhmm(value: str) -> str:
     return value
 
 
+def _sane_year(value: datetime) -> datetime:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"must be between the years {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
 def parse_hhmm(value: str) -> time:
     hours, minutes = value.split(":")
     return time(int(hours), int(minutes))
@@ -69,6 +76,7 @@ TimeZoneName = Annotated[
     AfterValidator(_iana),
     Field(description="An IANA time zone", examples=["Europe/Berlin"]),
 ]
+Instant = Annotated[AwareDateTimeText, AfterValidator(_sane_year)]
 LocalTime = Annotated[str, AfterValidator(_hhmm), Field(description="Local time HH:MM", examples=["09:00"])]
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), AfterValidator(_storable)]
 LayerName = Annotated[
@@ -82,7 +90,7 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class Rotation(_In):
+class LayerRotation(_In):
     unit: Literal["hours", "days", "weeks"] = Field(
         description="hours: real elapsed hours; days: calendar days (hand-off at the local hand-off time, also"
         " across daylight-saving changes); weeks: 7 calendar days"
@@ -90,7 +98,7 @@ class Rotation(_In):
     length: int = Field(ge=1, le=MAX_ROTATION_LENGTH, description="How many units each person is on call")
 
 
-class TimeOfDayRestriction(_In):
+class LayerTimeOfDay(_In):
     """Every day from ``start`` to ``end`` local time (wraps past midnight when end ≤ start; 00:00–00:00 is the
     whole day)."""
 
@@ -99,7 +107,7 @@ class TimeOfDayRestriction(_In):
     end: LocalTime
 
 
-class WeeklyRestriction(_In):
+class LayerWeekly(_In):
     """On the given days, from ``start`` on that day to ``end`` (on the next day when end ≤ start)."""
 
     type: Literal["weekly"]
@@ -113,18 +121,18 @@ class WeeklyRestriction(_In):
         return sorted(set(value), key=WEEKDAYS.index)
 
 
-Restriction = Annotated[TimeOfDayRestriction | WeeklyRestriction, Field(discriminator="type")]
+Restriction = Annotated[LayerTimeOfDay | LayerWeekly, Field(discriminator="type")]
 
 
-class Layer(_In):
+class ScheduleLayer(_In):
     name: LayerName
     users: list[UUID] = Field(
         min_length=1,
         max_length=MAX_USERS_PER_LAYER,
         description="Members of the organization in rotation order (a person may appear more than once)",
     )
-    rotation: Rotation
-    start: AwareDateTimeText = Field(
+    rotation: LayerRotation
+    start: Instant = Field(
         description="RFC 3339: when the layer starts (the first person in `users` is on call from then) and the"
         " anchor of its rotation; nobody is on call in this layer before it"
     )
@@ -151,7 +159,7 @@ class ScheduleIn(_In):
     name: Name
     description: Description = ""
     time_zone: TimeZoneName
-    layers: list[Layer] = Field(
+    layers: list[ScheduleLayer] = Field(
         min_length=1, max_length=MAX_LAYERS, description="Lowest first: a higher layer wins where it has someone"
     )
 
@@ -162,7 +170,7 @@ class SchedulePatch(_In):
     name: Name | None = None
     description: Description | None = None
     time_zone: TimeZoneName | None = None
-    layers: list[Layer] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
+    layers: list[ScheduleLayer] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
 
     @field_validator("name", "description", "time_zone", "layers")
     @classmethod
@@ -184,16 +192,16 @@ class Schedule(BaseModel):
     name: str
     description: str
     time_zone: str
-    layers: list[Layer]
+    layers: list[ScheduleLayer]
     created_by: UUID | None
     created_at: datetime
     updated_at: datetime
 
 
-class OverrideIn(_In):
+class ScheduleOverrideIn(_In):
     user_id: UUID = Field(description="A member of the organization")
-    start: AwareDateTimeText
-    end: AwareDateTimeText
+    start: Instant = Field(description="RFC 3339")
+    end: Instant = Field(description=f"RFC 3339, after start, at most {MAX_OVERRIDE_DAYS} days after it")
 
     @model_validator(mode="after")
     def _span(self) -> Self:
@@ -204,7 +212,7 @@ class OverrideIn(_In):
         return self
 
 
-class Override(BaseModel):
+class ScheduleOverride(BaseModel):
     id: UUID
     schedule_id: UUID
     user_id: UUID
@@ -214,7 +222,7 @@ class Override(BaseModel):
     created_at: datetime
 
 
-class ShiftOut(BaseModel):
+class ScheduleShift(BaseModel):
     user_id: UUID
     start: datetime
     end: datetime
@@ -223,14 +231,14 @@ class ShiftOut(BaseModel):
     layer_index: int | None = Field(description="The layer's position, 0 the lowest (null for an override)")
 
 
-class Shifts(BaseModel):
+class ScheduleShifts(BaseModel):
     schedule_id: UUID
     start: datetime
     end: datetime
-    shifts: list[ShiftOut]
+    shifts: list[ScheduleShift]
 
 
-class OnCallNow(BaseModel):
+class ScheduleOnCall(BaseModel):
     schedule_id: UUID
     at: datetime
     on_call: bool
@@ -242,7 +250,7 @@ class OnCallNow(BaseModel):
     layer: str | None = None
 
 
-class MyShift(ShiftOut):
+class MyOnCallShift(ScheduleShift):
     org_id: UUID
     schedule_id: UUID
     schedule_name: str
@@ -252,4 +260,9 @@ class MyOnCall(BaseModel):
     on_call_now: bool
     start: datetime
     end: datetime
-    shifts: list[MyShift]
+    shifts: list[MyOnCallShift]
+
+
+class ScheduleDeleted(BaseModel):
+    id: UUID
+    deleted: Literal[True] = True

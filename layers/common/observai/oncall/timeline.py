@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
 from uuid import UUID
 
-from observai.oncall.models import WEEKDAYS, Layer, parse_hhmm, zone
+from observai.oncall.models import WEEKDAYS, ScheduleLayer, parse_hhmm, zone
 
 MICROSECOND = timedelta(microseconds=1)
 # No request computes more than this (the API asks for at most 90 days; on_call and /me a few weeks).
@@ -76,7 +76,7 @@ def at_local(day: date, clock: time, tz: tzinfo) -> datetime:
 class _Rotation:
     """The hand-off instants b(k) of a layer and the index of the period holding an instant."""
 
-    def __init__(self, layer: Layer, tz: tzinfo) -> None:
+    def __init__(self, layer: ScheduleLayer, tz: tzinfo) -> None:
         self.start = _utc(layer.start)
         self.users = layer.users
         self.tz = tz
@@ -125,7 +125,7 @@ class _Rotation:
         return out
 
 
-def _windows(layer: Layer, tz: tzinfo, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:
+def _windows(layer: ScheduleLayer, tz: tzinfo, lo: datetime, hi: datetime) -> list[tuple[datetime, datetime]]:
     """The union of the layer's restriction windows within [lo, hi), sorted (a window lasts at most a day, so the
     local days from the one before ``lo`` to the one of ``hi`` hold every window that reaches into the range)."""
     first = lo.astimezone(tz).date() - timedelta(days=1)
@@ -230,7 +230,7 @@ def _joined(pieces: list[_Piece]) -> list[_Piece]:
     return out
 
 
-def layer_shifts(layer: Layer, index: int, schedule_zone: str, start: datetime, end: datetime) -> list[_Piece]:
+def layer_shifts(layer: ScheduleLayer, index: int, schedule_zone: str, start: datetime, end: datetime) -> list[_Piece]:
     """One layer's pieces within [start, end) (its rotation clipped by its restrictions), sorted."""
     tz = zone(layer.time_zone or schedule_zone)
     pieces = _Rotation(layer, tz).periods(start, end, index)
@@ -240,7 +240,7 @@ def layer_shifts(layer: Layer, index: int, schedule_zone: str, start: datetime, 
 
 
 def timeline(
-    layers: Sequence[Layer],
+    layers: Sequence[ScheduleLayer],
     schedule_zone: str,
     overrides: Sequence[OverrideSpan],
     start: datetime,
@@ -262,7 +262,7 @@ def timeline(
 
 
 def shift_at(
-    layers: Sequence[Layer], schedule_zone: str, overrides: Sequence[OverrideSpan], at: datetime
+    layers: Sequence[ScheduleLayer], schedule_zone: str, overrides: Sequence[OverrideSpan], at: datetime
 ) -> Shift | None:
     """The shift holding the instant ``at`` (clipped to [at, at + 1 µs): only who, not how long), or None."""
     found = timeline(layers, schedule_zone, overrides, at, _utc(at) + MICROSECOND)
