@@ -499,3 +499,27 @@ def test_another_organization_gets_404_and_never_data(org: Org, stranger: Org) -
     # And nothing changed
     assert call("GET", f"{org.path}/{created['id']}", org.viewer.headers).data == created
     assert len(call("GET", f"{org.path}/{created['id']}/overrides", org.viewer.headers).data) == 1
+
+
+def test_a_member_who_left_is_never_on_call(database_url: str, db: psycopg.Connection[Any]) -> None:
+    # Given a 24/7 layer of the owner under a weekly layer of the member and the viewer
+    mine = _org(database_url, "Leavers")
+    always = weekly_layer(mine.owner, name="backstop")
+    created = create(mine, layers=[always, weekly_layer(mine.member, mine.viewer)])
+    path = f"{mine.path}/{created['id']}"
+    window = q(**{"from": "2026-01-05T09:00:00Z", "to": "2026-01-19T09:00:00Z"})
+    # When the member leaves the organization
+    db.execute(
+        "delete from public.memberships where org_id = %s and user_id = %s", (mine.project.org_id, mine.member.id)
+    )
+    # Then their week is the backstop's, in the timeline, /oncall and on_call alike; the viewer's stays theirs
+    shifts = call("GET", f"{path}/shifts", mine.viewer.headers, query=window).data["shifts"]
+    assert [(s["user_id"], s["layer"]) for s in shifts] == [
+        (str(mine.owner.id), "backstop"),
+        (str(mine.viewer.id), "primary"),
+    ]
+    at = q(at="2026-01-06T00:00:00Z")
+    assert call("GET", f"{path}/oncall", mine.viewer.headers, query=at).data["user_id"] == str(mine.owner.id)
+    with transaction() as cur:
+        assert on_call(cur, uuid.UUID(created["id"]), datetime(2026, 1, 6, tzinfo=UTC)) == mine.owner.id
+        assert on_call(cur, uuid.UUID(created["id"]), datetime(2026, 1, 13, tzinfo=UTC)) == mine.viewer.id
