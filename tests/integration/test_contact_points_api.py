@@ -15,8 +15,10 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
+from observai.webhooks.delivery import deliver_message
 from observai.webhooks.fanout import fan_out
 from observai.webhooks.sender import close_connections
+from standardwebhooks import Webhook
 
 from tests.helpers.ingest import IngestProject, add_key, make_project
 from tests.helpers.inprocess import Result, invoke
@@ -448,9 +450,33 @@ def test_webhook_contact_point_owns_a_hidden_endpoint(
     (message,) = messages(db, endpoint_id=endpoint_id)
     assert str(message["event_id"]) == tested.data["delivery_id"] and message["event_type"] == "notification.test"
 
+    # And the webhook engine delivers it, signed with the secret shown at creation
+    with WebhookReceiver(reply=Reply(200, b"thanks")) as receiver:
+        db.execute("update public.webhook_endpoints set url = %s where id = %s", (receiver.url("/in"), endpoint_id))
+        outcome = deliver_message(message["id"], datetime.now(UTC))
+    close_connections()
+    assert outcome.outcome == "succeeded", outcome
+    (received,) = receiver.requests
+    payload = Webhook(created["signing_secret"]).verify(received.body, received.headers)
+    assert payload["type"] == "notification.test" and received.headers["webhook-id"] == tested.data["delivery_id"]
+
     # And a retried message of the hidden endpoint cannot be replayed through the webhooks API
     retried = invoke("webhooks", "POST", f"{hooks_path}/deliveries/{message['id']}/retry", headers=tenant.admin.headers)
     assert retried.status == 404, retried.text
+
+    # When the engine disables the endpoint (its receiver answered 410), a test disables the contact point too
+    db.execute(
+        "update public.webhook_endpoints set enabled = false, disabled_reason = '410 Gone from the receiver',"
+        " disabled_at = now() where id = %s",
+        (endpoint_id,),
+    )
+    tested = call("POST", f"{tenant.path}/{created['id']}/test", tenant.admin.headers)
+    assert tested.data["ok"] is False and "410 Gone" in tested.data["disabled_reason"]
+    assert call("GET", f"{tenant.path}/{created['id']}", tenant.viewer.headers).data["enabled"] is False
+    # And PATCH enabled=true re-enables both
+    assert call("PATCH", f"{tenant.path}/{created['id']}", tenant.admin.headers, {"enabled": True}).status == 200
+    (endpoint,) = rows(db, "select enabled, disabled_reason from public.webhook_endpoints where id = %s", endpoint_id)
+    assert endpoint == {"enabled": True, "disabled_reason": None}
 
     # When its URL changes, the endpoint follows; when it is deleted, the endpoint is deleted and its message fails
     with WebhookReceiver() as hook2:
@@ -464,7 +490,7 @@ def test_webhook_contact_point_owns_a_hidden_endpoint(
     assert call("DELETE", f"{tenant.path}/{created['id']}", tenant.admin.headers).status == 200
     (endpoint,) = rows(db, "select deleted_at from public.webhook_endpoints where id = %s", endpoint_id)
     assert endpoint["deleted_at"] is not None
-    assert messages(db, endpoint_id=endpoint_id)[0]["status"] == "failed"
+    assert [m["status"] for m in messages(db, endpoint_id=endpoint_id)] == ["succeeded"]
 
 
 # --- who may --------------------------------------------------------------------------------------------------------

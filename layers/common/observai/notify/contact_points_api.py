@@ -255,21 +255,24 @@ def update_contact_point(
             fields["enabled"] = given["enabled"]
             if given["enabled"]:
                 fields.update(disabled_reason=None, disabled_at=None)
+        reenable_endpoint = kind == "webhook" and given.get("enabled") is True
         if new_settings is not None and new_settings != dict(row["settings"] or {}):
             fields["settings"] = new_settings
         if sealed is not None:
             fields.update(secret_sealed=sealed, secret_hint=new_hint)
-        if not fields:
-            return to_contact_point(row)
-        updated = store.update(cur, contact_point_id, fields, now)
         if kind == "webhook" and row["webhook_endpoint_id"] is not None:
+            # enabled=true also re-enables the endpoint the engine may have disabled (even if the contact point was
+            # still enabled).
             store.update_owned_endpoint(
                 cur,
                 row["webhook_endpoint_id"],
                 url=fields["settings"]["url"] if "settings" in fields else None,
-                enabled=True if fields.get("enabled") is True else None,
+                enabled=True if reenable_endpoint else None,
                 now=now,
             )
+        if not fields:
+            return to_contact_point(row)
+        updated = store.update(cur, contact_point_id, fields, now)
         changed = sorted(
             "secret" if k in ("secret_sealed", "secret_hint") else k
             for k in fields
