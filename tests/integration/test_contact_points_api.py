@@ -356,6 +356,24 @@ def test_slack_410_disables_and_patch_reenables(
         db, "select status, response_code from public.notification_deliveries where id = %s", tested.data["delivery_id"]
     )
     assert delivery == {"status": "failed", "response_code": 410}
+    # And the audit trail says the system disabled it, once: a second 410 changes nothing
+    from observai.db.connection import transaction
+    from observai.notify import contact_points
+
+    with transaction() as cur:
+        assert (
+            contact_points.disable(cur, created["id"], "Slack answered 410: the webhook was removed", datetime.now(UTC))
+            is False
+        )
+    disabled = rows(
+        db,
+        "select actor_type, details from public.audit_log where target_id = %s and action = 'contact_point.disable'",
+        created["id"],
+    )
+    assert [(a["actor_type"], a["details"]["reason"]) for a in disabled] == [
+        ("system", "Slack answered 410: the webhook was removed")
+    ]
+
     # When the admin re-enables it
     patched = call("PATCH", path, tenant.admin.headers, {"enabled": True})
     assert patched.status == 200, patched.text

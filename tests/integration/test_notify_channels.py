@@ -278,6 +278,27 @@ def test_pagerduty_trigger_is_an_events_v2_event(receiver: WebhookReceiver) -> N
     }
 
 
+def test_pagerduty_and_webhook_take_datetimes_in_alerts(receiver: WebhookReceiver, db: psycopg.Connection[Any]) -> None:
+    # Given alerts whose start is a datetime (as read from the database) rather than text
+    from datetime import UTC, datetime
+
+    from observai.notify.channels.webhook import render
+
+    started = datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
+    message = _message(alerts=({**_alert(1), "starts_at": started},))
+    receiver.script(Reply(202, b"{}"))
+    # When it is sent to PagerDuty and rendered for a webhook
+    result = channels.send(
+        "pagerduty", {"routing_key": "K" * 32}, message, settings=_settings(pagerduty_events_url=receiver.url("/e"))
+    )
+    # Then both carry RFC 3339 timestamps
+    assert result.ok
+    event = json.loads(receiver.requests[0].body)
+    assert event["payload"]["timestamp"] == "2026-12-06T04:00:00+00:00"
+    assert event["payload"]["custom_details"]["alerts"][0]["starts_at"] == "2026-12-06T04:00:00+00:00"
+    assert render(message, started)["data"]["alerts"][0]["starts_at"] == "2026-12-06T04:00:00+00:00"
+
+
 def test_pagerduty_acknowledge_and_resolve_carry_the_same_dedup_key_only(receiver: WebhookReceiver) -> None:
     receiver.script(Reply(202, b"{}"))
     settings = _settings(pagerduty_events_url=receiver.url("/v2/enqueue"))

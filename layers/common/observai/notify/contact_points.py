@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+from observai import audit
 from observai.config import Settings
 from observai.db.connection import Cursor
 from observai.notify import contact_points_store as store
@@ -63,10 +64,26 @@ def get_live(cur: Cursor, contact_point_id: UUID) -> dict[str, Any] | None:
 def disable(cur: Cursor, contact_point_id: UUID, reason: str, now: datetime) -> bool:
     """Turn the contact point off with ``reason`` (e.g. "Slack answered 410: the webhook was removed"); True only
     for the transaction that turned it off (a second delivery seeing the same 410 changes nothing)."""
-    turned_off = store.disable(cur, contact_point_id, reason[:500], now)
-    if turned_off:
-        logger.warning(
-            "contact point disabled by its receiver",
-            extra={"contact_point_id": str(contact_point_id), "reason": reason[:500]},
-        )
-    return turned_off
+    row = store.disable(cur, contact_point_id, reason[:500], now)
+    if row is None:
+        return False
+    # In the audit trail as the system's doing, so that the project's admins see why it went quiet.
+    audit.record(
+        cur,
+        None,
+        "contact_point.disable",
+        org_id=row["org_id"],
+        target_type="contact_point",
+        target_id=contact_point_id,
+        details={
+            "project_id": str(row["project_id"]),
+            "name": row["name"],
+            "kind": row["kind"],
+            "reason": reason[:500],
+        },
+    )
+    logger.warning(
+        "contact point disabled by its receiver",
+        extra={"contact_point_id": str(contact_point_id), "reason": reason[:500]},
+    )
+    return True

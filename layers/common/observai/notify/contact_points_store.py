@@ -159,13 +159,16 @@ def soft_delete(cur: Cursor, contact_point_id: UUID, now: datetime) -> None:
     )
 
 
-def disable(cur: Cursor, contact_point_id: UUID, reason: str, now: datetime) -> bool:
+def disable(cur: Cursor, contact_point_id: UUID, reason: str, now: datetime) -> dict[str, Any] | None:
+    """The contact point turned off (its id, org, project, name and kind); None when it was off already."""
     cur.execute(
         "update public.contact_points set enabled = false, disabled_reason = %(reason)s, disabled_at = %(now)s,"
-        " updated_at = %(now)s where id = %(id)s and enabled and deleted_at is null returning id",
+        " updated_at = %(now)s where id = %(id)s and enabled and deleted_at is null"
+        " returning id, org_id, project_id, name, kind",
         {"id": contact_point_id, "reason": reason, "now": now},
     )
-    return cur.fetchone() is not None
+    row = cur.fetchone()
+    return dict(row) if row else None
 
 
 # --- reads (under the caller's claims) ----------------------------------------------------------------------------

@@ -161,7 +161,9 @@ def _data_key(version: int, wrapped: bytes, ctx: dict[str, str], settings: Setti
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            answer = _kms().decrypt(CiphertextBlob=wrapped, EncryptionContext=ctx)  # type: ignore[attr-defined]
+            # With the configured key named, KMS refuses a data key wrapped by any other key.
+            named = {"KeyId": settings.notify_kms_key_id} if settings.notify_kms_key_id else {}
+            answer = _kms().decrypt(CiphertextBlob=wrapped, EncryptionContext=ctx, **named)  # type: ignore[attr-defined]
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("InvalidCiphertextException", "IncorrectKeyException"):
                 raise SecretDoesNotOpen("the sealed secret does not open in this context") from None

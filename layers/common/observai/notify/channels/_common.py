@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from observai.config import Settings
@@ -28,9 +29,22 @@ def post_json(url: str, payload: dict[str, Any], settings: Settings, now: dateti
             "webhook_timeout_s": settings.notify_timeout_s,
         }
     )
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=json_default).encode()
     headers = {"content-type": "application/json", "user-agent": USER_AGENT}
     return sender.post(url, body=body, headers=headers, now=now or datetime.now(UTC), settings=paging)
+
+
+def json_default(value: Any) -> Any:
+    """JSON for what a message may carry beyond JSON types: datetimes as RFC 3339, UUIDs and the rest as text."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
+
+
+def timestamp_text(value: Any) -> str:
+    return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
 def classify(

@@ -32,6 +32,7 @@ from observai.notify.channels._common import (
     incident_heading,
     one_line,
     post_json,
+    timestamp_text,
 )
 from observai.notify.message import Message, SendResult
 
@@ -74,7 +75,7 @@ def _timestamp(message: Message, now: datetime) -> str:
     for alert in message.alerts:
         started = alert.get("starts_at")
         if started:
-            return str(started)
+            return timestamp_text(started)
     return now.isoformat()
 
 
@@ -105,7 +106,7 @@ def render(config: Mapping[str, Any], message: Message, now: datetime) -> dict[s
                 "value": a.get("value"),
                 "labels": a.get("labels") or {},
                 "summary": alert_summary(a)[:500],
-                "starts_at": a.get("starts_at"),
+                "starts_at": timestamp_text(a["starts_at"]) if a.get("starts_at") else None,
             }
             for a in message.alerts[:MAX_DETAIL_ALERTS]
         ]

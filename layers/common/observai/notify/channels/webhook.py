@@ -25,7 +25,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from observai.config import Settings
-from observai.notify.channels._common import cut
+from observai.notify.channels._common import cut, json_default
 from observai.notify.message import Message, SendResult
 
 MAX_BODY_BYTES = 20_000
@@ -36,7 +36,7 @@ def event_type(message: Message) -> str:
 
 
 def _size(payload: dict[str, Any]) -> int:
-    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=str).encode())
+    return len(json.dumps(payload, separators=(",", ":"), ensure_ascii=False, default=json_default).encode())
 
 
 def render(message: Message, now: datetime) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def render(message: Message, now: datetime) -> dict[str, Any]:
     if _size(payload) > MAX_BODY_BYTES:
         data["text"] = cut(str(data["text"]), 2000)
         data["title"] = cut(str(data["title"]), 500)
-    return json.loads(json.dumps(payload, default=str))  # JSON types only (datetimes as strings)
+    return json.loads(json.dumps(payload, default=json_default))  # JSON types only (datetimes as RFC 3339)
 
 
 def send(config: Mapping[str, Any], message: Message, *, settings: Settings) -> SendResult:
