@@ -402,6 +402,7 @@ def test_pagerduty_test_route(tenant: Tenant, loopback: None, monkeypatch: pytes
     assert event["routing_key"] == ROUTING_KEY and event["event_action"] == "trigger"
     assert event["dedup_key"] == f"test-{tested.data['delivery_id']}"
     assert event["payload"]["class"] == "test" and event["payload"]["severity"] == "info"
+    assert "group" not in event["payload"] and event["payload"]["source"] == "ObservAI Hub"
     assert ROUTING_KEY not in tested.text
 
 

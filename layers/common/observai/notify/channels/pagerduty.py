@@ -112,7 +112,7 @@ def render(config: Mapping[str, Any], message: Message, now: datetime) -> dict[s
         ]
         if len(message.alerts) > MAX_DETAIL_ALERTS:
             details["more_alerts"] = len(message.alerts) - MAX_DETAIL_ALERTS
-    event["payload"] = {
+    payload = {
         "summary": summary,
         "source": service or CLIENT,
         "severity": severity(message.severity, config.get("severity_map")),
@@ -124,6 +124,8 @@ def render(config: Mapping[str, Any], message: Message, now: datetime) -> dict[s
         else ("test" if message.event == "test" else "incident"),
         "custom_details": details,
     }
+    # Optional fields are left out rather than sent empty (a test message has no project or service).
+    event["payload"] = {k: v for k, v in payload.items() if v != "" or k in ("summary", "source", "severity")}
     link_texts = {
         "incident": "Open in ObservAI Hub",
         "acknowledge": "Acknowledge in ObservAI Hub",
