@@ -522,3 +522,14 @@ def test_webhook_channel_follows_an_endpoint_the_engine_disabled(db: psycopg.Con
     assert not result.ok and not result.retryable
     assert result.disable_reason == "the webhook delivery engine disabled its endpoint: 410 Gone from the receiver"
     assert messages(db, endpoint_id=endpoint_id) == []
+
+
+def test_a_slow_receiver_times_out_after_notify_timeout_s(receiver: WebhookReceiver) -> None:
+    # Given Slack answering after 5 seconds, and a notification timeout of half a second
+    receiver.script(Reply(200, b"ok", delay_s=5))
+    settings = Settings(stage="test", notify_allow_loopback=True, notify_timeout_s=0.5, webhook_timeout_s=30)
+    # When a message is sent
+    result = channels.send("slack", {"url": receiver.url("/s")}, _message(), settings=settings)
+    # Then it gave up at the paging timeout (not the webhook engine's), and may be tried again
+    assert not result.ok and result.retryable and result.status_code is None
+    assert "timeout" in (result.error or "") and result.duration_ms < 3000
