@@ -492,6 +492,15 @@ def test_webhook_contact_point_owns_a_hidden_endpoint(
     tested = call("POST", f"{tenant.path}/{created['id']}/test", tenant.admin.headers)
     assert tested.data["ok"] is False and "410 Gone" in tested.data["disabled_reason"]
     assert call("GET", f"{tenant.path}/{created['id']}", tenant.viewer.headers).data["enabled"] is False
+    # And the engine's notice to the admins points at the contact point, not at the webhooks API
+    from observai.db.connection import transaction
+    from observai.webhooks.notices import disabled_notice
+
+    with transaction() as cur:
+        notice = disabled_notice(cur, tenant.project.org_id, tenant.project.project_id, endpoint_id, datetime.now(UTC))
+    assert notice.subject.startswith(f"Webhook contact point {created['name']} disabled")
+    assert f"/contact-points/{created['id']}" in notice.text and "/webhooks/" not in notice.text
+
     # And PATCH enabled=true re-enables both
     assert call("PATCH", f"{tenant.path}/{created['id']}", tenant.admin.headers, {"enabled": True}).status == 200
     (endpoint,) = rows(db, "select enabled, disabled_reason from public.webhook_endpoints where id = %s", endpoint_id)
