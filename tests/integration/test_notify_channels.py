@@ -533,3 +533,22 @@ def test_a_slow_receiver_times_out_after_notify_timeout_s(receiver: WebhookRecei
     # Then it gave up at the paging timeout (not the webhook engine's), and may be tried again
     assert not result.ok and result.retryable and result.status_code is None
     assert "timeout" in (result.error or "") and result.duration_ms < 3000
+
+
+def test_errors_never_quote_the_secret_url_path(receiver: WebhookReceiver) -> None:
+    # Given a Slack URL whose path is the secret, unreachable, slow, or refused by the guard
+    with WebhookReceiver() as gone:
+        closed = gone.url("/services/T0/B0/TopSecretPath")
+    receiver.script(Reply(200, b"ok", delay_s=5))
+    slow = receiver.url("/services/T0/B0/TopSecretPath")
+    results = [
+        channels.send("slack", {"url": closed}, _message(), settings=_settings()),
+        channels.send(
+            "slack", {"url": slow}, _message(), settings=_settings().model_copy(update={"notify_timeout_s": 0.3})
+        ),
+        channels.send("slack", {"url": slow}, _message(), settings=Settings(stage="test")),
+    ]
+    # Then no error says the path
+    for result in results:
+        assert not result.ok and result.error
+        assert "TopSecretPath" not in result.error
