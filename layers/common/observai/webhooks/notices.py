@@ -36,14 +36,27 @@ def disabled_notice(cur: Cursor, org_id: UUID, project_id: UUID, endpoint_id: UU
     )
     recipients = tuple(row["email"] for row in cur.fetchall())
     cur.execute(
-        "select w.url, w.failing_since, w.disabled_reason, p.name as project_name from public.webhook_endpoints w"
-        " join public.projects p on p.id = w.project_id where w.id = %s",
+        "select w.url, w.failing_since, w.disabled_reason, p.name as project_name, c.id as contact_point_id,"
+        " c.name as contact_point_name from public.webhook_endpoints w"
+        " join public.projects p on p.id = w.project_id"
+        " left join public.contact_points c on c.webhook_endpoint_id = w.id and w.contact_point_owned"
+        " where w.id = %s",
         (endpoint_id,),
     )
     row = cur.fetchone()
     assert row is not None
     url = display_url(row["url"])
     since = row["failing_since"].isoformat() if row["failing_since"] else "5 days ago"
+    if row["contact_point_id"] is not None:
+        # A paging contact point's own endpoint: not in the webhooks API; re-enabling the contact point resumes it.
+        subject = f"Webhook contact point {row['contact_point_name']} disabled in project {row['project_name']}"
+        text = (
+            f"The webhook contact point {row['contact_point_name']} ({url}) of project {row['project_name']} has"
+            f" failed every delivery since {since}, so it was disabled on {now.isoformat()}"
+            f" ({row['disabled_reason']}).\n\nNothing more is sent to it. Once the receiver works again, re-enable it"
+            f' with PATCH /v1/projects/{project_id}/contact-points/{row["contact_point_id"]} {{"enabled": true}}.\n'
+        )
+        return Notice(endpoint_id, recipients, subject, text)
     subject = f"Webhook endpoint disabled in project {row['project_name']}"
     text = (
         f"The webhook endpoint {url} (id {endpoint_id}) of project {row['project_name']} has failed every delivery"
