@@ -4,7 +4,10 @@
 
 The embedded Postgres (or DATABASE_URL) and local receivers: threaded HTTP/1.1 servers on 127.0.0.1 answering 200 at
 once, keep-alive (the throughput one in a process of its own, as a receiver is elsewhere in real life; the isolation
-one in this process, to time arrivals). Events are emitted into the outbox and fanned out (one message per
+one in this process, to time arrivals). Both set TCP_NODELAY, as real HTTP servers do: http.server writes the status
+and headers, then the body, in two sends, and with Nagle's algorithm the body waits for the engine's delayed ACK
+(~40 ms on Linux), which made every response take 40 ms and the bench measure that stall, not the engine.
+Events are emitted into the outbox and fanned out (one message per
 endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``)
 in batches of 10, as Lambda's event source mapping delivers them: the engine is measured from its real entry
 point, without a queue emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue
@@ -52,6 +55,7 @@ class _Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 arrived = time.perf_counter()
@@ -85,6 +89,7 @@ def _serve_counting(port: Any, count: Any) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
