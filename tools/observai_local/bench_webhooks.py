@@ -7,11 +7,10 @@ once, keep-alive (the throughput one in a process of its own, as a receiver is e
 one in this process, to time arrivals). Both set TCP_NODELAY, as real HTTP servers do: http.server writes the status
 and headers, then the body, in two sends, and with Nagle's algorithm the body waits for the engine's delayed ACK
 (~40 ms on Linux), which made every response take 40 ms and the bench measure that stall, not the engine.
-Events are emitted into the outbox and fanned out (one message per
-endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``)
-in batches of 10, as Lambda's event source mapping delivers them: the engine is measured from its real entry
-point, without a queue emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue
-is AWS's part).
+Events are emitted into the outbox and fanned out (one message per endpoint); their wake-ups are then handed to
+DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``) in batches of 10, as Lambda's event source
+mapping delivers them: the engine is measured from its real entry point, without a queue emulation in the loop
+(moto's in-process SQS costs more per call than a delivery; the queue is AWS's part).
 Reported:
 
 * throughput: deliveries per second over the batches (target ≥ 200/s), and how many wake-ups were deferred (an
