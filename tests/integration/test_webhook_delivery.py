@@ -21,10 +21,10 @@ from observai.webhooks.delivery import DISABLE_AFTER, MAX_ATTEMPTS, SCHEDULE_S, 
 from observai.webhooks.fanout import fan_out
 from observai.webhooks.queue import parse_message
 
-from tests.helpers.delivery_receiver import Reply, receiver
 from tests.helpers.ingest import IngestProject, make_project
 from tests.helpers.moto_queue import REGION, QueueAndBucket, queue_and_bucket
 from tests.helpers.users import add_membership, make_user
+from tests.helpers.webhook_receiver import Reply, WebhookReceiver
 from tests.helpers.webhook_rows import attempts, emit_event, insert_endpoint, messages
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -98,9 +98,10 @@ def endpoint(db: psycopg.Connection[Any], endpoint_id: UUID) -> dict[str, Any]:
 
 
 def test_failing_twice_then_succeeding(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver([Reply(500, b"busy"), Reply(502)], default=Reply(204, b"")) as hook:
+    with WebhookReceiver() as hook:
         # Given an endpoint whose receiver fails twice, then succeeds
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        hook.script(Reply(500, b"busy"), Reply(502), Reply(204))
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
 
         # When the engine delivers at each time the schedule gives
@@ -127,22 +128,22 @@ def test_failing_twice_then_succeeding(db: psycopg.Connection[Any], aws: Aws, pr
         gap = (second.next_attempt_at - first.next_attempt_at).total_seconds()
         assert 270 <= gap <= 330 + 1
         # The receiver got the same webhook-id (the event's id) each time, and the compact JSON payload
-        assert len(hook.received) == 3
+        assert len(hook.requests) == 3
         event_id = str(message(db, mid)["event_id"])
-        assert {r.headers["webhook-id"] for r in hook.received} == {event_id}
-        body = json.loads(hook.received[0].body)
+        assert {r.headers["webhook-id"] for r in hook.requests} == {event_id}
+        body = json.loads(hook.requests[0].body)
         assert body["type"] == "incident.triggered" and body["data"] == {"title": "Disk full"}
-        assert b" " not in hook.received[0].body.replace(b"Disk full", b"")
-        assert hook.received[0].headers["webhook-signature"].startswith("v1,")
+        assert b" " not in hook.requests[0].body.replace(b"Disk full", b"")
+        assert hook.requests[0].headers["webhook-signature"].startswith("v1,")
         # The short retries went to the queue as delay messages: 5 s, then 300 s (±10%)
         delays = [d for m, d in aws.wakeups() if m == mid]
         assert delays[0] == 0 and 5 <= delays[1] <= 7 and 270 <= delays[2] <= 332
 
 
 def test_a_redelivered_wakeup_never_delivers_twice(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver() as hook:
+    with WebhookReceiver() as hook:
         # Given a message delivered successfully through its queue wake-up
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         wakeup = aws.queue.receive()
         assert [parse_message(m["Body"]) for m in wakeup] == [mid]
@@ -152,15 +153,15 @@ def test_a_redelivered_wakeup_never_delivers_twice(db: psycopg.Connection[Any], 
         engine.sweep(lambda: NOW + timedelta(minutes=5))
         # Then the receiver got it once; the repeats were no-ops, not failures
         assert first == {"batchItemFailures": []} and again == {"batchItemFailures": []}
-        assert len(hook.received) == 1
+        assert len(hook.requests) == 1
         assert len(attempts(db, mid)) == 1
         assert deliver_message(mid, NOW + timedelta(hours=1)).outcome == "done"
 
 
 def test_410_disables_the_endpoint(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver(default=Reply(410, b"gone")) as hook:
+    with WebhookReceiver(reply=Reply(410, b"gone")) as hook:
         # Given an endpoint whose receiver answers 410 Gone, with two messages
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         first = new_message(db, project, endpoint_id)
         second = new_message(db, project, endpoint_id)
         # When the first is delivered
@@ -177,22 +178,22 @@ def test_410_disables_the_endpoint(db: psycopg.Connection[Any], aws: Aws, projec
         assert message(db, first)["status"] == "failed"
         # and the other message is not sent any more
         assert deliver_message(second, NOW).outcome == "endpoint_disabled"
-        assert len(hook.received) == 1
+        assert len(hook.requests) == 1
         assert message(db, second)["status"] == "failed"
 
 
 def test_a_redirect_is_a_failure_and_not_followed(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver() as target, receiver(default=Reply(302, b"", (("location", "TARGET"),))) as hook:
-        hook.default = Reply(302, b"", (("location", target.url),))
+    with WebhookReceiver() as target, WebhookReceiver() as hook:
+        hook.script(Reply(302, headers={"location": target.url("/hook")}))
         # Given an endpoint that redirects elsewhere
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         # When it is delivered
         outcome = deliver_message(mid, NOW)
         # Then the 302 is a failure to retry, and the redirect's target got nothing
         assert outcome.outcome == "retrying" and outcome.status_code == 302
         assert [(a["status_code"], a["succeeded"]) for a in attempts(db, mid)] == [(302, False)]
-        assert target.received == []
+        assert target.requests == []
 
 
 @pytest.mark.parametrize(
@@ -206,9 +207,9 @@ def test_a_redirect_is_a_failure_and_not_followed(db: psycopg.Connection[Any], a
 def test_retry_after_is_honoured_on_429_and_503(
     db: psycopg.Connection[Any], aws: Aws, project, status: int, retry_after: str, at_least_s: float, at_most_s: float
 ) -> None:
-    with receiver(default=Reply(status, b"slow down", (("retry-after", retry_after),))) as hook:
+    with WebhookReceiver(reply=Reply(status, b"slow down", {"retry-after": retry_after})) as hook:
         # Given a receiver answering with Retry-After
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         # When the first attempt fails
         outcome = deliver_message(mid, NOW)
@@ -237,9 +238,9 @@ def test_the_schedule_and_its_jitter() -> None:
 
 
 def test_the_message_fails_after_the_last_attempt(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver(default=Reply(500)) as hook:
+    with WebhookReceiver(reply=Reply(500)) as hook:
         # Given a receiver that always fails
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         # When every attempt of the schedule is made at its time
         at = NOW
@@ -252,7 +253,7 @@ def test_the_message_fails_after_the_last_attempt(db: psycopg.Connection[Any], a
         assert outcomes == ["retrying"] * 9 + ["failed"]
         assert message(db, mid)["status"] == "failed" and len(attempts(db, mid)) == MAX_ATTEMPTS
         assert deliver_message(mid, at + timedelta(days=1)).outcome == "done"
-        assert len(hook.received) == MAX_ATTEMPTS
+        assert len(hook.requests) == MAX_ATTEMPTS
         assert endpoint(db, endpoint_id)["enabled"] is True
 
 
@@ -261,9 +262,11 @@ def test_five_days_failing_disables_and_emails_the_admins(db: psycopg.Connection
     people = {role: make_user(db) for role in ("owner", "admin", "member", "viewer")}
     for role, user in people.items():
         add_membership(db, project.org_id, user.id, role)
-    with receiver(default=Reply(500)) as hook:
+    with WebhookReceiver(reply=Reply(500)) as hook:
         # and an endpoint failing since a little over 5 days
-        endpoint_id, secret = insert_endpoint(db, project.org_id, project.project_id, hook.url + "?token=s3cr3t-token")
+        endpoint_id, secret = insert_endpoint(
+            db, project.org_id, project.project_id, hook.url("/hook") + "?token=s3cr3t-token"
+        )
         db.execute(
             "update public.webhook_endpoints set failing_since = %s where id = %s",
             (NOW - DISABLE_AFTER - timedelta(minutes=1), endpoint_id),
@@ -287,17 +290,17 @@ def test_five_days_failing_disables_and_emails_the_admins(db: psycopg.Connection
         # A later message does not go out, and no second e-mail is sent
         assert deliver_message(second, NOW + timedelta(minutes=1)).outcome == "endpoint_disabled"
         assert len(aws.sent_emails()) == 1
-        assert len(hook.received) == 1
+        assert len(hook.requests) == 1
 
 
 def test_a_slow_endpoint_does_not_delay_another_in_the_same_batch(
     db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "1")
-    with receiver(default=Reply(200, delay_s=3)) as slow, receiver() as fast:
+    with WebhookReceiver(reply=Reply(200, delay_s=3)) as slow, WebhookReceiver() as fast:
         # Given a batch of wake-ups: one for a receiver slower than the timeout, then one for a healthy receiver
-        slow_id, _ = insert_endpoint(db, project.org_id, project.project_id, slow.url)
-        fast_id, _ = insert_endpoint(db, project.org_id, project.project_id, fast.url)
+        slow_id, _ = insert_endpoint(db, project.org_id, project.project_id, slow.url("/hook"))
+        fast_id, _ = insert_endpoint(db, project.org_id, project.project_id, fast.url("/hook"))
         event_id = emit_event(project.org_id, project.project_id, "alert.firing", {}, NOW)
         fan_out(NOW, 100)
         by_endpoint = {m["endpoint_id"]: m["id"] for m in messages(db, event_id=event_id)}
@@ -308,7 +311,7 @@ def test_a_slow_endpoint_does_not_delay_another_in_the_same_batch(
         response = engine.handle_queue_messages(aws.queue.event(batch), clock=lambda: NOW)
         elapsed = time.monotonic() - started
         # Then the healthy receiver got its delivery at once, not after the slow one's timeout
-        assert len(fast.received) == 1 and fast.received[0].at - started < 0.5
+        assert len(fast.requests) == 1 and fast.requests[0].at - started < 0.5
         assert response == {"batchItemFailures": []}
         # the slow one timed out (a failure to retry), and the batch took one timeout, not the sum
         (timed_out,) = attempts(db, by_endpoint[slow_id])
@@ -321,9 +324,9 @@ def test_an_endpoint_at_its_in_flight_limit_defers_its_message(
     db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "1")
-    with receiver() as hook:
+    with WebhookReceiver() as hook:
         # Given an endpoint with one delivery in flight (a live lease), and a second message due
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         busy = new_message(db, project, endpoint_id)
         db.execute(
             "update public.webhook_messages set status = 'delivering', next_attempt_at = %s, lease_until = %s"
@@ -335,7 +338,7 @@ def test_an_endpoint_at_its_in_flight_limit_defers_its_message(
         outcome = deliver_message(waiting, NOW)
         # Then it is deferred a moment (nothing sent), with a wake-up
         assert outcome.outcome == "busy" and outcome.next_attempt_at == NOW + timedelta(seconds=2)
-        assert hook.received == [] and message(db, waiting)["attempts"] == 0
+        assert hook.requests == [] and message(db, waiting)["attempts"] == 0
         assert (waiting, 2) in aws.wakeups()
         # and the busy message is not taken by anyone while its lease lives
         assert deliver_message(busy, NOW).outcome == "in_flight"
@@ -343,28 +346,29 @@ def test_an_endpoint_at_its_in_flight_limit_defers_its_message(
         later = NOW + timedelta(seconds=41)
         assert deliver_message(busy, later).outcome == "succeeded"
         assert deliver_message(waiting, later).outcome == "succeeded"
-        assert len(hook.received) == 2
+        assert len(hook.requests) == 2
 
 
 def test_the_rate_limit_defers(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver() as hook:
+    with WebhookReceiver() as hook:
         # Given an endpoint limited to one delivery a second, with two messages
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url, rate_limit_per_s=1)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"), rate_limit_per_s=1)
         first = new_message(db, project, endpoint_id)
         second = new_message(db, project, endpoint_id)
         # When both are delivered in the same second
         assert deliver_message(first, NOW).outcome == "succeeded"
         deferred = deliver_message(second, NOW + timedelta(milliseconds=200))
         # Then the second waits; a second later it goes
-        assert deferred.outcome == "rate_limited" and len(hook.received) == 1
+        assert deferred.outcome == "rate_limited" and len(hook.requests) == 1
         assert deliver_message(second, NOW + timedelta(seconds=1, milliseconds=300)).outcome == "succeeded"
-        assert len(hook.received) == 2
+        assert len(hook.requests) == 2
 
 
 def test_the_sweep_delivers_long_retries_when_due(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver([Reply(500)] * 3) as hook:
+    with WebhookReceiver() as hook:
         # Given a message whose third attempt failed: the next is 30 minutes away (past SQS's delays)
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        hook.script(Reply(500), Reply(500), Reply(500), Reply(204))
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         at = NOW
         for _ in range(3):
@@ -374,7 +378,7 @@ def test_the_sweep_delivers_long_retries_when_due(db: psycopg.Connection[Any], a
         assert len(queued_for_it) == 3  # the first, the 5 s and the 5 min ones; not the 30 min one
         # When the sweep runs before it is due, then after
         early = engine.sweep(lambda: at - timedelta(seconds=10))
-        assert early.due == 0 and len(hook.received) == 3
+        assert early.due == 0 and len(hook.requests) == 3
         late = engine.sweep(lambda: at + timedelta(seconds=10))
         # Then the sweep delivers it
         assert late.outcomes.get("succeeded") == 1
@@ -384,9 +388,10 @@ def test_the_sweep_delivers_long_retries_when_due(db: psycopg.Connection[Any], a
 def test_secrets_never_reach_the_logs(db: psycopg.Connection[Any], aws: Aws, project, captured_logs) -> None:
     people = make_user(db)
     add_membership(db, project.org_id, people.id, "owner")
-    with receiver([Reply(500)], default=Reply(200)) as hook:
+    with WebhookReceiver() as hook:
         # Given an endpoint, delivered to through failures, a success and a 5-day disable, logs at DEBUG
-        endpoint_id, secret = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        hook.script(Reply(500), Reply(200))
+        endpoint_id, secret = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         mid = new_message(db, project, endpoint_id)
         first = deliver_message(mid, NOW)
         deliver_message(mid, first.next_attempt_at or NOW)
@@ -394,20 +399,20 @@ def test_secrets_never_reach_the_logs(db: psycopg.Connection[Any], aws: Aws, pro
             "update public.webhook_endpoints set failing_since = %s where id = %s",
             (NOW - timedelta(days=6), endpoint_id),
         )
-        hook.default = Reply(500)
+        hook.script(Reply(500))
         deliver_message(new_message(db, project, endpoint_id), NOW + timedelta(minutes=1))
     # Then the logs have the deliveries, but neither the secret nor its key material nor the signature
     text = captured_logs.getvalue()
     assert "webhook attempt" in text and "webhook disabled notice sent" in text
     key = secret.removeprefix("whsec_")
     assert secret not in text and key not in text
-    assert all(r.headers["webhook-signature"].split(",", 1)[1] not in text for r in hook.received)
+    assert all(r.headers["webhook-signature"].split(",", 1)[1] not in text for r in hook.requests)
 
 
 def test_deliver_many_reports_each_message(db: psycopg.Connection[Any], aws: Aws, project) -> None:
-    with receiver() as hook:
+    with WebhookReceiver() as hook:
         # Given two messages and an id that names none
-        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url)
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
         ids = [new_message(db, project, endpoint_id) for _ in range(2)]
         missing = UUID(int=1)
         # When they are delivered together
