@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -423,3 +424,127 @@ def test_deliver_many_reports_each_message(db: psycopg.Connection[Any], aws: Aws
             ids[1]: "succeeded",
             missing: "gone",
         }
+
+
+@pytest.mark.parametrize(("first_status", "second_status"), [(200, 500), (500, 200)])
+def test_a_worker_whose_lease_was_taken_over_records_its_attempt_and_changes_nothing_else(
+    db: psycopg.Connection[Any],
+    aws: Aws,
+    project,
+    monkeypatch: pytest.MonkeyPatch,
+    first_status: int,
+    second_status: int,
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "10")
+    lease_s = 10 + delivery.LEASE_MARGIN_S
+    arrived, release = threading.Event(), threading.Event()
+    answers = iter([first_status, second_status])
+
+    def answer(request: Any) -> Reply:
+        status = next(answers)
+        if status == first_status and not arrived.is_set():
+            arrived.set()
+            release.wait(8)  # the first worker's request, held in flight until its lease has been taken over
+        return Reply(status)
+
+    with WebhookReceiver(reply=answer) as hook:
+        # Given a message whose first worker sent its request at NOW and has not heard back
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
+        mid = new_message(db, project, endpoint_id)
+        first: list[Any] = []
+        worker = threading.Thread(target=lambda: first.append(deliver_message(mid, NOW)))
+        worker.start()
+        assert arrived.wait(5)
+        # When its lease expires (by the clock given) and a second worker claims the message and decides
+        takeover_at = NOW + timedelta(seconds=lease_s + 1)
+        second = deliver_message(mid, takeover_at)
+        decided = message(db, mid)
+        # and only then does the first worker's request come back and get recorded
+        release.set()
+        worker.join(10)
+
+        # Then the first worker's attempt is recorded as what it was, with the outcome superseded
+        (late,) = first
+        assert (late.outcome, late.attempt, late.status_code) == ("superseded", 1, first_status)
+        assert second.attempt == 2 and second.outcome == ("succeeded" if second_status == 200 else "retrying")
+        rows = attempts(db, mid)
+        assert sorted((a["attempt"], a["status_code"], a["succeeded"]) for a in rows) == [
+            (1, first_status, first_status == 200),
+            (2, second_status, second_status == 200),
+        ]
+        # and changed nothing else: the message is as the second worker left it
+        after = message(db, mid)
+        assert {k: after[k] for k in ("status", "attempts", "next_attempt_at", "lease_until")} == {
+            k: decided[k] for k in ("status", "attempts", "next_attempt_at", "lease_until")
+        }
+        assert after["status"] == ("succeeded" if second_status == 200 else "pending")
+        # nor the endpoint's failure run: started by the second worker's failure, or never started
+        assert endpoint(db, endpoint_id)["failing_since"] == (takeover_at if second_status == 500 else None)
+        assert len(hook.requests) == 2
+
+
+def test_the_fast_deliveries_of_a_batch_are_recorded_before_a_slow_one_ends(
+    db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "5")
+    release = threading.Event()
+
+    def held(request: Any) -> Reply:
+        release.wait(8)
+        return Reply(200)
+
+    with WebhookReceiver(reply=held) as slow, WebhookReceiver() as fast:
+        # Given one event for three endpoints: one whose receiver holds its answer, two that answer at once
+        slow_id, _ = insert_endpoint(db, project.org_id, project.project_id, slow.url("/hook"))
+        fast_ids = [insert_endpoint(db, project.org_id, project.project_id, fast.url(f"/{i}"))[0] for i in range(2)]
+        event_id = emit_event(project.org_id, project.project_id, "alert.firing", {}, NOW)
+        fan_out(NOW, 100)
+        by_endpoint = {m["endpoint_id"]: m["id"] for m in messages(db, event_id=event_id)}
+        # When the batch is delivered
+        results: list[Any] = []
+        worker = threading.Thread(target=lambda: results.append(delivery.deliver_many(list(by_endpoint.values()),
+                                                                                      lambda: NOW)))  # fmt: skip
+        worker.start()
+        try:
+            # Then the fast ones are recorded succeeded while the slow one is still in flight
+            deadline = time.monotonic() + 4
+            fast_messages = [by_endpoint[e] for e in fast_ids]
+            while time.monotonic() < deadline:
+                if all(message(db, m)["status"] == "succeeded" for m in fast_messages):
+                    break
+                time.sleep(0.02)
+            assert all(message(db, m)["status"] == "succeeded" for m in fast_messages)
+            assert message(db, by_endpoint[slow_id])["status"] == "delivering" and not release.is_set()
+        finally:
+            release.set()
+            worker.join(10)
+        # and the slow one once it answers
+        (outcomes,) = results
+        assert {outcomes[m].outcome for m in by_endpoint.values()} == {"succeeded"}
+        assert message(db, by_endpoint[slow_id])["status"] == "succeeded"
+
+
+def test_a_batch_counts_its_own_claims_against_the_in_flight_limit_and_the_rate(
+    db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2")
+    with WebhookReceiver() as hook:
+        # Given an endpoint allowed 2 deliveries in flight with 3 messages due, and one limited to 1 a second with 2
+        limited, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/limited"))
+        rated, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/rated"), rate_limit_per_s=1)
+        events = [emit_event(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW) for n in range(3)]
+        fan_out(NOW, 100)
+        to_limited = [messages(db, event_id=e, endpoint_id=limited)[0]["id"] for e in events]
+        to_rated = [messages(db, event_id=e, endpoint_id=rated)[0]["id"] for e in events[:2]]
+        db.execute("update public.webhook_messages set status = 'failed', next_attempt_at = null"
+                   " where endpoint_id = %s and event_id = %s", (rated, events[2]))  # fmt: skip
+        # When they are delivered in one batch
+        results = delivery.deliver_many([*to_limited, *to_rated], lambda: NOW)
+        # Then the first two of the limited endpoint went and the third waits; the rated endpoint sent one
+        assert [results[m].outcome for m in to_limited] == ["succeeded", "succeeded", "busy"]  # type: ignore[union-attr]
+        assert [results[m].outcome for m in to_rated] == ["succeeded", "rate_limited"]  # type: ignore[union-attr]
+        assert len(hook.requests) == 3
+        assert message(db, to_limited[2])["next_attempt_at"] == NOW + timedelta(seconds=2)
+        assert message(db, to_rated[1])["next_attempt_at"] == NOW + timedelta(seconds=1)
+        # with a wake-up each
+        assert {(to_limited[2], 2), (to_rated[1], 1)} <= set(aws.wakeups())
