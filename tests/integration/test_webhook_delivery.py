@@ -548,3 +548,19 @@ def test_a_batch_counts_its_own_claims_against_the_in_flight_limit_and_the_rate(
         assert message(db, to_rated[1])["next_attempt_at"] == NOW + timedelta(seconds=1)
         # with a wake-up each
         assert {(to_limited[2], 2), (to_rated[1], 1)} <= set(aws.wakeups())
+
+
+def test_what_receivers_answer_is_recorded_exactly(db: psycopg.Connection[Any], aws: Aws, project) -> None:
+    # Given receivers answering text that quoting must survive: quotes, backslashes, braces, commas, non-ASCII, NULL
+    tricky = ["it's a \\ back'slash", '{"a": [1, 2]}, {NULL}', '€ ünïcode "quoted"', "NULL"]
+    with WebhookReceiver() as hook:
+        hook.script(*(Reply(500, text.encode()) for text in tricky))
+        endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, hook.url("/hook"))
+        ids = [new_message(db, project, endpoint_id) for _ in tricky]
+        # When they are delivered one after the other and their attempts recorded
+        for mid in ids:
+            assert deliver_message(mid, NOW).outcome == "retrying"
+        # Then each excerpt and error is what the receiver sent
+        excerpts = [attempts(db, mid)[0]["response_excerpt"] for mid in ids]
+        assert excerpts == tricky
+        assert {attempts(db, mid)[0]["error"] for mid in ids} == {"HTTP 500"}
