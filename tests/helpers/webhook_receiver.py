@@ -46,6 +46,10 @@ class Received:
 
 
 class _Server(ThreadingHTTPServer):
+    # A real server's listen backlog, not socketserver's 5: a batch connecting at once must not lose a SYN (its
+    # retry comes after 1 s, past the timeouts some tests set).
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A sender hanging up (a closed kept connection, a cut long answer, a timeout) is not the test's failure;
         # anything else still prints.
