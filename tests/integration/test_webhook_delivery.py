@@ -564,3 +564,40 @@ def test_what_receivers_answer_is_recorded_exactly(db: psycopg.Connection[Any], 
         excerpts = [attempts(db, mid)[0]["response_excerpt"] for mid in ids]
         assert excerpts == tricky
         assert {attempts(db, mid)[0]["error"] for mid in ids} == {"HTTP 500"}
+
+
+def test_a_long_list_goes_through_a_small_pool_past_a_slow_receiver(
+    db: psycopg.Connection[Any], aws: Aws, project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT_S", "5")
+    release = threading.Event()
+
+    def held(request: Any) -> Reply:
+        release.wait(8)
+        return Reply(200)
+
+    with WebhookReceiver(reply=held) as slow, WebhookReceiver() as fast:
+        # Given one message for a receiver that holds its answer, then five for a healthy one (two endpoints of it)
+        slow_id, _ = insert_endpoint(db, project.org_id, project.project_id, slow.url("/hook"))
+        fast_ids = [insert_endpoint(db, project.org_id, project.project_id, fast.url(f"/{i}"))[0] for i in range(2)]
+        first = new_message(db, project, slow_id)
+        rest = [new_message(db, project, fast_ids[n % 2]) for n in range(5)]
+        # When they are delivered through a pool of two threads (as the sweep delivers its list)
+        results: list[Any] = []
+        worker = threading.Thread(
+            target=lambda: results.append(delivery.deliver_many([first, *rest], lambda: NOW, max_workers=2))
+        )
+        worker.start()
+        try:
+            # Then the healthy five go through the one free thread while the slow one is held
+            deadline = time.monotonic() + 4
+            while len(fast.requests) < 5 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert len(fast.requests) == 5 and not release.is_set()
+        finally:
+            release.set()
+            worker.join(10)
+        # and every one succeeded, each sent once
+        (outcomes,) = results
+        assert [outcomes[m].outcome for m in [first, *rest]] == ["succeeded"] * 6
+        assert len(slow.requests) == 1

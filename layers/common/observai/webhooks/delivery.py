@@ -29,7 +29,8 @@ round trips in all, not a few per message (``deliver_message`` is a batch of one
 
 Finished attempts are recorded when the pool goes quiet (no other attempt finished for ``_LULL_S``) or all are
 done: the fast receivers of a batch are recorded at once, not after a slow one's timeout. A sweep's long list is
-claimed as threads free up (never more claimed than threads), so no lease starts before its request can.
+claimed as threads free up (never more claimed than threads, so no lease starts before its request can), half a
+pool at a time, or whatever is free when the rest are slow.
 
 Short delays (≤ 15 minutes) go on the delivery queue as SQS delay messages after the commit; longer ones are found
 by the minute sweep.
@@ -153,16 +154,21 @@ def deliver_many(
     workers = min(max_workers, len(todo))
     running: dict[Future[Attempt], _Claim] = {}
     finished: list[tuple[_Claim, Attempt]] = []
+    half = workers // 2
+    lull = True
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="webhook") as pool:
         while todo or running or finished:
-            if todo and len(running) < workers:
-                # Claimed only as threads free up: a lease starts when its request can.
-                take, todo = todo[: workers - len(running)], todo[workers - len(running) :]
+            free = workers - len(running)
+            if todo and free and (lull or len(running) <= half):
+                # Claimed only as threads free up (a lease starts when its request can), half a pool at a time
+                # or whatever is free when the rest are slow: a claim is a transaction, not one per message.
+                take, todo = todo[:free], todo[free:]
                 for claim in _claim_batch(take, clock(), settings, results):
                     running[pool.submit(_send, claim, settings)] = claim
             lull = True
             if running:
-                done, _ = wait(running, timeout=_LULL_S if finished else None, return_when=FIRST_COMPLETED)
+                waiting = bool(finished) or (bool(todo) and len(running) < workers)
+                done, _ = wait(running, timeout=_LULL_S if waiting else None, return_when=FIRST_COMPLETED)
                 lull = not done
                 for future in done:
                     claim = running.pop(future)
@@ -170,7 +176,7 @@ def deliver_many(
                         finished.append((claim, future.result()))
                     except Exception as exc:  # not the receiver's doing (a secret that does not open): the sweep
                         results[claim.message_id] = exc  # takes the message over when its lease expires
-            if finished and (lull or not running or todo):
+            if finished and (lull or not running or (todo and len(running) <= half)):
                 _record_batch(finished, settings, rng, results)
                 finished = []
     return results
