@@ -4,10 +4,12 @@ schedule, 410, 3xx, Retry-After, the 5-day disable and its e-mail, no double del
 from __future__ import annotations
 
 import json
+import multiprocessing
 import random
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,7 +28,7 @@ from tests.helpers.ingest import IngestProject, make_project
 from tests.helpers.moto_queue import REGION, QueueAndBucket, queue_and_bucket
 from tests.helpers.users import add_membership, make_user
 from tests.helpers.webhook_receiver import Reply, WebhookReceiver
-from tests.helpers.webhook_rows import attempts, emit_event, insert_endpoint, messages
+from tests.helpers.webhook_rows import attempts, deliver_in_process, emit_event, insert_endpoint, messages
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SENDER = "alerts@observai.example.test"
@@ -601,3 +603,47 @@ def test_a_long_list_goes_through_a_small_pool_past_a_slow_receiver(
         (outcomes,) = results
         assert [outcomes[m].outcome for m in [first, *rest]] == ["succeeded"] * 6
         assert len(slow.requests) == 1
+
+
+def test_two_workers_claiming_the_same_endpoints_at_once_share_their_slots(
+    db: psycopg.Connection[Any], project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two processes (a connection each); no queue: a child process would not see this one's moto
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+    monkeypatch.setenv("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "2")
+    monkeypatch.delenv("WEBHOOK_QUEUE_URL", raising=False)
+    lock = threading.Lock()
+    in_flight: dict[str, int] = {}
+    most: dict[str, int] = {}
+
+    def answer(request: Any) -> Reply:
+        with lock:
+            in_flight[request.path] = in_flight.get(request.path, 0) + 1
+            most[request.path] = max(most.get(request.path, 0), in_flight[request.path])
+        time.sleep(0.3)  # long enough for the two workers' requests to overlap
+        with lock:
+            in_flight[request.path] -= 1
+        return Reply(200)
+
+    with WebhookReceiver(reply=answer) as hook:
+        # Given two endpoints allowed 2 deliveries in flight each, with 4 messages each
+        for n in range(2):
+            insert_endpoint(db, project.org_id, project.project_id, hook.url(f"/{n}"))
+        events = [emit_event(project.org_id, project.project_id, "alert.firing", {"n": n}, NOW) for n in range(4)]
+        fan_out(NOW, 100)
+        ids = [str(m["id"]) for e in events for m in messages(db, event_id=e)]
+        assert len(ids) == 8
+        # When two workers deliver them all at the same time, in opposite orders
+        with ProcessPoolExecutor(max_workers=2, mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = [pool.submit(deliver_in_process, order, NOW.isoformat()) for order in (ids, ids[::-1])]
+            results = [run.result(timeout=120) for run in runs]
+    # Then neither failed (no deadlock between their locks), and each message was sent once, by one of them
+    outcomes = [[r[m] for r in results] for m in ids]
+    assert {o for pair in outcomes for o in pair} <= {"succeeded", "busy", "in_flight", "not_due", "done"}, outcomes
+    sent = [pair.count("succeeded") for pair in outcomes]
+    assert len(hook.requests) == sum(sent) and max(sent) == 1
+    assert len({(r.path, r.headers["webhook-id"]) for r in hook.requests}) == len(hook.requests)
+    # and an endpoint never had more than its 2 deliveries in flight, both workers counted; the rest wait
+    assert max(most.values()) <= 2 and sum(sent) >= 4
+    waiting = [m for m, n in zip(ids, sent, strict=True) if n == 0]
+    assert all(message(db, UUID(m))["status"] == "pending" for m in waiting)
