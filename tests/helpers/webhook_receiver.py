@@ -7,7 +7,10 @@
 
 HTTP/1.1 with keep-alive (``receiver.connections`` counts the TCP connections accepted, to see reuse); a reply may
 be delayed (``delay_s``: a slow receiver, for timeouts) — waiting on an event that ``close`` sets, so that a test
-never waits out the delay when it ends.
+never waits out the delay when it ends. ``reply`` may be a function of the request (it may also wait, to hold a
+delivery in flight while the test does something else). Each request notes when it arrived (``at``,
+``time.monotonic()``), to time a delivery against others. TCP_NODELAY, as real servers: http.server sends the headers
+and the body apart, and with Nagle's algorithm each answer would wait ~40 ms for the sender's delayed ACK.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datetime as dt
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,9 +42,14 @@ class Received:
     headers: dict[str, str]  # lower-case names
     body: bytes
     client_address: str
+    at: float = 0.0  # time.monotonic() when the request arrived
 
 
 class _Server(ThreadingHTTPServer):
+    # A real server's listen backlog, not socketserver's 5: a batch connecting at once must not lose a SYN (its
+    # retry comes after 1 s, past the timeouts some tests set).
+    request_queue_size = 128
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A sender hanging up (a closed kept connection, a cut long answer, a timeout) is not the test's failure;
         # anything else still prints.
@@ -106,6 +115,7 @@ class WebhookReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def setup(self) -> None:
                 super().setup()
@@ -113,6 +123,7 @@ class WebhookReceiver:
                     receiver.connections += 1
 
             def do_POST(self) -> None:
+                arrived = time.monotonic()
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
                 request = Received(
@@ -121,6 +132,7 @@ class WebhookReceiver:
                     {k.lower(): v for k, v in self.headers.items()},
                     body,
                     str(self.client_address[0]),
+                    arrived,
                 )
                 reply = receiver._next_reply(request)
                 if reply.delay_s and receiver._closing.wait(reply.delay_s):

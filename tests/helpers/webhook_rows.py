@@ -79,3 +79,15 @@ def fan_out_until_done(now_iso: str, limit: int) -> tuple[int, int]:
         created += report.messages
         if report.events == 0:
             return events, created
+
+
+def deliver_in_process(message_ids: list[str], now_iso: str) -> dict[str, str]:
+    """``deliver_many`` in a process of its own, with its own database connection (for the two-worker test): each
+    message's outcome, or the name of the error it raised."""
+    from uuid import UUID
+
+    from observai.webhooks.delivery import deliver_many
+
+    now = datetime.fromisoformat(now_iso)
+    results = deliver_many([UUID(m) for m in message_ids], lambda: now)
+    return {str(k): getattr(v, "outcome", type(v).__name__) for k, v in results.items()}

@@ -15,10 +15,10 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from tests.helpers.delivery_receiver import receiver
 from tests.helpers.ingest import IngestProject, add_key, make_project
 from tests.helpers.inprocess import Result, invoke
 from tests.helpers.users import User, add_membership, make_user
+from tests.helpers.webhook_receiver import WebhookReceiver
 from tests.helpers.webhook_rows import attempts, insert_endpoint
 
 pytestmark = pytest.mark.integration
@@ -176,8 +176,10 @@ def test_retry_replays_one_message_keeping_its_attempts(
     from observai.webhooks.delivery import deliver_message
 
     monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
-    with receiver() as hook:
-        conn.execute("update public.webhook_endpoints set url = %s where id = %s", (hook.url, tenant.endpoint_id))
+    with WebhookReceiver() as hook:
+        conn.execute(
+            "update public.webhook_endpoints set url = %s where id = %s", (hook.url("/hook"), tenant.endpoint_id)
+        )
         # Given a message that failed after two attempts
         mid = put_message(conn, tenant, "failed", T0, (500, 503))
         # When an admin retries it
@@ -192,8 +194,8 @@ def test_retry_replays_one_message_keeping_its_attempts(
         assert [a["actor_id"] for a in audit] == [str(tenant.admin.id)]
         # and the engine delivers it as a new sequence: the old attempts stay, the new one is numbered 1
         assert deliver_message(mid, datetime.now(UTC)).outcome == "succeeded"
-        assert [(a["attempt"], a["status_code"]) for a in attempts(conn, mid)] == [(1, 500), (2, 503), (1, 200)]
-        assert len(hook.received) == 1
+        assert [(a["attempt"], a["status_code"]) for a in attempts(conn, mid)] == [(1, 500), (2, 503), (1, 204)]
+        assert len(hook.requests) == 1
     # An admin key may replay too
     other = put_message(conn, tenant, "failed", T0, (500,))
     assert ok(call("POST", f"{tenant.base}/deliveries/{other}/retry", tenant.admin_key.headers))["status"] == "pending"

@@ -387,6 +387,29 @@ def test_a_receiver_that_does_not_speak_http_is_a_failure_not_an_exception(answe
     close_connections()
 
 
+def test_a_name_whose_dns_never_answers_fails_the_attempt_within_the_timeout(receiver: WebhookReceiver) -> None:
+    # Given a webhook timeout of 0.5 s and a resolver that does not answer
+    unblock = threading.Event()
+
+    def silent(host: str, port: int) -> Sequence[str]:
+        unblock.wait(30)
+        return ["127.0.0.1"]
+
+    settings = Settings(stage="test", webhook_allow_loopback=True, webhook_timeout_s=0.5)
+    try:
+        # When a message is delivered to a name on it
+        started = datetime.now(UTC)
+        attempt = deliver(receiver.url("/", host="stuck.example"), msg_id="e", body=BODY, secrets=[new_secret()],
+                          now=_now(), settings=settings, resolve=silent)  # fmt: skip
+        elapsed = (datetime.now(UTC) - started).total_seconds()
+        # Then the attempt failed without an answer once the timeout passed, and nothing was sent
+        assert attempt.status_code is None and not attempt.succeeded
+        assert attempt.error == "refused: host stuck.example: no DNS answer within 0.5 s"
+        assert 0.45 <= elapsed < 2 and receiver.requests == []
+    finally:
+        unblock.set()
+
+
 def test_the_next_checked_address_is_tried_when_one_refuses_the_connection() -> None:
     # Given a name with an IPv4 and an IPv6 loopback address, and a receiver listening on IPv6 only
     with WebhookReceiver(host="::1") as receiver:

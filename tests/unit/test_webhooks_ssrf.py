@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -135,6 +137,42 @@ def test_localhost_is_refused_without_the_setting_and_allowed_with_it() -> None:
 def test_a_name_that_does_not_resolve_is_refused() -> None:
     with pytest.raises(UnsafeTarget, match="does not resolve"):
         check_url("https://nowhere.example.com/", settings=PROD, resolve=resolver({}))
+
+
+def test_a_resolver_that_never_answers_is_given_up_on_in_bounded_time() -> None:
+    # Given a resolver that blocks (a DNS server that does not answer)
+    unblock = threading.Event()
+    asked: list[str] = []
+
+    def silent(host: str, port: int) -> Sequence[str]:
+        asked.append(host)
+        unblock.wait(30)
+        return ["93.184.215.14"]
+
+    try:
+        # When a URL on that name is checked with a bound of 0.3 s
+        started = time.monotonic()
+        with pytest.raises(UnsafeTarget, match=r"host slow.example.com: no DNS answer within 0.3 s"):
+            check_url("https://slow.example.com/", settings=PROD, resolve=silent, resolve_timeout_s=0.3)
+        # Then the check gave up after the bound, not when the resolver would have answered
+        assert asked == ["slow.example.com"]
+        assert 0.25 <= time.monotonic() - started < 2
+    finally:
+        unblock.set()
+
+
+def test_a_resolver_answering_within_the_bound_is_used() -> None:
+    # Given a resolver that answers after 50 ms
+    def slowish(host: str, port: int) -> Sequence[str]:
+        time.sleep(0.05)
+        return ["93.184.215.14"]
+
+    # When a URL on that name is checked with a bound of 2 s
+    target = check_url("https://hooks.example.com/", settings=PROD, resolve=slowish, resolve_timeout_s=2)
+    # Then its answer is the target; a resolver's error is still "does not resolve"
+    assert target.address == "93.184.215.14"
+    with pytest.raises(UnsafeTarget, match=r"does not resolve \(unknown host"):
+        check_url("https://nowhere.example.com/", settings=PROD, resolve=resolver({}), resolve_timeout_s=2)
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,15 @@
 
 The embedded Postgres (or DATABASE_URL) and local receivers: threaded HTTP/1.1 servers on 127.0.0.1 answering 200 at
 once, keep-alive (the throughput one in a process of its own, as a receiver is elsewhere in real life; the isolation
-one in this process, to time arrivals). Events are emitted into the outbox and fanned out (one message per
-endpoint); their wake-ups are then handed to DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``)
-in batches of 10, as Lambda's event source mapping delivers them: the engine is measured from its real entry
-point, without a queue emulation in the loop (moto's in-process SQS costs more per call than a delivery; the queue
-is AWS's part).
+one in this process, to time arrivals). Both set TCP_NODELAY, as real HTTP servers do: http.server writes the status
+and headers, then the body, in two sends, and with Nagle's algorithm the body waits for the engine's delayed ACK
+(~40 ms on Linux), which made every response take 40 ms and the bench measure that stall, not the engine.
+Their listen backlog is a real server's (128, not socketserver's 5): a batch's requests connecting at once would
+overflow 5, and a dropped SYN is sent again after 1 s, the bench's whole timeout (a failed delivery).
+Events are emitted into the outbox and fanned out (one message per endpoint); their wake-ups are then handed to
+DeliverWebhooksFunction's SQS path (``engine.handle_queue_messages``) in batches of 10, as Lambda's event source
+mapping delivers them: the engine is measured from its real entry point, without a queue emulation in the loop
+(moto's in-process SQS costs more per call than a delivery; the queue is AWS's part).
 Reported:
 
 * throughput: deliveries per second over the batches (target ≥ 200/s), and how many wake-ups were deferred (an
@@ -36,6 +40,12 @@ SLOW_TIMEOUT_S = 1.0
 TARGET_PER_S = 200
 
 
+class _Server(ThreadingHTTPServer):
+    # A real server's listen backlog (nginx: 511), not socketserver's 5: a batch's 10 requests connecting at once
+    # would otherwise overflow it, and a dropped SYN is retried after 1 s, the bench's whole timeout.
+    request_queue_size = 128
+
+
 def _percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
@@ -52,6 +62,7 @@ class _Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 arrived = time.perf_counter()
@@ -72,7 +83,7 @@ class _Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -85,6 +96,7 @@ def _serve_counting(port: Any, count: Any) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        disable_nagle_algorithm = True
 
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -98,7 +110,7 @@ def _serve_counting(port: Any, count: Any) -> None:
         def log_message(self, format: str, *args: object) -> None:
             return
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     port.value = server.server_address[1]
     server.serve_forever()

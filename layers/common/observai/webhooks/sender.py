@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from observai.config import Settings, get_settings
 from observai.text import storable_text
 from observai.webhooks.signing import sign
-from observai.webhooks.ssrf import Resolver, Target, UnsafeTarget, check_url
+from observai.webhooks.ssrf import DNS_TIMEOUT_S, Resolver, Target, UnsafeTarget, check_url
 
 if TYPE_CHECKING:
     from urllib3 import HTTPConnectionPool
@@ -342,7 +342,10 @@ def post(
     settings = settings or get_settings()
     started = time.perf_counter()
     try:
-        target = check_url(url, settings=settings, resolve=resolve)
+        # The DNS answer counts against the attempt's timeout too.
+        target = check_url(
+            url, settings=settings, resolve=resolve, resolve_timeout_s=min(DNS_TIMEOUT_S, settings.webhook_timeout_s)
+        )
     except UnsafeTarget as refused:
         return Attempt(None, _elapsed_ms(started), None, f"refused: {refused.reason}"[:_MAX_ERROR_CHARS])
 

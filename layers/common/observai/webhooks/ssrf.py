@@ -13,12 +13,18 @@ benchmarking ranges...). Numeric host spellings that resolvers accept (``2130706
 are read as the addresses they are. Outside the local and test stages only https and the ports 80, 443 and 8443;
 loopback only with ``settings.webhook_allow_loopback`` in the local and test stages (receivers on localhost for the
 tests and ``make dev``), never in dev or prod.
+
+Resolution is bounded (``DNS_TIMEOUT_S``, and never longer than the caller's own timeout): getaddrinfo has no
+timeout of its own and a resolver that does not answer would hold a delivery's thread (and its endpoint's slot) for
+as long as the system's resolver retries. It runs in a thread of its own; past the bound the host is refused for this
+attempt ("no DNS answer"), and the thread is left to finish (a daemon: it never holds the process up).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, quote, urlsplit
@@ -31,6 +37,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Resolver = Callable[[str, int], Sequence[str]]
 
 ALLOWED_PORTS = frozenset({80, 443, 8443})
+DNS_TIMEOUT_S = 5.0
 MAX_URL_LENGTH = 2048
 _DEVELOPMENT_STAGES = ("local", "test")
 _PATH_SAFE = "/%:@!$&'()*+,;=-._~"  # RFC 3986 pchar, "/" and "%" (escapes already there)
@@ -211,15 +218,44 @@ def _getaddrinfo(host: str, port: int) -> list[str]:
     return [str(info[4][0]) for info in infos]
 
 
-def check_url(url: str, *, settings: Settings | None = None, resolve: Resolver | None = None) -> Target:
-    """The checked target of ``url``: refused (UnsafeTarget) if any address the host resolves to is not public."""
+def _resolve_within(resolve: Resolver, host: str, port: int, timeout_s: float) -> Sequence[str]:
+    """``resolve(host, port)`` in a daemon thread, waited for at most ``timeout_s``; UnsafeTarget past that."""
+    outcome: list[Sequence[str] | BaseException] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            outcome.append(resolve(host, port))
+        except BaseException as exc:  # handed to the caller's thread, raised there
+            outcome.append(exc)
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name="webhook-dns", daemon=True).start()
+    if not done.wait(timeout_s):
+        raise UnsafeTarget(f"host {host}: no DNS answer within {timeout_s:g} s")
+    answer = outcome[0]
+    if isinstance(answer, BaseException):
+        raise answer
+    return answer
+
+
+def check_url(
+    url: str,
+    *,
+    settings: Settings | None = None,
+    resolve: Resolver | None = None,
+    resolve_timeout_s: float = DNS_TIMEOUT_S,
+) -> Target:
+    """The checked target of ``url``: refused (UnsafeTarget) if any address the host resolves to is not public, or
+    if the host has no DNS answer within ``resolve_timeout_s``."""
     settings = settings or get_settings()
     parsed = _parse(url, settings)
     if parsed.literal is not None:
         candidates: list[IPAddress] = [parsed.literal]
     else:
         try:
-            answers = (resolve or _getaddrinfo)(parsed.host, parsed.port)
+            answers = _resolve_within(resolve or _getaddrinfo, parsed.host, parsed.port, resolve_timeout_s)
         except (OSError, UnicodeError) as exc:
             raise UnsafeTarget(f"host {parsed.host} does not resolve ({exc})") from None
         candidates = []
