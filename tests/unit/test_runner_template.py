@@ -129,6 +129,11 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret"),
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/test"),
     },
+    "IncidentActionsFunction": {
+        ("GET", "/v1/actions/incidents/{token}"),
+        ("POST", "/v1/actions/incidents/{token}"),
+        ("POST", "/v1/integrations/slack/actions"),
+    },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).
