@@ -88,6 +88,9 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
     ):
         mp.setenv("SUPABASE_URL", supabase.url)
         mp.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")  # the workspace's webhook endpoints are at a localhost receiver
+        # Contact points' tests reach the localhost receiver, PagerDuty's included (never the real Events API)
+        mp.setenv("NOTIFY_ALLOW_LOOPBACK", "true")
+        mp.setenv("PAGERDUTY_EVENTS_URL", receiver.url("/v2/enqueue"))
         mp.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
         overrides = local_overrides("test", database_url)
         overrides["RATE_LIMIT_PER_SECOND"] = "10000"
@@ -137,6 +140,10 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         webhooks = f"/v1/projects/{project['id']}/webhooks"
         endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
         doomed_endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
+        contact_points = f"/v1/projects/{project['id']}/contact-points"
+        slack = {"kind": "slack", "settings": {"url": hook_url}}
+        contact_point = ok_data(http.post(contact_points, json={"name": "fuzz-slack", **slack}), 201)
+        doomed_contact_point = ok_data(http.post(contact_points, json={"name": "doomed-slack", **slack}), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -151,6 +158,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "version": ["1"],
         "incident_id": [_incident(database_url, org["id"], project["id"])],
         "endpoint_id": [endpoint["id"]],
+        "contact_point_id": [contact_point["id"]],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -158,6 +166,9 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"): {"user_id": str(spare.id)},
         ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"): {"rule_id": doomed_rule["id"]},
         ("DELETE", "/v1/projects/{project_id}/webhooks/{endpoint_id}"): {"endpoint_id": doomed_endpoint["id"]},
+        ("DELETE", "/v1/projects/{project_id}/contact-points/{contact_point_id}"): {
+            "contact_point_id": doomed_contact_point["id"]
+        },
     }
     return ws
 
