@@ -468,3 +468,65 @@ def test_with_key_only_scope_read(db: psycopg.Connection[Any], aws: Aws, paged: 
     ingest_key = add_key(paged.project, ("ingest",))
     path = f"/v1/projects/{paged.project.project_id}/incidents/{paged.incident['id']}/notifications"
     assert invoke("incidents", "GET", path, headers=ingest_key.headers).status == 403
+
+
+def test_a_person_paged_through_their_slack_contact_point_is_mentioned(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged
+) -> None:
+    from observai.db.connection import transaction
+    from observai.notify.deliveries_enqueue import DeliveryRequest, enqueue
+
+    with WebhookReceiver(reply=Reply(200, b"ok")) as slack:
+        point = slack_point(db, paged, slack.url("/services/T9/B9/person"))
+        person = make_user(db)
+        with transaction() as cur:
+            did = enqueue(
+                cur,
+                DeliveryRequest(
+                    org_id=paged.project.org_id,
+                    project_id=paged.project.project_id,
+                    channel="slack",
+                    event="trigger",
+                    source="escalation",
+                    key=f"person:{point}",
+                    incident_id=paged.incident["id"],
+                    contact_point_id=point,
+                    user_id=person.id,
+                    escalation_step=1,
+                    payload={"mention": "U024BE7LH"},
+                ),
+                NOW,
+            )
+        assert deliveries.deliver_many([did], lambda: NOW)[did].outcome == "sent"
+        assert "<@U024BE7LH>" in slack.requests[0].body.decode()
+        (sent,) = [d for k, d in timeline_kinds(db, paged.incident["id"]) if k == "notification_sent"]
+        assert sent["user_id"] == str(person.id) and sent["escalation_step"] == 1
+
+
+def test_a_webhook_contact_point_hands_its_message_to_the_webhook_engine(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+    owner = make_user(db)
+    add_membership(db, paged.project.org_id, owner.id, "owner")
+    with WebhookReceiver(reply=Reply(200, b"ok")) as hook:
+        body = {"name": "hook", "kind": "webhook", "settings": {"url": hook.url("/hook")}}
+        created = invoke(
+            "contact_points",
+            "POST",
+            f"/v1/projects/{paged.project.project_id}/contact-points",
+            headers=owner.headers,
+            json_body=body,
+        )
+        assert created.status == 201, created.text
+        point = UUID(created.data["id"])
+        # Given three webhook deliveries in one batch (the channel uses the database: they take turns)
+        ids = [enqueue_to(paged, point, "webhook", NOW) for _ in range(3)]
+        out = deliveries.deliver_many(ids, lambda: NOW)
+        # Then each is handed over (sent), one webhook message each, keyed by the delivery's id
+        assert {o.outcome for o in out.values()} == {"sent"}
+        rows = db.execute(
+            "select event_id, event_type from public.webhook_messages where event_id = any(%s)", (ids,)
+        ).fetchall()
+        assert sorted(r["event_id"] for r in rows) == sorted(ids)
+        assert {r["event_type"] for r in rows} == {"incident.trigger"}
