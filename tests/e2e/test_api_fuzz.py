@@ -92,6 +92,7 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
         mp.setenv("NOTIFY_ALLOW_LOOPBACK", "true")
         mp.setenv("PAGERDUTY_EVENTS_URL", receiver.url("/v2/enqueue"))
         mp.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
+        mp.setenv("SLACK_SIGNING_SECRET", "fuzz-slack-signing-secret")  # configured: unsigned requests are 401s
         overrides = local_overrides("test", database_url)
         overrides["RATE_LIMIT_PER_SECOND"] = "10000"
         overrides["RATE_LIMIT_BURST"] = "100000"
