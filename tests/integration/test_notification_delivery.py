@@ -383,6 +383,12 @@ def test_get_notifications_lists_the_records_with_tenant_isolation_and_no_secret
     assert (slack_row["status"], slack_row["attempts"], slack_row["response_code"]) == ("pending", 1, 500)
     assert slack_row["next_attempt_at"] is not None and slack_row["source"] == "escalation"
     assert email_row["user_id"] is not None and email_row["contact_point_id"] is None and email_row["status"] == "sent"
+    # and the incident's timeline (over the API) says the e-mail was sent
+    kinds = [
+        e["kind"]
+        for e in invoke("incidents", "GET", path.replace("/notifications", "/timeline"), headers=viewer.headers).data
+    ]
+    assert kinds.count("notification_sent") == 1
     # and a read key of the project reads them too; pages of one
     key_result = invoke("incidents", "GET", path, headers=paged.project.headers, query="limit=1")
     assert key_result.status == 200 and [i["id"] for i in key_result.data] == [str(first)]
