@@ -558,3 +558,16 @@ def test_a_slow_receiver_does_not_hold_the_others_of_its_batch(
         assert out[fast_id].outcome == "sent" and out[slow_id].outcome == "retrying"
         slow_row = delivery(db, slow_id)
         assert slow_row["response_code"] is None and slow_row["error"] and slow_row["status"] == "pending"
+
+
+def test_slack_429_waits_at_least_its_retry_after(db: psycopg.Connection[Any], aws: Aws, paged: Paged) -> None:
+    with WebhookReceiver(reply=Reply(429, b"rate_limited", {"retry-after": "45"})) as slack:
+        point = slack_point(db, paged, slack.url("/services/T10/B10/busy"))
+        did = enqueue_to(paged, point, "slack", NOW)
+        out = deliveries.deliver_many([did], lambda: NOW)
+        # Then it is retried no sooner than Slack asked (45 s, not the schedule's 10 s), woken by a delay message
+        assert out[did].outcome == "retrying" and out[did].next_attempt_at is not None
+        assert timedelta(seconds=45) <= out[did].next_attempt_at - NOW < timedelta(seconds=46)
+        row = delivery(db, did)
+        assert (row["status"], row["attempts"], row["response_code"]) == ("pending", 1, 429)
+        assert [d for i, d in aws.wakeups() if i == did][-1] in (45, 46)
