@@ -571,3 +571,26 @@ def test_slack_429_waits_at_least_its_retry_after(db: psycopg.Connection[Any], a
         row = delivery(db, did)
         assert (row["status"], row["attempts"], row["response_code"]) == ("pending", 1, 429)
         assert [d for i, d in aws.wakeups() if i == did][-1] in (45, 46)
+
+
+def test_pagerduty_120_events_a_minute_per_routing_key(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WebhookReceiver(reply=Reply(202, b"{}")) as pagerduty:
+        monkeypatch.setenv("PAGERDUTY_EVENTS_URL", pagerduty.url("/v2/enqueue"))
+        point = insert_contact_point(
+            db, paged.project.org_id, paged.project.project_id, "pagerduty", secret="busy-routing-key-0123456789"
+        )
+        # Given 122 events for one routing key due in the same minute
+        ids = [enqueue_to(paged, point, "pagerduty", NOW) for _ in range(122)]
+        out = deliveries.deliver_many(ids, lambda: NOW + timedelta(seconds=5))
+        # Then 120 go, the 2 others wait for the next minute without counting an attempt
+        assert sorted(o.outcome for o in out.values()).count("sent") == 120
+        late = [i for i in ids if out[i].outcome == "deferred"]
+        assert len(late) == 2 and len(pagerduty.requests) == 120
+        assert {(delivery(db, i)["next_attempt_at"], delivery(db, i)["attempts"]) for i in late} == {
+            (NOW + timedelta(minutes=1), 0)
+        }
+        # When the next minute comes: Then they go
+        again = deliveries.deliver_many(late, lambda: NOW + timedelta(minutes=1))
+        assert {o.outcome for o in again.values()} == {"sent"} and len(pagerduty.requests) == 122
