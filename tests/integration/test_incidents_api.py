@@ -428,6 +428,7 @@ def _routes(base: str, incident_id: Any, member_id: Any) -> list[tuple[str, str,
         ("GET", path, None),
         ("GET", f"{path}/timeline", None),
         ("GET", f"{path}/comments", None),
+        ("GET", f"{path}/notifications", None),
         ("PATCH", path, {"auto_resolve": False}),
         ("POST", f"{path}/acknowledge", None),
         ("POST", f"{path}/unacknowledge", None),
@@ -438,7 +439,20 @@ def _routes(base: str, incident_id: Any, member_id: Any) -> list[tuple[str, str,
     ]
 
 
-ROUTE_IDS = ["list", "get", "timeline", "comments", "patch", "ack", "unack", "snooze", "assign", "comment", "resolve"]
+ROUTE_IDS = [
+    "list",
+    "get",
+    "timeline",
+    "comments",
+    "notifications",
+    "patch",
+    "ack",
+    "unack",
+    "snooze",
+    "assign",
+    "comment",
+    "resolve",
+]
 
 
 @pytest.mark.parametrize("index", range(len(ROUTE_IDS)), ids=ROUTE_IDS)

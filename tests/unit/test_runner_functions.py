@@ -147,6 +147,20 @@ def test_local_runs_seal_channel_secrets_without_aws_and_reach_local_stand_ins(m
     assert local_overrides("local")["NOTIFY_KMS_KEY_ID"] == "alias/mine"
 
 
+def test_local_runs_take_the_notification_queue_and_pagerduty_url_from_the_shell(monkeypatch) -> None:
+    # Given no notification queue in the shell: none (the minute sweep sends the deliveries)
+    monkeypatch.delenv("NOTIFY_QUEUE_URL", raising=False)
+    monkeypatch.delenv("PAGERDUTY_EVENTS_URL", raising=False)
+    overrides = local_overrides("local")
+    assert overrides["NOTIFY_QUEUE_URL"] is None and "PAGERDUTY_EVENTS_URL" not in overrides
+    # When the shell sets a queue and a PagerDuty stand-in: Then the functions get them
+    monkeypatch.setenv("NOTIFY_QUEUE_URL", "http://127.0.0.1:4566/000000000000/notifications")
+    monkeypatch.setenv("PAGERDUTY_EVENTS_URL", "http://127.0.0.1:9100/v2/enqueue")
+    overrides = local_overrides("local")
+    assert overrides["NOTIFY_QUEUE_URL"] == "http://127.0.0.1:4566/000000000000/notifications"
+    assert overrides["PAGERDUTY_EVENTS_URL"] == "http://127.0.0.1:9100/v2/enqueue"
+
+
 def test_scheduler_invokes_due_schedules(template) -> None:
     calls: list[tuple[str, dict]] = []
     done = threading.Event()

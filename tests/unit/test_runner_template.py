@@ -115,7 +115,9 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
         ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
         ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/timeline"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/notifications"),
     },
+    "DeliverNotificationsFunction": set(),
     "IncidentTimersFunction": set(),
     "EvaluateAlertsFunction": set(),
     "WebhooksFunction": {
@@ -203,6 +205,7 @@ def test_schedules_are_found(template) -> None:
         "DispatchNotificationsFunction",
         "EvaluateAlertsFunction",
         "DeliverWebhooksFunction",
+        "DeliverNotificationsFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -221,6 +224,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["DispatchNotificationsFunction"].expression == "rate(1 minute)"
     # Every minute: the outbox fan-out and the webhook retries past SQS's 15-minute delays.
     assert schedules["DeliverWebhooksFunction"].expression == "rate(1 minute)"
+    # Every minute: notification retries past SQS's 15-minute delays, lost wake-ups, expired leases.
+    assert schedules["DeliverNotificationsFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -343,4 +348,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
         ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
         ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
+        ("DeliverNotificationsFunction", "NotificationQueue", "NOTIFY_QUEUE_URL", 10),
     }

@@ -33,6 +33,9 @@ PASS_THROUGH = (
     "SUPABASE_SERVICE_ROLE_KEY",
     "SUPABASE_JWKS_URL",
     "S3_ENDPOINT_URL",
+    # Paging: PagerDuty's Events API URL (a local stand-in under `make dev`) and the e-mail sender.
+    "PAGERDUTY_EVENTS_URL",
+    "NOTIFY_EMAIL_SENDER",
     "PUBLIC_BASE_URL",  # where acknowledge/resolve links point (`serve` sets it to its own URL when unset)
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
@@ -43,6 +46,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "EXPORT_BUCKET",
     "ALERT_TIMER_QUEUE_URL",
     "WEBHOOK_QUEUE_URL",
+    "NOTIFY_QUEUE_URL",
     # The KMS key sealing channel secrets: locally none (the development key of observai.notify.secrets), so
     # `make dev` needs no AWS account; the shell's when set (a real key, or moto's server).
     "NOTIFY_KMS_KEY_ID",

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from observai.db.connection import Cursor
+from observai.notify import route_deliveries
 
 
 def on_route_notification(
@@ -32,6 +33,7 @@ def on_route_notification(
     route's ``{"route_id", "contact_points": [names], "escalation_policy": name | None}``; ``firing`` and
     ``resolved`` the alerts' entries as logged."""
     # route deliveries: observai.notify.route_deliveries (contact points of the route)
+    route_deliveries.on_route_notification(cur, log, receivers, incident, firing, resolved, now)
     # escalation start: observai.escalation.engine (the route's escalation policy)
 
 
