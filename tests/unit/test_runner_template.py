@@ -127,6 +127,14 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret"),
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/test"),
     },
+    "EscalationPoliciesFunction": {
+        ("POST", "/v1/projects/{project_id}/escalation-policies"),
+        ("GET", "/v1/projects/{project_id}/escalation-policies"),
+        ("GET", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+        ("PATCH", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+        ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+    },
+    "EscalateFunction": set(),  # an SQS consumer (escalation timers) and a minute sweep
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).
@@ -175,6 +183,7 @@ def test_schedules_are_found(template) -> None:
         "DispatchNotificationsFunction",
         "EvaluateAlertsFunction",
         "DeliverWebhooksFunction",
+        "EscalateFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -193,6 +202,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["DispatchNotificationsFunction"].expression == "rate(1 minute)"
     # Every minute: the outbox fan-out and the webhook retries past SQS's 15-minute delays.
     assert schedules["DeliverWebhooksFunction"].expression == "rate(1 minute)"
+    # Every minute: the safety net of the escalation timers (waits past SQS's 15 minutes, lost messages).
+    assert schedules["EscalateFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -315,4 +326,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
         ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
         ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
+        ("EscalateFunction", "EscalationTimerQueue", "ESCALATION_QUEUE_URL", 10),
     }
