@@ -27,6 +27,7 @@ EXPECTED: dict[Role, set[Action]] = {
         A.TELEMETRY_READ,
         A.TELEMETRY_WRITE,
         A.WEBHOOK_MANAGE,
+        A.SCHEDULE_MANAGE,
     },
     Role.ADMIN: {
         A.ORG_READ,
@@ -43,6 +44,7 @@ EXPECTED: dict[Role, set[Action]] = {
         A.TELEMETRY_READ,
         A.TELEMETRY_WRITE,
         A.WEBHOOK_MANAGE,
+        A.SCHEDULE_MANAGE,
     },
     Role.MEMBER: {A.ORG_READ, A.MEMBER_READ, A.PROJECT_READ, A.TELEMETRY_READ, A.TELEMETRY_WRITE, A.API_KEY_READ},
     Role.VIEWER: {A.ORG_READ, A.MEMBER_READ, A.PROJECT_READ, A.TELEMETRY_READ},
@@ -65,6 +67,7 @@ ALL_ACTIONS = {
     "telemetry.read",
     "telemetry.write",
     "webhook.manage",
+    "schedule.manage",
 }
 CASES = [(role, action) for role in Role for action in Action]
 

@@ -135,6 +135,19 @@ EXPECTED_ROUTES = {
         ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
     },
     "EscalateFunction": set(),  # an SQS consumer (escalation timers) and a minute sweep
+    "SchedulesFunction": {
+        ("POST", "/v1/orgs/{org_id}/schedules"),
+        ("GET", "/v1/orgs/{org_id}/schedules"),
+        ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}"),
+        ("PATCH", "/v1/orgs/{org_id}/schedules/{schedule_id}"),
+        ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}"),
+        ("POST", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides"),
+        ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides"),
+        ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides/{override_id}"),
+        ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}/oncall"),
+        ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}/shifts"),
+        ("GET", "/v1/me/oncall"),
+    },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).

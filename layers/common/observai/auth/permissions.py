@@ -34,6 +34,8 @@ class Action(StrEnum):
     # Outbound webhooks: subscribe, change, delete, rotate the secret, send a test. Admins and up: an endpoint sends
     # the project's events to any URL on the internet, so it is an admin's decision, as API keys are.
     WEBHOOK_MANAGE = "webhook.manage"
+    # On-call schedules and their overrides (who gets paged when): admins and up; every member reads them.
+    SCHEDULE_MANAGE = "schedule.manage"
 
 
 _VIEWER = frozenset({Action.ORG_READ, Action.MEMBER_READ, Action.PROJECT_READ, Action.TELEMETRY_READ})
@@ -47,6 +49,7 @@ _ADMIN = _MEMBER | {
     Action.API_KEY_MANAGE,
     Action.AUDIT_READ,
     Action.WEBHOOK_MANAGE,
+    Action.SCHEDULE_MANAGE,
 }
 _OWNER = frozenset(Action)
 

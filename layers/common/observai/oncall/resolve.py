@@ -1,0 +1,22 @@
+"""Who is on call at an instant: what escalation steps targeting a schedule page (pinned interface)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from uuid import UUID
+
+from observai.db.connection import Cursor
+from observai.oncall import store
+from observai.oncall.service import layers_of, spans_of
+from observai.oncall.timeline import MICROSECOND, shift_at
+
+
+def on_call(cur: Cursor, schedule_id: UUID, at: datetime) -> UUID | None:
+    """The person on call on the schedule at ``at``; None when nobody is, or the schedule is deleted or unknown.
+    Reads with the cursor it is given (the service role's in the escalation engine)."""
+    row = store.get(cur, schedule_id)
+    if row is None:
+        return None
+    overrides = store.overrides_between(cur, schedule_id, at, at + MICROSECOND)
+    shift = shift_at(layers_of(row), row["time_zone"], spans_of(overrides), at)
+    return shift.user_id if shift else None
