@@ -1,5 +1,5 @@
 """Incidents of a project: list and read them, acknowledge, unacknowledge, snooze, resolve, assign, comment, turn
-auto-resolve on or off, and read their timeline.
+auto-resolve on or off, and read their timeline and their notifications' delivery records.
 
 Read with a user token (viewer and up) or an API key with the ``read`` scope; act as a member and up, or with an
 API key with the ``admin`` scope. Thin: parse, one call, envelope.
@@ -30,6 +30,8 @@ from observai.incidents.models import (
     SnoozeIn,
     TimelineEvent,
 )
+from observai.notify import delivery_records
+from observai.notify.delivery_records import NotificationDelivery
 from observai.pagination import DEFAULT_LIMIT
 from observai.timetext import DateTimeText
 
@@ -178,6 +180,16 @@ def get_timeline(
     """Every event of the incident, oldest first: alerts firing and resolving, notifications, acknowledgments,
     snoozes, assignments, comments, resolution; each with its actor (user, API key or system) and time."""
     items, next_cursor = service.get_timeline(caller, project_id, incident_id, cursor, limit)
+    return ok(items, next_cursor=next_cursor, limit=limit)
+
+
+@app.get(f"{INCIDENT}/notifications", tags=["incidents"])
+def list_notifications(
+    caller: CurrentPrincipal, project_id: UUID, incident_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+) -> Envelope[list[NotificationDelivery]]:
+    """The notifications of the incident, oldest first: each message to a contact point or a person (channel,
+    event, what sent it: a route or an escalation step), its attempts, status, the receiver's answer and times."""
+    items, next_cursor = delivery_records.list_for_incident(caller, project_id, incident_id, cursor, limit)
     return ok(items, next_cursor=next_cursor, limit=limit)
 
 

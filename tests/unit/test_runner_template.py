@@ -115,7 +115,9 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
         ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/comments"),
         ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/timeline"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/notifications"),
     },
+    "DeliverNotificationsFunction": set(),
     "IncidentTimersFunction": set(),
     "EvaluateAlertsFunction": set(),
     "WebhooksFunction": {
@@ -147,6 +149,11 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}/oncall"),
         ("GET", "/v1/orgs/{org_id}/schedules/{schedule_id}/shifts"),
         ("GET", "/v1/me/oncall"),
+    },
+    "IncidentActionsFunction": {
+        ("GET", "/v1/actions/incidents/{token}"),
+        ("POST", "/v1/actions/incidents/{token}"),
+        ("POST", "/v1/integrations/slack/actions"),
     },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
@@ -197,6 +204,7 @@ def test_schedules_are_found(template) -> None:
         "EvaluateAlertsFunction",
         "DeliverWebhooksFunction",
         "EscalateFunction",
+        "DeliverNotificationsFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -217,6 +225,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["DeliverWebhooksFunction"].expression == "rate(1 minute)"
     # Every minute: the safety net of the escalation timers (waits past SQS's 15 minutes, lost messages).
     assert schedules["EscalateFunction"].expression == "rate(1 minute)"
+    # Every minute: notification retries past SQS's 15-minute delays, lost wake-ups, expired leases.
+    assert schedules["DeliverNotificationsFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -340,4 +350,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
         ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
         ("EscalateFunction", "EscalationTimerQueue", "ESCALATION_QUEUE_URL", 10),
+        ("DeliverNotificationsFunction", "NotificationQueue", "NOTIFY_QUEUE_URL", 10),
     }

@@ -33,6 +33,9 @@ PASS_THROUGH = (
     "SUPABASE_SERVICE_ROLE_KEY",
     "SUPABASE_JWKS_URL",
     "S3_ENDPOINT_URL",
+    # Paging: PagerDuty's Events API URL (a local stand-in under `make dev`) and the e-mail sender.
+    "PAGERDUTY_EVENTS_URL",
+    "NOTIFY_EMAIL_SENDER",
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
 DEPLOYED_RESOURCE_SETTINGS = (
@@ -42,6 +45,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "EXPORT_BUCKET",
     "ALERT_TIMER_QUEUE_URL",
     "WEBHOOK_QUEUE_URL",
+    "NOTIFY_QUEUE_URL",
 )
 
 Environment = Mapping[str, str | None]  # None removes the variable
@@ -68,6 +72,8 @@ def local_overrides(stage: str = "local", database_url: str | None = None) -> di
     # (it never allows loopback in dev or prod, whatever the setting). The shell's value wins (false: test the guard).
     if stage in ("local", "test"):
         overrides["WEBHOOK_ALLOW_LOOPBACK"] = os.environ.get("WEBHOOK_ALLOW_LOOPBACK") or "true"
+        # Likewise Slack and webhook contact points may point at a local receiver (http://127.0.0.1:9100/...).
+        overrides["NOTIFY_ALLOW_LOOPBACK"] = os.environ.get("NOTIFY_ALLOW_LOOPBACK") or "true"
     return overrides
 
 

@@ -51,6 +51,9 @@ ERROR_ENVELOPE = "ErrorEnvelope"
 POWERTOOLS_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 # Operations that never touch the database (no 503).
 NO_DATABASE = {("get", "/v1/health")}
+# Operations that answer HTML pages (the signed incident action links): their route declares every answer itself,
+# none of them the JSON envelope.
+HTML_OPERATIONS = {("get", "/v1/actions/incidents/{token}"), ("post", "/v1/actions/incidents/{token}")}
 LOAD_ENVIRONMENT = {
     "STAGE": "local",
     "APP_SECRET_ARN": None,
@@ -418,6 +421,9 @@ def finish_document(doc: dict[str, Any], routes: Mapping[tuple[str, str], Any]) 
             security = operation_security(route) if route is not None else None
             if security is not None:
                 operation["security"] = security
+            if (method, path) in HTML_OPERATIONS:
+                operation.get("responses", {}).pop("422", None)  # Powertools' own; a link never answers it
+                continue
             document_errors(method, path, operation)
     shared_error_responses(doc)
     add_webhooks(doc)

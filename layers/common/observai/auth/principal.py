@@ -1,4 +1,5 @@
-"""Who is calling: a person (Supabase JWT) or a program (API key), and from where."""
+"""Who is calling: a person (Supabase JWT), a program (API key) or a signed action link that names no person (the
+link is bound to one project and incident: observai.notify.links), and from where."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ from uuid import UUID
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    kind: Literal["user", "api_key"]
+    kind: Literal["user", "api_key", "link"]
     user_id: UUID | None = None
     email: str | None = None
     key_id: UUID | None = None
-    org_id: UUID | None = None  # API keys are bound to one org and project
+    org_id: UUID | None = None  # API keys and links are bound to one org and project
     project_id: UUID | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     source_ip: str | None = None
@@ -32,17 +33,24 @@ class Principal:
         return self.kind
 
     @property
-    def actor_id(self) -> str:
+    def actor_id(self) -> str | None:
+        """The user or API key id; None for a link (it names nobody)."""
+        if self.kind == "link":
+            return None
         return str(self.user_id if self.kind == "user" else self.key_id)
 
     @property
     def rate_limit_key(self) -> str:
+        if self.kind == "link":
+            return f"link:{self.project_id}"
         return f"user:{self.user_id}" if self.kind == "user" else f"key:{self.key_id}"
 
     def rls_claims(self) -> dict[str, Any]:
         """The JWT claims set for the transaction so Row Level Security sees this caller, as PostgREST would."""
         if self.kind == "user":
             return {"sub": str(self.user_id), "role": "authenticated", "aud": "authenticated", "email": self.email}
+        if self.kind == "link":  # a link reads nothing through Row Level Security (its routes use the service role)
+            return {"role": "authenticated"}
         return {
             "role": "authenticated",
             "api_key": {

@@ -229,8 +229,10 @@ def resolve(
     reason: str,
     actor: Any = None,
     note: str | None = None,
+    via: str | None = None,
 ) -> dict[str, Any]:
-    """Resolve an open incident (the caller holds its row lock); a timeline event and incident.resolved."""
+    """Resolve an open incident (the caller holds its row lock); a timeline event and incident.resolved. ``via``:
+    where a person's action came from when not the API (``link``, ``slack``), kept in the timeline event."""
     cur.execute(
         "update public.incidents set status = 'resolved', resolved_at = %s, resolved_by = %s, snoozed_until = null,"
         " resolution_note = coalesce(%s, resolution_note), updated_at = %s"
@@ -245,7 +247,7 @@ def resolve(
         kind="resolved",
         at=now,
         actor=actor,
-        details={"reason": reason, **({"note": note} if note else {})},
+        details={"reason": reason, **({"note": note} if note else {}), **({"via": via} if via else {})},
     )
     emit_incident_event(cur, updated, "incident.resolved", now, reason=reason)
     return updated

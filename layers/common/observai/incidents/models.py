@@ -14,7 +14,7 @@ from observai.timetext import AwareDateTimeText
 
 IncidentStatus = Literal["triggered", "acknowledged", "resolved"]
 Severity = Literal["critical", "error", "warning", "info"]
-ActorType = Literal["user", "api_key", "system"]
+ActorType = Literal["user", "api_key", "system", "link"]  # link: a signed action link that names nobody
 
 MAX_TEXT = 10_000  # a comment, a resolution note
 MAX_SNOOZE_S = 7 * 86400  # a week: past that, resolve it or fix the alert
@@ -97,7 +97,7 @@ class TimelineEvent(BaseModel):
         " unsnoozed, assigned, comment, auto_resolve_changed, resolved (and kinds other parts add)"
     )
     actor_type: ActorType
-    actor_id: UUID | None = Field(default=None, description="The user or API key; null for the system")
+    actor_id: UUID | None = Field(default=None, description="The user or API key; null for the system and a link")
     details: dict[str, Any]
 
 

@@ -86,10 +86,18 @@ def _resolved(incident: dict[str, Any]) -> Conflict:
 
 
 @contextmanager
-def _acting_on(principal: Principal, project_id: UUID, incident_id: UUID) -> Iterator[tuple[Cursor, dict[str, Any]]]:
+def _acting_on(
+    principal: Principal, project_id: UUID, incident_id: UUID, *, link_may: bool = False
+) -> Iterator[tuple[Cursor, dict[str, Any]]]:
     """One transaction for one action: the permission check, then the incident's row lock."""
     with transaction() as cur:
-        authorize_configuration(cur, principal, project_id)
+        if principal.kind == "link":
+            # A signed action link that names no person (observai.notify.actions makes it once the token verified):
+            # it acts on its one project's incidents, and only where ``link_may`` (acknowledge, resolve).
+            if not link_may or principal.project_id != project_id:
+                raise _not_found(incident_id)
+        else:
+            authorize_configuration(cur, principal, project_id)
         incident = store.lock(cur, project_id, incident_id)
         if incident is None:
             raise _not_found(incident_id)
@@ -246,10 +254,20 @@ def list_comments(
 # --- actions -------------------------------------------------------------------------------------------------
 
 
-def acknowledge(principal: Principal, project_id: UUID, incident_id: UUID, now: datetime | None = None) -> Incident:
-    """triggered → acknowledged. Already acknowledged: unchanged (idempotent). Resolved: 409."""
+def acknowledge(
+    principal: Principal,
+    project_id: UUID,
+    incident_id: UUID,
+    now: datetime | None = None,
+    *,
+    via: str | None = None,
+) -> Incident:
+    """triggered → acknowledged. Already acknowledged: unchanged (idempotent). Resolved: 409.
+
+    ``via`` says where the action came from when not the API (``link``: a signed e-mail link, ``slack``: a Slack
+    button); it is kept in the timeline event and the audit record."""
     now = _now(now)
-    with _acting_on(principal, project_id, incident_id) as (cur, incident):
+    with _acting_on(principal, project_id, incident_id, link_may=True) as (cur, incident):
         if incident["status"] == "resolved":
             raise _resolved(incident)
         if incident["status"] == "acknowledged":
@@ -257,7 +275,7 @@ def acknowledge(principal: Principal, project_id: UUID, incident_id: UUID, now: 
         updated = store.update(
             cur, incident["id"], now, status="acknowledged", acknowledged_at=now, acknowledged_by=_actor_id(principal)
         )
-        _record(cur, principal, incident, kind="acknowledged", now=now)
+        _record(cur, principal, incident, kind="acknowledged", now=now, details={"via": via} if via else None)
         _emit(cur, updated, "incident.acknowledged", now)
     return to_incident(updated)
 
@@ -311,15 +329,18 @@ def resolve(
     incident_id: UUID,
     body: ResolveIn | None,
     now: datetime | None = None,
+    *,
+    via: str | None = None,
 ) -> Incident:
-    """triggered or acknowledged → resolved, by hand, with an optional note (kept: what was wrong, what fixed it)."""
+    """triggered or acknowledged → resolved, by hand, with an optional note (kept: what was wrong, what fixed it).
+    ``via`` as for ``acknowledge``."""
     now = _now(now)
     note = body.note.strip() if body is not None and body.note and body.note.strip() else None
-    with _acting_on(principal, project_id, incident_id) as (cur, incident):
+    with _acting_on(principal, project_id, incident_id, link_may=True) as (cur, incident):
         if incident["status"] == "resolved":
             raise _resolved(incident)
         updated = lifecycle.resolve(
-            cur, incident, now=now, by=_actor_id(principal), reason="manual", actor=principal, note=note
+            cur, incident, now=now, by=_actor_id(principal), reason="manual", actor=principal, note=note, via=via
         )
         audit.record(
             cur,
@@ -328,7 +349,12 @@ def resolve(
             org_id=incident["org_id"],
             target_type="incident",
             target_id=incident["id"],
-            details={"project_id": str(project_id), "number": incident["number"], "note": note is not None},
+            details={
+                "project_id": str(project_id),
+                "number": incident["number"],
+                "note": note is not None,
+                **({"via": via} if via else {}),
+            },
         )
     return to_incident(updated)
 

@@ -28,6 +28,8 @@ def record(
         actor_type, actor_id = "system", None
     elif actor.kind == "user":
         actor_type, actor_id = "user", actor.user_id
+    elif actor.kind == "link":  # a signed link that names no person (observai.notify.links)
+        actor_type, actor_id = "link", None
     else:
         actor_type, actor_id = "api_key", actor.key_id
     cur.execute(

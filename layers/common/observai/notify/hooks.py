@@ -17,6 +17,7 @@ from typing import Any
 
 from observai.db.connection import Cursor
 from observai.escalation import engine as escalation
+from observai.notify import route_deliveries
 
 
 def on_route_notification(
@@ -33,6 +34,7 @@ def on_route_notification(
     route's ``{"route_id", "contact_points": [names], "escalation_policy": name | None}``; ``firing`` and
     ``resolved`` the alerts' entries as logged."""
     # route deliveries: observai.notify.route_deliveries (contact points of the route)
+    route_deliveries.on_route_notification(cur, log, receivers, incident, firing, resolved, now)
     escalation.on_route_notification(cur, log, receivers, incident, now)
 
 

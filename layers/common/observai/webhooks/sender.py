@@ -314,6 +314,31 @@ def deliver(
 
     ``resolve`` replaces getaddrinfo for the guard (tests); ``ca_certs`` is a CA bundle for https (tests with their
     own certificate authority; the system's otherwise). Never raises for what the receiver or the network does."""
+    timestamp = int(now.timestamp())
+    headers = {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": sign(secrets, msg_id, timestamp, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }
+    return post(url, body=body, headers=headers, now=now, settings=settings, resolve=resolve, ca_certs=ca_certs)
+
+
+def post(
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    now: datetime,
+    settings: Settings | None = None,
+    resolve: Resolver | None = None,
+    ca_certs: str | None = None,
+) -> Attempt:
+    """POST ``body`` with ``headers`` to ``url`` through the SSRF guard (``settings.webhook_allow_loopback``), within
+    ``settings.webhook_timeout_s``, no redirects: one attempt. The Host header is the URL's. The webhook engine's
+    signed deliveries and the paging channels (observai.notify.channels: Slack, PagerDuty) both send through it.
+    Never raises for what the receiver or the network does."""
     settings = settings or get_settings()
     started = time.perf_counter()
     try:
@@ -321,15 +346,7 @@ def deliver(
     except UnsafeTarget as refused:
         return Attempt(None, _elapsed_ms(started), None, f"refused: {refused.reason}"[:_MAX_ERROR_CHARS])
 
-    timestamp = int(now.timestamp())
-    headers = {
-        "Host": _host_header(target),
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(timestamp),
-        "webhook-signature": sign(secrets, msg_id, timestamp, body),
-        "content-type": "application/json",
-        "user-agent": USER_AGENT,
-    }
+    headers = {"Host": _host_header(target), **headers}
     timeout = settings.webhook_timeout_s
     watch = _Watch(deadline=time.monotonic() + timeout - (time.perf_counter() - started))
     token = _current_watch.set(watch)

@@ -1,0 +1,128 @@
+"""What a delivery says: the channel-neutral ``Message`` built at send time from the delivery's row, its incident
+(title, number, severity, status, service) and its payload (the route's reason and alerts, an escalation step, the
+person to mention), with the signed acknowledge and resolve links (observai.notify.links)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from observai.config import Settings
+from observai.notify.message import Message
+
+# A message lists at most this many alerts (Slack's 50 blocks, an e-mail people read); the counts say how many.
+MAX_ALERTS = 20
+TITLE_MAX = 250
+
+_PREFIX = {
+    "trigger": "Triggered",
+    "acknowledge": "Acknowledged",
+    "resolve": "Resolved",
+}
+_REASON_PREFIX = {"first": "FIRING", "changed": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"}
+
+
+def incident_fields(incident: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The incident's public fields a message shows."""
+    if incident is None:
+        return None
+    return {
+        "id": str(incident["id"]),
+        "number": incident.get("number"),
+        "title": incident.get("title"),
+        "status": incident.get("status"),
+        "severity": incident.get("severity"),
+        "service": incident.get("service"),
+        "project_id": str(incident["project_id"]),
+    }
+
+
+def _alert(entry: Mapping[str, Any], state: str) -> dict[str, Any]:
+    return {
+        "labels": dict(entry.get("labels") or {}),
+        "annotations": dict(entry.get("annotations") or {}),
+        "state": state,
+        "value": entry.get("value"),
+        "starts_at": entry.get("fired_at"),
+        "ends_at": entry.get("resolved_at"),
+    }
+
+
+def alerts_of(payload: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
+    """The payload's alerts (a route's firing and resolved entries), firing first, at most MAX_ALERTS."""
+    firing = [_alert(e, "firing") for e in payload.get("firing") or [] if isinstance(e, Mapping)]
+    resolved = [_alert(e, "resolved") for e in payload.get("resolved") or [] if isinstance(e, Mapping)]
+    return tuple([*firing, *resolved][:MAX_ALERTS])
+
+
+def _title(event: str, reason: str | None, incident: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> str:
+    if incident is not None:
+        name = f"#{incident.get('number')} {incident.get('title')}"
+    else:
+        group = payload.get("group") or {}
+        labels = group.get("labels") if isinstance(group, Mapping) else None
+        name = str((labels or {}).get("alertname") or payload.get("title") or "Alert")
+    if event == "notify":
+        prefix = _REASON_PREFIX.get(reason or "", "FIRING")
+        return f"[{prefix}] {name}"[:TITLE_MAX]
+    if event == "test":
+        return "Test notification from ObservAI"
+    return f"{_PREFIX.get(event, event.title())}: {name}"[:TITLE_MAX]
+
+
+def _text(event: str, incident: Mapping[str, Any] | None, payload: Mapping[str, Any], alerts: tuple[Any, ...]) -> str:
+    if event == "test":
+        return "This is a test notification: the contact point works."
+    lines: list[str] = []
+    if incident is not None:
+        service = f" on {incident['service']}" if incident.get("service") else ""
+        lines.append(
+            f"Incident #{incident.get('number')} ({incident.get('severity')}{service}) is {incident.get('status')}."
+        )
+    step = payload.get("step")
+    if step is not None:
+        lines.append(f"Escalation step {int(step) + 1}.")
+    firing = len(payload.get("firing") or [])
+    resolved = len(payload.get("resolved") or [])
+    if firing or resolved:
+        lines.append(f"{firing} firing, {resolved} resolved.")
+    for alert in alerts:
+        summary = alert["annotations"].get("summary") or alert["labels"].get("alertname") or "alert"
+        lines.append(f"- [{alert['state']}] {summary}")
+    return "\n".join(lines) or "A notification from ObservAI."
+
+
+def build_message(
+    delivery: Mapping[str, Any],
+    incident: Mapping[str, Any] | None,
+    *,
+    links: Mapping[str, str] | None = None,
+) -> Message:
+    """The Message of one delivery row (id, event, payload) about ``incident`` (or none)."""
+    payload: Mapping[str, Any] = delivery.get("payload") or {}
+    event = str(delivery["event"])
+    reason = payload.get("reason")
+    alerts = alerts_of(payload)
+    fields = incident_fields(incident)
+    severity = str((incident or {}).get("severity") or payload.get("severity") or "warning")
+    mention = payload.get("mention")
+    return Message(
+        event=event,  # type: ignore[arg-type]
+        title=_title(event, reason, incident, payload),
+        text=_text(event, incident, payload, alerts),
+        severity=severity,
+        reason=str(reason) if reason is not None else None,
+        incident=fields,
+        alerts=alerts,
+        links=dict(links or {}),
+        mention=str(mention) if mention else None,
+        dedup_key=str(incident["id"]) if incident is not None else None,
+        delivery_id=str(delivery["id"]),
+    )
+
+
+def links_for(incident: Mapping[str, Any] | None, user_id: Any, now: datetime, settings: Settings) -> dict[str, str]:
+    """The incident's links (open it, acknowledge, resolve); none without an incident. The signed links are the
+    actions part's (observai.notify.links): none until it is there."""
+    return {}
