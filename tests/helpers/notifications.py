@@ -70,3 +70,64 @@ def timeline_kinds(db: psycopg.Connection[Any], incident_id: UUID) -> list[tuple
         "select kind, details from public.incident_events where incident_id = %s order by id", (incident_id,)
     ).fetchall()
     return [(r["kind"], r["details"]) for r in rows]
+
+
+def insert_contact_point(
+    db: psycopg.Connection[Any],
+    org_id: UUID,
+    project_id: UUID,
+    kind: str,
+    *,
+    name: str | None = None,
+    secret: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> UUID:
+    """A contact point row as the contact points API leaves it: its secret sealed (observai.notify.secrets, with the
+    KMS key of the settings in force, or the development key of the test stage) and its hint."""
+    from observai.config import get_settings
+    from observai.notify.contact_points import secret_context
+    from observai.notify.secrets import hint, seal
+    from psycopg.types.json import Jsonb
+
+    point_id = uuid.uuid4()
+    sealed = seal(secret, secret_context(org_id, point_id), get_settings()) if secret is not None else None
+    db.execute(
+        "insert into public.contact_points (id, org_id, project_id, name, kind, settings, secret_sealed, secret_hint)"
+        " values (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            point_id,
+            org_id,
+            project_id,
+            name or f"{kind}-{uuid.uuid4().hex[:8]}",
+            kind,
+            Jsonb(settings or {}),
+            sealed,
+            hint(secret) if secret is not None else None,
+        ),
+    )
+    return point_id
+
+
+def enqueue_to(
+    paged: Paged, contact_point_id: UUID, channel: str, at: datetime, *, event: str = "trigger", key: str | None = None
+) -> UUID | None:
+    """A delivery to a contact point about the incident (as an escalation step records it)."""
+    from observai.db.connection import transaction
+    from observai.notify.deliveries_enqueue import DeliveryRequest, enqueue
+
+    with transaction() as cur:
+        return enqueue(
+            cur,
+            DeliveryRequest(
+                org_id=paged.project.org_id,
+                project_id=paged.project.project_id,
+                channel=channel,  # type: ignore[arg-type]
+                event=event,  # type: ignore[arg-type]
+                source="escalation",
+                key=key or f"test:{uuid.uuid4().hex}",
+                incident_id=paged.incident["id"],
+                contact_point_id=contact_point_id,
+                escalation_step=0,
+            ),
+            at,
+        )

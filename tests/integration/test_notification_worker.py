@@ -163,3 +163,13 @@ def test_retry_delays() -> None:
     assert [deliveries.retry_delay_s(n) for n in range(1, 7)] == [10, 30, 120, 300, 900, None]
     assert deliveries.retry_delay_s(1, 45) == 45
     assert deliveries.retry_delay_s(1, 86400) == deliveries.MAX_RETRY_AFTER_S
+
+
+def test_errors_are_scrubbed_of_the_channel_secret() -> None:
+    config = {"url": "https://hooks.slack.com/services/T1/B2/abcdef123456"}
+    text = "connection to https://hooks.slack.com/services/T1/B2/abcdef123456 refused"
+    assert deliveries.scrub(text, config) == "connection to [secret] refused"
+    assert deliveries.scrub("x" * 5000, config) == "x" * deliveries.ERROR_MAX
+    key = deliveries.limit_key("slack", config)
+    assert key is not None and key.startswith("slack:") and "abcdef" not in key
+    assert deliveries.limit_key("email", {"addresses": ["a@b.c"]}) is None

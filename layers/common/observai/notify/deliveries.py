@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -53,6 +54,10 @@ LEASE_MARGIN_S = 30
 # Deliveries claimed, sent and recorded together (one claim statement and one record statement each).
 BATCH = 50
 ERROR_MAX = 1000
+# Channels that use the database themselves (the webhook channel hands its message over in a transaction of its
+# own): the container has one connection, so their sends take turns; the HTTP channels run side by side.
+_DB_CHANNELS = frozenset({"webhook"})
+_db_turn = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -305,6 +310,9 @@ def _send_one(claimed: Claimed, settings: Settings) -> SendResult:
     from observai.notify import channels
 
     try:
+        if claimed.kind in _DB_CHANNELS:
+            with _db_turn:
+                return channels.send(claimed.kind, claimed.config, claimed.message, settings=settings)
         return channels.send(claimed.kind, claimed.config, claimed.message, settings=settings)
     except Exception as exc:  # a channel must not raise; if one does, the delivery is retried
         logger.error(
@@ -510,6 +518,8 @@ def handle_queue_messages(
     from observai.notify.queue import parse_message
 
     clock = clock or (lambda: datetime.now(UTC))
+    if not event.get("Records"):
+        return {"batchItemFailures": []}
     ids: dict[str, UUID] = {}
     for item in event.get("Records") or []:
         with contextlib.suppress(ValueError, KeyError, TypeError):
@@ -522,10 +532,10 @@ def handle_queue_messages(
         failure = exc
         logger.error("notification deliveries failed; SQS retries them", extra={"error": exc.__class__.__name__})
 
-    def record_handler(item: Any) -> str:
-        delivery_id = ids.get(item.message_id)
+    def record_handler(record: Any) -> str:  # the batch utility passes it by this name
+        delivery_id = ids.get(record.message_id)
         if delivery_id is None:
-            logger.error("notification wake-up cannot be decoded", extra={"message_id": item.message_id})
+            logger.error("notification wake-up cannot be decoded", extra={"message_id": record.message_id})
             raise ValueError("not a notification delivery message")
         if failure is not None:
             raise failure

@@ -15,13 +15,6 @@ from observai.notify.message import Message
 MAX_ALERTS = 20
 TITLE_MAX = 250
 
-_PREFIX = {
-    "trigger": "Triggered",
-    "acknowledge": "Acknowledged",
-    "resolve": "Resolved",
-}
-_REASON_PREFIX = {"first": "FIRING", "changed": "FIRING", "repeat": "STILL FIRING", "resolved": "RESOLVED"}
-
 
 def incident_fields(incident: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """The incident's public fields a message shows."""
@@ -56,41 +49,55 @@ def alerts_of(payload: Mapping[str, Any]) -> tuple[dict[str, Any], ...]:
     return tuple([*firing, *resolved][:MAX_ALERTS])
 
 
-def _title(event: str, reason: str | None, incident: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> str:
-    if incident is not None:
-        name = f"#{incident.get('number')} {incident.get('title')}"
-    else:
-        group = payload.get("group") or {}
-        labels = group.get("labels") if isinstance(group, Mapping) else None
-        name = str((labels or {}).get("alertname") or payload.get("title") or "Alert")
-    if event == "notify":
-        prefix = _REASON_PREFIX.get(reason or "", "FIRING")
-        return f"[{prefix}] {name}"[:TITLE_MAX]
+def _title(event: str, incident: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> str:
+    """The bare title: the channels put the severity (or RESOLVED, TEST...) and the incident's number before it."""
     if event == "test":
         return "Test notification from ObservAI"
-    return f"{_PREFIX.get(event, event.title())}: {name}"[:TITLE_MAX]
+    if incident is not None and incident.get("title"):
+        return str(incident["title"])[:TITLE_MAX]
+    for entry in [*(payload.get("firing") or []), *(payload.get("resolved") or [])]:
+        if isinstance(entry, Mapping):
+            name = (entry.get("labels") or {}).get("alertname")
+            if name:
+                return str(name)[:TITLE_MAX]
+    return str(payload.get("title") or "Alert notification")[:TITLE_MAX]
 
 
-def _text(event: str, incident: Mapping[str, Any] | None, payload: Mapping[str, Any], alerts: tuple[Any, ...]) -> str:
+_REASON_TEXT = {
+    "first": "Alerts started firing.",
+    "changed": "The alerts of this notification changed.",
+    "repeat": "Still firing (a reminder).",
+    "resolved": "The alerts resolved.",
+}
+_EVENT_TEXT = {
+    "trigger": "You are paged for this incident.",
+    "acknowledge": "The incident was acknowledged.",
+    "resolve": "The incident was resolved.",
+}
+
+
+def _text(event: str, reason: str | None, incident: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> str:
+    """A short plain description; the channels show the alerts themselves."""
     if event == "test":
         return "This is a test notification: the contact point works."
     lines: list[str] = []
+    if event == "notify":
+        lines.append(_REASON_TEXT.get(reason or "", "An alert notification."))
+    elif event in _EVENT_TEXT:
+        lines.append(_EVENT_TEXT[event])
     if incident is not None:
         service = f" on {incident['service']}" if incident.get("service") else ""
         lines.append(
             f"Incident #{incident.get('number')} ({incident.get('severity')}{service}) is {incident.get('status')}."
         )
-    step = payload.get("step")
-    if step is not None:
-        lines.append(f"Escalation step {int(step) + 1}.")
-    firing = len(payload.get("firing") or [])
-    resolved = len(payload.get("resolved") or [])
+    step = payload.get("step", payload.get("escalation_step"))
+    if isinstance(step, int):
+        lines.append(f"Escalation step {step + 1}.")
+    firing = int(payload.get("firing_count") or len(payload.get("firing") or []))
+    resolved = int(payload.get("resolved_count") or len(payload.get("resolved") or []))
     if firing or resolved:
         lines.append(f"{firing} firing, {resolved} resolved.")
-    for alert in alerts:
-        summary = alert["annotations"].get("summary") or alert["labels"].get("alertname") or "alert"
-        lines.append(f"- [{alert['state']}] {summary}")
-    return "\n".join(lines) or "A notification from ObservAI."
+    return " ".join(lines)
 
 
 def build_message(
@@ -109,8 +116,8 @@ def build_message(
     mention = payload.get("mention")
     return Message(
         event=event,  # type: ignore[arg-type]
-        title=_title(event, reason, incident, payload),
-        text=_text(event, incident, payload, alerts),
+        title=_title(event, incident, payload),
+        text=_text(event, reason if isinstance(reason, str) else None, incident, payload),
         severity=severity,
         reason=str(reason) if reason is not None else None,
         incident=fields,
@@ -123,6 +130,10 @@ def build_message(
 
 
 def links_for(incident: Mapping[str, Any] | None, user_id: Any, now: datetime, settings: Settings) -> dict[str, str]:
-    """The incident's links (open it, acknowledge, resolve); none without an incident. The signed links are the
-    actions part's (observai.notify.links): none until it is there."""
-    return {}
+    """The incident's links (open it, and the signed acknowledge and resolve links, bound to the person paged when
+    there is one); none without an incident, or without a public base URL and a link secret."""
+    if incident is None:
+        return {}
+    from observai.notify.links import action_links
+
+    return action_links(incident["id"], incident["project_id"], now, settings, user_id)
