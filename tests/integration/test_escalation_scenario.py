@@ -25,7 +25,9 @@ from observai.alerts import dispatch
 from observai.alerts.evaluation import run_evaluation
 from observai.alerts.routing import route_transitions
 from observai.config import get_settings
+from observai.auth.principal import Principal
 from observai.escalation import engine
+from observai.incidents import service
 from observai.metrics.rollup import run_aggregation
 from observai.notify import deliveries
 from observai.notify.contact_points import secret_context
@@ -115,6 +117,10 @@ def insert_contact_point(stage: Stage, name: str, kind: str, secret: str, settin
         (point_id, stage.project.org_id, stage.project.project_id, name, kind, Jsonb(settings), sealed, secret[-4:]),
     )
     return point_id
+
+
+def principal(user: User) -> Principal:
+    return Principal(kind="user", user_id=user.id, email=user.email)
 
 
 def sent_emails() -> list[Any]:
@@ -277,12 +283,10 @@ def test_trigger_step_wait_step_ack_halts_ack_timeout_retriggers_resolve_sends_r
     assert mail.source == SENDER and mail.destinations["ToAddresses"] == [stage.bob.email]
     assert mail.subject == f"[CRITICAL] #{incident['number']} Checkout slow: 900.0 ms"
 
-    # When bob acknowledges through the incidents API at T0+6
+    # When bob acknowledges at T0+6 (the incidents service, as its API and the Slack button call it)
     path = f"{stage.base}/incidents/{incident_id}"
-    acked = invoke("incidents", "POST", f"{path}/acknowledge", headers=stage.bob.headers)
-    assert acked.status == 200, acked.text
-    # (the API runs on the real clock: the run's times are set from it, and the test's clock follows)
-    acked_at = datetime.fromisoformat(acked.data["acknowledged_at"])
+    acked_at = t0 + 6 * MIN
+    service.acknowledge(principal(stage.bob), stage.project.project_id, incident["id"], now=acked_at)
     assert deliver(stage, acked_at) == 1
 
     # Then PagerDuty got acknowledge for the same dedup_key, and the run is halted until the ack timeout
@@ -308,10 +312,9 @@ def test_trigger_step_wait_step_ack_halts_ack_timeout_retriggers_resolve_sends_r
     assert len(slack_posts(stage)) == 2 and slack_posts(stage)[-1]["text"].startswith("<@U0BOB> ")
     assert [m.destinations["ToAddresses"] for m in sent_emails()[emails_before:]] == [[stage.bob.email]] * 2
 
-    # When it is resolved through the incidents API
-    resolved = invoke("incidents", "POST", f"{path}/resolve", headers=stage.owner.headers, json_body={})
-    assert resolved.status == 200, resolved.text
-    resolved_at = datetime.fromisoformat(resolved.data["resolved_at"])
+    # When the owner resolves it 4 minutes later
+    resolved_at = timeout_at + 4 * MIN
+    service.resolve(principal(stage.owner), stage.project.project_id, incident["id"], None, now=resolved_at)
     delivered = deliver(stage, resolved_at)
 
     # Then PagerDuty gets resolve with the same dedup_key; Slack and e-mail get the resolution
@@ -319,8 +322,13 @@ def test_trigger_step_wait_step_ack_halts_ack_timeout_retriggers_resolve_sends_r
     assert [e["dedup_key"] for e in pd_events(stage)] == [incident_id] * 3
     assert [e["event_action"] for e in pd_events(stage)] == ["trigger", "acknowledge", "resolve"]
     assert delivered == 3
-    assert "Resolved" in slack_posts(stage)[-1]["text"] or "RESOLVED" in slack_posts(stage)[-1]["text"]
-    assert len(sent_emails()[emails_before:]) == 3
+    heading = f"#{incident['number']} Checkout slow: 900.0 ms"
+    assert slack_posts(stage)[-1]["text"] == f"[RESOLVED] {heading}"
+    assert [(m.subject, m.destinations["ToAddresses"]) for m in sent_emails()[emails_before:]] == [
+        (f"[CRITICAL] {heading}", [stage.bob.email]),
+        (f"[CRITICAL] {heading}", [stage.bob.email]),
+        (f"[RESOLVED] {heading}", [stage.bob.email]),
+    ]
     # And the run is done: nothing is ever paged again
     assert run(stage, incident["id"])["status"] == "done"
     engine.sweep(resolved_at + 2 * 60 * MIN)
