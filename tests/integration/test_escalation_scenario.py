@@ -24,8 +24,8 @@ import pytest
 from observai.alerts import dispatch
 from observai.alerts.evaluation import run_evaluation
 from observai.alerts.routing import route_transitions
-from observai.config import get_settings
 from observai.auth.principal import Principal
+from observai.config import get_settings
 from observai.escalation import engine
 from observai.incidents import service
 from observai.metrics.rollup import run_aggregation
