@@ -533,3 +533,69 @@ def test_timers_are_sqs_delay_messages_after_the_commit(
         QueueUrl=timer_queue.queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )
     assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "2"
+
+
+def test_a_schedule_with_nobody_on_call_is_noted(db: psycopg.Connection[Any], world: World) -> None:
+    # Given a schedule of the organization with nobody on call (its only layer starts next year)
+    row = db.execute(
+        "insert into public.oncall_schedules (org_id, name, time_zone, layers) values (%s, 'Later', 'UTC', %s)"
+        " returning id",
+        (
+            world.project.org_id,
+            Jsonb(
+                [
+                    {
+                        "name": "Later",
+                        "users": [str(world.alice.id)],
+                        "rotation": {"unit": "days", "length": 1},
+                        "start": (T0 + timedelta(days=365)).isoformat(),
+                    }
+                ]
+            ),
+        ),
+    ).fetchone()
+    assert row is not None
+    policy = make_policy(
+        world,
+        steps=[
+            {
+                "wait_minutes": 5,
+                "targets": [
+                    {"type": "schedule", "id": str(row["id"])},
+                    {"type": "contact_point", "id": str(world.pagerduty)},
+                ],
+            }
+        ],
+    )
+
+    # When the step pages
+    incident = start(db, world, policy)
+
+    # Then the contact point is paged, and the timeline says the schedule had nobody on call
+    users, points = names(world)
+    assert summary(deliveries(db, incident["id"]), users, points) == [("trigger", "pagerduty", "pd", 0)]
+    escalated = next(e for e in timeline(db, incident["id"]) if e["kind"] == "escalated")
+    assert escalated["details"]["unreached"] == [{"type": "schedule", "id": str(row["id"]), "why": "nobody is on call"}]
+
+
+def test_a_snooze_outlasts_the_ack_timeout_and_its_end_resumes(db: psycopg.Connection[Any], world: World) -> None:
+    from observai.incidents.models import SnoozeIn
+    from observai.incidents.timers import wake_snoozed
+
+    # Given a run acknowledged at T0+1 (ack timeout 30 minutes), then snoozed for 2 hours
+    policy = standard_policy(world, ack_timeout=30)
+    incident = start(db, world, policy)
+    service.acknowledge(world.principal, world.project.project_id, incident["id"], now=T0 + MIN)
+    service.snooze(world.principal, world.project.project_id, incident["id"], SnoozeIn(duration=7200), now=T0 + 2 * MIN)
+
+    # When the ack timeout passes during the snooze: nothing is triggered nor paged
+    assert tick(incident["id"], T0 + 31 * MIN) == "snoozed"
+    assert db.execute("select status from public.incidents where id = %s", (incident["id"],)).fetchone() == {
+        "status": "acknowledged"
+    }
+    assert len(deliveries(db, incident["id"])) == 2  # the trigger, and PagerDuty's acknowledge
+
+    # When the snooze ends: the incident triggers again and step 0 pages again
+    wake_snoozed(T0 + 2 * MIN + timedelta(hours=2), 500)
+    triggers = [r for r in deliveries(db, incident["id"]) if r["event"] == "trigger"]
+    assert [r["created_at"] for r in triggers] == [T0, T0 + 2 * MIN + timedelta(hours=2)]
