@@ -10,7 +10,7 @@ from typing import Annotated
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from observai.http.dependencies import CurrentPrincipal
+from observai.http.dependencies import CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
@@ -47,14 +47,14 @@ NOT_A_MEMBER = "a user named is not a member of the organization (not_a_member, 
         201, e409="the organization has 100 schedules already (schedule_limit_reached)", e422=NOT_A_MEMBER
     ),
 )
-def create_schedule(caller: CurrentPrincipal, org_id: UUID, body: Annotated[ScheduleIn, Body()]) -> Envelope[Schedule]:
+def create_schedule(caller: CurrentUser, org_id: UUID, body: Annotated[ScheduleIn, Body()]) -> Envelope[Schedule]:
     """Create an on-call schedule (admins and up). Layers lowest first: a higher layer wins where it has someone."""
     return ok(service.create_schedule(caller, org_id, body))
 
 
 @app.get("/v1/orgs/<org_id>/schedules", tags=["oncall"])
 def list_schedules(
-    caller: CurrentPrincipal, org_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
+    caller: CurrentUser, org_id: UUID, cursor: Cursor = None, limit: Limit = DEFAULT_LIMIT
 ) -> Envelope[list[Schedule]]:
     """The organization's schedules, newest first (every member)."""
     items, next_cursor = service.list_schedules(caller, org_id, cursor, limit)
@@ -62,7 +62,7 @@ def list_schedules(
 
 
 @app.get("/v1/orgs/<org_id>/schedules/<schedule_id>", tags=["oncall"])
-def get_schedule(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID) -> Envelope[Schedule]:
+def get_schedule(caller: CurrentUser, org_id: UUID, schedule_id: UUID) -> Envelope[Schedule]:
     return ok(service.get_schedule(caller, org_id, schedule_id))
 
 
@@ -72,14 +72,14 @@ def get_schedule(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID) -> E
     responses=route_responses(200, e422=NOT_A_MEMBER),
 )
 def patch_schedule(
-    caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, body: Annotated[SchedulePatch, Body()]
+    caller: CurrentUser, org_id: UUID, schedule_id: UUID, body: Annotated[SchedulePatch, Body()]
 ) -> Envelope[Schedule]:
     """Change the name, description, time zone or layers (given as a whole); fields left out keep their value."""
     return ok(service.update_schedule(caller, org_id, schedule_id, body))
 
 
 @app.delete("/v1/orgs/<org_id>/schedules/<schedule_id>", tags=["oncall"])
-def delete_schedule(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID) -> Envelope[ScheduleDeleted]:
+def delete_schedule(caller: CurrentUser, org_id: UUID, schedule_id: UUID) -> Envelope[ScheduleDeleted]:
     """Delete the schedule: escalation steps naming it find nobody on call from now on."""
     return ok(ScheduleDeleted(id=service.delete_schedule(caller, org_id, schedule_id)))
 
@@ -91,7 +91,7 @@ def delete_schedule(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID) -
     responses=route_responses(201, e409="1,000 overrides not yet over (override_limit_reached)", e422=NOT_A_MEMBER),
 )
 def create_override(
-    caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, body: Annotated[ScheduleOverrideIn, Body()]
+    caller: CurrentUser, org_id: UUID, schedule_id: UUID, body: Annotated[ScheduleOverrideIn, Body()]
 ) -> Envelope[ScheduleOverride]:
     """Put a member on call from start to end (at most 90 days), over every layer (admins and up)."""
     return ok(service.create_override(caller, org_id, schedule_id, body))
@@ -99,7 +99,7 @@ def create_override(
 
 @app.get("/v1/orgs/<org_id>/schedules/<schedule_id>/overrides", tags=["oncall"])
 def list_overrides(
-    caller: CurrentPrincipal,
+    caller: CurrentUser,
     org_id: UUID,
     schedule_id: UUID,
     from_: From = None,
@@ -114,13 +114,13 @@ def list_overrides(
 
 @app.delete("/v1/orgs/<org_id>/schedules/<schedule_id>/overrides/<override_id>", tags=["oncall"])
 def delete_override(
-    caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, override_id: UUID
+    caller: CurrentUser, org_id: UUID, schedule_id: UUID, override_id: UUID
 ) -> Envelope[ScheduleDeleted]:
     return ok(ScheduleDeleted(id=service.delete_override(caller, org_id, schedule_id, override_id)))
 
 
 @app.get("/v1/orgs/<org_id>/schedules/<schedule_id>/oncall", tags=["oncall"])
-def on_call(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, at: At = None) -> Envelope[ScheduleOnCall]:
+def on_call(caller: CurrentUser, org_id: UUID, schedule_id: UUID, at: At = None) -> Envelope[ScheduleOnCall]:
     """Who is on call at `at` (default now): the person, their e-mail address, and their shift."""
     return ok(service.on_call_at(caller, org_id, schedule_id, at))
 
@@ -131,7 +131,7 @@ def on_call(caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, at: At = 
     responses=route_responses(200, e422="`to` not after `from`, or more than 90 days after it"),
 )
 def shifts(
-    caller: CurrentPrincipal, org_id: UUID, schedule_id: UUID, from_: From = None, to: To = None
+    caller: CurrentUser, org_id: UUID, schedule_id: UUID, from_: From = None, to: To = None
 ) -> Envelope[ScheduleShifts]:
     """The final timeline over [from, to) (default: the next 7 days): layers, restrictions and overrides merged, at
     most 90 days a request. A gap means nobody is on call."""
@@ -139,7 +139,7 @@ def shifts(
 
 
 @app.get("/v1/me/oncall", tags=["oncall"])
-def my_oncall(caller: CurrentPrincipal, days: Days = service.MY_ONCALL_DEFAULT_DAYS) -> Envelope[MyOnCall]:
+def my_oncall(caller: CurrentUser, days: Days = service.MY_ONCALL_DEFAULT_DAYS) -> Envelope[MyOnCall]:
     """My shifts over the next `days` days (default 30) on every schedule of my organizations, and whether I am on
     call now (a person's token: API keys get 403)."""
     return ok(service.my_oncall(caller, days))

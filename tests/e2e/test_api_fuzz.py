@@ -137,6 +137,20 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         webhooks = f"/v1/projects/{project['id']}/webhooks"
         endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
         doomed_endpoint = ok_data(http.post(webhooks, json={"url": hook_url}), 201)
+        schedules = f"/v1/orgs/{org['id']}/schedules"
+        layer = {
+            "name": "fuzz",
+            "users": [str(member.id), str(owner.id)],
+            "rotation": {"unit": "days", "length": 1},
+            "start": "2026-01-01T09:00:00Z",
+        }
+        schedule_body = {"name": "fuzz", "time_zone": "Europe/Berlin", "layers": [layer]}
+        schedule = ok_data(http.post(schedules, json=schedule_body), 201)
+        doomed_schedule = ok_data(http.post(schedules, json=schedule_body), 201)
+        override_body = {"user_id": str(owner.id), "start": "2026-01-02T00:00:00Z", "end": "2026-01-03T00:00:00Z"}
+        overrides = f"{schedules}/{schedule['id']}/overrides"
+        override = ok_data(http.post(overrides, json=override_body), 201)
+        doomed_override = ok_data(http.post(overrides, json=override_body), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -151,6 +165,8 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "version": ["1"],
         "incident_id": [_incident(database_url, org["id"], project["id"])],
         "endpoint_id": [endpoint["id"]],
+        "schedule_id": [schedule["id"]],
+        "override_id": [override["id"]],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -158,6 +174,10 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         ("DELETE", "/v1/orgs/{org_id}/members/{user_id}"): {"user_id": str(spare.id)},
         ("DELETE", "/v1/projects/{project_id}/alert-rules/{rule_id}"): {"rule_id": doomed_rule["id"]},
         ("DELETE", "/v1/projects/{project_id}/webhooks/{endpoint_id}"): {"endpoint_id": doomed_endpoint["id"]},
+        ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}"): {"schedule_id": doomed_schedule["id"]},
+        ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides/{override_id}"): {
+            "override_id": doomed_override["id"]
+        },
     }
     return ws
 

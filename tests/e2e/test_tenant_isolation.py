@@ -65,6 +65,23 @@ ROUTES = [
     Route("POST", "/v1/projects/{project_id}/api-keys/{key_id}/rotate", {"grace_period_seconds": 0}),
     Route("GET", "/v1/projects/{project_id}/logs?q=secret", write=False),
     Route("GET", "/v1/projects/{project_id}/logs/histogram", write=False),
+    Route("GET", "/v1/orgs/{org_id}/schedules", write=False),
+    Route(
+        "POST",
+        "/v1/orgs/{org_id}/schedules",
+        {
+            "name": "intruder",
+            "time_zone": "UTC",
+            "layers": [
+                {
+                    "name": "l",
+                    "users": ["00000000-0000-0000-0000-000000000001"],
+                    "rotation": {"unit": "days", "length": 1},
+                    "start": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    ),
 ]
 IDS = [f"{r.method} {r.path}" + (" plan" if r.body and "plan" in r.body else "") for r in ROUTES]
 
@@ -78,6 +95,7 @@ VIEWER_STATUS = {
     "GET /v1/projects/{project_id}/api-keys": 403,  # api_key.read: members and up
     "GET /v1/projects/{project_id}/logs?q=secret": 200,  # telemetry.read: viewers and up
     "GET /v1/projects/{project_id}/logs/histogram": 200,
+    "GET /v1/orgs/{org_id}/schedules": 200,  # every member reads on-call schedules
 }
 
 
@@ -162,6 +180,9 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
         ).fetchall(),
         "invitations": conn.execute(
             "select count(*) as n from public.invitations where org_id = %s", (org_id,)
+        ).fetchone(),
+        "schedules": conn.execute(
+            "select count(*) as n, max(updated_at) as last from public.oncall_schedules where org_id = %s", (org_id,)
         ).fetchone(),
         "audit": conn.execute(
             "select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,)

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from observai.db.jsonb import jsonb_dumps
 from observai.oncall.resolve import on_call
 
-from tests.helpers.users import make_user
+from tests.helpers.users import add_membership, make_user
 
 
 def _org(db) -> uuid.UUID:
@@ -32,6 +32,8 @@ def test_on_call_follows_the_rotation_overrides_and_deletion(db):
     # Given a daily 09:00 Berlin rotation of two members and an override for a third
     org = _org(db)
     a, b, c = (make_user(db).id for _ in range(3))
+    for user in (a, b, c):
+        add_membership(db, org, user, "member")
     schedule = _schedule(
         db,
         org,
@@ -59,6 +61,12 @@ def test_on_call_follows_the_rotation_overrides_and_deletion(db):
         assert on_call(cur, schedule, datetime(2026, 3, 4, 12, 30, tzinfo=UTC)) == c
         assert on_call(cur, schedule, datetime(2026, 3, 4, 13, 0, tzinfo=UTC)) == a
         assert on_call(cur, schedule, datetime(2026, 3, 1, tzinfo=UTC)) is None
+        # And someone who left the organization is not on call (nor is anyone below them here)
+        db.execute("delete from public.memberships where org_id = %s and user_id = %s", (org, c))
+        assert on_call(cur, schedule, datetime(2026, 3, 4, 12, 30, tzinfo=UTC)) == a
+        db.execute("delete from public.memberships where org_id = %s and user_id = %s", (org, a))
+        assert on_call(cur, schedule, datetime(2026, 3, 4, 12, 30, tzinfo=UTC)) is None
+        assert on_call(cur, schedule, datetime(2026, 3, 3, 8, 30, tzinfo=UTC)) == b
         # And an unknown schedule, or a deleted one, has nobody
         assert on_call(cur, uuid.uuid4(), datetime(2026, 3, 3, tzinfo=UTC)) is None
         db.execute("update public.oncall_schedules set deleted_at = now() where id = %s", (schedule,))

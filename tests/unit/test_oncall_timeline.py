@@ -481,3 +481,38 @@ def test_property_daily_handoffs_at_the_local_time(zone_name: str, day: int, han
             assert lt.utcoffset() != (lt - timedelta(hours=2)).utcoffset()
     for a, b in itertools.pairwise(shifts[1:]):
         assert (b.start.astimezone(tz).date() - a.start.astimezone(tz).date()).days == length
+
+
+def test_people_who_left_count_as_nobody_and_the_layers_below_show_through():
+    # Given A under a daily rotation of B and C, and an override for C; and C has left the organization
+    low = layer(name="low", users=[A], start="2026-01-01T00:00:00Z")
+    high = layer(name="high", users=[B, C], start="2026-01-01T00:00:00Z", handoff_time="00:00", time_zone="UTC")
+    overrides = [
+        OverrideSpan(B, utc(2026, 1, 1, 6), utc(2026, 1, 1, 8)),
+        OverrideSpan(C, utc(2026, 1, 1, 7), utc(2026, 1, 1, 9)),
+    ]
+    shifts = timeline([low, high], "UTC", overrides, utc(2026, 1, 1), utc(2026, 1, 4), absent={C})
+    # Then C's days are A's (the rotation keeps its order: B on the 3rd), and C's override is dropped (B's shows)
+    assert [(s.user_id, s.start, s.end, s.layer) for s in shifts] == [
+        (B, utc(2026, 1, 1), utc(2026, 1, 1, 6), "high"),
+        (B, utc(2026, 1, 1, 6), utc(2026, 1, 1, 8), None),
+        (B, utc(2026, 1, 1, 8), utc(2026, 1, 2), "high"),
+        (A, utc(2026, 1, 2), utc(2026, 1, 3), "low"),
+        (B, utc(2026, 1, 3), utc(2026, 1, 4), "high"),
+    ]
+    assert shift_at([low, high], "UTC", overrides, utc(2026, 1, 2, 12), absent={C}).user_id == A  # type: ignore[union-attr]
+
+
+@PROPERTY
+@given(schedule, ranges, st.lists(st.sampled_from(USERS), max_size=3), st.integers(1, 60 * 24 * 30 - 1))
+def test_property_absent_people_never_appear_and_pieces_still_join(
+    sched: Any, r: tuple[int, int], absent: list[uuid.UUID], cut: int
+):
+    layers, zone_name, overrides = sched
+    start, end = _range(r)
+    whole = timeline(layers, zone_name, overrides, start, end, absent)
+    assert not {s.user_id for s in whole} & set(absent)
+    if cut < r[1]:
+        seam = start + timedelta(minutes=cut)
+        parts = [timeline(layers, zone_name, overrides, a, b, absent) for a, b in ((start, seam), (seam, end))]
+        assert join_seams(parts) == whole

@@ -145,9 +145,20 @@ def _get_live(cur: Cursor, org_id: UUID, schedule_id: UUID, *, for_update: bool 
     return row
 
 
-def _computed(cur: Cursor, row: Mapping[str, Any], start: datetime, end: datetime) -> list[Shift]:
-    overrides = store.overrides_between(cur, row["id"], start, end)
-    return timeline(layers_of(row), row["time_zone"], spans_of(overrides), start, end)
+def absent_people(cur: Cursor, org_id: UUID, layers: list[ScheduleLayer], overrides: list[OverrideSpan]) -> set[UUID]:
+    """Those named in the layers or overrides who are no longer members of the organization (they left or were
+    removed after being put on call): the timeline counts their turns as nobody's."""
+    named = {u for layer in layers for u in layer.users} | {o.user_id for o in overrides}
+    return store.non_members(cur, org_id, list(named))
+
+
+def computed(cur: Cursor, row: Mapping[str, Any], start: datetime, end: datetime) -> list[Shift]:
+    """The schedule's final timeline over [start, end), read with ``cur`` (the caller's claims or the service
+    role)."""
+    layers = layers_of(row)
+    overrides = spans_of(store.overrides_between(cur, row["id"], start, end))
+    absent = absent_people(cur, row["org_id"], layers, overrides)
+    return timeline(layers, row["time_zone"], overrides, start, end, absent)
 
 
 # --- schedules ------------------------------------------------------------------------------------------------------
@@ -371,8 +382,8 @@ def shifts(
     with tenant_transaction(principal.rls_claims()) as cur:
         _authorize(cur, principal, org_id, Action.ORG_READ)
         row = _get_live(cur, org_id, schedule_id)
-        computed = _computed(cur, row, start, end)
-    return ScheduleShifts(schedule_id=schedule_id, start=start, end=end, shifts=[to_shift(s) for s in computed])
+        found = computed(cur, row, start, end)
+    return ScheduleShifts(schedule_id=schedule_id, start=start, end=end, shifts=[to_shift(s) for s in found])
 
 
 def on_call_at(principal: Principal, org_id: UUID, schedule_id: UUID, at: datetime | None) -> ScheduleOnCall:
@@ -381,8 +392,8 @@ def on_call_at(principal: Principal, org_id: UUID, schedule_id: UUID, at: dateti
     with tenant_transaction(principal.rls_claims()) as cur:
         _authorize(cur, principal, org_id, Action.ORG_READ)
         row = _get_live(cur, org_id, schedule_id)
-        computed = _computed(cur, row, at - ONCALL_WINDOW, at + ONCALL_WINDOW)
-    shift = next((s for s in computed if s.start <= at < s.end), None)
+        found = computed(cur, row, at - ONCALL_WINDOW, at + ONCALL_WINDOW)
+    shift = next((s for s in found if s.start <= at < s.end), None)
     if shift is None:
         return ScheduleOnCall(schedule_id=schedule_id, at=at, on_call=False, user_id=None)
     with transaction() as cur:
@@ -409,7 +420,7 @@ def my_oncall(principal: Principal, days: int = MY_ONCALL_DEFAULT_DAYS, now: dat
     mine: list[MyOnCallShift] = []
     with transaction() as cur:
         for row in store.with_member(cur, user_id):
-            for shift in _computed(cur, row, now, end):
+            for shift in computed(cur, row, now, end):
                 if shift.user_id == user_id:
                     mine.append(
                         MyOnCallShift(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Literal
@@ -245,16 +245,24 @@ def timeline(
     overrides: Sequence[OverrideSpan],
     start: datetime,
     end: datetime,
+    absent: Collection[UUID] = (),
 ) -> list[Shift]:
-    """The final timeline over [start, end): sorted shifts without overlaps (a gap: nobody is on call)."""
+    """The final timeline over [start, end): sorted shifts without overlaps (a gap: nobody is on call).
+
+    ``absent``: people who cannot be on call (no longer members of the organization): their turns and overrides
+    count as nobody's, so the layers below show through (the rotation's order is unchanged)."""
     lo, hi = _utc(start), _utc(end)
     if hi <= lo:
         return []
     if hi - lo > MAX_RANGE:
         raise ValueError(f"a timeline spans at most {MAX_RANGE.days} days")
-    merged: list[_Piece] = _overrides(overrides, lo, hi)
+    gone = frozenset(absent)
+    merged: list[_Piece] = _overrides([o for o in overrides if o.user_id not in gone], lo, hi)
     for index in range(len(layers) - 1, -1, -1):
-        merged = _overlay(merged, layer_shifts(layers[index], index, schedule_zone, lo, hi))
+        pieces = layer_shifts(layers[index], index, schedule_zone, lo, hi)
+        if gone:
+            pieces = [p for p in pieces if p[2] not in gone]
+        merged = _overlay(merged, pieces)
     return [
         Shift(user, s, e, "override") if tag == _OVERRIDE else Shift(user, s, e, "layer", layers[tag].name, tag)
         for s, e, user, tag in _joined(merged)
@@ -262,10 +270,14 @@ def timeline(
 
 
 def shift_at(
-    layers: Sequence[ScheduleLayer], schedule_zone: str, overrides: Sequence[OverrideSpan], at: datetime
+    layers: Sequence[ScheduleLayer],
+    schedule_zone: str,
+    overrides: Sequence[OverrideSpan],
+    at: datetime,
+    absent: Collection[UUID] = (),
 ) -> Shift | None:
     """The shift holding the instant ``at`` (clipped to [at, at + 1 µs): only who, not how long), or None."""
-    found = timeline(layers, schedule_zone, overrides, at, _utc(at) + MICROSECOND)
+    found = timeline(layers, schedule_zone, overrides, at, _utc(at) + MICROSECOND, absent)
     return found[0] if found else None
 
 
