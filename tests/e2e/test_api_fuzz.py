@@ -89,6 +89,7 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
         mp.setenv("SUPABASE_URL", supabase.url)
         mp.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")  # the workspace's webhook endpoints are at a localhost receiver
         mp.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
+        mp.setenv("SLACK_SIGNING_SECRET", "fuzz-slack-signing-secret")  # configured: unsigned requests are 401s
         overrides = local_overrides("test", database_url)
         overrides["RATE_LIMIT_PER_SECOND"] = "10000"
         overrides["RATE_LIMIT_BURST"] = "100000"

@@ -159,3 +159,13 @@ def test_pages_escape_every_text_and_carry_no_script() -> None:
     assert "&lt;script&gt;" in html
     assert '<form method="post">' in html
     assert "default-src 'none'" in CONTENT_SECURITY_POLICY and "script-src" not in CONTENT_SECURITY_POLICY
+
+
+def test_the_pages_inline_style_is_the_one_the_policy_allows() -> None:
+    import base64
+    import hashlib
+
+    html = render(Page(200, "t", "m"))
+    style = html.split("<style>", 1)[1].split("</style>", 1)[0]
+    digest = base64.b64encode(hashlib.sha256(style.encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in CONTENT_SECURITY_POLICY

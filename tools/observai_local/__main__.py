@@ -80,6 +80,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for version in applied:
         print(f"migration applied: {version}", file=sys.stderr)
     server.invoker.overrides = local_overrides("local", url)
+    # Acknowledge/resolve links in notifications point at this runner unless the shell says otherwise.
+    server.invoker.overrides["PUBLIC_BASE_URL"] = os.environ.get("PUBLIC_BASE_URL") or server.base_url
     info = ensure_workspace(url, server.invoker.overrides, server.base_url)
     print(
         describe(

@@ -36,6 +36,7 @@ PASS_THROUGH = (
     # Paging: PagerDuty's Events API URL (a local stand-in under `make dev`) and the e-mail sender.
     "PAGERDUTY_EVENTS_URL",
     "NOTIFY_EMAIL_SENDER",
+    "PUBLIC_BASE_URL",  # where acknowledge/resolve links point (`serve` sets it to its own URL when unset)
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
 DEPLOYED_RESOURCE_SETTINGS = (

@@ -264,7 +264,7 @@ def _post_json(url: str, message: dict[str, Any], settings: Settings) -> int | N
     except UnsafeTarget as refused:
         logger.warning("slack response_url refused", extra={"host": urlsplit(url).hostname, "reason": refused.reason})
         return None
-    timeout = urllib3.Timeout(connect=RESPONSE_URL_TIMEOUT_S, read=RESPONSE_URL_TIMEOUT_S)
+    timeout = urllib3.Timeout(total=RESPONSE_URL_TIMEOUT_S)
     pool: urllib3.HTTPConnectionPool
     if target.scheme == "https":
         pool = urllib3.HTTPSConnectionPool(
