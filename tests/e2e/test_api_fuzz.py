@@ -152,6 +152,13 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         overrides = f"{schedules}/{schedule['id']}/overrides"
         override = ok_data(http.post(overrides, json=override_body), 201)
         doomed_override = ok_data(http.post(overrides, json=override_body), 201)
+        policies = f"/v1/projects/{project['id']}/escalation-policies"
+        policy_body = {
+            "name": "fuzz",
+            "steps": [{"wait_minutes": 5, "targets": [{"type": "user", "id": str(member.id)}]}],
+        }
+        policy = ok_data(http.post(policies, json=policy_body), 201)
+        doomed_policy = ok_data(http.post(policies, json={**policy_body, "name": "doomed"}), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -168,6 +175,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "endpoint_id": [endpoint["id"]],
         "schedule_id": [schedule["id"]],
         "override_id": [override["id"]],
+        "policy_id": [policy["id"]],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -179,6 +187,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides/{override_id}"): {
             "override_id": doomed_override["id"]
         },
+        ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"): {"policy_id": doomed_policy["id"]},
     }
     return ws
 
