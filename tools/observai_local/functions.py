@@ -47,6 +47,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "ALERT_TIMER_QUEUE_URL",
     "WEBHOOK_QUEUE_URL",
     "NOTIFY_QUEUE_URL",
+    "ESCALATION_QUEUE_URL",
 )
 
 Environment = Mapping[str, str | None]  # None removes the variable
