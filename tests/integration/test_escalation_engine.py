@@ -600,3 +600,32 @@ def test_a_snooze_outlasts_the_ack_timeout_and_its_end_resumes(db: psycopg.Conne
     wake_snoozed(T0 + 2 * MIN + timedelta(hours=2), 500)
     triggers = [r for r in deliveries(db, incident["id"]) if r["event"] == "trigger"]
     assert [r["created_at"] for r in triggers] == [T0, T0 + 2 * MIN + timedelta(hours=2)]
+
+
+def test_escalate_function_takes_timer_batches_and_runs_the_sweep(db: psycopg.Connection[Any], world: World) -> None:
+    from observai_local.lambda_context import LambdaContext
+    from observai_local.sqs import sqs_event
+
+    from tests.helpers.inprocess import load_function
+
+    # Given a run (seq 1) and EscalateFunction's handler
+    incident = start(db, world, standard_policy(world))
+    function = load_function("escalate")
+    context = LambdaContext("observai-test-escalate", timeout_s=60)
+
+    # When SQS delivers a batch: an early timer of the run, and a message that is not ours
+    body = json.dumps({"v": 1, "kind": "escalation", "incident_id": str(incident["id"]), "seq": 1})
+    event = sqs_event(
+        [{"Body": body, "MessageId": "t1"}, {"Body": "not json", "MessageId": "t2"}],
+        source_arn="arn:aws:sqs:us-east-1:000000000000:escalation-timers",
+    )
+    response = function.lambda_handler(event, context)
+
+    # Then the bad message alone is reported failed, and the early timer changed nothing
+    assert response == {"batchItemFailures": [{"itemIdentifier": "t2"}]}
+    run = run_of(db, incident["id"])
+    assert run is not None and run["seq"] == 1
+
+    # When EventBridge Scheduler runs it: a sweep summary
+    summary = function.lambda_handler({"source": "aws.scheduler", "detail-type": "Scheduled Event"}, context)
+    assert {"rounds", "due", "outcomes", "more_pending"} <= set(summary)
