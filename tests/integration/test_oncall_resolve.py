@@ -58,6 +58,7 @@ def test_on_call_follows_the_rotation_overrides_and_deletion(db):
         # Then the rotation answers, the override wins over it, and before the start nobody is on call
         assert on_call(cur, schedule, datetime(2026, 3, 2, 8, 30, tzinfo=UTC)) == a
         assert on_call(cur, schedule, datetime(2026, 3, 3, 8, 30, tzinfo=UTC)) == b
+        assert on_call(cur, schedule, datetime(2026, 3, 3, 8, 30)) == b  # naive: UTC
         assert on_call(cur, schedule, datetime(2026, 3, 4, 12, 30, tzinfo=UTC)) == c
         assert on_call(cur, schedule, datetime(2026, 3, 4, 13, 0, tzinfo=UTC)) == a
         assert on_call(cur, schedule, datetime(2026, 3, 1, tzinfo=UTC)) is None

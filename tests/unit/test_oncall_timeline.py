@@ -220,7 +220,8 @@ def test_weekday_office_hours_layer_over_a_24_7_layer():
         expected.append((C if i % 2 == 0 else B, f"{day} 09:00", f"{day} 17:00", "office"))
     expected.append((A, "2026-03-27 17:00", "2026-03-30 00:00", "24/7"))
     assert got == expected
-    # And the office layer's rotation goes on counting on days it has nobody (Monday 2026-03-23 is C's: day 77)
+    # And on Saturday the 24/7 layer's person is on call (the office rotation counts weekends too: 2026-03-23 is
+    # its day 77, C's)
     assert shift_at(layers, "Europe/Berlin", [], datetime(2026, 3, 28, 12, tzinfo=BERLIN)).user_id == A  # type: ignore[union-attr]
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import UUID
 
 from observai.db.connection import Cursor
@@ -18,6 +18,8 @@ def on_call(cur: Cursor, schedule_id: UUID, at: datetime) -> UUID | None:
     row = store.get(cur, schedule_id)
     if row is None:
         return None
+    if at.tzinfo is None:  # a naive instant is taken as UTC (the engine's clocks are aware; be lenient all the same)
+        at = at.replace(tzinfo=UTC)
     layers = layers_of(row)
     overrides = spans_of(store.overrides_between(cur, schedule_id, at, at + MICROSECOND))
     shift = shift_at(layers, row["time_zone"], overrides, at, absent_people(cur, row["org_id"], layers, overrides))
