@@ -88,6 +88,9 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
     ):
         mp.setenv("SUPABASE_URL", supabase.url)
         mp.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")  # the workspace's webhook endpoints are at a localhost receiver
+        # Contact points' tests reach the localhost receiver, PagerDuty's included (never the real Events API)
+        mp.setenv("NOTIFY_ALLOW_LOOPBACK", "true")
+        mp.setenv("PAGERDUTY_EVENTS_URL", receiver.url("/v2/enqueue"))
         mp.setenv("SUPABASE_SERVICE_ROLE_KEY", SERVICE_KEY)
         mp.setenv("SLACK_SIGNING_SECRET", "fuzz-slack-signing-secret")  # configured: unsigned requests are 401s
         overrides = local_overrides("test", database_url)
@@ -159,6 +162,10 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         }
         policy = ok_data(http.post(policies, json=policy_body), 201)
         doomed_policy = ok_data(http.post(policies, json={**policy_body, "name": "doomed"}), 201)
+        contact_points = f"/v1/projects/{project['id']}/contact-points"
+        slack = {"kind": "slack", "settings": {"url": hook_url}}
+        contact_point = ok_data(http.post(contact_points, json={"name": "fuzz-slack", **slack}), 201)
+        doomed_contact_point = ok_data(http.post(contact_points, json={"name": "doomed-slack", **slack}), 201)
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -176,6 +183,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "schedule_id": [schedule["id"]],
         "override_id": [override["id"]],
         "policy_id": [policy["id"]],
+        "contact_point_id": [contact_point["id"]],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -188,6 +196,9 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
             "override_id": doomed_override["id"]
         },
         ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"): {"policy_id": doomed_policy["id"]},
+        ("DELETE", "/v1/projects/{project_id}/contact-points/{contact_point_id}"): {
+            "contact_point_id": doomed_contact_point["id"]
+        },
     }
     return ws
 

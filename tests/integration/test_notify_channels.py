@@ -483,3 +483,21 @@ def test_webhook_channel_refuses_a_gone_endpoint(db: psycopg.Connection[Any]) ->
 def test_unknown_kind_is_a_result_not_an_exception() -> None:
     result = channels.send("fax", {}, _message(), settings=_settings())
     assert not result.ok and not result.retryable
+
+
+def test_webhook_channel_follows_an_endpoint_the_engine_disabled(db: psycopg.Connection[Any]) -> None:
+    # Given a contact point's endpoint that the webhook engine disabled (the receiver answered 410)
+    project = make_project(scopes=("read",), label="Notify webhook disabled")
+    endpoint_id, _ = insert_endpoint(db, project.org_id, project.project_id, "http://127.0.0.1:9/hook", enabled=False)
+    db.execute(
+        "update public.webhook_endpoints set contact_point_owned = true, disabled_reason = '410 Gone from the receiver'"
+        " where id = %s",
+        (endpoint_id,),
+    )
+    config = {"endpoint_id": endpoint_id, "org_id": project.org_id, "project_id": project.project_id}
+    # When a message is sent
+    result = channels.send("webhook", config, _message(), settings=Settings(stage="test"))
+    # Then nothing is handed over, and the contact point is to be disabled with the engine's reason
+    assert not result.ok and not result.retryable
+    assert result.disable_reason == "the webhook delivery engine disabled its endpoint: 410 Gone from the receiver"
+    assert messages(db, endpoint_id=endpoint_id) == []

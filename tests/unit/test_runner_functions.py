@@ -133,6 +133,20 @@ def test_local_stages_let_webhooks_reach_loopback_receivers_unless_the_shell_say
     assert local_overrides("local")["WEBHOOK_ALLOW_LOOPBACK"] == "false"
 
 
+def test_local_runs_seal_channel_secrets_without_aws_and_reach_local_stand_ins(monkeypatch) -> None:
+    # Given no KMS key in the shell: the template's key (a deploy-time resource) is not used locally, so channel
+    # secrets are sealed with the development key (no AWS account needed)
+    monkeypatch.delenv("NOTIFY_KMS_KEY_ID", raising=False)
+    monkeypatch.delenv("NOTIFY_ALLOW_LOOPBACK", raising=False)
+    overrides = local_overrides("local")
+    assert overrides["NOTIFY_KMS_KEY_ID"] is None
+    # And Slack and PagerDuty stand-ins on localhost are reachable in local stages
+    assert overrides["NOTIFY_ALLOW_LOOPBACK"] == "true"
+    # And the shell's key wins when there is one
+    monkeypatch.setenv("NOTIFY_KMS_KEY_ID", "alias/mine")
+    assert local_overrides("local")["NOTIFY_KMS_KEY_ID"] == "alias/mine"
+
+
 def test_scheduler_invokes_due_schedules(template) -> None:
     calls: list[tuple[str, dict]] = []
     done = threading.Event()

@@ -155,6 +155,16 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/actions/incidents/{token}"),
         ("POST", "/v1/integrations/slack/actions"),
     },
+    "ContactPointsFunction": {
+        ("POST", "/v1/projects/{project_id}/contact-points"),
+        ("GET", "/v1/projects/{project_id}/contact-points"),
+        ("GET", "/v1/projects/{project_id}/contact-points/{contact_point_id}"),
+        ("PATCH", "/v1/projects/{project_id}/contact-points/{contact_point_id}"),
+        ("DELETE", "/v1/projects/{project_id}/contact-points/{contact_point_id}"),
+        ("POST", "/v1/projects/{project_id}/contact-points/{contact_point_id}/test"),
+        ("GET", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
+        ("PUT", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
+    },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).

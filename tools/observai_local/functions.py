@@ -48,6 +48,9 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "WEBHOOK_QUEUE_URL",
     "NOTIFY_QUEUE_URL",
     "ESCALATION_QUEUE_URL",
+    # The KMS key sealing channel secrets: locally none (the development key of observai.notify.secrets), so
+    # `make dev` needs no AWS account; the shell's when set (a real key, or moto's server).
+    "NOTIFY_KMS_KEY_ID",
 )
 
 Environment = Mapping[str, str | None]  # None removes the variable
@@ -74,7 +77,7 @@ def local_overrides(stage: str = "local", database_url: str | None = None) -> di
     # (it never allows loopback in dev or prod, whatever the setting). The shell's value wins (false: test the guard).
     if stage in ("local", "test"):
         overrides["WEBHOOK_ALLOW_LOOPBACK"] = os.environ.get("WEBHOOK_ALLOW_LOOPBACK") or "true"
-        # Likewise Slack and webhook contact points may point at a local receiver (http://127.0.0.1:9100/...).
+        # Slack and PagerDuty stand-ins of `make dev` on localhost (observai.notify.channels), as for webhooks.
         overrides["NOTIFY_ALLOW_LOOPBACK"] = os.environ.get("NOTIFY_ALLOW_LOOPBACK") or "true"
     return overrides
 

@@ -197,3 +197,57 @@ def list_page(
         {"project": project_id, "kind": kind, "after_ts": after_ts, "after_id": after_id, "limit": limit},
     )
     return [dict(row) for row in cur.fetchall()]
+
+
+# --- a webhook contact point's own endpoint (hidden from the webhooks API) -------------------------------------
+
+
+def insert_owned_endpoint(
+    cur: Cursor,
+    *,
+    org_id: UUID,
+    project_id: UUID,
+    url: str,
+    description: str,
+    secret_ciphertext: bytes,
+    secret_hint: str,
+    created_by: UUID | None,
+    now: datetime,
+) -> UUID:
+    cur.execute(
+        "insert into public.webhook_endpoints (org_id, project_id, url, description, event_types, enabled,"
+        " secret_ciphertext, secret_hint, contact_point_owned, created_by, created_at, updated_at)"
+        " values (%s, %s, %s, %s, null, true, %s, %s, true, %s, %s, %s) returning id",
+        (org_id, project_id, url, description[:1000], secret_ciphertext, secret_hint, created_by, now, now),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    endpoint_id: UUID = row["id"]
+    return endpoint_id
+
+
+def update_owned_endpoint(
+    cur: Cursor, endpoint_id: UUID, *, url: str | None, enabled: bool | None, now: datetime
+) -> None:
+    """A new URL (a new run of failures), or re-enabled (what the delivery engine left cleared)."""
+    if url is None and enabled is None:
+        return
+    cur.execute(
+        "update public.webhook_endpoints set url = coalesce(%(url)s, url),"
+        " failing_since = case when %(url)s::text is not null or %(enabled)s::boolean then null else failing_since end,"
+        " enabled = coalesce(%(enabled)s, enabled),"
+        " disabled_reason = case when %(enabled)s::boolean then null else disabled_reason end,"
+        " disabled_at = case when %(enabled)s::boolean then null else disabled_at end,"
+        " updated_at = %(now)s where id = %(id)s and contact_point_owned",
+        {"id": endpoint_id, "url": url, "enabled": enabled, "now": now},
+    )
+
+
+def clear_member_slack(cur: Cursor, contact_point_id: UUID, now: datetime) -> int:
+    """People whose Slack contact point this was no longer have one."""
+    cur.execute(
+        "update public.member_notification_settings set slack_contact_point_id = null, updated_at = %s"
+        " where slack_contact_point_id = %s",
+        (now, contact_point_id),
+    )
+    return cur.rowcount

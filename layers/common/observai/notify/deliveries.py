@@ -295,13 +295,30 @@ def _take_slots(
 # --- 2. send -------------------------------------------------------------------------------------------------
 
 
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    """The container's sending threads, kept across batches and invocations (starting threads for every batch
+    costs about as much as the database's part of it)."""
+    with _pools_lock:
+        pool = _pools.get(size)
+        if pool is None:
+            pool = _pools[size] = ThreadPoolExecutor(max_workers=size, thread_name_prefix="notify")
+        return pool
+
+
 def send_all(ready: Sequence[Claimed], settings: Settings, max_workers: int = 16) -> list[SendResult]:
-    """Every message side by side (a thread each, at most ``max_workers``); the results in order."""
+    """Every message side by side (a thread each, at most ``max_workers``): a receiver that takes its whole timeout
+    holds only its own thread. The results in order."""
     if not ready:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(ready))), thread_name_prefix="notify") as pool:
-        futures = [pool.submit(_send_one, claimed, settings) for claimed in ready]
-        return [f.result() for f in futures]
+    if len(ready) == 1:
+        return [_send_one(ready[0], settings)]
+    pool = _pool(max(1, max_workers))
+    futures = [pool.submit(_send_one, claimed, settings) for claimed in ready]
+    return [f.result() for f in futures]
 
 
 def _send_one(claimed: Claimed, settings: Settings) -> SendResult:

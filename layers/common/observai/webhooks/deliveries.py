@@ -73,6 +73,10 @@ class RecoverInfo(BaseModel):
     more: bool = Field(description="True when more failed messages remain: call again")
 
 
+# A contact point's hidden endpoint (observai.notify) is not the webhooks API's: its messages are not replayed here.
+_VISIBLE_ENDPOINT = "endpoint_id not in (select w.id from public.webhook_endpoints w where w.contact_point_owned)"
+
+
 def list_deliveries(
     principal: Principal,
     project_id: UUID,
@@ -118,13 +122,14 @@ def retry_message(principal: Principal, project_id: UUID, message_id: UUID, now:
         cur.execute(
             "update public.webhook_messages set status = 'pending', attempts = 0, next_attempt_at = %s,"
             " lease_until = null where id = %s and project_id = %s and status <> 'delivering'"
-            " returning id, status, next_attempt_at",
+            f" and {_VISIBLE_ENDPOINT} returning id, status, next_attempt_at",
             (now, message_id, project_id),
         )
         row = cur.fetchone()
         if row is None:
             cur.execute(
-                "select id, status, next_attempt_at from public.webhook_messages where id = %s and project_id = %s",
+                "select id, status, next_attempt_at from public.webhook_messages where id = %s and project_id = %s"
+                f" and {_VISIBLE_ENDPOINT}",
                 (message_id, project_id),
             )
             row = cur.fetchone()
@@ -182,7 +187,8 @@ def _authorize_replay(cur: Cursor, principal: Principal, project_id: UUID) -> UU
 
 def _endpoint(cur: Cursor, project_id: UUID, endpoint_id: UUID) -> dict[str, Any]:
     cur.execute(
-        "select id from public.webhook_endpoints where id = %s and project_id = %s and deleted_at is null",
+        "select id from public.webhook_endpoints where id = %s and project_id = %s and deleted_at is null"
+        " and not contact_point_owned",
         (endpoint_id, project_id),
     )
     row = cur.fetchone()

@@ -2,7 +2,8 @@
 
 Reads under the caller's claims select only ``PUBLIC_COLUMNS``: the select grant of the API roles leaves the secret
 columns out (migration 0023), so the secrets cannot be read back through the API's connection even by mistake.
-Deleted endpoints (``deleted_at``) are hidden from every read here.
+Deleted endpoints (``deleted_at``) are hidden from every read here, and so are the endpoints that carry a paging
+contact point's messages (``contact_point_owned``: the contact points API manages them, observai.notify).
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def lock_project(cur: Cursor, project_id: UUID) -> None:
 
 def count_live(cur: Cursor, project_id: UUID) -> int:
     cur.execute(
-        "select count(*) as n from public.webhook_endpoints where project_id = %s and deleted_at is null",
+        "select count(*) as n from public.webhook_endpoints where project_id = %s and deleted_at is null"
+        " and not contact_point_owned",
         (project_id,),
     )
     row = cur.fetchone()
@@ -95,7 +97,7 @@ def get_for_update(cur: Cursor, project_id: UUID, endpoint_id: UUID) -> dict[str
     """The live endpoint with its secrets' ciphertexts, locked for the change (service role only)."""
     cur.execute(
         f"select {PUBLIC_COLUMNS}, {SECRET_COLUMNS} from public.webhook_endpoints"
-        " where project_id = %s and id = %s and deleted_at is null for update",
+        " where project_id = %s and id = %s and deleted_at is null and not contact_point_owned for update",
         (project_id, endpoint_id),
     )
     row = cur.fetchone()
@@ -106,7 +108,7 @@ def get_with_secrets(cur: Cursor, project_id: UUID, endpoint_id: UUID) -> dict[s
     """The live endpoint with its secrets' ciphertexts, unlocked (a test send; service role only)."""
     cur.execute(
         f"select {PUBLIC_COLUMNS}, {SECRET_COLUMNS} from public.webhook_endpoints"
-        " where project_id = %s and id = %s and deleted_at is null",
+        " where project_id = %s and id = %s and deleted_at is null and not contact_point_owned",
         (project_id, endpoint_id),
     )
     row = cur.fetchone()
@@ -186,7 +188,7 @@ def stop_pending_messages(cur: Cursor, endpoint_id: UUID, reason: str) -> int:
 def get(cur: Cursor, project_id: UUID, endpoint_id: UUID) -> dict[str, Any] | None:
     cur.execute(
         f"select {PUBLIC_COLUMNS} from public.webhook_endpoints"
-        " where project_id = %s and id = %s and deleted_at is null",
+        " where project_id = %s and id = %s and deleted_at is null and not contact_point_owned",
         (project_id, endpoint_id),
     )
     row = cur.fetchone()
@@ -199,6 +201,7 @@ def list_page(
     """Newest first; ``limit`` rows after the (created_at, id) position, when given."""
     cur.execute(
         f"select {PUBLIC_COLUMNS} from public.webhook_endpoints where project_id = %(project)s and deleted_at is null"
+        " and not contact_point_owned"
         " and (%(after_ts)s::timestamptz is null or (created_at, id) < (%(after_ts)s, %(after_id)s::uuid))"
         " order by created_at desc, id desc limit %(limit)s",
         {"project": project_id, "after_ts": after_ts, "after_id": after_id, "limit": limit},

@@ -3,7 +3,8 @@ endpoint.
 
 ``fan_out(now, limit)`` claims the oldest undispatched events (FOR UPDATE SKIP LOCKED: two overlapping runs split
 the work instead of waiting or doubling it), inserts one ``webhook_messages`` row per enabled, live endpoint of the
-event's project whose event-type filter takes it (``on conflict do nothing`` on (endpoint, event): a run repeated
+event's project whose event-type filter takes it (a paging contact point's own endpoint, ``contact_point_owned``, is
+no subscription and gets none) (``on conflict do nothing`` on (endpoint, event): a run repeated
 after a crash between insert and mark adds nothing), and marks the events dispatched, all in one transaction. Only
 after the commit are the new messages put on the delivery queue, so a queue message never names a row that was
 rolled back; one that fails to send is delivered by the minute sweep.
@@ -53,7 +54,7 @@ def fan_out(now: datetime, limit: int = 500, *, settings: Settings | None = None
                 " select e.org_id, e.project_id, w.id, e.id, e.type, e.payload, %(now)s"
                 " from public.outbox_events e"
                 " join public.webhook_endpoints w on w.project_id = e.project_id and w.org_id = e.org_id"
-                " where e.id = any(%(ids)s) and w.enabled and w.deleted_at is null"
+                " where e.id = any(%(ids)s) and w.enabled and w.deleted_at is null and not w.contact_point_owned"
                 " and (w.event_types is null or e.type = any(w.event_types))"
                 " order by e.created_at"
                 " on conflict (endpoint_id, event_id) do nothing returning id",

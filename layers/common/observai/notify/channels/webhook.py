@@ -5,7 +5,8 @@ The contact point owns a hidden webhook endpoint (``webhook_endpoints.contact_po
 skips it and the webhooks API does not show it). ``send`` inserts one ``webhook_messages`` row for it, in its own
 transaction (so never call it inside one), with ``event_id`` = the delivery's id: the ``webhook-id`` header is the
 same across our retries and a receiver can drop duplicates. The row is woken on the webhook queue after the commit;
-the result is ok once the engine has it (a second hand-over of the same delivery is a no-op, and ok too).
+the result is ok once the engine has it (a second hand-over of the same delivery is a no-op, and ok too). An
+endpoint the engine disabled (a 410, 5 days of failures) disables the contact point (``disable_reason``).
 
 The body: ``{"type": "incident.<event>" | "notification.test", "timestamp", "data": {...}}``, under 20 kB (alerts
 dropped from the end, then the text cut, until it fits).
@@ -75,14 +76,19 @@ def send(config: Mapping[str, Any], message: Message, *, settings: Settings) -> 
     payload = render(message, now)
     with transaction() as cur:
         cur.execute(
-            "select enabled, deleted_at is not null as deleted from public.webhook_endpoints"
+            "select enabled, disabled_reason, deleted_at is not null as deleted from public.webhook_endpoints"
             " where id = %s and org_id = %s and project_id = %s",
             (endpoint_id, org_id, project_id),
         )
         endpoint = cur.fetchone()
-        if endpoint is None or endpoint["deleted"] or not endpoint["enabled"]:
-            state = "gone" if endpoint is None or endpoint["deleted"] else "disabled"
-            return SendResult(ok=False, error=f"not sent: the contact point's webhook endpoint is {state}")
+        if endpoint is None or endpoint["deleted"]:
+            return SendResult(ok=False, error="not sent: the contact point's webhook endpoint is gone")
+        if not endpoint["enabled"]:
+            # The engine disabled it (410 from the receiver, failing for 5 days): the contact point follows, so that
+            # it shows why, and PATCH enabled=true re-enables both.
+            why = endpoint["disabled_reason"] or "disabled"
+            reason = f"the webhook delivery engine disabled its endpoint: {why}"[:500]
+            return SendResult(ok=False, error=f"not sent: {reason}", disable_reason=reason)
         cur.execute(
             "insert into public.webhook_messages"
             " (org_id, project_id, endpoint_id, event_id, event_type, payload, next_attempt_at)"
