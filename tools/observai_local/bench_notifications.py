@@ -190,7 +190,7 @@ def _ceiling(urls: list[str], n: int) -> float:
     from observai.notify.message import Message
 
     settings = get_settings()
-    incident = {
+    incident: dict[str, Any] = {
         "id": str(uuid.uuid4()),
         "number": 1,
         "title": "p95 latency above 500 ms on checkout",
