@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from observai.alerts.dispatch import is_sqs_event
 from observai.escalation import engine
+from observai.escalation.timers import is_sqs_event
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
 
