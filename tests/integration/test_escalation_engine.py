@@ -629,3 +629,37 @@ def test_escalate_function_takes_timer_batches_and_runs_the_sweep(db: psycopg.Co
     # When EventBridge Scheduler runs it: a sweep summary
     summary = function.lambda_handler({"source": "aws.scheduler", "detail-type": "Scheduled Event"}, context)
     assert {"rounds", "due", "outcomes", "more_pending"} <= set(summary)
+
+
+def test_acknowledging_acknowledges_pagerduty_paged_by_a_route_without_escalation(
+    db: psycopg.Connection[Any], world: World
+) -> None:
+    from observai.notify.deliveries_enqueue import DeliveryRequest, enqueue
+
+    # Given an incident whose route notified the PagerDuty contact point (no escalation policy)
+    incident = open_incident(db, world, T0)
+    with transaction() as cur:
+        enqueue(
+            cur,
+            DeliveryRequest(
+                org_id=world.project.org_id,
+                project_id=world.project.project_id,
+                channel="pagerduty",
+                event="notify",
+                source="route",
+                key=f"route-test:{incident['id']}",
+                incident_id=incident["id"],
+                contact_point_id=world.pagerduty,
+                payload={"reason": "first"},
+            ),
+            T0,
+        )
+
+    # When it is acknowledged
+    service.acknowledge(world.principal, world.project.project_id, incident["id"], now=T0 + MIN)
+
+    # Then PagerDuty gets acknowledge (same incident: same dedup_key), once
+    users, points = names(world)
+    acks = [r for r in deliveries(db, incident["id"]) if r["event"] == "acknowledge"]
+    assert summary(acks, users, points) == [("acknowledge", "pagerduty", "pd", None)]
+    assert run_of(db, incident["id"]) is None

@@ -107,6 +107,8 @@ def on_incident_event(cur: Cursor, incident: Mapping[str, Any], type: str, now: 
     """Halt, resume or stop the incident's run (if it has one); tell the channels that follow the incident."""
     run = store.lock_run(cur, incident["id"])
     if run is None:
+        if type == "incident.acknowledged" and incident["status"] == "acknowledged":
+            _acknowledge_pagerduty(cur, incident, now)  # paged by a route's notification, not escalated
         return
     if type == "incident.resolved" or incident["status"] == "resolved":
         _stop(cur, run, incident, now)
@@ -140,20 +142,28 @@ def _halt(cur: Cursor, run: dict[str, Any], incident: Mapping[str, Any], now: da
             "ack_timeout_at": next_at.isoformat() if next_at else None,
         },
     )
-    for recipient in store.paged_recipients(cur, incident["id"]):
-        if recipient["channel"] == "pagerduty" and recipient["contact_point_id"] is not None:
-            _enqueue(
-                cur,
-                incident,
-                run,
-                channel="pagerduty",
-                event="acknowledge",
-                key=f"esc:{incident['id']}:{seq}:ack:cp:{recipient['contact_point_id']}:pagerduty",
-                contact_point_id=recipient["contact_point_id"],
-                payload={"policy": run["policy"]["name"]},
-                now=now,
-            )
+    if incident["status"] == "acknowledged":
+        _acknowledge_pagerduty(cur, incident, now)
     logger.info("escalation halted", extra={"incident_id": str(incident["id"]), "ack_timeout_at": str(next_at)})
+
+
+def _acknowledge_pagerduty(cur: Cursor, incident: Mapping[str, Any], now: datetime) -> None:
+    """``acknowledge`` to every PagerDuty contact point that paged about the incident (an escalation step or a
+    route's notification): same dedup_key, so the incident is acknowledged there too. Once per acknowledgement
+    (its time is in the key), whichever path hears of it first."""
+    acknowledged_at = incident.get("acknowledged_at") or now
+    stamp = int(acknowledged_at.timestamp() * 1_000_000)
+    for contact_point_id in store.pagerduty_paged(cur, incident["id"]):
+        _enqueue(
+            cur,
+            incident,
+            channel="pagerduty",
+            event="acknowledge",
+            key=f"esc:{incident['id']}:ack:{stamp}:cp:{contact_point_id}:pagerduty",
+            contact_point_id=contact_point_id,
+            payload={},
+            now=now,
+        )
 
 
 def _stop(cur: Cursor, run: dict[str, Any], incident: Mapping[str, Any], now: datetime) -> None:
@@ -177,7 +187,6 @@ def _stop(cur: Cursor, run: dict[str, Any], incident: Mapping[str, Any], now: da
         _enqueue(
             cur,
             incident,
-            run,
             channel=recipient["channel"],
             event="resolve",
             key=f"esc:{incident['id']}:resolve:{who}:{recipient['channel']}",
@@ -321,7 +330,6 @@ def _page_user(
             _enqueue(
                 cur,
                 incident,
-                run,
                 channel="email",
                 event="trigger",
                 key=f"esc:{incident['id']}:{seq}:{step}:user:{user_id}:email",
@@ -338,7 +346,6 @@ def _page_user(
             _enqueue(
                 cur,
                 incident,
-                run,
                 channel="slack",
                 event="trigger",
                 key=f"esc:{incident['id']}:{seq}:{step}:user:{user_id}:slack",
@@ -380,7 +387,6 @@ def _page_contact_point(
         _enqueue(
             cur,
             incident,
-            run,
             channel=point["kind"],
             event="trigger",
             key=f"esc:{incident['id']}:{seq}:{step}:cp:{contact_point_id}:{point['kind']}",
@@ -396,7 +402,6 @@ def _page_contact_point(
 def _enqueue(
     cur: Cursor,
     incident: Mapping[str, Any],
-    run: Mapping[str, Any],
     *,
     channel: str,
     event: str,

@@ -124,3 +124,14 @@ def paged_recipients(cur: Cursor, incident_id: UUID) -> list[dict[str, Any]]:
         (incident_id,),
     )
     return [dict(row) for row in cur.fetchall()]
+
+
+def pagerduty_paged(cur: Cursor, incident_id: UUID) -> list[UUID]:
+    """The PagerDuty contact points that paged about the incident (escalation triggers, route notifications)."""
+    cur.execute(
+        "select distinct contact_point_id from public.notification_deliveries"
+        " where incident_id = %s and channel = 'pagerduty' and event in ('trigger', 'notify')"
+        " and contact_point_id is not null order by contact_point_id",
+        (incident_id,),
+    )
+    return [row["contact_point_id"] for row in cur.fetchall()]
