@@ -266,7 +266,7 @@ def test_trigger_step_wait_step_ack_halts_ack_timeout_retriggers_resolve_sends_r
     assert trigger["payload"]["severity"] == "critical"
     assert trigger["payload"]["summary"] == f"[CRITICAL] #{incident['number']} Checkout slow: 900.0 ms"
     assert trigger["payload"]["custom_details"]["incident"]["id"] == incident_id
-    assert "Escalation step 1." in trigger["payload"]["custom_details"]["text"]
+    assert "Escalation step 1 of checkout-oncall." in trigger["payload"]["custom_details"]["text"]
     assert stage.slack.requests == [] and len(sent_emails()) == emails_before
 
     # When 4 minutes pass: nothing more

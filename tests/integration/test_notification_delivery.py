@@ -383,6 +383,12 @@ def test_get_notifications_lists_the_records_with_tenant_isolation_and_no_secret
     assert (slack_row["status"], slack_row["attempts"], slack_row["response_code"]) == ("pending", 1, 500)
     assert slack_row["next_attempt_at"] is not None and slack_row["source"] == "escalation"
     assert email_row["user_id"] is not None and email_row["contact_point_id"] is None and email_row["status"] == "sent"
+    # and the incident's timeline (over the API) says the e-mail was sent
+    kinds = [
+        e["kind"]
+        for e in invoke("incidents", "GET", path.replace("/notifications", "/timeline"), headers=viewer.headers).data
+    ]
+    assert kinds.count("notification_sent") == 1
     # and a read key of the project reads them too; pages of one
     key_result = invoke("incidents", "GET", path, headers=paged.project.headers, query="limit=1")
     assert key_result.status == 200 and [i["id"] for i in key_result.data] == [str(first)]
@@ -468,3 +474,87 @@ def test_with_key_only_scope_read(db: psycopg.Connection[Any], aws: Aws, paged: 
     ingest_key = add_key(paged.project, ("ingest",))
     path = f"/v1/projects/{paged.project.project_id}/incidents/{paged.incident['id']}/notifications"
     assert invoke("incidents", "GET", path, headers=ingest_key.headers).status == 403
+
+
+def test_a_person_paged_through_their_slack_contact_point_is_mentioned(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged
+) -> None:
+    from observai.db.connection import transaction
+    from observai.notify.deliveries_enqueue import DeliveryRequest, enqueue
+
+    with WebhookReceiver(reply=Reply(200, b"ok")) as slack:
+        point = slack_point(db, paged, slack.url("/services/T9/B9/person"))
+        person = make_user(db)
+        with transaction() as cur:
+            did = enqueue(
+                cur,
+                DeliveryRequest(
+                    org_id=paged.project.org_id,
+                    project_id=paged.project.project_id,
+                    channel="slack",
+                    event="trigger",
+                    source="escalation",
+                    key=f"person:{point}",
+                    incident_id=paged.incident["id"],
+                    contact_point_id=point,
+                    user_id=person.id,
+                    escalation_step=1,
+                    payload={"mention": "U024BE7LH"},
+                ),
+                NOW,
+            )
+        assert deliveries.deliver_many([did], lambda: NOW)[did].outcome == "sent"
+        assert "<@U024BE7LH>" in slack.requests[0].body.decode()
+        (sent,) = [d for k, d in timeline_kinds(db, paged.incident["id"]) if k == "notification_sent"]
+        assert sent["user_id"] == str(person.id) and sent["escalation_step"] == 1
+
+
+def test_a_webhook_contact_point_hands_its_message_to_the_webhook_engine(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")
+    owner = make_user(db)
+    add_membership(db, paged.project.org_id, owner.id, "owner")
+    with WebhookReceiver(reply=Reply(200, b"ok")) as hook:
+        body = {"name": "hook", "kind": "webhook", "settings": {"url": hook.url("/hook")}}
+        created = invoke(
+            "contact_points",
+            "POST",
+            f"/v1/projects/{paged.project.project_id}/contact-points",
+            headers=owner.headers,
+            json_body=body,
+        )
+        assert created.status == 201, created.text
+        point = UUID(created.data["id"])
+        # Given three webhook deliveries in one batch (the channel uses the database: they take turns)
+        ids = [enqueue_to(paged, point, "webhook", NOW) for _ in range(3)]
+        out = deliveries.deliver_many(ids, lambda: NOW)
+        # Then each is handed over (sent), one webhook message each, keyed by the delivery's id
+        assert {o.outcome for o in out.values()} == {"sent"}
+        rows = db.execute(
+            "select event_id, event_type from public.webhook_messages where event_id = any(%s)", (ids,)
+        ).fetchall()
+        assert sorted(r["event_id"] for r in rows) == sorted(ids)
+        assert {r["event_type"] for r in rows} == {"incident.trigger"}
+
+
+def test_a_slow_receiver_does_not_hold_the_others_of_its_batch(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    from tests.helpers.delivery_receiver import Reply as ScriptedReply
+    from tests.helpers.delivery_receiver import receiver
+
+    monkeypatch.setenv("NOTIFY_TIMEOUT_S", "1")
+    with receiver(default=ScriptedReply(200, b"ok", delay_s=3)) as slow, receiver() as fast:
+        # Given a batch whose first delivery goes to a receiver that never answers within the timeout
+        slow_id = enqueue_to(paged, slack_point(db, paged, f"{slow.url}/services/slow"), "slack", NOW)
+        fast_id = enqueue_to(paged, slack_point(db, paged, f"{fast.url}/services/fast"), "slack", NOW)
+        started = time.monotonic()
+        out = deliveries.deliver_many([slow_id, fast_id], lambda: NOW)
+        # Then the other one was sent at once, and the slow one is retried after its timeout
+        assert fast.received[0].at - started < 0.5
+        assert out[fast_id].outcome == "sent" and out[slow_id].outcome == "retrying"
+        slow_row = delivery(db, slow_id)
+        assert slow_row["response_code"] is None and slow_row["error"] and slow_row["status"] == "pending"

@@ -173,3 +173,20 @@ def test_errors_are_scrubbed_of_the_channel_secret() -> None:
     key = deliveries.limit_key("slack", config)
     assert key is not None and key.startswith("slack:") and "abcdef" not in key
     assert deliveries.limit_key("email", {"addresses": ["a@b.c"]}) is None
+
+
+def test_the_sweep_fails_a_delivery_whose_last_attempt_was_never_recorded(
+    db: psycopg.Connection[Any], paged: Paged
+) -> None:
+    did = enqueue_email(paged, NOW)
+    # Given a delivery at its 6th attempt whose worker stopped (the lease expired)
+    db.execute(
+        "update public.notification_deliveries set status = 'sending', attempts = 6, lease_until = %s,"
+        " next_attempt_at = %s where id = %s",
+        (NOW, NOW, did),
+    )
+    # When the sweep runs: Then it is failed, not tried a 7th time
+    report = deliveries.sweep(lambda: NOW + timedelta(seconds=1))
+    assert report.abandoned >= 1 and report.claimed == 0
+    row = delivery(db, did)
+    assert (row["status"], row["attempts"], row["next_attempt_at"]) == ("failed", 6, None)

@@ -51,8 +51,9 @@ MAX_ATTEMPTS = len(RETRY_DELAYS_S) + 1
 MAX_RETRY_AFTER_S = 3600
 # The lease covers the channel's timeout and the recording after it.
 LEASE_MARGIN_S = 30
-# Deliveries claimed, sent and recorded together (one claim statement and one record statement each).
-BATCH = 50
+# Deliveries claimed, sent and recorded together (one claim statement and one record statement each): at most one
+# per sending thread, so that a batch is one round of sends and its lease (one timeout + the margin) covers it.
+MAX_WORKERS = 16
 ERROR_MAX = 1000
 # Channels that use the database themselves (the webhook channel hands its message over in a transaction of its
 # own): the container has one connection, so their sends take turns; the HTTP channels run side by side.
@@ -309,7 +310,7 @@ def _pool(size: int) -> ThreadPoolExecutor:
         return pool
 
 
-def send_all(ready: Sequence[Claimed], settings: Settings, max_workers: int = 16) -> list[SendResult]:
+def send_all(ready: Sequence[Claimed], settings: Settings, max_workers: int = MAX_WORKERS) -> list[SendResult]:
     """Every message side by side (a thread each, at most ``max_workers``): a receiver that takes its whole timeout
     holds only its own thread. The results in order."""
     if not ready:
@@ -465,16 +466,18 @@ def deliver_many(
     clock: Callable[[], datetime],
     *,
     settings: Settings | None = None,
-    max_workers: int = 16,
+    max_workers: int = MAX_WORKERS,
     limits: Mapping[str, RateLimit] | None = None,
 ) -> dict[UUID, Outcome]:
-    """Deliver the due ones among ``ids`` (a batch of queue wake-ups), BATCH at a time; the outcome of each id.
+    """Deliver the due ones among ``ids`` (a batch of queue wake-ups), ``max_workers`` at a time; the outcome of
+    each id.
     Raises only for the database's failures (the queue then delivers the wake-ups again)."""
     settings = settings or get_settings()
     unique = list(dict.fromkeys(ids))
     outcomes: dict[UUID, Outcome] = {}
-    for start in range(0, len(unique), BATCH):
-        chunk = unique[start : start + BATCH]
+    size = max(1, max_workers)
+    for start in range(0, len(unique), size):
+        chunk = unique[start : start + size]
         outcomes.update(_run_batch(chunk, len(chunk), clock, settings, max_workers, limits).outcomes)
     for did in unique:
         outcomes.setdefault(did, Outcome(did, "not_due"))
@@ -494,11 +497,11 @@ def sweep(
     *,
     limit: int = 200,
     settings: Settings | None = None,
-    max_workers: int = 16,
+    max_workers: int = MAX_WORKERS,
     limits: Mapping[str, RateLimit] | None = None,
 ) -> SweepReport:
     """One bounded round of the minute sweep: the most overdue deliveries (retries past SQS's 15 minutes, lost
-    wake-ups, expired leases), at most ``limit``, BATCH at a time. Overlap-safe: claims skip what another worker
+    wake-ups, expired leases), at most ``limit``, ``max_workers`` at a time. Overlap-safe: claims skip what another worker
     holds, and a claimed delivery is not due for anyone else until its lease expires. Resumes where it stopped:
     whatever it leaves is still due at the next run."""
     settings = settings or get_settings()
@@ -506,7 +509,7 @@ def sweep(
     with transaction() as cur:
         report.abandoned = store.fail_abandoned(cur, clock(), MAX_ATTEMPTS, limit)
     while report.claimed < limit:
-        size = min(BATCH, limit - report.claimed)
+        size = min(max(1, max_workers), limit - report.claimed)
         batch = _run_batch(None, size, clock, settings, max_workers, limits)
         report.claimed += batch.claimed
         for outcome in batch.outcomes.values():
@@ -522,7 +525,7 @@ def handle_queue_messages(
     context: Any = None,
     *,
     clock: Callable[[], datetime] | None = None,
-    max_workers: int = 16,
+    max_workers: int = MAX_WORKERS,
     limits: Mapping[str, RateLimit] | None = None,
 ) -> dict[str, Any]:
     """The SQS event's partial batch response (Powertools' batch utility): the batch's deliveries run first, side

@@ -76,7 +76,9 @@ _EVENT_TEXT = {
 }
 
 
-def _text(event: str, reason: str | None, incident: Mapping[str, Any] | None, payload: Mapping[str, Any]) -> str:
+def _text(
+    event: str, reason: str | None, incident: Mapping[str, Any] | None, payload: Mapping[str, Any], step: Any
+) -> str:
     """A short plain description; the channels show the alerts themselves."""
     if event == "test":
         return "This is a test notification: the contact point works."
@@ -90,9 +92,9 @@ def _text(event: str, reason: str | None, incident: Mapping[str, Any] | None, pa
         lines.append(
             f"Incident #{incident.get('number')} ({incident.get('severity')}{service}) is {incident.get('status')}."
         )
-    step = payload.get("step", payload.get("escalation_step"))
-    if isinstance(step, int):
-        lines.append(f"Escalation step {step + 1}.")
+    policy = payload.get("policy")
+    if isinstance(step, int) and event == "trigger":
+        lines.append(f"Escalation step {step + 1}" + (f" of {policy}." if isinstance(policy, str) else "."))
     firing = int(payload.get("firing_count") or len(payload.get("firing") or []))
     resolved = int(payload.get("resolved_count") or len(payload.get("resolved") or []))
     if firing or resolved:
@@ -117,7 +119,9 @@ def build_message(
     return Message(
         event=event,  # type: ignore[arg-type]
         title=_title(event, incident, payload),
-        text=_text(event, reason if isinstance(reason, str) else None, incident, payload),
+        text=_text(
+            event, reason if isinstance(reason, str) else None, incident, payload, delivery.get("escalation_step")
+        ),
         severity=severity,
         reason=str(reason) if reason is not None else None,
         incident=fields,
