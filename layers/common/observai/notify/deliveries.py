@@ -501,9 +501,9 @@ def sweep(
     limits: Mapping[str, RateLimit] | None = None,
 ) -> SweepReport:
     """One bounded round of the minute sweep: the most overdue deliveries (retries past SQS's 15 minutes, lost
-    wake-ups, expired leases), at most ``limit``, ``max_workers`` at a time. Overlap-safe: claims skip what another worker
-    holds, and a claimed delivery is not due for anyone else until its lease expires. Resumes where it stopped:
-    whatever it leaves is still due at the next run."""
+    wake-ups, expired leases), at most ``limit``, ``max_workers`` at a time. Overlap-safe: claims skip what another
+    worker holds, and a claimed delivery is not due for anyone else until its lease expires. Resumes where it
+    stopped: whatever it leaves is still due at the next run."""
     settings = settings or get_settings()
     report = SweepReport()
     with transaction() as cur:
