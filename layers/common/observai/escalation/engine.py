@@ -10,7 +10,8 @@ named, as PagerDuty and Grafana OnCall do.
 * Incident events (``on_incident_event``, in the transaction of the incident's change):
   ``incident.acknowledged`` halts the run (no further step, no repeat) and sets the ack timeout (the policy's
   ``ack_timeout_minutes``; none while the incident is snoozed: the snooze's end triggers it); every PagerDuty
-  contact point the run paged gets ``acknowledge`` (same dedup_key: the incident id).
+  contact point that paged about the incident (a step, or a route's notification: also without a run) gets
+  ``acknowledge`` (same dedup_key: the incident id).
   ``incident.triggered`` (unacknowledged, snooze ended, ack timeout) resumes a halted run: the current step pages
   again at once and its timer starts over. ``incident.resolved`` ends the run and sends ``resolve`` to everyone it
   paged (PagerDuty resolves the same dedup_key; Slack, e-mail and webhooks get a resolved message).
