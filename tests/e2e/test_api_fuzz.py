@@ -155,6 +155,13 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         overrides = f"{schedules}/{schedule['id']}/overrides"
         override = ok_data(http.post(overrides, json=override_body), 201)
         doomed_override = ok_data(http.post(overrides, json=override_body), 201)
+        policies = f"/v1/projects/{project['id']}/escalation-policies"
+        policy_body = {
+            "name": "fuzz",
+            "steps": [{"wait_minutes": 5, "targets": [{"type": "user", "id": str(member.id)}]}],
+        }
+        policy = ok_data(http.post(policies, json=policy_body), 201)
+        doomed_policy = ok_data(http.post(policies, json={**policy_body, "name": "doomed"}), 201)
         contact_points = f"/v1/projects/{project['id']}/contact-points"
         slack = {"kind": "slack", "settings": {"url": hook_url}}
         contact_point = ok_data(http.post(contact_points, json={"name": "fuzz-slack", **slack}), 201)
@@ -175,6 +182,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "endpoint_id": [endpoint["id"]],
         "schedule_id": [schedule["id"]],
         "override_id": [override["id"]],
+        "policy_id": [policy["id"]],
         "contact_point_id": [contact_point["id"]],
     }
     ws.throwaway = {
@@ -187,6 +195,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         ("DELETE", "/v1/orgs/{org_id}/schedules/{schedule_id}/overrides/{override_id}"): {
             "override_id": doomed_override["id"]
         },
+        ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"): {"policy_id": doomed_policy["id"]},
         ("DELETE", "/v1/projects/{project_id}/contact-points/{contact_point_id}"): {
             "contact_point_id": doomed_contact_point["id"]
         },

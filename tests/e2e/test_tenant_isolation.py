@@ -82,6 +82,12 @@ ROUTES = [
             ],
         },
     ),
+    Route("GET", "/v1/projects/{project_id}/escalation-policies", write=False),
+    Route(
+        "POST",
+        "/v1/projects/{project_id}/escalation-policies",
+        {"name": "intruder", "steps": [{"targets": [{"type": "user", "id": "00000000-0000-0000-0000-000000000001"}]}]},
+    ),
 ]
 IDS = [f"{r.method} {r.path}" + (" plan" if r.body and "plan" in r.body else "") for r in ROUTES]
 
@@ -96,6 +102,7 @@ VIEWER_STATUS = {
     "GET /v1/projects/{project_id}/logs?q=secret": 200,  # telemetry.read: viewers and up
     "GET /v1/projects/{project_id}/logs/histogram": 200,
     "GET /v1/orgs/{org_id}/schedules": 200,  # every member reads on-call schedules
+    "GET /v1/projects/{project_id}/escalation-policies": 200,  # viewers and up read escalation policies
 }
 
 
@@ -183,6 +190,10 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
         ).fetchone(),
         "schedules": conn.execute(
             "select count(*) as n, max(updated_at) as last from public.oncall_schedules where org_id = %s", (org_id,)
+        ).fetchone(),
+        "escalation_policies": conn.execute(
+            "select count(*) as n, max(updated_at) as last from public.escalation_policies where org_id = %s",
+            (org_id,),
         ).fetchone(),
         "audit": conn.execute(
             "select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,)

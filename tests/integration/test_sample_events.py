@@ -75,3 +75,11 @@ def test_the_dispatcher_samples_answer_as_documented(database_url: str) -> None:
     assert timer == {"batchItemFailures": []}
     summary = _invoke("dispatch_notifications", "dispatch_notifications_schedule.json")
     assert {"routed", "due", "outcomes", "rounds"} <= set(summary)
+
+
+def test_the_escalation_samples_answer_as_documented(database_url: str) -> None:
+    # The timer of an incident that does not exist: a no-op, no failure; the schedule: the sweep's summary
+    timer = _invoke("escalate", "escalate_timer_sqs.json")
+    assert timer == {"batchItemFailures": []}
+    summary = _invoke("escalate", "escalate_schedule.json")
+    assert {"due", "outcomes", "rounds", "more_pending"} <= set(summary)

@@ -134,6 +134,14 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/actions/incidents/{token}"),
         ("POST", "/v1/integrations/slack/actions"),
     },
+    "EscalationPoliciesFunction": {
+        ("POST", "/v1/projects/{project_id}/escalation-policies"),
+        ("GET", "/v1/projects/{project_id}/escalation-policies"),
+        ("GET", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+        ("PATCH", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+        ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
+    },
+    "EscalateFunction": set(),  # an SQS consumer (escalation timers) and a minute sweep
     "SchedulesFunction": {
         ("POST", "/v1/orgs/{org_id}/schedules"),
         ("GET", "/v1/orgs/{org_id}/schedules"),
@@ -205,6 +213,7 @@ def test_schedules_are_found(template) -> None:
         "DispatchNotificationsFunction",
         "EvaluateAlertsFunction",
         "DeliverWebhooksFunction",
+        "EscalateFunction",
         "DeliverNotificationsFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
@@ -224,6 +233,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["DispatchNotificationsFunction"].expression == "rate(1 minute)"
     # Every minute: the outbox fan-out and the webhook retries past SQS's 15-minute delays.
     assert schedules["DeliverWebhooksFunction"].expression == "rate(1 minute)"
+    # Every minute: the safety net of the escalation timers (waits past SQS's 15 minutes, lost messages).
+    assert schedules["EscalateFunction"].expression == "rate(1 minute)"
     # Every minute: notification retries past SQS's 15-minute delays, lost wake-ups, expired leases.
     assert schedules["DeliverNotificationsFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
@@ -348,5 +359,6 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("ExportWorkerFunction", "ExportQueue", "EXPORT_QUEUE_URL", 1),
         ("DispatchNotificationsFunction", "AlertTimerQueue", "ALERT_TIMER_QUEUE_URL", 10),
         ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
+        ("EscalateFunction", "EscalationTimerQueue", "ESCALATION_QUEUE_URL", 10),
         ("DeliverNotificationsFunction", "NotificationQueue", "NOTIFY_QUEUE_URL", 10),
     }

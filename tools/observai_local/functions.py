@@ -47,6 +47,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     "ALERT_TIMER_QUEUE_URL",
     "WEBHOOK_QUEUE_URL",
     "NOTIFY_QUEUE_URL",
+    "ESCALATION_QUEUE_URL",
     # The KMS key sealing channel secrets: locally none (the development key of observai.notify.secrets), so
     # `make dev` needs no AWS account; the shell's when set (a real key, or moto's server).
     "NOTIFY_KMS_KEY_ID",

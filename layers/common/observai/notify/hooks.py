@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from observai.db.connection import Cursor
+from observai.escalation import engine as escalation
 from observai.notify import route_deliveries
 
 
@@ -34,10 +35,10 @@ def on_route_notification(
     ``resolved`` the alerts' entries as logged."""
     # route deliveries: observai.notify.route_deliveries (contact points of the route)
     route_deliveries.on_route_notification(cur, log, receivers, incident, firing, resolved, now)
-    # escalation start: observai.escalation.engine (the route's escalation policy)
+    escalation.on_route_notification(cur, log, receivers, incident, now)
 
 
 def on_incident_event(cur: Cursor, incident: Mapping[str, Any], type: str, now: datetime) -> None:
     """``type`` is incident.triggered, incident.acknowledged or incident.resolved; ``incident`` the row after the
     change (its status says which)."""
-    # escalation: observai.escalation.engine (halt, resume, stop; resolve/acknowledge to PagerDuty)
+    escalation.on_incident_event(cur, incident, type, now)
