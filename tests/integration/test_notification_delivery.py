@@ -543,18 +543,18 @@ def test_a_slow_receiver_does_not_hold_the_others_of_its_batch(
 ) -> None:
     import time
 
-    from tests.helpers.delivery_receiver import Reply as ScriptedReply
-    from tests.helpers.delivery_receiver import receiver
-
     monkeypatch.setenv("NOTIFY_TIMEOUT_S", "1")
-    with receiver(default=ScriptedReply(200, b"ok", delay_s=3)) as slow, receiver() as fast:
+    with (
+        WebhookReceiver(reply=Reply(200, b"ok", delay_s=3)) as slow,
+        WebhookReceiver(reply=Reply(200, b"ok")) as fast,
+    ):
         # Given a batch whose first delivery goes to a receiver that never answers within the timeout
-        slow_id = enqueue_to(paged, slack_point(db, paged, f"{slow.url}/services/slow"), "slack", NOW)
-        fast_id = enqueue_to(paged, slack_point(db, paged, f"{fast.url}/services/fast"), "slack", NOW)
+        slow_id = enqueue_to(paged, slack_point(db, paged, slow.url("/services/slow")), "slack", NOW)
+        fast_id = enqueue_to(paged, slack_point(db, paged, fast.url("/services/fast")), "slack", NOW)
         started = time.monotonic()
         out = deliveries.deliver_many([slow_id, fast_id], lambda: NOW)
         # Then the other one was sent at once, and the slow one is retried after its timeout
-        assert fast.received[0].at - started < 0.5
+        assert fast.requests[0].at - started < 0.5
         assert out[fast_id].outcome == "sent" and out[slow_id].outcome == "retrying"
         slow_row = delivery(db, slow_id)
         assert slow_row["response_code"] is None and slow_row["error"] and slow_row["status"] == "pending"
