@@ -13,6 +13,8 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from observai.patch_models import refuse_null, require_a_field
+
 MAX_POLICIES_PER_PROJECT = 50
 MAX_STEPS = 20
 MAX_TARGETS = 10
@@ -107,18 +109,8 @@ class EscalationPolicyPatch(BaseModel):
     repeat: Repeat | None = None
     ack_timeout_minutes: AckTimeout = None
 
-    @field_validator("name", "description", "steps", "repeat")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may not be null; leave the field out to keep its value")
-        return value
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if not self.model_fields_set:
-            raise ValueError("give at least one of name, description, steps, repeat, ack_timeout_minutes")
-        return self
+    _not_null = refuse_null("name", "description", "steps", "repeat")
+    _something = require_a_field()
 
 
 class EscalationPolicy(BaseModel):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal
 from uuid import UUID as UUID_T
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
+from observai.patch_models import refuse_null, require_a_field
 from observai.webhooks.endpoint_models import WebhookUrl
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$"
@@ -185,18 +186,8 @@ class ContactPointPatch(BaseModel):
     enabled: bool | None = None
     settings: dict[str, Any] | None = Field(default=None, description="As for the kind at creation; merged")
 
-    @field_validator("name", "enabled", "settings")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null; leave the field out to keep its value")
-        return value
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if not self.model_fields_set:
-            raise ValueError("give at least one of name, enabled, settings")
-        return self
+    _not_null = refuse_null("name", "enabled", "settings")
+    _something = require_a_field()
 
 
 # --- responses ---------------------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from __future__ import annotations
 import re
 from datetime import datetime, time
 from functools import lru_cache
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal, Self
 from uuid import UUID
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from observai.patch_models import refuse_null, require_a_field
 from observai.text import unstorable_reason
 from observai.timetext import AwareDateTimeText
 
@@ -172,18 +173,8 @@ class SchedulePatch(_In):
     time_zone: TimeZoneName | None = None
     layers: list[ScheduleLayer] | None = Field(default=None, min_length=1, max_length=MAX_LAYERS)
 
-    @field_validator("name", "description", "time_zone", "layers")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        if value is None:
-            raise ValueError("may not be null; leave the field out to keep its value")
-        return value
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if not self.model_fields_set:
-            raise ValueError("give at least one of name, description, time_zone, layers")
-        return self
+    _not_null = refuse_null("name", "description", "time_zone", "layers")
+    _something = require_a_field()
 
 
 class Schedule(BaseModel):

@@ -8,12 +8,13 @@ resolves to a public address is checked by the service (``check_url``) once the 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Literal
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
 from observai.outbox import EVENT_TYPES
+from observai.patch_models import refuse_null, require_a_field
 
 MAX_URL_LENGTH = 2048
 MAX_DESCRIPTION_LENGTH = 1000
@@ -95,19 +96,8 @@ class WebhookEndpointPatch(BaseModel):
     )
     rate_limit_per_s: RateLimit = None
 
-    @field_validator("url", "description", "enabled")
-    @classmethod
-    def _not_null(cls, value: Any) -> Any:
-        # Runs only for fields the caller sent (defaults are not validated): an explicit null is refused here.
-        if value is None:
-            raise ValueError("may not be null; leave the field out to keep its value")
-        return value
-
-    @model_validator(mode="after")
-    def _something(self) -> Self:
-        if not self.model_fields_set:
-            raise ValueError("give at least one of url, description, event_types, enabled, rate_limit_per_s")
-        return self
+    _not_null = refuse_null("url", "description", "enabled")
+    _something = require_a_field()
 
 
 class WebhookEndpoint(BaseModel):
