@@ -169,16 +169,7 @@ def _acknowledge_pagerduty(cur: Cursor, incident: Mapping[str, Any], now: dateti
 
 def _stop(cur: Cursor, run: dict[str, Any], incident: Mapping[str, Any], now: datetime) -> None:
     if run["status"] != "done" or run["next_at"] is not None:
-        store.save_run(
-            cur,
-            incident["id"],
-            status="done",
-            step=run["step"],
-            round=run["round"],
-            seq=run["seq"] + 1,
-            next_at=None,
-            now=now,
-        )
+        _park(cur, run, incident, "done", now)
     # Keys without the seq: whatever happens next, each recipient hears of the resolution once.
     for recipient in store.paged_recipients(cur, incident["id"]):
         who = f"user:{recipient['user_id']}" if recipient["user_id"] else f"cp:{recipient['contact_point_id']}"
@@ -479,16 +470,7 @@ def _due(cur: Cursor, run: dict[str, Any], incident: dict[str, Any], now: dateti
             return "halted"
         following = _after(run["policy"], run["step"], run["round"])
         if following is None:
-            store.save_run(
-                cur,
-                incident["id"],
-                status="done",
-                step=run["step"],
-                round=run["round"],
-                seq=run["seq"] + 1,
-                next_at=None,
-                now=now,
-            )
+            _park(cur, run, incident, "done", now)
             return "done"
         _page_from(cur, run, incident, *following, now, reason="escalated")
         return "escalated"
@@ -498,30 +480,28 @@ def _due(cur: Cursor, run: dict[str, Any], incident: dict[str, Any], now: dateti
             return "resumed"
         snoozed_until = incident.get("snoozed_until")
         if snoozed_until is not None and snoozed_until > now:  # the snooze's end triggers it again
-            store.save_run(
-                cur,
-                incident["id"],
-                status="halted",
-                step=run["step"],
-                round=run["round"],
-                seq=run["seq"] + 1,
-                next_at=None,
-                now=now,
-            )
+            _park(cur, run, incident, "halted", now)
             return "snoozed"
         _ack_timeout(cur, run, incident, now)
         return "retriggered"
+    _park(cur, run, incident, run["status"], now, bump=False)
+    return "idle"
+
+
+def _park(
+    cur: Cursor, run: Mapping[str, Any], incident: Mapping[str, Any], status: str, now: datetime, *, bump: bool = True
+) -> None:
+    """The run stays at its step with no timer (``status``); ``bump`` moves its seq, so a timer set before is stale."""
     store.save_run(
         cur,
         incident["id"],
-        status=run["status"],
+        status=status,
         step=run["step"],
         round=run["round"],
-        seq=run["seq"],
+        seq=run["seq"] + 1 if bump else run["seq"],
         next_at=None,
         now=now,
     )
-    return "idle"
 
 
 def _ack_timeout(cur: Cursor, run: dict[str, Any], incident: dict[str, Any], now: datetime) -> None:
