@@ -25,66 +25,11 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from observai_local.bench_receiver import CountingReceiver
+
 BATCH = 10
-
-
-def _serve_counting(port: Any, count: Any) -> None:
-    """The Slack stand-in (spawned process): 200 ``ok`` at once, keep-alive, counting the requests."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        # As real servers do: http.server writes the headers and the body apart, and with Nagle on each body waits
-        # for the client's delayed ACK (~40 ms a response), which the bench would measure instead of us.
-        disable_nagle_algorithm = True
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            with count.get_lock():
-                count.value += 1
-            self.send_response(200)
-            self.send_header("content-type", "text/plain")
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    class Server(ThreadingHTTPServer):
-        request_queue_size = 128  # a real server's backlog: a batch connecting at once loses no SYN
-
-    server = Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    port.value = server.server_address[1]
-    server.serve_forever()
-
-
-class _SlackStandIn:
-    def __init__(self) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # not fork: the child must not inherit the database's atexit
-        self._port = context.Value("i", 0)
-        self._count = context.Value("q", 0)
-        self._process = context.Process(target=_serve_counting, args=(self._port, self._count), daemon=True)
-        self._process.start()
-        deadline = time.monotonic() + 30
-        while not self._port.value and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self._port.value:
-            raise RuntimeError("the Slack stand-in did not start")
-        self.base = f"http://127.0.0.1:{self._port.value}"
-
-    @property
-    def count(self) -> int:
-        return int(self._count.value)
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(5)
 
 
 def _arrange(base: str, deliveries: int, contact_points: int) -> tuple[list[uuid.UUID], list[str]]:
@@ -247,7 +192,7 @@ def run(deliveries: int = 2000, contact_points: int = 50) -> str:
     os.environ.update({"DATABASE_URL": url, "NOTIFY_ALLOW_LOOPBACK": "true"})
     for name in ("NOTIFY_QUEUE_URL", "NOTIFY_KMS_KEY_ID", "PUBLIC_BASE_URL"):
         os.environ.pop(name, None)  # no queue (the wake-ups are handed to the function below), the development key
-    stand_in = _SlackStandIn()
+    stand_in = CountingReceiver()
     try:
         t0 = time.perf_counter()
         ids, urls = _arrange(stand_in.base, deliveries, contact_points)

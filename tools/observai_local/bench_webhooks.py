@@ -33,17 +33,13 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from observai_local.bench_receiver import CountingReceiver, RealisticServer
 
 SLOW_TIMEOUT_S = 1.0
 TARGET_PER_S = 200
-
-
-class _Server(ThreadingHTTPServer):
-    # A real server's listen backlog (nginx: 511), not socketserver's 5: a batch's 10 requests connecting at once
-    # would otherwise overflow it, and a dropped SYN is retried after 1 s, the bench's whole timeout.
-    request_queue_size = 128
 
 
 def _percentile(values: list[float], p: float) -> float:
@@ -83,62 +79,10 @@ class _Receiver:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self.server = _Server(("127.0.0.1", 0), Handler)
+        self.server = RealisticServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
-def _serve_counting(port: Any, count: Any) -> None:
-    """The throughput receiver, in a process of its own (spawned): answers 200 at once, keep-alive, and counts.
-    Out of the engine's process, so its threads do not take the engine's interpreter lock (a receiver is elsewhere
-    in real life)."""
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
-
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("content-length") or 0))
-            with count.get_lock():
-                count.value += 1
-            self.send_response(200)
-            self.send_header("content-length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    port.value = server.server_address[1]
-    server.serve_forever()
-
-
-class _CountingReceiver:
-    def __init__(self) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")  # not fork: the child must not inherit the database's atexit
-        self._port = context.Value("i", 0)
-        self._count = context.Value("q", 0)
-        self._process = context.Process(target=_serve_counting, args=(self._port, self._count), daemon=True)
-        self._process.start()
-        deadline = time.monotonic() + 30
-        while not self._port.value and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if not self._port.value:
-            raise RuntimeError("the receiver process did not start")
-        self.base = f"http://127.0.0.1:{self._port.value}"
-
-    @property
-    def count(self) -> int:
-        return int(self._count.value)
-
-    def stop(self) -> None:
-        self._process.terminate()
-        self._process.join(5)
 
 
 def _endpoint(cur: Any, org_id: Any, project_id: Any, url: str) -> uuid.UUID:
@@ -225,7 +169,7 @@ def run(messages: int = 2000, endpoints: int = 10, latency_batches: int = 20) ->
     from observai.webhooks.fanout import fan_out
 
     receiver = _Receiver(slow_s=SLOW_TIMEOUT_S * 3)
-    counting = _CountingReceiver()
+    counting = CountingReceiver()
     tag = uuid.uuid4().hex[:6]
     try:
         # 1. Throughput: ``endpoints`` healthy endpoints, messages / endpoints events.
