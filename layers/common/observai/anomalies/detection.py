@@ -47,6 +47,6 @@ def score_points(
 ) -> Scored:
     """Score ``points`` (time ascending, finite values) from ``state``. ``settings`` is a validated
     DetectorSettings' ``model_dump()``."""
-    from observai.anomalies import algorithms
+    from observai.anomalies.algorithms import fold
 
-    return algorithms.fold(settings, state, points)
+    return fold(settings, state, points)
