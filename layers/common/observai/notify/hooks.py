@@ -33,7 +33,6 @@ def on_route_notification(
     """``log`` is the notification_log row (id, org_id, project_id, group_id, seq, reason); ``receivers`` the
     route's ``{"route_id", "contact_points": [names], "escalation_policy": name | None}``; ``firing`` and
     ``resolved`` the alerts' entries as logged."""
-    # route deliveries: observai.notify.route_deliveries (contact points of the route)
     route_deliveries.on_route_notification(cur, log, receivers, incident, firing, resolved, now)
     escalation.on_route_notification(cur, log, receivers, incident, now)
 
