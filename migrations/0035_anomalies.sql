@@ -49,9 +49,11 @@ create table public.anomaly_series (
 );
 create index anomaly_series_org_id_idx on public.anomaly_series (org_id);
 
--- The scored points: the band and the score per step (chart overlays, GET .../bands). Pruned after 30 days.
+-- The scored points: the band and the score per step (chart overlays, GET .../bands). Pruned after 30 days, and
+-- like telemetry, erased in bounded batches after a project's deletion (observai.retention.purge): no cascading
+-- foreign key, so that deleting a project or resetting a baseline never deletes millions of rows in one statement.
 create table public.anomaly_points (
-    series_id bigint not null references public.anomaly_series (id) on delete cascade,
+    series_id bigint not null,
     time timestamptz not null,
     org_id uuid not null,
     project_id uuid not null,
@@ -66,6 +68,7 @@ create table public.anomaly_points (
 );
 create index anomaly_points_detector_idx on public.anomaly_points (detector_id, time);
 create index anomaly_points_org_id_idx on public.anomaly_points (org_id);
+create index anomaly_points_project_idx on public.anomaly_points (project_id, time);
 
 -- Correlated anomalies: events of one project overlapping in time and sharing attributes.
 create table public.anomaly_groups (

@@ -109,6 +109,12 @@ def fill(db: psycopg.Connection, project: IngestProject | tuple[UUID, UUID], tag
             " values (%(project)s, %(key)s, %(org)s, 'h', 202, '{}')",
             {**keys, "key": f"direct-{minutes}-{uuid.uuid4()}"},
         )
+        db.execute(
+            "insert into public.anomaly_points (series_id, time, org_id, project_id, detector_id, value, score,"
+            " is_anomaly) values (%(series)s, date_trunc('minute', now()) - %(m)s * interval '1 minute', %(org)s,"
+            " %(project)s, gen_random_uuid(), 1.5, 0.25, false)",
+            {**keys, "m": minutes, "series": -(uuid.uuid4().int >> 66)},
+        )
     db.execute(
         "insert into public.metric_group_keys (org_id, project_id, name, group_key, cardinality, complete_from)"
         " values (%(org)s, %(project)s, 'm', 'route', 1, '-infinity')",

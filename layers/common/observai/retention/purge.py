@@ -57,6 +57,7 @@ PURGE_TABLES: tuple[str, ...] = (
     "public.log_volume",
     "public.log_volume_rolled",
     "public.ingest_idempotency",
+    "public.anomaly_points",
 )
 BATCH_SIZE = 5_000
 MAX_ROWS_PER_TABLE = 100_000
