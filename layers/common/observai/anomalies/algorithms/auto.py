@@ -6,7 +6,7 @@ sustained shift) and the seasonal profiles (daily, and weekly with ``season: aut
 of its absolute one-step prediction error. The band comes from:
 
 - ``seasonal`` once a profile has its ~3 periods of history and predicts clearly better than the rolling median
-  (its error below 60% of the median's; back below 75% to switch once chosen: no flapping);
+  (its error below 80% of the median's; once chosen, it stays while below 90%: no flapping);
 - ``robust`` for a flat or quantised series (a MAD of 0 over the window: the minimum band does the work);
 - ``level_shift`` otherwise.
 """
@@ -19,8 +19,8 @@ from typing import Any
 from observai.anomalies.algorithms.level_shift import LevelShift
 from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Seasonal
 
-PICK_SEASONAL = 0.6  # seasonal's error / the median's below this: seasonal
-KEEP_SEASONAL = 0.75  # once seasonal, it stays while below this
+PICK_SEASONAL = 0.8  # seasonal's error / the median's below this: seasonal
+KEEP_SEASONAL = 0.9  # once seasonal, it stays while below this
 ERROR_ALPHA = 0.01
 
 

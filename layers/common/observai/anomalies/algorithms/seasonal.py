@@ -3,7 +3,9 @@
 The history is kept as a profile of slots (daily: 96 quarter-hours; weekly: 168 hours), each with an exponentially
 weighted mean and mean absolute deviation of the values that fell in it (about the last 4 periods count), so the
 state stays the same size whatever the series' age. The expected value interpolates between the two nearest slot
-centres; the spread pools the slot's own deviation with the series' overall deviation from its profile.
+centres, plus a level correction: the recent mean (an EWMA over about ``window`` points) of value − profile, so a
+level shift or a drift is followed as a rolling baseline follows it, while the day's shape stays. The spread pools
+the slot's own deviation with the series' overall deviation from its profile.
 
 A profile needs about 3 periods of history (3 days, 3 weeks): until then, and for a slot with no data yet, the
 band is robust's (rolling median and MAD), and the point says so (algorithm ``robust``, and the reason).
@@ -30,7 +32,7 @@ _WEEK_OFFSET = 3 * DAY
 
 
 class Profile:
-    __slots__ = ("count", "err", "mad", "mean", "period", "slot_s", "slots")
+    __slots__ = ("count", "err", "mad", "mean", "offset", "period", "slot_s", "slots")
 
     def __init__(self, period: float, slots: int, state: dict[str, Any] | None) -> None:
         self.period = period
@@ -41,21 +43,24 @@ class Profile:
             self.mad: list[float] = [float(v) for v in state["d"]]
             self.count: list[int] = [int(v) for v in state["c"]]
             self.err = float(state["e"])  # EWMA of the absolute error of this profile's predictions
+            self.offset = float(state["o"])  # EWMA of value − profile: the recent level correction
         else:
             self.mean = [0.0] * slots
             self.mad = [0.0] * slots
             self.count = [0] * slots
             self.err = -1.0  # none yet
+            self.offset = 0.0
 
     def dump(self) -> dict[str, Any]:
-        return {"m": self.mean, "d": self.mad, "c": self.count, "e": self.err}
+        return {"m": self.mean, "d": self.mad, "c": self.count, "e": self.err, "o": self.offset}
 
     def position(self, t: float) -> float:
         offset = _WEEK_OFFSET if self.period == WEEK else 0.0
         return ((t + offset) % self.period) / self.slot_s
 
     def expect(self, t: float) -> tuple[float, float, int] | None:
-        """(expected, slot deviation, slot observations) at ``t``, None when the slot has no data."""
+        """(expected, slot deviation, slot observations) at ``t``, None when the slot has no data. The expected value
+        is the profile's plus the recent level correction (``offset``)."""
         pos = self.position(t)
         k = int(pos) % self.slots
         count = self.count
@@ -68,7 +73,7 @@ class Profile:
             expected = (1.0 - w) * self.mean[k] + w * self.mean[other]
         else:
             expected = self.mean[k]
-        return expected, self.mad[k], count[k]
+        return expected + self.offset, self.mad[k], count[k]
 
     def learn(self, t: float, value: float, alpha_floor: float) -> None:
         k = int(self.position(t)) % self.slots
@@ -82,8 +87,11 @@ class Profile:
         if c > 1:
             self.mad[k] += alpha * (deviation - self.mad[k])
 
-    def track_error(self, error: float, alpha: float) -> None:
+    def track(self, residual: float, alpha: float, offset_alpha: float) -> None:
+        """After a prediction: its absolute error, and the level correction (value − profile, smoothed)."""
+        error = abs(residual)
         self.err = error if self.err < 0 else self.err + alpha * (error - self.err)
+        self.offset += offset_alpha * residual
 
 
 class Seasonal:
@@ -91,6 +99,7 @@ class Seasonal:
 
     def __init__(self, settings: Mapping[str, Any], state: dict[str, Any] | None) -> None:
         self.deviations = float(settings["deviations"])
+        self.offset_alpha = 2.0 / (int(settings["window"]) + 1)
         self.season = settings.get("season", "auto")
         self.fallback = Robust(settings, state.get("r") if state else None)
         self.daily = Profile(DAY, 96, state.get("day") if state else None) if self.season in ("auto", "daily") else None
@@ -184,8 +193,9 @@ class Seasonal:
                 continue
             found = profile.expect(t)
             if found is not None:
-                error = abs(learned - found[0])
-                profile.track_error(error, 0.01)
+                residual = learned - found[0]
+                error = abs(residual)
+                profile.track(residual, 0.01, self.offset_alpha)
                 if profile is self._profile or (self._profile is None and profile is self.daily):
                     self.resid = error if self.resid < 0 else self.resid + 0.01 * (error - self.resid)
             profile.learn(t, learned, self.alpha_floor(profile))
