@@ -136,7 +136,8 @@ def weekly_traffic(rng: random.Random) -> Series:
     target = (times[0] + timedelta(days=7 * (weeks - 2))).date()
     while target.weekday() != (2 if outage else 5):
         target += timedelta(days=1)
-    values, labels = [], []
+    values: list[float] = []
+    labels: list[int] = []
     for i, t in enumerate(times):
         weekend = t.weekday() >= 5
         level = base * (0.4 if weekend else 1.0) * (0.3 + 0.7 * _daily(t, 14))
@@ -259,7 +260,7 @@ class Judged:
 def windows_of(series: Series) -> tuple[list[tuple[int, int]], int]:
     n = len(series.values)
     width = max(2, int(0.1 * n / len(series.labels)))
-    windows = []
+    windows: list[tuple[int, int]] = []
     for label in series.labels:
         lo, hi = max(0, label - width // 2), min(n - 1, label + width // 2)
         if windows and lo <= windows[-1][1]:
@@ -318,7 +319,8 @@ class Quality:
 def evaluate(judged: Sequence[Judged], detect: Callable[[Judged], list[int]]) -> Quality:
     perfect = perfect_score(judged)
     null = -A_FN * sum(len(j.windows) for j in judged)
-    raw = windows = hits = episodes = good = 0
+    raw = 0.0
+    windows = hits = episodes = good = 0
     for j in judged:
         r, h, e, g = score_series(j, detect(j))
         raw += r
@@ -334,6 +336,13 @@ def evaluate(judged: Sequence[Judged], detect: Callable[[Judged], list[int]]) ->
     )
 
 
+def detections_at(threshold: float) -> Callable[[Judged], list[int]]:
+    def detect(judged: Judged) -> list[int]:
+        return [i for i, score in enumerate(judged.scores) if score >= threshold]
+
+    return detect
+
+
 def best_threshold(judged: Sequence[Judged], candidates: int = 120) -> Quality:
     positive = sorted({s for j in judged for s in j.scores if s > 0.0})
     if not positive:
@@ -341,7 +350,7 @@ def best_threshold(judged: Sequence[Judged], candidates: int = 120) -> Quality:
     grid = sorted({positive[min(len(positive) - 1, int(k * len(positive) / candidates))] for k in range(candidates)})
     best: Quality | None = None
     for threshold in grid:
-        q = evaluate(judged, lambda j, t=threshold: [i for i, s in enumerate(j.scores) if s >= t])
+        q = evaluate(judged, detections_at(threshold))
         if best is None or q.score > best.score:
             best = Quality(q.score, q.precision, q.recall, threshold)
     assert best is not None
@@ -387,7 +396,7 @@ def run(seeds: int = 5, algorithms: Sequence[str] = ALGORITHMS, by_kind: bool = 
         if by_kind:
             for kind in GENERATORS:
                 part = [j for j in judged if j.series.kind == kind]
-                k = evaluate(part, lambda j, t=q.threshold: [i for i, s in enumerate(j.scores) if s >= t])
+                k = evaluate(part, detections_at(q.threshold))
                 lines.append(f"    {kind:<16} {k.score:6.1f} {k.precision:9.2f} {k.recall:6.2f}")
     lines.append(
         "score: the scores thresholded where the corpus scores best; verdict: is_anomaly (the trigger rule, "
