@@ -116,6 +116,8 @@ def fold(
         else:
             expected, half = prediction
             floor = min_rel * abs(expected)
+            if floor < 1e-12 * abs(expected):  # rounding is never an anomaly
+                floor = 1e-12 * abs(expected)
             if min_abs > floor:
                 floor = min_abs
             if quantum is not None and quantum > floor:

@@ -17,11 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from observai.anomalies.algorithms.level_shift import LevelShift
-from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Seasonal
+from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Seasonal, track_error
 
 PICK_SEASONAL = 0.8  # seasonal's error / the median's below this: seasonal
 KEEP_SEASONAL = 0.9  # once seasonal, it stays while below this
-ERROR_ALPHA = 0.01
 
 
 class Auto:
@@ -55,7 +54,7 @@ class Auto:
                 ratio = 1.0
             limit = KEEP_SEASONAL if self.picked == "seasonal" else PICK_SEASONAL
             if ratio < limit:
-                self.picked = self.name = "seasonal"
+                self.picked = self.name = seasonal.name = "seasonal"  # the profile drew the band
                 period = "weekly" if seasonal._profile.period == WEEK else "daily"
                 self.reason = (
                     f"auto: seasonal ({period}): the {period} profile's error is {ratio:.0%} of the rolling median's"
@@ -67,6 +66,8 @@ class Auto:
         else:
             have = seasonal.history_periods(t, DAY)
             why = f"{have:.1f} of {PERIODS_NEEDED} days of history to judge seasonality"
+        if seasonal is not None:
+            seasonal.name = "robust"  # the profile learns the values as they come
         if rolling is not None and rolling[1] == 0.0:
             self.picked = self.name = "robust"
             self.reason = f"auto: robust: flat or quantised series (no spread over the window); {why}"
@@ -77,10 +78,8 @@ class Auto:
 
     def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
         if self._rolling_expected is not None:
-            error = abs(value - self._rolling_expected)
-            self.rolling_err = (
-                error if self.rolling_err < 0 else self.rolling_err + ERROR_ALPHA * (error - self.rolling_err)
-            )
+            alpha = self.seasonal.error_alpha() if self.seasonal is not None else 0.01
+            self.rolling_err = track_error(self.rolling_err, abs(value - self._rolling_expected), alpha)
         self.rolling.update(t, value, lower, upper)
         if self.seasonal is not None:
             self.seasonal.update(t, value, lower, upper)

@@ -31,6 +31,16 @@ POOL = 5.0  # the overall deviation weighs like this many observations of a slot
 _WEEK_OFFSET = 3 * DAY
 
 
+def track_error(running: float, error: float, alpha: float) -> float:
+    """A running mean of absolute prediction errors (negative: none yet), each error held to 4× the running mean so
+    an anomaly, the very thing to detect, does not make a predictor look bad."""
+    if running < 0:
+        return error
+    if error > 4.0 * running:
+        error = 4.0 * running
+    return running + alpha * (error - running)
+
+
 class Profile:
     __slots__ = ("count", "err", "mad", "mean", "offset", "period", "slot_s", "slots")
 
@@ -70,27 +80,33 @@ class Profile:
         other = (k + 1) % self.slots if frac >= 0 else (k - 1) % self.slots
         if count[other] > 0:
             w = abs(frac)
-            expected = (1.0 - w) * self.mean[k] + w * self.mean[other]
+            expected = self.mean[k] + w * (self.mean[other] - self.mean[k])  # equal slots: exactly their mean
         else:
             expected = self.mean[k]
         return expected + self.offset, self.mad[k], count[k]
 
-    def learn(self, t: float, value: float, alpha_floor: float) -> None:
+    def learn(self, t: float, value: float, raw: float, alpha_floor: float) -> None:
+        """The slot's mean learns ``value`` (held to the band), its deviation the ``raw`` value's (held to 4× the
+        slot's deviation: the spread is not shrunk by the holding, nor blown up by one incident)."""
         k = int(self.position(t)) % self.slots
         c = self.count[k] + 1
         self.count[k] = c
+        if c > 1:
+            deviation = abs(raw - self.mean[k])
+            mad = self.mad[k]
+            if c > 2 and deviation > 4.0 * mad:
+                deviation = 4.0 * mad
+            beta = 1.0 / (c - 1)
+            self.mad[k] = mad + (beta if beta > alpha_floor else alpha_floor) * (deviation - mad)
         alpha = 1.0 / c
         if alpha < alpha_floor:
             alpha = alpha_floor
-        deviation = abs(value - self.mean[k]) if c > 1 else 0.0
         self.mean[k] += alpha * (value - self.mean[k])
-        if c > 1:
-            self.mad[k] += alpha * (deviation - self.mad[k])
 
-    def track(self, residual: float, alpha: float, offset_alpha: float) -> None:
-        """After a prediction: its absolute error, and the level correction (value − profile, smoothed)."""
-        error = abs(residual)
-        self.err = error if self.err < 0 else self.err + alpha * (error - self.err)
+    def track(self, error: float, residual: float, alpha: float, offset_alpha: float) -> None:
+        """After a prediction: its absolute error (the raw value's), and the level correction (value − profile,
+        the value held to the band, smoothed)."""
+        self.err = track_error(self.err, error, alpha)
         self.offset += offset_alpha * residual
 
 
@@ -171,6 +187,11 @@ class Seasonal:
         self.name = "robust"
         return self.fallback.predict(t)
 
+    def error_alpha(self) -> float:
+        """The running errors remember about a day of points (between 20 and 1,000 points)."""
+        alpha = self.dt / DAY if self.dt > 0 else 0.01
+        return min(0.05, max(0.001, alpha))
+
     def alpha_floor(self, profile: Profile) -> float:
         """A slot's learning rate floor: about MEMORY_PERIODS periods of its points."""
         per_period = profile.slot_s / self.dt if self.dt > 0 else 1.0
@@ -193,11 +214,11 @@ class Seasonal:
                 continue
             found = profile.expect(t)
             if found is not None:
-                residual = learned - found[0]
-                error = abs(residual)
-                profile.track(residual, 0.01, self.offset_alpha)
+                error = abs(value - found[0])
+                alpha = self.error_alpha()
+                profile.track(error, learned - found[0], alpha, self.offset_alpha)
                 if profile is self._profile or (self._profile is None and profile is self.daily):
-                    self.resid = error if self.resid < 0 else self.resid + 0.01 * (error - self.resid)
-            profile.learn(t, learned, self.alpha_floor(profile))
+                    self.resid = track_error(self.resid, error, alpha)
+            profile.learn(t, learned, value, self.alpha_floor(profile))
         if not math.isfinite(self.resid):
             self.resid = -1.0
