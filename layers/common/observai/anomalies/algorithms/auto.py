@@ -27,7 +27,9 @@ class Auto:
     def __init__(self, settings: Mapping[str, Any], state: dict[str, Any] | None) -> None:
         self.rolling = LevelShift(settings, state.get("ls") if state else None)
         self.seasonal = (
-            Seasonal(settings, state.get("se") if state else None) if settings.get("season") != "none" else None
+            Seasonal(settings, state.get("se") if state else None, with_fallback=False)
+            if settings.get("season") != "none"
+            else None
         )
         self.rolling_err = float(state["err"]) if state else -1.0
         self.picked = str(state["picked"]) if state else "level_shift"

@@ -49,9 +49,9 @@ class Profile:
         self.slots = slots
         self.slot_s = period / slots
         if state:
-            self.mean: list[float] = [float(v) for v in state["m"]]
-            self.mad: list[float] = [float(v) for v in state["d"]]
-            self.count: list[int] = [int(v) for v in state["c"]]
+            self.mean: list[float] = list(state["m"])  # JSON numbers: floats (ints work the same)
+            self.mad: list[float] = list(state["d"])
+            self.count: list[int] = list(state["c"])
             self.err = float(state["e"])  # EWMA of the absolute error of this profile's predictions
             self.offset = float(state["o"])  # EWMA of value − profile: the recent level correction
         else:
@@ -113,11 +113,14 @@ class Profile:
 class Seasonal:
     name = "seasonal"
 
-    def __init__(self, settings: Mapping[str, Any], state: dict[str, Any] | None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], state: dict[str, Any] | None, *, with_fallback: bool = True
+    ) -> None:
         self.deviations = float(settings["deviations"])
         self.offset_alpha = 2.0 / (int(settings["window"]) + 1)
         self.season = settings.get("season", "auto")
-        self.fallback = Robust(settings, state.get("r") if state else None)
+        # robust until the profile has its history (auto has its own rolling baseline: no second window there)
+        self.fallback = Robust(settings, state.get("r") if state else None) if with_fallback else None
         self.daily = Profile(DAY, 96, state.get("day") if state else None) if self.season in ("auto", "daily") else None
         self.weekly = (
             Profile(WEEK, 168, state.get("week") if state else None) if self.season in ("auto", "weekly") else None
@@ -132,7 +135,7 @@ class Seasonal:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "r": self.fallback.dump(),
+            "r": self.fallback.dump() if self.fallback is not None else None,
             "day": self.daily.dump() if self.daily else None,
             "week": self.weekly.dump() if self.weekly else None,
             "first": self.first,
@@ -185,7 +188,7 @@ class Seasonal:
             self.name = "seasonal"
             return band
         self.name = "robust"
-        return self.fallback.predict(t)
+        return self.fallback.predict(t) if self.fallback is not None else None
 
     def error_alpha(self) -> float:
         """The running errors remember about a day of points (between 20 and 1,000 points)."""
@@ -198,7 +201,8 @@ class Seasonal:
         return 1.0 / (MEMORY_PERIODS * max(1.0, per_period))
 
     def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
-        self.fallback.update(t, value, lower, upper)
+        if self.fallback is not None:
+            self.fallback.update(t, value, lower, upper)
         if self.first is None:
             self.first = t
         if self.last is not None and t > self.last:
