@@ -371,3 +371,10 @@ def test_changed_settings_start_a_new_baseline() -> None:
     first = score_points(detector(algorithm="zscore"), None, points)
     again = score_points(detector(algorithm="robust"), first.state, points)
     assert again.warmup_points == 60  # another algorithm: the zscore state is not read as robust's
+
+
+def test_settings_stored_without_a_field_read_its_default() -> None:
+    points = timed(noisy(2, 200, 5.0, 1.0))
+    partial = score_points({"algorithm": "zscore", "window": 30}, None, points)
+    full = score_points(detector(algorithm="zscore", window=30), None, points)
+    assert steps_of(partial) == steps_of(full)
