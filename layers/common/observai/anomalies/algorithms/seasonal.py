@@ -1,8 +1,9 @@
 """seasonal: the expected value is what the series did at the same time of day (or of week) in its history.
 
-The history is kept as a profile of slots (daily: 96 quarter-hours; weekly: 168 hours), each with an exponentially
-weighted mean and mean absolute deviation of the values that fell in it (about the last 4 periods count), so the
-state stays the same size whatever the series' age. The expected value interpolates between the two nearest slot
+The history is kept as a profile of slots (daily: 96 quarter-hours; weekly: 84 two-hour slots), each with an
+exponentially weighted mean and mean absolute deviation of the values that fell in it (about the last 4 periods
+count; 7 significant digits, relative to the profile's first value), so the state stays small (~4 KB of JSON) and
+the same size whatever the series' age. The expected value interpolates between the two nearest slot
 centres, plus a level correction: the recent mean (an EWMA over about ``window`` points) of value − profile, so a
 level shift or a drift is followed as a rolling baseline follows it, while the day's shape stays. The spread pools
 the slot's own deviation with the series' overall deviation from its profile.
@@ -24,11 +25,18 @@ from observai.anomalies.algorithms.robust import Robust
 DAY = 86_400.0
 WEEK = 7 * DAY
 PERIODS_NEEDED = 3
+DAILY_SLOTS = 96  # quarter-hours
+WEEKLY_SLOTS = 84  # two-hour slots
 MEMORY_PERIODS = 4.0  # a slot forgets with a time constant of about this many periods
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation → standard deviation, normal noise
 POOL = 5.0  # the overall deviation weighs like this many observations of a slot's own
 # The weekly profile's slots start on Monday 00:00 UTC (the epoch was a Thursday).
 _WEEK_OFFSET = 3 * DAY
+
+
+def _digits(x: float) -> float:
+    """``x`` to 7 significant digits (its JSON is short)."""
+    return float(f"{x:.7g}")
 
 
 def track_error(running: float, error: float, alpha: float) -> float:
@@ -42,19 +50,21 @@ def track_error(running: float, error: float, alpha: float) -> float:
 
 
 class Profile:
-    __slots__ = ("count", "err", "mad", "mean", "offset", "period", "slot_s", "slots")
+    __slots__ = ("count", "err", "mad", "mean", "offset", "period", "ref", "slot_s", "slots")
 
     def __init__(self, period: float, slots: int, state: dict[str, Any] | None) -> None:
         self.period = period
         self.slots = slots
         self.slot_s = period / slots
         if state:
+            self.ref: float | None = state["r"]  # the first value learned: slot means are relative to it
             self.mean: list[float] = list(state["m"])  # JSON numbers: floats (ints work the same)
             self.mad: list[float] = list(state["d"])
             self.count: list[int] = list(state["c"])
             self.err = float(state["e"])  # EWMA of the absolute error of this profile's predictions
             self.offset = float(state["o"])  # EWMA of value − profile: the recent level correction
         else:
+            self.ref = None
             self.mean = [0.0] * slots
             self.mad = [0.0] * slots
             self.count = [0] * slots
@@ -62,7 +72,7 @@ class Profile:
             self.offset = 0.0
 
     def dump(self) -> dict[str, Any]:
-        return {"m": self.mean, "d": self.mad, "c": self.count, "e": self.err, "o": self.offset}
+        return {"r": self.ref, "m": self.mean, "d": self.mad, "c": self.count, "e": self.err, "o": self.offset}
 
     def position(self, t: float) -> float:
         offset = _WEEK_OFFSET if self.period == WEEK else 0.0
@@ -83,25 +93,32 @@ class Profile:
             expected = self.mean[k] + w * (self.mean[other] - self.mean[k])  # equal slots: exactly their mean
         else:
             expected = self.mean[k]
-        return expected + self.offset, self.mad[k], count[k]
+        ref = self.ref if self.ref is not None else 0.0  # (set with the first count)
+        return ref + expected + self.offset, self.mad[k], count[k]
 
     def learn(self, t: float, value: float, raw: float, alpha_floor: float) -> None:
         """The slot's mean learns ``value`` (held to the band), its deviation the ``raw`` value's (held to 4× the
-        slot's deviation: the spread is not shrunk by the holding, nor blown up by one incident)."""
+        slot's deviation: the spread is not shrunk by the holding, nor blown up by one incident). Both are kept to
+        7 significant digits, relative to the profile's first value: the stored state is half the size, and what
+        is stored is exactly what the fold computed with."""
         k = int(self.position(t)) % self.slots
         c = self.count[k] + 1
         self.count[k] = c
+        if self.ref is None:
+            self.ref = value
+        ref = self.ref
+        mean = self.mean[k]
         if c > 1:
-            deviation = abs(raw - self.mean[k])
+            deviation = abs(raw - ref - mean)
             mad = self.mad[k]
             if c > 2 and deviation > 4.0 * mad:
                 deviation = 4.0 * mad
             beta = 1.0 / (c - 1)
-            self.mad[k] = mad + (beta if beta > alpha_floor else alpha_floor) * (deviation - mad)
+            self.mad[k] = _digits(mad + (beta if beta > alpha_floor else alpha_floor) * (deviation - mad))
         alpha = 1.0 / c
         if alpha < alpha_floor:
             alpha = alpha_floor
-        self.mean[k] += alpha * (value - self.mean[k])
+        self.mean[k] = _digits(mean + alpha * (value - ref - mean))
 
     def track(self, error: float, residual: float, alpha: float, offset_alpha: float) -> None:
         """After a prediction: its absolute error (the raw value's), and the level correction (value − profile,
@@ -121,9 +138,13 @@ class Seasonal:
         self.season = settings.get("season", "auto")
         # robust until the profile has its history (auto has its own rolling baseline: no second window there)
         self.fallback = Robust(settings, state.get("r") if state else None) if with_fallback else None
-        self.daily = Profile(DAY, 96, state.get("day") if state else None) if self.season in ("auto", "daily") else None
+        self.daily = (
+            Profile(DAY, DAILY_SLOTS, state.get("day") if state else None) if self.season in ("auto", "daily") else None
+        )
         self.weekly = (
-            Profile(WEEK, 168, state.get("week") if state else None) if self.season in ("auto", "weekly") else None
+            Profile(WEEK, WEEKLY_SLOTS, state.get("week") if state else None)
+            if self.season in ("auto", "weekly")
+            else None
         )
         self.first = float(state["first"]) if state and state.get("first") is not None else None
         self.last = float(state["last_t"]) if state and state.get("last_t") is not None else None
