@@ -1,9 +1,11 @@
 """Anomaly detection of a project: detectors (create, list, read, change, delete), their bands and series, the
-anomaly events they found and their correlated groups.
+anomaly events they found and their correlated groups; and the backtest (a detector's settings over points the
+caller sends, nothing stored).
 
 Detectors are written by people with the member role and up, or an API key of the project with the ``admin``
 scope, every write audited; everything is read by viewers and up, or a ``read`` key of the project. The scoring
-itself is DetectAnomaliesFunction's. Thin: parse, one call, envelope. See docs/anomalies-api.md.
+itself is DetectAnomaliesFunction's. Thin: parse, one call, envelope. See docs/anomalies.md and
+docs/anomalies-api.md.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Annotated, Literal
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
-from observai.anomalies import detectors
+from observai.anomalies import backtest, detectors
+from observai.anomalies.backtest_models import MAX_BODY_BYTES, MAX_POINTS, BacktestIn, BacktestResult
 from observai.anomalies.detector_models import (
     AnomalyEvent,
     AnomalyGroup,
@@ -38,6 +41,25 @@ DETECTOR = f"{DETECTORS}/<detector_id>"
 From = Annotated[AwareDateTimeText | None, Query(alias="from", description="RFC 3339 start (inclusive)")]
 To = Annotated[AwareDateTimeText | None, Query(alias="to", description="RFC 3339 end (exclusive)")]
 Status = Annotated[Literal["open", "closed"] | None, Query(description="open or closed")]
+BACKTEST_PATH = f"{DETECTORS}/backtest"
+
+
+@app.post(
+    BACKTEST_PATH,
+    tags=["anomalies"],
+    responses=route_responses(
+        200,
+        e413=f"the body is larger than {MAX_BODY_BYTES} bytes, or has more than {MAX_POINTS} points",
+        e422="bad settings (the field named), points out of time order (the index), a value that is not a number",
+    ),
+)
+def backtest_detector(
+    caller: CurrentPrincipal, project_id: UUID, body: Annotated[BacktestIn, Body()]
+) -> Envelope[BacktestResult]:
+    """Score points with a detector's settings, exactly as the detect-anomalies job would score them as a new series
+    (one entry per point, in order), storing nothing. Up to 50,000 points in ascending time order. Viewers and up,
+    or a `read` key. See docs/anomalies.md."""
+    return ok(backtest.run_backtest(caller, project_id, body))
 
 
 @app.post(
@@ -160,4 +182,4 @@ def get_group(caller: CurrentPrincipal, project_id: UUID, group_id: UUID) -> Env
     return ok(detectors.get_group(caller, project_id, group_id))
 
 
-lambda_handler = lambda_handler_for(app)
+lambda_handler = lambda_handler_for(app, larger_bodies={("POST", BACKTEST_PATH): MAX_BODY_BYTES})
