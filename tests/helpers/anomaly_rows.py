@@ -75,11 +75,21 @@ def add_points(
             "insert into public.anomaly_points (series_id, time, org_id, project_id, detector_id, value, expected,"
             " lower, upper, score, is_anomaly) values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
             [
-                (series_id, start + timedelta(seconds=step_s * i), project.org_id, project.project_id, detector_id,
-                 value, expected, expected - half_width, expected + half_width,
-                 1.0 if abs(value - expected) > half_width else 0.0, abs(value - expected) > half_width)
+                (
+                    series_id,
+                    start + timedelta(seconds=step_s * i),
+                    project.org_id,
+                    project.project_id,
+                    detector_id,
+                    value,
+                    expected,
+                    expected - half_width,
+                    expected + half_width,
+                    1.0 if abs(value - expected) > half_width else 0.0,
+                    abs(value - expected) > half_width,
+                )
                 for i, value in enumerate(values)
-            ],  # fmt: skip
+            ],
         )
 
 
@@ -100,14 +110,23 @@ def add_event(
         "insert into public.anomaly_events (org_id, project_id, detector_id, series_id, status, started_at, ended_at,"
         " peak_score, peak_at, expected_at_peak, actual_at_peak, direction, algorithm, labels)"
         " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, 10.0, 30.0, %s, 'robust', %s) returning id",
-        (project.org_id, project.project_id, detector_id, series_id, status, started_at, ended_at, peak_score,
-         started_at, direction, Jsonb(labels)),  # fmt: skip
+        (
+            project.org_id,
+            project.project_id,
+            detector_id,
+            series_id,
+            status,
+            started_at,
+            ended_at,
+            peak_score,
+            started_at,
+            direction,
+            Jsonb(labels),
+        ),
     ).fetchone()
     assert row is not None
     return UUID(str(row["id"]))
 
 
 def close_event(db: psycopg.Connection[Any], event_id: UUID, at: datetime) -> None:
-    db.execute(
-        "update public.anomaly_events set status = 'closed', ended_at = %s where id = %s", (at, event_id)
-    )
+    db.execute("update public.anomaly_events set status = 'closed', ended_at = %s where id = %s", (at, event_id))

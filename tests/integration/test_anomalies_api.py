@@ -24,8 +24,12 @@ from tests.helpers.users import User, add_membership, make_user
 pytestmark = pytest.mark.integration
 
 T = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-QUERY = {"name": "http.latency", "filters": [{"attribute": "service", "op": "=", "value": "checkout"}],
-         "aggregation": "p95", "group_by": ["host"]}  # fmt: skip
+QUERY = {
+    "name": "http.latency",
+    "filters": [{"attribute": "service", "op": "=", "value": "checkout"}],
+    "aggregation": "p95",
+    "group_by": ["host"],
+}
 
 
 @dataclass
@@ -54,8 +58,14 @@ def tenant(database_url: str) -> Tenant:
         for role in ("owner", "member", "viewer"):
             users[role] = make_user(db)
             add_membership(db, project.org_id, users[role].id, role)
-    return Tenant(project, add_key(project, ("read",)), add_key(project, ("admin",)), users["owner"],
-                  users["member"], users["viewer"])  # fmt: skip
+    return Tenant(
+        project,
+        add_key(project, ("read",)),
+        add_key(project, ("admin",)),
+        users["owner"],
+        users["member"],
+        users["viewer"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,8 +99,12 @@ def rows(db: psycopg.Connection[Any], query: str, *params: Any) -> list[dict[str
 def test_crud_round_trip_audited(tenant: Tenant, db: psycopg.Connection) -> None:
     # Given a member of the project
     # When they create a detector of checkout's p95 latency per host, every 5 minutes, robust, above only
-    created = create(tenant, description="  p95 per host ", interval_s=300,
-                     settings={"algorithm": "robust", "window": 120, "direction": "above"})  # fmt: skip
+    created = create(
+        tenant,
+        description="  p95 per host ",
+        interval_s=300,
+        settings={"algorithm": "robust", "window": 120, "direction": "above"},
+    )
 
     # Then it is saved as sent, the settings completed with their defaults, not yet scored
     assert created["name"] == "checkout latency" and created["description"] == "p95 per host"
@@ -128,10 +142,14 @@ def test_crud_round_trip_audited(tenant: Tenant, db: psycopg.Connection) -> None
     assert row["deleted_at"] is not None and row["enabled"] is False
 
     # And every write is audited, by whom
-    audit = rows(db, "select action, actor_id, details from public.audit_log where target_id = %s order by id",
-                 created["id"])  # fmt: skip
+    audit = rows(
+        db, "select action, actor_id, details from public.audit_log where target_id = %s order by id", created["id"]
+    )
     assert [a["action"] for a in audit] == [
-        "anomaly_detector.create", "anomaly_detector.update", "anomaly_detector.delete"]  # fmt: skip
+        "anomaly_detector.create",
+        "anomaly_detector.update",
+        "anomaly_detector.delete",
+    ]
     assert audit[0]["actor_id"] == audit[1]["actor_id"] == str(tenant.member.id)
     assert audit[2]["actor_id"] == str(tenant.admin_key.key_id)
     assert audit[1]["details"]["changed"] == ["enabled", "name"]
@@ -250,12 +268,17 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
 
     def state() -> dict[str, Any]:
         (d,) = rows(db, "select processed_until from public.anomaly_detectors where id = %s", did)
-        series = rows(db, "select id, state, anomalous, algorithm from public.anomaly_series where detector_id = %s",
-                      did)  # fmt: skip
+        series = rows(
+            db, "select id, state, anomalous, algorithm from public.anomaly_series where detector_id = %s", did
+        )
         points = rows(db, "select count(*) as n from public.anomaly_points where detector_id = %s", did)[0]["n"]
         events = rows(db, "select status from public.anomaly_events where detector_id = %s", did)
-        return {"cursor": d["processed_until"], "series": series, "points": points,
-                "events": [e["status"] for e in events]}  # fmt: skip
+        return {
+            "cursor": d["processed_until"],
+            "series": series,
+            "points": points,
+            "events": [e["status"] for e in events],
+        }
 
     sid, _ = scored()
 
@@ -270,7 +293,8 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
     after = state()
     assert after["cursor"] is None and after["points"] == 0 and after["events"] == ["closed"]
     assert [(s["id"], s["state"], s["anomalous"], s["algorithm"]) for s in after["series"]] == [
-        (sid, None, False, None)]  # fmt: skip
+        (sid, None, False, None)
+    ]
 
     # When the interval changes: the same
     scored()
@@ -285,8 +309,12 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
     assert response.status == 200 and response.data["query"] == new_query
     after = state()
     assert after == {"cursor": None, "series": [], "points": 0, "events": []}
-    audit = rows(db, "select details from public.audit_log where target_id = %s and action = %s order by id",
-                 str(did), "anomaly_detector.update")  # fmt: skip
+    audit = rows(
+        db,
+        "select details from public.audit_log where target_id = %s and action = %s order by id",
+        str(did),
+        "anomaly_detector.update",
+    )
     assert audit[-1]["details"]["dropped_series"] == 1 and audit[1]["details"]["reset_series"] == 1
 
 
@@ -299,8 +327,15 @@ def scored(tenant: Tenant, database_url: str) -> dict[str, Any]:
     with psycopg.connect(database_url, autocommit=True, row_factory=psycopg.rows.dict_row) as db:
         did = add_detector(db, tenant.project, "bands", group_by=["host"])
         a = add_series(db, tenant.project, did, {"host": "a"})
-        b = add_series(db, tenant.project, did, {"host": "b"}, anomalous=True, algorithm="zscore",
-                       reason="auto: zscore (steady history)")  # fmt: skip
+        b = add_series(
+            db,
+            tenant.project,
+            did,
+            {"host": "b"},
+            anomalous=True,
+            algorithm="zscore",
+            reason="auto: zscore (steady history)",
+        )
         add_points(db, tenant.project, did, a, T, [10.0 + (i % 3) * 0.5 for i in range(30)])
         add_points(db, tenant.project, did, b, T, [10.0] * 27 + [30.0, 31.0, 32.0])
     return {"id": did, "a": a, "b": b, "path": f"{tenant.path}/{did}"}
@@ -314,8 +349,15 @@ def test_bands_per_step_for_one_series_by_id_or_labels(tenant: Tenant, scored: d
     assert series["series_id"] == scored["b"] and series["labels"] == {"host": "b"}
     points = series["points"]
     assert len(points) == 30 and points[0]["time"].startswith(iso(T)[:16])
-    assert points[0] == {"time": points[0]["time"], "actual": 10.0, "expected": 10.0, "lower": 8.0, "upper": 12.0,
-                         "score": 0.0, "is_anomaly": False}  # fmt: skip
+    assert points[0] == {
+        "time": points[0]["time"],
+        "actual": 10.0,
+        "expected": 10.0,
+        "lower": 8.0,
+        "upper": 12.0,
+        "score": 0.0,
+        "is_anomaly": False,
+    }
     assert [p["is_anomaly"] for p in points[-3:]] == [True, True, True] and points[-1]["actual"] == 32.0
 
     by_labels = call("GET", f"{scored['path']}/bands", tenant.reader.headers, query=f"{window}&series=host=b")
@@ -335,8 +377,12 @@ def test_bands_refuse_too_many_steps_bad_selectors_and_unknown_series(tenant: Te
     (detail,) = long.error["details"]
     assert detail["type"] == "too_many_steps" and "10000" in detail["message"]
     # ... but one series of them is fine
-    one = call("GET", bands, tenant.viewer.headers,
-               query=f"from={iso(T - timedelta(minutes=6000))}&to={iso(T)}&series={scored['a']}")  # fmt: skip
+    one = call(
+        "GET",
+        bands,
+        tenant.viewer.headers,
+        query=f"from={iso(T - timedelta(minutes=6000))}&to={iso(T)}&series={scored['a']}",
+    )
     assert one.status == 200 and one.data[0]["points"] == []
     bad = call("GET", bands, tenant.viewer.headers, query="series=host")
     assert bad.status == 422 and bad.error["details"][0]["loc"] == ["query", "series"]
@@ -374,14 +420,30 @@ def anomalies(tenant: Tenant, database_url: str) -> dict[str, Any]:
         s1 = add_series(db, project, latency, {"service": "checkout", "host": "a"})
         s2 = add_series(db, project, errors, {"service": "checkout", "host": "b"})
         s3 = add_series(db, project, latency, {"service": "search", "host": "c"})
-        old = add_event(db, project, latency, s3, {"service": "search", "host": "c"}, T - timedelta(hours=1),
-                        ended_at=T - timedelta(minutes=50), peak_score=0.6, direction="below")  # fmt: skip
+        old = add_event(
+            db,
+            project,
+            latency,
+            s3,
+            {"service": "search", "host": "c"},
+            T - timedelta(hours=1),
+            ended_at=T - timedelta(minutes=50),
+            peak_score=0.6,
+            direction="below",
+        )
         first = add_event(db, project, latency, s1, {"service": "checkout", "host": "a"}, T, peak_score=0.95)
         second = add_event(db, project, errors, s2, {"service": "checkout", "host": "b"}, T + timedelta(minutes=3))
     with transaction() as cur:
         correlate(cur, project.project_id, T + timedelta(minutes=5))
-    return {"project": project, "latency": latency, "errors": errors, "old": old, "first": first, "second": second,
-            "base": f"/v1/projects/{project.project_id}"}  # fmt: skip
+    return {
+        "project": project,
+        "latency": latency,
+        "errors": errors,
+        "old": old,
+        "first": first,
+        "second": second,
+        "base": f"/v1/projects/{project.project_id}",
+    }
 
 
 def test_anomalies_newest_first_filtered_and_paginated(anomalies: dict[str, Any]) -> None:
@@ -407,7 +469,9 @@ def test_anomalies_newest_first_filtered_and_paginated(anomalies: dict[str, Any]
     assert ids("status=closed") == [str(anomalies["old"])]
     assert ids(f"detector_id={anomalies['errors']}") == [str(anomalies["second"])]
     assert ids(f"from={iso(T - timedelta(minutes=55))}&to={iso(T + timedelta(minutes=1))}") == [
-        str(anomalies["first"]), str(anomalies["old"])]  # fmt: skip
+        str(anomalies["first"]),
+        str(anomalies["old"]),
+    ]
     one = call("GET", f"{base}/anomalies/{anomalies['first']}", headers)
     assert one.status == 200 and one.data == first
     assert call("GET", f"{base}/anomalies", headers, query="status=gone").status == 422

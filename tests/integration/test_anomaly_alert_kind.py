@@ -59,13 +59,13 @@ def checkout(db: psycopg.Connection) -> dict[str, Any]:
         ("search", latency, {"service": "search", "host": "z"}, 1, 0.4),
     ]:
         series = add_series(db, project, detector, labels)
-        events[name] = add_event(db, project, detector, series, labels, T + timedelta(minutes=minute),
-                                 peak_score=score)  # fmt: skip
+        events[name] = add_event(db, project, detector, series, labels, T + timedelta(minutes=minute), peak_score=score)
     correlated(project, T + timedelta(minutes=5))
     groups = {
         r["shared_labels"].get("service"): r["id"]
-        for r in db.execute("select id, shared_labels from public.anomaly_groups where project_id = %s",
-                            (project.project_id,)).fetchall()  # fmt: skip
+        for r in db.execute(
+            "select id, shared_labels from public.anomaly_groups where project_id = %s", (project.project_id,)
+        ).fetchall()
     }
     return {"project": project, "latency": latency, "errors": errors, "events": events, "groups": groups}
 
@@ -85,14 +85,27 @@ def test_a_group_rule_notifies_once_per_group_and_resolves_when_it_closes(
     assert (report.rules_evaluated, report.errors) == (1, 0)
     alerts = instances(db, rule)
     assert [(a["labels"].get("service"), a["state"], a["value"]) for a in alerts] == [
-        ("checkout", "firing", 0.95), ("search", "firing", 0.4)]  # fmt: skip
-    assert alerts[0]["labels"] == {"alertname": "Anomalous", "severity": "warning", "service": "checkout",
-                                   "anomaly_group_id": str(checkout["groups"]["checkout"])}  # fmt: skip
+        ("checkout", "firing", 0.95),
+        ("search", "firing", 0.4),
+    ]
+    assert alerts[0]["labels"] == {
+        "alertname": "Anomalous",
+        "severity": "warning",
+        "service": "checkout",
+        "anomaly_group_id": str(checkout["groups"]["checkout"]),
+    }
 
     # When a fourth checkout series turns anomalous, joining the group, and the rule runs again
     series = add_series(db, project, checkout["errors"], {"service": "checkout", "host": "b"})
-    add_event(db, project, checkout["errors"], series, {"service": "checkout", "host": "b"},
-              T + timedelta(minutes=6), peak_score=0.99)  # fmt: skip
+    add_event(
+        db,
+        project,
+        checkout["errors"],
+        series,
+        {"service": "checkout", "host": "b"},
+        T + timedelta(minutes=6),
+        peak_score=0.99,
+    )
     correlated(project, T + timedelta(minutes=7))
     run_evaluation(now=T + timedelta(minutes=7), project_ids=[project.project_id])
 
@@ -103,14 +116,19 @@ def test_a_group_rule_notifies_once_per_group_and_resolves_when_it_closes(
     # When every checkout anomaly closes and the correlation closes the group
     for name in ("a", "b", "c"):
         close_event(db, checkout["events"][name], T + timedelta(minutes=8))
-    close_event(db, db.execute("select id from public.anomaly_events where series_id = %s", (series,)).fetchone()["id"],
-                T + timedelta(minutes=8))  # fmt: skip
+    close_event(
+        db,
+        db.execute("select id from public.anomaly_events where series_id = %s", (series,)).fetchone()["id"],
+        T + timedelta(minutes=8),
+    )
     correlated(project, T + timedelta(minutes=9))
     run_evaluation(now=T + timedelta(minutes=9), project_ids=[project.project_id])
 
     # Then checkout's alert resolves; search's keeps firing
     assert [(a["labels"].get("service"), a["state"]) for a in instances(db, rule)] == [
-        ("checkout", "resolved"), ("search", "firing")]  # fmt: skip
+        ("checkout", "resolved"),
+        ("search", "firing"),
+    ]
 
 
 def test_per_series_detector_matchers_and_min_score_narrow_the_rule(
@@ -119,20 +137,37 @@ def test_per_series_detector_matchers_and_min_score_narrow_the_rule(
     project = checkout["project"]
     at = T + timedelta(minutes=5)
     per_series = add_rule(project, {"kind": "anomaly", "per": "series"}, next_eval_at=at)
-    latency_only = add_rule(project, {"kind": "anomaly", "per": "series", "detector_id": str(checkout["latency"]),
-                                      "matchers": {"service": "checkout"}}, next_eval_at=at)  # fmt: skip
+    latency_only = add_rule(
+        project,
+        {
+            "kind": "anomaly",
+            "per": "series",
+            "detector_id": str(checkout["latency"]),
+            "matchers": {"service": "checkout"},
+        },
+        next_eval_at=at,
+    )
     strong = add_rule(project, {"kind": "anomaly", "min_score": 0.9}, next_eval_at=at)
-    checkout_group = add_rule(project, {"kind": "anomaly", "matchers": {"service": "checkout"},
-                                        "detector_id": str(checkout["errors"])}, next_eval_at=at)  # fmt: skip
+    checkout_group = add_rule(
+        project,
+        {"kind": "anomaly", "matchers": {"service": "checkout"}, "detector_id": str(checkout["errors"])},
+        next_eval_at=at,
+    )
 
     report = run_evaluation(now=at, project_ids=[project.project_id])
 
     assert (report.rules_evaluated, report.errors) == (4, 0)
     # per series: one alert per open anomaly, labelled with its series' labels and detector
-    assert sorted((a["labels"]["host"], a["labels"]["anomaly_detector_id"], a["state"])
-                  for a in instances(db, per_series)) == sorted(
-        [("a", str(checkout["latency"]), "firing"), ("b", str(checkout["latency"]), "firing"),
-         ("a", str(checkout["errors"]), "firing"), ("z", str(checkout["latency"]), "firing")])  # fmt: skip
+    assert sorted(
+        (a["labels"]["host"], a["labels"]["anomaly_detector_id"], a["state"]) for a in instances(db, per_series)
+    ) == sorted(
+        [
+            ("a", str(checkout["latency"]), "firing"),
+            ("b", str(checkout["latency"]), "firing"),
+            ("a", str(checkout["errors"]), "firing"),
+            ("z", str(checkout["latency"]), "firing"),
+        ]
+    )
     # one detector, service=checkout: hosts a and b of latency
     assert sorted(a["labels"]["host"] for a in instances(db, latency_only)) == ["a", "b"]
     # min_score 0.9: checkout's group (peak 0.95) fires; search's (0.4) stays inactive (no row)

@@ -40,8 +40,15 @@ def groups(db: psycopg.Connection[Any], project: IngestProject) -> list[dict[str
     return list(rows)
 
 
-def event_at(db: psycopg.Connection[Any], project: IngestProject, detector: UUID, labels: dict[str, Any],
-             start: datetime, key: str | None = None, **kwargs: Any) -> UUID:  # fmt: skip
+def event_at(
+    db: psycopg.Connection[Any],
+    project: IngestProject,
+    detector: UUID,
+    labels: dict[str, Any],
+    start: datetime,
+    key: str | None = None,
+    **kwargs: Any,
+) -> UUID:
     series = add_series(db, project, detector, labels, key=key)
     return add_event(db, project, detector, series, labels, start, **kwargs)
 
@@ -129,8 +136,9 @@ def test_a_detectors_equality_filters_are_attributes_and_label_less_anomalies_st
     # Given a detector of checkout's latency by its filter (no group_by: its series has no labels), one of
     # checkout's errors per host, and a detector of the whole fleet's CPU (no filter, no labels)
     project = make_project(label="Filters")
-    latency = add_detector(db, project, "checkout latency", filters=[{"attribute": "service", "op": "=",
-                           "value": "checkout"}])  # fmt: skip
+    latency = add_detector(
+        db, project, "checkout latency", filters=[{"attribute": "service", "op": "=", "value": "checkout"}]
+    )
     errors = add_detector(db, project, "errors", metric="errors", group_by=["service", "host"])
     fleet = add_detector(db, project, "fleet CPU", metric="cpu")
     a = event_at(db, project, latency, {}, T)
@@ -174,8 +182,17 @@ def test_grouping_is_a_partition_idempotent_and_independent_of_insert_order(
             minute, duration, service, host, detector = events[index]
             start = T + timedelta(minutes=minute)
             end = None if duration is None else start + timedelta(minutes=duration)
-            ids[event_at(db, project, detectors[detector], {"service": service, "host": host}, start,
-                         key=f"s{index}", ended_at=end)] = index  # fmt: skip
+            ids[
+                event_at(
+                    db,
+                    project,
+                    detectors[detector],
+                    {"service": service, "host": host},
+                    start,
+                    key=f"s{index}",
+                    ended_at=end,
+                )
+            ] = index
         return project, ids
 
     indexes = list(range(len(events)))

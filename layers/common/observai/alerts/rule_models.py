@@ -168,9 +168,7 @@ class AnomalyCondition(_In):
     per: Literal["group", "series"] = "group"
 
 
-Condition = Annotated[
-    MetricCondition | LogCondition | AbsenceCondition | AnomalyCondition, Field(discriminator="kind")
-]
+Condition = Annotated[MetricCondition | LogCondition | AbsenceCondition | AnomalyCondition, Field(discriminator="kind")]
 
 LabelName = Annotated[str, StringConstraints(pattern=LABEL_NAME.pattern)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]

@@ -108,7 +108,7 @@ def _label_text(shared: dict[str, str]) -> str:
 
 
 def reason_of(members: list[_Event], shared: dict[str, str]) -> str:
-    """"3 anomalies on service=checkout within 4 minutes: checkout latency above, ..." (members by start, id)."""
+    """ "3 anomalies on service=checkout within 4 minutes: checkout latency above, ..." (members by start, id)."""
     count = len(members)
     head = f"{count} anomal{'y' if count == 1 else 'ies'}"
     if shared:
@@ -189,7 +189,10 @@ def _load(cur: Cursor, project_id: UUID, now: datetime) -> tuple[list[_Group], l
                 # As its members are now (one may have closed since): what the new events are matched against.
                 summary = _summarize(group)
                 group.status, group.started_at, group.ended_at = (
-                    summary["status"], summary["started_at"], summary["ended_at"])  # fmt: skip
+                    summary["status"],
+                    summary["started_at"],
+                    summary["ended_at"],
+                )
                 group.shared = summary["shared"]
     return groups, ungrouped
 
@@ -238,8 +241,16 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
     for event in ungrouped:
         group = _best(groups, event, now)
         if group is None:
-            group = _Group(None, created, event.status, event.started_at, event.ended_at, dict(event.attributes), "",
-                           event.peak_score)  # fmt: skip
+            group = _Group(
+                None,
+                created,
+                event.status,
+                event.started_at,
+                event.ended_at,
+                dict(event.attributes),
+                "",
+                event.peak_score,
+            )
             created += 1
             groups.append(group)
         group.members.append(event)

@@ -167,8 +167,13 @@ def create_detector(principal: Principal, project_id: UUID, body: DetectorIn, no
             org_id=org_id,
             target_type="anomaly_detector",
             target_id=row["id"],
-            details={"project_id": str(project_id), "name": body.name, "metric": body.query.name,
-                     "algorithm": row["settings"].get("algorithm"), "interval_s": body.interval_s},  # fmt: skip
+            details={
+                "project_id": str(project_id),
+                "name": body.name,
+                "metric": body.query.name,
+                "algorithm": row["settings"].get("algorithm"),
+                "interval_s": body.interval_s,
+            },
         )
     return to_detector(row)
 
@@ -416,7 +421,9 @@ def _with_members(cur: Cursor, rows: list[dict[str, Any]]) -> list[AnomalyGroup]
         for member in store.group_members(cur, list(members)):
             members[member["group_id"]].append(to_event(member))
     return [
-        AnomalyGroup(**{key: row[key] for key in AnomalyGroup.model_fields if key != "members"}, members=members[row["id"]])
+        AnomalyGroup(
+            **{key: row[key] for key in AnomalyGroup.model_fields if key != "members"}, members=members[row["id"]]
+        )
         for row in rows
     ]
 
@@ -447,4 +454,3 @@ def get_group(principal: Principal, project_id: UUID, group_id: UUID) -> Anomaly
         if row is None:
             raise NotFound("Anomaly group not found", details={"group_id": str(group_id)})
         return _with_members(cur, [row])[0]
-

@@ -168,9 +168,14 @@ def list_series(
     limit: int,
 ) -> list[dict[str, Any]]:
     """The detector's series by id; ``labels`` keeps those whose labels hold each key with that value (as text)."""
-    params: dict[str, Any] = {"detector": detector_id, "series": series_id, "anomalous": anomalous,
-                              "after": after_id, "limit": limit}  # fmt: skip
-    where = [
+    params: dict[str, Any] = {
+        "detector": detector_id,
+        "series": series_id,
+        "anomalous": anomalous,
+        "after": after_id,
+        "limit": limit,
+    }
+    where: list[sql.Composable] = [
         sql.SQL("s.detector_id = %(detector)s"),
         sql.SQL("(%(series)s::bigint is null or s.id = %(series)s)"),
         sql.SQL("(%(anomalous)s::boolean is null or s.anomalous = %(anomalous)s)"),
@@ -226,8 +231,16 @@ def list_events(
         " and (%(start)s::timestamptz is null or e.ended_at is null or e.ended_at >= %(start)s)"
         " and (%(after_ts)s::timestamptz is null or (e.started_at, e.id) < (%(after_ts)s, %(after_id)s::uuid))"
         " order by e.started_at desc, e.id desc limit %(limit)s",
-        {"project": project_id, "detector": detector_id, "status": status, "start": start, "end": end,
-         "after_ts": after_ts, "after_id": after_id, "limit": limit},  # fmt: skip
+        {
+            "project": project_id,
+            "detector": detector_id,
+            "status": status,
+            "start": start,
+            "end": end,
+            "after_ts": after_ts,
+            "after_id": after_id,
+            "limit": limit,
+        },
     )
     return cur.fetchall()
 
