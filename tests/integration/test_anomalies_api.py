@@ -539,3 +539,43 @@ def test_another_organization_gets_404_on_every_route(
     assert call("GET", f"{mine}/anomaly-groups", owner.headers).data == []
     assert call("GET", f"{tenant.path}/{detector['id']}", tenant.viewer.headers).data["name"] == "checkout latency"
     assert call("GET", f"{mine}/anomaly-detectors/{uuid4()}", owner.headers).status == 404
+
+
+def test_disabling_deleting_or_requerying_a_detector_ends_its_anomalies_and_their_groups(
+    db: psycopg.Connection,
+) -> None:
+    # Given two detectors of one project anomalous on service checkout (one correlated group), and a third
+    # anomalous on search (a group of its own)
+    project = make_project(scopes=("admin", "read"), label="Lifecycle")
+    path = f"/v1/projects/{project.project_id}/anomaly-detectors"
+    ids = []
+    for name, service in (("latency", "checkout"), ("errors", "checkout"), ("search", "search")):
+        response = call("POST", path, project.headers, {"name": name, "query": {"name": name, "group_by": ["service"]}})
+        assert response.status == 201, response.text
+        did = UUID(response.data["id"])
+        sid = add_series(db, project, did, {"service": service}, anomalous=True)
+        add_event(db, project, did, sid, {"service": service}, T)
+        ids.append(did)
+    with transaction() as cur:
+        correlate(cur, project.project_id, T + timedelta(minutes=1))
+
+    def group_states() -> dict[str, str]:
+        found = call("GET", f"/v1/projects/{project.project_id}/anomaly-groups", project.headers).data
+        return {g["shared_labels"]["service"]: g["status"] for g in found}
+
+    assert group_states() == {"checkout": "open", "search": "open"}
+
+    # When the first is disabled: its anomaly closes, its series is not shown anomalous; the group stays open
+    assert call("PATCH", f"{path}/{ids[0]}", project.headers, {"enabled": False}).status == 200
+    statuses = rows(db, "select status from public.anomaly_events where detector_id = %s", ids[0])
+    assert [r["status"] for r in statuses] == ["closed"]
+    assert call("GET", f"{path}/{ids[0]}/series", project.headers).data[0]["anomalous"] is False
+    assert group_states() == {"checkout": "open", "search": "open"}
+
+    # When the second is deleted: its anomaly closes, and the checkout group with it, at once
+    assert call("DELETE", f"{path}/{ids[1]}", project.headers).status == 200
+    assert group_states() == {"checkout": "closed", "search": "open"}
+
+    # When the third's query changes: its series and anomaly go, and its group (left empty) with them
+    assert call("PATCH", f"{path}/{ids[2]}", project.headers, {"query": {"name": "search2"}}).status == 200
+    assert group_states() == {"checkout": "closed"}

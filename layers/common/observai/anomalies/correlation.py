@@ -263,7 +263,7 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
     written = 0
     for group in groups:
         if not group.members:
-            if group.id is not None:
+            if group.id is not None:  # its members were deleted (their detector's query changed)
                 cur.execute("delete from public.anomaly_groups where id = %s", (group.id,))
                 written += 1
             continue

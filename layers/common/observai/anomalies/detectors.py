@@ -21,9 +21,14 @@ warm at once. Changing what a baseline means resets it the same way:
 * in both cases ``processed_until`` goes back to null: the next run backfills and re-warms as for a new detector.
   A run in flight on the detector writes nothing (the job fences its writes on the cursor it read).
 
-Name, description and ``enabled`` change nothing of the baselines. Deleting is a soft delete: the detector's open
-events close now (their groups close with them at the next correlation), and it disappears from every read with its
-series, bands and events.
+Name and description change nothing else. Disabling (``enabled: false``) stops the scoring: the detector's open
+anomalies close now and its series are no longer shown anomalous (the baselines are kept; re-enabled, the job
+catches up from the cursor). Whenever anomalies close or go, the project's correlated groups are summed up again in
+the same transaction (a group whose members all closed closes now, and the ``anomaly`` rules' alerts resolve at
+their next evaluation).
+
+Deleting is a soft delete: the detector's open anomalies close now (and their groups with them), and it disappears
+from every read with its series, bands and anomalies.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from observai import audit
 from observai.alerts.rules_store import regex_error
 from observai.anomalies import detectors_store as store
+from observai.anomalies.correlation import correlate
 from observai.anomalies.detector_models import (
     AnomalyEvent,
     AnomalyGroup,
@@ -205,6 +211,12 @@ def update_detector(
                 details["dropped_series"] = store.drop_series(cur, detector_id)
             else:
                 details["reset_series"] = store.reset_series(cur, detector_id, now)
+        elif changes.get("enabled") is False:
+            # Not scored any more: its anomalies end now (an anomaly rule's alerts resolve), as when deleted.
+            details["closed_events"] = store.close_open_events(cur, detector_id, now)
+            store.clear_anomalous(cur, detector_id, now)
+        if details.get("closed_events") or details.get("dropped_series"):
+            correlate(cur, project_id, now)
         for key in ("enabled", "interval_s", "settings"):
             if key in changes:
                 details[key] = changes[key]
@@ -232,6 +244,8 @@ def delete_detector(
             raise _detector_not_found(detector_id)
         closed = store.close_open_events(cur, detector_id, now)
         store.soft_delete(cur, detector_id, now)
+        if closed:
+            correlate(cur, project_id, now)  # their groups close now, not at the project's next job run
         audit.record(
             cur,
             principal,

@@ -131,10 +131,31 @@ def close_open_events(cur: Cursor, detector_id: UUID, now: datetime) -> int:
     return cur.rowcount
 
 
+def clear_anomalous(cur: Cursor, detector_id: UUID, now: datetime) -> None:
+    cur.execute(
+        "update public.anomaly_series set anomalous = false, updated_at = %(now)s"
+        " where detector_id = %(id)s and anomalous",
+        {"now": now, "id": detector_id},
+    )
+
+
 def drop_series(cur: Cursor, detector_id: UUID) -> int:
-    """Delete every series of the detector: their scored points and anomaly events go with them (cascade)."""
+    """Delete every series of the detector: their scored points and anomaly events go with them (cascade), and the
+    correlated groups left without a member."""
+    cur.execute(
+        "select distinct group_id from public.anomaly_events where detector_id = %s and group_id is not null",
+        (detector_id,),
+    )
+    groups = [row["group_id"] for row in cur.fetchall()]
     cur.execute("delete from public.anomaly_series where detector_id = %s", (detector_id,))
-    return cur.rowcount
+    dropped = cur.rowcount
+    if groups:
+        cur.execute(
+            "delete from public.anomaly_groups g where g.id = any(%s)"
+            " and not exists (select 1 from public.anomaly_events e where e.group_id = g.id)",
+            (groups,),
+        )
+    return dropped
 
 
 def reset_series(cur: Cursor, detector_id: UUID, now: datetime) -> int:
