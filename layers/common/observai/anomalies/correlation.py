@@ -18,10 +18,11 @@ which service it watches.
    within 4 minutes: checkout latency p95 above, checkout errors above, checkout CPU above". A group whose members
    were all deleted (with their detector's series) is deleted.
 
-Deterministic (a fixed order everywhere) and idempotent: a second run with nothing new changes nothing (rows are
-written only when a value differs). Serialized per project by an advisory lock, so overlapping runs cannot both
-group the same event. Runs with the service role (the job's connection); returns the number of groups created or
-changed.
+Deterministic (events are taken by start, then by what they are, never by their random ids first: the same
+anomalies group the same whatever order their rows were written in) and idempotent (a second run with nothing new
+changes nothing: rows are written only when a value differs). Serialized per project by an advisory lock, so
+overlapping runs cannot both group the same event. Runs with the service role (the job's connection); returns the
+number of groups created or changed.
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ class _Event:
 @dataclass
 class _Group:
     id: UUID | None  # None: created by this run, not inserted yet
-    order: int  # creation order within the run (new groups), for a stable tie-break
     status: str
     started_at: datetime
     ended_at: datetime | None
@@ -83,6 +83,21 @@ def attributes(labels: dict[str, Any], query: dict[str, Any]) -> dict[str, str]:
     }
     found.update({str(key): _text(value) for key, value in labels.items()})
     return found
+
+
+def _key(event: _Event) -> tuple[Any, ...]:
+    """The order events are taken in: by start, then by what they are (never by their random ids first), so the
+    same anomalies group the same whatever order their rows were written in."""
+    return (
+        event.started_at,
+        event.detector_name,
+        sorted(event.attributes.items()),
+        event.ended_at is None,
+        event.ended_at or event.started_at,
+        -event.peak_score,
+        event.direction or "",
+        str(event.id),
+    )
 
 
 def _common(a: dict[str, str], b: dict[str, str]) -> dict[str, str]:
@@ -125,7 +140,7 @@ def reason_of(members: list[_Event], shared: dict[str, str]) -> str:
 
 
 def _summarize(group: _Group) -> dict[str, Any]:
-    members = sorted(group.members, key=lambda m: (m.started_at, str(m.id)))
+    members = sorted(group.members, key=_key)
     shared = dict(members[0].attributes)
     for member in members[1:]:
         shared = _common(shared, member.attributes)
@@ -151,7 +166,7 @@ def _load(cur: Cursor, project_id: UUID, now: datetime) -> tuple[list[_Group], l
         " order by e.started_at, e.id limit %(cap)s",
         {"project": project_id, "cap": MAX_EVENTS_PER_RUN},
     )
-    ungrouped = [_event(row) for row in cur.fetchall()]
+    ungrouped = sorted((_event(row) for row in cur.fetchall()), key=_key)
     earliest = min((e.started_at for e in ungrouped), default=now) - WINDOW
     cur.execute(
         "select g.id, g.status, g.started_at, g.ended_at, g.shared_labels, g.reason, g.peak_score"
@@ -163,7 +178,6 @@ def _load(cur: Cursor, project_id: UUID, now: datetime) -> tuple[list[_Group], l
     groups = [
         _Group(
             id=row["id"],
-            order=-1,
             status=row["status"],
             started_at=row["started_at"],
             ended_at=row["ended_at"],
@@ -220,7 +234,7 @@ def _best(groups: list[_Group], event: _Event, now: datetime) -> _Group | None:
         common = len(_common(group.shared, event.attributes))
         if common == 0:
             continue
-        key = (-common, group.started_at, group.order, str(group.id))
+        key = (-common, group.started_at, min(_key(m) for m in group.members))
         if best is None or key < best:
             best, chosen = key, group
     return chosen
@@ -236,14 +250,12 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
     if project is None:
         return 0
     org_id = project["org_id"]
-    created = 0
     joins: list[tuple[UUID, _Group]] = []
     for event in ungrouped:
         group = _best(groups, event, now)
         if group is None:
             group = _Group(
                 None,
-                created,
                 event.status,
                 event.started_at,
                 event.ended_at,
@@ -251,7 +263,6 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
                 "",
                 event.peak_score,
             )
-            created += 1
             groups.append(group)
         group.members.append(event)
         group.shared = _common(group.shared, event.attributes) if len(group.members) > 1 else dict(event.attributes)
