@@ -68,6 +68,7 @@ class _Group:
     reason: str
     peak_score: float
     members: list[_Event] = field(default_factory=list)
+    first: tuple[Any, ...] | None = None  # the smallest _key of its members: the tie-break between groups
 
 
 def _text(value: Any) -> str:
@@ -225,19 +226,34 @@ def _event(row: dict[str, Any]) -> _Event:
     )
 
 
-def _best(groups: list[_Group], event: _Event, now: datetime) -> _Group | None:
+def _best(candidates: set[int], groups: list[_Group], event: _Event, now: datetime) -> _Group | None:
     best: tuple[Any, ...] | None = None
     chosen = None
-    for group in groups:
+    for index in candidates:
+        group = groups[index]
         if not group.members or not _fits(group, event, now):
             continue
         common = len(_common(group.shared, event.attributes))
         if common == 0:
             continue
-        key = (-common, group.started_at, min(_key(m) for m in group.members))
+        key = (-common, group.started_at, group.first)
         if best is None or key < best:
             best, chosen = key, group
     return chosen
+
+
+def _join(group: _Group, event: _Event) -> None:
+    """Add ``event`` to ``group`` and follow its span, status and shared labels (without summing it all up)."""
+    group.shared = _common(group.shared, event.attributes) if group.members else dict(event.attributes)
+    group.members.append(event)
+    event_key = _key(event)
+    group.first = event_key if group.first is None else min(group.first, event_key)
+    group.started_at = min(group.started_at, event.started_at)
+    if event.status == "open":
+        group.status, group.ended_at = "open", None
+    elif group.status == "closed":
+        ends = [t for t in (group.ended_at, event.ended_at) if t is not None]
+        group.ended_at = max(ends) if ends else event.started_at
 
 
 def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
@@ -251,25 +267,28 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
         return 0
     org_id = project["org_id"]
     joins: list[tuple[UUID, _Group]] = []
+    # Groups by the (key, value) pairs they share: an event is compared with the groups it shares a label with only.
+    by_pair: dict[tuple[str, str], set[int]] = {}
+
+    def index(position: int) -> None:
+        for pair in groups[position].shared.items():
+            by_pair.setdefault(pair, set()).add(position)
+
+    for position, group in enumerate(groups):
+        group.first = min((_key(m) for m in group.members), default=None)
+        index(position)
     for event in ungrouped:
-        group = _best(groups, event, now)
+        candidates: set[int] = set()
+        for pair in event.attributes.items():
+            candidates |= by_pair.get(pair, set())
+        group = _best(candidates, groups, event, now)
         if group is None:
-            group = _Group(
-                None,
-                event.status,
-                event.started_at,
-                event.ended_at,
-                dict(event.attributes),
-                "",
-                event.peak_score,
-            )
+            group = _Group(None, event.status, event.started_at, event.ended_at, {}, "", event.peak_score)
             groups.append(group)
-        group.members.append(event)
-        group.shared = _common(group.shared, event.attributes) if len(group.members) > 1 else dict(event.attributes)
-        # A group's span grows with its members while this run assigns more.
-        group.started_at = min(group.started_at, event.started_at)
-        summary = _summarize(group)
-        group.status, group.ended_at = summary["status"], summary["ended_at"]
+            _join(group, event)
+            index(len(groups) - 1)  # a group's shared labels only narrow: the pairs indexed now cover them
+        else:
+            _join(group, event)
         joins.append((event.id, group))
     written = 0
     for group in groups:
