@@ -281,15 +281,15 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
         candidates: set[int] = set()
         for pair in event.attributes.items():
             candidates |= by_pair.get(pair, set())
-        group = _best(candidates, groups, event, now)
-        if group is None:
-            group = _Group(None, event.status, event.started_at, event.ended_at, {}, "", event.peak_score)
-            groups.append(group)
-            _join(group, event)
+        found = _best(candidates, groups, event, now)
+        if found is None:
+            found = _Group(None, event.status, event.started_at, event.ended_at, {}, "", event.peak_score)
+            groups.append(found)
+            _join(found, event)
             index(len(groups) - 1)  # a group's shared labels only narrow: the pairs indexed now cover them
         else:
-            _join(group, event)
-        joins.append((event.id, group))
+            _join(found, event)
+        joins.append((event.id, found))
     written = 0
     for group in groups:
         if not group.members:
