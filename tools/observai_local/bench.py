@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
         "--part",
-        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks", "notifications"],
+        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks", "notifications", "anomalies-quality"],
         default="all",
         help="which benchmarks (default all)",
     )
@@ -344,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_notifications
 
             print("\n" + bench_notifications.run(), flush=True)
+        if args.part in ("all", "anomalies-quality"):
+            from observai_local import bench_anomaly_quality
+
+            print("\n" + bench_anomaly_quality.run(), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
