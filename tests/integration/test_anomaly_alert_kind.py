@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import psycopg
 import pytest
@@ -201,3 +201,44 @@ def test_bad_anomaly_conditions_are_refused_naming_the_field(condition: dict[str
     with pytest.raises(ValidationError) as caught:
         RuleIn.model_validate({"name": "r", "condition": condition})
     assert [tuple(map(str, e["loc"]))[: len(loc)] for e in caught.value.errors()] == [loc]
+
+
+def test_the_rules_api_takes_an_anomaly_rule_naming_one_of_the_projects_detectors_only(
+    db: psycopg.Connection,
+) -> None:
+    from tests.helpers.inprocess import invoke
+
+    # Given a project with a detector, and another project's detector
+    project = make_project(("admin", "read"), label="Anomaly rules API")
+    mine = add_detector(db, project, "latency")
+    theirs = add_detector(db, make_project(label="Theirs"), "latency")
+    rules = f"/v1/projects/{project.project_id}/alert-rules"
+
+    def post(condition: dict[str, Any]) -> Any:
+        body = {"name": f"anomalous {condition.get('detector_id')}", "condition": condition}
+        return invoke("alerts", "POST", rules, headers=project.headers, json_body=body)
+
+    # When a rule names the project's detector, or any detector: created, the defaults filled in
+    created = post({"kind": "anomaly", "detector_id": str(mine), "min_score": 0.7})
+    assert created.status == 201, created.text
+    assert created.data["condition"] == {
+        "kind": "anomaly",
+        "detector_id": str(mine),
+        "matchers": {},
+        "min_score": 0.7,
+        "per": "group",
+    }
+    assert post({"kind": "anomaly"}).status == 201
+
+    # When it names another project's detector, or one that does not exist: 422 at the field
+    for unknown in (theirs, uuid4()):
+        refused = post({"kind": "anomaly", "detector_id": str(unknown)})
+        assert refused.status == 422, refused.text
+        assert refused.error["details"][0]["loc"] == ["body", "condition", "anomaly", "detector_id"]
+
+    # And a rule whose detector was deleted since still takes changes to anything but its condition
+    db.execute("update public.anomaly_detectors set deleted_at = now() where id = %s", (mine,))
+    patched = invoke(
+        "alerts", "PATCH", f"{rules}/{created.data['id']}", headers=project.headers, json_body={"severity": "critical"}
+    )
+    assert patched.status == 200, patched.text
