@@ -110,3 +110,55 @@ def test_detectors_to_bands_anomalies_one_group_and_one_alert(db: psycopg.Connec
     ).fetchall()
     assert [t["to_state"] for t in transitions] == ["firing", "resolved"]
     assert transitions[0]["labels"]["anomaly_group_id"] == groups[0]["id"]
+
+
+def test_new_settings_reset_the_baselines_and_the_next_run_warms_them_again(db: psycopg.Connection) -> None:
+    # Given a detector scored for 30 minutes
+    project = make_project(("admin", "read"), label="Re-warm")
+    rng = random.Random(3)
+    add_points(
+        project,
+        add_series(project, "load", {"host": "a"}),
+        [(minute(i), 10.0 + rng.gauss(0, 1)) for i in range(MINUTES)],
+    )
+    drain()
+    path = f"/v1/projects/{project.project_id}/anomaly-detectors"
+    body = {
+        "name": "load",
+        "query": {"name": "load", "group_by": ["host"]},
+        "settings": {"algorithm": "zscore", "window": 20},
+    }
+    detector = invoke("anomalies", "POST", path, headers=project.headers, json_body=body).data
+    for i in range(30, 60):
+        job.run(at_run(i), project_ids=[project.project_id])
+
+    def state() -> tuple[Any, int, Any]:
+        row = db.execute(
+            "select d.processed_until, (select count(*) from public.anomaly_points p where p.detector_id = d.id) as n,"
+            " (select s.state is not null from public.anomaly_series s where s.detector_id = d.id) as warm"
+            " from public.anomaly_detectors d where d.id = %s",
+            (detector["id"],),
+        ).fetchone()
+        assert row is not None
+        return row["processed_until"], row["n"], row["warm"]
+
+    cursor, points, warm = state()
+    assert cursor == minute(60) and points > 30 and warm
+
+    # When its settings change: the cursor is null, the points gone, the baseline forgotten
+    response = invoke(
+        "anomalies",
+        "PATCH",
+        f"{path}/{detector['id']}",
+        headers=project.headers,
+        json_body={"settings": {"algorithm": "robust", "window": 20}},
+    )
+    assert response.status == 200, response.text
+    assert state() == (None, 0, False)
+
+    # Then the next run backfills the recent history and the baseline is warm again, with the new algorithm
+    job.run(at_run(60), project_ids=[project.project_id])
+    cursor, points, warm = state()
+    assert cursor == minute(61) and points > 20 and warm
+    series = invoke("anomalies", "GET", f"{path}/{detector['id']}/series", headers=project.headers).data
+    assert [s["algorithm"] for s in series] == ["robust"]
