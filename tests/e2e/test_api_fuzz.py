@@ -166,6 +166,11 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         slack = {"kind": "slack", "settings": {"url": hook_url}}
         contact_point = ok_data(http.post(contact_points, json={"name": "fuzz-slack", **slack}), 201)
         doomed_contact_point = ok_data(http.post(contact_points, json={"name": "doomed-slack", **slack}), 201)
+        detectors = f"/v1/projects/{project['id']}/anomaly-detectors"
+        detector_body = {"name": "fuzz", "query": {"name": METRIC, "group_by": ["route"]}}
+        detector = ok_data(http.post(detectors, json=detector_body), 201)
+        doomed_detector = ok_data(http.post(detectors, json={**detector_body, "name": "doomed"}), 201)
+    anomaly_id, group_id = _anomaly(database_url, org["id"], project["id"], detector["id"])
     ws = Workspace(owner=owner, api_key=key["key"])
     ws.ids = {
         "org_id": [org["id"]],
@@ -184,6 +189,9 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         "override_id": [override["id"]],
         "policy_id": [policy["id"]],
         "contact_point_id": [contact_point["id"]],
+        "detector_id": [detector["id"]],
+        "anomaly_id": [anomaly_id],
+        "group_id": [group_id],
     }
     ws.throwaway = {
         ("DELETE", "/v1/orgs/{org_id}"): {"org_id": doomed_org["id"]},
@@ -199,6 +207,7 @@ def _arrange(base_url: str, database_url: str, hook_url: str) -> Workspace:
         ("DELETE", "/v1/projects/{project_id}/contact-points/{contact_point_id}"): {
             "contact_point_id": doomed_contact_point["id"]
         },
+        ("DELETE", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}"): {"detector_id": doomed_detector["id"]},
     }
     return ws
 
@@ -218,6 +227,30 @@ def _incident(database_url: str, org_id: str, project_id: str) -> str:
         group_id = arrange_group(db, rule.org_id, rule.project_id)
         incident = flush(group_id, firing=[arrange_alert(db, rule, at=now)], now=now)
     return str(incident["id"])
+
+
+def _anomaly(database_url: str, org_id: str, project_id: str, detector_id: str) -> tuple[str, str]:
+    """An anomaly of the detector's series (as detect-anomalies leaves it) and its correlated group."""
+    from datetime import UTC, datetime
+
+    import psycopg
+    from observai.anomalies.correlation import correlate
+    from observai.db.connection import transaction
+    from psycopg.rows import dict_row
+
+    from tests.helpers.anomaly_rows import add_event, add_series
+    from tests.helpers.ingest import IngestProject
+
+    project = IngestProject(uuid.UUID(org_id), uuid.UUID(project_id), uuid.UUID(int=0), "")
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as db:
+        series = add_series(db, project, uuid.UUID(detector_id), {"route": "/"})
+        anomaly = add_event(db, project, uuid.UUID(detector_id), series, {"route": "/"}, datetime.now(UTC))
+    with transaction() as cur:
+        correlate(cur, project.project_id, datetime.now(UTC))
+    with psycopg.connect(database_url, autocommit=True, row_factory=dict_row) as db:
+        row = db.execute("select group_id from public.anomaly_events where id = %s", (anomaly,)).fetchone()
+    assert row is not None
+    return str(anomaly), str(row["group_id"])
 
 
 def use_workspace_ids(case: schemathesis.Case, ws: Workspace) -> None:

@@ -88,6 +88,10 @@ ROUTES = [
         "/v1/projects/{project_id}/escalation-policies",
         {"name": "intruder", "steps": [{"targets": [{"type": "user", "id": "00000000-0000-0000-0000-000000000001"}]}]},
     ),
+    Route("GET", "/v1/projects/{project_id}/anomaly-detectors", write=False),
+    Route("POST", "/v1/projects/{project_id}/anomaly-detectors", {"name": "intruder", "query": {"name": "cpu"}}),
+    Route("GET", "/v1/projects/{project_id}/anomalies", write=False),
+    Route("GET", "/v1/projects/{project_id}/anomaly-groups", write=False),
 ]
 IDS = [f"{r.method} {r.path}" + (" plan" if r.body and "plan" in r.body else "") for r in ROUTES]
 
@@ -103,6 +107,9 @@ VIEWER_STATUS = {
     "GET /v1/projects/{project_id}/logs/histogram": 200,
     "GET /v1/orgs/{org_id}/schedules": 200,  # every member reads on-call schedules
     "GET /v1/projects/{project_id}/escalation-policies": 200,  # viewers and up read escalation policies
+    "GET /v1/projects/{project_id}/anomaly-detectors": 200,  # telemetry.read: viewers and up
+    "GET /v1/projects/{project_id}/anomalies": 200,
+    "GET /v1/projects/{project_id}/anomaly-groups": 200,
 }
 
 
@@ -194,6 +201,9 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
         "escalation_policies": conn.execute(
             "select count(*) as n, max(updated_at) as last from public.escalation_policies where org_id = %s",
             (org_id,),
+        ).fetchone(),
+        "anomaly_detectors": conn.execute(
+            "select count(*) as n, max(updated_at) as last from public.anomaly_detectors where org_id = %s", (org_id,)
         ).fetchone(),
         "audit": conn.execute(
             "select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,)

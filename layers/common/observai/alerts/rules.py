@@ -171,6 +171,24 @@ def _check_regexes(cur: Cursor, body: RuleIn) -> None:
                 )
 
 
+def _check_detector(cur: Cursor, project_id: UUID, body: RuleIn) -> None:
+    """An ``anomaly`` condition naming a detector: it must be one of the project's (not deleted), or the rule would
+    never see anything. A 422 at the field, as for any invalid value."""
+    detector_id = getattr(body.condition, "detector_id", None)
+    if body.condition.kind != "anomaly" or detector_id is None:
+        return
+    cur.execute(
+        "select 1 from public.anomaly_detectors where project_id = %s and id = %s and deleted_at is null",
+        (project_id, detector_id),
+    )
+    if cur.fetchone() is None:
+        raise invalid_field(
+            ["body", "condition", "anomaly", "detector_id"],
+            "unknown_detector",
+            "no anomaly detector of this project has this id",
+        )
+
+
 def _conflict_on_name(name: str) -> Conflict:
     return Conflict(
         f"This project already has an alert rule named {name!r}",
@@ -187,6 +205,7 @@ def create_rule(principal: Principal, project_id: UUID, body: RuleIn, now: datet
     with transaction() as cur:
         org_id = authorize_configuration(cur, principal, project_id)
         _check_regexes(cur, body)
+        _check_detector(cur, project_id, body)
         store.lock_project_rules(cur, project_id)
         count = store.count_live(cur, project_id)
         if count >= MAX_RULES_PER_PROJECT:
@@ -276,6 +295,8 @@ def _change(cur: Cursor, principal: Principal, org_id: UUID, row: dict[str, Any]
     """Save ``new`` over the locked ``row``: a new version when the definition changed, the rule's alerts ended
     when it is disabled, the evaluation rescheduled when it must run again. Audited when anything changed."""
     _check_regexes(cur, new)
+    if new.condition.model_dump(mode="json", by_alias=True) != row["spec"]:
+        _check_detector(cur, row["project_id"], new)  # a rule whose detector went since keeps working unchanged
     old_definition = _stored_definition(row)
     new_definition = definition_of(new)
     changed = sorted(key for key, value in new_definition.items() if old_definition.get(key) != value)
