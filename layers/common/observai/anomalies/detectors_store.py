@@ -140,13 +140,15 @@ def clear_anomalous(cur: Cursor, detector_id: UUID, now: datetime) -> None:
 
 
 def drop_series(cur: Cursor, detector_id: UUID) -> int:
-    """Delete every series of the detector: their scored points and anomaly events go with them (cascade), and the
-    correlated groups left without a member."""
+    """Delete every series of the detector, their scored points (no cascade: points are erased in bounded batches
+    when a project goes, see migration 0035) and their anomaly events (cascade), and the correlated groups left
+    without a member."""
     cur.execute(
         "select distinct group_id from public.anomaly_events where detector_id = %s and group_id is not null",
         (detector_id,),
     )
     groups = [row["group_id"] for row in cur.fetchall()]
+    cur.execute("delete from public.anomaly_points where detector_id = %s", (detector_id,))
     cur.execute("delete from public.anomaly_series where detector_id = %s", (detector_id,))
     dropped = cur.rowcount
     if groups:
