@@ -262,8 +262,11 @@ def test_two_overlapping_runs_score_each_point_once(db: psycopg.Connection, data
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", script, at_run(MINUTES - 1).isoformat(), str(project.project_id)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     reports = []
@@ -400,7 +403,7 @@ def test_a_detector_whose_query_fails_shows_the_error_and_keeps_its_cursor(db: p
 
     with transaction() as cur:
         cur.execute(
-            "update public.anomaly_detectors set query = query || '{\"aggregation\": \"rate\"}' where id = %s",
+            'update public.anomaly_detectors set query = query || \'{"aggregation": "rate"}\' where id = %s',
             (detector,),
         )
 
@@ -470,4 +473,3 @@ def test_the_scheduled_function_runs_the_job(db: psycopg.Connection) -> None:
 
     # Then it reported a run
     assert {"detectors", "series", "points", "errors", "more_due"} <= set(result)
-
