@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
         "--part",
-        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks", "notifications"],
+        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks", "notifications", "anomalies"],
         default="all",
         help="which benchmarks (default all)",
     )
@@ -344,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_notifications
 
             print("\n" + bench_notifications.run(), flush=True)
+        if args.part in ("all", "anomalies"):
+            from observai_local import bench_anomalies
+
+            # BENCH_ANOMALIES_SERIES=1000: a quick smoke run instead of 10,000 series.
+            series = int(os.environ.get("BENCH_ANOMALIES_SERIES", "10000"))
+            print("\n" + bench_anomalies.run(series=series, projects=max(1, min(10, series // 100))), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
