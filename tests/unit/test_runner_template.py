@@ -130,6 +130,9 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/rotate-secret"),
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/test"),
     },
+    "AnomaliesFunction": {
+        ("POST", "/v1/projects/{project_id}/anomaly-detectors/backtest"),
+    },
     "IncidentActionsFunction": {
         ("GET", "/v1/actions/incidents/{token}"),
         ("POST", "/v1/actions/incidents/{token}"),
@@ -174,6 +177,7 @@ MEMORY = {
     "IngestDrainFunction": 1024,
     "ExportWorkerFunction": 1024,
     "EvaluateAlertsFunction": 1024,
+    "AnomaliesFunction": 1024,  # the backtest folds up to 50,000 points: a full vCPU
 }
 
 

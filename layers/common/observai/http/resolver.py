@@ -10,7 +10,8 @@ from __future__ import annotations
 import base64
 import gc
 import json
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -63,18 +64,42 @@ def request_id_of(event: dict[str, Any]) -> str:
     return str((event.get("requestContext") or {}).get("requestId") or "")
 
 
-def guard_request(event: dict[str, Any], settings: Settings) -> None:
+BodyLimits = list[tuple[str, re.Pattern[str], int]]
+
+
+def body_limits(larger_bodies: Mapping[tuple[str, str], int]) -> BodyLimits:
+    """``{("POST", "/v1/projects/<project_id>/x"): bytes}`` as (method, path regex, bytes): routes whose bodies may
+    be larger than ``max_body_bytes`` (the backtest's series of points)."""
+    limits = []
+    for (method, route), limit in larger_bodies.items():
+        pattern = re.sub(r"<[^>/]+>", "[^/]+", re.escape(route))
+        limits.append((method.upper(), re.compile(f"^{pattern}$"), limit))
+    return limits
+
+
+def _body_limit(event: dict[str, Any], settings: Settings, limits: BodyLimits) -> int:
+    if limits:
+        method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "").upper()
+        path = str(event.get("rawPath") or "")
+        for route_method, pattern, limit in limits:
+            if method == route_method and pattern.match(path):
+                return max(limit, settings.max_body_bytes)
+    return settings.max_body_bytes
+
+
+def guard_request(event: dict[str, Any], settings: Settings, limits: BodyLimits | None = None) -> None:
     """Refuse oversized or non-JSON bodies, and what Postgres or our parsers could not take (untrusted_input),
-    before anything parses them."""
+    before anything parses them. ``limits``: routes that take larger bodies (body_limits)."""
     check_parameters(event)
     body = event.get("body")
     if not body:
         return
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode())
-    if size > settings.max_body_bytes:
+    max_bytes = _body_limit(event, settings, limits or [])
+    if size > max_bytes:
         raise PayloadTooLarge(
-            f"Request body is larger than {settings.max_body_bytes} bytes",
-            details={"limit_bytes": settings.max_body_bytes},
+            f"Request body is larger than {max_bytes} bytes",
+            details={"limit_bytes": max_bytes},
         )
     method = ((event.get("requestContext") or {}).get("http") or {}).get("method", "").upper()
     if method in _BODY_METHODS:
@@ -114,12 +139,17 @@ def _count_outcome(status: int) -> None:
 
 
 def lambda_handler_for(
-    app: APIGatewayHttpResolver, *, guard: bool = True
+    app: APIGatewayHttpResolver,
+    *,
+    guard: bool = True,
+    larger_bodies: Mapping[tuple[str, str], int] | None = None,
 ) -> Callable[[dict[str, Any], LambdaContext], dict[str, Any]]:
     """The Lambda entry point for an API function: guard, resolve, stamp headers; logs carry the request id.
 
     ``guard=False`` is for routes that read their own bodies (ingestion: protobuf, gzip, larger limits).
+    ``larger_bodies``: ``{(method, route): bytes}`` for the routes whose JSON bodies may exceed ``max_body_bytes``.
     """
+    limits = body_limits(larger_bodies or {})
 
     # The cold start's imports are done (the app module calls this last): what they built (~57,000 long-lived
     # objects) leaves the cyclic collector's view. A request allocates thousands of short-lived objects, so a full
@@ -138,7 +168,7 @@ def lambda_handler_for(
         request_id = request_id_of(event)
         try:
             if guard:
-                guard_request(event, get_settings())
+                guard_request(event, get_settings(), limits)
         except ObservAIError as exc:
             response = response_for(exc)
             response.headers.setdefault("Content-Type", "application/json")

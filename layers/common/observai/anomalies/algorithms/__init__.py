@@ -111,6 +111,7 @@ def fold(
         name = algorithm.name
         if seen < warmup or prediction is None:
             warmup_points += 1
+            lower = upper = None
             append(ScoredPoint(time, value, None, None, None, 0.0, False, name))
         else:
             expected, half = prediction
@@ -149,7 +150,7 @@ def fold(
                 anomalous = True
                 inside_run = 0
             append(ScoredPoint(time, value, expected, lower, upper, score, anomalous, name))
-        algorithm.update(t, x)
+        algorithm.update(t, x, lower, upper)
         seen += 1
         if last_value is not None:
             step = abs(x - last_value)

@@ -31,5 +31,5 @@ class Robust:
         median = w.median()
         return median, self.deviations * MAD_TO_SIGMA * w.mad(median)
 
-    def update(self, t: float, value: float) -> None:
+    def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
         self.window.push(value)

@@ -26,5 +26,5 @@ class ZScore:
             return None
         return w.mean, self.deviations * w.stdev()
 
-    def update(self, t: float, value: float) -> None:
+    def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
         self.window.push(value)
