@@ -44,16 +44,16 @@ RECENT_MINUTES = 15  # every minute in the last quarter of an hour: the horizon 
 
 
 def _value(n: int, minute: int) -> float:
-    rng = random.Random(n * 1_000_003 + minute)
+    rng = random.Random(n * 1_000_003 + minute)  # noqa: S311 - reproducible bench data
     return 50.0 + 10.0 * math.sin(n * 0.7 + minute / 60.0) + rng.gauss(0.0, 1.0)
 
 
-def _warm_state(weeks: int, end: datetime) -> tuple[dict[str, Any], float]:
-    """The default settings' fold state after ``weeks`` of one point a minute, and how long that fold took."""
+def _warm_state(weeks: int, end: datetime, algorithm: str) -> tuple[dict[str, Any], float]:
+    """The settings' fold state after ``weeks`` of one point a minute, and how long that fold took."""
     from observai.anomalies.detection import score_points
     from observai.anomalies.settings_models import DetectorSettings
 
-    settings = DetectorSettings().model_dump()
+    settings = DetectorSettings(algorithm=algorithm).model_dump()  # type: ignore[arg-type]
     minutes = weeks * 7 * 1440
     points = [(end - timedelta(minutes=minutes - i), _value(0, i)) for i in range(minutes)]
     started = time.perf_counter()
@@ -61,7 +61,7 @@ def _warm_state(weeks: int, end: datetime) -> tuple[dict[str, Any], float]:
     return result.state, time.perf_counter() - started
 
 
-def setup(series: int, projects: int, weeks: int, t: datetime) -> dict[str, Any]:
+def setup(series: int, projects: int, weeks: int, t: datetime, algorithm: str = "auto") -> dict[str, Any]:
     """The projects, series, detectors, history and states of one history length; returns what the runs need."""
     from observai.anomalies.job import STATE_VERSION, series_key
     from observai.db.connection import transaction
@@ -72,7 +72,7 @@ def setup(series: int, projects: int, weeks: int, t: datetime) -> dict[str, Any]
 
     per_project = series // projects
     tag = uuid.uuid4().hex[:6]
-    state, warm_s = _warm_state(weeks, t)
+    state, warm_s = _warm_state(weeks, t, algorithm)
     history_start = t - timedelta(weeks=weeks)
     recent_start = t - timedelta(minutes=RECENT_MINUTES)
     made = []
@@ -102,9 +102,9 @@ def setup(series: int, projects: int, weeks: int, t: datetime) -> dict[str, Any]
             )
             cur.execute(
                 "insert into public.anomaly_detectors (org_id, project_id, name, query, interval_s, settings,"
-                " processed_until, last_run_at) values (%s, %s, 'cpu per host', %s, 60, '{}', %s, %s) returning id",
+                " processed_until, last_run_at) values (%s, %s, 'cpu per host', %s, 60, %s, %s, %s) returning id",
                 (org_id, project_id, Jsonb({"name": "cpu", "filters": [], "aggregation": "avg", "group_by": ["host"]}),
-                 t, t - timedelta(seconds=5)),
+                 Jsonb({} if algorithm == "auto" else {"algorithm": algorithm}), t, t - timedelta(seconds=5)),
             )  # fmt: skip
             detector = cur.fetchone()["id"]  # type: ignore[index]
             # History: hourly rows before the recent quarter (server-side), every minute in it (from Python: the
@@ -138,16 +138,25 @@ def setup(series: int, projects: int, weeks: int, t: datetime) -> dict[str, Any]
             # The detector's series, run up to T: state, re-score tail (the last 12 minutes), scored history.
             keys = [series_key({"host": h}) for h in hosts]
             tails = [
-                {"v": STATE_VERSION, "fold": state, "base": state,
+                {"v": STATE_VERSION, "fold": state,
                  "tail": [[int(at.timestamp()), values[(n, m)], 0] for m, at in recent[-12:]]}
                 for n in ns
             ]  # fmt: skip
             cur.execute(
-                "insert into public.anomaly_series (org_id, project_id, detector_id, series_key, labels, state,"
+                "insert into public.anomaly_series (org_id, project_id, detector_id, series_key, labels, state, base,"
                 " algorithm, algorithm_reason, last_time)"
-                " select %s, %s, %s, k, jsonb_build_object('host', h), st, 'robust', 'bench', %s"
+                " select %s, %s, %s, k, jsonb_build_object('host', h), st, %s, 'auto', 'bench', %s"
                 " from unnest(%s::text[], %s::text[], %s::jsonb[]) x(k, h, st) returning id",
-                (org_id, project_id, detector, t - timedelta(minutes=1), keys, hosts, [Jsonb(s) for s in tails]),
+                (
+                    org_id,
+                    project_id,
+                    detector,
+                    Jsonb(state),
+                    t - timedelta(minutes=1),
+                    keys,
+                    hosts,
+                    [Jsonb(s) for s in tails],
+                ),
             )
             series_ids = [r["id"] for r in cur.fetchall()]
             cur.execute(
@@ -175,11 +184,11 @@ def setup(series: int, projects: int, weeks: int, t: datetime) -> dict[str, Any]
     return {"made": made, "state": state, "warm_s": warm_s, "setup_s": time.perf_counter() - started}
 
 
-def fold_alone(made: list[dict[str, Any]], state: dict[str, Any], t: datetime) -> float:
+def fold_alone(made: list[dict[str, Any]], state: dict[str, Any], t: datetime, algorithm: str) -> float:
     from observai.anomalies.detection import score_points
     from observai.anomalies.settings_models import DetectorSettings
 
-    settings = DetectorSettings().model_dump()
+    settings = DetectorSettings(algorithm=algorithm).model_dump()  # type: ignore[arg-type]
     started = time.perf_counter()
     for m in made:
         for n in m["ns"]:
@@ -201,7 +210,9 @@ def reads_alone(made: list[dict[str, Any]], now: datetime, t: datetime) -> float
     return time.perf_counter() - started
 
 
-def run(series: int = 10_000, projects: int = 10, weeks: tuple[int, ...] = (1, 4)) -> str:
+def run(
+    series: int = 10_000, projects: int = 10, weeks: tuple[int, ...] = (1, 4), algorithms: tuple[str, ...] = ("auto",)
+) -> str:
     os.environ.update(BENCH_ENVIRONMENT)
     url, label = prepare_database(keep_dir=False)
     os.environ["DATABASE_URL"] = url
@@ -211,19 +222,19 @@ def run(series: int = 10_000, projects: int = 10, weeks: tuple[int, ...] = (1, 4
 
     lines = [
         f"detect-anomalies: {series:,} series ({projects} detectors × {series // projects:,} series, avg cpu by host,"
-        f" 1 min, default settings); Postgres {label}",
+        f" 1 min, default settings but the algorithm); Postgres {label}",
         "",
-        f"{'history':<8} {'state B':>7} {'setup s':>7} {'fold s':>7} {'reads s':>7} {'ceiling':>7} {'run s':>7}"
-        f" {'read':>6} {'score':>6} {'write':>6} {'series/s':>9} {'/ceiling':>8}  run ≤ {TARGET_S:.0f} s",
+        f"{'algorithm':<11} {'history':<8} {'state B':>7} {'setup s':>7} {'fold s':>7} {'reads s':>7} {'ceiling':>7}"
+        f" {'run s':>7} {'read':>6} {'score':>6} {'write':>6} {'series/s':>9} {'/ceiling':>8}  run ≤ {TARGET_S:.0f} s",
     ]
-    for w in weeks:
+    for algorithm, w in ((a, w) for a in algorithms for w in weeks):
         t = datetime.now(UTC).replace(second=0, microsecond=0)
-        prepared = setup(series, projects, w, t)
+        prepared = setup(series, projects, w, t, algorithm)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("vacuum (analyze) public.metric_series, public.metric_points, public.metric_rollups,"
                          " public.anomaly_series, public.anomaly_points, public.anomaly_detectors")  # fmt: skip
         now = t + timedelta(minutes=1) + SETTLE + timedelta(seconds=5)
-        fold_s = fold_alone(prepared["made"], prepared["state"], t)
+        fold_s = fold_alone(prepared["made"], prepared["state"], t, algorithm)
         reads_s = reads_alone(prepared["made"], now, t)
         ceiling_s = fold_s + reads_s
         report = detect(now, limit=1000, budget_s=600, series_budget=10**9,
@@ -231,9 +242,9 @@ def run(series: int = 10_000, projects: int = 10, weeks: tuple[int, ...] = (1, 4
         if report.series != series or report.errors or report.rescored_series:
             raise RuntimeError(f"the run did not score every series once: {report.model_dump()}")
         lines.append(
-            f"{w} week{'s' if w > 1 else ' ':<2}  {len(json.dumps(prepared['state'])):>7} {prepared['setup_s']:>7.1f}"
-            f" {fold_s:>7.2f} {reads_s:>7.2f} {ceiling_s:>7.2f} {report.seconds:>7.2f} {report.read_s:>6.2f}"
-            f" {report.score_s:>6.2f} {report.write_s:>6.2f} {report.series / report.seconds:>9,.0f}"
+            f"{algorithm:<11} {w} week{'s' if w > 1 else ' ':<2}  {len(json.dumps(prepared['state'])):>7}"
+            f" {prepared['setup_s']:>7.1f} {fold_s:>7.2f} {reads_s:>7.2f} {ceiling_s:>7.2f} {report.seconds:>7.2f}"
+            f" {report.read_s:>6.2f} {report.score_s:>6.2f} {report.write_s:>6.2f} {report.series / report.seconds:>9,.0f}"
             f" {report.seconds / ceiling_s:>7.2f}x  {'ok' if report.seconds <= TARGET_S else 'MISSED'}"
         )
     lines += [
@@ -254,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--projects", type=int, default=10, help="detectors (one project each; at most 1,000 series"
                         " per detector: the query engine's limit)")  # fmt: skip
     parser.add_argument("--weeks", type=int, nargs="+", default=[1, 4])
+    parser.add_argument(
+        "--algorithms",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "zscore", "robust", "seasonal", "level_shift"],
+        help="the detectors' algorithm (default auto, the default settings')",
+    )
     args = parser.parse_args(argv)
     if args.projects < 1 or args.series < args.projects or args.series // args.projects > 1000:
         parser.error("--series / --projects must be between 1 and 1,000")
-    print(run(args.series, args.projects, tuple(args.weeks)), flush=True)
+    print(run(args.series, args.projects, tuple(args.weeks), tuple(args.algorithms)), flush=True)
     return 0
 
 
