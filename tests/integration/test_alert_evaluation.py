@@ -167,7 +167,7 @@ def test_a_rule_that_cannot_be_read_shows_why_and_the_others_run(db: psycopg.Con
     drain()
     good = add_rule(project, HOT, next_eval_at=T)
     bad = add_rule(project, HOT, next_eval_at=T)
-    db.execute("update public.alert_rules set kind = 'anomaly' where id = %s", (bad,))
+    db.execute("update public.alert_rules set kind = 'forecast' where id = %s", (bad,))  # nobody's kind
 
     report = evaluate(project, T)
 

@@ -38,10 +38,10 @@ def plugged() -> Iterator[ThresholdOnLabels]:
 
 
 def test_the_built_in_kinds_are_registered() -> None:
-    assert kind_names() == ["absence", "log", "metric"]
-    assert get_kind("metric").name == "metric"
+    assert kind_names() == ["absence", "anomaly", "log", "metric"]
+    assert get_kind("metric").name == "metric" and get_kind("anomaly").name == "anomaly"
     with pytest.raises(KeyError):
-        get_kind("anomaly")
+        get_kind("anomalous")
 
 
 def test_a_new_kind_plugs_in(plugged: ThresholdOnLabels) -> None:

@@ -132,6 +132,17 @@ EXPECTED_ROUTES = {
     },
     "AnomaliesFunction": {
         ("POST", "/v1/projects/{project_id}/anomaly-detectors/backtest"),
+        ("POST", "/v1/projects/{project_id}/anomaly-detectors"),
+        ("GET", "/v1/projects/{project_id}/anomaly-detectors"),
+        ("GET", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}"),
+        ("PATCH", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}"),
+        ("DELETE", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}"),
+        ("GET", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}/bands"),
+        ("GET", "/v1/projects/{project_id}/anomaly-detectors/{detector_id}/series"),
+        ("GET", "/v1/projects/{project_id}/anomalies"),
+        ("GET", "/v1/projects/{project_id}/anomalies/{anomaly_id}"),
+        ("GET", "/v1/projects/{project_id}/anomaly-groups"),
+        ("GET", "/v1/projects/{project_id}/anomaly-groups/{group_id}"),
     },
     "IncidentActionsFunction": {
         ("GET", "/v1/actions/incidents/{token}"),

@@ -150,7 +150,25 @@ class AbsenceCondition(_In):
         return service
 
 
-Condition = Annotated[MetricCondition | LogCondition | AbsenceCondition, Field(discriminator="kind")]
+class AnomalyCondition(_In):
+    """Anomalies found by the project's detectors (docs/anomalies-api.md): with ``per: group`` (the default) one
+    alert per open correlated anomaly group (labels: the group's shared labels and ``anomaly_group_id``), so a
+    problem seen by several detectors or series notifies once; with ``per: series`` one alert per open anomaly
+    event (labels: the series' labels and ``anomaly_detector_id``). The value is the peak score in [0, 1]; the
+    condition holds while the anomaly is open and its peak score is at least ``min_score``."""
+
+    kind: Literal["anomaly"]
+    detector_id: UUID | None = Field(default=None, description="Only this detector's anomalies; null: any detector")
+    matchers: dict[AttributeKey, Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]] = Field(
+        default_factory=dict,
+        max_length=MAX_FILTERS,
+        description="Label equality: only groups (or series) whose labels hold each key with this value",
+    )
+    min_score: Annotated[float, Field(ge=0, le=1, description="The peak score an anomaly must reach (0 to 1)")] = 0.0
+    per: Literal["group", "series"] = "group"
+
+
+Condition = Annotated[MetricCondition | LogCondition | AbsenceCondition | AnomalyCondition, Field(discriminator="kind")]
 
 LabelName = Annotated[str, StringConstraints(pattern=LABEL_NAME.pattern)]
 LabelValue = Annotated[str, StringConstraints(max_length=MAX_LABEL_VALUE)]

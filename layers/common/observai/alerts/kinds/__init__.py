@@ -1,6 +1,7 @@
 """Rule kinds: each turns a rule's condition into samples (labels, value, whether the condition holds) at one
-evaluation time. The registry maps a condition's ``kind`` to its evaluator; the anomaly detection issue adds one
-(``register(AnomalyKind())`` and a model in ``observai.alerts.rule_models.Condition``)."""
+evaluation time. The registry maps a condition's ``kind`` to its evaluator: metric, log, absence and anomaly (the
+anomaly detectors' groups or series, ``observai.alerts.kinds.anomaly``); a new kind is one ``register(...)`` and
+one model in ``observai.alerts.rule_models.Condition``."""
 
 from __future__ import annotations
 
@@ -28,9 +29,9 @@ def kind_names() -> list[str]:
 
 def _load_builtin() -> None:
     # Imported on first use: the modules register themselves, and a Lambda that never evaluates never loads them.
-    if {"metric", "log", "absence"} <= _REGISTRY.keys():
+    if {"metric", "log", "absence", "anomaly"} <= _REGISTRY.keys():
         return
-    from observai.alerts.kinds import absence, log, metric  # noqa: F401
+    from observai.alerts.kinds import absence, anomaly, log, metric  # noqa: F401
 
 
 __all__ = ["Observation", "RuleKind", "Sample", "compare", "get_kind", "kind_names", "register", "samples"]
