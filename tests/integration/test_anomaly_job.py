@@ -153,6 +153,8 @@ def test_a_spike_opens_one_event_recovery_closes_it_and_the_job_scores_what_the_
     assert event["algorithm"] == "zscore" and 0 < event["peak_score"] <= 1
     assert (event["org_id"], event["project_id"]) == (project.org_id, project.project_id)
     assert sum(r.events_opened for r in reports) == 1 and sum(r.events_closed for r in reports) == 1
+    # (correlated at the end of the run: a lone anomaly is a group of one)
+    assert event["group_id"] is not None
 
     # And anomaly.detected left once, in the published schema
     from observai.webhooks.events import EVENT_MODELS
