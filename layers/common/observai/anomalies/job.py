@@ -573,7 +573,7 @@ def _events(
         event = open_by_series.get(sid)
         # (epoch, outside) of the points before and including this run's: where an opening anomaly started.
         first = _epoch(w.scored[0].time)
-        old_tail = (w.row.get("state") or {}).get("tail") or [] if w.row else []  # type: ignore[union-attr]
+        old_tail = (w.row.get("state") or {}).get("tail") or [] if w.row else []
         history: list[tuple[int, bool]] = [(int(e[0]), bool(e[2])) for e in old_tail if int(e[0]) < first]
         offset = len(history)
         history.extend((_epoch(p.time), _outside(p)) for p in w.scored)
