@@ -4,3 +4,9 @@
 -- an update that leaves it alone keeps its TOAST value as it is: a run writes one fold state per series, not two
 -- (the seasonal profiles make a state about 15 kB).
 alter table public.anomaly_series add column base jsonb;
+
+-- Every run rewrites each series' state (15 kB of JSON with the seasonal profiles, about 7 kB compressed): kept
+-- compressed in the row when it fits (main: no TOAST table and index rows to write and delete each time), and half
+-- of each page left free so the update stays on its page (a HOT update: no index entry either).
+alter table public.anomaly_series alter column state set storage main, alter column base set storage main;
+alter table public.anomaly_series set (fillfactor = 50);
