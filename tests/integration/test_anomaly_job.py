@@ -127,7 +127,8 @@ def test_a_spike_opens_one_event_recovery_closes_it_and_the_job_scores_what_the_
 ) -> None:
     # Given two hosts' cpu, one with a spike at minutes 50-52, and a zscore detector per host from T0
     project = make_project(("read",), label="Spike")
-    spiky, calm = values(1), [100.0 + random.Random(2).gauss(0, 1) for _ in range(MINUTES)]
+    rng = random.Random(2)
+    spiky, calm = values(1), [100.0 + rng.gauss(0, 1) for _ in range(MINUTES)]
     cpu(project, "a", spiky)
     cpu(project, "b", calm)
     drain()
@@ -224,6 +225,41 @@ def test_a_late_point_re_scores_its_step_and_what_follows_only(db: psycopg.Conne
     assert same(after, backtest(final))
     assert after[56][1] == pytest.approx(final[56]) and before[56][1] != after[56][1]
     assert same(after[:56], before[:56])
+
+
+def test_a_late_spike_inside_the_horizon_opens_its_event_from_where_it_started(db: psycopg.Connection) -> None:
+    # Given a calm series scored minute by minute up to minute 60
+    project = make_project(("read",), label="Late spike")
+    rng = random.Random(16)
+    calm = [100.0 + rng.gauss(0, 1) for _ in range(MINUTES)]
+    sid = add_series(project, "cpu", {"host": "a"})
+    add_points(project, sid, [(minute(i), v) for i, v in enumerate(calm[:61])])
+    drain()
+    detector = add_detector(project)
+    for i in range(61):
+        run(project, at_run(i))
+    assert (
+        db.execute("select count(*) as n from public.anomaly_events where detector_id = %s", (detector,)).fetchone()[
+            "n"
+        ]
+        == 0
+    )
+
+    # When a late batch lands in minutes 55-57 (already scored: their averages jump) with minute 61
+    add_points(project, sid, [(minute(i) + timedelta(seconds=30), 400.0) for i in (55, 56, 57)])
+    add_points(project, sid, [(minute(61), calm[61])])
+    drain()
+    report = run(project, at_run(61))
+
+    # Then the re-score opened the event where the spike started, and announced it once
+    assert report.rescored_series == 1 and report.events_opened == 1
+    event = db.execute("select * from public.anomaly_events where detector_id = %s", (detector,)).fetchone()
+    assert event is not None and event["started_at"] == minute(55) and event["direction"] == "above"
+    outbox = db.execute(
+        "select count(*) as n from public.outbox_events where project_id = %s and type = 'anomaly.detected'",
+        (project.project_id,),
+    ).fetchone()
+    assert outbox is not None and outbox["n"] == 1
 
 
 def test_a_late_point_older_than_the_horizon_is_not_re_scored(db: psycopg.Connection) -> None:
