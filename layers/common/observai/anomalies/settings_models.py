@@ -7,7 +7,7 @@ has a concrete value there (``warmup`` defaults to ``window``). See docs/anomali
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -77,6 +77,11 @@ class DetectorSettings(BaseModel):
         return self
 
 
-def default_settings() -> dict:
-    """The defaults as the fold reads them."""
-    return DetectorSettings().model_dump()
+_DEFAULTS: dict[str, Any] = {}
+
+
+def default_settings() -> dict[str, Any]:
+    """The defaults as the fold reads them (a copy)."""
+    if not _DEFAULTS:
+        _DEFAULTS.update(DetectorSettings().model_dump())
+    return dict(_DEFAULTS)

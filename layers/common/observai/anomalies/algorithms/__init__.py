@@ -32,6 +32,19 @@ if TYPE_CHECKING:
 STATE_VERSION = 1
 # The settings that shape an algorithm's state: another value starts the baseline again.
 _SHAPING = ("algorithm", "window", "season")
+_KEYS = (
+    "algorithm",
+    "window",
+    "deviations",
+    "direction",
+    "min_band_abs",
+    "min_band_rel",
+    "warmup",
+    "trigger_fraction",
+    "trigger_window",
+    "recovery_window",
+    "season",
+)
 
 
 def _algorithm_class(name: str) -> Any:
@@ -69,6 +82,10 @@ def fold(
 ) -> Scored:
     from observai.anomalies.detection import Scored, ScoredPoint
 
+    if any(key not in settings for key in _KEYS):  # stored before a setting existed: its default
+        from observai.anomalies.settings_models import default_settings
+
+        settings = {**default_settings(), "warmup": None, **settings}  # warmup: the window
     shape = [settings[key] for key in _SHAPING]
     if not state or state.get("v") != STATE_VERSION or state.get("shape") != shape:
         state = None
@@ -116,6 +133,8 @@ def fold(
         else:
             expected, half = prediction
             floor = min_rel * abs(expected)
+            if floor < 1e-12 * abs(expected):  # rounding is never an anomaly
+                floor = 1e-12 * abs(expected)
             if min_abs > floor:
                 floor = min_abs
             if quantum is not None and quantum > floor:

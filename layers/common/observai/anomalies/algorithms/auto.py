@@ -6,7 +6,7 @@ sustained shift) and the seasonal profiles (daily, and weekly with ``season: aut
 of its absolute one-step prediction error. The band comes from:
 
 - ``seasonal`` once a profile has its ~3 periods of history and predicts clearly better than the rolling median
-  (its error below 60% of the median's; back below 75% to switch once chosen: no flapping);
+  (its error below 80% of the median's; once chosen, it stays while below 90%: no flapping);
 - ``robust`` for a flat or quantised series (a MAD of 0 over the window: the minimum band does the work);
 - ``level_shift`` otherwise.
 """
@@ -17,18 +17,19 @@ from collections.abc import Mapping
 from typing import Any
 
 from observai.anomalies.algorithms.level_shift import LevelShift
-from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Seasonal
+from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Seasonal, track_error
 
-PICK_SEASONAL = 0.6  # seasonal's error / the median's below this: seasonal
-KEEP_SEASONAL = 0.75  # once seasonal, it stays while below this
-ERROR_ALPHA = 0.01
+PICK_SEASONAL = 0.8  # seasonal's error / the median's below this: seasonal
+KEEP_SEASONAL = 0.9  # once seasonal, it stays while below this
 
 
 class Auto:
     def __init__(self, settings: Mapping[str, Any], state: dict[str, Any] | None) -> None:
         self.rolling = LevelShift(settings, state.get("ls") if state else None)
         self.seasonal = (
-            Seasonal(settings, state.get("se") if state else None) if settings.get("season") != "none" else None
+            Seasonal(settings, state.get("se") if state else None, with_fallback=False)
+            if settings.get("season") != "none"
+            else None
         )
         self.rolling_err = float(state["err"]) if state else -1.0
         self.picked = str(state["picked"]) if state else "level_shift"
@@ -55,7 +56,7 @@ class Auto:
                 ratio = 1.0
             limit = KEEP_SEASONAL if self.picked == "seasonal" else PICK_SEASONAL
             if ratio < limit:
-                self.picked = self.name = "seasonal"
+                self.picked = self.name = seasonal.name = "seasonal"  # the profile drew the band
                 period = "weekly" if seasonal._profile.period == WEEK else "daily"
                 self.reason = (
                     f"auto: seasonal ({period}): the {period} profile's error is {ratio:.0%} of the rolling median's"
@@ -67,6 +68,8 @@ class Auto:
         else:
             have = seasonal.history_periods(t, DAY)
             why = f"{have:.1f} of {PERIODS_NEEDED} days of history to judge seasonality"
+        if seasonal is not None:
+            seasonal.name = "robust"  # the profile learns the values as they come
         if rolling is not None and rolling[1] == 0.0:
             self.picked = self.name = "robust"
             self.reason = f"auto: robust: flat or quantised series (no spread over the window); {why}"
@@ -77,10 +80,8 @@ class Auto:
 
     def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
         if self._rolling_expected is not None:
-            error = abs(value - self._rolling_expected)
-            self.rolling_err = (
-                error if self.rolling_err < 0 else self.rolling_err + ERROR_ALPHA * (error - self.rolling_err)
-            )
+            alpha = self.seasonal.error_alpha() if self.seasonal is not None else 0.01
+            self.rolling_err = track_error(self.rolling_err, abs(value - self._rolling_expected), alpha)
         self.rolling.update(t, value, lower, upper)
         if self.seasonal is not None:
             self.seasonal.update(t, value, lower, upper)

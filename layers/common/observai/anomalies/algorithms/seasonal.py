@@ -1,9 +1,12 @@
 """seasonal: the expected value is what the series did at the same time of day (or of week) in its history.
 
-The history is kept as a profile of slots (daily: 96 quarter-hours; weekly: 168 hours), each with an exponentially
-weighted mean and mean absolute deviation of the values that fell in it (about the last 4 periods count), so the
-state stays the same size whatever the series' age. The expected value interpolates between the two nearest slot
-centres; the spread pools the slot's own deviation with the series' overall deviation from its profile.
+The history is kept as a profile of slots (daily: 96 quarter-hours; weekly: 84 two-hour slots), each with an
+exponentially weighted mean and mean absolute deviation of the values that fell in it (about the last 4 periods
+count; 7 significant digits, relative to the profile's first value), so the state stays small (~4 KB of JSON) and
+the same size whatever the series' age. The expected value interpolates between the two nearest slot
+centres, plus a level correction: the recent mean (an EWMA over about ``window`` points) of value − profile, so a
+level shift or a drift is followed as a rolling baseline follows it, while the day's shape stays. The spread pools
+the slot's own deviation with the series' overall deviation from its profile.
 
 A profile needs about 3 periods of history (3 days, 3 weeks): until then, and for a slot with no data yet, the
 band is robust's (rolling median and MAD), and the point says so (algorithm ``robust``, and the reason).
@@ -22,6 +25,8 @@ from observai.anomalies.algorithms.robust import Robust
 DAY = 86_400.0
 WEEK = 7 * DAY
 PERIODS_NEEDED = 3
+DAILY_SLOTS = 96  # quarter-hours
+WEEKLY_SLOTS = 84  # two-hour slots
 MEMORY_PERIODS = 4.0  # a slot forgets with a time constant of about this many periods
 MAD_TO_SIGMA = 1.2533  # mean absolute deviation → standard deviation, normal noise
 POOL = 5.0  # the overall deviation weighs like this many observations of a slot's own
@@ -29,33 +34,53 @@ POOL = 5.0  # the overall deviation weighs like this many observations of a slot
 _WEEK_OFFSET = 3 * DAY
 
 
+def _digits(x: float) -> float:
+    """``x`` to 7 significant digits (its JSON is short)."""
+    return float(f"{x:.7g}")
+
+
+def track_error(running: float, error: float, alpha: float) -> float:
+    """A running mean of absolute prediction errors (negative: none yet), each error held to 4× the running mean so
+    an anomaly, the very thing to detect, does not make a predictor look bad."""
+    if running < 0:
+        return error
+    if error > 4.0 * running:
+        error = 4.0 * running
+    return running + alpha * (error - running)
+
+
 class Profile:
-    __slots__ = ("count", "err", "mad", "mean", "period", "slot_s", "slots")
+    __slots__ = ("count", "err", "mad", "mean", "offset", "period", "ref", "slot_s", "slots")
 
     def __init__(self, period: float, slots: int, state: dict[str, Any] | None) -> None:
         self.period = period
         self.slots = slots
         self.slot_s = period / slots
         if state:
-            self.mean: list[float] = [float(v) for v in state["m"]]
-            self.mad: list[float] = [float(v) for v in state["d"]]
-            self.count: list[int] = [int(v) for v in state["c"]]
+            self.ref: float | None = state["r"]  # the first value learned: slot means are relative to it
+            self.mean: list[float] = list(state["m"])  # JSON numbers: floats (ints work the same)
+            self.mad: list[float] = list(state["d"])
+            self.count: list[int] = list(state["c"])
             self.err = float(state["e"])  # EWMA of the absolute error of this profile's predictions
+            self.offset = float(state["o"])  # EWMA of value − profile: the recent level correction
         else:
+            self.ref = None
             self.mean = [0.0] * slots
             self.mad = [0.0] * slots
             self.count = [0] * slots
             self.err = -1.0  # none yet
+            self.offset = 0.0
 
     def dump(self) -> dict[str, Any]:
-        return {"m": self.mean, "d": self.mad, "c": self.count, "e": self.err}
+        return {"r": self.ref, "m": self.mean, "d": self.mad, "c": self.count, "e": self.err, "o": self.offset}
 
     def position(self, t: float) -> float:
         offset = _WEEK_OFFSET if self.period == WEEK else 0.0
         return ((t + offset) % self.period) / self.slot_s
 
     def expect(self, t: float) -> tuple[float, float, int] | None:
-        """(expected, slot deviation, slot observations) at ``t``, None when the slot has no data."""
+        """(expected, slot deviation, slot observations) at ``t``, None when the slot has no data. The expected value
+        is the profile's plus the recent level correction (``offset``)."""
         pos = self.position(t)
         k = int(pos) % self.slots
         count = self.count
@@ -65,37 +90,61 @@ class Profile:
         other = (k + 1) % self.slots if frac >= 0 else (k - 1) % self.slots
         if count[other] > 0:
             w = abs(frac)
-            expected = (1.0 - w) * self.mean[k] + w * self.mean[other]
+            expected = self.mean[k] + w * (self.mean[other] - self.mean[k])  # equal slots: exactly their mean
         else:
             expected = self.mean[k]
-        return expected, self.mad[k], count[k]
+        ref = self.ref if self.ref is not None else 0.0  # (set with the first count)
+        return ref + expected + self.offset, self.mad[k], count[k]
 
-    def learn(self, t: float, value: float, alpha_floor: float) -> None:
+    def learn(self, t: float, value: float, raw: float, alpha_floor: float) -> None:
+        """The slot's mean learns ``value`` (held to the band), its deviation the ``raw`` value's (held to 4× the
+        slot's deviation: the spread is not shrunk by the holding, nor blown up by one incident). Both are kept to
+        7 significant digits, relative to the profile's first value: the stored state is half the size, and what
+        is stored is exactly what the fold computed with."""
         k = int(self.position(t)) % self.slots
         c = self.count[k] + 1
         self.count[k] = c
+        if self.ref is None:
+            self.ref = value
+        ref = self.ref
+        mean = self.mean[k]
+        if c > 1:
+            deviation = abs(raw - ref - mean)
+            mad = self.mad[k]
+            if c > 2 and deviation > 4.0 * mad:
+                deviation = 4.0 * mad
+            beta = 1.0 / (c - 1)
+            self.mad[k] = _digits(mad + (beta if beta > alpha_floor else alpha_floor) * (deviation - mad))
         alpha = 1.0 / c
         if alpha < alpha_floor:
             alpha = alpha_floor
-        deviation = abs(value - self.mean[k]) if c > 1 else 0.0
-        self.mean[k] += alpha * (value - self.mean[k])
-        if c > 1:
-            self.mad[k] += alpha * (deviation - self.mad[k])
+        self.mean[k] = _digits(mean + alpha * (value - ref - mean))
 
-    def track_error(self, error: float, alpha: float) -> None:
-        self.err = error if self.err < 0 else self.err + alpha * (error - self.err)
+    def track(self, error: float, residual: float, alpha: float, offset_alpha: float) -> None:
+        """After a prediction: its absolute error (the raw value's), and the level correction (value − profile,
+        the value held to the band, smoothed)."""
+        self.err = track_error(self.err, error, alpha)
+        self.offset += offset_alpha * residual
 
 
 class Seasonal:
     name = "seasonal"
 
-    def __init__(self, settings: Mapping[str, Any], state: dict[str, Any] | None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], state: dict[str, Any] | None, *, with_fallback: bool = True
+    ) -> None:
         self.deviations = float(settings["deviations"])
+        self.offset_alpha = 2.0 / (int(settings["window"]) + 1)
         self.season = settings.get("season", "auto")
-        self.fallback = Robust(settings, state.get("r") if state else None)
-        self.daily = Profile(DAY, 96, state.get("day") if state else None) if self.season in ("auto", "daily") else None
+        # robust until the profile has its history (auto has its own rolling baseline: no second window there)
+        self.fallback = Robust(settings, state.get("r") if state else None) if with_fallback else None
+        self.daily = (
+            Profile(DAY, DAILY_SLOTS, state.get("day") if state else None) if self.season in ("auto", "daily") else None
+        )
         self.weekly = (
-            Profile(WEEK, 168, state.get("week") if state else None) if self.season in ("auto", "weekly") else None
+            Profile(WEEK, WEEKLY_SLOTS, state.get("week") if state else None)
+            if self.season in ("auto", "weekly")
+            else None
         )
         self.first = float(state["first"]) if state and state.get("first") is not None else None
         self.last = float(state["last_t"]) if state and state.get("last_t") is not None else None
@@ -107,7 +156,7 @@ class Seasonal:
 
     def dump(self) -> dict[str, Any]:
         return {
-            "r": self.fallback.dump(),
+            "r": self.fallback.dump() if self.fallback is not None else None,
             "day": self.daily.dump() if self.daily else None,
             "week": self.weekly.dump() if self.weekly else None,
             "first": self.first,
@@ -160,7 +209,12 @@ class Seasonal:
             self.name = "seasonal"
             return band
         self.name = "robust"
-        return self.fallback.predict(t)
+        return self.fallback.predict(t) if self.fallback is not None else None
+
+    def error_alpha(self) -> float:
+        """The running errors remember about a day of points (between 20 and 1,000 points)."""
+        alpha = self.dt / DAY if self.dt > 0 else 0.01
+        return min(0.05, max(0.001, alpha))
 
     def alpha_floor(self, profile: Profile) -> float:
         """A slot's learning rate floor: about MEMORY_PERIODS periods of its points."""
@@ -168,7 +222,8 @@ class Seasonal:
         return 1.0 / (MEMORY_PERIODS * max(1.0, per_period))
 
     def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
-        self.fallback.update(t, value, lower, upper)
+        if self.fallback is not None:
+            self.fallback.update(t, value, lower, upper)
         if self.first is None:
             self.first = t
         if self.last is not None and t > self.last:
@@ -184,10 +239,11 @@ class Seasonal:
                 continue
             found = profile.expect(t)
             if found is not None:
-                error = abs(learned - found[0])
-                profile.track_error(error, 0.01)
+                error = abs(value - found[0])
+                alpha = self.error_alpha()
+                profile.track(error, learned - found[0], alpha, self.offset_alpha)
                 if profile is self._profile or (self._profile is None and profile is self.daily):
-                    self.resid = error if self.resid < 0 else self.resid + 0.01 * (error - self.resid)
-            profile.learn(t, learned, self.alpha_floor(profile))
+                    self.resid = track_error(self.resid, error, alpha)
+            profile.learn(t, learned, value, self.alpha_floor(profile))
         if not math.isfinite(self.resid):
             self.resid = -1.0

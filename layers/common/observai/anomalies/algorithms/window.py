@@ -86,7 +86,8 @@ class Window:
             self.mean = 0.0
             self.m2 = 0.0
             return
-        mean = math.fsum(self.values) / n
+        first = self.values[0]
+        mean = first + math.fsum(v - first for v in self.values) / n  # a constant window: exactly its value
         self.mean = mean
         self.m2 = math.fsum((v - mean) * (v - mean) for v in self.values)
 
