@@ -5,8 +5,9 @@
 -- (the seasonal profiles make a state about 15 kB).
 alter table public.anomaly_series add column base jsonb;
 
--- Every run rewrites each series' state (15 kB of JSON with the seasonal profiles, about 7 kB compressed): kept
--- compressed in the row when it fits (main: no TOAST table and index rows to write and delete each time), and half
--- of each page left free so the update stays on its page (a HOT update: no index entry either).
-alter table public.anomaly_series alter column state set storage main, alter column base set storage main;
+-- Every run rewrites each series' state (a few kB of JSON with auto's seasonal profiles): kept compressed in the row
+-- when it fits (main: no TOAST table and index rows to write and delete each time), and half of each page left free
+-- so the update stays on its page (a HOT update: no index entry either). The base stays out of line (extended, the
+-- default): an update that leaves it alone copies its TOAST pointer, not the value.
+alter table public.anomaly_series alter column state set storage main;
 alter table public.anomaly_series set (fillfactor = 50);
