@@ -99,6 +99,7 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/webhooks/{endpoint_id}/recover"),
     },
     "HousekeepingFunction": set(),
+    "DetectAnomaliesFunction": set(),
     "PartitionUpkeepFunction": set(),
     "AggregateMetricsFunction": set(),
     "CleanupRetentionFunction": set(),
@@ -230,6 +231,7 @@ def test_schedules_are_found(template) -> None:
         "DeliverWebhooksFunction",
         "EscalateFunction",
         "DeliverNotificationsFunction",
+        "DetectAnomaliesFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -252,6 +254,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["EscalateFunction"].expression == "rate(1 minute)"
     # Every minute: notification retries past SQS's 15-minute delays, lost wake-ups, expired leases.
     assert schedules["DeliverNotificationsFunction"].expression == "rate(1 minute)"
+    # Every minute: anomaly detectors score each step within about two minutes of its end.
+    assert schedules["DetectAnomaliesFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"

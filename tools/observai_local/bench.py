@@ -305,7 +305,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
     parser.add_argument(
         "--part",
-        choices=["all", "api", "ingest", "metrics", "logs", "alerts", "webhooks", "notifications", "anomalies-quality"],
+        choices=[
+            "all",
+            "api",
+            "ingest",
+            "metrics",
+            "logs",
+            "alerts",
+            "webhooks",
+            "notifications",
+            "anomalies",
+            "anomalies-quality",
+        ],
         default="all",
         help="which benchmarks (default all)",
     )
@@ -344,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_notifications
 
             print("\n" + bench_notifications.run(), flush=True)
+        if args.part in ("all", "anomalies"):
+            from observai_local import bench_anomalies
+
+            # BENCH_ANOMALIES_SERIES=1000: a quick smoke run instead of 10,000 series.
+            series = int(os.environ.get("BENCH_ANOMALIES_SERIES", "10000"))
+            print("\n" + bench_anomalies.run(series=series, projects=max(1, min(10, series // 100))), flush=True)
         if args.part in ("all", "anomalies-quality"):
             from observai_local import bench_anomaly_quality
 

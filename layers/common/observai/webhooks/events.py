@@ -83,8 +83,10 @@ class IncidentResolvedData(_IncidentData):
 
 
 class AnomalyDetectedData(_Data):
-    anomaly_id: UUID
+    anomaly_id: UUID = Field(description="The anomaly event (GET .../anomalies)")
     project_id: UUID
+    detector_id: UUID | None = Field(default=None, description="The anomaly detector that found it")
+    detector_name: str | None = Field(default=None, description="The detector's name")
     signal: Literal["metrics", "logs", "spans"]
     series: str = Field(description="What deviates: a metric name, or a derived series (error rate, log volume...)")
     labels: dict[str, str] = Field(description="The series' labels (service, host...)")
@@ -94,10 +96,12 @@ class AnomalyDetectedData(_Data):
     expected: float = Field(description="The value the baseline predicted")
     lower: float | None = Field(default=None, description="The baseline band's lower bound")
     upper: float | None = Field(default=None, description="The baseline band's upper bound")
-    score: float = Field(description="How far outside the band, in the detector's units (e.g. a z-score)")
+    score: float = Field(description="How far outside the band, squashed into [0, 1] (the same scale on every series)")
     direction: Literal["above", "below"]
     severity: Severity
+    algorithm: str | None = Field(default=None, description="What drew the band (zscore, robust, seasonal...)")
     detected_at: datetime
+    truncated: bool | None = Field(default=None, description="true when long label values were cut to stay under 20 kB")
 
 
 class ExportCompletedData(_Data):

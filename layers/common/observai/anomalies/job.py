@@ -1,0 +1,811 @@
+"""detect-anomalies: every minute, score the steps that closed since each detector's last run.
+
+A run claims the due detectors (enabled, not deleted, their lease expired), the least recently run first and ROUND
+ROBIN over projects: each project's oldest detector, then each project's second... at most ``PER_PROJECT`` per
+project per run, and it stops claiming work once ``series_budget`` series were scored or ``budget_s`` is spent. So
+a project with hundreds of detectors (or of series) takes its share of a run, never the whole run. Claimed rows are
+taken with ``FOR UPDATE SKIP LOCKED`` and leased (``claimed_until``): an overlapping run claims other detectors or
+none. Each detector is written in ONE transaction fenced on the claim (the row locked, still holding this run's
+lease and the cursor it read from): a run whose lease expired and whose detector was taken again writes nothing, so
+no point is ever scored twice. Unreached claims are handed back, and the next run resumes oldest first.
+
+Per detector (``process``):
+
+* the closed steps since the cursor ``processed_until`` (a step closes ``SETTLE`` after its end, for ingestion and
+  the aggregation job to catch up), read with the metric query engine exactly as the query API and the ``metric``
+  alert kind read them (filters, aggregation, group_by; step = the detector's interval; 1-minute and coarser
+  rollups, raw points for the last minutes the aggregation job has not surely rolled up yet), under the project's
+  tenancy. A new detector starts ``BACKFILL_STEPS`` steps back (its baseline warms at once); a detector far behind
+  catches up ``MAX_STEPS_PER_RUN`` steps per run. Only the new steps and the short re-score horizon are read: the
+  cost of a run grows with the number of series, never with their history;
+* per series (its labels hashed into ``series_key``): the stored state, ``score_points(settings, state, new)``
+  (the same fold as the backtest), the new state, the scored points into ``anomaly_points`` (one statement), the
+  series' ``last_time``, ``anomalous``, ``algorithm`` and ``algorithm_reason``;
+* events: an ``anomaly_events`` row opens when a series' ``is_anomaly`` turns true (started at the first point
+  outside the band among the trigger window's points; ``anomaly.detected`` in the outbox, same transaction), its
+  peak (score, time, expected, actual, direction) follows while open, and it closes when the series recovers;
+* late data: the state kept per series is ``{"fold": state after the last point, "tail": the last HORIZON to
+  2*HORIZON steps [epoch, value, outside]}``, and apart (column ``base``, read and written only when needed) the
+  fold's state before the tail. Each run re-reads the horizon's steps too; a
+  series one of whose tail steps changed (a late batch re-rolled a closed minute) or gained a value is re-scored
+  from ``base`` over the tail (corrected) and the new steps: exactly what a run over the final values would have
+  scored. Its points are rewritten from the first changed step on. Older than the horizon, a late point is not
+  re-scored (documented lag). Events already announced are never withdrawn: a re-score can open, update or close
+  an event from the corrected points on.
+
+Then each touched project's open anomalies are correlated (``observai.anomalies.correlation.correlate`` when it
+exists), and each detector's points older than ``RETENTION`` are pruned, ``PRUNE_BATCH`` rows at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+
+from observai.anomalies.detection import Scored, ScoredPoint, score_points
+from observai.db.connection import Cursor, tenant_transaction, transaction
+
+ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
+# A step is scored once it ended this long ago: points arrive a few seconds late, the engine reads the minutes the
+# aggregation job has not rolled up yet from raw points.
+SETTLE = timedelta(seconds=60)
+LEASE = timedelta(seconds=120)
+# Claims per run per project (the round robin's depth), and the whole run's defaults.
+PER_PROJECT = 20
+DEFAULT_LIMIT = 500
+DEFAULT_BUDGET_S = 40.0
+DEFAULT_SERIES_BUDGET = 50_000
+# Steps re-read every run for late data; the tail kept in the state holds HORIZON..2*HORIZON steps.
+HORIZON = 10
+# A new detector scores this many steps of history at once (capped by its window) so its baseline is warm.
+BACKFILL_STEPS = 1440  # (twice the window, at most this)
+# A detector behind by more catches up this many steps per run (it stays due: the next run goes on): 4 hours of a
+# 1-minute detector, 240,000 points for 1,000 series, a few seconds.
+MAX_STEPS_PER_RUN = 240
+RETENTION = timedelta(days=30)
+PRUNE_BATCH = 5000
+MAX_ERROR = 1000
+STATE_VERSION = 1
+# Two reads of the same step may differ in the last bits (raw points summed in another order than the rollup's
+# sum): a tail value counts as changed only beyond this relative difference.
+REL_TOLERANCE = 1e-9
+
+
+class RunReport(BaseModel):
+    detectors: int = 0  # detectors processed (written)
+    series: int = 0  # series scored
+    points: int = 0  # points scored (new and re-scored)
+    rescored_series: int = 0  # series re-scored from their base for late data
+    events_opened: int = 0
+    events_closed: int = 0
+    errors: int = 0
+    fenced: int = 0  # claimed, but taken by another run before this one wrote (its lease had expired)
+    released: int = 0  # claimed, not reached within the budget: handed back
+    pruned: int = 0
+    more_due: bool = False
+    seconds: float = 0.0
+    read_s: float = 0.0  # in the query engine
+    score_s: float = 0.0  # in score_points
+    write_s: float = 0.0  # in the write transactions
+
+
+@dataclass
+class Detector:
+    id: UUID
+    org_id: UUID
+    project_id: UUID
+    name: str
+    query: dict[str, Any]
+    interval_s: int
+    settings: dict[str, Any]
+    processed_until: datetime | None
+    lease: datetime  # this run's claimed_until: the fence
+    error: str | None = None
+
+
+@dataclass
+class _SeriesWork:
+    key: str
+    labels: dict[str, Any]
+    points: list[tuple[int, float]]  # (slot epoch, value) read this run: horizon and new steps
+    row: dict[str, Any] | None = None
+    scored: list[ScoredPoint] = field(default_factory=list)
+    result: Scored | None = None
+    state: dict[str, Any] | None = None
+    rescored: bool = False
+    # plan_series
+    stored: dict[str, Any] | None = None  # the stored state (fold, tail), None: a new series
+    new: list[tuple[int, float]] = field(default_factory=list)  # the points after its last one
+    first_changed: int | None = None  # the first tail step a late point changed (epoch)
+    replay: list[tuple[int, float]] = field(default_factory=list)  # the corrected tail, to re-score from the base
+    needs_base: bool = False
+    base: dict[str, Any] | None = None  # the state before the tail (read only when needed)
+    base_changed: bool = False
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _epoch(at: datetime) -> int:
+    return math.floor((at - ORIGIN).total_seconds())
+
+
+def _at(epoch_s: int) -> datetime:
+    return ORIGIN + timedelta(seconds=epoch_s)
+
+
+def series_key(labels: Mapping[str, Any]) -> str:
+    """A series' key within its detector: a hash of its labels (sorted keys, JSON)."""
+    text = json.dumps(dict(labels), sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def closed_end(now: datetime, interval_s: int) -> datetime:
+    """The end of the last step of ``interval_s`` (epoch-aligned) that closed by ``now`` (SETTLE after its end)."""
+    return _at(_epoch(now - SETTLE) // interval_s * interval_s)
+
+
+def detector_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored settings with their defaults filled, as the fold expects (DetectorSettings' model_dump)."""
+    try:
+        from observai.anomalies.settings_models import DetectorSettings
+    except ImportError:  # pragma: no cover - the settings model comes with the algorithms
+        return dict(raw)
+    return DetectorSettings.model_validate(dict(raw)).model_dump()
+
+
+def rls_claims(org_id: UUID, project_id: UUID, detector_id: UUID) -> dict[str, Any]:
+    """A read-scoped API key of the detector's project: RLS shows the reads that project's rows only."""
+    return {
+        "role": "authenticated",
+        "api_key": {"id": str(detector_id), "org_id": str(org_id), "project_id": str(project_id), "scopes": ["read"]},
+    }
+
+
+def _state_json(value: Any) -> str | bytes:
+    """A state as JSON (orjson: a 15 kB state of floats in 25 µs, 20 times the json module's speed); what orjson
+    would change (a NaN or infinity written as null) or Postgres refuses goes the usual way (observai.db.jsonb)."""
+    import orjson
+
+    from observai.db.jsonb import jsonb_dumps
+
+    try:
+        text = orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return jsonb_dumps(value)
+    if b"null" in text or b"\\u0000" in text:
+        return jsonb_dumps(value)
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    message = getattr(exc, "message", None) or str(exc) or exc.__class__.__name__
+    return f"{exc.__class__.__name__}: {message}"[:MAX_ERROR]
+
+
+def _outside(p: ScoredPoint) -> bool:
+    return (p.upper is not None and p.value > p.upper) or (p.lower is not None and p.value < p.lower)
+
+
+def _direction(p: ScoredPoint) -> str:
+    if p.expected is not None:
+        return "above" if p.value >= p.expected else "below"
+    return "above" if p.upper is not None and p.value > p.upper else "below"
+
+
+# --- claiming ----------------------------------------------------------------------------------------------------
+
+
+def claim(
+    cur: Cursor, *, now: datetime, limit: int, per_project: int, project_ids: Sequence[UUID] | None = None
+) -> list[Detector]:
+    """Lease up to ``limit`` due detectors: ranked within their project by last run (never run first), then taken
+    rank by rank across projects (round robin), at most ``per_project`` per project. Rows another run is claiming
+    are skipped (SKIP LOCKED); its leased ones are not due."""
+    scope = " and project_id = any(%(projects)s)" if project_ids is not None else ""
+    # The lease is unique to this run (microseconds of a random id): the fence of its writes.
+    lease = now + LEASE + timedelta(microseconds=uuid4().int % 1_000_000)
+    cur.execute(
+        "with ranked as (select id, project_id, last_run_at,"
+        " row_number() over (partition by project_id order by last_run_at nulls first, id) as rn"
+        " from public.anomaly_detectors"
+        " where deleted_at is null and enabled and (claimed_until is null or claimed_until <= %(now)s)"
+        # due: a step closed since the cursor (or never run)
+        " and (processed_until is null or processed_until + make_interval(secs => interval_s)"
+        " <= to_timestamp(floor(extract(epoch from %(settled)s::timestamptz) / interval_s) * interval_s))"
+        f"{scope}),"
+        " picked as (select id from ranked where rn <= %(per_project)s"
+        " order by rn, last_run_at nulls first, id limit %(limit)s),"
+        " locked as (select d.id from public.anomaly_detectors d join picked p on p.id = d.id"
+        " where d.claimed_until is null or d.claimed_until <= %(now)s for update of d skip locked)"
+        " update public.anomaly_detectors d set claimed_until = %(lease)s from locked where d.id = locked.id"
+        " returning d.id, d.org_id, d.project_id, d.name, d.query, d.interval_s, d.settings, d.processed_until,"
+        " d.last_run_at",
+        {
+            "now": now,
+            "settled": now - SETTLE,
+            "limit": limit,
+            "per_project": per_project,
+            "lease": lease,
+            "projects": list(project_ids or []),
+        },
+    )
+    rows = cur.fetchall()
+    # The same round robin order for processing: each project's first, then each project's second...
+    by_project: dict[UUID, list[dict[str, Any]]] = {}
+    for row in sorted(rows, key=lambda r: (r["last_run_at"] is not None, r["last_run_at"] or now, str(r["id"]))):
+        by_project.setdefault(row["project_id"], []).append(row)
+    ordered: list[dict[str, Any]] = []
+    depth = max((len(v) for v in by_project.values()), default=0)
+    for rank in range(depth):
+        ordered.extend(group[rank] for group in by_project.values() if rank < len(group))
+    return [
+        Detector(
+            id=r["id"],
+            org_id=r["org_id"],
+            project_id=r["project_id"],
+            name=r["name"],
+            query=dict(r["query"]),
+            interval_s=int(r["interval_s"]),
+            settings=dict(r["settings"]),
+            processed_until=r["processed_until"],
+            lease=lease,
+        )
+        for r in ordered
+    ]
+
+
+def _release(detectors: Sequence[Detector]) -> int:
+    if not detectors:
+        return 0
+    with transaction() as cur:
+        cur.execute(
+            "update public.anomaly_detectors d set claimed_until = null from unnest(%s::uuid[]) v(id)"
+            " where d.id = v.id and d.claimed_until = %s",
+            ([d.id for d in detectors], detectors[0].lease),
+        )
+        return cur.rowcount
+
+
+# --- reading -----------------------------------------------------------------------------------------------------
+
+
+def read_window(detector: Detector, now: datetime) -> tuple[datetime, datetime, datetime, bool]:
+    """(read_from, new_from, to, more): the steps read this run, [read_from, to), of which [new_from, to) are new
+    (the cursor on); the others are the horizon, re-read for late data. ``more``: the detector is behind."""
+    step = detector.interval_s
+    end = closed_end(now, step)
+    if detector.processed_until is None:
+        window = int(detector.settings.get("window") or 60)
+        backfill = min(BACKFILL_STEPS, max(window, 1) * 2)
+        new_from = end - timedelta(seconds=step * backfill)
+    else:
+        new_from = _at(_epoch(detector.processed_until) // step * step)
+    to = min(end, new_from + timedelta(seconds=step * MAX_STEPS_PER_RUN))
+    read_from = new_from - timedelta(seconds=step * HORIZON) if detector.processed_until is not None else new_from
+    return read_from, new_from, to, to < end
+
+
+def read_points(detector: Detector, start: datetime, end: datetime, now: datetime) -> list[tuple[dict, list]]:
+    """The detector's query over [start, end) at its interval, under its project's tenancy: (labels, [(slot epoch,
+    value)]) per series."""
+    from observai.metrics.query import _run_one, plan
+    from observai.metrics.query_models import MetricQuery
+
+    query = MetricQuery.model_validate(
+        {
+            "id": "anomalies",
+            "name": detector.query["name"],
+            "filters": detector.query.get("filters") or [],
+            "from": start,
+            "to": end,
+            "step": detector.interval_s,
+            "aggregation": detector.query.get("aggregation") or "avg",
+            "group_by": detector.query.get("group_by") or [],
+        }
+    )
+    loc = ["query"]
+    with tenant_transaction(rls_claims(detector.org_id, detector.project_id, detector.id)) as cur:
+        result = _run_one(cur, detector.project_id, query, plan(query, now, loc=loc), loc)
+    return [(dict(s.labels), [(int(t), float(v)) for t, v in s.points]) for s in result.series]
+
+
+# --- scoring -----------------------------------------------------------------------------------------------------
+
+
+def _changed(old: float, new: float) -> bool:
+    return abs(old - new) > REL_TOLERANCE * max(abs(old), abs(new), 1e-300)
+
+
+def _advance_at(key: str) -> int:
+    """Past this many tail steps the base folds over the oldest (HORIZON + 1 .. 2 * HORIZON, by series: a run does
+    not advance every series at once)."""
+    return HORIZON + 1 + int(key[:8], 16) % HORIZON
+
+
+def plan_series(work: _SeriesWork) -> None:
+    """Sort the points read for one series (``work.row`` loaded): the new ones (after its last point), and whether
+    a tail step changed (late data: re-score from the base). Says whether the base must be read."""
+    row = work.row
+    stored: dict[str, Any] | None = row["state"] if row else None
+    if stored is not None and stored.get("v") != STATE_VERSION:
+        stored = None  # an unknown layout: start over (the baseline warms again)
+    last_epoch = _epoch(row["last_time"]) if row and row["last_time"] is not None else None
+    work.stored = stored
+    if stored is None or last_epoch is None:
+        work.new, work.stored = list(work.points), None
+        work.needs_base = False
+        return
+    tail: list[list[Any]] = stored["tail"]
+    tail_epochs = {int(e[0]): i for i, e in enumerate(tail)}
+    tail_start = int(tail[0][0]) if tail else last_epoch + 1
+    corrected = [list(e) for e in tail]
+    extra: list[list[Any]] = []  # late values of tail steps that had none
+    for t, v in work.points:
+        if t > last_epoch:
+            work.new.append((t, v))
+        elif t >= tail_start:
+            i = tail_epochs.get(t)
+            if i is None:
+                extra.append([t, v, 0])
+            elif _changed(float(tail[i][1]), v):
+                corrected[i][1] = v
+            else:
+                continue
+            work.first_changed = t if work.first_changed is None else min(work.first_changed, t)
+    if work.first_changed is not None:
+        work.replay = [(int(e[0]), float(e[1])) for e in sorted(corrected + extra, key=lambda e: int(e[0]))]
+        work.needs_base = True
+    else:
+        work.needs_base = bool(work.new) and len(tail) + len(work.new) > _advance_at(work.key)
+
+
+def score_series(settings: Mapping[str, Any], work: _SeriesWork) -> None:
+    """Score one planned series (its base loaded when needed) into ``work``: scored points, the new state and, when
+    it moved, the new base."""
+    stored = work.stored
+    if work.first_changed is not None:
+        # From base over the corrected tail, then the new steps: what a run over the final values scores.
+        start, tail, points = work.base, [], [*work.replay, *work.new]
+    elif not work.new:
+        return
+    elif stored is not None:
+        start, tail, points = stored["fold"], stored["tail"], work.new
+    else:
+        start, tail, points = None, [], work.new
+    result = score_points(settings, start, [(_at(t), v) for t, v in points])
+    new_tail = tail + [[_epoch(p.time), p.value, 1 if _outside(p) else 0] for p in result.points]
+    if len(new_tail) > _advance_at(work.key):
+        drop = len(new_tail) - HORIZON
+        old = new_tail[:drop]
+        base = work.base if stored is not None else None  # a new series' base is the empty state
+        work.base = score_points(settings, base, [(_at(int(e[0])), float(e[1])) for e in old]).state
+        work.base_changed = True
+        new_tail = new_tail[drop:]
+    elif stored is None:
+        work.base, work.base_changed = None, True
+    work.state = {"v": STATE_VERSION, "fold": result.state, "tail": new_tail}
+    scored = result.points
+    if work.first_changed is not None:
+        scored = [p for p in scored if _epoch(p.time) >= work.first_changed]
+    work.scored = scored
+    work.result = result
+    work.rescored = work.first_changed is not None
+
+
+# --- writing -----------------------------------------------------------------------------------------------------
+
+
+def _fence(cur: Cursor, detector: Detector) -> bool:
+    """Lock the detector if it is still this run's: its lease and the cursor it read from, still enabled and not
+    deleted. Otherwise (taken again after this run's lease expired, disabled, deleted) write nothing."""
+    cur.execute(
+        "select processed_until from public.anomaly_detectors where id = %s and claimed_until = %s"
+        " and deleted_at is null and enabled for update",
+        (detector.id, detector.lease),
+    )
+    row = cur.fetchone()
+    return row is not None and row["processed_until"] == detector.processed_until
+
+
+def _load_series(cur: Cursor, detector: Detector, works: dict[str, _SeriesWork]) -> None:
+    import orjson
+    from psycopg.types.json import set_json_loads
+
+    set_json_loads(orjson.loads, cur)
+    cur.execute(
+        "select id, series_key, state, last_time, anomalous from public.anomaly_series"
+        " where detector_id = %s and series_key = any(%s)",
+        (detector.id, list(works)),
+    )
+    for row in cur.fetchall():
+        works[row["series_key"]].row = row
+
+
+def _load_bases(cur: Cursor, works: Sequence[_SeriesWork]) -> None:
+    """The re-score bases of the series that need theirs (a late point, or their tail is folded into it)."""
+    if not works:
+        return
+    cur.execute(
+        "select id, base from public.anomaly_series where id = any(%s)",
+        ([w.row["id"] for w in works],),  # type: ignore[index]
+    )
+    bases = {r["id"]: r["base"] for r in cur.fetchall()}
+    for w in works:
+        w.base = bases.get(w.row["id"])  # type: ignore[index]
+
+
+def _insert_series(cur: Cursor, detector: Detector, works: Sequence[_SeriesWork]) -> None:
+    fresh = [w for w in works if w.row is None and w.result is not None]
+    if not fresh:
+        return
+    cur.execute(
+        "insert into public.anomaly_series (org_id, project_id, detector_id, series_key, labels)"
+        " select %s, %s, %s, k, l from unnest(%s::text[], %s::jsonb[]) v(k, l)"
+        " on conflict (detector_id, series_key) do update set updated_at = now()"
+        " returning id, series_key, state, last_time, anomalous",
+        (detector.org_id, detector.project_id, detector.id, [w.key for w in fresh], [Jsonb(w.labels) for w in fresh]),
+    )
+    by_key = {w.key: w for w in fresh}
+    for row in cur.fetchall():
+        by_key[row["series_key"]].row = row
+
+
+def _write_points(cur: Cursor, detector: Detector, works: Sequence[_SeriesWork]) -> int:
+    ids: list[int] = []
+    times: list[datetime] = []
+    values: list[float] = []
+    expected: list[float | None] = []
+    lower: list[float | None] = []
+    upper: list[float | None] = []
+    scores: list[float] = []
+    flags: list[bool] = []
+    for w in works:
+        assert w.row is not None
+        sid = w.row["id"]
+        for p in w.scored:
+            ids.append(sid)
+            times.append(p.time)
+            values.append(p.value)
+            expected.append(p.expected)
+            lower.append(p.lower)
+            upper.append(p.upper)
+            scores.append(min(1.0, max(0.0, p.score)))
+            flags.append(p.is_anomaly)
+    if not ids:
+        return 0
+    cur.execute(
+        "insert into public.anomaly_points as a (series_id, time, org_id, project_id, detector_id, value, expected,"
+        " lower, upper, score, is_anomaly)"
+        " select v.s, v.t, %(org)s, %(project)s, %(detector)s, v.v, v.e, v.l, v.u, v.sc, v.a"
+        " from unnest(%(s)s::bigint[], %(t)s::timestamptz[], %(v)s::float8[], %(e)s::float8[], %(l)s::float8[],"
+        " %(u)s::float8[], %(sc)s::float8[], %(a)s::bool[]) v(s, t, v, e, l, u, sc, a)"
+        # a re-score (late data) rewrites its steps
+        " on conflict (series_id, time) do update set value = excluded.value, expected = excluded.expected,"
+        " lower = excluded.lower, upper = excluded.upper, score = excluded.score, is_anomaly = excluded.is_anomaly",
+        {
+            "org": detector.org_id,
+            "project": detector.project_id,
+            "detector": detector.id,
+            "s": ids,
+            "t": times,
+            "v": values,
+            "e": expected,
+            "l": lower,
+            "u": upper,
+            "sc": scores,
+            "a": flags,
+        },
+    )
+    return len(ids)
+
+
+def _write_series(cur: Cursor, works: Sequence[_SeriesWork]) -> None:
+    done = [w for w in works if w.result is not None and w.row is not None]
+    if not done:
+        return
+    cur.execute(
+        "update public.anomaly_series s set state = v.state, last_time = v.last_time, anomalous = v.anomalous,"
+        # base only when it moved: left alone, its stored (TOAST) value is kept as it is, not written again
+        " base = case when v.set_base then v.base else s.base end,"
+        " algorithm = v.algorithm, algorithm_reason = left(v.reason, 500), updated_at = now()"
+        # the states as binary parameters: a text array of 15 kB JSON documents is escaped element by element
+        " from unnest(%s::bigint[], %b::jsonb[], %s::bool[], %b::jsonb[], %s::timestamptz[], %s::bool[], %s::text[],"
+        " %s::text[]) v(id, state, set_base, base, last_time, anomalous, algorithm, reason) where s.id = v.id",
+        (
+            [w.row["id"] for w in done],  # type: ignore[index]
+            [Jsonb(w.state, _state_json) for w in done],
+            [w.base_changed for w in done],
+            [Jsonb(w.base, _state_json) if w.base_changed and w.base is not None else None for w in done],
+            [max(w.row["last_time"] or w.result.points[-1].time, w.result.points[-1].time) for w in done],  # type: ignore[union-attr,index]
+            [w.result.points[-1].is_anomaly for w in done],  # type: ignore[union-attr]
+            [w.result.algorithm for w in done],  # type: ignore[union-attr]
+            [w.result.algorithm_reason for w in done],  # type: ignore[union-attr]
+        ),
+    )
+
+
+@dataclass
+class _Event:
+    id: UUID
+    series_id: int
+    labels: dict[str, Any]
+    started_at: datetime
+    peak: ScoredPoint | None  # None: the stored peak stands (an event opened by an earlier run)
+    peak_score: float
+    ended_at: datetime | None = None
+    new: bool = False
+    changed: bool = False
+
+
+def _events(
+    cur: Cursor, detector: Detector, settings: Mapping[str, Any], works: Sequence[_SeriesWork], now: datetime
+) -> tuple[int, int]:
+    """Open, update and close the series' anomaly events from their scored points; anomaly.detected per opened
+    event in the outbox. Returns (opened, closed)."""
+    from observai import outbox
+
+    scored = [w for w in works if w.scored and w.row is not None]
+    if not scored:
+        return 0, 0
+    cur.execute(
+        "select id, series_id, started_at, peak_score from public.anomaly_events"
+        " where detector_id = %s and status = 'open' and series_id = any(%s)",
+        (detector.id, [w.row["id"] for w in scored]),  # type: ignore[index]
+    )
+    open_by_series = {
+        r["series_id"]: _Event(r["id"], r["series_id"], {}, r["started_at"], None, float(r["peak_score"]))
+        for r in cur.fetchall()
+    }
+    trigger_window = max(1, int(settings.get("trigger_window") or 3))
+    touched: list[_Event] = []
+    for w in scored:
+        sid = w.row["id"]  # type: ignore[index]
+        event = open_by_series.get(sid)
+        # (epoch, outside) of the points before and including this run's: where an opening anomaly started.
+        first = _epoch(w.scored[0].time)
+        old_tail = (w.row.get("state") or {}).get("tail") or [] if w.row else []
+        history: list[tuple[int, bool]] = [(int(e[0]), bool(e[2])) for e in old_tail if int(e[0]) < first]
+        offset = len(history)
+        history.extend((_epoch(p.time), _outside(p)) for p in w.scored)
+        for j, p in enumerate(w.scored):
+            if event is None or event.ended_at is not None:
+                if not p.is_anomaly:
+                    continue
+                k = offset + j
+                window = history[max(0, k - trigger_window + 1) : k + 1]
+                start_epoch = next((t for t, out in window if out), _epoch(p.time))
+                peak = max(
+                    (q for q in w.scored[: j + 1] if _epoch(q.time) >= start_epoch), key=lambda q: q.score, default=p
+                )
+                event = _Event(uuid4(), sid, w.labels, _at(start_epoch), peak, peak.score, new=True)
+                touched.append(event)
+            elif p.is_anomaly:
+                if p.time >= event.started_at and p.score > event.peak_score:
+                    event.peak, event.peak_score, event.changed = p, p.score, True
+                    if event not in touched:
+                        touched.append(event)
+            elif p.time > event.started_at:
+                event.ended_at, event.changed = p.time, True
+                if event not in touched:
+                    touched.append(event)
+    opened = [e for e in touched if e.new]
+    # Closed events first (a series closes one and opens the next in one run: one open event per series).
+    updates = [e for e in touched if not e.new]
+    closed_new = [e for e in opened if e.ended_at is not None]
+    if updates:
+        cur.execute(
+            "update public.anomaly_events e set status = case when v.ended_at is null then 'open' else 'closed' end,"
+            " ended_at = v.ended_at, peak_score = coalesce(v.peak_score, e.peak_score),"
+            " peak_at = coalesce(v.peak_at, e.peak_at),"
+            " expected_at_peak = case when v.peak_at is null then e.expected_at_peak else v.expected end,"
+            " actual_at_peak = coalesce(v.actual, e.actual_at_peak), direction = coalesce(v.direction, e.direction),"
+            " updated_at = now()"
+            " from unnest(%s::uuid[], %s::timestamptz[], %s::float8[], %s::timestamptz[], %s::float8[],"
+            " %s::float8[], %s::text[]) v(id, ended_at, peak_score, peak_at, expected, actual, direction)"
+            " where e.id = v.id",
+            (
+                [e.id for e in updates],
+                [e.ended_at for e in updates],
+                [e.peak.score if e.peak else None for e in updates],
+                [e.peak.time if e.peak else None for e in updates],
+                [e.peak.expected if e.peak else None for e in updates],
+                [e.peak.value if e.peak else None for e in updates],
+                [_direction(e.peak) if e.peak else None for e in updates],
+            ),
+        )
+    # Insert in order per series: an event opened and closed within this run before the one still open.
+    for e in sorted(opened, key=lambda e: e.ended_at is None):
+        assert e.peak is not None
+        cur.execute(
+            "insert into public.anomaly_events (id, org_id, project_id, detector_id, series_id, status, started_at,"
+            " ended_at, peak_score, peak_at, expected_at_peak, actual_at_peak, direction, algorithm, labels)"
+            " values (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            (
+                e.id, detector.org_id, detector.project_id, detector.id, e.series_id,
+                "closed" if e.ended_at is not None else "open", e.started_at, e.ended_at,
+                min(1.0, max(0.0, e.peak.score)), e.peak.time, e.peak.expected, e.peak.value, _direction(e.peak),
+                e.peak.algorithm, Jsonb(e.labels),
+            ),
+        )  # fmt: skip
+    if opened:
+        outbox.emit_many(
+            cur,
+            [
+                outbox.OutboxEvent(
+                    org_id=detector.org_id,
+                    project_id=detector.project_id,
+                    type="anomaly.detected",
+                    data=outbox.fit("anomaly.detected", detected_data(detector, e, now), now),
+                    at=now,
+                )
+                for e in opened
+            ],
+        )
+    closed = sum(1 for e in updates if e.ended_at is not None) + len(closed_new)
+    return len(opened), closed
+
+
+def detected_data(detector: Detector, event: _Event, now: datetime) -> dict[str, Any]:
+    """The ``anomaly.detected`` data (observai.webhooks.events.AnomalyDetectedData) of an opened event."""
+    peak = event.peak
+    assert peak is not None
+    expected = peak.expected if peak.expected is not None else peak.value
+    return {
+        "anomaly_id": str(event.id),
+        "project_id": str(detector.project_id),
+        "detector_id": str(detector.id),
+        "detector_name": detector.name,
+        "signal": "metrics",
+        "series": str(detector.query.get("name", "")),
+        "labels": {k: "" if v is None else str(v) for k, v in event.labels.items()},
+        "window_start": event.started_at.isoformat(),
+        "window_end": (peak.time + timedelta(seconds=detector.interval_s)).isoformat(),
+        "observed": peak.value,
+        "expected": expected,
+        "lower": peak.lower,
+        "upper": peak.upper,
+        "score": min(1.0, max(0.0, peak.score)),
+        "direction": _direction(peak),
+        "severity": "critical" if peak.score >= 0.95 else "warning",
+        "algorithm": peak.algorithm,
+        "detected_at": now.isoformat(),
+    }
+
+
+def _prune(cur: Cursor, detector: Detector, now: datetime) -> int:
+    cur.execute(
+        "delete from public.anomaly_points a using (select series_id, time from public.anomaly_points"
+        " where detector_id = %s and time < %s limit %s) old"
+        " where a.series_id = old.series_id and a.time = old.time",
+        (detector.id, now - RETENTION, PRUNE_BATCH),
+    )
+    return cur.rowcount
+
+
+def process(detector: Detector, now: datetime, report: RunReport) -> bool:
+    """Score one claimed detector's new steps and write them in one fenced transaction. Returns whether it is still
+    behind (more steps to catch up)."""
+    settings = detector_settings(detector.settings)
+    read_from, _new_from, to, behind = read_window(detector, now)
+    started = time.perf_counter()
+    read = read_points(detector, read_from, to, now) if read_from < to else []
+    report.read_s += time.perf_counter() - started
+    started = time.perf_counter()
+    with transaction() as cur:
+        if not _fence(cur, detector):
+            report.fenced += 1
+            return False
+        works: dict[str, _SeriesWork] = {}
+        for labels, points in read:
+            key = series_key(labels)
+            works[key] = _SeriesWork(key, labels, points)
+        if works:
+            _load_series(cur, detector, works)
+        scoring = time.perf_counter()
+        for w in works.values():
+            plan_series(w)
+        _load_bases(cur, [w for w in works.values() if w.needs_base])
+        for w in works.values():
+            score_series(settings, w)
+        report.score_s += time.perf_counter() - scoring
+        listed = list(works.values())
+        _insert_series(cur, detector, listed)
+        report.points += _write_points(cur, detector, listed)
+        opened, closed = _events(cur, detector, settings, listed, now)
+        _write_series(cur, listed)
+        report.events_opened += opened
+        report.events_closed += closed
+        report.series += sum(1 for w in listed if w.result is not None)
+        report.rescored_series += sum(1 for w in listed if w.rescored)
+        report.pruned += _prune(cur, detector, now)
+        cur.execute(
+            "update public.anomaly_detectors set processed_until = %s, last_run_at = %s, claimed_until = null,"
+            " last_error = null where id = %s",
+            (max(to, detector.processed_until or to), now, detector.id),
+        )
+    report.write_s += time.perf_counter() - started - 0.0
+    report.detectors += 1
+    return behind
+
+
+def _record_error(detector: Detector, exc: BaseException, now: datetime) -> None:
+    """The detector's error (shown by the API), its run time (it goes to the back of the queue), its lease ended;
+    its cursor stays, so fixing the cause resumes where it stopped."""
+    with transaction() as cur:
+        cur.execute(
+            "update public.anomaly_detectors set last_error = %s, last_run_at = %s, claimed_until = null"
+            " where id = %s and claimed_until = %s",
+            (error_text(exc), now, detector.id, detector.lease),
+        )
+
+
+def _correlate(project_ids: Sequence[UUID], now: datetime) -> None:
+    """Group each touched project's anomalies (the API helper's ``correlation.correlate``, when present)."""
+    try:
+        from observai.anomalies.correlation import correlate  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return
+    from observai.db.breaker import is_connection_failure
+    from observai.observability import logger
+
+    for project_id in project_ids:
+        try:
+            with transaction() as cur:
+                correlate(cur, project_id, now)
+        except Exception as exc:
+            if is_connection_failure(exc):
+                raise
+            # The events are stored: their grouping is retried at the project's next run.
+            logger.exception("anomaly correlation failed", extra={"project_id": str(project_id)})
+
+
+def run(
+    now: datetime | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    budget_s: float = DEFAULT_BUDGET_S,
+    series_budget: int = DEFAULT_SERIES_BUDGET,
+    per_project: int = PER_PROJECT,
+    project_ids: Sequence[UUID] | None = None,
+) -> RunReport:
+    """One bounded detect-anomalies run at ``now`` (injected by tests; default the clock)."""
+    from observai.db.breaker import is_connection_failure
+
+    clock = time.perf_counter()
+    now = now or datetime.now(UTC)
+    report = RunReport()
+    with transaction() as cur:
+        detectors = claim(cur, now=now, limit=limit, per_project=per_project, project_ids=project_ids)
+    touched: list[UUID] = []
+    for i, detector in enumerate(detectors):
+        if time.perf_counter() - clock > budget_s or report.series >= series_budget:
+            report.released += _release(detectors[i:])
+            report.more_due = True
+            break
+        try:
+            if process(detector, now, report):
+                report.more_due = True
+        except Exception as exc:
+            if is_connection_failure(exc):
+                raise  # the database is gone: the leases expire, the next run resumes
+            report.errors += 1
+            _record_error(detector, exc, now)
+            continue
+        if detector.project_id not in touched:
+            touched.append(detector.project_id)
+    if len(detectors) >= limit:
+        report.more_due = True
+    _correlate(touched, now)
+    report.seconds = time.perf_counter() - clock
+    return report
