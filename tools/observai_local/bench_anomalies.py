@@ -63,6 +63,7 @@ def _warm_state(weeks: int, end: datetime, algorithm: str) -> tuple[dict[str, An
 
 def setup(series: int, projects: int, weeks: int, t: datetime, algorithm: str = "auto") -> dict[str, Any]:
     """The projects, series, detectors, history and states of one history length; returns what the runs need."""
+    import orjson
     from observai.anomalies.job import STATE_VERSION, series_key
     from observai.db.connection import transaction
     from observai.telemetry.series import series_id
@@ -146,16 +147,16 @@ def setup(series: int, projects: int, weeks: int, t: datetime, algorithm: str = 
                 "insert into public.anomaly_series (org_id, project_id, detector_id, series_key, labels, state, base,"
                 " algorithm, algorithm_reason, last_time)"
                 " select %s, %s, %s, k, jsonb_build_object('host', h), st, %s, 'auto', 'bench', %s"
-                " from unnest(%s::text[], %s::text[], %s::jsonb[]) x(k, h, st) returning id",
+                " from unnest(%s::text[], %s::text[], %s::bytea[]) x(k, h, st) returning id",
                 (
                     org_id,
                     project_id,
                     detector,
-                    Jsonb(state),
+                    orjson.dumps(state),  # stored as the job stores it (observai.anomalies.job._state_bytes)
                     t - timedelta(minutes=1),
                     keys,
                     hosts,
-                    [Jsonb(s) for s in tails],
+                    [orjson.dumps(s) for s in tails],
                 ),
             )
             series_ids = [r["id"] for r in cur.fetchall()]
