@@ -131,6 +131,33 @@ def test_a_group_rule_notifies_once_per_group_and_resolves_when_it_closes(
     ]
 
 
+def test_a_group_whose_shared_labels_narrow_stays_one_alert(db: psycopg.Connection) -> None:
+    # Given one anomaly on checkout's host a, correlated alone (its group shares service and host), and a group rule
+    project = make_project(("read",), label="Anomaly narrowing")
+    latency = add_detector(db, project, "latency p95", group_by=["service", "host"])
+    first = {"service": "checkout", "host": "a"}
+    add_event(db, project, latency, add_series(db, project, latency, first), first, T, peak_score=0.7)
+    correlated(project, T + timedelta(minutes=1))
+    rule = add_rule(project, {"kind": "anomaly"}, name="Anomalous", next_eval_at=T + timedelta(minutes=1))
+    run_evaluation(now=T + timedelta(minutes=1), project_ids=[project.project_id])
+    (opened,) = instances(db, rule)
+    assert (opened["labels"]["host"], opened["state"]) == ("a", "firing")
+
+    # When host b of checkout turns anomalous and joins the group: its shared labels narrow to service alone
+    second = {"service": "checkout", "host": "b"}
+    add_event(db, project, latency, add_series(db, project, latency, second), second, T + timedelta(minutes=2))
+    correlated(project, T + timedelta(minutes=3))
+    (group,) = db.execute(
+        "select shared_labels, opening_labels from public.anomaly_groups where project_id = %s", (project.project_id,)
+    ).fetchall()
+    assert group["shared_labels"] == {"service": "checkout"} and group["opening_labels"] == first
+    run_evaluation(now=T + timedelta(minutes=3), project_ids=[project.project_id])
+
+    # Then it is still the one alert of the one group: not resolved, no second alert, nothing notified again
+    assert [(a["labels"]["host"], a["state"]) for a in instances(db, rule)] == [("a", "firing")]
+    assert notified(db, rule) == [("inactive", "firing")]
+
+
 def test_per_series_detector_matchers_and_min_score_narrow_the_rule(
     db: psycopg.Connection, checkout: dict[str, Any]
 ) -> None:

@@ -301,8 +301,9 @@ def correlate(cur: Cursor, project_id: UUID, now: datetime) -> int:
         if group.id is None:
             cur.execute(
                 "insert into public.anomaly_groups (org_id, project_id, status, started_at, ended_at, shared_labels,"
-                " reason, peak_score, created_at, updated_at) values (%(org)s, %(project)s, %(status)s,"
-                " %(started_at)s, %(ended_at)s, %(shared)s, %(reason)s, %(peak_score)s, %(now)s, %(now)s)"
+                " opening_labels, reason, peak_score, created_at, updated_at) values (%(org)s, %(project)s,"
+                " %(status)s, %(started_at)s, %(ended_at)s, %(shared)s, %(shared)s, %(reason)s, %(peak_score)s,"
+                " %(now)s, %(now)s)"
                 " returning id",
                 _params(org_id, project_id, summary, now),
             )

@@ -185,6 +185,9 @@ class AnomalyGroup(BaseModel):
     started_at: datetime
     ended_at: datetime | None
     shared_labels: dict[str, Any]
+    opening_labels: dict[str, Any] = Field(
+        description="The labels the group shared when it opened: they never narrow (an anomaly rule's alert has them)"
+    )
     reason: str
     peak_score: float
     members: list[AnomalyEvent]

@@ -291,7 +291,8 @@ def group_members(cur: Cursor, group_ids: list[UUID]) -> list[dict[str, Any]]:
 # --- anomaly groups -----------------------------------------------------------------------------------------------
 
 _GROUP_COLUMNS = (
-    "g.id, g.project_id, g.status, g.started_at, g.ended_at, g.shared_labels, g.reason, g.peak_score,"
+    "g.id, g.project_id, g.status, g.started_at, g.ended_at, g.shared_labels,"
+    " coalesce(g.opening_labels, g.shared_labels) as opening_labels, g.reason, g.peak_score,"
     " g.created_at, g.updated_at"
 )
 

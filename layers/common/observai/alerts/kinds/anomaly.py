@@ -1,8 +1,9 @@
 """``anomaly``: the anomalies the project's detectors found (observai.anomalies), one observation per open
 correlated anomaly group (``per: group``, the default) or per open anomaly event (``per: series``).
 
-* group: the project's open groups (with ``detector_id``: those with a member of that detector); labels: the group's
-  shared labels and ``anomaly_group_id``; value: the peak score of its members (of that detector's members only,
+* group: the project's open groups (with ``detector_id``: those with a member of that detector); labels: the labels
+  the group shared when it opened (they never narrow: the alert stays one alert as members with other labels join)
+  and ``anomaly_group_id``; value: the peak score of its members (of that detector's members only,
   with ``detector_id``). So an anomaly seen at once by several detectors or series notifies once, as one group;
 * series: the project's open events (of live detectors); labels: the series' labels and ``anomaly_detector_id``;
   value: the event's peak score.
@@ -46,11 +47,11 @@ class AnomalyKind:
         params = {"project": project_id, "detector": condition.detector_id, "cap": MAX_OBSERVATIONS + 1}
         if condition.per == "group":
             cur.execute(
-                "select g.id, g.shared_labels as labels, max(e.peak_score) as peak"
+                "select g.id, coalesce(g.opening_labels, g.shared_labels) as labels, max(e.peak_score) as peak"
                 " from public.anomaly_groups g join public.anomaly_events e on e.group_id = g.id"
                 " where g.project_id = %(project)s and g.status = 'open'"
                 " and (%(detector)s::uuid is null or e.detector_id = %(detector)s)"
-                " group by g.id, g.shared_labels order by g.started_at, g.id limit %(cap)s",
+                " group by g.id order by g.started_at, g.id limit %(cap)s",
                 params,
             )
             rows = cur.fetchall()
