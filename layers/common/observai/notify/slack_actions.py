@@ -251,45 +251,18 @@ def post_response_url(url: str, message: dict[str, Any], settings: Settings) -> 
 
 
 def _post_json(url: str, message: dict[str, Any], settings: Settings) -> int | None:
-    import urllib3
+    # The channels' POST (observai.notify.channels._common.post_json: the SSRF guard, the checked address, no
+    # redirects), within Slack's answer time; loopback where the paging or the webhook settings allow it (the guard
+    # itself refuses it in dev and prod whatever).
+    from observai.notify.channels._common import post_json
 
-    from observai.webhooks.ssrf import UnsafeTarget, check_url
-
-    # Loopback only where the paging settings allow it (the guard itself refuses it in dev and prod whatever).
-    guard_settings = settings.model_copy(
-        update={"webhook_allow_loopback": settings.webhook_allow_loopback or settings.notify_allow_loopback}
+    quick = settings.model_copy(
+        update={
+            "notify_timeout_s": min(RESPONSE_URL_TIMEOUT_S, settings.notify_timeout_s),
+            "notify_allow_loopback": settings.notify_allow_loopback or settings.webhook_allow_loopback,
+        }
     )
-    try:
-        target = check_url(url, settings=guard_settings)
-    except UnsafeTarget as refused:
-        logger.warning("slack response_url refused", extra={"host": urlsplit(url).hostname, "reason": refused.reason})
-        return None
-    timeout = urllib3.Timeout(total=RESPONSE_URL_TIMEOUT_S)
-    pool: urllib3.HTTPConnectionPool
-    if target.scheme == "https":
-        pool = urllib3.HTTPSConnectionPool(
-            target.address,
-            port=target.port,
-            cert_reqs="CERT_REQUIRED",
-            server_hostname=target.host,
-            assert_hostname=target.host,
-            retries=False,
-            timeout=timeout,
-        )
-    else:
-        pool = urllib3.HTTPConnectionPool(target.address, port=target.port, retries=False, timeout=timeout)
-    default_port = 443 if target.scheme == "https" else 80
-    host_header = target.host if target.port == default_port else f"{target.host}:{target.port}"
-    try:
-        response = pool.urlopen(
-            "POST",
-            target.path,
-            body=json.dumps(message).encode(),
-            headers={"Host": host_header, "content-type": "application/json", "user-agent": "ObservAI-Hub/1.0"},
-            redirect=False,
-            assert_same_host=False,
-            preload_content=True,
-        )
-        return int(response.status)
-    finally:
-        pool.close()
+    attempt = post_json(url, message, quick)
+    if attempt.status_code is None and (attempt.error or "").startswith("refused:"):
+        logger.warning("slack response_url refused", extra={"host": urlsplit(url).hostname, "reason": attempt.error})
+    return attempt.status_code
