@@ -41,8 +41,9 @@ from observai.db.connection import after_commit, transaction
 from observai.notify import deliveries_store as store
 from observai.notify import render
 from observai.notify.message import Message, SendResult
-from observai.notify.queue import MAX_DELAY_S, send_wakeups
+from observai.notify.queue import send_wakeups
 from observai.observability import logger
+from observai.sqs_batches import MAX_DELAY_S
 
 # Seconds before attempt n + 1 after attempt n failed (index n - 1); 6 attempts at most.
 RETRY_DELAYS_S: tuple[int, ...] = (10, 30, 120, 300, 900)

@@ -10,19 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
 from uuid import UUID
 
-from observai.aws_clients import Timeouts, aws_client
 from observai.config import Settings, get_settings
 from observai.observability import logger
+from observai.sqs_batches import send_delayed
 
 MESSAGE_VERSION = 1
-MAX_DELAY_S = 900
-BATCH = 10
-# On the path of the change that pages (after its commit) and of the worker: quick; a failure costs the sweep's
-# minute at most.
-_TIMEOUTS = Timeouts(connect_s=2, read_s=5, max_attempts=2)
 
 
 def message_body(delivery_id: UUID) -> str:
@@ -47,24 +41,11 @@ def send_wakeups(delivery_ids: Sequence[UUID], delay_s: int = 0, settings: Setti
         settings = settings or get_settings()
         if not settings.notify_queue_url or not delivery_ids:
             return 0
-        delay = max(0, min(MAX_DELAY_S, int(delay_s)))
+        delay = int(delay_s)  # clamped to SQS's 0..900 s by send_delayed
         unique = list(dict.fromkeys(delivery_ids))
     except Exception as exc:  # settings that do not load: the sweep's job, as for a failed send
         logger.warning("notification wake-ups not sent", extra={"error": exc.__class__.__name__})
         return 0
-    sent = 0
-    client = None
-    for start in range(0, len(unique), BATCH):
-        chunk = unique[start : start + BATCH]
-        entries: list[dict[str, Any]] = [
-            {"Id": str(i), "MessageBody": message_body(did), "DelaySeconds": delay} for i, did in enumerate(chunk)
-        ]
-        try:
-            client = client or aws_client("sqs", _TIMEOUTS)
-            result = client.send_message_batch(QueueUrl=settings.notify_queue_url, Entries=entries)
-            sent += len(result.get("Successful") or [])
-            if result.get("Failed"):
-                logger.warning("notification wake-ups not sent", extra={"failed": len(result["Failed"])})
-        except Exception as exc:  # the sweep sends them within a minute of their time
-            logger.warning("notification wake-ups not sent", extra={"count": len(chunk), "error": str(exc)})
-    return sent
+    return send_delayed(
+        settings.notify_queue_url, [(message_body(did), delay) for did in unique], what="notification wake-ups"
+    )

@@ -13,17 +13,12 @@ import json
 import math
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
-from observai.aws_clients import Timeouts, aws_client
 from observai.config import Settings, get_settings
-from observai.observability import logger
+from observai.sqs_batches import MAX_DELAY_S, send_delayed
 
 MESSAGE_VERSION = 1
-MAX_DELAY_S = 900
-# On the fan-out's and the deliverer's path: quick; a failure only costs the sweep's minute.
-_TIMEOUTS = Timeouts(connect_s=2, read_s=5, max_attempts=2)
 
 
 def message_body(message_id: UUID) -> str:
@@ -47,21 +42,9 @@ def send_wakeups(due: Iterable[tuple[UUID, datetime]], now: datetime, settings: 
     settings = settings or get_settings()
     if not settings.webhook_queue_url:
         return 0
-    entries: list[dict[str, Any]] = []
+    messages: list[tuple[str, int]] = []
     for message_id, due_at in due:
         delay = max(0, math.ceil((due_at - now).total_seconds()))
         if delay <= MAX_DELAY_S:
-            entries.append({"Id": str(len(entries)), "MessageBody": message_body(message_id), "DelaySeconds": delay})
-    sent = 0
-    client = None
-    for start in range(0, len(entries), 10):
-        chunk = entries[start : start + 10]
-        try:
-            client = client or aws_client("sqs", _TIMEOUTS)
-            result = client.send_message_batch(QueueUrl=settings.webhook_queue_url, Entries=chunk)
-            sent += len(result.get("Successful") or [])
-            if result.get("Failed"):
-                logger.warning("webhook wake-ups not sent", extra={"failed": len(result["Failed"])})
-        except Exception as exc:  # the sweep delivers them within a minute of their time
-            logger.warning("webhook wake-ups not sent", extra={"count": len(chunk), "error": str(exc)})
-    return sent
+            messages.append((message_body(message_id), delay))
+    return send_delayed(settings.webhook_queue_url, messages, what="webhook wake-ups")
