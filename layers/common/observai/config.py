@@ -100,6 +100,18 @@ class Settings(BaseModel):
     action_link_ttl_s: int = Field(default=86_400, ge=300, le=30 * 86_400)
     public_base_url: str | None = None
     slack_signing_secret: SecretStr | None = None
+    # AI insights (observai.ai): the Gemini API key (from the app secret in AWS; unset: the AI features are off and
+    # their routes say so), the API's base URL (a setting, so tests point the google-genai client at a local
+    # stand-in), the model names, and the bounds of one call (timeout, retries on 429/5xx with backoff); the queue
+    # of the AI worker (summaries and embeddings of resolved incidents; unset: its minute sweep alone).
+    gemini_api_key: SecretStr | None = None
+    gemini_base_url: str | None = None
+    ai_generation_model: str = "gemini-2.5-flash"
+    ai_embedding_model: str = "gemini-embedding-001"
+    ai_embedding_dimensions: int = Field(default=768, ge=8, le=2000)  # pgvector's HNSW indexes up to 2,000
+    ai_timeout_s: float = Field(default=20.0, gt=0, le=120)
+    ai_max_retries: int = Field(default=2, ge=0, le=5)
+    ai_task_queue_url: str | None = None
 
     @property
     def jwks_url(self) -> str | None:
@@ -125,6 +137,7 @@ _SECRET_KEYS = (
     "webhook_secret_key",
     "action_link_secret",
     "slack_signing_secret",
+    "gemini_api_key",
 )
 
 
