@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "notifications",
             "anomalies",
             "anomalies-quality",
+            "mixed",
         ],
         default="all",
         help="which benchmarks (default all)",
@@ -365,6 +366,10 @@ def main(argv: list[str] | None = None) -> int:
             from observai_local import bench_anomaly_quality
 
             print("\n" + bench_anomaly_quality.run(), flush=True)
+        if args.part in ("all", "mixed"):
+            from observai_local import bench_mixed
+
+            print("\n" + bench_mixed.run(logs=2_000_000, spans=200_000, series=200, n=30), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
