@@ -89,6 +89,7 @@ class IncidentContext:
     omitted_by_kind: dict[str, int]
     budget_tokens: int
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    last_event_id: int = 0  # the newest timeline event the summary saw (a newer one makes it stale)
 
     @property
     def ids(self) -> frozenset[str]:
