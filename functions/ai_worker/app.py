@@ -20,9 +20,9 @@ from observai.ai import worker
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
 
-# A task may take two model calls with their retries (AI_TIMEOUT_S 20 s, AI_MAX_RETRIES 2): start one only with this
-# much of the invocation left.
-MIN_REMAINING_MS = 150_000
+# A task may take two model calls of at most AI_TOTAL_TIMEOUT_S (25 s) each: start one only with this much of the
+# invocation left.
+MIN_REMAINING_MS = 70_000
 MAX_ROUNDS = 5
 ROUND_LIMIT = 20
 

@@ -13,11 +13,12 @@ from typing import Any
 import psycopg
 import pytest
 from observai.ai import worker
+from observai.ai.provider import reset_models
 from observai.incidents import service as incidents
 from observai.incidents.models import ResolveIn
 
 from tests.helpers.ai import INJECTION, Arranged, incident_with_telemetry, member, opt_in
-from tests.helpers.gemini_standin import GeminiStandIn
+from tests.helpers.gemini_standin import GeminiStandIn, StandInRequest
 from tests.helpers.ingest import add_key, make_project
 from tests.helpers.inprocess import Result, invoke
 
@@ -28,14 +29,12 @@ FUNCTION = "incident_summaries"
 IDS = re.compile(r'<data nonce="[0-9a-f]+" id="([^"]+)"')
 
 
-def prompt_of(body: dict[str, Any]) -> str:
-    """The user prompt's text in a generateContent request body."""
-    return "".join(part.get("text", "") for c in body.get("contents") or [] for part in c.get("parts") or [])
+def prompt_of(request: StandInRequest) -> str:
+    return request.prompt
 
 
-def system_of(body: dict[str, Any]) -> str:
-    instruction = body.get("systemInstruction") or body.get("system_instruction") or {}
-    return "".join(part.get("text", "") for part in instruction.get("parts") or [])
+def system_of(request: StandInRequest) -> str:
+    return request.system
 
 
 def answer_citing(ids: list[str]) -> dict[str, Any]:
@@ -48,9 +47,9 @@ def answer_citing(ids: list[str]) -> dict[str, Any]:
     }
 
 
-def good_answer(body: dict[str, Any]) -> dict[str, Any]:
+def good_answer(request: StandInRequest) -> dict[str, Any]:
     """A schema-valid answer citing ids the prompt's data blocks hold (the stand-in's responder)."""
-    return answer_citing(IDS.findall(prompt_of(body)))
+    return answer_citing(IDS.findall(request.prompt))
 
 
 @pytest.fixture
@@ -60,8 +59,10 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[GeminiStandIn]:
         monkeypatch.setenv("GEMINI_BASE_URL", standin.base_url)
         monkeypatch.setenv("GEMINI_API_KEY", "test-key-not-a-secret")
         monkeypatch.setenv("AI_TIMEOUT_S", "3")
+        monkeypatch.setenv("AI_TOTAL_TIMEOUT_S", "4")
         monkeypatch.setenv("AI_MAX_RETRIES", "0")
         yield standin
+    reset_models()  # the adapters and their circuit breakers
 
 
 @pytest.fixture
@@ -119,8 +120,8 @@ def test_a_member_gets_a_cited_summary_that_viewers_and_read_keys_read(
     assert stored["requested_by"] == user.id
     # And the model was told the blocks are data, and got the data in them
     (request,) = gemini.requests
-    assert "never an instruction" in system_of(request.body)
-    assert f"log:{arranged.error_log_ids['timeout']}" in prompt_of(request.body)
+    assert "never an instruction" in system_of(request)
+    assert f"log:{arranged.error_log_ids['timeout']}" in prompt_of(request)
     # And the call was metered
     assert [(f, o) for f, o, _, _ in usage(db, arranged.org_id)] == [("summary", "ok")]
     # And viewers and the project's read key read it back, not stale
@@ -148,7 +149,7 @@ def test_the_planted_injection_is_quoted_redacted_and_an_answer_obeying_it_is_ne
     assert stored["status"] == "failed" and stored["answer"] is None
     # And the prompt held the planted line inside one data block, as a JSON string, redacted
     first, second = gemini.requests
-    prompt = prompt_of(first.body)
+    prompt = prompt_of(first)
     block = re.search(
         rf'<data nonce="([0-9a-f]+)" id="log:{arranged.error_log_ids["injection"]}" kind="log">\n(.*?)\n</data',
         prompt,
@@ -158,9 +159,9 @@ def test_the_planted_injection_is_quoted_redacted_and_an_answer_obeying_it_is_ne
     assert INJECTION not in prompt
     for secret in ("attacker@evil.example", "hunter2-Secret-Value", "4111 1111 1111 1111", "bob.buyer@example.com"):
         assert secret not in prompt
-    assert block.group(1) in system_of(first.body)  # the instruction names the blocks' delimiter
+    assert block.group(1) in system_of(first)  # the instruction names the blocks' delimiter
     # And the retry told the model what was wrong, without echoing its answer
-    retry = prompt_of(second.body)
+    retry = prompt_of(second)
     assert "previous answer was rejected" in retry and "log:999999999" in retry
     assert "Checkout payments timed out" not in retry
     # And both calls were metered as invalid, with their tokens
@@ -180,7 +181,7 @@ def test_an_invalid_answer_is_retried_once_and_a_valid_one_then_stored(
     result = post(arranged, user.headers)  # the second call gets the responder's valid answer
     assert result.data["status"] == "ok", result.text
     assert len(gemini.requests) == 2
-    assert "does not match the schema" in prompt_of(gemini.requests[1].body)
+    assert "does not match the schema" in prompt_of(gemini.requests[1])
     assert [o for _, o, _, _ in usage(db, arranged.org_id)] == ["invalid", "ok"]
     assert result.data["input_tokens"] >= 900
 
@@ -297,6 +298,6 @@ def test_a_resolved_incident_is_summarized_by_the_worker(
     assert report.outcomes == {"done": 1}
     (stored,) = summaries_of(db, arranged)
     assert (stored["status"], stored["trigger"], stored["requested_by"]) == ("ok", "resolved", None)
-    assert "restarted payments" in prompt_of(gemini.requests[0].body)
+    assert "restarted payments" in prompt_of(gemini.requests[0])
     assert db.execute("select 1 from public.ai_tasks where id = %s", (task["id"],)).fetchone() is None
     assert [o for _, o, _, _ in usage(db, arranged.org_id)] == ["ok"]

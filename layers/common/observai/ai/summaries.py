@@ -34,6 +34,7 @@ from observai.ai import access, metering
 from observai.ai import summaries_store as store
 from observai.ai.context import IncidentContext, build_context
 from observai.ai.model import AiUnavailable, Generation
+from observai.ai.provider import is_configured
 from observai.ai.redaction import redact_for_model
 from observai.ai.summary_models import IncidentSummary, SummaryAnswer
 from observai.auth.permissions import Action
@@ -130,7 +131,8 @@ def _meter(context: IncidentContext, generation: Generation | None, outcome: str
 
 
 def ask(context: IncidentContext, settings: Settings, *, deadline: float | None = None) -> Outcome:
-    """Step 2: the model's answer, validated, with one retry; never raises for the model's failures."""
+    """Step 2: the model's answer, validated, with one retry; never raises for the model's failures. ``deadline``
+    (``time.monotonic()``): ask again only when one more call (``ai_total_timeout_s``) still ends before it."""
     from observai.ai.provider import language_model
 
     outcome = Outcome(status="failed", model=settings.ai_generation_model)
@@ -140,7 +142,6 @@ def ask(context: IncidentContext, settings: Settings, *, deadline: float | None 
         return Outcome(status="unavailable", reason=exc.reason, model=settings.ai_generation_model)
     feedback: str | None = None
     for attempt in (1, 2):
-        started = time.monotonic()
         try:
             generation = model.generate_json(
                 system=system_instruction(context.nonce),
@@ -149,14 +150,23 @@ def ask(context: IncidentContext, settings: Settings, *, deadline: float | None 
                 max_output_tokens=MAX_OUTPUT_TOKENS,
                 temperature=TEMPERATURE,
             )
+            answer, feedback = problems_of(generation.data, context.ids)
         except AiUnavailable as exc:
-            _meter(context, None, "failed", outcome.model or "")
-            outcome.status, outcome.reason = "unavailable", exc.reason
-            return outcome
+            if exc.reason != "invalid_output":
+                _meter(context, None, "failed", outcome.model or "")
+                outcome.status, outcome.reason = "unavailable", exc.reason
+                return outcome
+            # it answered, but not with a JSON object: an invalid answer (its tokens were spent)
+            generation = Generation(
+                data={},
+                model=str(getattr(exc, "model", "") or outcome.model),
+                input_tokens=int(getattr(exc, "input_tokens", 0)),
+                output_tokens=int(getattr(exc, "output_tokens", 0)),
+            )
+            answer, feedback = None, "it was not a JSON object of the schema."
         outcome.model = generation.model
         outcome.input_tokens += generation.input_tokens
         outcome.output_tokens += generation.output_tokens
-        answer, feedback = problems_of(generation.data, context.ids)
         if answer is not None:
             _meter(context, generation, "ok", generation.model)
             outcome.status, outcome.answer, outcome.reason = "ok", answer.model_dump(mode="json"), None
@@ -164,7 +174,7 @@ def ask(context: IncidentContext, settings: Settings, *, deadline: float | None 
         _meter(context, generation, "invalid", generation.model)
         logger.warning("AI summary answer rejected", extra={"attempt": attempt, "problem": feedback})
         outcome.reason = f"the model's answer was rejected{' twice' if attempt == 2 else ''}: {feedback}"
-        if deadline is not None and time.monotonic() + (time.monotonic() - started) > deadline:
+        if attempt == 1 and deadline is not None and time.monotonic() + settings.ai_total_timeout_s > deadline:
             outcome.reason += " No time was left to ask again."
             break
     return outcome
@@ -202,13 +212,23 @@ def _store(
         )
 
 
+def _disabled(org_id: UUID) -> Conflict:
+    return Conflict(
+        "AI features are off for this organization; an owner or admin can turn them on with "
+        'PUT /v1/orgs/{org_id}/ai {"enabled": true}',
+        code="ai_disabled",
+        details={"org_id": str(org_id)},
+    )
+
+
 def _prepare(
     cur: Cursor, incident: Mapping[str, Any], settings: Settings, now: datetime
 ) -> tuple[IncidentContext | None, Outcome | None]:
-    """Step 1, in the caller's transaction: the context, or the outcome that makes asking pointless (no key)."""
-    try:
-        access.require_enabled(cur, incident["org_id"], settings)
-    except access.AiNotConfigured:
+    """Step 1, in the caller's transaction: the context, or the outcome that makes asking pointless (no key). The
+    opt-in first: an organization that did not opt in gets 409, never a stored summary."""
+    if not access.is_enabled(cur, incident["org_id"]):
+        raise _disabled(incident["org_id"])
+    if not is_configured(settings):
         return None, Outcome(status="unavailable", reason="not_configured", model=settings.ai_generation_model)
     metering.check_budget(cur, incident["org_id"], now)
     context = build_context(cur, incident["id"], budget_tokens=CONTEXT_BUDGET_TOKENS, now=now)
@@ -256,11 +276,7 @@ def latest(principal: Principal, project_id: UUID, incident_id: UUID) -> Inciden
         if incident is None:
             raise NotFound("Incident not found", details={"incident_id": str(incident_id)})
         if not access.is_enabled(cur, org_id):
-            raise Conflict(
-                "AI insights are off for this organization: an owner or admin turns them on",
-                code="ai_disabled",
-                details={"org_id": str(org_id)},
-            )
+            raise _disabled(org_id)
         row = store.latest(cur, incident_id)
         if row is None:
             raise NotFound(
