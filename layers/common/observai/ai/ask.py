@@ -44,7 +44,7 @@ from observai.ai.redaction import redact_for_model
 from observai.auth.principal import Principal
 from observai.config import Settings, get_settings
 from observai.db.connection import tenant_transaction, transaction
-from observai.errors import ObservAIError, QuerySyntaxError, Unavailable, Unprocessable
+from observai.errors import ObservAIError, QuerySyntaxError, Unprocessable
 from observai.logs import query_language
 from observai.logs.search import resolve_range
 from observai.metrics.query_models import QueryRequest
@@ -53,12 +53,6 @@ from observai.tenancy.access import authorize_telemetry
 MAX_OUTPUT_TOKENS = 1_024
 _TIME = TypeAdapter(datetime)
 A = TypeVar("A", bound=BaseModel)
-
-
-class AiModelUnavailable(Unavailable):
-    """The model did not answer (timeout, 429/5xx after the retries, circuit open): 503, retry later."""
-
-    code = "ai_unavailable"
 
 
 class _Rejected(Exception):
@@ -173,7 +167,7 @@ def _ask_model(
     now: datetime,
 ) -> tuple[Any, int]:
     """Ask, check, retry once with the error; (the checked answer, model calls made). Every call metered."""
-    from observai.ai import metering
+    from observai.ai import access, metering
     from observai.ai.provider import language_model
 
     prompt = context.prompt
@@ -193,7 +187,7 @@ def _ask_model(
                 context.org_id, project_id, feature, model=settings.ai_generation_model, input_tokens=0,
                 output_tokens=0, outcome="failed",
             )  # fmt: skip
-            raise AiModelUnavailable(f"The model is unavailable now ({exc.reason})", retry_after_s=30) from exc
+            raise access.unavailable_error(exc) from exc
         try:
             checked = check(generation.data)
         except _Rejected as exc:

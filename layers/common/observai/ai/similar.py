@@ -41,6 +41,8 @@ ERROR_WIDTH = 300
 WINDOW_BEFORE = timedelta(minutes=15)  # error lines are looked for from this long before the incident triggered
 MAX_WINDOW = timedelta(days=7)
 MAX_NAMES = 10
+SUMMARY_WAIT_S = 60  # an embedding due while the incident's summary task is pending waits this long, again
+MAX_SUMMARY_WAIT = timedelta(hours=1)
 
 
 def _bounded(text: str, limit: int) -> str:
@@ -159,6 +161,16 @@ def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
         incident = store.incident(cur, task["incident_id"])
         if incident is None or incident["status"] != "resolved" or not access.is_enabled(cur, incident["org_id"]):
             return
+        if store.summary_pending(cur, incident["id"], now - MAX_SUMMARY_WAIT):
+            # After its summary (part of the text): moved behind it. The worker keeps a task enqueued again while
+            # it ran; a summary that never comes is waited for MAX_SUMMARY_WAIT at most.
+            from observai.ai import tasks
+
+            tasks.enqueue(
+                cur, org_id=incident["org_id"], project_id=incident["project_id"], incident_id=incident["id"],
+                kind="embedding", reason=str(task.get("reason") or "resolved"), now=now, delay_s=SUMMARY_WAIT_S,
+            )  # fmt: skip
+            return
         text = _text_of(cur, incident)
         digest = digest_of(text)
         state = store.embedding_state(cur, incident["id"])
@@ -181,11 +193,9 @@ def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
 # --- nearest -----------------------------------------------------------------------------------------------------
 
 
-def _query_vector(
-    cur: Cursor, incident: Mapping[str, Any], settings: Settings, now: datetime, *, strict: bool
-) -> str | None:
-    """The incident's stored embedding, else one made now from its current text (metered, not stored): None when it
-    cannot be made (not opted in, no model, budget spent, the model failed); with ``strict`` those raise."""
+def _query_vector(cur: Cursor, incident: Mapping[str, Any], settings: Settings, now: datetime) -> str | None:
+    """The incident's stored embedding, else one made now from its current text (metered, not stored); None when
+    none can be made (not opted in, no model, budget spent, the model failed)."""
     from observai.ai import access, metering
 
     stored = store.stored_vector(
@@ -193,17 +203,14 @@ def _query_vector(
     )
     if stored is not None:
         return stored
+    if not access.is_enabled(cur, incident["org_id"]):
+        return None
     try:
-        if strict:
-            access.require_enabled(cur, incident["org_id"], settings)
-        elif not access.is_enabled(cur, incident["org_id"]):
-            return None
         metering.check_budget(cur, incident["org_id"], now)
         text = _text_of(cur, incident)
         vector, _ = _embed_metered(text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings)
-    except (AiUnavailable, ObservAIError):
-        if strict:
-            raise
+    except (AiUnavailable, ObservAIError) as exc:
+        logger.info("no embedding for similar incidents", extra={"incident_id": str(incident["id"]), "error": str(exc)})
         return None
     return store.vector_text(vector)
 
@@ -235,7 +242,7 @@ def nearest(
     incident = store.incident(cur, incident_id)
     if incident is None or incident["org_id"] != org_id:
         return []
-    vector = _query_vector(cur, incident, settings, now or datetime.now(UTC), strict=False)
+    vector = _query_vector(cur, incident, settings, now or datetime.now(UTC))
     if vector is None:
         return []
     rows = store.nearest(
@@ -281,7 +288,10 @@ def similar_incidents(
             text = _text_of(cur, incident)
     if vector is None:
         assert text is not None
-        made, _ = _embed_metered(text, org_id=org_id, project_id=project_id, settings=settings)
+        try:
+            made, _ = _embed_metered(text, org_id=org_id, project_id=project_id, settings=settings)
+        except AiUnavailable as exc:
+            raise access.unavailable_error(exc) from exc
         vector = store.vector_text(made)
     with tenant_transaction(principal.rls_claims()) as cur:
         rows = store.nearest(

@@ -53,6 +53,15 @@ def latest_summary(cur: Cursor, incident_id: UUID) -> dict[str, Any] | None:
     return row["answer"] if row else None
 
 
+def summary_pending(cur: Cursor, incident_id: UUID, since: datetime) -> bool:
+    """Whether the incident has a summary task enqueued since ``since`` (not done nor dropped yet)."""
+    cur.execute(
+        "select 1 from public.ai_tasks where incident_id = %s and kind = 'summary' and created_at >= %s",
+        (incident_id, since),
+    )
+    return cur.fetchone() is not None
+
+
 def alert_rules_and_services(cur: Cursor, incident_id: UUID) -> list[dict[str, Any]]:
     """(rule_name, service) of the incident's alerts, first fired first (bounded)."""
     cur.execute(
