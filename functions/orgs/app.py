@@ -6,6 +6,8 @@ from typing import Annotated
 from uuid import UUID
 
 from aws_lambda_powertools.event_handler.openapi.params import Body, Query
+from observai.ai import settings as ai_settings
+from observai.ai.settings_models import AiSettings, AiSettingsUpdate
 from observai.http.dependencies import CurrentPrincipal, CurrentUser
 from observai.http.envelope import Envelope, ok
 from observai.http.params import Cursor, Limit
@@ -184,6 +186,18 @@ def get_usage(
     to_day: ToDay = None,
 ) -> Envelope[UsageReport]:
     return ok(usage.usage_report(user, org_id, from_day, to_day))
+
+
+@app.get("/v1/orgs/<org_id>/ai", tags=["ai"])
+def get_ai_settings(user: CurrentUser, org_id: UUID) -> Envelope[AiSettings]:
+    return ok(ai_settings.get_ai_settings(user, org_id))
+
+
+@app.put("/v1/orgs/<org_id>/ai", tags=["ai"])
+def update_ai_settings(
+    user: CurrentUser, org_id: UUID, body: Annotated[AiSettingsUpdate, Body()]
+) -> Envelope[AiSettings]:
+    return ok(ai_settings.update_ai_settings(user, org_id, body))
 
 
 @app.get("/v1/whoami", tags=["identity"])

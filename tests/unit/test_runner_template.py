@@ -28,6 +28,8 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/orgs/{org_id}/invitations"),
         ("GET", "/v1/orgs/{org_id}/audit-log"),
         ("GET", "/v1/orgs/{org_id}/usage"),
+        ("GET", "/v1/orgs/{org_id}/ai"),
+        ("PUT", "/v1/orgs/{org_id}/ai"),
         ("GET", "/v1/whoami"),
     },
     "ApiKeysFunction": {

@@ -111,6 +111,14 @@ class Settings(BaseModel):
     ai_embedding_dimensions: int = Field(default=768, ge=8, le=2000)  # pgvector's HNSW indexes up to 2,000
     ai_timeout_s: float = Field(default=20.0, gt=0, le=120)
     ai_max_retries: int = Field(default=2, ge=0, le=5)
+    # One call as a whole (attempts, waits between them) stays within this (below API Gateway's 29 s); a circuit
+    # breaker per container opens after this many failed attempts in a row and refuses calls for the cool-down;
+    # Gemini 2.5's thinking budget (0: off, the default for the Flash models: the answers are bounded JSON; -1: the
+    # model decides; the Pro models refuse 0).
+    ai_total_timeout_s: float = Field(default=25.0, gt=0, le=840)
+    ai_breaker_failures: int = Field(default=5, ge=1, le=100)
+    ai_breaker_cooldown_s: float = Field(default=30.0, gt=0, le=3600)
+    ai_thinking_budget: int | None = Field(default=0, ge=-1, le=32_768)
     ai_task_queue_url: str | None = None
 
     @property

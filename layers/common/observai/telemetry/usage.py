@@ -26,6 +26,7 @@ from uuid import UUID
 from psycopg import sql
 from pydantic import BaseModel, Field
 
+from observai.ai.settings_models import AiUsage
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.batched_move import move_in_batches
@@ -94,6 +95,7 @@ class UsageReport(BaseModel):
     days: list[UsageDay] = Field(description="Per day and signal, oldest first; days without usage are omitted")
     totals: list[UsageTotal] = Field(description="Per signal over the range")
     today: UsageToday
+    ai: AiUsage = Field(description="This calendar month's AI model calls and tokens against the plan's budget")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +430,9 @@ def usage_report(principal: Principal, org_id: UUID, from_day: date | None, to_d
             raise NotFound("Organization not found", details={"org_id": str(org_id)})
         cur.execute(_REPORT_SQL, {"org": org_id, "from": from_day, "to": to_day, "today": today})
         rows = cur.fetchall()
+        from observai.ai.settings import month_usage
+
+        ai = month_usage(cur, org_id, now)
     limits = _limits_from(plan_row)
     days = [UsageDay(**r) for r in rows if from_day <= r["day"] <= to_day]
     totals: dict[Signal, UsageTotal] = {}
@@ -455,4 +460,5 @@ def usage_report(principal: Principal, org_id: UUID, from_day: date | None, to_d
             bytes_remaining=None if limits.bytes_per_day is None else max(0, limits.bytes_per_day - today_bytes),
             resets_at=next_utc_midnight(now),
         ),
+        ai=ai,
     )
