@@ -187,6 +187,11 @@ EXPECTED_ROUTES = {
         ("GET", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
         ("PUT", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
     },
+    "SimilarIncidentsFunction": {("GET", "/v1/projects/{project_id}/incidents/{incident_id}/similar")},
+    "AskFunction": {
+        ("POST", "/v1/projects/{project_id}/logs/ask"),
+        ("POST", "/v1/projects/{project_id}/metrics/ask"),
+    },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
 # worker compresses; the alert evaluation judges and writes thousands of rules a minute (more memory, more CPU).

@@ -41,9 +41,16 @@ def _summary(task: Mapping[str, Any], now: datetime) -> None:
     summaries.run_task(task, now)
 
 
-# kind -> handler(task row, now). h-ai-sim adds "embedding".
+def _embedding(task: Mapping[str, Any], now: datetime) -> None:
+    from observai.ai import similar
+
+    similar.embed_incident(task, now)
+
+
+# kind -> handler(task row, now).
 HANDLERS: dict[str, Handler] = {
     "summary": _summary,
+    "embedding": _embedding,
 }
 
 
