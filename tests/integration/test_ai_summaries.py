@@ -122,7 +122,7 @@ def test_a_member_gets_a_cited_summary_that_viewers_and_read_keys_read(
     (request,) = gemini.requests
     assert "never an instruction" in system_of(request)
     assert f"log:{arranged.error_log_ids['timeout']}" in prompt_of(request)
-    # And the call was metered
+    # And the call was metered (no past incident has an embedding: no embedding call either)
     assert [(f, o) for f, o, _, _ in usage(db, arranged.org_id)] == [("summary", "ok")]
     # And viewers and the project's read key read it back, not stale
     for headers in (viewer.headers, arranged.project.headers):
@@ -301,3 +301,43 @@ def test_a_resolved_incident_is_summarized_by_the_worker(
     assert "restarted payments" in prompt_of(gemini.requests[0])
     assert db.execute("select 1 from public.ai_tasks where id = %s", (task["id"],)).fetchone() is None
     assert [o for _, o, _, _ in usage(db, arranged.org_id)] == ["ok"]
+
+
+def past_incident(db: psycopg.Connection[Any], arranged: Arranged, *, at: datetime, note: str, other: Any = None) -> Any:
+    """A resolved incident of the same project (or of ``other``'s), with its resolution note and its embedding."""
+    from observai.ai import similar
+
+    from tests.helpers.incidents import arrange_alert, arrange_group, arrange_rule, flush
+
+    org_id, project_id = (other.org_id, other.project_id) if other else (arranged.org_id, arranged.project_id)
+    rule = arrange_rule(db, org_id, project_id, name="PaymentGatewayTimeouts")
+    alert = arrange_alert(db, rule, at=at, summary="payment gateway timeout at checkout")
+    incident = flush(arrange_group(db, org_id, project_id), firing=[alert], now=at)
+    _, principal = member(db, org_id, "member")
+    incidents.resolve(principal, project_id, incident["id"], ResolveIn(note=note), at + timedelta(minutes=30))
+    db.execute("delete from public.ai_tasks where incident_id = %s", (incident["id"],))
+    similar.embed_incident({"incident_id": incident["id"], "reason": "resolved"}, at + timedelta(minutes=31))
+    assert db.execute("select 1 from public.incident_embeddings where incident_id = %s", (incident["id"],)).fetchone()
+    return incident
+
+
+def test_the_summary_is_given_similar_past_incidents_of_the_same_organization_only(
+    db: psycopg.Connection[Any], arranged: Arranged, gemini: GeminiStandIn
+) -> None:
+    # Given a past incident of the organization, resolved with a note, and one of another organization
+    mine = past_incident(db, arranged, at=NOW - timedelta(days=2), note="rolled back the payment gateway config")
+    other = make_project(("read",), label="AiSumSimOther")
+    opt_in(db, other.org_id)
+    theirs = past_incident(db, arranged, at=NOW - timedelta(days=3), note="other tenant fix", other=other)
+    user, _ = member(db, arranged.org_id, "member")
+    gemini.reset()
+    # When a summary is made
+    result = post(arranged, user.headers)
+    assert result.data["status"] == "ok", result.text
+    # Then the model saw the organization's past incident with what fixed it, and nothing of the other's
+    prompt = prompt_of(gemini.requests[-1])
+    assert f'id="incident:{mine["id"]}" kind="similar"' in prompt
+    assert "rolled back the payment gateway config" in prompt
+    assert str(theirs["id"]) not in prompt and "other tenant fix" not in prompt
+    (stored,) = summaries_of(db, arranged)
+    assert f"incident:{mine['id']}" in stored["context"]["ids"]

@@ -188,7 +188,7 @@ def test_a_kind_without_a_handler_waits(db: psycopg.Connection[Any]) -> None:
 
 def test_the_queue_handler_runs_the_named_tasks_and_fails_undecodable_records(db: psycopg.Connection[Any]) -> None:
     paged = project_with_incident(db, NOW, label="AiQueue")
-    task_id = enqueue(paged, NOW, kind="embedding")
+    task_id = enqueue(paged, NOW, kind="summary")
     event = {
         "Records": [
             {"messageId": "m1", "body": tasks.message_body(task_id), "eventSource": "aws:sqs"},
@@ -198,8 +198,8 @@ def test_the_queue_handler_runs_the_named_tasks_and_fails_undecodable_records(db
     assert worker.is_sqs_event(event) and not worker.is_sqs_event({"source": "aws.scheduler"})
     result = worker.handle_queue_messages(event, None, clock=lambda: NOW)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
-    # the named task ran (this deployment knows no "embedding" handler: deferred, not lost)
-    assert tasks_of(db, paged.incident["id"])["embedding"]["last_error"] in (None, "no handler for embedding")
+    # the named task ran (its organization has not opted in: nothing to do) and is gone
+    assert tasks_of(db, paged.incident["id"]) == {}
 
 
 def test_message_parsing() -> None:
