@@ -303,7 +303,9 @@ def test_a_resolved_incident_is_summarized_by_the_worker(
     assert [o for _, o, _, _ in usage(db, arranged.org_id)] == ["ok"]
 
 
-def past_incident(db: psycopg.Connection[Any], arranged: Arranged, *, at: datetime, note: str, other: Any = None) -> Any:
+def past_incident(
+    db: psycopg.Connection[Any], arranged: Arranged, *, at: datetime, note: str, other: Any = None
+) -> Any:
     """A resolved incident of the same project (or of ``other``'s), with its resolution note and its embedding."""
     from observai.ai import similar
 

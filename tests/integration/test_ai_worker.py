@@ -59,9 +59,7 @@ def enqueue(paged: Paged, now: datetime, *, kind: str = "summary", reason: str =
             now=now,
             delay_s=delay_s,
         )
-        cur.execute(
-            "select id from public.ai_tasks where incident_id = %s and kind = %s", (paged.incident["id"], kind)
-        )
+        cur.execute("select id from public.ai_tasks where incident_id = %s and kind = %s", (paged.incident["id"], kind))
         row = cur.fetchone()
     assert row is not None
     return int(row["id"])
@@ -88,7 +86,9 @@ def test_a_resolved_incident_of_an_org_that_opted_in_gets_its_summary_and_embedd
     opt_in(db, opted.project.org_id)
     # When both are resolved by hand
     for paged in (opted, other):
-        incidents.resolve(member(db, paged.project.org_id), paged.project.project_id, paged.incident["id"], ResolveIn(), NOW)
+        incidents.resolve(
+            member(db, paged.project.org_id), paged.project.project_id, paged.incident["id"], ResolveIn(), NOW
+        )
     # Then only the opted-in one has tasks: its summary and its embedding, due now, reason "resolved"
     mine = tasks_of(db, opted.incident["id"])
     assert set(mine) == {"summary", "embedding"}

@@ -320,9 +320,7 @@ def _traces(cur: Cursor, project_id: UUID, services: list[str], start: datetime,
     return items
 
 
-def _anomalies(
-    cur: Cursor, project_id: UUID, services: list[str], start: datetime, end: datetime
-) -> list[ContextItem]:
+def _anomalies(cur: Cursor, project_id: UUID, services: list[str], start: datetime, end: datetime) -> list[ContextItem]:
     service_filter = (
         "and coalesce(e.labels->>'service', e.labels->>'service.name') = any(%(services)s)" if services else ""
     )
@@ -391,7 +389,9 @@ def _events(cur: Cursor, incident: Mapping[str, Any]) -> list[ContextItem]:
             ContextItem(
                 id=f"event:{row['id']}",
                 kind="event",
-                data=_text({"at": _iso(row["at"]), "kind": row["kind"], "by": row["actor_type"], "details": details}, 300),
+                data=_text(
+                    {"at": _iso(row["at"]), "kind": row["kind"], "by": row["actor_type"], "details": details}, 300
+                ),
                 # what people did and wrote ranks with tier 1; notifications and alert echoes last
                 rank=(1 if key else 2, _KIND_ORDER["event"], rank),
             )

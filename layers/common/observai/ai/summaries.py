@@ -309,4 +309,6 @@ def run_task(task: Mapping[str, Any], now: datetime, *, settings: Settings | Non
     if outcome is None:
         assert context is not None
         outcome = ask(context, settings)
-    _store(context, incident, outcome, trigger=_TRIGGERS.get(str(task["reason"]), "resolved"), requested_by=None, now=now)
+    _store(
+        context, incident, outcome, trigger=_TRIGGERS.get(str(task["reason"]), "resolved"), requested_by=None, now=now
+    )

@@ -14,7 +14,6 @@ MAX_CITATIONS = 20
 MAX_STEPS = 8
 
 
-
 class CitedText(BaseModel):
     text: str = Field(min_length=1, max_length=MAX_TEXT, description="Plain text, no markup")
     citations: list[str] = Field(
