@@ -343,3 +343,40 @@ def test_the_summary_is_given_similar_past_incidents_of_the_same_organization_on
     assert str(theirs["id"]) not in prompt and "other tenant fix" not in prompt
     (stored,) = summaries_of(db, arranged)
     assert f"incident:{mine['id']}" in stored["context"]["ids"]
+
+
+def test_a_spent_token_budget_is_429_on_post_and_unavailable_from_the_worker(
+    db: psycopg.Connection[Any], arranged: Arranged, gemini: GeminiStandIn
+) -> None:
+    # Given an organization (free plan) whose tokens of the month are spent
+    db.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome, at)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 300000, 0, 'ok', now())",
+        (arranged.org_id,),
+    )
+    user, _ = member(db, arranged.org_id, "member")
+    # When a member asks: 429 ai_budget_exhausted with Retry-After, nothing sent, nothing stored
+    result = post(arranged, user.headers)
+    assert result.status == 429 and result.error["code"] == "ai_budget_exhausted", result.text
+    assert int(result.header("Retry-After") or 0) > 0
+    assert gemini.requests == [] and summaries_of(db, arranged) == []
+    # And the worker's summary says unavailable, with the reason
+    worker_now = datetime.now(UTC)
+    from observai.ai import summaries
+
+    summaries.run_task(
+        {"project_id": arranged.project_id, "incident_id": arranged.incident_id, "reason": "resolved"}, worker_now
+    )
+    (stored,) = summaries_of(db, arranged)
+    assert (stored["status"], stored["reason"], stored["trigger"]) == ("unavailable", "ai_budget_exhausted", "resolved")
+    assert gemini.requests == []
+
+
+def test_malformed_ids_are_a_4xx(db: psycopg.Connection[Any], arranged: Arranged, gemini: GeminiStandIn) -> None:
+    user, _ = member(db, arranged.org_id, "member")
+    for bad in ("not-a-uuid", "%00", "1" * 300):
+        for method in ("POST", "GET"):
+            result = invoke(FUNCTION, method, f"/v1/projects/{arranged.project_id}/incidents/{bad}/summary",
+                            headers=user.headers)  # fmt: skip
+            assert 400 <= result.status < 500, (bad, method, result.status)
+    assert gemini.requests == []

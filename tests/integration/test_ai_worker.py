@@ -207,3 +207,28 @@ def test_message_parsing() -> None:
     for bad in ("", "[]", '{"v": 2, "ai_task_id": 1}', '{"v": 1, "ai_task_id": true}', '{"v": 1}'):
         with pytest.raises(ValueError):
             tasks.parse_message(bad)
+
+
+def test_a_wake_up_leaves_after_the_commit_and_never_for_a_rollback(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers.moto_queue import queue_and_bucket
+
+    paged = project_with_incident(db, NOW, label="AiWake")
+    with queue_and_bucket(monkeypatch, "ai-tasks") as aws:
+        monkeypatch.setenv("AI_TASK_QUEUE_URL", aws.queue_url)
+        # Given a change that rolls back after enqueuing: no row, no message
+        with pytest.raises(RuntimeError), transaction() as cur:
+            tasks.enqueue(
+                cur, org_id=paged.project.org_id, project_id=paged.project.project_id,
+                incident_id=paged.incident["id"], kind="summary", reason="resolved", now=NOW,
+            )  # fmt: skip
+            raise RuntimeError("the change failed")
+        assert tasks_of(db, paged.incident["id"]) == {} and aws.receive() == []
+        # When one commits: one message naming the task, delayed as asked (the debounce)
+        task_id = enqueue(paged, NOW, reason="changed", delay_s=0)
+        (message,) = aws.receive()
+        assert tasks.parse_message(message["Body"]) == task_id
+        # And the queue's event runs it through the handler
+        assert worker.handle_queue_messages(aws.event([message]), None, clock=lambda: NOW) == {"batchItemFailures": []}
+        assert tasks_of(db, paged.incident["id"]) == {}  # the org has not opted in: nothing to do, done
