@@ -98,7 +98,12 @@ def _failed(cur: Cursor, task: Mapping[str, Any], error: str, now: datetime) -> 
         cur.execute("delete from public.ai_tasks where id = %s and due_at = %s", (task["id"], task["due_at"]))
         logger.error(
             "AI task dropped after its last attempt",
-            extra={"task_id": task["id"], "kind": task["kind"], "incident_id": str(task["incident_id"]), "error": error},
+            extra={
+                "task_id": task["id"],
+                "kind": task["kind"],
+                "incident_id": str(task["incident_id"]),
+                "error": error,
+            },
         )
         return "dropped"
     _reschedule(cur, task, now, delay, error)
@@ -167,8 +172,7 @@ def run(
 def _release(tasks: Sequence[Mapping[str, Any]]) -> None:
     with contextlib.suppress(Exception), transaction() as cur:  # else their lease expires and the sweep has them
         cur.execute(
-            "update public.ai_tasks set claimed_until = null, attempts = greatest(attempts - 1, 0)"
-            " where id = any(%s)",
+            "update public.ai_tasks set claimed_until = null, attempts = greatest(attempts - 1, 0) where id = any(%s)",
             ([t["id"] for t in tasks],),
         )
 
