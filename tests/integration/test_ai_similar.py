@@ -118,7 +118,9 @@ def arrange(
         ],
     )
     if resolve:
-        incident = flush(group, firing=[], resolved=[resolved(alert, at + timedelta(minutes=20))], now=at + timedelta(minutes=20))
+        incident = flush(
+            group, firing=[], resolved=[resolved(alert, at + timedelta(minutes=20))], now=at + timedelta(minutes=20)
+        )
         db.execute("update public.incidents set resolution_note = %s where id = %s", (spec["note"], incident["id"]))
         db.execute("delete from public.ai_tasks where incident_id = %s and kind = 'summary'", (incident["id"],))
     return dict(incident)
@@ -235,7 +237,9 @@ def test_a_resolved_incident_is_embedded_once_and_again_when_its_note_changes(
     assert metered[0]["input_tokens"] >= 0
 
     # When the resolution note changes, and the task runs again
-    conn.execute("update public.incidents set resolution_note = 'failover to the replica' where id = %s", (incident["id"],))
+    conn.execute(
+        "update public.incidents set resolution_note = 'failover to the replica' where id = %s", (incident["id"],)
+    )
     similar.embed_incident(task_of(incident), NOW + timedelta(minutes=2))
 
     # Then it was embedded again: a new digest, a second metered call
@@ -268,10 +272,11 @@ def test_the_worker_embeds_after_the_summary(conn: psycopg.Connection[Any], gemi
     # Given an incident that resolved (its hook enqueued a summary and an embedding task)
     t = tenant(conn, "Worker")
     rule = arrange_rule(conn, t.project.org_id, t.project.project_id, name="WorkerRule")
-    alert = arrange_alert(conn, rule, at=AT, service="checkout", summary="worker test", n="w1")
+    at = NOW - timedelta(minutes=10)
+    alert = arrange_alert(conn, rule, at=at, service="checkout", summary="worker test", n="w1")
     group = arrange_group(conn, t.project.org_id, t.project.project_id)
-    flush(group, firing=[alert], now=AT)
-    incident = flush(group, firing=[], resolved=[resolved(alert, AT + timedelta(minutes=5))], now=AT + timedelta(minutes=5))
+    flush(group, firing=[alert], now=at)
+    incident = flush(group, firing=[], resolved=[resolved(alert, NOW)], now=NOW)
     kinds = {r["kind"]: r["id"] for r in conn.execute(
         "select kind, id from public.ai_tasks where incident_id = %s", (incident["id"],)
     ).fetchall()}  # fmt: skip
@@ -342,24 +347,29 @@ def test_nearest_gives_nothing_without_a_model_rather_than_failing(
         assert similar.nearest(cur, world["b"].org_id, world["payment"]["id"], settings=get_settings()) == []
 
 
-def test_the_nearest_query_reads_the_hnsw_index(world: dict[str, Any]) -> None:
-    # Given the nearest query for the configured dimension, as the route runs it (RLS on)
+def test_the_nearest_query_can_read_the_hnsw_index(world: dict[str, Any]) -> None:
+    # Given the nearest query for the configured dimension, as the route runs it (as the caller: RLS on)
     a = world["a"]
+    model = get_settings().ai_embedding_model
     with transaction() as cur:
-        vector = similar_store.stored_vector(cur, world["payment"]["id"], model=get_settings().ai_embedding_model, dimensions=768)
+        vector = similar_store.stored_vector(cur, world["payment"]["id"], model=model, dimensions=768)
     assert vector is not None
-    claims = claims_of(a.viewer)
-    with tenant_transaction(claims) as cur:
-        # (a handful of rows: without this the planner would rightly prefer a sequential scan)
-        cur.execute("set local enable_seqscan = off")
-        cur.execute(
-            psycopg.sql.SQL("explain ") + similar_store.nearest_sql(768),
-            {"q": vector, "org": a.org_id, "model": get_settings().ai_embedding_model, "self": uuid.uuid4(),
-             "want": 20, "limit": 5},
-        )  # fmt: skip
+    params = {"q": vector, "org": a.org_id, "model": model, "self": world["payment"]["id"], "want": 20, "limit": 5}
+    with tenant_transaction(claims_of(a.viewer)) as cur:
+        # With a handful of rows the planner rightly reads the organization's rows and sorts them (exact); these
+        # switches make it show the plan it takes for an organization with many incidents
+        cur.execute("set local enable_seqscan = off; set local enable_bitmapscan = off; set local enable_sort = off")
+        cur.execute(psycopg.sql.SQL("explain ") + similar_store.nearest_sql(768), params)
         plan = "\n".join(row["QUERY PLAN"] for row in cur.fetchall())
+        cur.execute(similar_store.nearest_sql(768), params)
+        by_index = [row["incident_id"] for row in cur.fetchall()]
     # Then Postgres reads the neighbours in distance order from the partial HNSW index of 768 dimensions
-    assert "incident_embeddings_768_hnsw_idx" in plan, plan
+    assert "Index Scan using incident_embeddings_768_hnsw_idx" in plan, plan
+    # And finds what the exact scan finds
+    with transaction() as cur:
+        cur.execute(similar_store.nearest_sql(768, exact=True), {**params, "cap": 1_000})
+        exact = [row["incident_id"] for row in cur.fetchall()]
+    assert by_index == exact and set(exact) == {world["database"]["id"], world["disk"]["id"]}
 
 
 def test_row_level_security_hides_other_organizations_embeddings(world: dict[str, Any]) -> None:
@@ -377,7 +387,9 @@ def test_row_level_security_hides_other_organizations_embeddings(world: dict[str
 # --- the route ---------------------------------------------------------------------------------------------------
 
 
-def test_the_route_lists_same_org_incidents_for_viewers_and_read_keys(world: dict[str, Any], gemini: GeminiStandIn) -> None:
+def test_the_route_lists_same_org_incidents_for_viewers_and_read_keys(
+    world: dict[str, Any], gemini: GeminiStandIn
+) -> None:
     a = world["a"]
     for headers in (a.viewer.headers, a.project.headers):
         # When a viewer (or a read key) asks for the payment incident's similar incidents
@@ -385,7 +397,7 @@ def test_the_route_lists_same_org_incidents_for_viewers_and_read_keys(world: dic
         # Then org A's other incidents come, nearest first, never org B's identical one
         assert result.status == 200, result.text
         items = result.data
-        assert [i["incident_id"] for i in items][0] in {str(world["database"]["id"]), str(world["disk"]["id"])}
+        assert items[0]["incident_id"] in {str(world["database"]["id"]), str(world["disk"]["id"])}
         assert str(world["b_payment"]["id"]) not in {i["incident_id"] for i in items}
         assert set(items[0]) == {"incident_id", "project_id", "number", "title", "resolved_at", "resolution_note",
                                  "similarity"}  # fmt: skip
@@ -428,7 +440,9 @@ def test_the_route_says_when_ai_is_off_or_not_configured(
     assert embed_requests(gemini) == []
 
 
-def test_the_model_failing_is_a_503_and_metered(world: dict[str, Any], gemini: GeminiStandIn, conn: psycopg.Connection[Any]) -> None:
+def test_the_model_failing_is_a_503_and_metered(
+    world: dict[str, Any], gemini: GeminiStandIn, conn: psycopg.Connection[Any]
+) -> None:
     a = world["a"]
     before = len(usage(conn, a.org_id))
     gemini.fail(500)

@@ -75,9 +75,14 @@ class _Context:
 
 
 def _grammar() -> str:
-    """The query language's reference: the examples at the top of its module's documentation."""
+    """The query language's reference: the examples at the top of its module's documentation, and how words match."""
     doc = query_language.__doc__ or ""
-    return doc.split("Parsing (")[0].strip()
+    examples = doc.split("Parsing (")[0].split("\n", 1)[-1].strip("\n")
+    return (
+        examples
+        + "\nWords match whole words of the body, case-insensitively (fail does not match failed; fail* does)."
+        + " Attribute keys are the stored ones (OTel keys are flat and dotted: attributes.http.status_code)."
+    )
 
 
 def _block(name: str, text: str) -> str:
@@ -316,7 +321,11 @@ def _filter(answer: MetricFilterAnswer) -> dict[str, Any]:
         expanded = [*values, *(t for t in (_typed(v) for v in values) if t is not None)]
         return {"attribute": answer.attribute, "op": answer.op, "value": expanded}
     if answer.op in ("=", "!=") and answer.value is not None and (typed := _typed(answer.value)) is not None:
-        return {"attribute": answer.attribute, "op": "in" if answer.op == "=" else "not_in", "value": [answer.value, typed]}
+        return {
+            "attribute": answer.attribute,
+            "op": "in" if answer.op == "=" else "not_in",
+            "value": [answer.value, typed],
+        }
     return {"attribute": answer.attribute, "op": answer.op, "value": answer.value}
 
 

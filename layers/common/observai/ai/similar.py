@@ -120,9 +120,7 @@ def digest_of(text: str) -> str:
 # --- embedding ---------------------------------------------------------------------------------------------------
 
 
-def _embed_metered(
-    text: str, *, org_id: UUID, project_id: UUID | None, settings: Settings
-) -> tuple[list[float], str]:
+def _embed_metered(text: str, *, org_id: UUID, project_id: UUID | None, settings: Settings) -> tuple[list[float], str]:
     """One embedding call, metered (ok or failed); (vector, model). Raises AiUnavailable (also for a vector of the
     wrong dimension or with non-finite values: an answer we cannot store is no answer)."""
     from observai.ai import metering
@@ -181,7 +179,9 @@ def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
         ):
             return
         metering.check_budget(cur, incident["org_id"], now)
-    vector, model = _embed_metered(text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings)
+    vector, model = _embed_metered(
+        text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings
+    )
     with transaction() as cur:
         current = store.incident(cur, incident["id"])
         if current is None:
@@ -208,7 +208,9 @@ def _query_vector(cur: Cursor, incident: Mapping[str, Any], settings: Settings, 
     try:
         metering.check_budget(cur, incident["org_id"], now)
         text = _text_of(cur, incident)
-        vector, _ = _embed_metered(text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings)
+        vector, _ = _embed_metered(
+            text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings
+        )
     except (AiUnavailable, ObservAIError) as exc:
         logger.info("no embedding for similar incidents", extra={"incident_id": str(incident["id"]), "error": str(exc)})
         return None
