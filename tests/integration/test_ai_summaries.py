@@ -199,7 +199,8 @@ def test_without_a_key_the_summary_says_unavailable(
         None,
     )
     assert usage(db, arranged.org_id) == []  # no call was made
-    assert get(arranged, user.headers).data["status"] == "unavailable"
+    read = get(arranged, user.headers).data
+    assert (read["status"], read["stale"]) == ("unavailable", False)
 
 
 def test_a_failing_or_slow_model_makes_an_unavailable_summary_never_a_500(
