@@ -449,3 +449,20 @@ def test_the_model_failing_is_a_503_and_metered(
     result = get_similar(a.viewer.headers, a.project.project_id, world["open"]["id"])
     assert (result.status, result.error["code"]) == (503, "ai_unavailable")
     assert [u["outcome"] for u in usage(conn, a.org_id)[before:]] == ["failed"]
+
+
+def test_a_spent_budget_stops_the_on_the_fly_embedding(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
+    # Given an organization that spent its month's tokens, and an open incident of it
+    t = tenant(conn, "Spent")
+    incident = arrange(conn, t, DISK, resolve=False)
+    conn.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
+        (t.org_id,),
+    )
+    # When its similar incidents are asked for: 429, no model call; nearest (the summaries') gives nothing
+    result = get_similar(t.viewer.headers, t.project.project_id, incident["id"])
+    assert (result.status, result.error["code"]) == (429, "ai_budget_exhausted")
+    with transaction() as cur:
+        assert similar.nearest(cur, t.org_id, incident["id"], settings=get_settings()) == []
+    assert embed_requests(gemini) == []
