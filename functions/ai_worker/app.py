@@ -20,8 +20,9 @@ from observai.ai import worker
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
 
-# A task may take a model call (ai_timeout_s, with its retries): start another one only with this much left.
-MIN_REMAINING_MS = 35_000
+# A task may take two model calls of at most AI_TOTAL_TIMEOUT_S (25 s) each: start one only with this much of the
+# invocation left.
+MIN_REMAINING_MS = 70_000
 MAX_ROUNDS = 5
 ROUND_LIMIT = 20
 

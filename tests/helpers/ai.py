@@ -130,7 +130,9 @@ def incident_with_telemetry(
     lines = [*timeouts, *cards]
     lines.append({"time": at + timedelta(seconds=30), "severity_number": 9, "service": "checkout", "body": "info ok"})
     if injection:
-        lines.append({"time": at + timedelta(seconds=40), "severity_number": 21, "service": "checkout", "body": INJECTION})
+        lines.append(
+            {"time": at + timedelta(seconds=40), "severity_number": 21, "service": "checkout", "body": INJECTION}
+        )
     add_logs(project, lines)
     arranged.error_log_ids["timeout"] = _last_log_id(db, project.project_id, timeouts[-1]["body"])
     arranged.error_log_ids["card"] = _last_log_id(db, project.project_id, cards[0]["body"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -356,6 +357,47 @@ def test_the_breaker_opens_after_n_failures_then_lets_one_probe_through_after_it
     assert ask(model).data == VALID
     assert len(gemini.requests) == 4
     assert model.breaker.state is BreakerState.CLOSED
+
+
+def test_while_the_probe_is_in_flight_other_calls_are_refused(gemini: GeminiStandIn) -> None:
+    # Given an open breaker whose cool-down is over
+    fake = FakeTime()
+    model = model_for(gemini, fake, ai_max_retries=0, ai_breaker_failures=1, ai_breaker_cooldown_s=10.0)
+    gemini.fail(503)
+    with pytest.raises(AiUnavailable):
+        ask(model)
+    fake.now += 10
+    # When a probe is under way (a slow answer) and another call comes
+    gemini.slow(1.0)
+    gemini.answer_json(VALID)
+    results: list[Any] = []
+    probe = threading.Thread(target=lambda: results.append(ask(model)))
+    probe.start()
+    deadline = time.monotonic() + 5
+    while len(gemini.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with pytest.raises(AiUnavailable) as info:
+        ask(model)
+    # Then the other call is refused at once; the probe's success closes the breaker
+    assert info.value.reason == "circuit_open"
+    probe.join(10)
+    assert results and results[0].data == VALID
+    assert model.breaker.state is BreakerState.CLOSED and len(gemini.requests) == 2
+
+
+def test_a_probe_answered_with_a_4xx_closes_the_breaker(gemini: GeminiStandIn) -> None:
+    fake = FakeTime()
+    model = model_for(gemini, fake, ai_max_retries=0, ai_breaker_failures=1, ai_breaker_cooldown_s=10.0)
+    gemini.fail(500)
+    with pytest.raises(AiUnavailable):
+        ask(model)
+    fake.now += 10
+    gemini.fail(400)  # the API is up: it answered, if only to refuse
+    with pytest.raises(AiUnavailable) as info:
+        ask(model)
+    assert info.value.reason == "rejected"
+    assert model.breaker.state is BreakerState.CLOSED
+    assert ask(model).data
 
 
 def test_a_failed_probe_reopens_the_breaker_for_a_longer_cool_down(gemini: GeminiStandIn) -> None:

@@ -59,9 +59,7 @@ def enqueue(paged: Paged, now: datetime, *, kind: str = "summary", reason: str =
             now=now,
             delay_s=delay_s,
         )
-        cur.execute(
-            "select id from public.ai_tasks where incident_id = %s and kind = %s", (paged.incident["id"], kind)
-        )
+        cur.execute("select id from public.ai_tasks where incident_id = %s and kind = %s", (paged.incident["id"], kind))
         row = cur.fetchone()
     assert row is not None
     return int(row["id"])
@@ -88,7 +86,9 @@ def test_a_resolved_incident_of_an_org_that_opted_in_gets_its_summary_and_embedd
     opt_in(db, opted.project.org_id)
     # When both are resolved by hand
     for paged in (opted, other):
-        incidents.resolve(member(db, paged.project.org_id), paged.project.project_id, paged.incident["id"], ResolveIn(), NOW)
+        incidents.resolve(
+            member(db, paged.project.org_id), paged.project.project_id, paged.incident["id"], ResolveIn(), NOW
+        )
     # Then only the opted-in one has tasks: its summary and its embedding, due now, reason "resolved"
     mine = tasks_of(db, opted.incident["id"])
     assert set(mine) == {"summary", "embedding"}
@@ -188,7 +188,7 @@ def test_a_kind_without_a_handler_waits(db: psycopg.Connection[Any]) -> None:
 
 def test_the_queue_handler_runs_the_named_tasks_and_fails_undecodable_records(db: psycopg.Connection[Any]) -> None:
     paged = project_with_incident(db, NOW, label="AiQueue")
-    task_id = enqueue(paged, NOW, kind="embedding")
+    task_id = enqueue(paged, NOW, kind="summary")
     event = {
         "Records": [
             {"messageId": "m1", "body": tasks.message_body(task_id), "eventSource": "aws:sqs"},
@@ -198,8 +198,8 @@ def test_the_queue_handler_runs_the_named_tasks_and_fails_undecodable_records(db
     assert worker.is_sqs_event(event) and not worker.is_sqs_event({"source": "aws.scheduler"})
     result = worker.handle_queue_messages(event, None, clock=lambda: NOW)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
-    # the named task ran (this deployment knows no "embedding" handler: deferred, not lost)
-    assert tasks_of(db, paged.incident["id"])["embedding"]["last_error"] in (None, "no handler for embedding")
+    # the named task ran (its organization has not opted in: nothing to do) and is gone
+    assert tasks_of(db, paged.incident["id"]) == {}
 
 
 def test_message_parsing() -> None:
@@ -207,3 +207,28 @@ def test_message_parsing() -> None:
     for bad in ("", "[]", '{"v": 2, "ai_task_id": 1}', '{"v": 1, "ai_task_id": true}', '{"v": 1}'):
         with pytest.raises(ValueError):
             tasks.parse_message(bad)
+
+
+def test_a_wake_up_leaves_after_the_commit_and_never_for_a_rollback(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.helpers.moto_queue import queue_and_bucket
+
+    paged = project_with_incident(db, NOW, label="AiWake")
+    with queue_and_bucket(monkeypatch, "ai-tasks") as aws:
+        monkeypatch.setenv("AI_TASK_QUEUE_URL", aws.queue_url)
+        # Given a change that rolls back after enqueuing: no row, no message
+        with pytest.raises(RuntimeError), transaction() as cur:
+            tasks.enqueue(
+                cur, org_id=paged.project.org_id, project_id=paged.project.project_id,
+                incident_id=paged.incident["id"], kind="summary", reason="resolved", now=NOW,
+            )  # fmt: skip
+            raise RuntimeError("the change failed")
+        assert tasks_of(db, paged.incident["id"]) == {} and aws.receive() == []
+        # When one commits: one message naming the task, delayed as asked (the debounce)
+        task_id = enqueue(paged, NOW, reason="changed", delay_s=0)
+        (message,) = aws.receive()
+        assert tasks.parse_message(message["Body"]) == task_id
+        # And the queue's event runs it through the handler
+        assert worker.handle_queue_messages(aws.event([message]), None, clock=lambda: NOW) == {"batchItemFailures": []}
+        assert tasks_of(db, paged.incident["id"]) == {}  # the org has not opted in: nothing to do, done

@@ -54,7 +54,7 @@ def _stop_on_signals() -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from observai_local.dev import describe, ensure_workspace, prepare_database
+    from observai_local.dev import ai_status, describe, ensure_workspace, prepare_database
     from observai_local.functions import local_overrides
     from observai_local.scheduler import Scheduler
     from observai_local.server import make_server
@@ -90,6 +90,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             functions=len(template.functions),
             schedules=len(template.schedules),
             database=_database_label(),
+            ai=ai_status(server.invoker.overrides),
         ),
         flush=True,
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -111,7 +112,19 @@ def ensure_workspace(url: str, env: Environment, base_url: str, path: Path | Non
     return info
 
 
-def describe(info: DevInfo, *, routes: int, functions: int, schedules: int, database: str) -> str:
+def ai_status(env: Mapping[str, str | None]) -> str:
+    """The banner's AI line: on with a Gemini API key in the environment (GEMINI_API_KEY), else off; never the key."""
+    key = env.get("GEMINI_API_KEY") or os.environ.get("GEMINI_API_KEY")
+    if not key:
+        return "off: no GEMINI_API_KEY (the AI routes answer 503 ai_not_configured; see docs/ai.md)"
+    model = env.get("AI_GENERATION_MODEL") or os.environ.get("AI_GENERATION_MODEL") or "gemini-2.5-flash"
+    where = env.get("GEMINI_BASE_URL") or os.environ.get("GEMINI_BASE_URL")
+    return f"on: Gemini {model}{f' at {where}' if where else ''} (each organization opts in: PUT /v1/orgs/{{id}}/ai)"
+
+
+def describe(
+    info: DevInfo, *, routes: int, functions: int, schedules: int, database: str, ai: str | None = None
+) -> str:
     """What `make dev` prints: where things are and ready-to-paste curl commands."""
     q = shlex.quote
     return "\n".join(
@@ -120,6 +133,7 @@ def describe(info: DevInfo, *, routes: int, functions: int, schedules: int, data
             "ObservAI Hub local runner",
             f"  API         {info.base_url}  ({routes} routes, {functions} functions, {schedules} schedules)",
             f"  Database    {database}",
+            *([f"  AI          {ai}"] if ai else []),
             f"  Org         {info.org_id}",
             f"  Project     {info.project_id}",
             f"  User        {info.user_id} {info.email}",

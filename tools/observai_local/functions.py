@@ -37,6 +37,12 @@ PASS_THROUGH = (
     "PAGERDUTY_EVENTS_URL",
     "NOTIFY_EMAIL_SENDER",
     "PUBLIC_BASE_URL",  # where acknowledge/resolve links point (`serve` sets it to its own URL when unset)
+    # AI insights (observai.ai): the Gemini API key (unset: the AI features are off and their routes say so), and
+    # the API's base URL (a local stand-in) and model names when the shell sets them.
+    "GEMINI_API_KEY",
+    "GEMINI_BASE_URL",
+    "AI_GENERATION_MODEL",
+    "AI_EMBEDDING_MODEL",
 )
 # Queues and buckets the template creates at deploy time: locally only the shell's (or none).
 DEPLOYED_RESOURCE_SETTINGS = (
@@ -51,6 +57,7 @@ DEPLOYED_RESOURCE_SETTINGS = (
     # The KMS key sealing channel secrets: locally none (the development key of observai.notify.secrets), so
     # `make dev` needs no AWS account; the shell's when set (a real key, or moto's server).
     "NOTIFY_KMS_KEY_ID",
+    "AI_TASK_QUEUE_URL",
 )
 
 Environment = Mapping[str, str | None]  # None removes the variable

@@ -10,6 +10,8 @@
 * the failing or slowest traces of those services in the window (``trace:<trace_id>``: the worst span of each);
 * correlated anomalies (``anomaly:<id>``): anomaly events of the project overlapping the window and sharing a
   service (or any, when the incident names none), with their group's reason;
+* similar past incidents of the organization (``incident:<id>``: observai.ai.similar.nearest), with the
+  resolution note a person wrote ("last time, X fixed it");
 * its timeline (``event:<id>``): acknowledgments, comments, severity changes, notifications.
 
 The window is from 15 minutes before the incident triggered to 5 minutes after it resolved (or now), at most 24 hours.
@@ -32,6 +34,7 @@ from typing import Any
 from uuid import UUID
 
 from observai.ai.redaction import redact_for_model
+from observai.config import Settings
 from observai.db.connection import Cursor
 from observai.errors import NotFound
 
@@ -48,6 +51,7 @@ MAX_TRACES = 10
 MAX_ANOMALIES = 10
 MAX_EVENTS = 100
 MAX_SIMILAR = 3
+MIN_SIMILARITY = 0.2  # cosine similarity below which a past incident says nothing about this one
 TRANSITIONS_PER_ALERT = 5
 TEXT_MAX = 500
 ERROR_SEVERITY = 17  # OpenTelemetry: 17..20 ERROR, 21..24 FATAL
@@ -89,6 +93,7 @@ class IncidentContext:
     omitted_by_kind: dict[str, int]
     budget_tokens: int
     nonce: str = field(default_factory=lambda: secrets.token_hex(6))
+    last_event_id: int = 0  # the newest timeline event the summary saw (a newer one makes it stale)
 
     @property
     def ids(self) -> frozenset[str]:
@@ -315,9 +320,7 @@ def _traces(cur: Cursor, project_id: UUID, services: list[str], start: datetime,
     return items
 
 
-def _anomalies(
-    cur: Cursor, project_id: UUID, services: list[str], start: datetime, end: datetime
-) -> list[ContextItem]:
+def _anomalies(cur: Cursor, project_id: UUID, services: list[str], start: datetime, end: datetime) -> list[ContextItem]:
     service_filter = (
         "and coalesce(e.labels->>'service', e.labels->>'service.name') = any(%(services)s)" if services else ""
     )
@@ -386,9 +389,53 @@ def _events(cur: Cursor, incident: Mapping[str, Any]) -> list[ContextItem]:
             ContextItem(
                 id=f"event:{row['id']}",
                 kind="event",
-                data=_text({"at": _iso(row["at"]), "kind": row["kind"], "by": row["actor_type"], "details": details}, 300),
+                data=_text(
+                    {"at": _iso(row["at"]), "kind": row["kind"], "by": row["actor_type"], "details": details}, 300
+                ),
                 # what people did and wrote ranks with tier 1; notifications and alert echoes last
                 rank=(1 if key else 2, _KIND_ORDER["event"], rank),
+            )
+        )
+    return items
+
+
+def _similar(cur: Cursor, incident: Mapping[str, Any], settings: Settings | None, now: datetime) -> list[ContextItem]:
+    """The nearest resolved incidents of the organization (never another's), with what fixed them. ``nearest`` never
+    raises for the model: without an embedding and a model, the list is empty."""
+    from observai.ai import similar
+    from observai.config import get_settings
+
+    # Nothing to compare with (no other incident of the organization has an embedding): no embedding call.
+    cur.execute(
+        "select 1 from public.incident_embeddings where org_id = %s and incident_id <> %s limit 1",
+        (incident["org_id"], incident["id"]),
+    )
+    if cur.fetchone() is None:
+        return []
+    settings = settings or get_settings()
+    # An incident without an embedding yet is embedded on the fly, inside this transaction: it may stay idle for
+    # as long as that call may take (the database's idle-in-transaction timeout is shorter).
+    idle_ms = int((settings.ai_total_timeout_s + 5) * 1000)
+    idle_ms = max(idle_ms, settings.db_idle_in_transaction_timeout_ms)
+    cur.execute(f"set local idle_in_transaction_session_timeout = {idle_ms}")
+    found = similar.nearest(cur, incident["org_id"], incident["id"], limit=MAX_SIMILAR, settings=settings, now=now)
+    items = []
+    for rank, past in enumerate(p for p in found if p.similarity >= MIN_SIMILARITY):
+        items.append(
+            ContextItem(
+                id=f"incident:{past.incident_id}",
+                kind="similar",
+                data=_text(
+                    {
+                        "number": past.number,
+                        "title": past.title,
+                        "resolved_at": _iso(past.resolved_at),
+                        "resolution_note": past.resolution_note,
+                        "similarity": past.similarity,
+                    },
+                    1000,
+                ),
+                rank=(0, _KIND_ORDER["similar"], rank),
             )
         )
     return items
@@ -431,9 +478,12 @@ def _header(incident: Mapping[str, Any], start: datetime, end: datetime, service
     )
 
 
-def build_context(cur: Cursor, incident_id: UUID, *, budget_tokens: int, now: datetime) -> IncidentContext:
+def build_context(
+    cur: Cursor, incident_id: UUID, *, budget_tokens: int, now: datetime, settings: Settings | None = None
+) -> IncidentContext:
     """The incident's context within ``budget_tokens`` (see the module's notes). ``cur`` sees the incident (a
-    tenant transaction's RLS, or the service's after its own check): every other read is bound to its project."""
+    tenant transaction's RLS, or the service's after its own check): every other read is bound to its project, the
+    similar incidents to its organization. ``settings``: the embedding model's (default: the current settings)."""
     incident = _incident(cur, incident_id)
     start = incident["triggered_at"] - WINDOW_BEFORE
     end = min(incident["resolved_at"] or now, now) + WINDOW_AFTER
@@ -445,6 +495,7 @@ def build_context(cur: Cursor, incident_id: UUID, *, budget_tokens: int, now: da
         *_error_logs(cur, project_id, services, start, end),
         *_traces(cur, project_id, services, start, end),
         *_anomalies(cur, project_id, services, start, end),
+        *_similar(cur, incident, settings, now),
         *_events(cur, incident),
     ]
     context = IncidentContext(

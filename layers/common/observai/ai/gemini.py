@@ -22,10 +22,11 @@ Each call is bounded:
 
 Every failure is ``AiUnavailable(reason)``; the reasons: ``not_configured``, ``circuit_open``, ``timeout``,
 ``rate_limited`` (429 after the retries), ``server_error`` (5xx after the retries), ``connection_error``,
-``rejected`` (another 4xx: a request the API refuses, e.g. an unknown model), ``unauthorized`` (401/403: the key is
-wrong), ``blocked`` (the model declined to answer: safety), ``invalid_output`` (``InvalidOutput``: the answer is not a
-JSON object, or was cut at the token limit; it carries the token counts, and the caller may retry once, as after a
-failed validation of its own).
+``rejected`` (another 4xx: a request the API refuses, e.g. an unknown model), ``unauthorized`` (401/403, or 400
+API_KEY_INVALID: the key is wrong), ``error`` (the SDK raised something else: logged with its class), ``blocked``
+(the model declined to answer: safety), ``invalid_output`` (``InvalidOutput``: the answer is not a JSON object, or
+was cut at the token limit; it carries the token counts, and the caller may retry once, as after a failed
+validation of its own).
 
 The API key is a ``SecretStr`` until the SDK's client is built; it is never logged (the log lines below carry the
 model, the status and the reason only), and the SDK sends it in the ``x-goog-api-key`` header.
@@ -216,7 +217,7 @@ class GeminiModel:
             block = response.prompt_feedback.block_reason if response.prompt_feedback else None
             logger.warning("model gave no answer", extra={"model": model, "block_reason": str(block)})
             raise AiUnavailable("blocked")
-        finish = str(candidate.finish_reason.value if candidate.finish_reason else "")
+        finish = str(getattr(candidate.finish_reason, "value", candidate.finish_reason) or "")
         text = (
             "".join(p.text for p in (candidate.content.parts or []) if p.text and not p.thought)
             if (candidate.content)
@@ -303,6 +304,8 @@ class GeminiModel:
                 failure = _classify(exc)
                 if failure.retryable or failure.reason in ("timeout", "connection_error"):
                     self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()  # the API answered (a 4xx): it is up; a probe's lease ends
                 logger.warning(
                     "model call failed",
                     extra={

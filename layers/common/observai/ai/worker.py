@@ -148,7 +148,7 @@ def run(
     limit: int = 20,
     handlers: Mapping[str, Handler] | None = None,
     time_left_ms: Callable[[], int] | None = None,
-    min_remaining_ms: int = 35_000,
+    min_remaining_ms: int = 70_000,
 ) -> Report:
     """One bounded round: claim up to ``limit`` due tasks (among ``ids`` when given: a queue batch) and run them one
     after another while the invocation has ``min_remaining_ms`` left; the tasks not started are released (due
