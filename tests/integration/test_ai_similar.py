@@ -466,3 +466,35 @@ def test_a_spent_budget_stops_the_on_the_fly_embedding(conn: psycopg.Connection[
     with transaction() as cur:
         assert similar.nearest(cur, t.org_id, incident["id"], settings=get_settings()) == []
     assert embed_requests(gemini) == []
+
+
+def test_a_note_written_after_resolution_embeds_the_incident_again(
+    conn: psycopg.Connection[Any], gemini: GeminiStandIn
+) -> None:
+    # Given a resolved, embedded incident of an organization that opted in
+    t = tenant(conn, "Note")
+    incident = arrange(conn, t, DATABASE)
+    similar.embed_incident(task_of(incident), NOW)
+    before = embedded(conn, incident["id"])
+    assert before is not None
+    member = make_user(conn)
+    add_membership(conn, t.org_id, member.id, "member")
+
+    # When a member writes the post-mortem's conclusion as its resolution note
+    note = "root cause: a connection leak in the orders worker, fixed in release 813"
+    path = f"/v1/projects/{t.project.project_id}/incidents/{incident['id']}"
+    result = invoke("incidents", "PATCH", path, headers=member.headers, json_body={"resolution_note": note})
+
+    # Then the incident keeps its state with the new note, and an embedding task is enqueued in that transaction
+    assert result.status == 200, result.text
+    assert (result.data["status"], result.data["resolution_note"]) == ("resolved", note)
+    task = conn.execute(
+        "select * from public.ai_tasks where incident_id = %s and kind = 'embedding'", (incident["id"],)
+    ).fetchone()
+    assert task is not None and task["reason"] == "note_changed"
+
+    # And when the worker's embedding handler runs, the incident is embedded again from the new text
+    worker.HANDLERS["embedding"](dict(task), NOW)
+    after = embedded(conn, incident["id"])
+    assert after is not None and after["source_digest"] != before["source_digest"]
+    assert note in embed_requests(gemini)[-1].texts[0]

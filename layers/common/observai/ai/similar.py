@@ -190,6 +190,18 @@ def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
     logger.info("incident embedded", extra={"incident_id": str(incident["id"]), "dimensions": len(vector)})
 
 
+def on_resolution_note_changed(cur: Cursor, incident: Mapping[str, Any], now: datetime) -> None:
+    """In the transaction that changed a resolved incident's note: its embedding is made again (organizations that
+    opted in; the task sends nothing when the text ends up unchanged)."""
+    from observai.ai import access, tasks
+
+    if access.is_enabled(cur, incident["org_id"]):
+        tasks.enqueue(
+            cur, org_id=incident["org_id"], project_id=incident["project_id"], incident_id=incident["id"],
+            kind="embedding", reason="note_changed", now=now,
+        )  # fmt: skip
+
+
 # --- nearest -----------------------------------------------------------------------------------------------------
 
 
