@@ -452,9 +452,11 @@ def test_the_model_failing_is_a_503_and_metered(
 
 
 def test_a_spent_budget_stops_the_on_the_fly_embedding(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
-    # Given an organization that spent its month's tokens, and an open incident of it
+    # Given an organization with a past incident embedded, that then spent its month's tokens, and an open incident
     t = tenant(conn, "Spent")
+    similar.embed_incident(task_of(arrange(conn, t, DATABASE)), NOW)
     incident = arrange(conn, t, DISK, resolve=False)
+    gemini.reset()
     conn.execute(
         "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
         " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
