@@ -358,3 +358,19 @@ def test_bad_questions_are_422_before_any_model_call(
     result = ask(a.viewer.headers, a.path("logs"), body)
     assert result.status == 422, result.text
     assert gemini.requests == []
+
+
+def test_a_spent_budget_is_a_429_before_any_model_call(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
+    # Given an organization (free plan: 250,000 tokens a month) that used them all this month
+    spent = _tenant(conn, "AskBudget", word="budget")
+    conn.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
+        (spent.org_id,),
+    )
+    # When its viewer asks: 429 with Retry-After, and the model was not called
+    for what in ("logs", "metrics"):
+        result = ask(spent.viewer.headers, spent.path(what), {"question": "errors?"})
+        assert (result.status, result.error["code"]) == (429, "ai_budget_exhausted")
+        assert int(result.header("retry-after") or 0) > 0
+    assert gemini.requests == []

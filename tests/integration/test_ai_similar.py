@@ -449,3 +449,54 @@ def test_the_model_failing_is_a_503_and_metered(
     result = get_similar(a.viewer.headers, a.project.project_id, world["open"]["id"])
     assert (result.status, result.error["code"]) == (503, "ai_unavailable")
     assert [u["outcome"] for u in usage(conn, a.org_id)[before:]] == ["failed"]
+
+
+def test_a_spent_budget_stops_the_on_the_fly_embedding(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
+    # Given an organization with a past incident embedded, that then spent its month's tokens, and an open incident
+    t = tenant(conn, "Spent")
+    similar.embed_incident(task_of(arrange(conn, t, DATABASE)), NOW)
+    incident = arrange(conn, t, DISK, resolve=False)
+    gemini.reset()
+    conn.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
+        (t.org_id,),
+    )
+    # When its similar incidents are asked for: 429, no model call; nearest (the summaries') gives nothing
+    result = get_similar(t.viewer.headers, t.project.project_id, incident["id"])
+    assert (result.status, result.error["code"]) == (429, "ai_budget_exhausted")
+    with transaction() as cur:
+        assert similar.nearest(cur, t.org_id, incident["id"], settings=get_settings()) == []
+    assert embed_requests(gemini) == []
+
+
+def test_a_note_written_after_resolution_embeds_the_incident_again(
+    conn: psycopg.Connection[Any], gemini: GeminiStandIn
+) -> None:
+    # Given a resolved, embedded incident of an organization that opted in
+    t = tenant(conn, "Note")
+    incident = arrange(conn, t, DATABASE)
+    similar.embed_incident(task_of(incident), NOW)
+    before = embedded(conn, incident["id"])
+    assert before is not None
+    member = make_user(conn)
+    add_membership(conn, t.org_id, member.id, "member")
+
+    # When a member writes the post-mortem's conclusion as its resolution note
+    note = "root cause: a connection leak in the orders worker, fixed in release 813"
+    path = f"/v1/projects/{t.project.project_id}/incidents/{incident['id']}"
+    result = invoke("incidents", "PATCH", path, headers=member.headers, json_body={"resolution_note": note})
+
+    # Then the incident keeps its state with the new note, and an embedding task is enqueued in that transaction
+    assert result.status == 200, result.text
+    assert (result.data["status"], result.data["resolution_note"]) == ("resolved", note)
+    task = conn.execute(
+        "select * from public.ai_tasks where incident_id = %s and kind = 'embedding'", (incident["id"],)
+    ).fetchone()
+    assert task is not None and task["reason"] == "note_changed"
+
+    # And when the worker's embedding handler runs, the incident is embedded again from the new text
+    worker.HANDLERS["embedding"](dict(task), NOW)
+    after = embedded(conn, incident["id"])
+    assert after is not None and after["source_digest"] != before["source_digest"]
+    assert note in embed_requests(gemini)[-1].texts[0]

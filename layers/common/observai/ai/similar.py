@@ -190,6 +190,18 @@ def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
     logger.info("incident embedded", extra={"incident_id": str(incident["id"]), "dimensions": len(vector)})
 
 
+def on_resolution_note_changed(cur: Cursor, incident: Mapping[str, Any], now: datetime) -> None:
+    """In the transaction that changed a resolved incident's note: its embedding is made again (organizations that
+    opted in; the task sends nothing when the text ends up unchanged)."""
+    from observai.ai import access, tasks
+
+    if access.is_enabled(cur, incident["org_id"]):
+        tasks.enqueue(
+            cur, org_id=incident["org_id"], project_id=incident["project_id"], incident_id=incident["id"],
+            kind="embedding", reason="note_changed", now=now,
+        )  # fmt: skip
+
+
 # --- nearest -----------------------------------------------------------------------------------------------------
 
 
@@ -217,6 +229,16 @@ def _query_vector(cur: Cursor, incident: Mapping[str, Any], settings: Settings, 
     return store.vector_text(vector)
 
 
+def _any_other(cur: Cursor, incident: Mapping[str, Any], settings: Settings) -> bool:
+    return store.any_other(
+        cur,
+        org_id=incident["org_id"],
+        incident_id=incident["id"],
+        model=settings.ai_embedding_model,
+        dimensions=settings.ai_embedding_dimensions,
+    )
+
+
 def _similar(rows: list[dict[str, Any]]) -> list[SimilarIncident]:
     return [
         SimilarIncident(
@@ -242,7 +264,7 @@ def nearest(
     empty: never an error (the summaries' context calls this). Mind that the on-the-fly call happens inside
     ``cur``'s transaction."""
     incident = store.incident(cur, incident_id)
-    if incident is None or incident["org_id"] != org_id:
+    if incident is None or incident["org_id"] != org_id or not _any_other(cur, incident, settings):
         return []
     vector = _query_vector(cur, incident, settings, now or datetime.now(UTC))
     if vector is None:
@@ -284,6 +306,8 @@ def similar_incidents(
         )
         if vector is None:
             access.require_enabled(cur, org_id, settings)  # ai_not_configured without a key
+            if not _any_other(cur, incident, settings):
+                return []  # nothing to compare with: no embedding call
             from observai.ai import metering
 
             metering.check_budget(cur, org_id, now)

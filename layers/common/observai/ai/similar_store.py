@@ -152,6 +152,17 @@ def upsert_embedding(
     )
 
 
+def any_other(cur: Cursor, *, org_id: UUID, incident_id: UUID, model: str, dimensions: int) -> bool:
+    """Whether the organization has an embedding to compare with besides the incident's own (else: nothing to
+    find, and no reason to embed the incident now)."""
+    cur.execute(
+        "select 1 from public.incident_embeddings where org_id = %s and incident_id <> %s and model = %s"
+        " and dimensions = %s limit 1",
+        (org_id, incident_id, model, dimensions),
+    )
+    return cur.fetchone() is not None
+
+
 def stored_vector(cur: Cursor, incident_id: UUID, *, model: str, dimensions: int) -> str | None:
     """The incident's embedding (pgvector text) when it was made by ``model`` at ``dimensions``."""
     cur.execute(
