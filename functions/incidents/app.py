@@ -101,11 +101,16 @@ def get_incident(caller: CurrentPrincipal, project_id: UUID, incident_id: UUID) 
     return ok(service.get_incident(caller, project_id, incident_id))
 
 
-@app.patch(INCIDENT, tags=["incidents"], responses=route_responses(200, e409=RESOLVED))
+@app.patch(
+    INCIDENT,
+    tags=["incidents"],
+    responses=route_responses(200, e409="auto_resolve of a resolved incident (incident_resolved)"),
+)
 def update_incident(
     caller: CurrentPrincipal, project_id: UUID, incident_id: UUID, body: Annotated[IncidentPatch, Body()]
 ) -> Envelope[Incident]:
-    """Turn auto-resolve on or off. Turned on while every alert of the incident has resolved: resolved now."""
+    """Turn auto-resolve on or off (turned on while every alert of the incident has resolved: resolved now), and
+    write or clear the resolution note, also once resolved (the post-mortem goes on)."""
     return ok(service.update_incident(caller, project_id, incident_id, body))
 
 

@@ -255,6 +255,37 @@ def test_manual_resolve_keeps_the_note_and_resolved_is_final(conn: psycopg.Conne
     ok(call("POST", f"{path}/comments", tenant.member.headers, {"body": "Post-mortem on Thursday"}), 201)
 
 
+def test_the_resolution_note_is_written_after_resolution_and_patch_checks_its_body(
+    conn: psycopg.Connection[Any], tenant: Tenant
+) -> None:
+    # Given a resolved incident
+    incident = open_incident(conn, tenant)
+    path = f"{tenant.base}/{incident['id']}"
+    ok(call("POST", f"{path}/resolve", tenant.member.headers, {"note": "first guess"}))
+
+    # When a member writes the note again (the post-mortem), then clears it
+    noted = ok(call("PATCH", path, tenant.member.headers, {"resolution_note": "  leak in the pool, fixed in 813 "}))
+    cleared = ok(call("PATCH", path, tenant.member.headers, {"resolution_note": ""}))
+    same = ok(call("PATCH", path, tenant.member.headers, {"resolution_note": None}))
+
+    # Then the note changed each time it differed (stripped; blank clears), recorded in the timeline and the audit
+    assert (noted["status"], noted["resolution_note"]) == ("resolved", "leak in the pool, fixed in 813")
+    assert cleared["resolution_note"] is None and same == cleared
+    changes = [e["details"] for e in timeline(tenant, incident["id"]) if e["kind"] == "resolution_note_changed"]
+    assert changes == [{"note": "leak in the pool, fixed in 813"}, {"note": None}]
+    audits = conn.execute(
+        "select details from public.audit_log where target_id = %s and action = 'incident.resolution_note_changed'",
+        (str(incident["id"]),),
+    ).fetchall()
+    assert [a["details"]["note"] for a in audits] == [True, False]
+
+    # And auto_resolve stays final on it; an empty body, null auto_resolve, a viewer: refused
+    assert error(call("PATCH", path, tenant.member.headers, {"auto_resolve": True}), 409)["code"] == "incident_resolved"
+    for body in ({}, {"auto_resolve": None}, {"resolution_note": "x" * 10_001}):
+        assert error(call("PATCH", path, tenant.member.headers, body), 422)["code"] == "validation_error"
+    assert error(call("PATCH", path, tenant.viewer.headers, {"resolution_note": "n"}), 403)["code"] == "forbidden"
+
+
 def test_resolve_without_a_body(conn: psycopg.Connection[Any], tenant: Tenant) -> None:
     # Given a triggered incident / When resolved with no body / Then resolved without a note
     incident = open_incident(conn, tenant)

@@ -159,6 +159,11 @@ EXPECTED_ROUTES = {
         ("DELETE", "/v1/projects/{project_id}/escalation-policies/{policy_id}"),
     },
     "EscalateFunction": set(),  # an SQS consumer (escalation timers) and a minute sweep
+    "IncidentSummariesFunction": {
+        ("POST", "/v1/projects/{project_id}/incidents/{incident_id}/summary"),
+        ("GET", "/v1/projects/{project_id}/incidents/{incident_id}/summary"),
+    },
+    "AiWorkerFunction": set(),  # an SQS consumer (AI task wake-ups) and a minute sweep
     "SchedulesFunction": {
         ("POST", "/v1/orgs/{org_id}/schedules"),
         ("GET", "/v1/orgs/{org_id}/schedules"),
@@ -181,6 +186,11 @@ EXPECTED_ROUTES = {
         ("POST", "/v1/projects/{project_id}/contact-points/{contact_point_id}/test"),
         ("GET", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
         ("PUT", "/v1/orgs/{org_id}/members/{user_id}/notification-settings"),
+    },
+    "SimilarIncidentsFunction": {("GET", "/v1/projects/{project_id}/incidents/{incident_id}/similar")},
+    "AskFunction": {
+        ("POST", "/v1/projects/{project_id}/logs/ask"),
+        ("POST", "/v1/projects/{project_id}/metrics/ask"),
     },
 }
 # Functions whose memory differs from Globals (512 MB): ingestion decodes and copies large batches; the export
@@ -234,6 +244,7 @@ def test_schedules_are_found(template) -> None:
         "EscalateFunction",
         "DeliverNotificationsFunction",
         "DetectAnomaliesFunction",
+        "AiWorkerFunction",
     }
     assert schedules["HousekeepingFunction"].expression == "rate(1 hour)"
     # Every 5 minutes: partitions are cheap to check, and the usage roll-up keeps quota reads small.
@@ -258,6 +269,8 @@ def test_schedules_are_found(template) -> None:
     assert schedules["DeliverNotificationsFunction"].expression == "rate(1 minute)"
     # Every minute: anomaly detectors score each step within about two minutes of its end.
     assert schedules["DetectAnomaliesFunction"].expression == "rate(1 minute)"
+    # Every minute: AI tasks whose retry or debounce is due, lost wake-ups, expired leases.
+    assert schedules["AiWorkerFunction"].expression == "rate(1 minute)"
     for schedule in schedules.values():
         assert schedule.source == "aws.scheduler"
         assert schedule.timezone == "UTC"
@@ -382,4 +395,5 @@ def test_sqs_event_sources_are_found_with_their_queue_url_variable(template) -> 
         ("DeliverWebhooksFunction", "WebhookDeliveryQueue", "WEBHOOK_QUEUE_URL", 10),
         ("EscalateFunction", "EscalationTimerQueue", "ESCALATION_QUEUE_URL", 10),
         ("DeliverNotificationsFunction", "NotificationQueue", "NOTIFY_QUEUE_URL", 10),
+        ("AiWorkerFunction", "AiTaskQueue", "AI_TASK_QUEUE_URL", 5),
     }

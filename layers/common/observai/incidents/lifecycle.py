@@ -23,6 +23,7 @@ from uuid import UUID
 from psycopg.types.json import Jsonb
 
 from observai import outbox
+from observai.ai import tasks as ai_tasks
 from observai.db.connection import Cursor
 from observai.incidents import timeline
 
@@ -162,8 +163,10 @@ def record_alerts(
     firing: Sequence[GroupAlert],
     resolved: Sequence[GroupAlert],
     now: datetime,
-) -> None:
-    """Add the group's alerts to the incident; each newly firing or newly resolved one is a timeline event."""
+) -> int:
+    """Add the group's alerts to the incident; each newly firing or newly resolved one is a timeline event. The
+    number of alerts newly firing."""
+    new_firing = 0
     for alert in firing:
         cur.execute(
             "insert into public.incident_alerts (incident_id, instance_id, org_id, project_id, rule_id, rule_version,"
@@ -184,6 +187,7 @@ def record_alerts(
             ),
         )
         if cur.fetchone() is not None:  # new to the incident, or firing again after it had resolved
+            new_firing += 1
             timeline.record(cur, incident, kind="alert_firing", at=alert.fired_at or now, details=alert.brief())
     for alert in resolved:
         cur.execute(
@@ -193,6 +197,7 @@ def record_alerts(
         )
         if cur.rowcount:
             timeline.record(cur, incident, kind="alert_resolved", at=alert.resolved_at or now, details=alert.brief())
+    return new_firing
 
 
 def raise_severity(
@@ -274,7 +279,8 @@ def on_group_flush(
             "update public.notification_groups set incident_id = %s, updated_at = %s where id = %s",
             (incident["id"], now, group["id"]),
         )
-    record_alerts(cur, incident, firing=firing, resolved=resolved, now=now)
+    if record_alerts(cur, incident, firing=firing, resolved=resolved, now=now):
+        ai_tasks.on_incident_event(cur, incident, "incident.alerts_changed", now)  # its summary is regenerated
     incident = raise_severity(cur, incident, firing=firing, now=now)
     if not firing and incident["auto_resolve"]:
         incident = resolve(cur, incident, now=now, reason="all alerts resolved")

@@ -94,7 +94,8 @@ class TimelineEvent(BaseModel):
     at: datetime
     kind: str = Field(
         description="triggered, alert_firing, alert_resolved, notified, acknowledged, unacknowledged, snoozed,"
-        " unsnoozed, assigned, comment, auto_resolve_changed, resolved (and kinds other parts add)"
+        " unsnoozed, assigned, comment, auto_resolve_changed, resolution_note_changed, resolved (and kinds other"
+        " parts add)"
     )
     actor_type: ActorType
     actor_id: UUID | None = Field(default=None, description="The user or API key; null for the system and a link")
@@ -147,8 +148,26 @@ class AssignIn(BaseModel):
 
 
 class IncidentPatch(BaseModel):
+    """At least one field; fields left out keep their value."""
+
     model_config = ConfigDict(extra="forbid")
-    auto_resolve: bool = Field(strict=True, description="Resolve by itself when all its alerts have resolved")
+    auto_resolve: bool | None = Field(
+        default=None, strict=True, description="Resolve by itself when all its alerts have resolved (open incidents)"
+    )
+    resolution_note: str | None = Field(
+        default=None,
+        max_length=MAX_TEXT,
+        description="What was wrong and what fixed it; also on a resolved incident (the post-mortem goes on);"
+        " null or blank clears it",
+    )
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if not self.model_fields_set:
+            raise ValueError("give auto_resolve or resolution_note")
+        if "auto_resolve" in self.model_fields_set and self.auto_resolve is None:
+            raise ValueError("auto_resolve is true or false")
+        return self
 
 
 class IncidentFilters(BaseModel):

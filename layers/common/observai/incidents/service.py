@@ -417,19 +417,40 @@ def add_comment(
 def update_incident(
     principal: Principal, project_id: UUID, incident_id: UUID, body: IncidentPatch, now: datetime | None = None
 ) -> Incident:
-    """Turn auto-resolve on or off. Turned on while every alert of the incident has resolved: resolved now."""
+    """Turn auto-resolve on or off (open incidents: turned on while every alert of the incident has resolved, it
+    resolves now), and write or clear the resolution note (also once resolved: the post-mortem goes on; a resolved
+    incident's similar-incidents embedding is then made again). Unchanged: nothing is recorded."""
     now = _now(now)
+    fields = body.model_fields_set
     with _acting_on(principal, project_id, incident_id) as (cur, incident):
-        if incident["status"] == "resolved":
-            raise _resolved(incident)
-        if incident["auto_resolve"] == body.auto_resolve:
-            return to_incident(incident)
-        updated = store.update(cur, incident["id"], now, auto_resolve=body.auto_resolve)
-        _record(
-            cur, principal, incident, kind="auto_resolve_changed", now=now, details={"auto_resolve": body.auto_resolve}
-        )
-        if body.auto_resolve:
-            total, firing = store.alert_counts(cur, incident["id"])
-            if total and not firing:
-                updated = lifecycle.resolve(cur, updated, now=now, reason="all alerts resolved")
+        updated = incident
+        if "auto_resolve" in fields:
+            if incident["status"] == "resolved":
+                raise _resolved(incident)
+            if incident["auto_resolve"] != body.auto_resolve:
+                updated = store.update(cur, incident["id"], now, auto_resolve=body.auto_resolve)
+                _record(
+                    cur, principal, incident, kind="auto_resolve_changed", now=now,
+                    details={"auto_resolve": body.auto_resolve},
+                )  # fmt: skip
+                if body.auto_resolve:
+                    total, firing = store.alert_counts(cur, incident["id"])
+                    if total and not firing:
+                        updated = lifecycle.resolve(cur, updated, now=now, reason="all alerts resolved")
+        if "resolution_note" in fields:
+            note = (body.resolution_note or "").strip() or None
+            if note != updated["resolution_note"]:
+                updated = store.update(cur, incident["id"], now, resolution_note=note)
+                timeline.record(
+                    cur, incident, kind="resolution_note_changed", at=now, actor=principal, details={"note": note}
+                )
+                audit.record(
+                    cur, principal, "incident.resolution_note_changed", org_id=incident["org_id"],
+                    target_type="incident", target_id=incident["id"],
+                    details={"project_id": str(project_id), "number": incident["number"], "note": note is not None},
+                )  # fmt: skip
+                if updated["status"] == "resolved":
+                    from observai.ai import similar
+
+                    similar.on_resolution_note_changed(cur, updated, now)
     return to_incident(updated)

@@ -6,7 +6,8 @@ messages leave after the commit, and a sweep sends whatever a lost message left 
   delivery each (observai.notify.route_deliveries); its escalation policy starts paging for the incident, once
   per incident (observai.escalation.engine).
 * ``on_incident_event``: an incident was triggered (opened, unacknowledged, its snooze ended), acknowledged or
-  resolved. The escalation halts, resumes or stops; channels that follow an incident (PagerDuty) are told.
+  resolved. The escalation halts, resumes or stops; channels that follow an incident (PagerDuty) are told; the AI
+  worker summarizes it (observai.ai.tasks, organizations that opted in).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from observai.ai import tasks as ai_tasks
 from observai.db.connection import Cursor
 from observai.escalation import engine as escalation
 from observai.notify import route_deliveries
@@ -41,3 +43,4 @@ def on_incident_event(cur: Cursor, incident: Mapping[str, Any], type: str, now: 
     """``type`` is incident.triggered, incident.acknowledged or incident.resolved; ``incident`` the row after the
     change (its status says which)."""
     escalation.on_incident_event(cur, incident, type, now)
+    ai_tasks.on_incident_event(cur, incident, type, now)
