@@ -500,3 +500,23 @@ def test_a_note_written_after_resolution_embeds_the_incident_again(
     after = embedded(conn, incident["id"])
     assert after is not None and after["source_digest"] != before["source_digest"]
     assert note in embed_requests(gemini)[-1].texts[0]
+
+
+def test_a_spent_budget_moves_the_embedding_to_next_month(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
+    # Given a resolved incident of an organization that spent its month's tokens
+    t = tenant(conn, "SpentTask")
+    incident = arrange(conn, t, DISK)
+    conn.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
+        (t.org_id,),
+    )
+    # When its embedding task runs
+    similar.embed_incident(task_of(incident), NOW)
+    # Then nothing was sent, and the task is due when the budget resets (the first of next month, UTC)
+    assert embed_requests(gemini) == [] and embedded(conn, incident["id"]) is None
+    task = conn.execute(
+        "select due_at from public.ai_tasks where incident_id = %s and kind = 'embedding'", (incident["id"],)
+    ).fetchone()
+    first_of_next_month = (NOW.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0)
+    assert task is not None and first_of_next_month <= task["due_at"] <= first_of_next_month + timedelta(seconds=1)
