@@ -372,6 +372,27 @@ def test_the_nearest_query_can_read_the_hnsw_index(world: dict[str, Any]) -> Non
     assert by_index == exact and set(exact) == {world["database"]["id"], world["disk"]["id"]}
 
 
+def test_through_the_index_or_exactly_the_same_neighbours(world: dict[str, Any]) -> None:
+    # Given the open payment incident's vector (as the route makes it) and org A's three embedded incidents
+    a = world["a"]
+    model = get_settings().ai_embedding_model
+    with transaction() as cur:
+        vector = similar_store.stored_vector(cur, world["payment"]["id"], model=model, dimensions=768)
+    assert vector is not None
+    found: dict[str, list[Any]] = {}
+    with tenant_transaction(claims_of(a.viewer)) as cur:
+        for name, exact_up_to, limit in (("exact", 10_000, 2), ("index", 0, 2), ("index, short", 0, 5)):
+            rows = similar_store.nearest(
+                cur, org_id=a.org_id, incident_id=world["payment"]["id"], query_vector=vector, dimensions=768,
+                model=model, limit=limit, exact_up_to=exact_up_to,
+            )  # fmt: skip
+            found[name] = [row["incident_id"] for row in rows]
+    # Then the HNSW path finds what the exact scan finds, and a short page from the index falls back to exact
+    assert found["index"] == found["exact"] and len(found["exact"]) == 2
+    assert found["index, short"][:2] == found["exact"]
+    assert set(found["index, short"]) == {world["database"]["id"], world["disk"]["id"]}
+
+
 def test_row_level_security_hides_other_organizations_embeddings(world: dict[str, Any]) -> None:
     a, b = world["a"], world["b"]
     seen: dict[str, set[UUID]] = {}

@@ -24,6 +24,9 @@ MAX_ALERT_ROWS = 100
 MAX_ERROR_LINES = 2_000  # error lines read in the incident's window to find its most frequent messages
 MAX_EXACT_CANDIDATES = 50_000  # the exact fallback scans at most this many of the organization's embeddings
 EF_SEARCH = 200  # HNSW candidate list (pgvector's default 40): rows of other orgs are filtered after the index
+# Up to this many embeddings, an organization's nearest incidents are computed exactly over its own rows (a few ms,
+# and the HNSW index would mostly yield other organizations' rows); past it, through the HNSW index.
+EXACT_UP_TO = 2_000
 
 _INCIDENT_COLUMNS = (
     "id, org_id, project_id, number, title, status, severity, service, triggered_at, resolved_at, resolution_note,"
@@ -221,10 +224,12 @@ def nearest(
     dimensions: int,
     model: str,
     limit: int,
+    exact_up_to: int = EXACT_UP_TO,
 ) -> list[dict[str, Any]]:
     """The nearest resolved incidents of the organization (not ``incident_id``), nearest first, with ``distance``
-    (cosine, 0..2). Through the HNSW index; exact over the organization's embeddings when the index's candidates
-    held fewer than ``limit`` of them (other organizations' rows filtered out)."""
+    (cosine, 0..2). An organization with more than ``exact_up_to`` embeddings: through the HNSW index, and exactly when
+    the index's candidates held fewer than ``limit`` of its incidents (other organizations' rows are filtered out
+    after the index); a smaller one: exactly over its own embeddings (org_id index)."""
     params = {
         "q": query_vector,
         "org": org_id,
@@ -234,10 +239,17 @@ def nearest(
         "want": limit * 4,
         "cap": MAX_EXACT_CANDIDATES,
     }
-    cur.execute("select set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
-    cur.execute(nearest_sql(dimensions), params)
-    rows = [dict(row) for row in cur.fetchall()]
-    if len(rows) < limit:
-        cur.execute(nearest_sql(dimensions, exact=True), params)
+    cur.execute(
+        "select count(*) as n from (select 1 from public.incident_embeddings"
+        " where org_id = %(org)s and dimensions = %(dims)s limit %(over)s) s",
+        {"org": org_id, "dims": dimensions, "over": exact_up_to + 1},
+    )
+    row = cur.fetchone()
+    if row is not None and row["n"] > exact_up_to:
+        cur.execute("select set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
+        cur.execute(nearest_sql(dimensions), params)
         rows = [dict(row) for row in cur.fetchall()]
-    return rows
+        if len(rows) >= limit:
+            return rows
+    cur.execute(nearest_sql(dimensions, exact=True), params)
+    return [dict(row) for row in cur.fetchall()]
