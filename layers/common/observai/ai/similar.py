@@ -39,7 +39,7 @@ MAX_PART = 1_500  # characters of the summary, of the resolution note
 TOP_ERRORS = 5
 ERROR_WIDTH = 300
 WINDOW_BEFORE = timedelta(minutes=15)  # error lines are looked for from this long before the incident triggered
-MAX_WINDOW = timedelta(days=7)
+MAX_WINDOW = timedelta(hours=24)  # error lines from its first day: what it started with
 MAX_NAMES = 10
 SUMMARY_WAIT_S = 60  # an embedding due while the incident's summary task is pending waits this long, again
 MAX_SUMMARY_WAIT = timedelta(hours=1)
@@ -92,8 +92,7 @@ def _text_of(cur: Cursor, incident: Mapping[str, Any]) -> str:
     rules = _unique([a["rule_name"] for a in alerts])
     services = _unique([incident["service"], *(a["service"] for a in alerts)])
     start = incident["triggered_at"] - WINDOW_BEFORE
-    end = incident["resolved_at"] or datetime.now(UTC)
-    start = max(start, end - MAX_WINDOW)
+    end = min(incident["resolved_at"] or datetime.now(UTC), incident["triggered_at"] + MAX_WINDOW)
     errors = store.top_error_messages(
         cur, incident["project_id"], services, start, end + timedelta(seconds=1), top=TOP_ERRORS, width=ERROR_WIDTH
     )

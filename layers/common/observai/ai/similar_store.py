@@ -16,12 +16,14 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 
 from observai.db.connection import Cursor
 
 MAX_ALERT_ROWS = 100
 MAX_ERROR_LINES = 2_000  # error lines read in the incident's window to find its most frequent messages
+ERRORS_BUDGET_MS = 1_500
 MAX_EXACT_CANDIDATES = 50_000  # the exact fallback scans at most this many of the organization's embeddings
 EF_SEARCH = 200  # HNSW candidate list (pgvector's default 40): rows of other orgs are filtered after the index
 # Up to this many embeddings, an organization's nearest incidents are computed exactly over its own rows (a few ms,
@@ -80,27 +82,40 @@ def alert_rules_and_services(cur: Cursor, incident_id: UUID) -> list[dict[str, A
 def top_error_messages(
     cur: Cursor, project_id: UUID, services: Sequence[str], start: datetime, end: datetime, *, top: int, width: int
 ) -> list[dict[str, Any]]:
-    """The most frequent bodies (cut to ``width``) among the newest error and fatal lines of the services (all the
-    project's when none) in [start, end): at most MAX_ERROR_LINES lines are read, through (project_id, time) or
-    (project_id, service, time)."""
-    cur.execute(
-        "select left(body, %(width)s) as message, count(*) as n from ("
-        "  select body from public.logs"
-        "  where project_id = %(project)s and time >= %(start)s and time < %(end)s and severity_number >= 17"
-        "    and (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))"
-        "  order by time desc limit %(lines)s"
-        ") s group by 1 order by n desc, message limit %(top)s",
-        {
-            "project": project_id,
-            "start": start,
-            "end": end,
-            "services": list(services),
-            "lines": MAX_ERROR_LINES,
-            "top": top,
-            "width": width,
-        },
-    )
-    return [dict(row) for row in cur.fetchall()]
+    """The most frequent messages (bodies cut to ``width``, numbers as N: ids and durations vary between lines of
+    one error) among the first error and fatal lines of the services (all the project's when none) in [start, end).
+    At most MAX_ERROR_LINES lines are read, through (project_id, time) or (project_id, service, time), within
+    ERRORS_BUDGET_MS: a window of many lines and few errors gives no messages rather than a slow task."""
+    cur.execute("select current_setting('statement_timeout') as t")
+    row = cur.fetchone()
+    previous = str(row["t"]) if row else "0"
+    cur.execute("savepoint observai_top_errors")
+    try:
+        cur.execute("select set_config('statement_timeout', %s, true)", (str(ERRORS_BUDGET_MS),))
+        cur.execute(
+            "select regexp_replace(left(body, %(width)s), '[0-9]+', 'N', 'g') as message, count(*) as n from ("
+            "  select body from public.logs"
+            "  where project_id = %(project)s and time >= %(start)s and time < %(end)s and severity_number >= 17"
+            "    and (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))"
+            "  order by time limit %(lines)s"
+            ") s group by 1 order by n desc, message limit %(top)s",
+            {
+                "project": project_id,
+                "start": start,
+                "end": end,
+                "services": list(services),
+                "lines": MAX_ERROR_LINES,
+                "top": top,
+                "width": width,
+            },
+        )
+        found = [dict(r) for r in cur.fetchall()]
+    except psycopg.errors.QueryCanceled:
+        cur.execute("rollback to savepoint observai_top_errors")  # also undoes the timeout set above
+        return []
+    cur.execute("release savepoint observai_top_errors")
+    cur.execute("select set_config('statement_timeout', %s, true)", (previous,))
+    return found
 
 
 def embedding_state(cur: Cursor, incident_id: UUID) -> dict[str, Any] | None:
