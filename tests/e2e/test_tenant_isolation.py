@@ -92,6 +92,9 @@ ROUTES = [
     Route("POST", "/v1/projects/{project_id}/anomaly-detectors", {"name": "intruder", "query": {"name": "cpu"}}),
     Route("GET", "/v1/projects/{project_id}/anomalies", write=False),
     Route("GET", "/v1/projects/{project_id}/anomaly-groups", write=False),
+    Route("GET", "/v1/orgs/{org_id}/ai", write=False),
+    Route("PUT", "/v1/orgs/{org_id}/ai", {"enabled": True}),
+    Route("GET", "/v1/orgs/{org_id}/usage", write=False),
 ]
 IDS = [f"{r.method} {r.path}" + (" plan" if r.body and "plan" in r.body else "") for r in ROUTES]
 
@@ -110,6 +113,8 @@ VIEWER_STATUS = {
     "GET /v1/projects/{project_id}/anomaly-detectors": 200,  # telemetry.read: viewers and up
     "GET /v1/projects/{project_id}/anomalies": 200,
     "GET /v1/projects/{project_id}/anomaly-groups": 200,
+    "GET /v1/orgs/{org_id}/ai": 200,  # every member reads the AI opt-in; owners and admins change it
+    "GET /v1/orgs/{org_id}/usage": 200,
 }
 
 
@@ -205,6 +210,9 @@ def fingerprint(conn: psycopg.Connection[Any], tenant: Tenant) -> dict[str, Any]
         "anomaly_detectors": conn.execute(
             "select count(*) as n, max(updated_at) as last from public.anomaly_detectors where org_id = %s", (org_id,)
         ).fetchone(),
+        "ai": conn.execute(
+            "select enabled, updated_at from public.org_ai_settings where org_id = %s", (org_id,)
+        ).fetchall(),
         "audit": conn.execute(
             "select max(id) as last, count(*) as n from public.audit_log where org_id = %s", (org_id,)
         ).fetchone(),

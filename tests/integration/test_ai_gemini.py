@@ -465,7 +465,16 @@ def test_the_key_comes_from_the_environment(gemini: GeminiStandIn, monkeypatch: 
 
 
 @pytest.mark.parametrize(
-    ("header", "seconds"), [("3", 3.0), ("0.5", 0.5), ("-4", 0.0), ("soon", None), ("", None), ("nan", None)]
+    ("header", "seconds"),
+    [
+        ("3", 3.0),
+        ("0.5", 0.5),
+        ("-4", 0.0),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 0.0),  # an HTTP date in the past: now
+        ("soon", None),
+        ("", None),
+        ("nan", None),
+    ],
 )
 def test_retry_after_values(header: str, seconds: float | None) -> None:
     assert parse_retry_after(header) == seconds

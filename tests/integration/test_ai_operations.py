@@ -284,6 +284,35 @@ def test_metering_survives_the_callers_rollback(db: psycopg.Connection[Any]) -> 
     assert db.execute("select 1 from public.org_ai_settings where org_id = %s", (org,)).fetchone() is None
 
 
+def test_metering_from_inside_a_tenants_transaction_commits_apart(db: psycopg.Connection[Any]) -> None:
+    # Given a member's transaction (role authenticated: it could not insert usage itself) that rolls back
+    org = make_org(db)
+    user = member(db, org, "member")
+    claims = {"sub": str(user.id), "role": "authenticated", "aud": "authenticated", "email": user.email}
+    with pytest.raises(RuntimeError), tenant_transaction(claims) as cur:
+        assert not access.is_enabled(cur, org)
+        metering.record(org, None, "ask_metrics", model="m", input_tokens=3, output_tokens=4, outcome="ok")
+        raise RuntimeError("the request failed later")
+    # Then the call is metered all the same
+    assert [(r["feature"], r["input_tokens"], r["output_tokens"]) for r in usage_rows(db, org)] == [
+        ("ask_metrics", 3, 4)
+    ]
+
+
+def test_metering_never_fails_the_caller_when_the_database_is_down(
+    db: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch, captured_logs: Any
+) -> None:
+    # Given a database that cannot be reached (a port nobody listens on)
+    org = make_org(db)
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    monkeypatch.setenv("DB_CONNECT_TIMEOUT_S", "1")
+    # When a call is recorded / Then nothing is raised; a warning says what was not metered
+    metering.record(org, None, "summary", model="m", input_tokens=10, output_tokens=1, outcome="ok")
+    assert "AI usage not metered" in captured_logs.getvalue()
+    monkeypatch.undo()
+    assert usage_rows(db, org) == []
+
+
 def test_metering_refuses_unknown_features_and_outcomes(db: psycopg.Connection[Any]) -> None:
     org = make_org(db)
     with pytest.raises(ValueError):

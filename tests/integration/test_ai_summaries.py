@@ -199,7 +199,8 @@ def test_without_a_key_the_summary_says_unavailable(
         None,
     )
     assert usage(db, arranged.org_id) == []  # no call was made
-    assert get(arranged, user.headers).data["status"] == "unavailable"
+    read = get(arranged, user.headers).data
+    assert (read["status"], read["stale"]) == ("unavailable", False)
 
 
 def test_a_failing_or_slow_model_makes_an_unavailable_summary_never_a_500(
@@ -267,8 +268,17 @@ def test_permissions_and_tenant_isolation_of_both_routes(
 def test_a_summary_is_stale_once_the_incident_changes(
     db: psycopg.Connection[Any], arranged: Arranged, gemini: GeminiStandIn
 ) -> None:
+    from tests.helpers.incidents import arrange_alert, arrange_rule, flush
+
     user, principal = member(db, arranged.org_id, "member")
     assert post(arranged, user.headers).data["status"] == "ok"
+    assert get(arranged, user.headers).data["stale"] is False
+    # a new alert joins the incident (its timeline changes, not its row): stale
+    rule = arrange_rule(db, arranged.org_id, arranged.project_id)
+    flush(arranged.paged.group_id, firing=[arrange_alert(db, rule, at=NOW, n="new")], now=NOW + timedelta(seconds=30))
+    assert get(arranged, user.headers).data["stale"] is True
+    # a fresh summary is not; an acknowledgment (its row changes) makes it stale again
+    assert post(arranged, user.headers).data["stale"] is False
     assert get(arranged, user.headers).data["stale"] is False
     incidents.acknowledge(principal, arranged.project_id, arranged.incident_id, NOW + timedelta(minutes=1))
     assert get(arranged, user.headers).data["stale"] is True

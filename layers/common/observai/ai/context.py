@@ -478,6 +478,29 @@ def _header(incident: Mapping[str, Any], start: datetime, end: datetime, service
     )
 
 
+# The note on what was left out takes a line: room is kept for it.
+OMITTED_NOTE_TOKENS = 60
+
+
+def fit(context: IncidentContext, ranked: Iterable[ContextItem]) -> None:
+    """Keep ``ranked`` items (most informative first) in ``context`` while they fit its budget, in that order; an
+    item that does not fit is left out (counted by kind) and smaller ones after it may still fit. The header (the
+    incident) is always kept. Duplicated ids are kept once."""
+    used = estimate_tokens(context.header.render(context.nonce)) + OMITTED_NOTE_TOKENS
+    seen: set[str] = {context.header.id, *(item.id for item in context.items)}
+    for item in ranked:
+        if item.id in seen:
+            continue
+        cost = estimate_tokens(item.render(context.nonce))
+        if used + cost <= context.budget_tokens:
+            context.items.append(item)
+            seen.add(item.id)
+            used += cost
+        else:
+            context.omitted += 1
+            context.omitted_by_kind[item.kind] = context.omitted_by_kind.get(item.kind, 0) + 1
+
+
 def build_context(
     cur: Cursor, incident_id: UUID, *, budget_tokens: int, now: datetime, settings: Settings | None = None
 ) -> IncidentContext:
@@ -512,18 +535,5 @@ def build_context(
         omitted_by_kind={},
         budget_tokens=budget_tokens,
     )
-    # The note on what was left out takes a line; keep room for it.
-    used = estimate_tokens(context.header.render(context.nonce)) + 60
-    seen: set[str] = {context.header.id}
-    for item in _tiered(candidates):
-        if item.id in seen:
-            continue
-        cost = estimate_tokens(item.render(context.nonce))
-        if used + cost <= budget_tokens:
-            context.items.append(item)
-            seen.add(item.id)
-            used += cost
-        else:
-            context.omitted += 1
-            context.omitted_by_kind[item.kind] = context.omitted_by_kind.get(item.kind, 0) + 1
+    fit(context, _tiered(candidates))
     return context

@@ -167,6 +167,11 @@ def ask(context: IncidentContext, settings: Settings, *, deadline: float | None 
                 output_tokens=int(getattr(exc, "output_tokens", 0)),
             )
             answer, feedback = None, "it was not a JSON object of the schema."
+        except Exception as exc:  # an adapter's bug must not cost the incident page a 500: unavailable, logged
+            logger.error("AI summary call failed unexpectedly", extra={"error": exc.__class__.__name__})
+            _meter(context, None, "failed", outcome.model or "")
+            outcome.status, outcome.reason = "unavailable", "model_error"
+            return outcome
         outcome.model = generation.model
         outcome.input_tokens += generation.input_tokens
         outcome.output_tokens += generation.output_tokens
@@ -193,9 +198,11 @@ def _store(
     now: datetime,
 ) -> dict[str, Any]:
     summary_context = context.summary() if context is not None else {}
-    if context is not None:
-        summary_context["last_event_id"] = context.last_event_id
     with transaction() as cur:
+        # the newest timeline event it saw (none asked without a context: the one of now)
+        summary_context["last_event_id"] = (
+            context.last_event_id if context is not None else store.last_event_id(cur, incident["id"])
+        )
         return store.insert(
             cur,
             org_id=incident["org_id"],

@@ -15,7 +15,7 @@ _COLUMNS = (
     " incident_updated_at, context, trigger, requested_by, created_at"
 )
 # Timeline events that do not change what a summary would say (paging's own records).
-_QUIET_EVENTS = "kind not like 'notification%%' and kind not like 'escalation%%'"
+_QUIET_EVENTS = "kind not like 'notification%%' and kind not like 'escalat%%'"
 
 
 def incident(cur: Cursor, project_id: UUID, incident_id: UUID) -> dict[str, Any] | None:
