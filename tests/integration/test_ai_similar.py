@@ -542,3 +542,32 @@ def test_a_spent_budget_moves_the_embedding_to_next_month(conn: psycopg.Connecti
     ).fetchone()
     first_of_next_month = (NOW.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0)
     assert task is not None and first_of_next_month <= task["due_at"] <= first_of_next_month + timedelta(seconds=1)
+
+
+def test_a_slow_read_of_error_lines_gives_no_messages_and_leaves_the_transaction_usable(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Given an incident's window holding 100,000 info lines, then three error lines
+    t = tenant(conn, "Noisy")
+    start = NOW - timedelta(hours=2)
+    conn.execute(
+        "insert into public.logs (org_id, project_id, time, severity_number, service, body, attributes, resource)"
+        " select %s, %s, %s + g * interval '50 ms', case when g > 100000 then 17 else 9 end, 'noisy',"
+        " case when g > 100000 then 'upstream reset ' || g else 'all good ' || g end, '{}', '{}'"
+        " from generate_series(1, 100003) g",
+        (t.org_id, t.project.project_id, start),
+    )
+    with transaction() as cur:
+        cur.execute("select current_setting('statement_timeout') as t")
+        before = cur.fetchone()
+        # When its most frequent error messages are read within a budget too small to scan that far
+        found = similar_store.top_error_messages(
+            cur, t.project.project_id, ["noisy"], start, NOW, top=5, width=300, budget_ms=1
+        )
+        # Then none, and the transaction goes on with its own statement timeout
+        cur.execute("select current_setting('statement_timeout') as t")
+        after = cur.fetchone()
+        # And with the default budget, the same read completes and finds them
+        complete = similar_store.top_error_messages(cur, t.project.project_id, ["noisy"], start, NOW, top=5, width=300)
+    assert found == [] and before == after
+    assert complete == [{"message": "upstream reset N", "n": 3}]

@@ -80,18 +80,26 @@ def alert_rules_and_services(cur: Cursor, incident_id: UUID) -> list[dict[str, A
 
 
 def top_error_messages(
-    cur: Cursor, project_id: UUID, services: Sequence[str], start: datetime, end: datetime, *, top: int, width: int
+    cur: Cursor,
+    project_id: UUID,
+    services: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    top: int,
+    width: int,
+    budget_ms: int = ERRORS_BUDGET_MS,
 ) -> list[dict[str, Any]]:
     """The most frequent messages (bodies cut to ``width``, numbers as N: ids and durations vary between lines of
     one error) among the first error and fatal lines of the services (all the project's when none) in [start, end).
     At most MAX_ERROR_LINES lines are read, through (project_id, time) or (project_id, service, time), within
-    ERRORS_BUDGET_MS: a window of many lines and few errors gives no messages rather than a slow task."""
+    ``budget_ms``: a window of many lines and few errors gives no messages rather than a slow task."""
     cur.execute("select current_setting('statement_timeout') as t")
     row = cur.fetchone()
     previous = str(row["t"]) if row else "0"
     cur.execute("savepoint observai_top_errors")
     try:
-        cur.execute("select set_config('statement_timeout', %s, true)", (str(ERRORS_BUDGET_MS),))
+        cur.execute("select set_config('statement_timeout', %s, true)", (str(budget_ms),))
         cur.execute(
             "select regexp_replace(left(body, %(width)s), '[0-9]+', 'N', 'g') as message, count(*) as n from ("
             "  select body from public.logs"
