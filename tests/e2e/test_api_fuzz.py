@@ -27,6 +27,7 @@ from observai_local.server import start_server
 
 from tests.fakes.supabase_auth import FakeSupabaseAuth
 from tests.helpers.export_aws import export_aws
+from tests.helpers.gemini_standin import GeminiStandIn
 from tests.helpers.http import client, ok_data
 from tests.helpers.ingest import ago, iso, log, metric, span
 from tests.helpers.users import User, make_user
@@ -85,8 +86,13 @@ def workspace(database_url: str) -> Iterator[tuple[str, Workspace]]:
         FakeSupabaseAuth(service_key=SERVICE_KEY) as supabase,
         export_aws(mp),
         WebhookReceiver() as receiver,
+        GeminiStandIn() as gemini,
     ):
         mp.setenv("SUPABASE_URL", supabase.url)
+        # A Gemini key (the API at the local stand-in): the AI routes answer as configured (409 ai_disabled until
+        # an opt-in; then the stand-in's schema-valid answers), never 503 ai_not_configured
+        mp.setenv("GEMINI_API_KEY", "fuzz-gemini-key")
+        mp.setenv("GEMINI_BASE_URL", gemini.base_url)
         mp.setenv("WEBHOOK_ALLOW_LOOPBACK", "true")  # the workspace's webhook endpoints are at a localhost receiver
         # Contact points' tests reach the localhost receiver, PagerDuty's included (never the real Events API)
         mp.setenv("NOTIFY_ALLOW_LOOPBACK", "true")

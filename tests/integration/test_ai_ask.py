@@ -374,3 +374,19 @@ def test_a_spent_budget_is_a_429_before_any_model_call(conn: psycopg.Connection[
         assert (result.status, result.error["code"]) == (429, "ai_budget_exhausted")
         assert int(result.header("retry-after") or 0) > 0
     assert gemini.requests == []
+
+
+def test_an_answer_that_is_not_json_is_retried_like_an_invalid_one(
+    conn: psycopg.Connection[Any], tenants: tuple[Tenant, Tenant], gemini: GeminiStandIn
+) -> None:
+    a, _ = tenants
+    before = len(metered(conn, a.org_id, "ask_logs"))
+    # Given the model first answers prose, then a valid query
+    gemini.answer_text("Sure! Here is the query you want: service:checkout", input_tokens=50, output_tokens=9)
+    gemini.answer_json(answer("service:checkout login OR declined"), input_tokens=60, output_tokens=10)
+    result = ask(a.viewer.headers, a.path("logs"), {"question": "checkout declines?"})
+    # Then the second answer ran; both calls metered with their tokens
+    assert result.status == 200, result.text
+    assert result.data["attempts"] == 2 and len(result.data["results"]) == 3
+    assert "not a JSON object" in generations(gemini)[1].prompt and "Sure! Here is" in generations(gemini)[1].prompt
+    assert metered(conn, a.org_id, "ask_logs")[before:] == [("invalid", 50, 9), ("ok", 60, 10)]

@@ -200,7 +200,7 @@ def world(conn: psycopg.Connection[Any], standin: GeminiStandIn) -> dict[str, An
 def test_the_text_holds_title_rules_services_errors_and_note_redacted(conn: psycopg.Connection[Any]) -> None:
     # Given a resolved incident whose error lines carry an e-mail address and a bearer token
     t = tenant(conn, "Text")
-    spec = {**DISK, "errors": ["login failed for bob@example.com with Bearer abcdefghijklmnopqrstuvwxyz0123456789"]}
+    spec = {**DISK, "errors": ["login failed for bob@example.com with Bearer abcdefghijklmnopqrstuvwxyzABCDEFGHIJ"]}
     incident = arrange(conn, t, spec)
 
     # When its embedding text is built
@@ -210,7 +210,8 @@ def test_the_text_holds_title_rules_services_errors_and_note_redacted(conn: psyc
     # Then it names what the incident was, with the secrets redacted, and is bounded
     assert "disk full on the log shipping host" in text and "LogHostDiskFull" in text and "logship" in text
     assert "rotated old segments" in text and "login failed" in text
-    assert "bob@example.com" not in text and "abcdefghijklmnopqrstuvwxyz0123456789" not in text
+    assert "bob@example.com" not in text and "abcdefghijklmnopqrstuvwxyzABCDEFGHIJ" not in text
+    assert "REDACTED" in text
     assert len(text) <= similar.MAX_TEXT
 
 
@@ -372,6 +373,27 @@ def test_the_nearest_query_can_read_the_hnsw_index(world: dict[str, Any]) -> Non
     assert by_index == exact and set(exact) == {world["database"]["id"], world["disk"]["id"]}
 
 
+def test_through_the_index_or_exactly_the_same_neighbours(world: dict[str, Any]) -> None:
+    # Given the open payment incident's vector (as the route makes it) and org A's three embedded incidents
+    a = world["a"]
+    model = get_settings().ai_embedding_model
+    with transaction() as cur:
+        vector = similar_store.stored_vector(cur, world["payment"]["id"], model=model, dimensions=768)
+    assert vector is not None
+    found: dict[str, list[Any]] = {}
+    with tenant_transaction(claims_of(a.viewer)) as cur:
+        for name, exact_up_to, limit in (("exact", 10_000, 2), ("index", 0, 2), ("index, short", 0, 5)):
+            rows = similar_store.nearest(
+                cur, org_id=a.org_id, incident_id=world["payment"]["id"], query_vector=vector, dimensions=768,
+                model=model, limit=limit, exact_up_to=exact_up_to,
+            )  # fmt: skip
+            found[name] = [row["incident_id"] for row in rows]
+    # Then the HNSW path finds what the exact scan finds, and a short page from the index falls back to exact
+    assert found["index"] == found["exact"] and len(found["exact"]) == 2
+    assert found["index, short"][:2] == found["exact"]
+    assert set(found["index, short"]) == {world["database"]["id"], world["disk"]["id"]}
+
+
 def test_row_level_security_hides_other_organizations_embeddings(world: dict[str, Any]) -> None:
     a, b = world["a"], world["b"]
     seen: dict[str, set[UUID]] = {}
@@ -500,3 +522,52 @@ def test_a_note_written_after_resolution_embeds_the_incident_again(
     after = embedded(conn, incident["id"])
     assert after is not None and after["source_digest"] != before["source_digest"]
     assert note in embed_requests(gemini)[-1].texts[0]
+
+
+def test_a_spent_budget_moves_the_embedding_to_next_month(conn: psycopg.Connection[Any], gemini: GeminiStandIn) -> None:
+    # Given a resolved incident of an organization that spent its month's tokens
+    t = tenant(conn, "SpentTask")
+    incident = arrange(conn, t, DISK)
+    conn.execute(
+        "insert into public.ai_usage (org_id, feature, model, input_tokens, output_tokens, outcome)"
+        " values (%s, 'summary', 'gemini-2.5-flash', 250000, 0, 'ok')",
+        (t.org_id,),
+    )
+    # When its embedding task runs
+    similar.embed_incident(task_of(incident), NOW)
+    # Then nothing was sent, and the task is due when the budget resets (the first of next month, UTC)
+    assert embed_requests(gemini) == [] and embedded(conn, incident["id"]) is None
+    task = conn.execute(
+        "select due_at from public.ai_tasks where incident_id = %s and kind = 'embedding'", (incident["id"],)
+    ).fetchone()
+    first_of_next_month = (NOW.replace(day=28) + timedelta(days=4)).replace(day=1, hour=0, minute=0, second=0)
+    assert task is not None and first_of_next_month <= task["due_at"] <= first_of_next_month + timedelta(seconds=1)
+
+
+def test_a_slow_read_of_error_lines_gives_no_messages_and_leaves_the_transaction_usable(
+    conn: psycopg.Connection[Any],
+) -> None:
+    # Given an incident's window holding 100,000 info lines, then three error lines
+    t = tenant(conn, "Noisy")
+    start = NOW - timedelta(hours=2)
+    conn.execute(
+        "insert into public.logs (org_id, project_id, time, severity_number, service, body, attributes, resource)"
+        " select %s, %s, %s + g * interval '50 ms', case when g > 100000 then 17 else 9 end, 'noisy',"
+        " case when g > 100000 then 'upstream reset ' || g else 'all good ' || g end, '{}', '{}'"
+        " from generate_series(1, 100003) g",
+        (t.org_id, t.project.project_id, start),
+    )
+    with transaction() as cur:
+        cur.execute("select current_setting('statement_timeout') as t")
+        before = cur.fetchone()
+        # When its most frequent error messages are read within a budget too small to scan that far
+        found = similar_store.top_error_messages(
+            cur, t.project.project_id, ["noisy"], start, NOW, top=5, width=300, budget_ms=1
+        )
+        # Then none, and the transaction goes on with its own statement timeout
+        cur.execute("select current_setting('statement_timeout') as t")
+        after = cur.fetchone()
+        # And with the default budget, the same read completes and finds them
+        complete = similar_store.top_error_messages(cur, t.project.project_id, ["noisy"], start, NOW, top=5, width=300)
+    assert found == [] and before == after
+    assert complete == [{"message": "upstream reset N", "n": 3}]

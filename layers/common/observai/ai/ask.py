@@ -188,11 +188,23 @@ def _ask_model(
                 system=system, prompt=prompt, schema=schema, max_output_tokens=MAX_OUTPUT_TOKENS, temperature=0.0
             )
         except AiUnavailable as exc:
+            if exc.reason != "invalid_output":
+                metering.record(
+                    context.org_id, project_id, feature, model=settings.ai_generation_model, input_tokens=0,
+                    output_tokens=0, outcome="failed",
+                )  # fmt: skip
+                raise access.unavailable_error(exc) from exc
+            # The model answered, but no JSON object (or cut at the token limit): rejected like an invalid answer,
+            # its tokens metered
+            rejected = _Rejected(
+                f"The answer is not a JSON object of the schema ({exc})", query=getattr(exc, "raw", "")
+            )
             metering.record(
-                context.org_id, project_id, feature, model=settings.ai_generation_model, input_tokens=0,
-                output_tokens=0, outcome="failed",
+                context.org_id, project_id, feature, model=getattr(exc, "model", "") or settings.ai_generation_model,
+                input_tokens=getattr(exc, "input_tokens", 0), output_tokens=getattr(exc, "output_tokens", 0),
+                outcome="invalid",
             )  # fmt: skip
-            raise access.unavailable_error(exc) from exc
+            continue
         try:
             checked = check(generation.data)
         except _Rejected as exc:

@@ -14,12 +14,12 @@ MAX_KEYS = 40
 MAX_METRICS = 100
 SAMPLE_LINES = 500
 SAMPLE_SERIES = 500
-SERVICES_SINCE = timedelta(days=7)
+SERVICES_SINCE = timedelta(days=1)
 KEYS_SINCE = timedelta(days=1)
 
 
 def log_services(cur: Cursor, project_id: UUID, now: datetime) -> list[str]:
-    """Services that logged in the last 7 days, from the per-minute log volume (not the lines)."""
+    """Services that logged in the last day, from the per-minute log volume (not the lines)."""
     cur.execute(
         "select service from ("
         " select service from public.log_volume where project_id = %(project)s and minute >= %(since)s"

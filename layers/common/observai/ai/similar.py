@@ -39,7 +39,7 @@ MAX_PART = 1_500  # characters of the summary, of the resolution note
 TOP_ERRORS = 5
 ERROR_WIDTH = 300
 WINDOW_BEFORE = timedelta(minutes=15)  # error lines are looked for from this long before the incident triggered
-MAX_WINDOW = timedelta(days=7)
+MAX_WINDOW = timedelta(hours=24)  # error lines from its first day: what it started with
 MAX_NAMES = 10
 SUMMARY_WAIT_S = 60  # an embedding due while the incident's summary task is pending waits this long, again
 MAX_SUMMARY_WAIT = timedelta(hours=1)
@@ -92,8 +92,7 @@ def _text_of(cur: Cursor, incident: Mapping[str, Any]) -> str:
     rules = _unique([a["rule_name"] for a in alerts])
     services = _unique([incident["service"], *(a["service"] for a in alerts)])
     start = incident["triggered_at"] - WINDOW_BEFORE
-    end = incident["resolved_at"] or datetime.now(UTC)
-    start = max(start, end - MAX_WINDOW)
+    end = min(incident["resolved_at"] or datetime.now(UTC), incident["triggered_at"] + MAX_WINDOW)
     errors = store.top_error_messages(
         cur, incident["project_id"], services, start, end + timedelta(seconds=1), top=TOP_ERRORS, width=ERROR_WIDTH
     )
@@ -149,43 +148,52 @@ def _embed_metered(text: str, *, org_id: UUID, project_id: UUID | None, settings
 def embed_incident(task: Mapping[str, Any], now: datetime) -> None:
     """The AI worker's ``embedding`` handler: (re-)embed a resolved incident when its text changed.
 
-    Nothing is sent when the incident is gone or not resolved, or its organization has not opted in; nothing is
-    embedded again when the text's digest, the model and the dimension are those stored. Raises AiUnavailable
-    (the model failed: the worker retries later) and RateLimited (the month's token budget is spent)."""
-    from observai.ai import access, metering
+    Nothing is sent when the incident is gone or not resolved, its organization has not opted in, or the
+    deployment has no key; nothing is embedded again when the text's digest, the model and the dimension are those
+    stored. A pending summary moves the task a minute later; a spent budget, to when the month's budget resets.
+    Raises AiUnavailable when the model failed: the worker retries later."""
+    from observai.ai import access, metering, tasks
+    from observai.ai.provider import is_configured
 
     settings = get_settings()
+    if not is_configured(settings):
+        return
     with transaction() as cur:
         incident = store.incident(cur, task["incident_id"])
         if incident is None or incident["status"] != "resolved" or not access.is_enabled(cur, incident["org_id"]):
             return
+        later = None
         if store.summary_pending(cur, incident["id"], now - MAX_SUMMARY_WAIT):
-            # After its summary (part of the text): moved behind it. The worker keeps a task enqueued again while
-            # it ran; a summary that never comes is waited for MAX_SUMMARY_WAIT at most.
-            from observai.ai import tasks
-
+            # After its summary (part of the text). A summary that never comes is waited for MAX_SUMMARY_WAIT at most.
+            later = SUMMARY_WAIT_S
+        else:
+            text = _text_of(cur, incident)
+            digest = digest_of(text)
+            state = store.embedding_state(cur, incident["id"])
+            if state is not None and (state["source_digest"], state["model"], state["dimensions"]) == (
+                digest,
+                settings.ai_embedding_model,
+                settings.ai_embedding_dimensions,
+            ):
+                return
+            try:
+                metering.check_budget(cur, incident["org_id"], now)
+            except metering.AiBudgetExhausted as exc:
+                later = exc.retry_after_s
+        if later is not None:
+            # The worker keeps a task enqueued again while it ran: this one is due again then.
             tasks.enqueue(
                 cur, org_id=incident["org_id"], project_id=incident["project_id"], incident_id=incident["id"],
-                kind="embedding", reason=str(task.get("reason") or "resolved"), now=now, delay_s=SUMMARY_WAIT_S,
+                kind="embedding", reason=str(task.get("reason") or "resolved"), now=now, delay_s=later,
             )  # fmt: skip
             return
-        text = _text_of(cur, incident)
-        digest = digest_of(text)
-        state = store.embedding_state(cur, incident["id"])
-        if state is not None and (state["source_digest"], state["model"], state["dimensions"]) == (
-            digest,
-            settings.ai_embedding_model,
-            settings.ai_embedding_dimensions,
-        ):
-            return
-        metering.check_budget(cur, incident["org_id"], now)
     vector, model = _embed_metered(
         text, org_id=incident["org_id"], project_id=incident["project_id"], settings=settings
     )
     with transaction() as cur:
         current = store.incident(cur, incident["id"])
-        if current is None:
-            return
+        if current is None or current["updated_at"] != incident["updated_at"]:
+            return  # changed meanwhile (a new note): the task its change enqueued embeds the new text
         store.upsert_embedding(cur, incident=incident, model=model, vector=vector, digest=digest, now=now)
     logger.info("incident embedded", extra={"incident_id": str(incident["id"]), "dimensions": len(vector)})
 

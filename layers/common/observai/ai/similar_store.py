@@ -16,14 +16,19 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
 
 from observai.db.connection import Cursor
 
 MAX_ALERT_ROWS = 100
 MAX_ERROR_LINES = 2_000  # error lines read in the incident's window to find its most frequent messages
+ERRORS_BUDGET_MS = 1_500
 MAX_EXACT_CANDIDATES = 50_000  # the exact fallback scans at most this many of the organization's embeddings
 EF_SEARCH = 200  # HNSW candidate list (pgvector's default 40): rows of other orgs are filtered after the index
+# Up to this many embeddings, an organization's nearest incidents are computed exactly over its own rows (a few ms,
+# and the HNSW index would mostly yield other organizations' rows); past it, through the HNSW index.
+EXACT_UP_TO = 2_000
 
 _INCIDENT_COLUMNS = (
     "id, org_id, project_id, number, title, status, severity, service, triggered_at, resolved_at, resolution_note,"
@@ -75,29 +80,50 @@ def alert_rules_and_services(cur: Cursor, incident_id: UUID) -> list[dict[str, A
 
 
 def top_error_messages(
-    cur: Cursor, project_id: UUID, services: Sequence[str], start: datetime, end: datetime, *, top: int, width: int
+    cur: Cursor,
+    project_id: UUID,
+    services: Sequence[str],
+    start: datetime,
+    end: datetime,
+    *,
+    top: int,
+    width: int,
+    budget_ms: int = ERRORS_BUDGET_MS,
 ) -> list[dict[str, Any]]:
-    """The most frequent bodies (cut to ``width``) among the newest error and fatal lines of the services (all the
-    project's when none) in [start, end): at most MAX_ERROR_LINES lines are read, through (project_id, time) or
-    (project_id, service, time)."""
-    cur.execute(
-        "select left(body, %(width)s) as message, count(*) as n from ("
-        "  select body from public.logs"
-        "  where project_id = %(project)s and time >= %(start)s and time < %(end)s and severity_number >= 17"
-        "    and (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))"
-        "  order by time desc limit %(lines)s"
-        ") s group by 1 order by n desc, message limit %(top)s",
-        {
-            "project": project_id,
-            "start": start,
-            "end": end,
-            "services": list(services),
-            "lines": MAX_ERROR_LINES,
-            "top": top,
-            "width": width,
-        },
-    )
-    return [dict(row) for row in cur.fetchall()]
+    """The most frequent messages (bodies cut to ``width``, numbers as N: ids and durations vary between lines of
+    one error) among the first error and fatal lines of the services (all the project's when none) in [start, end).
+    At most MAX_ERROR_LINES lines are read, through (project_id, time) or (project_id, service, time), within
+    ``budget_ms``: a window of many lines and few errors gives no messages rather than a slow task."""
+    cur.execute("select current_setting('statement_timeout') as t")
+    row = cur.fetchone()
+    previous = str(row["t"]) if row else "0"
+    cur.execute("savepoint observai_top_errors")
+    try:
+        cur.execute("select set_config('statement_timeout', %s, true)", (str(budget_ms),))
+        cur.execute(
+            "select regexp_replace(left(body, %(width)s), '[0-9]+', 'N', 'g') as message, count(*) as n from ("
+            "  select body from public.logs"
+            "  where project_id = %(project)s and time >= %(start)s and time < %(end)s and severity_number >= 17"
+            "    and (cardinality(%(services)s::text[]) = 0 or service = any(%(services)s::text[]))"
+            "  order by time limit %(lines)s"
+            ") s group by 1 order by n desc, message limit %(top)s",
+            {
+                "project": project_id,
+                "start": start,
+                "end": end,
+                "services": list(services),
+                "lines": MAX_ERROR_LINES,
+                "top": top,
+                "width": width,
+            },
+        )
+        found = [dict(r) for r in cur.fetchall()]
+    except psycopg.errors.QueryCanceled:
+        cur.execute("rollback to savepoint observai_top_errors")  # also undoes the timeout set above
+        return []
+    cur.execute("release savepoint observai_top_errors")
+    cur.execute("select set_config('statement_timeout', %s, true)", (previous,))
+    return found
 
 
 def embedding_state(cur: Cursor, incident_id: UUID) -> dict[str, Any] | None:
@@ -221,10 +247,12 @@ def nearest(
     dimensions: int,
     model: str,
     limit: int,
+    exact_up_to: int = EXACT_UP_TO,
 ) -> list[dict[str, Any]]:
     """The nearest resolved incidents of the organization (not ``incident_id``), nearest first, with ``distance``
-    (cosine, 0..2). Through the HNSW index; exact over the organization's embeddings when the index's candidates
-    held fewer than ``limit`` of them (other organizations' rows filtered out)."""
+    (cosine, 0..2). An organization with more than ``exact_up_to`` embeddings: through the HNSW index, and exactly when
+    the index's candidates held fewer than ``limit`` of its incidents (other organizations' rows are filtered out
+    after the index); a smaller one: exactly over its own embeddings (org_id index)."""
     params = {
         "q": query_vector,
         "org": org_id,
@@ -234,10 +262,17 @@ def nearest(
         "want": limit * 4,
         "cap": MAX_EXACT_CANDIDATES,
     }
-    cur.execute("select set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
-    cur.execute(nearest_sql(dimensions), params)
-    rows = [dict(row) for row in cur.fetchall()]
-    if len(rows) < limit:
-        cur.execute(nearest_sql(dimensions, exact=True), params)
+    cur.execute(
+        "select count(*) as n from (select 1 from public.incident_embeddings"
+        " where org_id = %(org)s and dimensions = %(dims)s limit %(over)s) s",
+        {"org": org_id, "dims": dimensions, "over": exact_up_to + 1},
+    )
+    row = cur.fetchone()
+    if row is not None and row["n"] > exact_up_to:
+        cur.execute("select set_config('hnsw.ef_search', %s, true)", (str(EF_SEARCH),))
+        cur.execute(nearest_sql(dimensions), params)
         rows = [dict(row) for row in cur.fetchall()]
-    return rows
+        if len(rows) >= limit:
+            return rows
+    cur.execute(nearest_sql(dimensions, exact=True), params)
+    return [dict(row) for row in cur.fetchall()]
