@@ -19,6 +19,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.ai import worker
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
+from observai.sqs_batches import is_sqs_event
 
 # A task may take two model calls of at most AI_TOTAL_TIMEOUT_S (25 s) each: start one only with this much of the
 # invocation left.
@@ -61,6 +62,6 @@ def queue_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if worker.is_sqs_event(event):
+    if is_sqs_event(event):
         return queue_handler(event, context)
     return sweep_handler(event, context)

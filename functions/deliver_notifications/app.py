@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.notify import deliveries
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
+from observai.sqs_batches import is_sqs_event
 
 # Start another bounded round only with this much of the invocation left (a round may wait a receiver's timeout).
 MIN_REMAINING_MS = 20_000
@@ -49,6 +50,6 @@ def queue_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if deliveries.is_sqs_event(event):
+    if is_sqs_event(event):
         return queue_handler(event, context)
     return sweep_handler(event, context)

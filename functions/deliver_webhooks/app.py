@@ -14,6 +14,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
+from observai.sqs_batches import is_sqs_event
 from observai.webhooks import engine
 
 # Start another bounded round only with this much of the invocation left (a round may wait a receiver's timeout).
@@ -52,6 +53,6 @@ def queue_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if engine.is_sqs_event(event):
+    if is_sqs_event(event):
         return queue_handler(event, context)
     return sweep_handler(event, context)

@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.alerts import dispatch
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
+from observai.sqs_batches import is_sqs_event
 
 # Start another bounded round only with this much of the invocation left.
 MIN_REMAINING_MS = 20_000
@@ -45,6 +46,6 @@ def timer_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, An
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    if dispatch.is_sqs_event(event):
+    if is_sqs_event(event):
         return timer_handler(event, context)
     return sweep_handler(event, context)

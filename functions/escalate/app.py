@@ -14,9 +14,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from observai.escalation import engine
-from observai.escalation.timers import is_sqs_event
 from observai.observability import logger, traced
 from observai.scheduled import bounded_rounds, scheduled_job, summed_outcomes
+from observai.sqs_batches import is_sqs_event
 
 # Start another bounded round only with this much of the invocation left.
 MIN_REMAINING_MS = 20_000

@@ -18,6 +18,7 @@ from observai.auth.principal import Principal
 from observai.db.connection import transaction
 from observai.incidents import service as incidents
 from observai.incidents.models import ResolveIn
+from observai.sqs_batches import is_sqs_event
 
 from tests.helpers.incidents import arrange_alert, arrange_rule, flush
 from tests.helpers.notifications import Paged, project_with_incident
@@ -195,7 +196,7 @@ def test_the_queue_handler_runs_the_named_tasks_and_fails_undecodable_records(db
             {"messageId": "m2", "body": json.dumps({"v": 1, "ai_task_id": "x"}), "eventSource": "aws:sqs"},
         ]
     }
-    assert worker.is_sqs_event(event) and not worker.is_sqs_event({"source": "aws.scheduler"})
+    assert is_sqs_event(event) and not is_sqs_event({"source": "aws.scheduler"})
     result = worker.handle_queue_messages(event, None, clock=lambda: NOW)
     assert result == {"batchItemFailures": [{"itemIdentifier": "m2"}]}
     # the named task ran (its organization has not opted in: nothing to do) and is gone

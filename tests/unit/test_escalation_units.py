@@ -10,6 +10,7 @@ import pytest
 from observai.escalation import timers
 from observai.escalation.engine import _after
 from observai.escalation.models import EscalationPolicyIn, EscalationPolicyPatch
+from observai.sqs_batches import is_sqs_event
 from pydantic import ValidationError
 
 USER = {"type": "user", "id": str(uuid.uuid4())}
@@ -74,6 +75,6 @@ def test_steps_run_in_order_then_repeat_rounds_then_stop() -> None:
 
 
 def test_sqs_events_are_told_from_the_schedule() -> None:
-    assert timers.is_sqs_event({"Records": [{"eventSource": "aws:sqs"}]})
-    assert not timers.is_sqs_event({"source": "aws.scheduler"})
-    assert not timers.is_sqs_event({"Records": []})
+    assert is_sqs_event({"Records": [{"eventSource": "aws:sqs"}]})
+    assert not is_sqs_event({"source": "aws.scheduler"})
+    assert not is_sqs_event({"Records": []})

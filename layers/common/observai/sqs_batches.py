@@ -1,10 +1,12 @@
 """Wake-up messages to an SQS queue, ten to a ``SendMessageBatch`` call, never raising: the webhook and notification
 queues' wake-ups are hints (the rows are the truth, and a minute sweep sends whatever has no message), so a failed
-call is logged and counted out, not raised into the change that committed."""
+call is logged and counted out, not raised into the change that committed. ``is_sqs_event`` tells the workers'
+two doors apart: a batch of those messages, or the sweep's schedule."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from observai.aws_clients import Timeouts, aws_client
 from observai.observability import logger
@@ -35,3 +37,11 @@ def send_delayed(queue_url: str, messages: Sequence[tuple[str, int]], *, what: s
         except Exception as exc:  # the sweep sends them within a minute of their time
             logger.warning(f"{what} not sent", extra={"count": len(chunk), "error": str(exc)})
     return sent
+
+
+def is_sqs_event(event: Any) -> bool:
+    """An SQS event source's batch (a wake-up queue), rather than EventBridge Scheduler's minute."""
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list) or not records:
+        return False
+    return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)

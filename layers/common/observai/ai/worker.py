@@ -215,10 +215,3 @@ def handle_queue_messages(
     return dict(
         process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
     )
-
-
-def is_sqs_event(event: Any) -> bool:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
-        return False
-    return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)

@@ -469,10 +469,3 @@ def handle_timer_messages(event: dict[str, Any], context: Any = None) -> dict[st
         event=event, record_handler=_flush_from_message, processor=processor, context=context
     )
     return dict(response)
-
-
-def is_sqs_event(event: Any) -> bool:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
-        return False
-    return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)

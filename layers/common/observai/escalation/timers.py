@@ -56,14 +56,6 @@ def parse_message(body: str) -> Timer:
         raise ValueError("not an escalation timer message") from exc
 
 
-def is_sqs_event(event: Any) -> bool:
-    """An SQS event source's batch (the timer queue), rather than EventBridge Scheduler's minute."""
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
-        return False
-    return all(isinstance(r, dict) and r.get("eventSource") == "aws:sqs" for r in records)
-
-
 def arm(incident_id: UUID, seq: int, due_at: datetime | None, now: datetime) -> None:
     """Send the timer once the running transaction commits (a delay of at most 15 minutes: a later one arrives
     early and re-arms). Nothing when no queue is configured: the sweep alone moves the runs."""
