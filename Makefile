@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
+$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $(WIRE)
 
@@ -95,7 +95,7 @@ $(FUZZ_TOOLS): $(STAMP)
 
 fuzz-tools: $(FUZZ_TOOLS) ## Install what make fuzz needs (clang with its sanitizer runtimes, atheris)
 
-$(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
+$(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
 	CC=clang LDSHARED="clang -shared" CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="$(FUZZ_CFLAGS)" \
 		$(PY) setup.py -q build_ext --force --build-lib $(FUZZ_BUILD)/lib --build-temp $(FUZZ_BUILD)/tmp
 	@touch $(FUZZ_BUILT)
