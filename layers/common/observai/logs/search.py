@@ -451,8 +451,8 @@ def histogram(
 
     Exact, but for a free-text query matching very many lines (``SAMPLE_ABOVE``): then an estimate, which the
     answer says (``exact``: false). From the pre-aggregated volume (observai.logs.volume) when the query only names
-    services and whole levels and buckets are whole minutes: the whole minutes of the range from there, its partial first
-    and last minutes from the lines. Free text (AND-ed with service and level terms only) through the full-text
+    services and whole levels and buckets are whole minutes: the whole minutes of the range from there, its partial
+    first and last minutes from the lines. Free text (AND-ed with service and level terms only) through the full-text
     index (``private.log_text_histogram``, migration 0014). Otherwise by counting the matching lines. Counts
     take at most ``log_histogram_budget_ms``: past it, a 422 ``histogram_range_too_broad`` asks for a narrower
     range (never a 503).
