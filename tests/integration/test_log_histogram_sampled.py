@@ -7,7 +7,15 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from observai.logs.search import SAMPLE_ABOVE, SAMPLE_EVERY, SAMPLE_SLICES, TimeRange, sample_slices
+from observai.logs.search import (
+    MAX_SAMPLE_FRACTION,
+    SAMPLE_ABOVE,
+    SAMPLE_LINES,
+    SAMPLE_SLICES,
+    TimeRange,
+    sample_fraction,
+    sample_slices,
+)
 
 from tests.helpers.ingest import IngestProject, iso, make_project
 from tests.integration.test_log_volume import NOW, counted, histogram, reference
@@ -52,11 +60,21 @@ def test_slices_cover_an_even_share_of_each_bucket() -> None:
         assert bucket <= lo < hi <= bucket + timedelta(seconds=1800)
         assert window.start <= lo and hi <= window.end
     assert sample.buckets.count(first + timedelta(minutes=30)) == SAMPLE_SLICES
-    assert sample.scale[first + timedelta(minutes=30)] == pytest.approx(SAMPLE_EVERY)
+    assert sample.scale[first + timedelta(minutes=30)] == pytest.approx(1 / MAX_SAMPLE_FRACTION)
     # and the clipped first bucket is scaled by its time in the range over its sampled time
     sampled = sum((hi - lo for lo, hi, b in zip(sample.starts, sample.ends, sample.buckets, strict=True)
                    if b == first), timedelta(0))  # fmt: skip
     assert sample.scale[first] == pytest.approx(timedelta(minutes=20) / sampled)
+
+
+def test_a_longer_range_is_sampled_thinner_to_read_about_the_same_lines() -> None:
+    assert sample_fraction(1_000) == MAX_SAMPLE_FRACTION
+    assert sample_fraction(SAMPLE_LINES / MAX_SAMPLE_FRACTION) == pytest.approx(MAX_SAMPLE_FRACTION)
+    assert sample_fraction(100_000_000) == pytest.approx(SAMPLE_LINES / 100_000_000)
+    first = NOW.replace(minute=0, second=0, microsecond=0)
+    sample = sample_slices(first, 3600, TimeRange(first, first + timedelta(hours=5)), 0.01)
+    assert sample.fraction == 0.01
+    assert all(scale == pytest.approx(100) for scale in sample.scale.values())
 
 
 def test_a_word_in_most_lines_is_estimated_and_says_so(busy: tuple[IngestProject, object, object], db: object) -> None:
@@ -66,7 +84,7 @@ def test_a_word_in_most_lines_is_estimated_and_says_so(busy: tuple[IngestProject
     # Then it is an estimate, and says so
     assert result.status == 200, result.text
     assert result.data["exact"] is False
-    assert result.data["sample_fraction"] == pytest.approx(1 / SAMPLE_EVERY)
+    assert result.data["sample_fraction"] == pytest.approx(MAX_SAMPLE_FRACTION)
     # and it is close to counting the lines: each bucket and level within 5 %, the total within 2 %
     want = reference(db, project, "timeout", start, end, result.data["bucket_seconds"])  # type: ignore[arg-type]
     got = counted(result)

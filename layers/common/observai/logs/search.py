@@ -343,15 +343,18 @@ group by 1, 2
 # A free-text histogram counts its lines through the full-text index, then reads each matching line for its time,
 # service and level: one heap page a line. Past SAMPLE_ABOVE matching lines (the planner's estimate), that is most of
 # the table's pages (5 M lines, 24 h, "timeout" in 4 %: 200,000 lines on 165,000 pages, 0.9 to 2 s): such a query
-# is counted on an even sample instead, 1/SAMPLE_EVERY of each bucket's time in SAMPLE_SLICES slices, through the
-# (project_id, time) index, and scaled up; the answer says so (exact: false, sample_fraction).
+# is counted on an even sample instead, a fraction of each bucket's time in SAMPLE_SLICES slices, read through the
+# (project_id, time) index, and scaled up; the answer says so (exact: false, sample_fraction). The fraction is
+# MAX_SAMPLE_FRACTION, or less over a range of more than SAMPLE_LINES / MAX_SAMPLE_FRACTION lines: about
+# SAMPLE_LINES lines are read whatever the range.
 SAMPLE_ABOVE = 20_000
-SAMPLE_EVERY = 16
+MAX_SAMPLE_FRACTION = 1 / 16
+SAMPLE_LINES = 200_000
 SAMPLE_SLICES = 4  # per bucket
 
 _ESTIMATE_SQL = """
-explain (format json) select 1 from public.logs l
-where l.project_id = %(project)s and l.time >= %(start)s and l.time < %(end)s and l.search @@ ({tsquery})
+explain (format json) select 1 from public.logs
+where project_id = %(project)s and time >= %(start)s and time < %(end)s and ({where})
 """
 
 _SAMPLED_HISTOGRAM_SQL = """
@@ -362,19 +365,31 @@ cross join lateral (
     select least((severity_number + 3) / 4, 6) as level, count(*) as n
     from public.logs
     where project_id = %(project)s and time >= s.lo and time < s.hi and ({where})
+      and time >= %(start)s and time < %(end)s  -- the range again: its partitions only, pruned when planned
     group by 1
 ) c
 group by 1, 2
 """
 
 
-def _estimated_matches(cur: Cursor, tsquery: sql.Composable, params: dict[str, Any]) -> float:
-    """The planner's estimate of the lines of the range matching ``tsquery`` (from the tsvector statistics)."""
-    cur.execute(sql.SQL(_ESTIMATE_SQL).format(tsquery=tsquery), params)
+def _estimated_lines(cur: Cursor, where: sql.Composable, params: dict[str, Any]) -> float:
+    """The planner's estimate of the lines of the range satisfying ``where`` (the tsvector's statistics for words)."""
+    cur.execute(sql.SQL(_ESTIMATE_SQL).format(where=where), params)
     row = cur.fetchone()
     assert row is not None
     plan = next(iter(row.values()))
     return float(plan[0]["Plan"]["Plan Rows"])
+
+
+def _matches(tsquery: sql.Composable) -> sql.Composable:
+    """The lines the full-text index gives for ``tsquery``: what the exact count reads, whatever else the query
+    asks (its service and level terms are applied to the index's answer)."""
+    return sql.SQL("search @@ ({})").format(tsquery)
+
+
+def sample_fraction(lines_in_range: float) -> float:
+    """The share of each bucket's time a sampled histogram reads: about SAMPLE_LINES lines, at most 1/16."""
+    return min(MAX_SAMPLE_FRACTION, SAMPLE_LINES / max(lines_in_range, 1.0))
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,13 +398,14 @@ class _Sample:
     starts: list[datetime]
     ends: list[datetime]
     scale: dict[datetime, float]  # per bucket: its time in the range / its sampled time
+    fraction: float
 
 
-def sample_slices(first: datetime, width: int, window: TimeRange) -> _Sample:
-    """SAMPLE_SLICES evenly spaced slices of each bucket, 1/SAMPLE_EVERY of its time, clipped to the range."""
+def sample_slices(first: datetime, width: int, window: TimeRange, fraction: float = MAX_SAMPLE_FRACTION) -> _Sample:
+    """SAMPLE_SLICES evenly spaced slices of each bucket, ``fraction`` of its time, clipped to the range."""
     buckets, starts, ends, scale = [], [], [], {}
     step = timedelta(seconds=width / SAMPLE_SLICES)
-    length = step / SAMPLE_EVERY
+    length = step * fraction
     bucket = first
     while bucket < window.end:
         covered = min(bucket + timedelta(seconds=width), window.end) - max(bucket, window.start)
@@ -405,7 +421,7 @@ def sample_slices(first: datetime, width: int, window: TimeRange) -> _Sample:
         if sampled:
             scale[bucket] = covered / sampled
         bucket += timedelta(seconds=width)
-    return _Sample(buckets, starts, ends, scale)
+    return _Sample(buckets, starts, ends, scale, fraction)
 
 
 def _text_terms(node: Node | None) -> list[Node]:
@@ -498,8 +514,9 @@ def histogram(
         authorize_telemetry(cur, principal, project_id)
         if by_text_index and not _all_words_searchable(cur, node):
             statement = row_scan
-        elif by_text_index and tsquery is not None and _estimated_matches(cur, tsquery, params) > SAMPLE_ABOVE:
-            sample = sample_slices(first, width, window)
+        elif by_text_index and tsquery is not None and _estimated_lines(cur, _matches(tsquery), params) > SAMPLE_ABOVE:
+            fraction = sample_fraction(_estimated_lines(cur, sql.SQL("true"), params))
+            sample = sample_slices(first, width, window, fraction)
             statement = sql.SQL(_SAMPLED_HISTOGRAM_SQL).format(where=log_filter.where)
             params.update(slice_buckets=sample.buckets, slice_starts=sample.starts, slice_ends=sample.ends)
         # Whichever timeout cancels the count, the caller gets the 422 below, never a 503.
@@ -539,7 +556,7 @@ def histogram(
             for i, c in enumerate(counts)
         ],
         exact=sample is None,
-        sample_fraction=None if sample is None else 1 / SAMPLE_EVERY,
+        sample_fraction=None if sample is None else sample.fraction,
     )
 
 
