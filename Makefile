@@ -82,7 +82,7 @@ coldstart: $(WIRE) ## Cold-start import time of each function
 # Fuzzing (docs/fuzzing.md): the C extensions built again with ASan, UBSan and libFuzzer's coverage, into their own
 # folder (build/fuzz; the in-place .so files are not touched), and atheris' harnesses run on them (tests/fuzz).
 FUZZ_SECONDS ?= 600
-FUZZ_HARNESSES ?= otlp otlp_messages rows
+FUZZ_HARNESSES ?= otlp otlp_json otlp_messages rows
 FUZZ_TOOLS := $(VENV)/.fuzz-tools
 FUZZ_BUILD := build/fuzz
 FUZZ_BUILT := $(FUZZ_BUILD)/.built
