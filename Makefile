@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
+$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $(WIRE)
 
@@ -82,7 +82,7 @@ coldstart: $(WIRE) ## Cold-start import time of each function
 # Fuzzing (docs/fuzzing.md): the C extensions built again with ASan, UBSan and libFuzzer's coverage, into their own
 # folder (build/fuzz; the in-place .so files are not touched), and atheris' harnesses run on them (tests/fuzz).
 FUZZ_SECONDS ?= 600
-FUZZ_HARNESSES ?= otlp otlp_messages rows
+FUZZ_HARNESSES ?= otlp otlp_json otlp_messages rows
 FUZZ_TOOLS := $(VENV)/.fuzz-tools
 FUZZ_BUILD := build/fuzz
 FUZZ_BUILT := $(FUZZ_BUILD)/.built
@@ -95,7 +95,7 @@ $(FUZZ_TOOLS): $(STAMP)
 
 fuzz-tools: $(FUZZ_TOOLS) ## Install what make fuzz needs (clang with its sanitizer runtimes, atheris)
 
-$(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c)
+$(FUZZ_BUILT): $(FUZZ_TOOLS) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
 	CC=clang LDSHARED="clang -shared" CFLAGS="$(FUZZ_CFLAGS)" LDFLAGS="$(FUZZ_CFLAGS)" \
 		$(PY) setup.py -q build_ext --force --build-lib $(FUZZ_BUILD)/lib --build-temp $(FUZZ_BUILD)/tmp
 	@touch $(FUZZ_BUILT)

@@ -1,6 +1,7 @@
 """The compiled part of the package: the ingest writer's row builders in C.
 
-- observai/telemetry/otlp/_wire.c: OTLP protobuf requests straight to binary COPY rows;
+- observai/telemetry/otlp/_wire.c: OTLP protobuf requests straight to binary COPY rows (and, json_pb.h, OTLP/JSON
+  requests to protobuf);
 - observai/telemetry/_rows.c: decoded records (any format) to binary COPY rows.
 
 Everything else is in pyproject.toml. `pip install -e .` builds them in place; so does `make install`
@@ -14,7 +15,10 @@ setup(
         Extension(
             "observai.telemetry.otlp._wire",
             sources=["layers/common/observai/telemetry/otlp/_wire.c"],
-            depends=["layers/common/observai/telemetry/copy_buffer.h"],
+            depends=[
+                "layers/common/observai/telemetry/copy_buffer.h",
+                "layers/common/observai/telemetry/otlp/json_pb.h",
+            ],
             extra_compile_args=["-O2", "-std=c11", "-Wall", "-Wextra", "-Werror"],
         ),
         Extension(

@@ -2,6 +2,8 @@
 
 otlp: the tests' OTLP requests (every field, every metric type, a few of each item), each for the default limits
 and for the small ones (fuzz_otlp.split), so that mutations start from requests the fast path takes.
+otlp_json: the same requests as OTLP/JSON (fuzz_otlp_json: the signal byte, then the JSON), in the spellings the
+C path takes (lowerCamelCase, proto names, upper-case hex, 64-bit integers as numbers).
 rows, otlp_messages: fuzz data for FuzzedDataProvider has no structure to start from: a few fixed pseudo-random
 inputs (and, for otlp_messages, the empty one: every choice the usual, a one-item request).
 """
@@ -68,6 +70,29 @@ def otlp_bodies() -> list[tuple[int, bytes]]:
     ]
 
 
+def otlp_json_bodies() -> list[tuple[int, bytes]]:
+    import json
+
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from tests.helpers.otlp_payloads import to_otlp_dict
+    from tests.unit.test_otlp_json_build import _int64_as_numbers
+
+    types = (ExportLogsServiceRequest, ExportTraceServiceRequest, ExportMetricsServiceRequest)
+    out = []
+    for signal, body in otlp_bodies():
+        message = types[signal].FromString(body)
+        for document in (
+            to_otlp_dict(message),
+            to_otlp_dict(message, snake_case=True),
+            _int64_as_numbers(to_otlp_dict(message, upper_hex=True)),
+        ):
+            out.append((signal, json.dumps(document, ensure_ascii=False).encode()))
+    return out
+
+
 def write(folder: Path, data: bytes) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / hashlib.sha1(data, usedforsecurity=False).hexdigest()).write_bytes(data)
@@ -77,6 +102,8 @@ def main() -> None:
     for signal, body in otlp_bodies():
         write(CORPUS / "otlp", bytes([signal]) + body)
         write(CORPUS / "otlp", bytes([0x80 | signal]) + body)
+    for signal, body in otlp_json_bodies():
+        write(CORPUS / "otlp_json", bytes([signal]) + body)
     noise = random.Random(11)  # fixed: the same seeds on every run
     for size in (16, 64, 256, 1024, 4096):
         write(CORPUS / "rows", noise.randbytes(size))

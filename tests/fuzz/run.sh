@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the fuzz harnesses on the sanitizer build (make fuzz builds it first): run.sh SECONDS [HARNESS...].
-# SECONDS is shared out between the harnesses (all three when none is named). Inputs that find new coverage go
+# SECONDS is shared out between the harnesses (all of them when none is named). Inputs that find new coverage go
 # to build/fuzz/corpus/<harness> (the committed seeds in tests/fuzz/corpus/<harness> are only read); a crash or a
 # disagreement with the Python path is written to build/fuzz/findings/ and the script exits non-zero.
 set -euo pipefail
@@ -9,7 +9,7 @@ PY=${PY:-.venv/bin/python}
 seconds=${1:-60}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(otlp otlp_messages rows)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(otlp otlp_json otlp_messages rows)
 each=$((seconds / ${#harnesses[@]}))
 [ "$each" -gt 0 ] || each=1
 

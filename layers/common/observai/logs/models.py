@@ -70,6 +70,15 @@ class LogHistogram(BaseModel):
     total: int
     counts: LevelCounts = Field(description="Totals per level over the whole range")
     buckets: list[HistogramBucket]
+    exact: bool = Field(
+        default=True,
+        description="False when the counts are estimates: a free-text query matching very many lines is counted on"
+        " an even sample of each bucket's time (sample_fraction of it) and scaled up; narrow the range for exact"
+        " counts",
+    )
+    sample_fraction: float | None = Field(
+        default=None, description="The share of each bucket's time counted, when exact is false"
+    )
 
 
 class LogContext(BaseModel):

@@ -1521,14 +1521,19 @@ done:
     return result;
 }
 
+#include "json_pb.h"
+
 static PyMethodDef methods[] = {
     {"rows", (PyCFunction)(void (*)(void))wire_rows, METH_FASTCALL,
      "rows(kind, body, now_ns, limits, org, project, keep) -> None | (count, payload, minutes or series, items)"},
+    {"json_schema", (PyCFunction)json_schema, METH_O, "json_schema(messages) -> schema (for json_to_protobuf)"},
+    {"json_to_protobuf", (PyCFunction)(void (*)(void))json_to_protobuf, METH_FASTCALL,
+     "json_to_protobuf(schema, body) -> bytes | None: an OTLP/JSON request as protobuf (json_pb.h)"},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, .m_name = "_wire", .m_doc = "OTLP protobuf to binary COPY rows.", .m_size = -1,
+    PyModuleDef_HEAD_INIT, .m_name = "_wire", .m_doc = "OTLP protobuf to binary COPY rows; OTLP/JSON to protobuf.", .m_size = -1,
     .m_methods = methods,
 };
 

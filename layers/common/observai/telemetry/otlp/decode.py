@@ -35,7 +35,7 @@ from observai.telemetry.model import (
     Span,
     Temporality,
 )
-from observai.telemetry.otlp import wire
+from observai.telemetry.otlp import json_wire, wire
 from observai.telemetry.otlp.attributes import attributes, body_text, json_float, scope
 from observai.telemetry.otlp.parse import Encoding, parse_request
 from observai.text import storable_text
@@ -72,11 +72,16 @@ def decode_otlp(
     ``limits.max_events`` items; items that fail validation land in ``Batch.rejected``. ``lazy``: the items are
     left to convert as the writer takes them (``Batch.pending``), and, with the fast path built, the request's
     protobuf bytes kept for the writer to build its rows from directly (``Batch.raw``, ``wire.py``): an OTLP/JSON
-    request's serialized, a protobuf body as sent, not even parsed unless the writer needs its records (then its
+    request's written in C (``json_wire``; for a form it does not take, parsed in Python then serialized), a
+    protobuf body as sent, not even parsed unless the writer needs its records (then its
     decoding errors are raised when it does, inside the write, which rolls back).
     """
     fast = lazy and wire.available()
     batch = Batch()
+    if fast and encoding == "json":
+        transcoded = json_wire.to_protobuf(signal, body)  # the canonical forms: from here on a protobuf request
+        if transcoded is not None:
+            body, encoding = transcoded, "protobuf"
     if fast and encoding == "protobuf":
         batch.pending[signal] = _parsing_later(signal, body, batch, now_ns, limits)
     else:

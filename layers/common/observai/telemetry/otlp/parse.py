@@ -4,7 +4,8 @@ OTLP/JSON is the proto3 JSON mapping with the OTLP deviations (opentelemetry-pro
 docs/specification.md, "JSON Protobuf Encoding"): trace and span ids are case-insensitive hex
 strings, not base64; enums are integers; unknown fields are ignored; keys are lowerCamelCase;
 64-bit integers may be strings or numbers. A document in the canonical forms is built by the messages'
-constructors (``json_build``); for any other, we rewrite the hex ids to base64 and let
+constructors (``json_build``), or before that, at C speed, written as protobuf bytes (``json_wire``); for any
+other, we rewrite the hex ids to base64 and let
 ``json_format.ParseDict`` do the rest (and say what is wrong). Both encodings share one message → model path.
 
 Lenient on purpose, as receivers usually are: the proto field names (snake_case) are accepted as
@@ -27,6 +28,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from observai.errors import InvalidInput
 from observai.telemetry.model import Signal
+from observai.telemetry.otlp import json_wire
 from observai.telemetry.otlp.json_build import build_request
 from observai.text import may_hold_surrogates, storable
 
@@ -54,6 +56,10 @@ def parse_request(signal: Signal, body: bytes, encoding: Encoding) -> Any:
         return message
     if encoding != "json":
         raise InvalidInput(f"unsupported OTLP encoding {encoding!r}")
+    transcoded = json_wire.to_protobuf(signal, body)  # the canonical forms, in C
+    if transcoded is not None:
+        message.ParseFromString(transcoded)
+        return message
     try:
         document = json.loads(body)
     except UnicodeDecodeError:
