@@ -197,31 +197,33 @@ def rls_claims(org_id: UUID, project_id: UUID, detector_id: UUID) -> dict[str, A
 
 
 def _state_bytes(value: Any) -> bytes:
-    """A fold state as stored: JSON bytes in a bytea column (orjson: a few kB of floats in microseconds). Not jsonb:
-    Postgres would parse every float into a numeric and build the jsonb tree for each of 10,000 series a minute, the
-    most of a run's write time, to keep a value nobody queries. A NaN or an infinity (orjson would write null) goes
-    through the json module, which writes and reads them back."""
-    import orjson
+    """A fold state as stored in its bytea column: MessagePack (msgspec), binary float64s (exact, NaN and infinities
+    included) in a few microseconds. Not jsonb: Postgres would parse every float into a numeric and build the jsonb
+    tree for each of 10,000 series a minute, to keep a value nobody queries; nor JSON text (migration 0039): each
+    float printed as up to 24 characters, and the json module's fallback for states holding a null (most of them)
+    was the most of a run's write time (docs/anomalies-job.md, "Performance")."""
+    import msgspec
 
-    try:
-        text = orjson.dumps(value)
-    except orjson.JSONEncodeError:
-        text = b"null"
-    if b"null" in text:
-        return json.dumps(value, allow_nan=True, separators=(",", ":")).encode()
-    return text
+    return msgspec.msgpack.encode(value)
 
 
 def _state_of(stored: bytes | memoryview | None) -> dict[str, Any] | None:
+    """A stored state: MessagePack, or JSON text (a map always starts with ``{`` there, never in MessagePack) as
+    written before migration 0045."""
     if stored is None:
         return None
-    import orjson
-
     raw = bytes(stored)
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        value = json.loads(raw)
+    if raw[:1] == b"{":
+        import orjson
+
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = json.loads(raw)  # NaN, Infinity
+    else:
+        import msgspec
+
+        value = msgspec.msgpack.decode(raw)
     return value if isinstance(value, dict) else None
 
 
