@@ -351,3 +351,32 @@ def test_a_deleted_detectors_points_are_swept(db: psycopg.Connection) -> None:
     # When the sweep runs: they are gone
     sweep(datetime.now(UTC), project_ids=[project.project_id])
     assert count(db, detector) == 0
+
+
+def test_own_connection_gives_a_thread_its_own_session() -> None:
+    # Given the container's connection (the main thread's)
+    import threading
+
+    from observai.db.connection import own_connection, transaction
+
+    def backend() -> int:
+        with transaction() as cur:
+            cur.execute("select pg_backend_pid() as pid")
+            row = cur.fetchone()
+        assert row is not None
+        return int(row["pid"])
+
+    main = backend()
+    seen: list[int] = []
+
+    # When another thread works within own_connection (as detect-anomalies' writer does)
+    def work() -> None:
+        with own_connection():
+            seen.extend([backend(), backend()])
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+
+    # Then its transactions ran on one session of their own, and the main thread's connection is untouched
+    assert seen[0] == seen[1] != main and backend() == main

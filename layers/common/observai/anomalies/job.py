@@ -520,9 +520,10 @@ def _score_closed(settings: Mapping[str, Any], work: _SeriesWork) -> None:
 # --- writing -----------------------------------------------------------------------------------------------------
 
 
-def _fence(cur: Cursor, detector: Detector) -> bool:
-    """Lock the detector if it is still this run's: its lease and the cursor it read from, still enabled and not
-    deleted. Otherwise (taken again after this run's lease expired, disabled, deleted) write nothing."""
+def _fence(cur: Cursor, detector: Detector, shard: int = 0) -> bool:
+    """Lock the detector if it is still this run's: its lease, the cursor it read from, its generation and the
+    shard it is at (``page_next``: null before the first), still enabled and not deleted. Otherwise (taken again
+    after this run's lease expired, reset, disabled, deleted) write nothing."""
     cur.execute(
         "select processed_until, generation, page_next from public.anomaly_detectors where id = %s"
         " and claimed_until = %s and deleted_at is null and enabled for update",
@@ -533,7 +534,7 @@ def _fence(cur: Cursor, detector: Detector) -> bool:
         row is not None
         and row["processed_until"] == detector.processed_until
         and row["generation"] == detector.generation
-        and row["page_next"] == detector.page_next
+        and row["page_next"] == (shard or None)
     )
 
 
@@ -835,12 +836,17 @@ def detected_data(detector: Detector, event: _Event, now: datetime) -> dict[str,
 
 
 def process(
-    detector: Detector, now: datetime, report: RunReport, out_of_budget: Callable[[], bool] | None = None
+    detector: Detector,
+    now: datetime,
+    report: RunReport,
+    out_of_budget: Callable[[], bool] | None = None,
+    writer: _Writer | None = None,
 ) -> bool:
     """Score one claimed detector's new steps (and its open steps, provisionally). Its series in one fenced
     transaction; or, over SHARD_SERIES series, a shard of them per transaction (a paged cycle over the same steps,
     resumable at ``page_next``: a run out of budget hands the detector back mid-cycle). Returns whether it is still
-    behind (more steps, or shards, to go)."""
+    behind (more steps, or shards, to go). With a ``writer``, each shard's write goes to its thread (a second
+    connection) while this one prepares the next shard or detector; without, the write is done here."""
     settings = detector_settings(detector.settings)
     read_from, _new_from, to, behind = read_window(detector, now)
     if detector.page_shards is None:
@@ -854,16 +860,22 @@ def process(
     opened_to = open_end(detector, now, to)
     for index in range(first, shards):
         if index > first and out_of_budget is not None and out_of_budget():
+            if writer is not None:
+                writer.wait()
             report.released += _release([detector])
             return True
-        if not _process_shard(detector, settings, now, report, (index, shards), read_from, to, opened_to, matched):
-            return False
+        works = _prepare_shard(detector, settings, now, report, (index, shards), read_from, to, opened_to)
+        write = _ShardWrite(detector, settings, now, report, (index, shards), works, to, matched)
+        if writer is None:
+            if not write():
+                return False
+        else:
+            writer.submit(detector, write)
         matched = -1
-    report.detectors += 1
     return behind
 
 
-def _process_shard(
+def _prepare_shard(
     detector: Detector,
     settings: Mapping[str, Any],
     now: datetime,
@@ -872,62 +884,137 @@ def _process_shard(
     read_from: datetime,
     to: datetime,
     opened_to: datetime,
-    matched: int,
-) -> bool:
-    """One shard's read, scoring and fenced write; the detector's cursor moves with the last shard. False: fenced."""
-    index, shards = shard
+) -> list[_SeriesWork]:
+    """One shard's read and scoring: its points, its series' stored states (and bases when needed), scored. Reads
+    only: a state read here is written only if the detector's fence holds at write time (its lease, cursor,
+    generation and shard: nothing else writes its series meanwhile)."""
     started = time.perf_counter()
     read = read_points(detector, read_from, opened_to, now, shard) if read_from < opened_to else []
     report.read_s += time.perf_counter() - started
-    started = time.perf_counter()
     closing = _epoch(to)
+    works: dict[str, _SeriesWork] = {}
+    for labels, points in read:
+        key = series_key(labels)
+        work = _SeriesWork(key, labels, [(t, v) for t, v in points if t < closing])
+        work.open = [(t, v) for t, v in points if t >= closing]
+        works[key] = work
+    if not works:
+        return []
     with transaction() as cur:
-        if not _fence(cur, detector):
-            report.fenced += 1
-            return False
-        works: dict[str, _SeriesWork] = {}
-        for labels, points in read:
-            key = series_key(labels)
-            work = _SeriesWork(key, labels, [(t, v) for t, v in points if t < closing])
-            work.open = [(t, v) for t, v in points if t >= closing]
-            works[key] = work
-        if works:
-            _load_series(cur, detector, works)
-        scoring = time.perf_counter()
+        _load_series(cur, detector, works)
         for w in works.values():
             plan_series(w)
         _load_bases(cur, [w for w in works.values() if w.needs_base])
-        for w in works.values():
-            score_series(settings, w)
-        report.score_s += time.perf_counter() - scoring
-        listed = list(works.values())
-        _insert_series(cur, detector, listed)
-        report.points += _write_points(cur, detector, listed)
-        report.provisional += sum(len(w.provisional) for w in listed)
-        opened, closed = _events(cur, detector, settings, listed, now)
-        _write_series(cur, listed)
-        report.events_opened += opened
-        report.events_closed += closed
-        report.series += sum(1 for w in listed if w.result is not None or w.provisional)
-        report.rescored_series += sum(1 for w in listed if w.rescored)
-        report.shards += 1
-        counted = {"matched": matched if matched >= 0 else None}
+    scoring = time.perf_counter()
+    for w in works.values():
+        score_series(settings, w)
+    report.score_s += time.perf_counter() - scoring
+    return list(works.values())
+
+
+@dataclass
+class _ShardWrite:
+    """One shard's fenced write (the detector's cursor moves with the last shard). Called: False when fenced."""
+
+    detector: Detector
+    settings: Mapping[str, Any]
+    now: datetime
+    report: RunReport
+    shard: tuple[int, int]
+    works: list[_SeriesWork]
+    to: datetime
+    matched: int  # the series counted when the pass started (its first shard), else -1
+
+    def __call__(self) -> bool:
+        detector, report, now, listed = self.detector, self.report, self.now, self.works
+        index, shards = self.shard
+        started = time.perf_counter()
+        with transaction() as cur:
+            if not _fence(cur, detector, index):
+                report.fenced += 1
+                return False
+            _insert_series(cur, detector, listed)
+            report.points += _write_points(cur, detector, listed)
+            report.provisional += sum(len(w.provisional) for w in listed)
+            opened, closed = _events(cur, detector, self.settings, listed, now)
+            _write_series(cur, listed)
+            report.events_opened += opened
+            report.events_closed += closed
+            report.series += sum(1 for w in listed if w.result is not None or w.provisional)
+            report.rescored_series += sum(1 for w in listed if w.rescored)
+            report.shards += 1
+            counted = {"matched": self.matched if self.matched >= 0 else None}
+            if index + 1 >= shards:
+                cur.execute(
+                    "update public.anomaly_detectors set processed_until = %(to)s, last_run_at = %(now)s,"
+                    " claimed_until = null, last_error = null, page_shards = null, page_next = null,"
+                    " page_to = null, series_matched = coalesce(%(matched)s, series_matched) where id = %(id)s",
+                    {"to": max(self.to, detector.processed_until or self.to), "now": now, "id": detector.id, **counted},
+                )
+            else:
+                cur.execute(
+                    "update public.anomaly_detectors set page_shards = %(shards)s, page_next = %(next)s,"
+                    " page_to = %(to)s, series_matched = coalesce(%(matched)s, series_matched) where id = %(id)s",
+                    {"shards": shards, "next": index + 1, "to": self.to, "id": detector.id, **counted},
+                )
         if index + 1 >= shards:
-            cur.execute(
-                "update public.anomaly_detectors set processed_until = %(to)s, last_run_at = %(now)s,"
-                " claimed_until = null, last_error = null, page_shards = null, page_next = null, page_to = null,"
-                " series_matched = coalesce(%(matched)s, series_matched) where id = %(id)s",
-                {"to": max(to, detector.processed_until or to), "now": now, "id": detector.id, **counted},
-            )
-        else:
-            cur.execute(
-                "update public.anomaly_detectors set page_shards = %(shards)s, page_next = %(next)s,"
-                " page_to = %(to)s, series_matched = coalesce(%(matched)s, series_matched) where id = %(id)s",
-                {"shards": shards, "next": index + 1, "to": to, "id": detector.id, **counted},
-            )
-    detector.page_shards, detector.page_next, detector.page_to = shards, index + 1, to
-    report.write_s += time.perf_counter() - started
-    return True
+            report.detectors += 1
+        report.write_s += time.perf_counter() - started
+        return True
+
+
+class _Writer:
+    """The writes of a run on a second connection, in a thread of their own, one at a time in order, while the
+    main thread reads and scores the next shard or detector (the scoring is Python, the write mostly the
+    database's time: they overlap). ``submit`` waits for the write before (at most one in flight); ``wait`` for the
+    last. A write that fails records its detector's error (as when scoring fails); a detector fenced or failed
+    writes nothing more in this run; a lost database ends the run."""
+
+    def __init__(self, report: RunReport, now: datetime) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from observai.db.connection import own_connection
+
+        self._report, self._now = report, now
+        self._own = own_connection()
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="anomaly-writes", initializer=self._enter)
+        self._pending: tuple[Detector, Any] | None = None
+        self.stopped: set[UUID] = set()  # detectors fenced or failed: nothing more written for them
+        self.scheduled = 0  # series submitted (the run's series budget counts them before they are written)
+
+    def _enter(self) -> None:
+        self._own.__enter__()  # in the writer thread: its transactions on its own connection
+
+    def submit(self, detector: Detector, write: _ShardWrite) -> None:
+        self.wait()
+        if detector.id in self.stopped:
+            return
+        self.scheduled += sum(1 for w in write.works if w.result is not None or w.provisional)
+        self._pending = (detector, self._pool.submit(write))
+
+    def wait(self) -> None:
+        if self._pending is None:
+            return
+        detector, future = self._pending
+        self._pending = None
+        try:
+            if not future.result():
+                self.stopped.add(detector.id)
+        except Exception as exc:
+            from observai.db.breaker import is_connection_failure
+
+            if is_connection_failure(exc):
+                raise
+            self.stopped.add(detector.id)
+            self._report.errors += 1
+            _record_error(detector, exc, self._now)
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.submit(self._own.__exit__, None, None, None).result()
+            self._pool.shutdown(wait=True)
 
 
 def _record_error(detector: Detector, exc: BaseException, now: datetime) -> None:
@@ -974,37 +1061,49 @@ def run(
     series_budget: int = DEFAULT_SERIES_BUDGET,
     per_project: int = PER_PROJECT,
     project_ids: Sequence[UUID] | None = None,
+    overlap: bool = True,
 ) -> RunReport:
     """One bounded detect-anomalies run at ``now`` (injected by tests; default the clock), then a bounded sweep of
-    expired and dropped scored points (observai.anomalies.sweep; of ``project_ids`` only when given)."""
+    expired and dropped scored points (observai.anomalies.sweep; of ``project_ids`` only when given). ``overlap``:
+    the writes on a second connection while the next shard is scored (``_Writer``)."""
     from observai.db.breaker import is_connection_failure
 
     clock = time.perf_counter()
     now = now or datetime.now(UTC)
     report = RunReport()
 
-    def out_of_budget() -> bool:
-        return time.perf_counter() - clock > budget_s or report.series >= series_budget
-
     with transaction() as cur:
         detectors = claim(cur, now=now, limit=limit, per_project=per_project, project_ids=project_ids)
+    writer = _Writer(report, now) if overlap and detectors else None
+
+    def out_of_budget() -> bool:
+        scored = max(report.series, writer.scheduled if writer is not None else 0)
+        return time.perf_counter() - clock > budget_s or scored >= series_budget
+
     touched: list[UUID] = []
-    for i, detector in enumerate(detectors):
-        if out_of_budget():
-            report.released += _release(detectors[i:])
-            report.more_due = True
-            break
-        try:
-            if process(detector, now, report, out_of_budget):
+    try:
+        for i, detector in enumerate(detectors):
+            if out_of_budget():
+                report.released += _release(detectors[i:])
                 report.more_due = True
-        except Exception as exc:
-            if is_connection_failure(exc):
-                raise  # the database is gone: the leases expire, the next run resumes
-            report.errors += 1
-            _record_error(detector, exc, now)
-            continue
-        if detector.project_id not in touched:
-            touched.append(detector.project_id)
+                break
+            try:
+                if process(detector, now, report, out_of_budget, writer):
+                    report.more_due = True
+            except Exception as exc:
+                if is_connection_failure(exc):
+                    raise  # the database is gone: the leases expire, the next run resumes
+                if writer is not None:
+                    writer.wait()  # its write before (this detector's earlier shard, or another's) first
+                    writer.stopped.add(detector.id)
+                report.errors += 1
+                _record_error(detector, exc, now)
+                continue
+            if detector.project_id not in touched:
+                touched.append(detector.project_id)
+    finally:
+        if writer is not None:
+            writer.close()
     if len(detectors) >= limit:
         report.more_due = True
     _correlate(touched, now)
