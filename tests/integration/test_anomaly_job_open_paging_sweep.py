@@ -353,7 +353,7 @@ def test_a_deleted_detectors_points_are_swept(db: psycopg.Connection) -> None:
     assert count(db, detector) == 0
 
 
-def test_own_connection_gives_a_thread_its_own_session() -> None:
+def test_own_connection_gives_a_thread_its_own_session(db: psycopg.Connection) -> None:
     # Given the container's connection (the main thread's)
     import threading
 
