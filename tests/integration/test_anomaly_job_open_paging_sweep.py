@@ -206,14 +206,14 @@ def test_a_detector_over_1000_series_is_paged_resumably_and_says_how_many_it_wat
     detector = add_detector(project, {"algorithm": "zscore", "window": 10}, start=at(-12))
 
     # When a run may score 600 series: it stops after its first shard and hands the detector back mid-pass
-    first = run(project, at(0, 5), series_budget=600)
+    first = run(project, at(0, 5), series_budget=600, overlap=True)
     assert first.errors == 0 and first.shards == 1 and first.more_due and first.detectors == 0
     row = db.execute("select * from public.anomaly_detectors where id = %s", (detector,)).fetchone()
     assert row is not None and row["page_shards"] == 2 and row["page_next"] == 1
     assert row["processed_until"] == at(-12) and row["claimed_until"] is None and row["series_matched"] == 1300
 
-    # And the next run resumes with the second shard and moves the cursor
-    second = run(project, at(0, 20))
+    # And the next run resumes with the second shard and moves the cursor (its writes on a second connection)
+    second = run(project, at(0, 20), overlap=True)
     assert second.errors == 0 and second.shards == 1 and second.detectors == 1
     # (11 closed steps each; the open one, provisionally)
     assert first.series + second.series == 1300 and first.points + second.points == 1300 * 11

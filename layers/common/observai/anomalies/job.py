@@ -1,4 +1,5 @@
-"""detect-anomalies: every minute, score the steps that closed since each detector's last run.
+"""detect-anomalies: every minute, score the steps that closed since each detector's last run, and the open ones
+provisionally.
 
 A run claims the due detectors (enabled, not deleted, their lease expired), the least recently run first and ROUND
 ROBIN over projects: each project's oldest detector, then each project's second... at most ``PER_PROJECT`` per
@@ -6,8 +7,12 @@ project per run, and it stops claiming work once ``series_budget`` series were s
 a project with hundreds of detectors (or of series) takes its share of a run, never the whole run. Claimed rows are
 taken with ``FOR UPDATE SKIP LOCKED`` and leased (``claimed_until``): an overlapping run claims other detectors or
 none. Each detector is written in ONE transaction fenced on the claim (the row locked, still holding this run's
-lease and the cursor it read from): a run whose lease expired and whose detector was taken again writes nothing, so
-no point is ever scored twice. Unreached claims are handed back, and the next run resumes oldest first.
+lease, the cursor it read from, its generation and shard): a run whose lease expired and whose detector was taken
+again writes nothing, so no point is ever scored twice. Unreached claims are handed back, and the next run resumes
+oldest first. A detector over 1,000 series (the query engine's cap) is read and written a shard of its series at a
+time (its labels' hash; ``page_*`` columns: a pass resumable shard by shard), up to MAX_SERIES_PER_DETECTOR. With
+``overlap``, the writes go to a second connection (``_Writer``) while the main one reads and scores the next shard or
+detector.
 
 Per detector (``process``):
 
@@ -21,6 +26,10 @@ Per detector (``process``):
 * per series (its labels hashed into ``series_key``): the stored state, ``score_points(settings, state, new)``
   (the same fold as the backtest), the new state, the scored points into ``anomaly_points`` (one statement), the
   series' ``last_time``, ``anomalous``, ``algorithm`` and ``algorithm_reason``;
+* the open steps (after the last settled one, up to the one holding ``now``): read from raw points with the rest,
+  scored from the state after the settled steps, that state NOT kept; written marked ``provisional`` (their epochs
+  kept in the state, ``open``: those no later run writes again are deleted). The run after a step settles scores
+  it again from the kept state: the final point is what the backtest scores over the same points;
 * events: an ``anomaly_events`` row opens when a series' ``is_anomaly`` turns true (started at the first point
   outside the band among the trigger window's points; ``anomaly.detected`` in the outbox, same transaction), its
   peak (score, time, expected, actual, direction) follows while open, and it closes when the series recovers;
@@ -34,7 +43,8 @@ Per detector (``process``):
   an event from the corrected points on.
 
 Then each touched project's open anomalies are correlated (``observai.anomalies.correlation.correlate`` when it
-exists), and each detector's points older than ``RETENTION`` are pruned, ``PRUNE_BATCH`` rows at a time.
+exists), and the sweep (observai.anomalies.sweep) deletes scored points expired or dropped by a reset, in bounded
+batches.
 """
 
 from __future__ import annotations
@@ -74,8 +84,6 @@ BACKFILL_STEPS = 1440  # (twice the window, at most this)
 # A detector behind by more catches up this many steps per run (it stays due: the next run goes on): 4 hours of a
 # 1-minute detector, 240,000 points for 1,000 series, a few seconds.
 MAX_STEPS_PER_RUN = 240
-RETENTION = timedelta(days=30)
-PRUNE_BATCH = 5000
 # The series of a detector are read and written a shard at a time when they are more than the metric query engine
 # reads in one query (1,000): shards by the labels' hash of about this many each.
 SHARD_SERIES = 800
@@ -1061,11 +1069,13 @@ def run(
     series_budget: int = DEFAULT_SERIES_BUDGET,
     per_project: int = PER_PROJECT,
     project_ids: Sequence[UUID] | None = None,
-    overlap: bool = True,
+    overlap: bool = False,
 ) -> RunReport:
     """One bounded detect-anomalies run at ``now`` (injected by tests; default the clock), then a bounded sweep of
     expired and dropped scored points (observai.anomalies.sweep; of ``project_ids`` only when given). ``overlap``:
-    the writes on a second connection while the next shard is scored (``_Writer``)."""
+    the writes on a second connection while the next shard is scored (``_Writer``). Off by default: measured on the
+    development machine (Postgres on the same two cores) it gained nothing (docs/anomalies-job.md, "Performance");
+    it is there to measure against a database on its own machine, where a write is mostly waiting."""
     from observai.db.breaker import is_connection_failure
 
     clock = time.perf_counter()
