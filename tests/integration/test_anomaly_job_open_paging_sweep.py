@@ -380,3 +380,29 @@ def test_own_connection_gives_a_thread_its_own_session(db: psycopg.Connection) -
 
     # Then its transactions ran on one session of their own, and the main thread's connection is untouched
     assert seen[0] == seen[1] != main and backend() == main
+
+
+def test_the_shards_of_a_query_together_read_exactly_what_it_reads_whole(db: psycopg.Connection) -> None:
+    # Given 300 hosts in 3 regions, grouped by region (groups of many series) and by host
+    project = make_project(("read",), label="Shards")
+    many_hosts(project, "cpu", 300, 6)
+    db.execute(
+        "update public.metric_series set attributes = attributes || jsonb_build_object('region',"
+        " 'r' || (abs(hashtext(attributes ->> 'host')) %% 3)) where project_id = %s",
+        (project.project_id,),
+    )
+    drain()
+    for group_by in (["host"], ["region"], []):
+        detector = job.Detector(
+            UUID(int=0), project.org_id, project.project_id, "cpu",
+            {"name": "cpu", "filters": [], "aggregation": "avg", "group_by": group_by}, 60, {}, None, at(0),
+        )  # fmt: skip
+        # When it is read whole, and in 4 shards
+        whole = job.read_points(detector, at(-6), at(0), at(0, 5))
+        parts = [s for i in range(4) for s in job.read_points(detector, at(-6), at(0), at(0, 5), (i, 4))]
+
+        # Then the shards hold every series once (a group never split), with the same points
+        def keyed(series: list[tuple[dict, list]]) -> dict[str, list]:
+            return {json.dumps(labels, sort_keys=True): points for labels, points in series}
+
+        assert len(parts) == len(whole) and keyed(parts) == keyed(whole), group_by
