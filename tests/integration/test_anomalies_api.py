@@ -13,6 +13,7 @@ from uuid import UUID, uuid4
 import psycopg
 import pytest
 from observai.anomalies.correlation import correlate
+from observai.anomalies.sweep import sweep
 from observai.db.connection import transaction
 from psycopg.types.json import Jsonb
 
@@ -263,6 +264,7 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
         db.execute("update public.anomaly_detectors set processed_until = %s where id = %s", (T, did))
         sid = add_series(db, tenant.project, did, {"host": "a"}, anomalous=True)
         db.execute("update public.anomaly_series set state = '{\"v\": 1}', last_time = %s where id = %s", (T, sid))
+        sweep(datetime.now(UTC), project_ids=[tenant.project.project_id])  # the dropped points of a reset go
         add_points(db, tenant.project, did, sid, T - timedelta(minutes=10), [10.0] * 9 + [40.0])
         return sid, add_event(db, tenant.project, did, sid, {"host": "a"}, T)
 
@@ -271,7 +273,13 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
         series = rows(
             db, "select id, state, anomalous, algorithm from public.anomaly_series where detector_id = %s", did
         )
-        points = rows(db, "select count(*) as n from public.anomaly_points where detector_id = %s", did)[0]["n"]
+        # the points the reads show: the detector's current generation (older ones wait for the job's sweep)
+        points = rows(
+            db,
+            "select count(*) as n from public.anomaly_points p join public.anomaly_detectors d on d.id = p.detector_id"
+            " where p.detector_id = %s and p.generation = d.generation",
+            did,
+        )[0]["n"]
         events = rows(db, "select status from public.anomaly_events where detector_id = %s", did)
         return {
             "cursor": d["processed_until"],
@@ -286,8 +294,9 @@ def test_a_new_query_settings_or_interval_resets_the_baselines(tenant: Tenant, d
     assert call("PATCH", path, tenant.member.headers, {"name": "renamed"}).status == 200
     assert state()["cursor"] == T and state()["points"] == 10 and state()["events"] == ["open"]
 
-    # When the settings change: the series stays with its baseline forgotten, its points dropped, its anomaly
-    # closed (kept), and the cursor back to null (the job backfills and re-warms as for a new detector)
+    # When the settings change: the series stays with its baseline forgotten, its points dropped (invisible at once,
+    # deleted by the job's sweep), its anomaly closed (kept), and the cursor back to null (the job backfills and
+    # re-warms as for a new detector)
     response = call("PATCH", path, tenant.member.headers, {"settings": {"algorithm": "zscore"}})
     assert response.status == 200, response.text
     after = state()
@@ -357,6 +366,7 @@ def test_bands_per_step_for_one_series_by_id_or_labels(tenant: Tenant, scored: d
         "upper": 12.0,
         "score": 0.0,
         "is_anomaly": False,
+        "provisional": False,
     }
     assert [p["is_anomaly"] for p in points[-3:]] == [True, True, True] and points[-1]["actual"] == 32.0
 

@@ -134,7 +134,8 @@ def test_new_settings_reset_the_baselines_and_the_next_run_warms_them_again(db: 
 
     def state() -> tuple[Any, int, Any]:
         row = db.execute(
-            "select d.processed_until, (select count(*) from public.anomaly_points p where p.detector_id = d.id) as n,"
+            "select d.processed_until, (select count(*) from public.anomaly_points p where p.detector_id = d.id"
+            " and p.generation = d.generation) as n,"
             " (select s.state is not null from public.anomaly_series s where s.detector_id = d.id) as warm"
             " from public.anomaly_detectors d where d.id = %s",
             (detector["id"],),
@@ -145,7 +146,7 @@ def test_new_settings_reset_the_baselines_and_the_next_run_warms_them_again(db: 
     cursor, points, warm = state()
     assert cursor == minute(60) and points > 30 and warm
 
-    # When its settings change: the cursor is null, the points gone, the baseline forgotten
+    # When its settings change: the cursor is null, the points dropped (invisible), the baseline forgotten
     response = invoke(
         "anomalies",
         "PATCH",

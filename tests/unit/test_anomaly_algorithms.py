@@ -378,3 +378,38 @@ def test_settings_stored_without_a_field_read_its_default() -> None:
     partial = score_points({"algorithm": "zscore", "window": 30}, None, points)
     full = score_points(detector(algorithm="zscore", window=30), None, points)
     assert steps_of(partial) == steps_of(full)
+
+
+def leak(seed: int, n: int, start: int, level: float, sigma: float, per_point: float) -> list[float]:
+    rng = random.Random(seed)
+    return [level + max(0, i - start) * per_point + rng.gauss(0, sigma) for i in range(n)]
+
+
+def test_auto_announces_a_slow_drift_once_with_its_own_reason() -> None:
+    # Given a steady series that starts leaking upwards at point 1,500: 20% of its level over 300 points, slow
+    # enough that the rolling band follows it (level_shift alone never scores it)
+    values = leak(7, 2500, 1500, 1000.0, 5.0, 200.0 / 300)
+    points = timed(values, [120])
+    auto = score_points(detector(), None, points)
+    alone = score_points(detector(algorithm="level_shift"), None, points)
+
+    # Then auto flags it as a drift, once, within 300 points of its start, with a band around the long-run level
+    drifts = [i for i, p in enumerate(auto.points) if p.algorithm == "drift"]
+    assert len(drifts) == 1 and 1500 < drifts[0] < 1800, drifts
+    flagged = auto.points[drifts[0]]
+    assert flagged.score > 0 and flagged.expected is not None and abs(flagged.expected - 1000.0) < 30
+    assert max(p.score for p in alone.points[1500:1800]) < flagged.score
+    # and says why (the reason of the point it scored)
+    resumed = score_points(detector(), None, points[: drifts[0] + 1])
+    assert resumed.algorithm == "drift" and resumed.algorithm_reason.startswith("auto: drift: the level crept up")
+
+
+def test_no_drift_on_steady_noise_nor_after_an_ordinary_daily_cycle() -> None:
+    # Given a noisy steady series, and a daily cycle at 5-minute steps for six days
+    steady = timed(noisy(8, 4000, 50.0, 2.0))
+    rng = random.Random(9)
+    cycle = timed([100 + 40 * math.sin(i * 2 * math.pi / 288) + rng.gauss(0, 2) for i in range(288 * 6)], [300])
+    # Then steady noise never drifts, and the cycle is a drift at most once (its first swing), never after a day
+    assert not any(p.algorithm == "drift" for p in score_points(detector(), None, steady).points)
+    cycled = [i for i, p in enumerate(score_points(detector(), None, cycle).points) if p.algorithm == "drift"]
+    assert len(cycled) <= 1 and all(i < 288 * 2 for i in cycled), cycled

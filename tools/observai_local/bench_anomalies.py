@@ -27,7 +27,6 @@ Target (issue 15 §6): 10,000 series in ≤ 10 s, and the run time flat from 1 t
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import random
@@ -63,8 +62,7 @@ def _warm_state(weeks: int, end: datetime, algorithm: str) -> tuple[dict[str, An
 
 def setup(series: int, projects: int, weeks: int, t: datetime, algorithm: str = "auto") -> dict[str, Any]:
     """The projects, series, detectors, history and states of one history length; returns what the runs need."""
-    import orjson
-    from observai.anomalies.job import STATE_VERSION, series_key
+    from observai.anomalies.job import STATE_VERSION, _state_bytes, series_key
     from observai.db.connection import transaction
     from observai.telemetry.series import series_id
     from observai.tenancy.orgs import insert_org_with_unique_slug
@@ -152,11 +150,11 @@ def setup(series: int, projects: int, weeks: int, t: datetime, algorithm: str = 
                     org_id,
                     project_id,
                     detector,
-                    orjson.dumps(state),  # stored as the job stores it (observai.anomalies.job._state_bytes)
+                    _state_bytes(state),  # stored as the job stores it
                     t - timedelta(minutes=1),
                     keys,
                     hosts,
-                    [orjson.dumps(s) for s in tails],
+                    [_state_bytes(s) for s in tails],
                 ),
             )
             series_ids = [r["id"] for r in cur.fetchall()]
@@ -218,7 +216,7 @@ def run(
     url, label = prepare_database(keep_dir=False)
     os.environ["DATABASE_URL"] = url
     import psycopg
-    from observai.anomalies.job import SETTLE
+    from observai.anomalies.job import SETTLE, _state_bytes
     from observai.anomalies.job import run as detect
 
     lines = [
@@ -243,7 +241,7 @@ def run(
         if report.series != series or report.errors or report.rescored_series:
             raise RuntimeError(f"the run did not score every series once: {report.model_dump()}")
         lines.append(
-            f"{algorithm:<11} {w} week{'s' if w > 1 else ' ':<2}  {len(json.dumps(prepared['state'])):>7}"
+            f"{algorithm:<11} {w} week{'s' if w > 1 else ' ':<2}  {len(_state_bytes(prepared['state'])):>7}"
             f" {prepared['setup_s']:>7.1f} {fold_s:>7.2f} {reads_s:>7.2f} {ceiling_s:>7.2f} {report.seconds:>7.2f}"
             f" {report.read_s:>6.2f} {report.score_s:>6.2f} {report.write_s:>6.2f}"
             f" {report.series / report.seconds:>9,.0f} {report.seconds / ceiling_s:>7.2f}x"
@@ -251,7 +249,7 @@ def run(
         )
     lines += [
         "",
-        "state B: one series' stored fold state (JSON bytes) after the whole history; fold s: score_points alone over"
+        "state B: one series' stored fold state (MessagePack) after the whole history; fold s: score_points alone over"
         " every series' new point; reads s: the detectors' reads alone; ceiling: the two added (no write at all).",
         "run s: one detect-anomalies run; read / score / write: its time in the query engine, in score_points (inside"
         " its transactions) and in the write transactions (scoring included).",

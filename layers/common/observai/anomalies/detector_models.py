@@ -42,6 +42,11 @@ IntervalS = Annotated[
 EventStatus = Literal["open", "closed"]
 
 
+# A detector watches at most this many metric series (its query's matches, before group_by): detect-anomalies
+# pages through them (observai.anomalies.job), the API refuses a query matching more (422 too_many_series).
+MAX_SERIES_PER_DETECTOR = 10_000
+
+
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +116,14 @@ class Detector(BaseModel):
     last_error: str | None
     series: int = Field(description="How many series the detector keeps a baseline for")
     anomalous_series: int = Field(description="How many of them are anomalous now")
+    series_matched: int | None = Field(
+        default=None,
+        description="How many metric series the query matched when the job last started a pass over them (before"
+        " group_by; null: not run yet). A detector watches at most series_limit",
+    )
+    series_limit: int = Field(
+        default=MAX_SERIES_PER_DETECTOR, description="The most metric series one detector's query may match"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -131,6 +144,11 @@ class BandPoint(BaseModel):
     upper: float | None
     score: float
     is_anomaly: bool
+    provisional: bool = Field(
+        default=False,
+        description="Scored from the raw points of a step still open (or not settled yet): scored again, final,"
+        " by the run after it settles",
+    )
 
 
 class SeriesBands(BaseModel):

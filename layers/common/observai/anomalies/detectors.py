@@ -46,6 +46,7 @@ from observai.alerts.rules_store import regex_error
 from observai.anomalies import detectors_store as store
 from observai.anomalies.correlation import correlate
 from observai.anomalies.detector_models import (
+    MAX_SERIES_PER_DETECTOR,
     AnomalyEvent,
     AnomalyGroup,
     BandPoint,
@@ -96,6 +97,8 @@ def to_detector(row: dict[str, Any]) -> Detector:
         last_error=row["last_error"],
         series=row["series"],
         anomalous_series=row["anomalous_series"],
+        series_matched=row.get("series_matched"),
+        series_limit=MAX_SERIES_PER_DETECTOR,
         created_at=row["created_at"],
         updated_at=row["updated_at"],
     )
@@ -138,6 +141,18 @@ def _check_regexes(cur: Cursor, query: DetectorQuery) -> None:
                 )
 
 
+def _check_series(cur: Cursor, project_id: UUID, query: DetectorQuery) -> None:
+    """A query matching more series than a detector watches: a 422 now (the job would stop on it anyway)."""
+    matched = store.count_series(cur, project_id, query.model_dump(mode="json"), MAX_SERIES_PER_DETECTOR + 1)
+    if matched > MAX_SERIES_PER_DETECTOR:
+        raise invalid_field(
+            ["body", "query"],
+            "too_many_series",
+            f"the query matches more than {MAX_SERIES_PER_DETECTOR:,} metric series, the most one detector watches:"
+            " add filters (or split it into several detectors)",
+        )
+
+
 def _actor_user(principal: Principal) -> UUID | None:
     return principal.user_id if principal.kind == "user" else None
 
@@ -150,6 +165,7 @@ def create_detector(principal: Principal, project_id: UUID, body: DetectorIn, no
     with transaction() as cur:
         org_id = authorize_configuration(cur, principal, project_id)
         _check_regexes(cur, body.query)
+        _check_series(cur, project_id, body.query)
         store.lock_project(cur, project_id)
         count = store.count_live(cur, project_id)
         if count >= MAX_DETECTORS_PER_PROJECT:
@@ -195,6 +211,7 @@ def update_detector(
         org_id = authorize_configuration(cur, principal, project_id)
         if body.query is not None:
             _check_regexes(cur, body.query)
+            _check_series(cur, project_id, body.query)
         row = store.get(cur, project_id, detector_id, for_update=True)
         if row is None:
             raise _detector_not_found(detector_id)
@@ -206,6 +223,7 @@ def update_detector(
         if any(key in changes for key in RESETTING):
             # The job scores a detector whose cursor is null as a new one: it backfills the recent history.
             fields["processed_until"] = None
+            details["generation"] = store.new_generation(cur, detector_id)  # its points: dropped, swept later
             details["closed_events"] = store.close_open_events(cur, detector_id, now)
             if "query" in changes:
                 details["dropped_series"] = store.drop_series(cur, detector_id)
@@ -368,7 +386,8 @@ def bands(
                 f"{steps} steps of {detector['interval_s']} s for {many} series is more than the {MAX_BAND_STEPS}"
                 " steps (steps x series) a request may read: narrow from/to, or pick series with series=",
             )
-        points = store.band_points(cur, detector_id, [row["id"] for row in rows], start, end) if rows else []
+        ids = [row["id"] for row in rows]
+        points = store.band_points(cur, detector_id, detector["generation"], ids, start, end) if rows else []
     by_series: dict[int, list[BandPoint]] = {row["id"]: [] for row in rows}
     for point in points:
         by_series[point["series_id"]].append(
@@ -380,6 +399,7 @@ def bands(
                 upper=point["upper"],
                 score=point["score"],
                 is_anomaly=point["is_anomaly"],
+                provisional=point["provisional"],
             )
         )
     return [SeriesBands(series_id=row["id"], labels=row["labels"], points=by_series[row["id"]]) for row in rows]

@@ -16,7 +16,7 @@ from observai.db.connection import Cursor
 _LOCK_SQL = "select pg_advisory_xact_lock(hashtextextended('observai.anomaly_detectors:' || %s::text, 0))"
 _COLUMNS = (
     "d.id, d.org_id, d.project_id, d.name, d.description, d.query, d.interval_s, d.settings, d.enabled,"
-    " d.processed_until, d.last_run_at, d.last_error, d.created_at, d.updated_at,"
+    " d.processed_until, d.last_run_at, d.last_error, d.created_at, d.updated_at, d.generation, d.series_matched,"
     " (select count(*) from public.anomaly_series s where s.detector_id = d.id) as series,"
     " (select count(*) from public.anomaly_series s where s.detector_id = d.id and s.anomalous) as anomalous_series"
 )
@@ -76,6 +76,22 @@ def insert(
     return found
 
 
+def count_series(cur: Cursor, project_id: UUID, query: dict[str, Any], cap: int) -> int:
+    """The metric series a detector's query matches (before group_by), counted up to ``cap``."""
+    from observai.metrics.query import filter_sql
+    from observai.metrics.query_models import QueryFilter
+
+    filters = [QueryFilter.model_validate(f) for f in query.get("filters") or []]
+    params: dict[str, Any] = {"project": project_id, "name": query["name"], "cap": cap}
+    cur.execute(
+        "select count(*) as n from (select 1 from public.metric_series s"
+        f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(filters, params)} limit %(cap)s) m",
+        params,
+    )
+    row = cur.fetchone()
+    return int(row["n"]) if row else 0
+
+
 def get(cur: Cursor, project_id: UUID, detector_id: UUID, *, for_update: bool = False) -> dict[str, Any] | None:
     lock = " for update of d" if for_update else ""
     cur.execute(
@@ -114,11 +130,26 @@ def update(cur: Cursor, project_id: UUID, detector_id: UUID, fields: dict[str, A
 
 
 def soft_delete(cur: Cursor, detector_id: UUID, now: datetime) -> None:
+    """Deleted, and its scored points dropped (a new generation: detect-anomalies' sweep deletes them)."""
     cur.execute(
-        "update public.anomaly_detectors set deleted_at = %(now)s, enabled = false, updated_at = %(now)s"
-        " where id = %(id)s",
+        "update public.anomaly_detectors set deleted_at = %(now)s, enabled = false, updated_at = %(now)s,"
+        " generation = generation + 1 where id = %(id)s",
         {"now": now, "id": detector_id},
     )
+
+
+def new_generation(cur: Cursor, detector_id: UUID) -> int:
+    """Drop the detector's scored points without deleting them here: the reads show its current generation only,
+    detect-anomalies' sweep deletes the older ones in bounded batches (observai.anomalies.sweep). A paged pass over
+    its series starts again."""
+    cur.execute(
+        "update public.anomaly_detectors set generation = generation + 1, page_shards = null, page_next = null,"
+        " page_to = null where id = %s returning generation",
+        (detector_id,),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return int(row["generation"])
 
 
 def close_open_events(cur: Cursor, detector_id: UUID, now: datetime) -> int:
@@ -140,15 +171,13 @@ def clear_anomalous(cur: Cursor, detector_id: UUID, now: datetime) -> None:
 
 
 def drop_series(cur: Cursor, detector_id: UUID) -> int:
-    """Delete every series of the detector, their scored points (no cascade: points are erased in bounded batches
-    when a project goes, see migration 0035) and their anomaly events (cascade), and the correlated groups left
-    without a member."""
+    """Delete every series of the detector and their anomaly events (cascade), and the correlated groups left
+    without a member. Their scored points are left to the sweep (``new_generation``: dropped, invisible)."""
     cur.execute(
         "select distinct group_id from public.anomaly_events where detector_id = %s and group_id is not null",
         (detector_id,),
     )
     groups = [row["group_id"] for row in cur.fetchall()]
-    cur.execute("delete from public.anomaly_points where detector_id = %s", (detector_id,))
     cur.execute("delete from public.anomaly_series where detector_id = %s", (detector_id,))
     dropped = cur.rowcount
     if groups:
@@ -161,16 +190,14 @@ def drop_series(cur: Cursor, detector_id: UUID) -> int:
 
 
 def reset_series(cur: Cursor, detector_id: UUID, now: datetime) -> int:
-    """Forget every baseline of the detector (state, algorithm, anomalous) and drop its scored points: the job
-    scores the recent history again from a cold start."""
+    """Forget every baseline of the detector (state, algorithm, anomalous): the job scores the recent history again
+    from a cold start. (Its scored points are dropped by ``new_generation``.)"""
     cur.execute(
         "update public.anomaly_series set state = null, algorithm = null, algorithm_reason = null, last_time = null,"
         " anomalous = false, updated_at = %(now)s where detector_id = %(id)s",
         {"now": now, "id": detector_id},
     )
-    reset = cur.rowcount
-    cur.execute("delete from public.anomaly_points where detector_id = %s", (detector_id,))
-    return reset
+    return cur.rowcount
 
 
 # --- series and bands ---------------------------------------------------------------------------------------------
@@ -217,13 +244,14 @@ def list_series(
 
 
 def band_points(
-    cur: Cursor, detector_id: UUID, series_ids: list[int], start: datetime, end: datetime
+    cur: Cursor, detector_id: UUID, generation: int, series_ids: list[int], start: datetime, end: datetime
 ) -> list[dict[str, Any]]:
+    """The scored points of the detector's current generation (older ones are dropped, waiting for the sweep)."""
     cur.execute(
-        "select series_id, time, value, expected, lower, upper, score, is_anomaly from public.anomaly_points"
-        " where detector_id = %(detector)s and series_id = any(%(series)s) and time >= %(start)s and time < %(end)s"
-        " order by series_id, time",
-        {"detector": detector_id, "series": series_ids, "start": start, "end": end},
+        "select series_id, time, value, expected, lower, upper, score, is_anomaly, provisional"
+        " from public.anomaly_points where detector_id = %(detector)s and series_id = any(%(series)s)"
+        " and time >= %(start)s and time < %(end)s and generation = %(generation)s order by series_id, time",
+        {"detector": detector_id, "series": series_ids, "start": start, "end": end, "generation": generation},
     )
     return cur.fetchall()
 

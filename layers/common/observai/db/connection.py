@@ -50,10 +50,36 @@ def _connect(settings: Settings) -> psycopg.Connection[DictRow]:
     return conn
 
 
+# ``own_connection``: the connection of the current context (a thread of its own), when one is set.
+_own: ContextVar[list[psycopg.Connection[DictRow] | None] | None] = ContextVar("own_connection", default=None)
+
+
+@contextmanager
+def own_connection() -> Iterator[None]:
+    """Within it, the current context's transactions use a connection of their own (opened on first use, closed at
+    the end) instead of the container's: how a second thread works beside the main one (detect-anomalies writes one
+    detector while it scores the next). A Lambda handler never needs it."""
+    holder: list[psycopg.Connection[DictRow] | None] = [None]
+    token = _own.set(holder)
+    try:
+        yield
+    finally:
+        _own.reset(token)
+        if holder[0] is not None:
+            holder[0].close()
+
+
 def get_connection(settings: Settings | None = None) -> psycopg.Connection[DictRow]:
-    """The container's connection: opened on first use, re-opened when closed, broken or re-pointed."""
+    """The container's connection: opened on first use, re-opened when closed, broken or re-pointed (within
+    ``own_connection``: that context's own)."""
     global _connection, _connection_url
     settings = settings or get_settings()
+    holder = _own.get()
+    if holder is not None:
+        own = holder[0]
+        if own is None or own.closed or own.broken:
+            own = holder[0] = _connect(settings)
+        return own
     url = settings.database_url.get_secret_value() if settings.database_url else None
     if _connection is not None and (_connection.closed or _connection.broken or url != _connection_url):
         close_connection()
@@ -65,6 +91,14 @@ def get_connection(settings: Settings | None = None) -> psycopg.Connection[DictR
 
 def close_connection() -> None:
     global _connection, _connection_url
+    holder = _own.get()
+    if holder is not None:  # within own_connection: that one
+        if holder[0] is not None:
+            try:
+                holder[0].close()
+            finally:
+                holder[0] = None
+        return
     if _connection is not None:
         try:
             _connection.close()

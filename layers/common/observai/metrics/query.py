@@ -259,6 +259,43 @@ def _rollup_aggregate(key: str, params: dict[str, Any]) -> str:
     return (_ROLLUP_PARTIALS if params.get("partial") else _ROLLUP_AGGREGATES)[key]
 
 
+# One shard of a query's result series (``Shard``): its labels hashed, so a group is never split between shards.
+_IN_SHARD = f" and mod(hashtext(({_LABELS})::text)::bigint + 2147483648, %(shards)s) = %(shard)s"
+# The shard's series, listed first (``_shard_series``): the planner estimates an id list well, a hash condition not
+# (it took a thousand series for five and joined them to the rollups in a nested loop).
+_SHARD_IDS = " and s.series_id = any(%(shard_ids)s::bigint[])"
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Read only the result series whose labels hash into shard ``index`` of ``count`` (detect-anomalies pages
+    through a detector matching more series than one query may read, a shard at a time)."""
+
+    index: int
+    count: int
+
+
+def _shard_sql(params: dict[str, Any]) -> str:
+    return _SHARD_IDS if params.get("shard_ids") is not None else ""
+
+
+def _shard_series(cur: Cursor, project_id: UUID, query: MetricQuery, shard: Shard) -> list[int]:
+    """The ids of the metric series whose result labels hash into ``shard``."""
+    params: dict[str, Any] = {
+        "project": project_id,
+        "name": query.name,
+        "group_by": list(query.group_by),
+        "shard": shard.index,
+        "shards": shard.count,
+    }
+    cur.execute(
+        "select s.series_id from public.metric_series s where s.project_id = %(project)s and s.name = %(name)s"
+        f"{filter_sql(query.filters, params)}{_IN_SHARD}",
+        params,
+    )
+    return [int(row["series_id"]) for row in cur.fetchall()]
+
+
 def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") -> str:
     params["name"] = query.name
     params["group_by"] = list(query.group_by)
@@ -266,7 +303,8 @@ def _series_sql(query: MetricQuery, params: dict[str, Any], *, extra: str = "") 
     return (
         "select x.*, dense_rank() over (order by x.labels) as gid from ("
         f"select s.series_id, s.type, s.temporality, {_LABELS} as labels from public.metric_series s"
-        f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}{extra}) x"
+        f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}{extra}"
+        f"{_shard_sql(params)}) x"
     )
 
 
@@ -473,14 +511,14 @@ class _Matched:
     distributions: int  # histograms, exponential histograms and summaries
 
 
-def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery) -> _Matched:
-    params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1}
+def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery, shard_ids: list[int] | None = None) -> _Matched:
+    params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1, "shard_ids": shard_ids}
     cur.execute(
         "select count(*) as n, count(*) filter (where counter) as counters,"
         " count(*) filter (where not valued) as distributions from ("
         f" select {_COUNTER} as counter, {_VALUED} as valued from public.metric_series s"
         f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}"
-        " limit %(cap)s) m",
+        f"{_shard_sql(params)} limit %(cap)s) m",
         params,
     )
     row = cur.fetchone()
@@ -798,8 +836,13 @@ def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
     return [SeriesPoints.model_construct(labels=labels, points=points) for _, labels, points in sorted(shaped)]
 
 
-def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any]) -> QueryResult:
-    matches = _count_series(cur, project_id, query)
+def _run_one(
+    cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any], shard: Shard | None = None
+) -> QueryResult:
+    """One query's result. ``shard``: only the result series of that shard (their labels' hash), read from the
+    per-series rollups and raw points (the group rollups are not sharded)."""
+    shard_ids = _shard_series(cur, project_id, query, shard) if shard is not None and shard.count > 1 else None
+    matches = _count_series(cur, project_id, query, shard_ids)
     matched, counters = matches.series, matches.counters
     distributions = matches.distributions > 0
     if matched > MAX_SERIES:
@@ -829,9 +872,12 @@ def _run_one(cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan
             "epoch": ORIGIN,
             "quantile": PERCENTILES.get(query.aggregation),
             "loc": loc,  # not a statement parameter: where a 422 points to
+            "shard_ids": shard_ids,
         }
         if query_plan.resolution != "raw":
-            group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
+            group_key, tail_whole = None, False
+            if shard_ids is None:
+                group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
             build = _rollup_sql
             if group_key is not None:
                 source, build = "group", _group_rollup_sql

@@ -9,6 +9,15 @@ of its absolute one-step prediction error. The band comes from:
   (its error below 80% of the median's; once chosen, it stays while below 90%: no flapping);
 - ``robust`` for a flat or quantised series (a MAD of 0 over the window: the minimum band does the work);
 - ``level_shift`` otherwise.
+
+And a drift test beside them, for a slow leak no rolling band sees (the band follows the level as it creeps): a
+long-run level (an exponential average of the rolling median over ``DRIFT_SPAN`` windows) against the rolling median.
+When they are apart by more than the band's half-width (``deviations`` spreads, and the minimum band) and by more
+than ``DRIFT_NOVELTY`` times the largest gap the series has shown before (decaying slowly: a daily cycle, or an
+earlier drift, makes the gap ordinary), the point's band is drawn around the long-run level instead, named
+``drift`` with its own reason, once: not again until the gap is back inside the band (a leak is announced once, not
+on every point that follows), and the gaps of that excursion become ordinary (a daily cycle seen as a drift once is
+not again).
 """
 
 from __future__ import annotations
@@ -21,6 +30,10 @@ from observai.anomalies.algorithms.seasonal import DAY, PERIODS_NEEDED, WEEK, Se
 
 PICK_SEASONAL = 0.8  # seasonal's error / the median's below this: seasonal
 KEEP_SEASONAL = 0.9  # once seasonal, it stays while below this
+DRIFT_SPAN = 8  # windows: the long-run level's horizon (an exponential average over about this many windows)
+DRIFT_NOVELTY = 1.5  # a drift's gap exceeds the largest gap seen before by this factor
+DRIFT_MEMORY = 4  # the largest gap seen decays over about this many spans
+DRIFT_BAND = 0.25  # the drift band: this fraction of the test half-width around the long-run level
 
 
 class Auto:
@@ -36,6 +49,25 @@ class Auto:
         self.name = self.picked
         self.reason = "auto: level_shift until the history says more"
         self._rolling_expected: float | None = None
+        # the drift test: the long-run level, its points, the largest ordinary gap (in spreads), and whether the
+        # current gap was announced (not again until the gap is back inside the band)
+        drift = state.get("dr") if state else None
+        self.drift_level, self.drift_n, self.drift_max, self.drift_told, self.drift_sigma = (
+            (float(drift[0]), int(drift[1]), float(drift[2]), bool(drift[3]), float(drift[4]))
+            if drift
+            else (0.0, 0, 0.0, False, 0.0)
+        )
+        span = DRIFT_SPAN * int(settings["window"])
+        self._drift_alpha = 1.0 / span
+        self._drift_decay = 1.0 - 1.0 / (DRIFT_MEMORY * span)
+        self._drift_span = span
+        self._deviations = float(settings["deviations"])
+        self._min_abs = float(settings.get("min_band_abs") or 0.0)
+        self._min_rel = float(settings.get("min_band_rel") or 0.0)
+        self._drifted = False
+        self._gap = 0.0
+        self._over = False
+        self._sigma = 0.0
 
     def dump(self) -> dict[str, Any]:
         return {
@@ -43,9 +75,11 @@ class Auto:
             "se": self.seasonal.dump() if self.seasonal else None,
             "err": self.rolling_err,
             "picked": self.picked,
+            "dr": [self.drift_level, self.drift_n, self.drift_max, int(self.drift_told), self.drift_sigma],
         }
 
     def predict(self, t: float) -> tuple[float, float] | None:
+        self._drifted, self._gap, self._over, self._sigma = False, 0.0, False, 0.0
         rolling = self.rolling.predict(t)
         self._rolling_expected = rolling[0] if rolling is not None else None
         seasonal = self.seasonal
@@ -76,7 +110,43 @@ class Auto:
         else:
             self.picked = self.name = "level_shift"
             self.reason = f"auto: level_shift: {why}"
+        drifted = self._drift(rolling)
+        if drifted is not None:
+            return drifted
         return rolling
+
+    def _drift(self, rolling: tuple[float, float] | None) -> tuple[float, float] | None:
+        """The long-run level's band when the rolling median has crept away from it (see the module)."""
+        if rolling is None or self.drift_n == 0:
+            return None
+        median, half = rolling
+        level = self.drift_level
+        gap = abs(median - level)
+        self._sigma = sigma = half / self._deviations if self._deviations > 0 else 0.0
+        # the spread the long run has seen (a creeping level widens the rolling spread as it goes)
+        if 0.0 < self.drift_sigma < sigma:
+            sigma = self.drift_sigma
+            half = self._deviations * sigma
+        floor = max(self._min_abs, self._min_rel * abs(level), 1e-12 * abs(level))
+        spreads = gap / max(sigma, floor / max(self._deviations, 1.0), 1e-300)
+        self._gap = spreads
+        self._over = gap > max(half, floor)
+        if (
+            self.drift_n < self._drift_span
+            or not self._over
+            or self.drift_told
+            or spreads <= DRIFT_NOVELTY * self.drift_max
+        ):
+            return None
+        self._drifted = True
+        self.name = "drift"
+        direction = "up" if median > level else "down"
+        self.reason = (
+            f"auto: drift: the level crept {direction} {spreads:.1f} spreads from its long-run level"
+            f" ({level:.6g}) over the last {self._drift_span} points"
+        )
+        # around the long-run level, narrower than the test's half-width (never than the fold's minimum band)
+        return level, DRIFT_BAND * max(half, floor)
 
     def update(self, t: float, value: float, lower: float | None, upper: float | None) -> None:
         if self._rolling_expected is not None:
@@ -85,3 +155,27 @@ class Auto:
         self.rolling.update(t, value, lower, upper)
         if self.seasonal is not None:
             self.seasonal.update(t, value, lower, upper)
+        self._drift_update(value)
+
+    def _drift_update(self, value: float) -> None:
+        level = self._rolling_expected if self._rolling_expected is not None else value
+        if self.drift_n == 0:
+            self.drift_level, self.drift_n = level, 1
+            return
+        if self._drifted:
+            self.drift_told = True  # announced: not again until the gap is back inside the band
+        elif not self._over:
+            self.drift_told = False
+        if self.drift_told:  # the whole announced excursion becomes ordinary (a cycle's swing, seen once)
+            self.drift_max = max(self.drift_max, self._gap)
+        self.drift_level += self._drift_alpha * (level - self.drift_level)
+        if self._sigma > 0.0:
+            if self.drift_sigma > 0.0:
+                self.drift_sigma += self._drift_alpha * (self._sigma - self.drift_sigma)
+            else:
+                self.drift_sigma = self._sigma
+        self.drift_n += 1
+        # the largest ordinary gap (inside the band): a gap creeping past the band is measured against it
+        self.drift_max *= self._drift_decay
+        if not self._over and self._gap > self.drift_max:
+            self.drift_max = self._gap
