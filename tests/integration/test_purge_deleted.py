@@ -205,10 +205,11 @@ def test_every_table_with_project_rows_and_no_cascade_is_purged(db: psycopg.Conn
         """
     ).fetchall()
     # Then those without a cascading foreign key to projects are the purge's tables, but usage_increments (the
-    # organization's usage: rolled up into usage_daily within minutes, gone with the organization) and the record
-    # of deletions itself
+    # organization's usage: rolled up into usage_daily within minutes, gone with the organization), ai_usage (the
+    # organization's model tokens, counted against its monthly budget whichever project spent them; gone with the
+    # organization) and the record of deletions itself
     unpurged = {r["relname"] for r in rows} - {t.split(".")[1] for t in PURGE_TABLES}
-    assert unpurged == {"usage_increments", "deleted_projects"}
+    assert unpurged == {"usage_increments", "ai_usage", "deleted_projects"}
 
 
 # ---------------------------------------------------------------------------------------------

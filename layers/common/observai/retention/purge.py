@@ -23,7 +23,8 @@ project in ``public.deleted_projects`` (an AFTER DELETE trigger); the purge job 
   (when the data was erased, how many rows) and the erasure is audited (``retention.project_purged``).
 
 Not purged here, on purpose: ``usage_increments`` (the organization's usage: the 5-minute roll-up moves them
-into the per-organization ``usage_daily``, and a deleted organization's go by foreign key), ``audit_log`` (it
+into the per-organization ``usage_daily``, and a deleted organization's go by foreign key), ``ai_usage`` (the
+organization's model tokens, counted against its monthly budget whichever project spent them), ``audit_log`` (it
 outlives what it records), and the tables with a foreign key ``on delete cascade`` to projects or organizations
 (api_keys, exports, metric_definitions, memberships, invitations, usage_daily): the delete itself removes them.
 """
