@@ -48,6 +48,7 @@ def test_the_runner_polls_only_the_queues_the_shell_configures(monkeypatch: pyte
     monkeypatch.delenv("WEBHOOK_QUEUE_URL", raising=False)
     monkeypatch.delenv("NOTIFY_QUEUE_URL", raising=False)
     monkeypatch.delenv("ESCALATION_QUEUE_URL", raising=False)
+    monkeypatch.delenv("AI_TASK_QUEUE_URL", raising=False)
     monkeypatch.setenv("EXPORT_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/q")
     configured = configured_sources(template, os.environ)
     assert [(s.function, s.url_variable, s.batch_size, url) for s, url in configured] == [
@@ -60,6 +61,7 @@ def test_the_runner_polls_only_the_queues_the_shell_configures(monkeypatch: pyte
         "DeliverWebhooksFunction",
         "DeliverNotificationsFunction",
         "EscalateFunction",
+        "AiWorkerFunction",
     }
 
 

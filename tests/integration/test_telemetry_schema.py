@@ -170,11 +170,12 @@ def test_log_search_is_a_generated_tsvector(db: psycopg.Connection) -> None:
 
 def test_plans_are_seeded_and_organizations_reference_them(db: psycopg.Connection) -> None:
     rows = db.execute("select * from public.plans order by plan").fetchall()
-    # (plan, events/day, bytes/day, series, cardinality, retention, info log retention, debug log retention)
+    # (plan, events/day, bytes/day, series, cardinality, retention, info log retention, debug log retention,
+    # AI tokens a month)
     assert [tuple(r.values()) for r in rows] == [
-        ("enterprise", None, None, 10_000_000, 500_000, 90, 30, 14),
-        ("free", 1_000_000, 1024**3, 10_000, 1_000, 7, 3, 1),
-        ("pro", 100_000_000, 100 * 1024**3, 1_000_000, 50_000, 30, 14, 7),
+        ("enterprise", None, None, 10_000_000, 500_000, 90, 30, 14, 100_000_000),
+        ("free", 1_000_000, 1024**3, 10_000, 1_000, 7, 3, 1, 250_000),
+        ("pro", 100_000_000, 100 * 1024**3, 1_000_000, 50_000, 30, 14, 7, 10_000_000),
     ]
     fk = db.execute(
         "select pg_get_constraintdef(oid) as d from pg_constraint where conname = 'organizations_plan_fkey'"

@@ -40,12 +40,15 @@ def test_every_phony_target_exists() -> None:
 
 
 def test_every_function_has_a_requirements_file_with_nothing_to_install() -> None:
-    # sam build warns "requirements.txt file not found" for a function without one; the layer has the dependencies
+    # sam build warns "requirements.txt file not found" for a function without one; the layer has the dependencies,
+    # but for the Gemini SDK, shipped by the functions that call the model only (its import costs ~0.5 s)
+    calls_the_model = {"IncidentSummariesFunction", "AiWorkerFunction", "AskFunction", "SimilarIncidentsFunction"}
     for spec in load_template().functions.values():
         path = spec.code_uri / "requirements.txt"
         assert path.is_file(), f"{spec.logical_id}: {path} is missing (sam build would warn)"
         requirements = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        assert requirements == [], f"{spec.logical_id}: dependencies belong in layers/common/requirements.txt"
+        expected = ["google-genai>=1.50,<4"] if spec.logical_id in calls_the_model else []
+        assert requirements == expected, f"{spec.logical_id}: dependencies belong in layers/common/requirements.txt"
 
 
 def test_a_busy_port_message_names_the_port_and_the_way_out() -> None:
