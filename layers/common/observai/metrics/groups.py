@@ -356,20 +356,41 @@ group by project_id, name, bucket_start
 """
 
 # The 1m group rows' entries, by group_rows.gid: each group's, and the whole metric's (its key's groups' added up).
-_MINUTE_ROW_ENTRIES_SQL = """
-create temp table group_row_entries on commit drop as
-select g.gid, e.store, e.idx, e.n
-from group_minute_entries e
-join group_rows g on g.ggid = e.gid and g.bucket_start = e.bucket_start
+# Only to collapse an overflowing sketch (rare): _MINUTE_SKETCHES_SQL builds the sketches without them.
+_MINUTE_ROW_ENTRIES = """(
+    select g.gid, e.store, e.idx, e.n
+    from group_minute_entries e
+    join group_rows g on g.ggid = e.gid and g.bucket_start = e.bucket_start
+    union all
+    select w.gid, e.store, e.idx, sum(e.n)::bigint
+    from group_minute_entries e
+    join group_whole x on x.gid = e.gid
+    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
+        and w.bucket_start = e.bucket_start
+    group by w.gid, e.store, e.idx
+)"""
+
+# The 1m group rows' sketches, straight from the groups' entries per minute; the whole metric's from its key's.
+_MINUTE_SKETCHES_SQL = f"""
+create temp table group_row_sketches on commit drop as
+select g.gid, s.sketch, s.overflow
+from (
+    select gid, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
+    from group_minute_entries
+    group by gid, bucket_start
+) s
+join group_rows g on g.ggid = s.gid and g.bucket_start = s.bucket_start
 union all
-select w.gid, e.store, e.idx, sum(e.n)::bigint
-from group_minute_entries e
-join group_ids i on i.gid = e.gid
-join group_chunk_keys k on k.project_id = i.project_id and k.name = i.name and k.group_key = i.group_key
-join group_rows w on w.project_id = i.project_id and w.name = i.name and w.group_key = '' and w.ggid is null
-    and w.bucket_start = e.bucket_start
-where k.whole_source
-group by w.gid, e.store, e.idx
+select gid, {sketch_sql.BUILD}, {sketch_sql.OVERFLOW}
+from (
+    select w.gid, e.store, e.idx, sum(e.n)::bigint as n
+    from group_minute_entries e
+    join group_whole x on x.gid = e.gid
+    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
+        and w.bucket_start = e.bucket_start
+    group by w.gid, e.store, e.idx
+) e
+group by gid
 """
 
 # Coarser group rows from the finer ones of their keys (stored: just upserted, or from earlier runs).
@@ -422,7 +443,7 @@ group by g.gid, k.store, k.idx
 _ROW_SKETCHES_SQL = f"""
 create temp table group_row_sketches on commit drop as
 select gid, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
-from (select gid, store, idx, sum(n)::bigint as n from group_row_entries group by gid, store, idx) e
+from group_row_entries
 group by gid
 """
 
@@ -531,12 +552,23 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     cur.execute(_MINUTES_SQL)
     cur.execute(_MINUTE_ENTRIES_SQL.replace("{from_run}", _FROM_RUN if run_entries else ""))
     cur.execute(_WHOLE_SQL)
-    cur.execute(_MINUTE_ROW_ENTRIES_SQL)
+    # The groups the whole metric is merged from (whole_source), small; and fresh statistics of group_rows: without
+    # them the whole-metric join estimates one row and loops over the entries (13 s for 500 series).
+    cur.execute(
+        """
+        create temp table group_whole on commit drop as
+        select i.gid, i.project_id, i.name from group_ids i
+        join group_chunk_keys k on k.project_id = i.project_id and k.name = i.name and k.group_key = i.group_key
+        where k.whole_source
+        """
+    )
+    cur.execute("analyze group_rows")
+    cur.execute(_MINUTE_SKETCHES_SQL)
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
-    written["1m"] += _finish(cur, 60)
-    cur.execute("drop table group_series_rows, group_minute_entries")
+    written["1m"] += _finish(cur, 60, entries=_MINUTE_ROW_ENTRIES)
+    cur.execute("drop table group_series_rows, group_minute_entries, group_whole")
     fine = 60
     for coarse in (300, 3600, 86400):
         cur.execute("truncate group_rows")
@@ -544,8 +576,9 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
         cur.execute(_COARSE_FINE_SQL, params)
         cur.execute(_COARSE_SQL)
         cur.execute(_COARSE_ROW_ENTRIES_SQL)
-        written[RESOLUTIONS[coarse]] += _finish(cur, coarse)
-        cur.execute("drop table group_fine")
+        cur.execute(_ROW_SKETCHES_SQL)
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries="group_row_entries")
+        cur.execute("drop table group_fine, group_row_entries")
         fine = coarse
     cur.execute("select count(*) as n from group_chunk")
     row = cur.fetchone()
@@ -553,11 +586,11 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     return (int(row["n"]) if row else 0), rows
 
 
-def _finish(cur: Cursor, resolution: int) -> int:
-    """Build the sketches of group_rows from group_row_entries (in SQL), the quantiles at 1h and 1d (in Python, from
-    the few rows' sketches), and upsert the rows; returns the rows inserted or changed."""
-    cur.execute(_ROW_SKETCHES_SQL)
-    sketch_sql.collapse_overflowing(cur, entries="group_row_entries", sketches="group_row_sketches", keys=("gid",))
+def _finish(cur: Cursor, resolution: int, *, entries: str) -> int:
+    """Upsert group_rows with their sketches (group_row_sketches, built in SQL; an overflowing one collapsed from
+    ``entries``) and, at 1h and 1d, the quantiles (in Python, from the few rows' sketches); returns the rows inserted
+    or changed."""
+    sketch_sql.collapse_overflowing(cur, entries=entries, sketches="group_row_sketches", keys=("gid",))
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
         cur.execute("select gid, sketch from group_row_sketches")
@@ -567,5 +600,5 @@ def _finish(cur: Cursor, resolution: int) -> int:
                 quantiles[column].append(encoded_quantile(row["sketch"], q))
     cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, **quantiles})
     written = max(cur.rowcount, 0)
-    cur.execute("drop table group_row_entries, group_row_sketches")
+    cur.execute("drop table group_row_sketches")
     return written

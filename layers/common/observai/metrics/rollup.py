@@ -122,6 +122,7 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
         if report.buckets_touched:
             written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
             _distribution_entries(cur)
+            cur.execute("analyze rollup_e1")  # joined by the coarser levels and the group rollups
             fine = 60
             for coarse in (300, 3600, 86400):
                 written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
@@ -308,7 +309,8 @@ select org_id, project_id, series_id, bucket_start, kind, fresh,
     sum(value order by time) filter (where {_FINITE}) as sum,
     min(value) filter (where {_FINITE}) as min,
     max(value) filter (where {_FINITE}) as max,
-    (array_agg(value order by time desc))[1] as last,
+    -- Every ordered aggregate in time order: the input is sorted once, not per bucket.
+    (array_agg(value order by time))[count(*)] as last,
     max(time) as last_time,
     case kind
         when 'counter' then coalesce(sum(delta order by time), 0)
