@@ -394,7 +394,7 @@ def _roll_scalar_minutes(cur: Cursor) -> int:
     written = max(cur.rowcount, 0)
     cur.execute(_UPSERT_MINUTES_SQL)
     written += max(cur.rowcount, 0)
-    cur.execute("drop table rollup_pts, rollup_m1, rollup_s1")
+    cur.execute("drop table rollup_pts, rollup_s1")  # rollup_m1: the 5m level reads its rows
     return written
 
 
@@ -475,39 +475,42 @@ def _distribution_entries(cur: Cursor) -> None:
 
 # --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
 
-# The finer rows of the touched coarse buckets: one range read per project's contiguous touched coarse buckets of
-# the (project_id, resolution, bucket_start) index, kept apart (offset 0) so the planner cannot flatten it into a
-# join over every partition's rows (freshly written rollups have no statistics yet). A finer row's stored sketch is
-# kept only when this run did not recompute it (no entries in rollup_e<fine>): the others' entries are at hand.
+# The finer rows of the touched coarse buckets: those this run just computed (``{in_run}``: rollup_m1, or the level
+# below's rollup_c<res>), and the stored ones of the other slots of the coarse buckets (earlier runs' rows, and the
+# distribution rows, written apart), each found with one primary-key probe. A stored row's sketch is kept only when
+# its entries are not at hand (rollup_e<fine>).
 _FINE_ROWS_SQL = f"""
 create temp table rollup_fine on commit drop as
 with t as (
     select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
     from rollup_touched
 ),
-g as (
-    select project_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
-    from (
-        select *, bucket_start - %(width)s * row_number() over (partition by project_id order by bucket_start) as island
-        from (select distinct project_id, bucket_start from t) b
-    ) x
-    group by project_id, island
+others as materialized (  -- a set difference: hashed, whatever the (absent) statistics of the temp tables say
+    select t.project_id, t.series_id, s.fine_start
+    from t
+    cross join lateral generate_series(t.bucket_start, t.bucket_start + %(width)s - %(fine_width)s, %(fine_width)s)
+        as s(fine_start)
+    except
+    select project_id, series_id, bucket_start from {{in_run}}
 )
-select r.org_id, r.project_id, r.series_id, t.bucket_start, r.bucket_start as fine_start,
-    r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase,
+select i.org_id, i.project_id, i.series_id, date_bin(%(width)s, i.bucket_start, timestamptz '{ORIGIN}') as bucket_start,
+    i.bucket_start as fine_start, i.count, i.sum, i.min, i.max, i.last, i.last_time, i.increase, null::jsonb as sketch
+from {{in_run}} i
+union all
+select r.org_id, r.project_id, r.series_id, date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}'),
+    r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
+    r.last_time, r.increase,
     case when r.sketch is not null and not exists (
         select 1 from {{fine_entries}} e
         where e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
-    ) then r.sketch end as sketch
-from g
+    ) then r.sketch end
+from others o
 cross join lateral (
     select * from public.metric_rollups r
-    where r.project_id = g.project_id and r.resolution = %(fine)s
-        and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
-    offset 0
+    where r.project_id = o.project_id and r.series_id = o.series_id and r.resolution = %(fine)s
+        and r.bucket_start = o.fine_start
+    offset 0  -- one probe per other slot, never a scan of the level joined to them
 ) r
-join t on t.project_id = r.project_id and t.series_id = r.series_id
-    and t.bucket_start = date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}')
 """
 
 # The coarse sketches' entries: the recomputed finer buckets' entries, and the stored sketches of the others.
@@ -534,23 +537,27 @@ from {{entries}}
 group by project_id, series_id, bucket_start
 """
 
-# The coarse rows' scalars (sums in bucket order: a bucket rolled again gets the very same sums) with their sketch.
+# The coarse rows' scalars (sums in bucket order: a bucket rolled again gets the very same sums), kept for the next
+# level (rollup_c<res>), then upserted with their sketch.
+_COARSE_ROWS_SQL = """
+create temp table {rows} on commit drop as
+select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
+    sum(count)::bigint as count,
+    sum(sum order by fine_start) as sum,
+    min(min) as min,
+    max(max) as max,
+    (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
+    max(last_time) as last_time,
+    sum(increase order by fine_start) as increase
+from rollup_fine
+group by project_id, series_id, bucket_start
+"""
+
 _COARSE_UPSERT_SQL = _UPSERT.format(
     select="""
 select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
     a.last_time, a.increase, s.sketch, now()
-from (
-    select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
-        sum(count)::bigint as count,
-        sum(sum order by fine_start) as sum,
-        min(min) as min,
-        max(max) as max,
-        (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
-        max(last_time) as last_time,
-        sum(increase order by fine_start) as increase
-    from rollup_fine
-    group by project_id, series_id, bucket_start
-) a
+from {rows} a
 left join rollup_sc s on s.project_id = a.project_id and s.series_id = a.series_id and s.bucket_start = a.bucket_start
 """
 )
@@ -558,17 +565,27 @@ left join rollup_sc s on s.project_id = a.project_id and s.series_id = a.series_
 _ENTRIES_TABLES = {60: "rollup_e1", 300: "rollup_e5", 3600: "rollup_e60", 86400: "rollup_e1440"}
 
 
+_ROWS_TABLES = {60: "rollup_m1", 300: "rollup_c5", 3600: "rollup_c60", 86400: "rollup_c1440"}
+
+
 def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
-    params = {"fine": fine, "coarse": coarse, "width": timedelta(seconds=coarse)}
+    params = {
+        "fine": fine,
+        "coarse": coarse,
+        "width": timedelta(seconds=coarse),
+        "fine_width": timedelta(seconds=fine),
+    }
     fine_entries, entries = _ENTRIES_TABLES[fine], _ENTRIES_TABLES[coarse]
-    cur.execute(_FINE_ROWS_SQL.replace("{fine_entries}", fine_entries), params)
+    in_run, rows = _ROWS_TABLES[fine], _ROWS_TABLES[coarse]
+    cur.execute(_FINE_ROWS_SQL.replace("{fine_entries}", fine_entries).replace("{in_run}", in_run), params)
     cur.execute(_COARSE_ENTRIES_SQL.replace("{entries}", entries).replace("{fine_entries}", fine_entries), params)
     cur.execute(_COARSE_SKETCHES_SQL.replace("{entries}", entries))
     sketch_sql.collapse_overflowing(
         cur, entries=entries, sketches="rollup_sc", keys=("project_id", "series_id", "bucket_start")
     )
-    cur.execute(_COARSE_UPSERT_SQL, params)
+    cur.execute(_COARSE_ROWS_SQL.replace("{rows}", rows))
+    cur.execute(_COARSE_UPSERT_SQL.replace("{rows}", rows), params)
     written = max(cur.rowcount, 0)
-    # rollup_e1 stays for the group rollups; the coarser entries are done with once the next level has them.
-    cur.execute("drop table rollup_fine, rollup_sc" + ("" if fine == 60 else f", {fine_entries}"))
+    # rollup_e1 stays for the group rollups; the finer rows and entries are done with once this level has them.
+    cur.execute(f"drop table rollup_fine, rollup_sc, {in_run}" + ("" if fine == 60 else f", {fine_entries}"))
     return written
