@@ -250,3 +250,24 @@ def test_many_series_over_hours_give_the_same_rollups_group_rows_and_hourly_quan
     hourly = [g for g in snapshot["groups"] if g["resolution"] == 86400 and g["group_key"] == "host"]
     assert hourly and all(g["hourly_p99"] is not None for g in hourly)
     assert any(g["p95"] is not None for g in snapshot["groups"] if g["resolution"] == 3600)
+
+
+def test_sketches_past_2048_buckets_collapse_the_same_way_at_every_level_and_in_groups(private_url: str) -> None:
+    # Given gauges whose values span more than 2,048 sketch buckets (1e-8 to 1e12, both signs) within one minute,
+    # and across the minutes of one 5-minute bucket, on two hosts, in two batches
+    series = [Series("eq.wide", "gauge", host) for host in ("a", "b")]
+    first = [
+        Point(s, minute, second, sign * magnitude)
+        for s in range(2)
+        for minute in (0, 1, 7)
+        for second, (sign, magnitude) in enumerate([(1, 1e-8), (1, 1e12), (-1, 1e-8), (-1, 1e12), (1, 3.0)])
+    ]
+    second = [Point(s, 2, 30, 1e-7 * (s + 1)) for s in range(2)] + [Point(0, 61, 0, 1e15)]
+
+    # When both jobs roll them up (the second batch re-rolls the 5m and 1h buckets of the first)
+    snapshot = play_both(private_url, Scenario(series, [first, second], 3))
+
+    # Then (same rows, above) the wide stores were collapsed to 2,048 buckets
+    wide = [r for r in snapshot["rollups"] if r["sketch"] and len(r["sketch"]["p"]) > 1]
+    assert wide and all(len(r["sketch"]["p"]) <= 2048 and len(r["sketch"]["n"]) <= 2048 for r in wide)
+    assert any(max(map(int, r["sketch"]["p"])) - min(map(int, r["sketch"]["p"])) == 2047 for r in wide)

@@ -19,8 +19,9 @@ it. A chunk:
 1. reads the per-series 1m rows of its (metric, minute) pairs (each project's minutes as contiguous ranges of the
    (project_id, resolution, bucket_start) index: one range read whatever the planner thinks of freshly written
    rows' statistics);
-2. merges them per group in Python (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
-   largest, as the query API's "last"; sketches by adding counts, then collapsing as ``Sketch`` does); the whole
+2. merges them per group in SQL (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
+   largest, as the query API's "last"; sketches as entries (``observai.metrics.sketch_sql``): the run's own
+   per-series entries or the stored sketch parsed, added up per group and collapsed as ``Sketch`` does); the whole
    metric is the merge of the groups of its key with the fewest values (every series is in exactly one of them),
    or of the series when the metric has no key;
 3. upserts the 1m group rows (unchanged rows are not rewritten), then recomputes the 5m, 1h and 1d group rows
