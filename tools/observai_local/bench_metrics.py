@@ -3,8 +3,18 @@
     python -m observai_local.bench_metrics [--series 500] [--days 7] [-n 30]
 
 Builds SERIES gauge series (50 hosts × 10 routes) with one point a minute for DAYS days (500 × 7 d =
-5.04 M points, written server-side with generate_series, one transaction per 6 hours), rolls them up with
-the aggregation job (points rolled per second), vacuums what it wrote (``settle``; not with --no-vacuum), then
+5.04 M points, written server-side with generate_series, one transaction per 6 hours), then measures, in the same
+run:
+
+    ceiling         one plain SQL statement computing count/sum/min/max per series and minute over the same points
+                    (INSERT … SELECT … GROUP BY into a plain, unindexed scratch table): the least a roll-up costs
+    job             the aggregation job rolling them up (1m/5m/1h/1d per series, sketches, group rollups)
+    ingest          the metric points per second ingestion writes: mixed batches (a third metric points) through
+                    the ingest handler in-process, as bench_ingest's "native" scenario
+
+and prints the job's points/s against its targets (≥ 150,000 points/s, ≥ 0.5 of the ceiling, ≥ 3× ingestion's
+metric points/s), also per CPU second of the job's Postgres backend and process (figures that hold on a shared
+machine). It then vacuums what it wrote (``settle``; not with --no-vacuum), and
 times N queries of each kind through the metrics handler in-process (an API Gateway event → the resolver → SQL →
 the envelope), with an API key:
 
@@ -27,6 +37,7 @@ import statistics
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,9 +98,43 @@ def load_dataset(demo: Any, series: int, days: int, now: datetime) -> tuple[int,
     return points, time.perf_counter() - started
 
 
-def roll_up() -> tuple[int, float]:
+TARGET_POINTS_S = 150_000
+TARGET_VS_CEILING = 0.5
+TARGET_VS_INGEST = 3.0
+INGEST_BATCHES = 20
+INGEST_SIZE = 1000
+
+
+@dataclass
+class Timed:
+    points: int
+    seconds: float
+    cpu_s: float | None = None  # the Postgres backend's CPU, plus this process's where it worked too
+
+    @property
+    def rate(self) -> float:
+        return self.points / self.seconds
+
+    @property
+    def cpu_rate(self) -> float | None:
+        return self.points / self.cpu_s if self.cpu_s else None
+
+
+def _backend_cpu_s(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def roll_up() -> Timed:
+    from observai.db.connection import get_connection
     from observai.metrics.rollup import run_aggregation
 
+    pid = get_connection().info.backend_pid
+    server, client = _backend_cpu_s(pid), time.process_time()
     started = time.perf_counter()
     total = 0
     while True:
@@ -97,7 +142,55 @@ def roll_up() -> tuple[int, float]:
         total += report.points_read
         if not report.more_pending:
             break
-    return total, time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    server_after = _backend_cpu_s(pid)
+    cpu = server_after - server + time.process_time() - client if server is not None and server_after else None
+    return Timed(total, elapsed, cpu)
+
+
+def ceiling(url: str, project_id: Any) -> Timed:
+    """The least a roll-up of the points costs: count/sum/min/max per series and minute in one statement."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        pid = conn.info.backend_pid
+        conn.execute("set statement_timeout = 0")
+        conn.execute("drop table if exists public.bench_rollup_ceiling")
+        conn.execute(
+            "create table public.bench_rollup_ceiling (project_id uuid, series_id bigint, bucket_start timestamptz,"
+            " count bigint, sum float8, min float8, max float8)"
+        )
+        before = _backend_cpu_s(pid)
+        started = time.perf_counter()
+        conn.execute(
+            "insert into public.bench_rollup_ceiling"
+            " select project_id, series_id, date_bin(interval '60 seconds', time, timestamptz '2000-01-01'),"
+            "   count(*), sum(value), min(value), max(value)"
+            " from public.metric_points where project_id = %s group by 1, 2, 3",
+            (project_id,),
+        )
+        elapsed = time.perf_counter() - started
+        after = _backend_cpu_s(pid)
+        row = conn.execute("select coalesce(sum(count), 0)::bigint from public.bench_rollup_ceiling").fetchone()
+        conn.execute("drop table public.bench_rollup_ceiling")
+    points = int(row[0]) if row else 0
+    return Timed(points, elapsed, after - before if before is not None and after is not None else None)
+
+
+def ingest_metric_points(demo: Any) -> Timed:
+    """Metric points per second through the ingest handler (mixed batches, as bench_ingest's native scenario):
+    the median batch, a third of whose events are metric points."""
+    from observai_local.bench_ingest import _native
+
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    step = _native(demo, INGEST_BATCHES + 3, INGEST_SIZE, base, seq0=90_000)
+    samples = [step(i) for i in range(INGEST_BATCHES + 3)][3:]  # three to warm up
+    metric_points = len(range(0, INGEST_SIZE, 3))  # native_events: every third event is a metric point
+    return Timed(metric_points, statistics.median(samples))
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "MISSED"
 
 
 def settle(url: str) -> float:
@@ -132,7 +225,10 @@ def run(series: int, days: int, n: int, *, vacuum: bool = True) -> str:
         )  # fmt: skip
     now = datetime.now(UTC)
     points, load_s = load_dataset(demo, series, days, now)
-    rolled, roll_s = roll_up()
+    least = ceiling(url, demo.project_id)
+    job = roll_up()
+    ingest = ingest_metric_points(demo)
+    vs_ceiling, vs_ingest = job.rate / least.rate, job.rate / ingest.rate
     vacuum_s = settle(url) if vacuum else None
 
     invoker = Invoker(load_template(), local_overrides(stage="local", database_url=url))
@@ -157,8 +253,18 @@ def run(series: int, days: int, n: int, *, vacuum: bool = True) -> str:
     }
     lines = [
         f"Metrics: {series} series × {days} d at 60 s = {points:,} points; Postgres {label}",
-        f"load (generate_series, server side) {load_s:.1f} s; aggregation job: {rolled:,} points rolled in"
-        f" {roll_s:.1f} s = {rolled / roll_s:,.0f} points/s",
+        f"load (generate_series, server side) {load_s:.1f} s",
+        "",
+        f"{'roll-ups':<34} {'points':>10} {'seconds':>8} {'points/s':>10} {'per cpu-s':>10}",
+        f"{'ceiling (one INSERT … GROUP BY)':<34} {least.points:>10,} {least.seconds:>8.2f} {least.rate:>10,.0f}"
+        f" {least.cpu_rate or 0:>10,.0f}",
+        f"{'aggregation job':<34} {job.points:>10,} {job.seconds:>8.2f} {job.rate:>10,.0f} {job.cpu_rate or 0:>10,.0f}",
+        f"{'ingest (metric points of batches)':<34} {ingest.points:>10,} {ingest.seconds:>8.3f} {ingest.rate:>10,.0f}",
+        f"job ≥ {TARGET_POINTS_S:,} points/s: {job.rate:,.0f} {_verdict(job.rate >= TARGET_POINTS_S)}",
+        f"job / ceiling ≥ {TARGET_VS_CEILING}: {vs_ceiling:.2f} {_verdict(vs_ceiling >= TARGET_VS_CEILING)}"
+        + (f" (per cpu-s: {job.cpu_rate / least.cpu_rate:.2f})" if job.cpu_rate and least.cpu_rate else ""),
+        f"job / ingest ≥ {TARGET_VS_INGEST:.0f}: {vs_ingest:.2f} {_verdict(vs_ingest >= TARGET_VS_INGEST)}",
+        "",
         f"vacuum (analyze) of points and rollups before the queries (autovacuum's long done on a live week):"
         f" {vacuum_s:.1f} s"
         if vacuum_s is not None

@@ -19,8 +19,9 @@ it. A chunk:
 1. reads the per-series 1m rows of its (metric, minute) pairs (each project's minutes as contiguous ranges of the
    (project_id, resolution, bucket_start) index: one range read whatever the planner thinks of freshly written
    rows' statistics);
-2. merges them per group in Python (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
-   largest, as the query API's "last"; sketches by adding counts, then collapsing as ``Sketch`` does); the whole
+2. merges them per group in SQL (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
+   largest, as the query API's "last"; sketches as entries (``observai.metrics.sketch_sql``): the run's own
+   per-series entries or the stored sketch parsed, added up per group and collapsed as ``Sketch`` does); the whole
    metric is the merge of the groups of its key with the fewest values (every series is in exactly one of them),
    or of the series when the metric has no key;
 3. upserts the 1m group rows (unchanged rows are not rewritten), then recomputes the 5m, 1h and 1d group rows
@@ -37,7 +38,6 @@ back through the queue. The query API reads group rows only where they are compl
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta
 from typing import Any
@@ -45,7 +45,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor
-from observai.metrics.sketch import encoded_quantile, merge_encoded
+from observai.metrics import sketch_sql
+from observai.metrics.sketch import encoded_quantile
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 # Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
@@ -78,15 +79,15 @@ def roll_groups(cur: Cursor, *, touched: bool) -> GroupReport:
         _enqueue(cur)
     cur.execute("drop table if exists group_rows")
     cur.execute(
-        "create temp table group_rows (gid bigserial, project_id uuid, name text, group_key text, group_value text,"
-        " bucket_start timestamptz, org_id uuid, series integer, count bigint, sum float8, min float8, max float8,"
-        " last float8, last_time timestamptz, increase float8, sketches text) on commit drop"
+        "create temp table group_rows (gid bigserial, ggid bigint, project_id uuid, name text, group_key text,"
+        " group_value text, bucket_start timestamptz, org_id uuid, series integer, count bigint, sum float8,"
+        " min float8, max float8, last float8, last_time timestamptz, increase float8) on commit drop"
     )
     started = time.perf_counter()
     while report.rows_read < RUN_MAX_ROWS and time.perf_counter() - started < RUN_BUDGET_S:
         if not _take_chunk(cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)):
             break
-        minutes, rows = _roll_chunk(cur, report.written)
+        minutes, rows = _roll_chunk(cur, report.written, run_entries=touched)
         report.minutes += minutes
         report.rows_read += rows
     cur.execute("select exists (select 1 from public.metric_group_pending) as more")
@@ -251,26 +252,28 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
 
 # The columns of a group row from the rows below it, ``c``: count, sum and increase add (in ``ord`` order, so that
 # a row rolled again gets the very same sums); min/max; last of the latest (simultaneous ones: the largest, as the
-# query API's "last"); the sketches as one text list, merged in Python (``_merged_sketches``).
+# query API's "last"). Sketches apart, as entries (``observai.metrics.sketch_sql``).
 _MERGE_COLUMNS = """
     min(org_id::text)::uuid as org_id, {series} as series, sum(count)::bigint as count, sum(sum order by ord) as sum,
     min(min) as min, max(max) as max,
     (array_agg(last order by last_time desc nulls last, last desc) filter (where last is not null))[1] as last,
     coalesce(max(last_time) filter (where last is not null), max(last_time)) as last_time,
-    sum(increase order by ord) as increase, {sketches} as sketches
+    sum(increase order by ord) as increase
 """
 _ROW_COLUMNS = (
     "project_id, name, group_key, group_value, bucket_start, org_id, series, count, sum, min, max, last, last_time,"
-    " increase, sketches"
+    " increase"
 )
 
-_MINUTES_SQL = f"""
-insert into group_rows ({_ROW_COLUMNS})
+# The chunk's per-series 1m rows: each project's minutes in contiguous ranges, one range read each of the
+# (project_id, resolution, bucket_start) index (offset 0: never flattened into a join over every partition, whatever
+# the fresh rows' statistics say). A row's stored sketch is kept only when this run did not just compute its entries
+# (rollup_e1, when the run touched anything): those are merged from the entries, without parsing the JSON.
+_SERIES_ROWS_SQL = """
+create temp table group_series_rows on commit drop as
 with b as (
     select distinct project_id, bucket_start from group_chunk
 ),
--- Each project's minutes in contiguous ranges: one range read each of the (project_id, resolution, bucket_start)
--- index (offset 0: never flattened into a join over every partition, whatever the fresh rows' statistics say).
 g as (
     select project_id, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
     from (
@@ -279,43 +282,72 @@ g as (
         from b
     ) x
     group by project_id, island
-),
-c as materialized (
-    select m.gid, r.org_id, r.bucket_start, r.series_id as ord, r.count, r.sum, r.min, r.max, r.last, r.last_time,
-        r.increase, r.sketch
-    from g
-    cross join lateral (
-        select * from public.metric_rollups r
-        where r.project_id = g.project_id and r.resolution = 60
-            and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
-        offset 0
+)
+select r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last, r.last_time,
+    r.increase, {sketch} as sketch
+from g
+cross join lateral (
+    select * from public.metric_rollups r
+    where r.project_id = g.project_id and r.resolution = 60
+        and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+    offset 0
+) r
+join group_series s on s.project_id = r.project_id and s.series_id = r.series_id
+join group_chunk t on t.project_id = r.project_id and t.name = s.name and t.bucket_start = r.bucket_start
+"""
+_STORED_SKETCH = "r.sketch"
+_SKETCH_UNLESS_ENTRIES = """case when r.sketch is not null and not exists (
+        select 1 from rollup_e1 e
+        where e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
+    ) then r.sketch end"""
+
+# Scalars per group and minute (a sort of narrow rows by an integer group id).
+_MINUTES_SQL = f"""
+insert into group_rows (ggid, {_ROW_COLUMNS})
+select a.gid, i.project_id, i.name, i.group_key, i.group_value, a.bucket_start, a.org_id, a.series, a.count, a.sum,
+    a.min, a.max, a.last, a.last_time, a.increase
+from (
+    select m.gid, r.bucket_start,
+        {_MERGE_COLUMNS.format(series="count(*)::integer").strip()}
+    from (
+        select org_id, project_id, series_id, bucket_start, series_id as ord, count, sum, min, max, last, last_time,
+            increase
+        from group_series_rows
     ) r
     join group_members m on m.project_id = r.project_id and m.series_id = r.series_id
-    join group_chunk t on t.project_id = r.project_id and t.name = m.name and t.bucket_start = r.bucket_start
-),
--- Scalars (ordered: a sort of narrow rows by an integer group id) and sketches (hashed) apart.
-a as (
-    select gid, bucket_start,
-        {_MERGE_COLUMNS.format(series="count(*)::integer", sketches="null::text").strip()}
-    from (select gid, org_id, bucket_start, ord, count, sum, min, max, last, last_time, increase from c) c
-    group by gid, bucket_start
-),
-k as (
-    select gid, bucket_start, string_agg(sketch::text, ',') as sketches from c where sketch is not null
-    group by gid, bucket_start
-)
-select i.project_id, i.name, i.group_key, i.group_value, a.bucket_start, a.org_id, a.series, a.count, a.sum, a.min,
-    a.max, a.last, a.last_time, a.increase, k.sketches
-from a
+    group by m.gid, r.bucket_start
+) a
 join group_ids i on i.gid = a.gid
-left join k on k.gid = a.gid and k.bucket_start = a.bucket_start
 """
 
-# The whole metric, from the groups of one key (every series is in exactly one of them); its sketch: in Python.
+# The groups' sketch entries per minute: the per-series entries (this run's, or parsed from the stored sketch) added
+# up per group.
+_MINUTE_ENTRIES_SQL = f"""
+create temp table group_minute_entries on commit drop as
+select m.gid, e.bucket_start, e.store, e.idx, sum(e.n)::bigint as n
+from (
+    {{from_run}}
+    select r.project_id, r.series_id, r.bucket_start, k.store, k.idx, k.n
+    from group_series_rows r
+    {sketch_sql.entries_of("r")}
+    where r.sketch is not null
+) e
+join group_members m on m.project_id = e.project_id and m.series_id = e.series_id
+group by m.gid, e.bucket_start, e.store, e.idx
+"""
+_FROM_RUN = """
+    select r.project_id, r.series_id, r.bucket_start, e.store, e.idx, e.n
+    from group_series_rows r
+    join rollup_e1 e on e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
+    where r.sketch is null
+    union all
+"""
+
+# The whole metric, from the groups of one key (every series is in exactly one of them).
 _WHOLE_SQL = f"""
 insert into group_rows ({_ROW_COLUMNS})
 select project_id, name, '', '', bucket_start,
-    {_MERGE_COLUMNS.format(series="sum(series)::integer", sketches="null")}
+    {_MERGE_COLUMNS.format(series="sum(series)::integer")}
 from (
     select g.*, g.group_value as ord from group_rows g
     join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name and k.group_key = g.group_key
@@ -324,8 +356,47 @@ from (
 group by project_id, name, bucket_start
 """
 
-_COARSE_SQL = f"""
-insert into group_rows ({_ROW_COLUMNS})
+# The 1m group rows' entries, by group_rows.gid: each group's, and the whole metric's (its key's groups' added up).
+# Only to collapse an overflowing sketch (rare): _MINUTE_SKETCHES_SQL builds the sketches without them.
+_MINUTE_ROW_ENTRIES = """(
+    select g.gid, e.store, e.idx, e.n
+    from group_minute_entries e
+    join group_rows g on g.ggid = e.gid and g.bucket_start = e.bucket_start
+    union all
+    select w.gid, e.store, e.idx, sum(e.n)::bigint
+    from group_minute_entries e
+    join group_whole x on x.gid = e.gid
+    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
+        and w.bucket_start = e.bucket_start
+    group by w.gid, e.store, e.idx
+)"""
+
+# The 1m group rows' sketches, straight from the groups' entries per minute; the whole metric's from its key's.
+_MINUTE_SKETCHES_SQL = f"""
+create temp table group_row_sketches on commit drop as
+select g.gid, s.sketch, s.overflow
+from (
+    select gid, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
+    from group_minute_entries
+    group by gid, bucket_start
+) s
+join group_rows g on g.ggid = s.gid and g.bucket_start = s.bucket_start
+union all
+select gid, {sketch_sql.BUILD}, {sketch_sql.OVERFLOW}
+from (
+    select w.gid, e.store, e.idx, sum(e.n)::bigint as n
+    from group_minute_entries e
+    join group_whole x on x.gid = e.gid
+    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
+        and w.bucket_start = e.bucket_start
+    group by w.gid, e.store, e.idx
+) e
+group by gid
+"""
+
+# Coarser group rows from the finer ones of their keys (stored: just upserted, or from earlier runs).
+_COARSE_FINE_SQL = f"""
+create temp table group_fine on commit drop as
 with t as (
     select distinct project_id, name, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
     from group_chunk
@@ -338,23 +409,43 @@ g as (
         from t
     ) x
     group by project_id, name, island
-),
-c as (
-    select r.org_id, r.project_id, r.name, r.group_key, r.group_value,
-        date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as ord, r.series,
-        r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
-    from g
-    join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name
-    cross join lateral (
-        select * from public.metric_group_rollups r
-        where r.project_id = g.project_id and r.name = g.name and r.group_key = k.group_key
-            and r.resolution = %(fine)s and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
-        offset 0  -- not flattened: one index range read per group key
-    ) r
 )
+select r.org_id, r.project_id, r.name, r.group_key, r.group_value,
+    date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}') as bucket_start, r.bucket_start as ord, r.series,
+    r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
+from g
+join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name
+cross join lateral (
+    select * from public.metric_group_rollups r
+    where r.project_id = g.project_id and r.name = g.name and r.group_key = k.group_key
+        and r.resolution = %(fine)s and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
+    offset 0  -- not flattened: one index range read per group key
+) r
+"""
+
+_COARSE_SQL = f"""
+insert into group_rows ({_ROW_COLUMNS})
 select project_id, name, group_key, group_value, bucket_start,
-    {_MERGE_COLUMNS.format(series="max(series)", sketches="string_agg(sketch::text, ',')")}
-from c group by project_id, name, group_key, group_value, bucket_start
+    {_MERGE_COLUMNS.format(series="max(series)")}
+from group_fine c group by project_id, name, group_key, group_value, bucket_start
+"""
+
+_COARSE_ROW_ENTRIES_SQL = f"""
+create temp table group_row_entries on commit drop as
+select g.gid, k.store, k.idx, sum(k.n)::bigint as n
+from group_fine f
+{sketch_sql.entries_of("f")}
+join group_rows g on g.project_id = f.project_id and g.name = f.name and g.group_key = f.group_key
+    and g.group_value = f.group_value and g.bucket_start = f.bucket_start
+where f.sketch is not null
+group by g.gid, k.store, k.idx
+"""
+
+_ROW_SKETCHES_SQL = f"""
+create temp table group_row_sketches on commit drop as
+select gid, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
+from group_row_entries
+group by gid
 """
 
 # The 1d rows' hourly quantiles (migration 0015): element h + 1 the pNN of the group's 1h row of hour h of the day
@@ -379,8 +470,7 @@ insert into public.metric_group_rollups as r
 select g.org_id, g.project_id, g.name, g.group_key, g.group_value, %(resolution)s, g.bucket_start, g.series, g.count,
     g.sum, g.min, g.max, g.last, g.last_time, g.increase, k.sketch, s.p50, s.p90, s.p95, s.p99, {hourly}, now()
 from group_rows g
--- The merged sketches, one JSON object {{gid: sketch}} (one text to send, parsed once; no array of texts to escape).
-left join jsonb_each(%(sketches)s::jsonb) as k(gid, sketch) on k.gid::bigint = g.gid
+left join group_row_sketches k on k.gid = g.gid
 left join unnest(%(gid)s::bigint[], %(p50)s::float8[], %(p90)s::float8[], %(p95)s::float8[], %(p99)s::float8[])
     as s(gid, p50, p90, p95, p99) on s.gid = g.gid
 {hourly_join}
@@ -405,8 +495,9 @@ _UPSERT_SQLS = {
 }
 
 
-def _roll_chunk(cur: Cursor, written: dict[str, int]) -> tuple[int, int]:
-    """The chunk's 1m group rows from the per-series rows, then the coarser ones; returns (pairs, rows read)."""
+def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> tuple[int, int]:
+    """The chunk's 1m group rows from the per-series rows, then the coarser ones; returns (pairs, rows read).
+    ``run_entries``: the run's per-series 1m entries (rollup_e1) exist."""
     # The chunk's metrics' keys (whole_source: the key the whole metric is merged from, the one with the fewest
     # values), and every series' group of each key (its value as jsonb text, 'null' when absent); a metric without
     # keys: the whole metric straight from its series.
@@ -436,6 +527,10 @@ def _roll_chunk(cur: Cursor, written: dict[str, int]) -> tuple[int, int]:
         )
         """
     )
+    cur.execute(
+        "create temp table group_series on commit drop as"
+        " select distinct project_id, series_id, name from group_members"
+    )
     # An integer per group: the aggregation sorts and hashes on it rather than on (uuid, text, text, text).
     cur.execute(
         """
@@ -454,56 +549,57 @@ def _roll_chunk(cur: Cursor, written: dict[str, int]) -> tuple[int, int]:
     )
     cur.execute("analyze group_members")
     cur.execute("truncate group_rows")
+    cur.execute(_SERIES_ROWS_SQL.replace("{sketch}", _SKETCH_UNLESS_ENTRIES if run_entries else _STORED_SKETCH))
     cur.execute(_MINUTES_SQL)
+    cur.execute(_MINUTE_ENTRIES_SQL.replace("{from_run}", _FROM_RUN if run_entries else ""))
     cur.execute(_WHOLE_SQL)
+    # The groups the whole metric is merged from (whole_source), small; and fresh statistics of group_rows: without
+    # them the whole-metric join estimates one row and loops over the entries (13 s for 500 series).
+    cur.execute(
+        """
+        create temp table group_whole on commit drop as
+        select i.gid, i.project_id, i.name from group_ids i
+        join group_chunk_keys k on k.project_id = i.project_id and k.name = i.name and k.group_key = i.group_key
+        where k.whole_source
+        """
+    )
+    cur.execute("analyze group_rows")
+    cur.execute(_MINUTE_SKETCHES_SQL)
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
-    written["1m"] += _finish(cur, 60)
+    written["1m"] += _finish(cur, 60, entries=_MINUTE_ROW_ENTRIES)
+    cur.execute("drop table group_series_rows, group_minute_entries, group_whole")
     fine = 60
     for coarse in (300, 3600, 86400):
         cur.execute("truncate group_rows")
-        cur.execute(_COARSE_SQL, {"fine": fine, "width": timedelta(seconds=coarse)})
-        written[RESOLUTIONS[coarse]] += _finish(cur, coarse)
+        params = {"fine": fine, "width": timedelta(seconds=coarse)}
+        cur.execute(_COARSE_FINE_SQL, params)
+        cur.execute(_COARSE_SQL)
+        cur.execute(_COARSE_ROW_ENTRIES_SQL)
+        cur.execute(_ROW_SKETCHES_SQL)
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries="group_row_entries")
+        cur.execute("drop table group_fine, group_row_entries")
         fine = coarse
     cur.execute("select count(*) as n from group_chunk")
     row = cur.fetchone()
-    cur.execute("drop table group_chunk_keys, group_members, group_ids")
+    cur.execute("drop table group_chunk_keys, group_members, group_series, group_ids")
     return (int(row["n"]) if row else 0), rows
 
 
-def _finish(cur: Cursor, resolution: int) -> int:
-    """Merge the sketches of group_rows in Python (the whole-metric rows of 1m from their key's merged groups),
-    with the quantiles at 1h and 1d, and upsert the rows; returns the rows inserted or changed."""
-    cur.execute(
-        """
-        select g.gid, g.project_id, g.name, g.group_key, g.bucket_start, g.sketches, coalesce(k.whole_source, false)
-            as whole_source
-        from group_rows g
-        left join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name and k.group_key = g.group_key
-        where g.sketches is not null or g.group_key = ''
-        """
-    )
-    merged: dict[int, dict[str, Any]] = {}
-    wholes: dict[tuple[Any, str, datetime], list[dict[str, Any]]] = {}
-    derived: list[tuple[int, tuple[Any, str, datetime]]] = []
-    for row in cur.fetchall():
-        if row["sketches"] is None:
-            derived.append((row["gid"], (row["project_id"], row["name"], row["bucket_start"])))
-            continue
-        sketch = merge_encoded(json.loads("[" + row["sketches"] + "]"))
-        merged[row["gid"]] = sketch
-        if row["whole_source"]:
-            wholes.setdefault((row["project_id"], row["name"], row["bucket_start"]), []).append(sketch)
-    for gid, whole in derived:
-        if whole in wholes:
-            merged[gid] = merge_encoded(wholes[whole])
+def _finish(cur: Cursor, resolution: int, *, entries: str) -> int:
+    """Upsert group_rows with their sketches (group_row_sketches, built in SQL; an overflowing one collapsed from
+    ``entries``) and, at 1h and 1d, the quantiles (in Python, from the few rows' sketches); returns the rows inserted
+    or changed."""
+    sketch_sql.collapse_overflowing(cur, entries=entries, sketches="group_row_sketches", keys=("gid",))
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
-        for gid, sketch in merged.items():
-            quantiles["gid"].append(gid)
+        cur.execute("select gid, sketch from group_row_sketches")
+        for row in cur.fetchall():
+            quantiles["gid"].append(row["gid"])
             for column, q in QUANTILES.items():
-                quantiles[column].append(encoded_quantile(sketch, q))
-    sketches = json.dumps({str(gid): sketch for gid, sketch in merged.items()})
-    cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, "sketches": sketches, **quantiles})
-    return max(cur.rowcount, 0)
+                quantiles[column].append(encoded_quantile(row["sketch"], q))
+    cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, **quantiles})
+    written = max(cur.rowcount, 0)
+    cur.execute("drop table group_row_sketches")
+    return written

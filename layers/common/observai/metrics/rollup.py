@@ -16,10 +16,11 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
 2. The (series, 1-minute bucket) pairs touched by the window's points (late points included, whatever
    their time: they re-roll the old buckets they fall in) are collected, with the BRIN index on
    ``ingested_at``.
-3. Every touched 1m bucket is recomputed FROM THE RAW POINTS and upserted: recomputing is idempotent, so a
-   bucket rolled twice holds the same row (an unchanged row is not even rewritten). Contiguous touched
-   buckets of a series form one range read with the series' index; the latest point before a range (within
-   ANCHOR_LOOKBACK) anchors cumulative counters and histograms.
+3. Every touched 1m bucket is recomputed FROM THE RAW POINTS: recomputing is idempotent, so a bucket rolled
+   twice holds the same row (an unchanged row is not even rewritten). Contiguous touched buckets of a series form
+   one range read with the series' index (rollup_pts: the points are read once); the latest point before a range
+   (within ANCHOR_LOOKBACK) anchors cumulative counters and histograms. A range with no 1m row yet (``fresh``: the
+   usual case) is inserted plainly; the others (late points into rolled minutes) are upserted.
    - gauges and non-monotonic sums: count, sum, min, max, last (value of the latest point), sketch of the values;
    - monotonic sums: the same without sketch, plus ``increase``: delta temporality → the sum of the values;
      cumulative → the sum over consecutive points of (v − prev), or v when the counter reset (v < prev, or
@@ -29,9 +30,13 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
      the query engine applies to raw points too): count, sum, min, max of the observations (delta: the points'
      own; cumulative: the difference from the previous point, reset-aware), and a sketch built from the buckets;
      summaries: count and sum only.
-4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level:
-   count, sum and increase add; min/max; last of the latest (in SQL); sketches merged by adding counts (in Python,
-   ``merge_encoded``).
+   Sketches are built and merged in SQL as rows of entries (``observai.metrics.sketch_sql``): rollup_e1 holds the
+   entries of every 1m bucket the run recomputed; a bucket whose values share one sketch bucket (a point a minute)
+   gets its sketch straight from the scalar pass.
+4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level only: the
+   rows this run just computed (rollup_m1, rollup_c<res>) and their entries, plus the stored rows of the other slots
+   of the coarse bucket (one primary-key probe each; their sketches parsed in SQL): count, sum and increase add (in
+   bucket order), min/max, last of the latest; sketches by adding entries, collapsed once.
 5. Group rollups (``observai.metrics.groups``): the touched (metric, minute) pairs are queued, and the queue is
    worked off within the group step's own bound (rows and seconds per run; what is left waits for the next run):
    cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows.
@@ -39,14 +44,13 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    The report says whether more is pending (points after the window, or queued group work): the next run, or a
    loop in the caller, continues.
 
-Heavy lifting is in SQL (one statement per step; sketches of values with the DDSketch log formula in SQL);
-histogram-type series go through Python, where the bucket arithmetic is, and so does the merging of sketches into
-coarser buckets (adding dict counts beats jsonb_each_text and re-aggregation in SQL several times over).
+Everything but the histogram arithmetic is in SQL, in the run's transaction: the sketches never travel to Python
+(until issue 17 the coarser levels and the groups merged them there, parsing JSON and adding dicts: a fifth of the
+job's CPU; the answers are the same, tests/integration/test_rollup_equivalence.py compares the two jobs).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import datetime, timedelta
 
@@ -54,9 +58,10 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
+from observai.metrics import sketch_sql
 from observai.metrics.distributions import ANCHOR_LOOKBACK, distribution_buckets
 from observai.metrics.groups import roll_groups
-from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD, merge_encoded
+from observai.metrics.sketch import LOG_GAMMA, ZERO_THRESHOLD
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
@@ -121,6 +126,8 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
         written = dict.fromkeys(RESOLUTIONS.values(), 0)
         if report.buckets_touched:
             written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
+            _distribution_entries(cur)
+            cur.execute("analyze rollup_e1")  # joined by the coarser levels and the group rollups
             fine = 60
             for coarse in (300, 3600, 86400):
                 written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
@@ -211,14 +218,21 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
     cur.execute(
         """
         create temp table rollup_ranges on commit drop as
-        select org_id, project_id, series_id, kind, type, temporality,
-            min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
+        select r.*, not exists (
+            select 1 from public.metric_rollups m
+            where m.project_id = r.project_id and m.series_id = r.series_id and m.resolution = 60
+                and m.bucket_start >= r.range_start and m.bucket_start < r.range_end
+        ) as fresh
         from (
-            select *, bucket_start - interval '60 seconds'
-                * row_number() over (partition by project_id, series_id order by bucket_start) as island
-            from rollup_touched
-        ) t
-        group by org_id, project_id, series_id, kind, type, temporality, island
+            select org_id, project_id, series_id, kind, type, temporality,
+                min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
+            from (
+                select *, bucket_start - interval '60 seconds'
+                    * row_number() over (partition by project_id, series_id order by bucket_start) as island
+                from rollup_touched
+            ) t
+            group by org_id, project_id, series_id, kind, type, temporality, island
+        ) r
         """
     )
     cur.execute("analyze rollup_touched")
@@ -235,39 +249,103 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
 # --- 3. 1-minute buckets from the raw points -------------------------------------------------------------------
 
 _FINITE = "(v.value is not null and v.value <> 'NaN' and v.value <> 'Infinity' and v.value <> '-Infinity')"
+# A gauge value's sketch entry (store and index; sketch.Sketch.add's rule, with the same float formula).
+_STORE = f"case when abs(v.value) < {ZERO_THRESHOLD!r} then 'z' when v.value > 0 then 'p' else 'n' end"
+_INDEX = f"case when abs(v.value) < {ZERO_THRESHOLD!r} then 0 else ceil(ln(abs(v.value)) / {LOG_GAMMA!r})::integer end"
 
-# The sketch columns of a set of rows `sk_raw(project_id, series_id, bucket_start, store, idx, n)`: the counts
-# per (store, index) after collapsing each store to MAX_BUCKETS indexes below its top (as Sketch does), as
-# {"p": {...}, "n": {...}, "z": zeros}. sk_zero(project_id, series_id, bucket_start, z) holds the zeros and a
-# row for every bucket that has a sketch.
-_SKETCH_CTES = f"""
-sk_sum as (
-    select project_id, series_id, bucket_start, store, idx, sum(n) as n
-    from sk_raw group by project_id, series_id, bucket_start, store, idx
+# The points of the touched ranges (scalar kinds), read once: one index range read per series range (offset 0:
+# never flattened, whatever the statistics say), and for counters the latest point before each range (the anchor).
+_POINTS_SQL = f"""
+create temp table rollup_pts on commit drop as
+select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.fresh,
+    date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start,
+    p.time, p.start_time, p.value, false as anchor
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.value from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time >= g.range_start and p.time < g.range_end
+    offset 0
+) p
+where g.kind <> 'distribution'
+union all
+select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.fresh, g.range_start, a.time, a.start_time,
+    a.value, true
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.value from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
+    order by p.time desc limit 1
+) a
+where g.kind = 'counter'
+"""
+
+# Per touched 1m bucket: the scalars (sums in time order, as ever), and the sketch when all its values share one
+# (store, index) (a single point, or equal ones: the common case), else the mark that rollup_s1 holds it. Only
+# counters need the previous point (lag): the other kinds skip that sort.
+_MINUTES_SQL = f"""
+create temp table rollup_m1 on commit drop as
+with v as (
+    select p.*, lag(p.value) over w as prev_value, lag(p.start_time) over w as prev_start
+    from rollup_pts p
+    where p.kind = 'counter'
+    window w as (partition by p.project_id, p.series_id, p.range_start order by p.time, p.anchor)
+    union all
+    select p.*, null::float8, null::timestamptz from rollup_pts p where p.kind <> 'counter'
 ),
-sk_counts as (
-    select project_id, series_id, bucket_start, store, idx, sum(n)::bigint as n
-    from (
-        select project_id, series_id, bucket_start, store, n,
-            greatest(idx, max(idx) over (partition by project_id, series_id, bucket_start, store)
-                - {MAX_BUCKETS - 1}) as idx
-        from sk_sum
-    ) c
-    group by project_id, series_id, bucket_start, store, idx
-),
-sk_stores as (
-    select project_id, series_id, bucket_start,
-        jsonb_object_agg(idx::text, n) filter (where store = 'p') as p,
-        jsonb_object_agg(idx::text, n) filter (where store = 'n') as n
-    from sk_counts group by project_id, series_id, bucket_start
-),
-sk as (
-    select z.project_id, z.series_id, z.bucket_start,
-        jsonb_build_object('p', coalesce(s.p, '{{}}'::jsonb), 'n', coalesce(s.n, '{{}}'::jsonb), 'z', z.z) as sketch
-    from sk_zero z
-    left join sk_stores s
-        on s.project_id = z.project_id and s.series_id = z.series_id and s.bucket_start = z.bucket_start
+inc as (
+    select v.*,
+        case
+            when v.kind <> 'counter' or v.anchor or not {_FINITE} then null
+            when v.prev_value is null then
+                case when v.start_time is not null and v.start_time >= v.time - %(lookback)s then v.value else 0 end
+            when v.value < v.prev_value
+                or (v.start_time is not null and v.prev_start is not null and v.start_time > v.prev_start)
+                then v.value
+            else v.value - v.prev_value
+        end as delta,
+        case when v.kind = 'gauge' and {_FINITE} then {_STORE} end as sk_store,
+        case when v.kind = 'gauge' and {_FINITE} then {_INDEX} end as sk_idx
+    from v
 )
+select org_id, project_id, series_id, bucket_start, kind, fresh,
+    count(*) as count,
+    sum(value order by time) filter (where {_FINITE}) as sum,
+    min(value) filter (where {_FINITE}) as min,
+    max(value) filter (where {_FINITE}) as max,
+    -- Every ordered aggregate in time order: the input is sorted once, not per bucket.
+    (array_agg(value order by time))[count(*)] as last,
+    max(time) as last_time,
+    case kind
+        when 'counter' then coalesce(sum(delta order by time), 0)
+        when 'delta_counter' then coalesce(sum(value order by time) filter (where {_FINITE}), 0)
+    end as increase,
+    count(sk_store)::bigint as sk_n,
+    min(sk_store) as sk_store,
+    min(sk_store) is not distinct from max(sk_store) and min(sk_idx) is not distinct from max(sk_idx) as sk_single,
+    min(sk_idx) as sk_idx
+from inc v
+where not anchor
+group by org_id, project_id, series_id, bucket_start, kind, fresh
+"""
+
+# The sketch entries of every touched gauge bucket (the coarser levels and the group rollups start from them).
+_ENTRIES_1M_SQL = f"""
+create temp table rollup_e1 on commit drop as
+select v.project_id, v.series_id, v.bucket_start, {_STORE} as store, {_INDEX} as idx, count(*)::bigint as n
+from rollup_pts v
+where v.kind = 'gauge' and not v.anchor and {_FINITE}
+group by 1, 2, 3, 4, 5
+"""
+
+# The sketches of the buckets with more than one (store, index).
+_SKETCHES_1M_SQL = f"""
+create temp table rollup_s1 on commit drop as
+select project_id, series_id, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
+from rollup_e1
+group by project_id, series_id, bucket_start
+having count(*) > 1
 """
 
 _UPSERT = """
@@ -284,96 +362,45 @@ where (r.org_id, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, 
                       excluded.last_time, excluded.increase, excluded.sketch)
 """
 
-_SCALAR_MINUTES_SQL = (
-    f"""
-with pts as (
-    select g.org_id, g.project_id, g.series_id, g.range_start, g.kind,
-        date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start,
-        p.time, p.start_time, p.value, false as anchor
-    from rollup_ranges g
-    cross join lateral (
-        select p.time, p.start_time, p.value from public.metric_points p
-        where p.project_id = g.project_id and p.series_id = g.series_id
-            and p.time >= g.range_start and p.time < g.range_end
-        offset 0  -- never flattened: one index range read per series range, whatever the statistics say
-    ) p
-    where g.kind <> 'distribution'
-    union all
-    select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.range_start, a.time, a.start_time, a.value,
-        true
-    from rollup_ranges g
-    cross join lateral (
-        select p.time, p.start_time, p.value from public.metric_points p
-        where p.project_id = g.project_id and p.series_id = g.series_id
-            and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
-        order by p.time desc limit 1
-    ) a
-    where g.kind = 'counter'
-),
-v as (
-    select pts.*,
-        lag(value) over w as prev_value,
-        lag(start_time) over w as prev_start
-    from pts
-    window w as (partition by project_id, series_id, range_start order by time, anchor)
-),
-inc as (
-    select v.*,
-        case
-            when v.kind <> 'counter' or v.anchor or not {_FINITE} then null
-            when v.prev_value is null then
-                case when v.start_time is not null and v.start_time >= v.time - %(lookback)s then v.value else 0 end
-            when v.value < v.prev_value
-                or (v.start_time is not null and v.prev_start is not null and v.start_time > v.prev_start)
-                then v.value
-            else v.value - v.prev_value
-        end as delta
-    from v
-),
-agg as (
-    select org_id, project_id, series_id, bucket_start, kind,
-        count(*) as count,
-        sum(value order by time) filter (where {_FINITE}) as sum,
-        min(value) filter (where {_FINITE}) as min,
-        max(value) filter (where {_FINITE}) as max,
-        (array_agg(value order by time desc))[1] as last,
-        max(time) as last_time,
-        case kind
-            when 'counter' then coalesce(sum(delta order by time), 0)
-            when 'delta_counter' then coalesce(sum(value order by time) filter (where {_FINITE}), 0)
-        end as increase
-    from inc v
-    where not anchor
-    group by org_id, project_id, series_id, bucket_start, kind
-),
-sk_raw as (
-    select project_id, series_id, bucket_start,
-        case when abs(value) < {ZERO_THRESHOLD!r} then 'z' when value > 0 then 'p' else 'n' end as store,
-        case when abs(value) < {ZERO_THRESHOLD!r} then 0 else ceil(ln(abs(value)) / {LOG_GAMMA!r})::integer end as idx,
-        1 as n
-    from pts v
-    where kind = 'gauge' and not anchor and {_FINITE}
-),
-sk_zero as (
-    select project_id, series_id, bucket_start, count(*) filter (where store = 'z') as z
-    from sk_raw group by project_id, series_id, bucket_start
-),
+# A single-entry sketch written straight from the bucket's row (no aggregation of entries).
+_SINGLE_SKETCH = """('{"p":{' || case when m.sk_store = 'p' then '"' || m.sk_idx || '":' || m.sk_n else '' end
+    || '},"n":{' || case when m.sk_store = 'n' then '"' || m.sk_idx || '":' || m.sk_n else '' end
+    || '},"z":' || case when m.sk_store = 'z' then m.sk_n else 0 end || '}')::jsonb"""
+
+_MINUTE_ROWS = f"""
+select m.org_id, m.project_id, m.series_id, 60, m.bucket_start, m.count, m.sum, m.min, m.max, m.last, m.last_time,
+    m.increase,
+    case when m.sk_n = 0 then null when m.sk_single then {_SINGLE_SKETCH} else s.sketch end,
+    now()
+from rollup_m1 m
+left join rollup_s1 s on s.project_id = m.project_id and s.series_id = m.series_id and s.bucket_start = m.bucket_start
+where {{where}}
 """
-    + _SKETCH_CTES
-    + _UPSERT.format(
-        select="""
-select a.org_id, a.project_id, a.series_id, 60, a.bucket_start, a.count, a.sum, a.min, a.max, a.last, a.last_time,
-    a.increase, sk.sketch, now()
-from agg a
-left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and sk.bucket_start = a.bucket_start
-"""
-    )
+
+# Ranges with no 1m row yet (``fresh``: the usual case, points of the last minutes) are plainly inserted: no row can
+# conflict (the advisory lock keeps other runs out); the others (late points into rolled minutes) are upserted.
+_INSERT_FRESH_MINUTES_SQL = (
+    "insert into public.metric_rollups as r (org_id, project_id, series_id, resolution, bucket_start, count, sum,"
+    " min, max, last, last_time, increase, sketch, updated_at)" + _MINUTE_ROWS.replace("{where}", "m.fresh")
 )
+_UPSERT_MINUTES_SQL = _UPSERT.format(select=_MINUTE_ROWS.replace("{where}", "not m.fresh"))
 
 
 def _roll_scalar_minutes(cur: Cursor) -> int:
-    cur.execute(_SCALAR_MINUTES_SQL, {"lookback": ANCHOR_LOOKBACK})
-    return max(cur.rowcount, 0)
+    """Gauges and sums: the 1m rows of the touched buckets, and their sketch entries (temp table rollup_e1)."""
+    cur.execute(_POINTS_SQL, {"lookback": ANCHOR_LOOKBACK})
+    cur.execute(_MINUTES_SQL, {"lookback": ANCHOR_LOOKBACK})
+    cur.execute(_ENTRIES_1M_SQL)
+    cur.execute(_SKETCHES_1M_SQL)
+    sketch_sql.collapse_overflowing(
+        cur, entries="rollup_e1", sketches="rollup_s1", keys=("project_id", "series_id", "bucket_start")
+    )
+    cur.execute(_INSERT_FRESH_MINUTES_SQL)
+    written = max(cur.rowcount, 0)
+    cur.execute(_UPSERT_MINUTES_SQL)
+    written += max(cur.rowcount, 0)
+    cur.execute("drop table rollup_pts, rollup_s1")  # rollup_m1: the 5m level reads its rows
+    return written
 
 
 _DISTRIBUTION_POINTS_SQL = """
@@ -436,81 +463,134 @@ def _roll_distribution_minutes(cur: Cursor) -> int:
     return max(cur.rowcount, 0)
 
 
+def _distribution_entries(cur: Cursor) -> None:
+    """The sketch entries of the distribution buckets just written, added to rollup_e1 (few: histograms)."""
+    cur.execute(
+        f"""
+        insert into rollup_e1 (project_id, series_id, bucket_start, store, idx, n)
+        select r.project_id, r.series_id, r.bucket_start, k.store, k.idx, k.n
+        from rollup_touched t
+        join public.metric_rollups r on r.project_id = t.project_id and r.series_id = t.series_id
+            and r.resolution = 60 and r.bucket_start = t.bucket_start
+        {sketch_sql.entries_of("r")}
+        where t.kind = 'distribution' and r.sketch is not null
+        """
+    )
+
+
 # --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
 
-# The coarse rows' scalars in SQL (sums in bucket order: a bucket rolled again gets the very same sums), their
-# sketches as one text list each, merged in Python (``merge_encoded``: far cheaper than jsonb_each_text and
-# re-aggregation in SQL).
-_COARSE_ROWS_SQL = f"""
-create temp table rollup_coarse on commit drop as
+# The finer rows of the touched coarse buckets: those this run just computed (``{in_run}``: rollup_m1, or the level
+# below's rollup_c<res>), and the stored ones of the other slots of the coarse buckets (earlier runs' rows, and the
+# distribution rows, written apart), each found with one primary-key probe. A stored row's sketch is kept only when
+# its entries are not at hand (rollup_e<fine>).
+_FINE_ROWS_SQL = f"""
+create temp table rollup_fine on commit drop as
 with t as (
     select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
     from rollup_touched
 ),
--- Contiguous touched coarse buckets per PROJECT: one range read each of the (project_id, resolution, bucket_start)
--- index, kept apart (offset 0) so the planner cannot flatten it into a join over every partition's rows: freshly
--- written rollups have no statistics yet, and per-series estimates were off by orders of magnitude.
-g as (
-    select project_id, min(bucket_start) as range_start, max(bucket_start) + %(width)s as range_end
-    from (
-        select *, bucket_start - %(width)s * row_number() over (partition by project_id order by bucket_start) as island
-        from (select distinct project_id, bucket_start from t) b
-    ) x
-    group by project_id, island
-),
-c as materialized (
-    select r.org_id, r.project_id, r.series_id, t.bucket_start, r.bucket_start as fine_start,
-        r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, r.sketch
-    from g
-    cross join lateral (
-        select * from public.metric_rollups r
-        where r.project_id = g.project_id and r.resolution = %(fine)s
-            and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
-        offset 0
-    ) r
-    join t on t.project_id = r.project_id and t.series_id = r.series_id
-        and t.bucket_start = date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}')
-),
-agg as (
-    select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
-        sum(count)::bigint as count,
-        sum(sum order by fine_start) as sum,
-        min(min) as min,
-        max(max) as max,
-        (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
-        max(last_time) as last_time,
-        sum(increase order by fine_start) as increase
-    from (  -- narrow rows (no sketch): the sort of the ordered aggregates stays small
-        select org_id, project_id, series_id, bucket_start, fine_start, count, sum, min, max, last, last_time, increase
-        from c
-    ) c
-    group by project_id, series_id, bucket_start
-),
-sk as (
-    select project_id, series_id, bucket_start, string_agg(sketch::text, ',') as sketches
-    from c where sketch is not null group by project_id, series_id, bucket_start
+others as materialized (  -- a set difference: hashed, whatever the (absent) statistics of the temp tables say
+    select t.project_id, t.series_id, s.fine_start
+    from t
+    cross join lateral generate_series(t.bucket_start, t.bucket_start + %(width)s - %(fine_width)s, %(fine_width)s)
+        as s(fine_start)
+    except
+    select project_id, series_id, bucket_start from {{in_run}}
 )
-select row_number() over () as id, a.*, sk.sketches
-from agg a
-left join sk on sk.project_id = a.project_id and sk.series_id = a.series_id and sk.bucket_start = a.bucket_start
+select i.org_id, i.project_id, i.series_id, date_bin(%(width)s, i.bucket_start, timestamptz '{ORIGIN}') as bucket_start,
+    i.bucket_start as fine_start, i.count, i.sum, i.min, i.max, i.last, i.last_time, i.increase, null::jsonb as sketch
+from {{in_run}} i
+union all
+select r.org_id, r.project_id, r.series_id, date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}'),
+    r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
+    r.last_time, r.increase,
+    case when r.sketch is not null and not exists (
+        select 1 from {{fine_entries}} e
+        where e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
+    ) then r.sketch end
+from others o
+cross join lateral (
+    select * from public.metric_rollups r
+    where r.project_id = o.project_id and r.series_id = o.series_id and r.resolution = %(fine)s
+        and r.bucket_start = o.fine_start
+    offset 0  -- one probe per other slot, never a scan of the level joined to them
+) r
+"""
+
+# The coarse sketches' entries: the recomputed finer buckets' entries, and the stored sketches of the others.
+_COARSE_ENTRIES_SQL = f"""
+create temp table {{entries}} on commit drop as
+select project_id, series_id, bucket_start, store, idx, sum(n)::bigint as n
+from (
+    select e.project_id, e.series_id, date_bin(%(width)s, e.bucket_start, timestamptz '{ORIGIN}') as bucket_start,
+        e.store, e.idx, e.n
+    from {{fine_entries}} e
+    union all
+    select f.project_id, f.series_id, f.bucket_start, k.store, k.idx, k.n
+    from rollup_fine f
+    {sketch_sql.entries_of("f")}
+    where f.sketch is not null
+) e
+group by project_id, series_id, bucket_start, store, idx
+"""
+
+_COARSE_SKETCHES_SQL = f"""
+create temp table rollup_sc on commit drop as
+select project_id, series_id, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
+from {{entries}}
+group by project_id, series_id, bucket_start
+"""
+
+# The coarse rows' scalars (sums in bucket order: a bucket rolled again gets the very same sums), kept for the next
+# level (rollup_c<res>), then upserted with their sketch.
+_COARSE_ROWS_SQL = """
+create temp table {rows} on commit drop as
+select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
+    sum(count)::bigint as count,
+    sum(sum order by fine_start) as sum,
+    min(min) as min,
+    max(max) as max,
+    (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
+    max(last_time) as last_time,
+    sum(increase order by fine_start) as increase
+from rollup_fine
+group by project_id, series_id, bucket_start
 """
 
 _COARSE_UPSERT_SQL = _UPSERT.format(
     select="""
 select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
     a.last_time, a.increase, s.sketch, now()
-from rollup_coarse a
--- The merged sketches, one JSON object {id: sketch} (one text to send, parsed once; no array of texts to escape).
-left join jsonb_each(%(sketches)s::jsonb) as s(id, sketch) on s.id::bigint = a.id
+from {rows} a
+left join rollup_sc s on s.project_id = a.project_id and s.series_id = a.series_id and s.bucket_start = a.bucket_start
 """
 )
 
+_ENTRIES_TABLES = {60: "rollup_e1", 300: "rollup_e5", 3600: "rollup_e60", 86400: "rollup_e1440"}
+
+
+_ROWS_TABLES = {60: "rollup_m1", 300: "rollup_c5", 3600: "rollup_c60", 86400: "rollup_c1440"}
+
 
 def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
-    cur.execute(_COARSE_ROWS_SQL, {"fine": fine, "width": timedelta(seconds=coarse)})
-    cur.execute("select id, sketches from rollup_coarse where sketches is not null")
-    merged = {str(row["id"]): merge_encoded(json.loads("[" + row["sketches"] + "]")) for row in cur.fetchall()}
-    cur.execute(_COARSE_UPSERT_SQL, {"coarse": coarse, "sketches": json.dumps(merged)})
+    params = {
+        "fine": fine,
+        "coarse": coarse,
+        "width": timedelta(seconds=coarse),
+        "fine_width": timedelta(seconds=fine),
+    }
+    fine_entries, entries = _ENTRIES_TABLES[fine], _ENTRIES_TABLES[coarse]
+    in_run, rows = _ROWS_TABLES[fine], _ROWS_TABLES[coarse]
+    cur.execute(_FINE_ROWS_SQL.replace("{fine_entries}", fine_entries).replace("{in_run}", in_run), params)
+    cur.execute(_COARSE_ENTRIES_SQL.replace("{entries}", entries).replace("{fine_entries}", fine_entries), params)
+    cur.execute(_COARSE_SKETCHES_SQL.replace("{entries}", entries))
+    sketch_sql.collapse_overflowing(
+        cur, entries=entries, sketches="rollup_sc", keys=("project_id", "series_id", "bucket_start")
+    )
+    cur.execute(_COARSE_ROWS_SQL.replace("{rows}", rows))
+    cur.execute(_COARSE_UPSERT_SQL.replace("{rows}", rows), params)
     written = max(cur.rowcount, 0)
-    cur.execute("drop table rollup_coarse")
+    # rollup_e1 stays for the group rollups; the finer rows and entries are done with once this level has them.
+    cur.execute(f"drop table rollup_fine, rollup_sc, {in_run}" + ("" if fine == 60 else f", {fine_entries}"))
     return written

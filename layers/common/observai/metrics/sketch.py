@@ -10,8 +10,8 @@ Non-finite values (NaN, ±inf) are ignored.
 
 Encoding (what metric_rollups.sketch stores): ``{"p": {"<index>": count}, "n": {...}, "z": zero_count}``.
 Two sketches merge by adding counts per (store, index), in Python (``merge``, or ``merge_encoded`` on the
-encoding: how the rollup job re-rolls coarser buckets and group rows) or in SQL (``SQL_MERGE``: jsonb_each_text,
-sum per key, jsonb_object_agg).
+encoding: how the query engine merges a slot's sketches) or in SQL (``SQL_MERGE``: jsonb_each_text, sum per key,
+jsonb_object_agg; the aggregation job keeps sketches as rows of entries, ``observai.metrics.sketch_sql``).
 
 Bounded size: each store keeps at most MAX_BUCKETS (2048) buckets, the indexes max−2047 .. max; counts of
 lower indexes are collapsed into index max−2047 (DDSketch's "collapsing lowest" store). The rule depends on
