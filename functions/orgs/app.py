@@ -14,8 +14,8 @@ from observai.http.params import Cursor, Limit
 from observai.http.resolver import create_resolver, lambda_handler_for
 from observai.http.responses import route_responses
 from observai.pagination import DEFAULT_LIMIT
-from observai.telemetry import usage
-from observai.telemetry.usage import UsageReport
+from observai.telemetry import usage_report
+from observai.telemetry.usage_report import UsageReport
 from observai.tenancy import audit_trail, invitations, members, orgs, projects
 from observai.tenancy.models import (
     AuditEntry,
@@ -185,7 +185,7 @@ def get_usage(
     from_day: FromDay = None,
     to_day: ToDay = None,
 ) -> Envelope[UsageReport]:
-    return ok(usage.usage_report(user, org_id, from_day, to_day))
+    return ok(usage_report.usage_report(user, org_id, from_day, to_day))
 
 
 @app.get("/v1/orgs/<org_id>/ai", tags=["ai"])

@@ -14,7 +14,7 @@ import pytest
 from observai.db.connection import transaction
 from observai.errors import RateLimited
 from observai.http.exception_handlers import response_for
-from observai.telemetry import usage
+from observai.telemetry import usage, usage_report
 from observai.telemetry.model import Signal
 from observai.telemetry.usage import check_quota, plan_limits, roll_up_usage, usage_statement
 
@@ -396,8 +396,8 @@ def test_usage_route_defaults_from_to_the_first_calendar_day_at_most(
 
 
 def test_usage_range_resolution_at_the_calendar_edges() -> None:
-    span = usage.DEFAULT_REPORT_DAYS - 1
-    assert usage.resolve_range(None, date.min, date(2026, 1, 1)) == (date.min, date.min)
+    span = usage_report.DEFAULT_REPORT_DAYS - 1
+    assert usage_report.resolve_range(None, date.min, date(2026, 1, 1)) == (date.min, date.min)
     edge = date.min + timedelta(days=span)
-    assert usage.resolve_range(None, edge, date(2026, 1, 1)) == (date.min, edge)
-    assert usage.resolve_range(None, date.max, date(2026, 1, 1)) == (date.max - timedelta(days=span), date.max)
+    assert usage_report.resolve_range(None, edge, date(2026, 1, 1)) == (date.min, edge)
+    assert usage_report.resolve_range(None, date.max, date(2026, 1, 1)) == (date.max - timedelta(days=span), date.max)

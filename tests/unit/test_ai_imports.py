@@ -13,7 +13,7 @@ CHILD = """
 import sys
 sys.path.insert(0, {orgs!r})
 import observai.ai.provider, observai.ai.access, observai.ai.metering, observai.ai.settings, observai.ai.gemini
-import observai.telemetry.usage
+import observai.telemetry.usage, observai.telemetry.usage_report
 import app  # functions/orgs
 from observai.ai.provider import is_configured
 from observai.config import Settings

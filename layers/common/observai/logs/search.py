@@ -46,7 +46,7 @@ from observai.logs.query_language import (
     compile_node,
     parse,
 )
-from observai.logs.volume import VOLUME_HISTOGRAM_SQL, volume_filter
+from observai.logs.volume_histogram import VOLUME_HISTOGRAM_SQL, volume_filter
 from observai.pagination import decode_cursor, encode_cursor
 from observai.tenancy.access import authorize_telemetry
 

@@ -68,7 +68,7 @@ PLAN_MAX_TIME_COLUMNS = {"public.metric_rollups": "bucket_start", "public.metric
 MAX_DROPS_PER_RUN = 200
 MAX_PURGE_ROWS_PER_RUN = 200_000
 PURGE_BATCH_SIZE = 5_000
-USAGE_KEEP_DAYS = 400  # usage reports cover at most 366 days (observai.telemetry.usage.MAX_REPORT_DAYS)
+USAGE_KEEP_DAYS = 400  # usage reports cover at most 366 days (observai.telemetry.usage_report.MAX_REPORT_DAYS)
 LOCK_TIMEOUT = "3s"  # a drop never waits long behind a query: the next run retries it
 SYSTEM_TARGET = "partition"
 

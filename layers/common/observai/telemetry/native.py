@@ -12,6 +12,7 @@ Every event is validated on its own: a bad one is rejected with its index and re
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Iterator
@@ -128,15 +129,20 @@ class SpanEvent(_Event, total=False):
 
 
 Event = Annotated[MetricEvent | LogEvent | SpanEvent, Field(discriminator="type")]
-_ALL = TypeAdapter(list[Event])
-_ONE: TypeAdapter[Any] = TypeAdapter(Event)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 
 
+@functools.cache
+def _adapters() -> tuple[TypeAdapter[Any], TypeAdapter[Any]]:
+    """The pydantic validators of a batch and of one event, built at first use (tens of ms): the msgspec fast path
+    takes clean batches without them, so a cold start does not pay for them."""
+    return TypeAdapter(list[Event]), TypeAdapter(Event)
+
+
 def batch_schema(ref_template: str) -> dict[str, Any]:
     """JSON Schema of a native batch (for the OpenAPI document)."""
-    return _ALL.json_schema(ref_template=ref_template)
+    return _adapters()[0].json_schema(ref_template=ref_template)
 
 
 def to_ns(value: datetime) -> int:
@@ -169,7 +175,7 @@ def decode_native(
     events: list[Any] | None = native_fast.decode(body) if fast else None
     if events is None:
         try:
-            events = _ALL.validate_json(body)
+            events = _adapters()[0].validate_json(body)
         except ValidationError as exc:
             events = _validate_each(body, exc, limits)
     if len(events) > limits.max_events:
@@ -224,7 +230,7 @@ def _validate_each(body: bytes, whole_error: ValidationError, limits: IngestLimi
     out: list[Any] = []
     for index, item in enumerate(raw):
         try:
-            out.append(_ONE.validate_python(item))
+            out.append(_adapters()[1].validate_python(item))
         except ValidationError as exc:
             signal = _SIGNAL.get(str(item.get("type"))) if isinstance(item, dict) else None
             out.append(Rejection(index, _reason(exc), signal))

@@ -11,6 +11,9 @@ Quotas: ``check_quota`` reads an organization's usage at most once every ``USAGE
 per container, and adds what this container admitted since. So a quota is a soft bound: a burst can
 exceed the daily quota by at most ~30 s of the traffic other containers admit for that organization.
 ``plan_limits`` (max series, cardinality per metric, retention) is cached ``PLAN_CACHE_TTL_S`` (60 s).
+
+The report (``GET /v1/orgs/{org_id}/usage``) is observai.telemetry.usage_report's: ingestion imports this module
+and never needs the report's models.
 """
 
 from __future__ import annotations
@@ -26,18 +29,13 @@ from uuid import UUID
 from psycopg import sql
 from pydantic import BaseModel, Field
 
-from observai.ai.settings_models import AiUsage
-from observai.auth.permissions import Action
-from observai.auth.principal import Principal
 from observai.db.batched_move import move_in_batches
-from observai.db.connection import execute_autocommit, tenant_transaction, transaction
-from observai.errors import InvalidInput, NotFound, RateLimited
+from observai.db.connection import execute_autocommit, transaction
+from observai.errors import NotFound, RateLimited
 from observai.telemetry.model import Signal
 
 USAGE_CACHE_TTL_S = 30.0
 PLAN_CACHE_TTL_S = 60.0
-DEFAULT_REPORT_DAYS = 30
-MAX_REPORT_DAYS = 366
 # Roll-up: pg_try_advisory_xact_lock key, rows per transaction.
 ROLLUP_LOCK_KEY = 0x0B5A1_0003
 ROLLUP_BATCH_SIZE = 20_000
@@ -60,42 +58,6 @@ class PlanLimits(BaseModel):
     retention_days: int = Field(description="Days spans, metric points and WARN+ logs are kept")
     logs_info_retention_days: int = Field(description="Days INFO logs (and logs without a severity) are kept")
     logs_debug_retention_days: int = Field(description="Days TRACE and DEBUG logs are kept")
-
-
-class UsageDay(BaseModel):
-    day: date
-    signal: Signal
-    events: int
-    bytes: int
-
-
-class UsageTotal(BaseModel):
-    signal: Signal
-    events: int
-    bytes: int
-
-
-class UsageToday(BaseModel):
-    day: date
-    events: int
-    bytes: int
-    events_limit: int | None = Field(description="The plan's events_per_day; null: unlimited")
-    bytes_limit: int | None = Field(description="The plan's bytes_per_day; null: unlimited")
-    events_remaining: int | None
-    bytes_remaining: int | None
-    resets_at: datetime = Field(description="Next 00:00 UTC, when the daily quota starts again")
-
-
-class UsageReport(BaseModel):
-    org_id: UUID
-    from_day: date
-    to_day: date
-    plan: str
-    limits: PlanLimits
-    days: list[UsageDay] = Field(description="Per day and signal, oldest first; days without usage are omitted")
-    totals: list[UsageTotal] = Field(description="Per signal over the range")
-    today: UsageToday
-    ai: AiUsage = Field(description="This calendar month's AI model calls and tokens against the plan's budget")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -149,7 +111,7 @@ def usage_statement(
 # ---------------------------------------------------------------------------------------------
 # Limits and quotas (the writer, before it writes)
 
-_PLAN_SQL = """
+PLAN_SQL = """
 select p.plan, p.events_per_day, p.bytes_per_day, p.max_series, p.max_cardinality_per_metric, p.retention_days,
        p.logs_info_retention_days, p.logs_debug_retention_days
 from public.organizations o join public.plans p on p.plan = o.plan
@@ -168,7 +130,7 @@ with used as (
 select plan.*,
        (select coalesce(sum(events), 0)::bigint from used) as used_events,
        (select coalesce(sum(bytes), 0)::bigint from used) as used_bytes
-from ({_PLAN_SQL}) plan
+from ({PLAN_SQL}) plan
 """
 
 
@@ -198,7 +160,7 @@ def reset_caches() -> None:
         _noticed.clear()
 
 
-def _limits_from(row: Mapping[str, Any]) -> PlanLimits:
+def limits_from(row: Mapping[str, Any]) -> PlanLimits:
     return PlanLimits(
         plan=row["plan"],
         events_per_day=row["events_per_day"],
@@ -217,10 +179,10 @@ def plan_limits(org_id: UUID) -> PlanLimits:
     cached = _plan_cache.get(org_id)
     if cached is not None and now - cached[0] < PLAN_CACHE_TTL_S:
         return cached[1]
-    rows = execute_autocommit(_PLAN_SQL, {"org": org_id})
+    rows = execute_autocommit(PLAN_SQL, {"org": org_id})
     if not rows:
         raise NotFound("Organization not found", details={"org_id": str(org_id)})
-    limits = _limits_from(rows[0])
+    limits = limits_from(rows[0])
     with _lock:
         _plan_cache[org_id] = (now, limits)
     return limits
@@ -235,7 +197,7 @@ def _usage_state(org_id: UUID, today: date) -> _UsageState:
     if not rows:
         raise NotFound("Organization not found", details={"org_id": str(org_id)})
     row = rows[0]
-    limits = _limits_from(row)
+    limits = limits_from(row)
     state = _UsageState(
         fetched_at=now, day=today, limits=limits, used_events=int(row["used_events"]), used_bytes=int(row["used_bytes"])
     )
@@ -374,91 +336,3 @@ def roll_up_usage(max_rows: int = 50_000) -> int:
     the oldest remaining rows). Never double-counts: a row is deleted in the transaction that adds it.
     """
     return move_in_batches(ROLLUP_LOCK_KEY, _ROLLUP_SQL, ROLLUP_BATCH_SIZE, max_rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# Report (GET /v1/orgs/{org_id}/usage)
-
-# Rolled-up days (RLS: members read usage_daily) plus the increments not yet rolled up (through
-# private.pending_usage, members only), in one statement so one snapshot; today always included.
-_REPORT_SQL = """
-with u as (
-    select d.day, d.signal, d.events, d.bytes from public.usage_daily d
-    where d.org_id = %(org)s and (d.day between %(from)s and %(to)s or d.day = %(today)s)
-    union all
-    select p.day, p.signal, p.events, p.bytes from private.pending_usage(%(org)s, %(from)s, %(to)s) p
-    union all
-    select p.day, p.signal, p.events, p.bytes from private.pending_usage(%(org)s, %(today)s, %(today)s) p
-    where not (%(today)s between %(from)s and %(to)s)
-)
-select day, signal, sum(events)::bigint as events, sum(bytes)::bigint as bytes
-from u group by day, signal order by day, signal
-"""
-
-
-def resolve_range(from_day: date | None, to_day: date | None, today: date) -> tuple[date, date]:
-    """Default: the last 30 days up to today. At most MAX_REPORT_DAYS days; from must not be after to."""
-    to_day = to_day or (today if from_day is None else max(today, from_day))
-    if from_day is None:
-        span = timedelta(days=DEFAULT_REPORT_DAYS - 1)
-        # Never before the calendar's first day (?to=0001-01-01 overflowed: a 500).
-        from_day = to_day - span if to_day - date.min >= span else date.min
-    if from_day > to_day:
-        raise InvalidInput(
-            "'from' must not be after 'to'", details={"from": from_day.isoformat(), "to": to_day.isoformat()}
-        )
-    if (to_day - from_day).days + 1 > MAX_REPORT_DAYS:
-        raise InvalidInput(
-            f"the range covers more than {MAX_REPORT_DAYS} days",
-            details={"from": from_day.isoformat(), "to": to_day.isoformat(), "max_days": MAX_REPORT_DAYS},
-        )
-    return from_day, to_day
-
-
-def usage_report(principal: Principal, org_id: UUID, from_day: date | None, to_day: date | None) -> UsageReport:
-    """Usage per day and signal (rolled up + pending), the plan and its limits, and today's totals vs them."""
-    from observai.tenancy.access import authorize_org
-
-    now = utc_now()
-    today = now.date()
-    from_day, to_day = resolve_range(from_day, to_day, today)
-    with tenant_transaction(principal.rls_claims()) as cur:
-        authorize_org(cur, principal, org_id, Action.ORG_READ)
-        cur.execute(_PLAN_SQL, {"org": org_id})
-        plan_row = cur.fetchone()
-        if plan_row is None:
-            raise NotFound("Organization not found", details={"org_id": str(org_id)})
-        cur.execute(_REPORT_SQL, {"org": org_id, "from": from_day, "to": to_day, "today": today})
-        rows = cur.fetchall()
-        from observai.ai.settings import month_usage
-
-        ai = month_usage(cur, org_id, now)
-    limits = _limits_from(plan_row)
-    days = [UsageDay(**r) for r in rows if from_day <= r["day"] <= to_day]
-    totals: dict[Signal, UsageTotal] = {}
-    for d in days:
-        t = totals.setdefault(d.signal, UsageTotal(signal=d.signal, events=0, bytes=0))
-        t.events += d.events
-        t.bytes += d.bytes
-    today_events = sum(r["events"] for r in rows if r["day"] == today)
-    today_bytes = sum(r["bytes"] for r in rows if r["day"] == today)
-    return UsageReport(
-        org_id=org_id,
-        from_day=from_day,
-        to_day=to_day,
-        plan=limits.plan,
-        limits=limits,
-        days=days,
-        totals=list(totals.values()),
-        today=UsageToday(
-            day=today,
-            events=today_events,
-            bytes=today_bytes,
-            events_limit=limits.events_per_day,
-            bytes_limit=limits.bytes_per_day,
-            events_remaining=None if limits.events_per_day is None else max(0, limits.events_per_day - today_events),
-            bytes_remaining=None if limits.bytes_per_day is None else max(0, limits.bytes_per_day - today_bytes),
-            resets_at=next_utc_midnight(now),
-        ),
-        ai=ai,
-    )
