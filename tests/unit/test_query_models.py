@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 from observai.errors import InvalidInput, Unprocessable
-from observai.metrics.query import auto_step, filter_sql, match_filters, plan
+from observai.metrics.filters import filter_sql, match_filters
+from observai.metrics.query import auto_step, plan
 from observai.metrics.query_models import MetricQuery, QueryFilter, QueryRequest
 from pydantic import ValidationError
 

@@ -78,7 +78,7 @@ def insert(
 
 def count_series(cur: Cursor, project_id: UUID, query: dict[str, Any], cap: int) -> int:
     """The metric series a detector's query matches (before group_by), counted up to ``cap``."""
-    from observai.metrics.query import filter_sql
+    from observai.metrics.filters import filter_sql
     from observai.metrics.query_models import QueryFilter
 
     filters = [QueryFilter.model_validate(f) for f in query.get("filters") or []]

@@ -17,7 +17,7 @@ from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction, transaction
 from observai.errors import InvalidInput, NotFound
-from observai.metrics.query import filter_sql, match_filters
+from observai.metrics.filters import filter_sql, match_filters
 from observai.metrics.query_models import (
     MAX_NAME_LENGTH,
     AttributeCardinality,

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeGuard, cast
@@ -56,18 +56,16 @@ from psycopg.types.json import Jsonb
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
 from observai.errors import InvalidInput, Unprocessable
-from observai.match_params import match_pairs
 from observai.metrics.distributions import ANCHOR_LOOKBACK, Bucket, distribution_buckets
+from observai.metrics.filters import filter_sql
 from observai.metrics.query_models import (
     COUNTER_AGGREGATIONS,
     PERCENTILES,
     MetricQuery,
-    QueryFilter,
     QueryRequest,
     QueryResponse,
     QueryResult,
     SeriesPoints,
-    anchored,
 )
 from observai.metrics.sketch import Sketch, encoded_quantile, merge_encoded
 from observai.tenancy.access import authorize_telemetry
@@ -172,26 +170,6 @@ def plan(query: MetricQuery, now: datetime, *, loc: list[Any] | None = None, ali
 
 
 # --- SQL -------------------------------------------------------------------------------------------------------
-
-
-def filter_sql(filters: Sequence[QueryFilter], params: dict[str, Any], prefix: str = "f") -> str:
-    """``and ...`` conditions on ``s.attributes`` for the filters; values go into ``params``."""
-    parts: list[str] = []
-    for i, f in enumerate(filters):
-        key = f"{prefix}{i}"
-        if f.op in ("=", "!="):
-            params[key] = Jsonb({f.attribute: f.value})
-            parts.append(("not " if f.op == "!=" else "") + f"s.attributes @> %({key})s::jsonb")
-        elif f.op in ("in", "not_in"):
-            values = f.value if isinstance(f.value, list) else [f.value]
-            params[key] = [Jsonb({f.attribute: v}) for v in values]
-            parts.append(("not " if f.op == "not_in" else "") + f"s.attributes @> any(%({key})s::jsonb[])")
-        else:
-            params[f"{key}k"] = f.attribute
-            params[key] = anchored(str(f.value))
-            operator = "~" if f.op == "=~" else "!~"
-            parts.append(f"coalesce(s.attributes ->> %({key}k)s, '') {operator} %({key})s")
-    return "".join(f" and {part}" for part in parts)
 
 
 _COUNTER = "s.type = 'sum' and s.monotonic is not false"
@@ -931,19 +909,3 @@ def run_queries(
             details={"loc": [*loc, "filters"], "reason": str(exc.diag.message_primary or exc)},
         ) from None
     return QueryResponse(results=results)
-
-
-def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
-    """``match[attr]=value`` query parameters as equality filters. A URL carries text only, so ``200``, ``true``
-    also match the JSON number or boolean (``attributes @> {"attr": "200"}`` or ``{"attr": 200}``)."""
-    filters: list[QueryFilter] = []
-    for key, raw_value in match_pairs(query_params):
-        values: list[Any] = [raw_value]
-        try:
-            parsed = json.loads(raw_value)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, bool | int | float) and not (isinstance(parsed, float) and not math.isfinite(parsed)):
-            values.append(parsed)
-        filters.append(QueryFilter(attribute=key, op="in", value=values))
-    return filters

@@ -25,7 +25,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction
 from observai.errors import InvalidInput, NotFound
-from observai.metrics.query import filter_sql, match_filters
+from observai.metrics.filters import filter_sql, match_filters
 from observai.pagination import decode_cursor, encode_cursor
 from observai.tenancy.access import authorize_telemetry
 from observai.traces import store

@@ -57,7 +57,8 @@ class AbsenceKind:
 def _metric_groups(
     cur: Cursor, project_id: UUID, condition: AbsenceCondition, lookback: datetime, eval_at: datetime
 ) -> list[Observation]:
-    from observai.metrics.query import _LABELS, filter_sql
+    from observai.metrics.filters import filter_sql
+    from observai.metrics.query import _LABELS
 
     params: dict[str, Any] = {
         "project": project_id,
