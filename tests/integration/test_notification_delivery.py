@@ -301,6 +301,30 @@ def test_email_to_a_person_through_ses(db: psycopg.Connection[Any], aws: Aws, pa
     assert len(sent) == 1
 
 
+def test_an_emails_progress_is_kept_so_its_retry_resumes_after_the_parts_sent(
+    db: psycopg.Connection[Any], aws: Aws, paged: Paged
+) -> None:
+    from observai.notify.message import SendResult
+
+    # Given an e-mail delivery claimed for its first attempt
+    did = enqueue_email(paged, NOW, to="oncall@example.test")
+    assert did is not None
+    settings = get_settings()
+    first = deliveries.prepare(ids=[did], limit=10, now=NOW, settings=settings)
+    assert [c.message.resume_from for c in first.ready] == [0]
+    # When the attempt ends with SES throttling after accepting 2 of its messages
+    throttled = SendResult(ok=False, retryable=True, status_code=429, error="SES TooManyRequestsException", progress=2)
+    outcome = deliveries.record(first.ready, [throttled], NOW, settings)[did]
+    assert outcome.outcome == "retrying" and outcome.next_attempt_at is not None
+    # Then the delivery keeps its progress, and the retry's message resumes after those 2 messages
+    assert delivery(db, did)["progress"] == 2
+    retry = deliveries.prepare(ids=[did], limit=10, now=outcome.next_attempt_at, settings=settings)
+    assert [c.message.resume_from for c in retry.ready] == [2]
+    # And an attempt that says nothing of parts leaves the progress as it was
+    deliveries.record(retry.ready, [SendResult(ok=False, retryable=True, error="no answer")], NOW, settings)
+    assert delivery(db, did)["progress"] == 2
+
+
 def test_a_route_notification_from_the_dispatcher_reaches_each_contact_point(
     db: psycopg.Connection[Any], aws: Aws
 ) -> None:

@@ -450,6 +450,35 @@ def test_email_throttling_is_retryable_rejections_are_not(status: int, error_typ
     assert error_type in (result.error or "")
 
 
+def test_an_email_retry_after_a_failed_part_sends_only_the_parts_ses_had_not_accepted() -> None:
+    # Given 120 addresses (three SES messages) and SES accepting the first message, then throttling
+    addresses = [f"oncall{i}@example.test" for i in range(120)]
+    accepted = Reply(200, json.dumps({"MessageId": "m-1"}).encode(), {"content-type": "application/json"})
+    throttled = Reply(
+        429, b'{"message": "Maximum sending rate exceeded."}', {"x-amzn-ErrorType": "TooManyRequestsException"}
+    )
+    settings = _settings(notify_email_sender=SENDER)
+    stand_in = _SesStandIn(200, "unused")
+    with stand_in as client:
+        stand_in.receiver.script(accepted, throttled)
+        # When the e-mail is sent
+        first = email_channel.send({"addresses": addresses}, _message(), settings=settings, client=client)
+        # Then it failed retryably after one accepted message, and says so
+        assert (first.ok, first.retryable, first.progress) == (False, True, 1)
+        assert "after 1 of 3 messages were sent" in (first.error or "")
+        before = len(stand_in.receiver.requests)
+        # When the retry resumes after the accepted part, SES accepting everything now
+        stand_in.receiver.script(accepted)
+        retry = email_channel.send(
+            {"addresses": addresses}, _message(resume_from=first.progress), settings=settings, client=client
+        )
+    # Then only the two remaining messages went, to the remaining addresses, and the whole e-mail is done
+    assert (retry.ok, retry.progress) == (True, 3)
+    recipients = [json.loads(r.body)["Destination"]["ToAddresses"] for r in stand_in.receiver.requests]
+    assert recipients[:before].count(addresses[:50]) == 1  # (the throttled message may have been tried again)
+    assert recipients[before:] == [addresses[50:100], addresses[100:]]
+
+
 # --- webhook -----------------------------------------------------------------------------------------------------
 
 

@@ -405,6 +405,7 @@ def _decide(claimed: Claimed, result: SendResult, now: datetime) -> tuple[store.
             result.status_code,
             scrub(error, claimed.config),
             finished if status == "sent" else None,
+            result.progress,
         )
 
     if result.ok:

@@ -13,7 +13,7 @@ from observai.db.connection import Cursor
 
 _CLAIMED_COLUMNS = (
     "d.id, d.org_id, d.project_id, d.incident_id, d.contact_point_id, d.user_id, d.channel, d.event, d.source,"
-    " d.escalation_step, d.payload, d.attempts, d.created_at"
+    " d.escalation_step, d.payload, d.attempts, d.progress, d.created_at"
 )
 _INCIDENT_COLUMNS = (
     "i.number as incident_number, i.title as incident_title, i.status as incident_status,"
@@ -164,6 +164,7 @@ class Record:
     response_code: int | None
     error: str | None
     sent_at: datetime | None
+    progress: int | None = None  # parts the receiver has accepted in all (a channel sending in parts); None: as was
 
 
 def record(cur: Cursor, records: Sequence[Record], now: datetime) -> set[UUID]:
@@ -175,11 +176,12 @@ def record(cur: Cursor, records: Sequence[Record], now: datetime) -> set[UUID]:
         return set()
     cur.execute(
         "with v as (select * from unnest(%(ids)s::uuid[], %(attempts)s::int[], %(statuses)s::text[],"
-        " %(next)s::timestamptz[], %(codes)s::int[], %(errors)s::text[], %(sent)s::timestamptz[])"
-        " as v(id, attempt, status, next_at, code, error, sent_at)),"
+        " %(next)s::timestamptz[], %(codes)s::int[], %(errors)s::text[], %(sent)s::timestamptz[],"
+        " %(progress)s::int[]) as v(id, attempt, status, next_at, code, error, sent_at, progress)),"
         " upd as (update public.notification_deliveries d set status = v.status, next_attempt_at = v.next_at,"
         " lease_until = null, response_code = v.code, error = v.error, sent_at = coalesce(v.sent_at, d.sent_at),"
-        " updated_at = %(now)s from v where d.id = v.id and d.status = 'sending' and d.attempts = v.attempt"
+        " progress = coalesce(v.progress, d.progress), updated_at = %(now)s"
+        " from v where d.id = v.id and d.status = 'sending' and d.attempts = v.attempt"
         " returning d.id, d.org_id, d.project_id, d.incident_id, d.contact_point_id, d.user_id, d.channel, d.event,"
         " d.source, d.escalation_step, d.status, d.attempts, d.response_code, d.error),"
         " ev as (insert into public.incident_events (org_id, project_id, incident_id, at, kind, actor_type, details)"
@@ -200,6 +202,7 @@ def record(cur: Cursor, records: Sequence[Record], now: datetime) -> set[UUID]:
             "codes": [r.response_code for r in records],
             "errors": [r.error for r in records],
             "sent": [r.sent_at for r in records],
+            "progress": [r.progress for r in records],
             "now": now,
         },
     )

@@ -33,6 +33,9 @@ class Message:
     dedup_key: str | None = None
     # The delivery's id: the webhook channel's webhook-id, an e-mail's reference; stable across retries.
     delivery_id: str | None = None
+    # Parts of this message the receiver accepted in earlier attempts (an e-mail to more than 50 addresses is several
+    # SES messages): a retry sends only the parts after them.
+    resume_from: int = 0
 
 
 @dataclass(frozen=True)
@@ -50,3 +53,5 @@ class SendResult:
     response_excerpt: str | None = None
     error: str | None = None
     duration_ms: int = 0
+    # A channel sending in parts: how many the receiver has accepted in all, this attempt's and earlier ones'.
+    progress: int | None = None

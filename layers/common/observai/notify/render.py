@@ -130,6 +130,7 @@ def build_message(
         mention=str(mention) if mention else None,
         dedup_key=str(incident["id"]) if incident is not None else None,
         delivery_id=str(delivery["id"]),
+        resume_from=int(delivery.get("progress") or 0),
     )
 
 

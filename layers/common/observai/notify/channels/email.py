@@ -1,6 +1,7 @@
 """E-mail: Amazon SES v2 ``SendEmail`` from ``settings.notify_email_sender``, a text and an HTML body.
 
-At most 50 recipients a message (SES's limit): more addresses make several messages. The bodies carry the text,
+At most 50 recipients a message (SES's limit): more addresses make several messages, and a retry after one failed
+sends only those SES had not accepted (``SendResult.progress``, kept on the delivery). The bodies carry the text,
 the incident's facts, the alerts (at most 50 listed) and the links: the incident page and the signed acknowledge
 and resolve links (each opens a confirmation page; only its button acts, so a mail scanner following links changes
 nothing). Everything that came from a user or an alert is HTML-escaped in the HTML body.
@@ -11,6 +12,7 @@ a rejected message, an unverified sender or a paused account are not. No sender 
 
 from __future__ import annotations
 
+import dataclasses
 import html
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -168,7 +170,9 @@ def send(config: Mapping[str, Any], message: Message, *, settings: Settings, cli
         }
     }
     ids: list[str] = []
-    for batch in batches(addresses):
+    parts = batches(addresses)
+    done = min(max(0, message.resume_from), len(parts))  # accepted by SES in earlier attempts: not sent again
+    for batch in parts[done:]:
         try:
             answer = client.send_email(
                 FromEmailAddress=settings.notify_email_sender,
@@ -177,20 +181,19 @@ def send(config: Mapping[str, Any], message: Message, *, settings: Settings, cli
             )
         except Exception as exc:
             failed = classify_error(exc)
-            if ids:  # some batches went: said, so that a retry's duplicates are understood
-                failed = SendResult(
-                    ok=False,
-                    status_code=failed.status_code,
-                    retryable=failed.retryable,
-                    error=f"{failed.error} (after {len(ids)} of {len(batches(addresses))} messages were sent)"[:1000],
+            sent = done + len(ids)
+            failed = dataclasses.replace(failed, progress=sent)  # a retry resumes after the accepted messages
+            if sent:
+                failed = dataclasses.replace(
+                    failed, error=f"{failed.error} (after {sent} of {len(parts)} messages were sent)"[:1000]
                 )
             return _timed(failed, started)
         ids.append(str(answer.get("MessageId") or ""))
-    return _timed(SendResult(ok=True, status_code=200, response_excerpt=" ".join(ids)[:1024]), started)
+    result = SendResult(ok=True, status_code=200, response_excerpt=" ".join(ids)[:1024], progress=len(parts))
+    return _timed(result, started)
 
 
 def _timed(result: SendResult, started: float) -> SendResult:
-    import dataclasses
     import time
 
     return dataclasses.replace(result, duration_ms=max(0, round((time.perf_counter() - started) * 1000)))
