@@ -603,7 +603,7 @@ def test_member_notification_settings(tenant: Tenant, db: psycopg.Connection[Any
 
     with transaction() as cur:
         reached = reach(cur, tenant.project.org_id, tenant.member.id)
-        assert member_for_slack_user(cur, tenant.project.org_id, "U024BE7LH") == tenant.member.id
+        assert member_for_slack_user(cur, tenant.project.org_id, "U024BE7LH", None) == tenant.member.id
     assert reached is not None and reached.email is None and str(reached.slack_contact_point_id) == slack_cp["id"]
 
     # An admin sets another member's; a member may not set (or read) someone else's
@@ -618,6 +618,19 @@ def test_member_notification_settings(tenant: Tenant, db: psycopg.Connection[Any
     assert taken.status == 409 and taken.error["code"] == "slack_user_id_taken"
     bad = call("PUT", mine, tenant.member.headers, {"slack_user_id": "someone"})
     assert bad.status == 422 and bad.error["details"][0]["loc"][:2] == ["body", "slack_user_id"]
+    bad_team = call("PUT", mine, tenant.member.headers, {"slack_user_id": "U024BE7LH", "slack_team_id": "acme"})
+    assert bad_team.status == 422 and bad_team.error["details"][0]["loc"][:2] == ["body", "slack_team_id"]
+    # A member pins the workspace of their Slack member id: only buttons pressed there act as them
+    pinned = {
+        "email_enabled": False,
+        "slack_user_id": "U024BE7LH",
+        "slack_team_id": "T0001",
+        "slack_contact_point_id": slack_cp["id"],
+    }
+    assert call("PUT", mine, tenant.member.headers, pinned).data["slack_team_id"] == "T0001"
+    with transaction() as cur:
+        assert member_for_slack_user(cur, tenant.project.org_id, "U024BE7LH", "T0001") == tenant.member.id
+        assert member_for_slack_user(cur, tenant.project.org_id, "U024BE7LH", "T0002") is None
     not_slack = call("PUT", mine, tenant.member.headers, {"slack_contact_point_id": email_cp["id"]})
     assert not_slack.status == 422 and not_slack.error["details"][0]["loc"] == ["body", "slack_contact_point_id"]
     # A user who is not a member, and an API key, get 404

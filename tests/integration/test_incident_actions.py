@@ -436,6 +436,36 @@ def test_slack_unmapped_user_viewer_and_another_orgs_incident_are_refused_polite
 
 
 @pytest.mark.usefixtures("slack_env")
+def test_a_member_who_pinned_their_slack_workspace_is_not_acted_for_from_another(
+    conn: psycopg.Connection[Any], tenant: Tenant
+) -> None:
+    # Given a member whose Slack member id is pinned to workspace T0TEAM (Slack ids are unique per workspace only)
+    incident = open_incident(conn, tenant)
+    before = state(conn, incident["id"])
+    member = tenant.users["member"]
+    conn.execute(
+        "update public.member_notification_settings set slack_team_id = 'T0TEAM' where org_id = %s and user_id = %s",
+        (tenant.project.org_id, member.id),
+    )
+    try:
+        # When the same member id presses the button in another workspace (or a payload without a team)
+        elsewhere = slack_payload(tenant, incident, tenant.slack_ids["member"], team={"id": "T0OTHER"})
+        no_team = slack_payload(tenant, incident, tenant.slack_ids["member"], team=None)
+        # Then it is refused as an unmapped user, and the incident is unchanged
+        for payload in (elsewhere, no_team):
+            assert "not linked to a member" in ephemeral(slack(payload))
+        assert state(conn, incident["id"]) == before
+        # And from its own workspace the button acts as the member
+        assert "You acknowledged" in ephemeral(slack(slack_payload(tenant, incident, tenant.slack_ids["member"])))
+        assert state(conn, incident["id"])["acknowledged_by"] == member.id
+    finally:
+        conn.execute(
+            "update public.member_notification_settings set slack_team_id = null where org_id = %s and user_id = %s",
+            (tenant.project.org_id, member.id),
+        )
+
+
+@pytest.mark.usefixtures("slack_env")
 def test_slack_unknown_actions_and_bad_bodies(conn: psycopg.Connection[Any], tenant: Tenant) -> None:
     incident = open_incident(conn, tenant)
     member = tenant.slack_ids["member"]

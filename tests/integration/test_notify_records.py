@@ -85,8 +85,8 @@ def test_a_person_is_reached_by_their_address_and_slack_settings_within_their_or
     with transaction() as cur:
         reached = people.reach(cur, project.org_id, member.id)
         nobody = people.reach(cur, project.org_id, stranger.id)
-        mapped = people.member_for_slack_user(cur, project.org_id, "U024BE7LH")
-        elsewhere = people.member_for_slack_user(cur, uuid.uuid4(), "U024BE7LH")
+        mapped = people.member_for_slack_user(cur, project.org_id, "U024BE7LH", "T0001")
+        elsewhere = people.member_for_slack_user(cur, uuid.uuid4(), "U024BE7LH", None)
     # Then the member's channels are known, the stranger is nobody here, and the Slack id maps back only here
     assert reached == people.Reach(member.id, member.email, slack, "U024BE7LH")
     assert nobody is None

@@ -249,12 +249,22 @@ SlackUserId = Annotated[
     StringConstraints(pattern=r"^[UW][A-Z0-9]{2,20}$"),
     Field(description="The Slack member id (U… or W…), mentioned when they are paged", examples=["U024BE7LH"]),
 ]
+SlackTeamId = Annotated[
+    str,
+    StringConstraints(pattern=r"^[TE][A-Z0-9]{2,20}$"),
+    Field(
+        description="The Slack workspace (team id T…, or an Enterprise Grid's E…) of slack_user_id: set, a Slack button"
+        " pressed in another workspace does not act as this member",
+        examples=["T0001"],
+    ),
+]
 
 
 class NotificationSettingsIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     email_enabled: bool = Field(default=True, description="Page by e-mail (their account's address)")
     slack_user_id: SlackUserId | None = None
+    slack_team_id: SlackTeamId | None = None
     slack_contact_point_id: UUID_T | None = Field(
         default=None, description="A live slack contact point of one of the organization's projects"
     )

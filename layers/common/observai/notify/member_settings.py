@@ -36,7 +36,7 @@ def _authorize(cur: Cursor, principal: Principal, org_id: UUID, user_id: UUID) -
 
 def _read(cur: Cursor, org_id: UUID, user_id: UUID) -> NotificationSettings:
     cur.execute(
-        "select email_enabled, slack_user_id, slack_contact_point_id, updated_at"
+        "select email_enabled, slack_user_id, slack_team_id, slack_contact_point_id, updated_at"
         " from public.member_notification_settings where org_id = %s and user_id = %s",
         (org_id, user_id),
     )
@@ -46,6 +46,7 @@ def _read(cur: Cursor, org_id: UUID, user_id: UUID) -> NotificationSettings:
         user_id=user_id,
         email_enabled=row.get("email_enabled", True),
         slack_user_id=row.get("slack_user_id"),
+        slack_team_id=row.get("slack_team_id"),
         slack_contact_point_id=row.get("slack_contact_point_id"),
         updated_at=row.get("updated_at"),
     )
@@ -83,11 +84,19 @@ def put_settings(
             with cur.connection.transaction():
                 cur.execute(
                     "insert into public.member_notification_settings (org_id, user_id, email_enabled, slack_user_id,"
-                    " slack_contact_point_id, updated_at) values (%s, %s, %s, %s, %s, %s)"
+                    " slack_team_id, slack_contact_point_id, updated_at) values (%s, %s, %s, %s, %s, %s, %s)"
                     " on conflict (org_id, user_id) do update set email_enabled = excluded.email_enabled,"
-                    " slack_user_id = excluded.slack_user_id, slack_contact_point_id = excluded.slack_contact_point_id,"
-                    " updated_at = excluded.updated_at",
-                    (org_id, user_id, body.email_enabled, body.slack_user_id, body.slack_contact_point_id, now),
+                    " slack_user_id = excluded.slack_user_id, slack_team_id = excluded.slack_team_id,"
+                    " slack_contact_point_id = excluded.slack_contact_point_id, updated_at = excluded.updated_at",
+                    (
+                        org_id,
+                        user_id,
+                        body.email_enabled,
+                        body.slack_user_id,
+                        body.slack_team_id,
+                        body.slack_contact_point_id,
+                        now,
+                    ),
                 )
         except psycopg.errors.UniqueViolation:
             raise Conflict(
@@ -104,7 +113,7 @@ def put_settings(
             target_id=user_id,
             details={
                 "before": before.model_dump(
-                    mode="json", include={"email_enabled", "slack_user_id", "slack_contact_point_id"}
+                    mode="json", include={"email_enabled", "slack_user_id", "slack_team_id", "slack_contact_point_id"}
                 ),
                 "after": body.model_dump(mode="json"),
             },

@@ -40,13 +40,15 @@ def reach(cur: Cursor, org_id: UUID, user_id: UUID) -> Reach | None:
     )
 
 
-def member_for_slack_user(cur: Cursor, org_id: UUID, slack_user_id: str) -> UUID | None:
-    """The member of the organization who set this Slack member id in their settings, if any."""
+def member_for_slack_user(cur: Cursor, org_id: UUID, slack_user_id: str, slack_team_id: str | None) -> UUID | None:
+    """The member of the organization who set this Slack member id in their settings, if any; when they pinned
+    their workspace, only for a button pressed in it (``slack_team_id``, the payload's ``team.id``)."""
     cur.execute(
         "select s.user_id from public.member_notification_settings s"
         " join public.memberships m on m.org_id = s.org_id and m.user_id = s.user_id"
-        " where s.org_id = %s and s.slack_user_id = %s",
-        (org_id, slack_user_id),
+        " where s.org_id = %s and s.slack_user_id = %s"
+        " and (s.slack_team_id is null or s.slack_team_id = %s)",
+        (org_id, slack_user_id, slack_team_id),
     )
     row = cur.fetchone()
     return row["user_id"] if row else None

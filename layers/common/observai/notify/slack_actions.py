@@ -46,6 +46,7 @@ MAX_SKEW_S = 300  # Slack: "more than five minutes" from local time is a possibl
 ACTIONS = {"incident_acknowledge": "acknowledge", "incident_resolve": "resolve"}
 _DONE = {"acknowledge": "acknowledged", "resolve": "resolved"}
 _SLACK_ID = re.compile(r"^[A-Z0-9]{1,32}$")
+_SLACK_TEAM = re.compile(r"^[TE][A-Z0-9]{2,20}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _SIGNATURE = re.compile(r"^v0=[0-9a-f]{64}$")
 SLACK_HOOKS_HOST = "hooks.slack.com"
@@ -177,7 +178,8 @@ def handle(
     )
     with transaction() as cur:
         incident = incident_store.get(cur, project_id, incident_id)
-        user_id = member_for_slack_user(cur, incident["org_id"], slack_user_id) if incident else None
+        team = team_id if isinstance(team_id, str) and _SLACK_TEAM.match(team_id) else None
+        user_id = member_for_slack_user(cur, incident["org_id"], slack_user_id, team) if incident else None
         role = tenancy_store.role_in_org(cur, incident["org_id"], user_id) if incident and user_id else None
     logger.info(
         "slack action",
