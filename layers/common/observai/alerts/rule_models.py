@@ -36,6 +36,7 @@ from observai.metrics.query_models import (
     AttributeKey,
     MetricName,
     QueryFilter,
+    distinct_keys,
 )
 
 Comparison = Literal[">", ">=", "<", "<=", "==", "!="]
@@ -83,12 +84,7 @@ class MetricCondition(_In):
             raise ValueError("a metric window is whole minutes (the rollups' resolution)")
         return window
 
-    @field_validator("group_by")
-    @classmethod
-    def _distinct(cls, keys: list[str]) -> list[str]:
-        if len(set(keys)) != len(keys):
-            raise ValueError("group_by keys must be distinct")
-        return keys
+    _group_by = field_validator("group_by")(distinct_keys)
 
 
 class LogCondition(_In):

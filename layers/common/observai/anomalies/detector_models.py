@@ -23,6 +23,7 @@ from observai.metrics.query_models import (
     AttributeKey,
     MetricName,
     QueryFilter,
+    distinct_keys,
 )
 from observai.patch_models import refuse_null, require_a_field
 
@@ -65,12 +66,7 @@ class DetectorQuery(_In):
     aggregation: Aggregation = "avg"
     group_by: list[AttributeKey] = Field(default_factory=list, max_length=MAX_GROUP_BY)
 
-    @field_validator("group_by")
-    @classmethod
-    def _distinct(cls, keys: list[str]) -> list[str]:
-        if len(set(keys)) != len(keys):
-            raise ValueError("group_by keys must be distinct")
-        return keys
+    _group_by = field_validator("group_by")(distinct_keys)
 
 
 class DetectorIn(_In):

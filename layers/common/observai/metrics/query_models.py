@@ -65,6 +65,13 @@ def anchored(pattern: str) -> str:
     return f"^(?:{pattern})$"
 
 
+def distinct_keys(keys: list[str]) -> list[str]:
+    """A ``group_by`` names each attribute once (the metric query's, an alert rule's, a detector's)."""
+    if len(set(keys)) != len(keys):
+        raise ValueError("group_by keys must be distinct")
+    return keys
+
+
 class QueryFilter(_In):
     """One condition on a series attribute. ``=`` and ``!=`` take a scalar, ``in`` and ``not_in`` a list of
     scalars, ``=~`` and ``!~`` a regular expression (POSIX-style, matched against the whole value as text).
@@ -132,12 +139,7 @@ class MetricQuery(_In):
             raise ValueError(f"the range is at most {MAX_RANGE.days} days")
         return to
 
-    @field_validator("group_by")
-    @classmethod
-    def _distinct(cls, keys: list[str]) -> list[str]:
-        if len(set(keys)) != len(keys):
-            raise ValueError("group_by keys must be distinct")
-        return keys
+    _group_by = field_validator("group_by")(distinct_keys)
 
 
 class QueryRequest(_In):
