@@ -277,16 +277,7 @@ def nearest(
     vector = _query_vector(cur, incident, settings, now or datetime.now(UTC))
     if vector is None:
         return []
-    rows = store.nearest(
-        cur,
-        org_id=org_id,
-        incident_id=incident_id,
-        query_vector=vector,
-        dimensions=settings.ai_embedding_dimensions,
-        model=settings.ai_embedding_model,
-        limit=limit,
-    )
-    return _similar(rows)
+    return _nearest(cur, org_id, incident_id, vector, limit, settings)
 
 
 def similar_incidents(
@@ -328,13 +319,20 @@ def similar_incidents(
             raise access.unavailable_error(exc) from exc
         vector = store.vector_text(made)
     with tenant_transaction(principal.rls_claims()) as cur:
-        rows = store.nearest(
-            cur,
-            org_id=org_id,
-            incident_id=incident_id,
-            query_vector=vector,
-            dimensions=settings.ai_embedding_dimensions,
-            model=settings.ai_embedding_model,
-            limit=limit,
-        )
+        return _nearest(cur, org_id, incident_id, vector, limit, settings)
+
+
+def _nearest(
+    cur: Cursor, org_id: UUID, incident_id: UUID, vector: str, limit: int, settings: Settings
+) -> list[SimilarIncident]:
+    """The nearest past incidents to ``vector`` in the embedding space of the settings' model and dimension."""
+    rows = store.nearest(
+        cur,
+        org_id=org_id,
+        incident_id=incident_id,
+        query_vector=vector,
+        dimensions=settings.ai_embedding_dimensions,
+        model=settings.ai_embedding_model,
+        limit=limit,
+    )
     return _similar(rows)
