@@ -45,11 +45,16 @@ def is_enabled(cur: Cursor, org_id: UUID) -> bool:
     return bool(row and row["enabled"])
 
 
+def require_configured(settings: Settings) -> None:
+    """Raise ``AiNotConfigured`` (503) without a key on this deployment."""
+    if not is_configured(settings):
+        raise AiNotConfigured()
+
+
 def require_enabled(cur: Cursor, org_id: UUID, settings: Settings) -> None:
     """Raise ``AiNotConfigured`` (503) without a key on this deployment, ``Conflict`` ``ai_disabled`` (409) when the
     organization has not opted in. Call it after the caller's authorization (never reveal another org's choice)."""
-    if not is_configured(settings):
-        raise AiNotConfigured()
+    require_configured(settings)
     if not is_enabled(cur, org_id):
         raise Conflict(
             "AI features are off for this organization; an owner or admin can turn them on with "

@@ -299,12 +299,12 @@ def similar_incidents(
         if incident is None:
             raise NotFound("Incident not found", details={"incident_id": str(incident_id)})
         if not access.is_enabled(cur, org_id):
-            access.require_enabled(cur, org_id, settings)  # raises ai_disabled
+            access.require_enabled(cur, org_id, settings)  # raises: ai_not_configured without a key, else ai_disabled
         vector = store.stored_vector(
             cur, incident_id, model=settings.ai_embedding_model, dimensions=settings.ai_embedding_dimensions
         )
         if vector is None:
-            access.require_enabled(cur, org_id, settings)  # ai_not_configured without a key
+            access.require_configured(settings)  # opted in (above): ai_not_configured without a key
             if not _any_other(cur, incident, settings):
                 return []  # nothing to compare with: no embedding call
             from observai.ai import metering
