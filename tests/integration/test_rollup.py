@@ -642,3 +642,26 @@ def test_the_documented_sql_merge_equals_the_python_merge(db: psycopg.Connection
     # And with no sketch at all it is null
     empty = db.execute("with sketches as (select null::jsonb as sketch), " + SQL_MERGE).fetchone()
     assert empty["sketch"] is None
+
+
+def test_a_run_keeps_its_temp_tables_in_memory_when_the_session_allows_it_and_runs_either_way(
+    database_url: str,
+) -> None:
+    # Given a fresh session, and one that has already used a temp table (Postgres then refuses a new temp_buffers)
+    with (
+        psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as fresh,
+        psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as used,
+    ):
+        used.execute("create temp table earlier as select 1 as x")
+        used.commit()
+        before = used.execute("show temp_buffers").fetchone()["temp_buffers"]
+
+        # When each runs the aggregation
+        for conn in (fresh, used):
+            with conn.transaction():
+                report = aggregate(conn.cursor(), lag_s=0)
+            assert isinstance(report, AggregationReport)  # no error: a session's refusal is not the run's
+
+        # Then the fresh session took TEMP_BUFFERS, the other kept its own, and both runs completed
+        assert fresh.execute("show temp_buffers").fetchone()["temp_buffers"] == rollup.TEMP_BUFFERS
+        assert used.execute("show temp_buffers").fetchone()["temp_buffers"] == before != rollup.TEMP_BUFFERS

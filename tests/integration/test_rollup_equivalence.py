@@ -271,3 +271,33 @@ def test_sketches_past_2048_buckets_collapse_the_same_way_at_every_level_and_in_
     wide = [r for r in snapshot["rollups"] if r["sketch"] and len(r["sketch"]["p"]) > 1]
     assert wide and all(len(r["sketch"]["p"]) <= 2048 and len(r["sketch"]["n"]) <= 2048 for r in wide)
     assert any(max(map(int, r["sketch"]["p"])) - min(map(int, r["sketch"]["p"])) == 2047 for r in wide)
+
+
+def test_non_finite_values_counter_resets_and_crowded_minutes_roll_up_the_same_way(private_url: str) -> None:
+    # Given a gauge, a cumulative counter and a delta counter with NaN and ±Infinity among their values, counter
+    # resets and a NaN before a counter value (Postgres orders NaN above every number), minutes of 60 points (the
+    # vectorised pass adds long minutes with a running sum) and values that land on a sketch bucket's edge
+    edge = math.exp(rollup_pass_log_gamma() * 37)  # γ^37: ln(x)/ln(γ) is an integer, up to an ulp
+    series = [Series("eq.odd", kind, "a") for kind in ("gauge", "counter", "delta_counter")]
+    specials = [math.nan, math.inf, -math.inf, 5.0, 1.0, math.nan, 7.0, edge, -edge, 0.0, 2.0, 1e-12]
+    points = [
+        Point(s, minute, second, specials[(second + minute + s) % len(specials)] if second % 7 == 0 else 1.5 + second)
+        for s in range(3)
+        for minute in (0, 1, 2, 9)
+        for second in range(60)
+    ]
+    later = [Point(s, minute, 0, specials[(minute + s) % len(specials)]) for s in range(3) for minute in (3, 4, 61)]
+
+    # When both jobs roll them up (the second batch re-rolls the first batch's coarse buckets)
+    snapshot = play_both(private_url, Scenario(series, [points, later], 200))
+
+    # Then (same rows, above) NaN and infinities were kept out of the sums but not out of the counts
+    minute_rows = [r for r in snapshot["rollups"] if r["resolution"] == 60]
+    assert any(r["count"] == 60 for r in minute_rows)
+    assert all(r["sum"] is None or math.isfinite(r["sum"]) for r in minute_rows if r["series_id"] == 1000)
+
+
+def rollup_pass_log_gamma() -> float:
+    from observai.metrics.sketch import LOG_GAMMA
+
+    return LOG_GAMMA

@@ -16,9 +16,8 @@ per-series rows (estimated from the metrics' series counts), and stops after RUN
 seconds: a backlog (a backfill, a new key) never makes a run hit the statement timeout, and the next run resumes
 it. A chunk:
 
-1. reads the per-series 1m rows of its (metric, minute) pairs (each project's minutes as contiguous ranges of the
-   (project_id, resolution, bucket_start) index: one range read whatever the planner thinks of freshly written
-   rows' statistics);
+1. reads the per-series 1m rows of its (metric, minute) pairs (each metric's minutes as contiguous ranges, one
+   primary-key range read per series and range, whatever the planner thinks of freshly written rows' statistics);
 2. merges them per group in SQL (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
    largest, as the query API's "last"; sketches as entries (``observai.metrics.sketch_sql``): the run's own
    per-series entries or the stored sketch parsed, added up per group and collapsed as ``Sketch`` does); the whole
@@ -265,35 +264,31 @@ _ROW_COLUMNS = (
     " increase"
 )
 
-# The chunk's per-series 1m rows: each project's minutes in contiguous ranges, one range read each of the
-# (project_id, resolution, bucket_start) index (offset 0: never flattened into a join over every partition, whatever
-# the fresh rows' statistics say). A row's stored sketch is kept only when this run did not just compute its entries
+# The chunk's per-series 1m rows: for each series of the chunk's metrics, its metric's queued minutes as contiguous
+# ranges, one primary-key range read each (offset 0: never flattened into a join over every partition, whatever the
+# fresh rows' statistics say). A row's stored sketch is kept only when this run did not just compute its entries
 # (rollup_e1, when the run touched anything): those are merged from the entries, without parsing the JSON.
 _SERIES_ROWS_SQL = """
 create temp table group_series_rows on commit drop as
-with b as (
-    select distinct project_id, bucket_start from group_chunk
-),
-g as (
-    select project_id, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
+with g as (
+    select project_id, name, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
     from (
         select *, bucket_start - interval '60 seconds'
-            * row_number() over (partition by project_id order by bucket_start) as island
-        from b
+            * row_number() over (partition by project_id, name order by bucket_start) as island
+        from group_chunk
     ) x
-    group by project_id, island
+    group by project_id, name, island
 )
 select r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last, r.last_time,
     r.increase, {sketch} as sketch
 from g
+join group_series s on s.project_id = g.project_id and s.name = g.name
 cross join lateral (
     select * from public.metric_rollups r
-    where r.project_id = g.project_id and r.resolution = 60
+    where r.project_id = s.project_id and r.series_id = s.series_id and r.resolution = 60
         and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
     offset 0
 ) r
-join group_series s on s.project_id = r.project_id and s.series_id = r.series_id
-join group_chunk t on t.project_id = r.project_id and t.name = s.name and t.bucket_start = r.bucket_start
 """
 _STORED_SKETCH = "r.sketch"
 _SKETCH_UNLESS_ENTRIES = """case when r.sketch is not null and not exists (

@@ -18,9 +18,9 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    ``ingested_at``.
 3. Every touched 1m bucket is recomputed FROM THE RAW POINTS: recomputing is idempotent, so a bucket rolled
    twice holds the same row (an unchanged row is not even rewritten). Contiguous touched buckets of a series form
-   one range read with the series' index (rollup_pts: the points are read once); the latest point before a range
-   (within ANCHOR_LOOKBACK) anchors cumulative counters and histograms. A range with no 1m row yet (``fresh``: the
-   usual case) is inserted plainly; the others (late points into rolled minutes) are upserted.
+   one range read with the series' index (the points are read once); the latest point before a range (within
+   ANCHOR_LOOKBACK) anchors cumulative counters and histograms. A range with no 1m row yet (``fresh``: the usual
+   case) is inserted plainly; the others (late points into rolled minutes) are upserted.
    - gauges and non-monotonic sums: count, sum, min, max, last (value of the latest point), sketch of the values;
    - monotonic sums: the same without sketch, plus ``increase``: delta temporality → the sum of the values;
      cumulative → the sum over consecutive points of (v − prev), or v when the counter reset (v < prev, or
@@ -29,14 +29,13 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    - histograms, exponential histograms and summaries (in Python, ``observai.metrics.distributions``: the rule
      the query engine applies to raw points too): count, sum, min, max of the observations (delta: the points'
      own; cumulative: the difference from the previous point, reset-aware), and a sketch built from the buckets;
-     summaries: count and sum only.
-   Sketches are built and merged in SQL as rows of entries (``observai.metrics.sketch_sql``): rollup_e1 holds the
-   entries of every 1m bucket the run recomputed; a bucket whose values share one sketch bucket (a point a minute)
-   gets its sketch straight from the scalar pass.
+     summaries: count and sum only. They are written first.
+   Gauges and sums take the vectorised pass (``observai.metrics.rollup_pass``): their points leave Postgres in one
+   binary COPY, every level is computed in numpy, and the rows come back in one COPY and one statement per level.
 4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level only: the
-   rows this run just computed (rollup_m1, rollup_c<res>) and their entries, plus the stored rows of the other slots
-   of the coarse bucket (one primary-key probe each; their sketches parsed in SQL): count, sum and increase add (in
-   bucket order), min/max, last of the latest; sketches by adding entries, collapsed once.
+   rows this pass just computed, plus the stored rows of the other slots of the coarse bucket (one primary-key probe
+   each, their sketches parsed): count, sum and increase add (in bucket order), min/max, last of the latest;
+   sketches by adding entries, collapsed once. The 1m sketch entries stay in the temp table rollup_e1 for step 5.
 5. Group rollups (``observai.metrics.groups``): the touched (metric, minute) pairs are queued, and the queue is
    worked off within the group step's own bound (rows and seconds per run; what is left waits for the next run):
    cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows.
@@ -44,9 +43,9 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    The report says whether more is pending (points after the window, or queued group work): the next run, or a
    loop in the caller, continues.
 
-Everything but the histogram arithmetic is in SQL, in the run's transaction: the sketches never travel to Python
-(until issue 17 the coarser levels and the groups merged them there, parsing JSON and adding dicts: a fifth of the
-job's CPU; the answers are the same, tests/integration/test_rollup_equivalence.py compares the two jobs).
+Why numpy (issue 17): in SQL the same work took a dozen statements over temp tables, each a few microseconds a row,
+and the run was bound by Postgres' CPU. The rows are the same (tests/integration/test_rollup_equivalence.py compares
+them with the job before issue 17, column by column).
 """
 
 from __future__ import annotations
@@ -54,14 +53,14 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta
 
+import psycopg
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
-from observai.metrics import sketch_sql
+from observai.metrics import rollup_pass, sketch_sql
 from observai.metrics.distributions import ANCHOR_LOOKBACK, distribution_buckets
 from observai.metrics.groups import roll_groups
-from observai.metrics.sketch import LOG_GAMMA, ZERO_THRESHOLD
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
@@ -78,6 +77,10 @@ STATEMENT_TIMEOUT = "50s"
 IDLE_IN_TRANSACTION_TIMEOUT = "30s"
 # Sorts and hashes of a run (up to max_points points) stay in memory instead of spilling to disk.
 WORK_MEM = "64MB"
+# The run's temp tables (a few hundred thousand rows each) stay in the session's memory: at the default 8MB they
+# spill to the file system, which cost 13 % of the run's server CPU. Postgres takes it only before the session's
+# first temp table (``_session_temp_buffers``).
+TEMP_BUFFERS = "256MB"
 
 
 class AggregationReport(BaseModel):
@@ -106,6 +109,7 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
     if max_points < 1:
         raise ValueError("max_points must be at least 1")
     started = time.perf_counter()
+    _session_temp_buffers(cur)
     cur.execute(
         "select pg_try_advisory_xact_lock(%s) as got, set_config('statement_timeout', %s, true),"
         " set_config('idle_in_transaction_session_timeout', %s, true), set_config('work_mem', %s, true),"
@@ -125,13 +129,14 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
         report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
         written = dict.fromkeys(RESOLUTIONS.values(), 0)
         if report.buckets_touched:
-            written["1m"] = _roll_scalar_minutes(cur) + _roll_distribution_minutes(cur)
+            # Histograms first (their 1m rows in Python), so that their coarse rows find them stored.
+            distribution_minutes = _roll_distribution_minutes(cur)
+            rows = rollup_pass.roll(cur, lookback_us=ANCHOR_LOOKBACK // timedelta(microseconds=1))
+            for resolution, label in RESOLUTIONS.items():
+                written[label] = rows.get(resolution, 0)
+            written["1m"] += distribution_minutes
             _distribution_entries(cur)
-            cur.execute("analyze rollup_e1")  # joined by the coarser levels and the group rollups
-            fine = 60
-            for coarse in (300, 3600, 86400):
-                written[RESOLUTIONS[coarse]] = _roll_coarse(cur, fine, coarse)
-                fine = coarse
+            cur.execute("analyze rollup_e1")  # joined by the group rollups
         report.buckets_written = written
         cur.execute(
             "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
@@ -144,6 +149,17 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
     report.more_pending = report.more_pending or groups.more_pending
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _session_temp_buffers(cur: Cursor) -> None:
+    """Raise the session's temp_buffers to TEMP_BUFFERS (memory is taken only as temp tables need it), in a
+    savepoint: Postgres refuses once the session has used a temp table (an earlier run on this connection already
+    set it; another client's session behind a pooler keeps its own), and the run goes on either way."""
+    try:
+        with cur.connection.transaction():
+            cur.execute("select set_config('temp_buffers', %s, false)", (TEMP_BUFFERS,))
+    except psycopg.errors.InvalidParameterValue:
+        pass  # the session's temp tables exist already: the setting stays what it is
 
 
 # --- 1. the window ---------------------------------------------------------------------------------------------
@@ -218,7 +234,10 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
     cur.execute(
         """
         create temp table rollup_ranges on commit drop as
-        select r.*, not exists (
+        select r.*,
+            (row_number() over (order by r.project_id, r.series_id, r.range_start) - 1)::integer as no,
+            (dense_rank() over (order by r.project_id, r.series_id) - 1)::integer as sid,
+            not exists (
             select 1 from public.metric_rollups m
             where m.project_id = r.project_id and m.series_id = r.series_id and m.resolution = 60
                 and m.bucket_start >= r.range_start and m.bucket_start < r.range_end
@@ -246,109 +265,10 @@ def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple
     return int(row["points"]), int(row["buckets"])
 
 
-# --- 3. 1-minute buckets from the raw points -------------------------------------------------------------------
+# --- 3. and 4. the rows of every level ---------------------------------------------------------------------------
 
-_FINITE = "(v.value is not null and v.value <> 'NaN' and v.value <> 'Infinity' and v.value <> '-Infinity')"
-# A gauge value's sketch entry (store and index; sketch.Sketch.add's rule, with the same float formula).
-_STORE = f"case when abs(v.value) < {ZERO_THRESHOLD!r} then 'z' when v.value > 0 then 'p' else 'n' end"
-_INDEX = f"case when abs(v.value) < {ZERO_THRESHOLD!r} then 0 else ceil(ln(abs(v.value)) / {LOG_GAMMA!r})::integer end"
-
-# The points of the touched ranges (scalar kinds), read once: one index range read per series range (offset 0:
-# never flattened, whatever the statistics say), and for counters the latest point before each range (the anchor).
-_POINTS_SQL = f"""
-create temp table rollup_pts on commit drop as
-select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.fresh,
-    date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start,
-    p.time, p.start_time, p.value, false as anchor
-from rollup_ranges g
-cross join lateral (
-    select p.time, p.start_time, p.value from public.metric_points p
-    where p.project_id = g.project_id and p.series_id = g.series_id
-        and p.time >= g.range_start and p.time < g.range_end
-    offset 0
-) p
-where g.kind <> 'distribution'
-union all
-select g.org_id, g.project_id, g.series_id, g.range_start, g.kind, g.fresh, g.range_start, a.time, a.start_time,
-    a.value, true
-from rollup_ranges g
-cross join lateral (
-    select p.time, p.start_time, p.value from public.metric_points p
-    where p.project_id = g.project_id and p.series_id = g.series_id
-        and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
-    order by p.time desc limit 1
-) a
-where g.kind = 'counter'
-"""
-
-# Per touched 1m bucket: the scalars (sums in time order, as ever), and the sketch when all its values share one
-# (store, index) (a single point, or equal ones: the common case), else the mark that rollup_s1 holds it. Only
-# counters need the previous point (lag): the other kinds skip that sort.
-_MINUTES_SQL = f"""
-create temp table rollup_m1 on commit drop as
-with v as (
-    select p.*, lag(p.value) over w as prev_value, lag(p.start_time) over w as prev_start
-    from rollup_pts p
-    where p.kind = 'counter'
-    window w as (partition by p.project_id, p.series_id, p.range_start order by p.time, p.anchor)
-    union all
-    select p.*, null::float8, null::timestamptz from rollup_pts p where p.kind <> 'counter'
-),
-inc as (
-    select v.*,
-        case
-            when v.kind <> 'counter' or v.anchor or not {_FINITE} then null
-            when v.prev_value is null then
-                case when v.start_time is not null and v.start_time >= v.time - %(lookback)s then v.value else 0 end
-            when v.value < v.prev_value
-                or (v.start_time is not null and v.prev_start is not null and v.start_time > v.prev_start)
-                then v.value
-            else v.value - v.prev_value
-        end as delta,
-        case when v.kind = 'gauge' and {_FINITE} then {_STORE} end as sk_store,
-        case when v.kind = 'gauge' and {_FINITE} then {_INDEX} end as sk_idx
-    from v
-)
-select org_id, project_id, series_id, bucket_start, kind, fresh,
-    count(*) as count,
-    sum(value order by time) filter (where {_FINITE}) as sum,
-    min(value) filter (where {_FINITE}) as min,
-    max(value) filter (where {_FINITE}) as max,
-    -- Every ordered aggregate in time order: the input is sorted once, not per bucket.
-    (array_agg(value order by time))[count(*)] as last,
-    max(time) as last_time,
-    case kind
-        when 'counter' then coalesce(sum(delta order by time), 0)
-        when 'delta_counter' then coalesce(sum(value order by time) filter (where {_FINITE}), 0)
-    end as increase,
-    count(sk_store)::bigint as sk_n,
-    min(sk_store) as sk_store,
-    min(sk_store) is not distinct from max(sk_store) and min(sk_idx) is not distinct from max(sk_idx) as sk_single,
-    min(sk_idx) as sk_idx
-from inc v
-where not anchor
-group by org_id, project_id, series_id, bucket_start, kind, fresh
-"""
-
-# The sketch entries of every touched gauge bucket (the coarser levels and the group rollups start from them).
-_ENTRIES_1M_SQL = f"""
-create temp table rollup_e1 on commit drop as
-select v.project_id, v.series_id, v.bucket_start, {_STORE} as store, {_INDEX} as idx, count(*)::bigint as n
-from rollup_pts v
-where v.kind = 'gauge' and not v.anchor and {_FINITE}
-group by 1, 2, 3, 4, 5
-"""
-
-# The sketches of the buckets with more than one (store, index).
-_SKETCHES_1M_SQL = f"""
-create temp table rollup_s1 on commit drop as
-select project_id, series_id, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
-from rollup_e1
-group by project_id, series_id, bucket_start
-having count(*) > 1
-"""
-
-_UPSERT = """
+# A rollup row's upsert (``{select}``: the rows); an unchanged row is not rewritten. Also the vectorised pass's.
+UPSERT_SQL = """
 insert into public.metric_rollups as r
     (org_id, project_id, series_id, resolution, bucket_start, count, sum, min, max, last, last_time, increase,
      sketch, updated_at)
@@ -361,46 +281,6 @@ where (r.org_id, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.increase, 
     is distinct from (excluded.org_id, excluded.count, excluded.sum, excluded.min, excluded.max, excluded.last,
                       excluded.last_time, excluded.increase, excluded.sketch)
 """
-
-# A single-entry sketch written straight from the bucket's row (no aggregation of entries).
-_SINGLE_SKETCH = """('{"p":{' || case when m.sk_store = 'p' then '"' || m.sk_idx || '":' || m.sk_n else '' end
-    || '},"n":{' || case when m.sk_store = 'n' then '"' || m.sk_idx || '":' || m.sk_n else '' end
-    || '},"z":' || case when m.sk_store = 'z' then m.sk_n else 0 end || '}')::jsonb"""
-
-_MINUTE_ROWS = f"""
-select m.org_id, m.project_id, m.series_id, 60, m.bucket_start, m.count, m.sum, m.min, m.max, m.last, m.last_time,
-    m.increase,
-    case when m.sk_n = 0 then null when m.sk_single then {_SINGLE_SKETCH} else s.sketch end,
-    now()
-from rollup_m1 m
-left join rollup_s1 s on s.project_id = m.project_id and s.series_id = m.series_id and s.bucket_start = m.bucket_start
-where {{where}}
-"""
-
-# Ranges with no 1m row yet (``fresh``: the usual case, points of the last minutes) are plainly inserted: no row can
-# conflict (the advisory lock keeps other runs out); the others (late points into rolled minutes) are upserted.
-_INSERT_FRESH_MINUTES_SQL = (
-    "insert into public.metric_rollups as r (org_id, project_id, series_id, resolution, bucket_start, count, sum,"
-    " min, max, last, last_time, increase, sketch, updated_at)" + _MINUTE_ROWS.replace("{where}", "m.fresh")
-)
-_UPSERT_MINUTES_SQL = _UPSERT.format(select=_MINUTE_ROWS.replace("{where}", "not m.fresh"))
-
-
-def _roll_scalar_minutes(cur: Cursor) -> int:
-    """Gauges and sums: the 1m rows of the touched buckets, and their sketch entries (temp table rollup_e1)."""
-    cur.execute(_POINTS_SQL, {"lookback": ANCHOR_LOOKBACK})
-    cur.execute(_MINUTES_SQL, {"lookback": ANCHOR_LOOKBACK})
-    cur.execute(_ENTRIES_1M_SQL)
-    cur.execute(_SKETCHES_1M_SQL)
-    sketch_sql.collapse_overflowing(
-        cur, entries="rollup_e1", sketches="rollup_s1", keys=("project_id", "series_id", "bucket_start")
-    )
-    cur.execute(_INSERT_FRESH_MINUTES_SQL)
-    written = max(cur.rowcount, 0)
-    cur.execute(_UPSERT_MINUTES_SQL)
-    written += max(cur.rowcount, 0)
-    cur.execute("drop table rollup_pts, rollup_s1")  # rollup_m1: the 5m level reads its rows
-    return written
 
 
 _DISTRIBUTION_POINTS_SQL = """
@@ -428,7 +308,7 @@ where g.kind = 'distribution' and (g.type = 'summary' or g.temporality is distin
 order by project_id, series_id, range_start, time, anchor
 """
 
-_DISTRIBUTION_UPSERT_SQL = _UPSERT.format(
+_DISTRIBUTION_UPSERT_SQL = UPSERT_SQL.format(
     select="""
 select u.org_id, u.project_id, u.series_id, 60, u.bucket_start, u.count, u.sum, u.min, u.max, null, u.last_time,
     null, u.sketch, now()
@@ -476,121 +356,3 @@ def _distribution_entries(cur: Cursor) -> None:
         where t.kind = 'distribution' and r.sketch is not null
         """
     )
-
-
-# --- 4. coarser buckets from the finer ones --------------------------------------------------------------------
-
-# The finer rows of the touched coarse buckets: those this run just computed (``{in_run}``: rollup_m1, or the level
-# below's rollup_c<res>), and the stored ones of the other slots of the coarse buckets (earlier runs' rows, and the
-# distribution rows, written apart), each found with one primary-key probe. A stored row's sketch is kept only when
-# its entries are not at hand (rollup_e<fine>).
-_FINE_ROWS_SQL = f"""
-create temp table rollup_fine on commit drop as
-with t as (
-    select distinct project_id, series_id, date_bin(%(width)s, bucket_start, timestamptz '{ORIGIN}') as bucket_start
-    from rollup_touched
-),
-others as materialized (  -- a set difference: hashed, whatever the (absent) statistics of the temp tables say
-    select t.project_id, t.series_id, s.fine_start
-    from t
-    cross join lateral generate_series(t.bucket_start, t.bucket_start + %(width)s - %(fine_width)s, %(fine_width)s)
-        as s(fine_start)
-    except
-    select project_id, series_id, bucket_start from {{in_run}}
-)
-select i.org_id, i.project_id, i.series_id, date_bin(%(width)s, i.bucket_start, timestamptz '{ORIGIN}') as bucket_start,
-    i.bucket_start as fine_start, i.count, i.sum, i.min, i.max, i.last, i.last_time, i.increase, null::jsonb as sketch
-from {{in_run}} i
-union all
-select r.org_id, r.project_id, r.series_id, date_bin(%(width)s, r.bucket_start, timestamptz '{ORIGIN}'),
-    r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
-    r.last_time, r.increase,
-    case when r.sketch is not null and not exists (
-        select 1 from {{fine_entries}} e
-        where e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
-    ) then r.sketch end
-from others o
-cross join lateral (
-    select * from public.metric_rollups r
-    where r.project_id = o.project_id and r.series_id = o.series_id and r.resolution = %(fine)s
-        and r.bucket_start = o.fine_start
-    offset 0  -- one probe per other slot, never a scan of the level joined to them
-) r
-"""
-
-# The coarse sketches' entries: the recomputed finer buckets' entries, and the stored sketches of the others.
-_COARSE_ENTRIES_SQL = f"""
-create temp table {{entries}} on commit drop as
-select project_id, series_id, bucket_start, store, idx, sum(n)::bigint as n
-from (
-    select e.project_id, e.series_id, date_bin(%(width)s, e.bucket_start, timestamptz '{ORIGIN}') as bucket_start,
-        e.store, e.idx, e.n
-    from {{fine_entries}} e
-    union all
-    select f.project_id, f.series_id, f.bucket_start, k.store, k.idx, k.n
-    from rollup_fine f
-    {sketch_sql.entries_of("f")}
-    where f.sketch is not null
-) e
-group by project_id, series_id, bucket_start, store, idx
-"""
-
-_COARSE_SKETCHES_SQL = f"""
-create temp table rollup_sc on commit drop as
-select project_id, series_id, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
-from {{entries}}
-group by project_id, series_id, bucket_start
-"""
-
-# The coarse rows' scalars (sums in bucket order: a bucket rolled again gets the very same sums), kept for the next
-# level (rollup_c<res>), then upserted with their sketch.
-_COARSE_ROWS_SQL = """
-create temp table {rows} on commit drop as
-select min(org_id::text)::uuid as org_id, project_id, series_id, bucket_start,
-    sum(count)::bigint as count,
-    sum(sum order by fine_start) as sum,
-    min(min) as min,
-    max(max) as max,
-    (array_agg(last order by last_time desc nulls last, fine_start desc))[1] as last,
-    max(last_time) as last_time,
-    sum(increase order by fine_start) as increase
-from rollup_fine
-group by project_id, series_id, bucket_start
-"""
-
-_COARSE_UPSERT_SQL = _UPSERT.format(
-    select="""
-select a.org_id, a.project_id, a.series_id, %(coarse)s, a.bucket_start, a.count, a.sum, a.min, a.max, a.last,
-    a.last_time, a.increase, s.sketch, now()
-from {rows} a
-left join rollup_sc s on s.project_id = a.project_id and s.series_id = a.series_id and s.bucket_start = a.bucket_start
-"""
-)
-
-_ENTRIES_TABLES = {60: "rollup_e1", 300: "rollup_e5", 3600: "rollup_e60", 86400: "rollup_e1440"}
-
-
-_ROWS_TABLES = {60: "rollup_m1", 300: "rollup_c5", 3600: "rollup_c60", 86400: "rollup_c1440"}
-
-
-def _roll_coarse(cur: Cursor, fine: int, coarse: int) -> int:
-    params = {
-        "fine": fine,
-        "coarse": coarse,
-        "width": timedelta(seconds=coarse),
-        "fine_width": timedelta(seconds=fine),
-    }
-    fine_entries, entries = _ENTRIES_TABLES[fine], _ENTRIES_TABLES[coarse]
-    in_run, rows = _ROWS_TABLES[fine], _ROWS_TABLES[coarse]
-    cur.execute(_FINE_ROWS_SQL.replace("{fine_entries}", fine_entries).replace("{in_run}", in_run), params)
-    cur.execute(_COARSE_ENTRIES_SQL.replace("{entries}", entries).replace("{fine_entries}", fine_entries), params)
-    cur.execute(_COARSE_SKETCHES_SQL.replace("{entries}", entries))
-    sketch_sql.collapse_overflowing(
-        cur, entries=entries, sketches="rollup_sc", keys=("project_id", "series_id", "bucket_start")
-    )
-    cur.execute(_COARSE_ROWS_SQL.replace("{rows}", rows))
-    cur.execute(_COARSE_UPSERT_SQL.replace("{rows}", rows), params)
-    written = max(cur.rowcount, 0)
-    # rollup_e1 stays for the group rollups; the finer rows and entries are done with once this level has them.
-    cur.execute(f"drop table rollup_fine, rollup_sc, {in_run}" + ("" if fine == 60 else f", {fine_entries}"))
-    return written

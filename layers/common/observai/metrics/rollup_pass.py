@@ -1,0 +1,688 @@
+"""The aggregation's vectorised pass (issue 17): gauges and sums, raw points → 1m, 5m, 1h and 1d rows in one pass
+outside Postgres.
+
+Step 3 and 4 of ``observai.metrics.rollup`` for the scalar kinds, computed in numpy instead of a dozen SQL statements
+over temp tables (each a few microseconds a row: most of the job's server time):
+
+1. the points of the run's touched ranges (``rollup_ranges``: ``no`` and ``sid`` number the ranges and the series),
+   with the anchor point of each counter range, leave Postgres in one binary COPY (fixed-width rows, read with
+   ``numpy.frombuffer``);
+2. per (series, minute): count, sum (in time order, added one by one as Postgres' ``sum`` does: the very same
+   float), min, max, last, last_time, increase (counters reset-aware, delta counters their sum), and the DDSketch
+   entries of gauge values (``sketch.Sketch.add``'s index rule, with Postgres' own ``ln`` where a value lies on a
+   bucket's edge);
+3. per coarser level, from the finer rows of this pass and the stored finer rows of the other slots of each touched
+   coarse bucket (one primary-key probe each, their sketches parsed): count, sum and increase added in bucket order,
+   min/max, last of the latest, sketch entries added and collapsed (each store keeps its top MAX_BUCKETS indexes);
+4. every row goes back in one binary COPY (a sketch of one entry is written by SQL from its three numbers, the
+   others' JSON in a second, text COPY), then one INSERT for 1m rows of fresh ranges and one upsert per level for
+   the rest (an unchanged row is not rewritten); the 1m sketch entries go to ``rollup_e1`` (binary COPY) for the
+   group rollups.
+
+The rows are the ones the SQL job wrote (tests/integration/test_rollup_equivalence.py compares them column by
+column). numpy is imported at the first run, never at cold start.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from observai.db.connection import Cursor
+from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+US = 1_000_000
+MINUTE_US = 60 * US
+LEVELS = (300, 3600, 86400)  # coarse resolutions in seconds, each rolled from the one before (60 first)
+# Store codes of sketch entries: 0 none (no sketch), 1 'p', 2 'n', 3 'z' (idx 0); single-entry rows carry the code,
+# rows of several entries code 4 (their JSON in rollup_sk).
+STORES = ("", "p", "n", "z")
+MULTI = 4
+KINDS = {"gauge": 0, "counter": 1, "delta_counter": 2}
+NULL_TS = -(2**63)  # binary COPY of timestamptz '-infinity': the null start_time
+# Bits of rollup_out.nulls: a null sum, min, max, last, increase, last_time.
+NULL_SUM, NULL_MIN, NULL_MAX, NULL_LAST, NULL_INCREASE, NULL_LAST_TIME = 1, 2, 4, 8, 16, 32
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
+_COPY_TRAILER = struct.pack(">h", -1)
+
+
+@dataclass
+class Level:
+    """The rows of one resolution computed by the pass (sorted by sid, bucket), with their sketch entries (sorted
+    by row, store, idx; collapsed)."""
+
+    resolution: int
+    sid: NDArray[np.int64]
+    bucket: NDArray[np.int64]  # µs since 2000-01-01 UTC (Postgres' epoch)
+    count: NDArray[np.int64]
+    sum: NDArray[np.float64]
+    min: NDArray[np.float64]
+    max: NDArray[np.float64]
+    last: NDArray[np.float64]
+    last_time: NDArray[np.int64]
+    increase: NDArray[np.float64]
+    nulls: NDArray[np.int32]
+    fresh: NDArray[np.bool_]
+    e_row: NDArray[np.int64]
+    e_store: NDArray[np.int8]
+    e_idx: NDArray[np.int64]
+    e_n: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.sid)
+
+
+def roll(cur: Cursor, *, lookback_us: int) -> dict[int, int]:
+    """The scalar kinds' rows of every level for the run's touched ranges; returns rows inserted or changed per
+    resolution (seconds). Creates rollup_e1 (the 1m sketch entries) and rollup_sids (sid → series)."""
+    import numpy as np
+
+    cur.execute(
+        "create temp table rollup_sids on commit drop as"
+        " select distinct sid, org_id, project_id, series_id from rollup_ranges"
+    )
+    cur.execute("select no, sid, kind, fresh, range_start, range_end from rollup_ranges order by no")
+    ranges = cur.fetchall()
+    cur.execute("select sid, project_id, series_id from rollup_sids order by sid")
+    series = cur.fetchall()
+    r_sid = np.array([r["sid"] for r in ranges], dtype=np.int64)
+    r_kind = np.array([KINDS.get(r["kind"], -1) for r in ranges], dtype=np.int8)
+    r_fresh = np.array([r["fresh"] for r in ranges], dtype=np.bool_)
+    r_start = np.array([_us(r["range_start"]) for r in ranges], dtype=np.int64)
+    r_end = np.array([_us(r["range_end"]) for r in ranges], dtype=np.int64)
+
+    minutes = _minutes(cur, r_sid, r_kind, r_fresh, lookback_us)
+    _write_entries(cur, minutes, series)
+    levels = [minutes]
+    fine = minutes
+    for coarse in LEVELS:
+        fine = _coarse(cur, fine, coarse, r_sid, r_start, r_end)
+        levels.append(fine)
+    return _write_rows(cur, levels)
+
+
+_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # Postgres' epoch: binary timestamps count microseconds from it
+
+
+def _us(value: datetime) -> int:
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+# --- 1. the points ---------------------------------------------------------------------------------------------
+
+_POINTS_COPY = """
+copy (
+    select g.no, p.time, coalesce(p.start_time, '-infinity'), coalesce(p.value, 0), p.value is null, false
+    from rollup_ranges g
+    cross join lateral (
+        select p.time, p.start_time, p.value from public.metric_points p
+        where p.project_id = g.project_id and p.series_id = g.series_id
+            and p.time >= g.range_start and p.time < g.range_end
+        offset 0  -- never flattened: one index range read per series range
+    ) p
+    where g.kind in ('gauge', 'counter', 'delta_counter')
+    union all
+    select g.no, a.time, coalesce(a.start_time, '-infinity'), coalesce(a.value, 0), a.value is null, true
+    from rollup_ranges g
+    cross join lateral (
+        select p.time, p.start_time, p.value from public.metric_points p
+        where p.project_id = g.project_id and p.series_id = g.series_id
+            and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
+        order by p.time desc limit 1
+    ) a
+    where g.kind = 'counter'
+) to stdout (format binary)
+"""
+
+
+def _points_dtype() -> Any:
+    import numpy as np
+
+    return np.dtype(
+        [
+            ("nf", ">i2"), ("l0", ">i4"), ("no", ">i4"), ("l1", ">i4"), ("time", ">i8"), ("l2", ">i4"),
+            ("start", ">i8"), ("l3", ">i4"), ("value", ">f8"), ("l4", ">i4"), ("vnull", "?"), ("l5", ">i4"),
+            ("anchor", "?"),
+        ]
+    )  # fmt: skip
+
+
+def _copy_out(cur: Cursor, sql: str, params: dict[str, Any], dtype: Any) -> Any:
+    import numpy as np
+
+    chunks = []
+    with cur.copy(sql, params) as copy:
+        for data in copy:
+            chunks.append(bytes(data))
+    raw = b"".join(chunks)
+    body = raw[len(_COPY_HEADER) : len(raw) - len(_COPY_TRAILER)]
+    return np.frombuffer(body, dtype=dtype)
+
+
+def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: int) -> Level:
+    import numpy as np
+
+    rows = _copy_out(cur, _POINTS_COPY, {"lookback": timedelta(microseconds=lookback_us)}, _points_dtype())
+    no = rows["no"].astype(np.int64)
+    t = rows["time"].astype(np.int64)
+    order = np.lexsort((t, no))
+    no, t = no[order], t[order]
+    start = rows["start"].astype(np.int64)[order]
+    v = rows["value"].astype(np.float64)[order]
+    vnull = rows["vnull"][order]
+    anchor = rows["anchor"][order]
+    kind = r_kind[no] if len(no) else np.zeros(0, dtype=np.int8)
+    finite = ~vnull & np.isfinite(v)
+
+    # Counters: the increase of each point over the one before it in its range (the anchor included), reset-aware.
+    n = len(no)
+    has_prev = np.zeros(n, dtype=np.bool_)
+    if n > 1:
+        has_prev[1:] = no[1:] == no[:-1]
+    prev_v = np.empty(n, dtype=np.float64)
+    prev_null = np.ones(n, dtype=np.bool_)
+    prev_start = np.full(n, NULL_TS, dtype=np.int64)
+    if n > 1:
+        prev_v[1:] = v[:-1]
+        prev_null[1:] = ~has_prev[1:] | vnull[:-1]
+        prev_start[1:] = np.where(has_prev[1:], start[:-1], NULL_TS)
+    start_known = start != NULL_TS
+    with np.errstate(invalid="ignore", over="ignore"):
+        # Postgres orders NaN above every number: v < NaN holds for any finite v.
+        dropped = np.isnan(prev_v) | (v < prev_v)
+        restarted = start_known & (prev_start != NULL_TS) & (start > prev_start)
+        delta = np.where(
+            prev_null,
+            np.where(start_known & (start >= t - lookback_us), v, 0.0),
+            np.where(dropped | restarted, v, v - prev_v),
+        )
+    delta_known = (kind == KINDS["counter"]) & ~anchor & finite
+
+    # Minutes (anchors excluded): contiguous in (range, time) order.
+    keep = ~anchor
+    no, t, v, vnull, finite, kind = no[keep], t[keep], v[keep], vnull[keep], finite[keep], kind[keep]
+    delta, delta_known = delta[keep], delta_known[keep]
+    bucket = t - np.mod(t, MINUTE_US)
+    n = len(no)
+    first = np.ones(n, dtype=np.bool_)
+    if n > 1:
+        first[1:] = (no[1:] != no[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(first)
+    seg = np.cumsum(first) - 1
+    count = np.diff(np.append(starts, n)).astype(np.int64)
+    ends = np.append(starts[1:], n)[: len(starts)] - 1
+    nseg = len(starts)
+    seg_no = no[starts]
+    seg_kind = kind[starts]
+
+    nulls = np.zeros(nseg, dtype=np.int32)
+    total, has = _ordered_sum(v[finite], seg[finite], nseg)
+    nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
+    low, high = _min_max(v[finite], seg[finite], nseg)
+    nulls |= np.where(has, 0, NULL_MIN | NULL_MAX).astype(np.int32)
+    last = v[ends].copy()
+    nulls |= np.where(vnull[ends], NULL_LAST, 0).astype(np.int32)
+    increase = np.full(nseg, np.nan)
+    counter_sum, counter_has = _ordered_sum(delta[delta_known], seg[delta_known], nseg)
+    increase = np.where(seg_kind == KINDS["counter"], np.where(counter_has, counter_sum, 0.0), increase)
+    increase = np.where(seg_kind == KINDS["delta_counter"], np.where(has, total, 0.0), increase)
+    nulls |= np.where(seg_kind == KINDS["gauge"], NULL_INCREASE, 0).astype(np.int32)
+
+    gauge = finite & (kind == KINDS["gauge"])
+    e_row, e_store, e_idx, e_n = _entries(seg[gauge], v[gauge])
+    return Level(
+        resolution=60, sid=r_sid[seg_no], bucket=bucket[starts], count=count, sum=total, min=low, max=high,
+        last=last, last_time=t[ends], increase=increase, nulls=nulls, fresh=r_fresh[seg_no],
+        e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
+    )  # fmt: skip
+
+
+def _ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
+    """Per segment (``seg`` sorted), the sum of its values added one by one in order (Postgres' float8 sum: the
+    very same float, not numpy's pairwise sum), and whether it had any value."""
+    import numpy as np
+
+    out = np.zeros(nseg, dtype=np.float64)
+    has = np.zeros(nseg, dtype=np.bool_)
+    if not len(x):
+        return out, has
+    first = np.ones(len(seg), dtype=np.bool_)
+    first[1:] = seg[1:] != seg[:-1]
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.append(starts, len(seg)))
+    ids = seg[starts]
+    has[ids] = True
+    acc = x[starts].copy()
+    long = lengths > 32
+    for k in range(1, min(int(lengths.max()), 33)):
+        active = (lengths > k) & ~long
+        if not active.any():
+            break
+        acc[active] += x[starts[active] + k]
+    for i in np.flatnonzero(long):  # a long minute: a running sum (np.cumsum adds one by one)
+        acc[i] = np.cumsum(x[starts[i] : starts[i] + lengths[i]])[-1]
+    out[ids] = acc
+    return out, has
+
+
+def _present(seg: Any, nseg: int) -> Any:
+    """Per segment, whether ``seg`` names it."""
+    import numpy as np
+
+    present = np.zeros(nseg, dtype=np.bool_)
+    present[seg] = True
+    return present
+
+
+def _min_max(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
+    import numpy as np
+
+    low = np.full(nseg, np.nan)
+    high = np.full(nseg, np.nan)
+    if len(x):
+        first = np.ones(len(seg), dtype=np.bool_)
+        first[1:] = seg[1:] != seg[:-1]
+        starts = np.flatnonzero(first)
+        low[seg[starts]] = np.minimum.reduceat(x, starts)
+        high[seg[starts]] = np.maximum.reduceat(x, starts)
+    return low, high
+
+
+def _sketch_index(a: Any) -> Any:
+    """``ceil(ln(|x|) / LOG_GAMMA)`` for |x| ≥ ZERO_THRESHOLD, as Postgres computes it: numpy's log may differ from
+    the C library's by an ulp, which matters only on a bucket's edge; those few values take math.log."""
+    import numpy as np
+
+    q = np.log(a) / LOG_GAMMA
+    idx = np.ceil(q)
+    edge = np.flatnonzero(np.abs(q - np.rint(q)) < 1e-7)
+    for i in edge:
+        idx[i] = math.ceil(math.log(float(a[i])) / LOG_GAMMA)
+    return idx.astype(np.int64)
+
+
+def _entries(seg: Any, v: Any) -> tuple[Any, Any, Any, Any]:
+    """The sketch entries (row, store, idx, n) of gauge values per row, sorted, collapsed."""
+    import numpy as np
+
+    a = np.abs(v)
+    zero = a < ZERO_THRESHOLD
+    store = np.where(zero, 3, np.where(v > 0, 1, 2)).astype(np.int8)
+    idx = np.zeros(len(v), dtype=np.int64)
+    if (~zero).any():
+        idx[~zero] = _sketch_index(a[~zero])
+    return _sum_entries(seg.astype(np.int64), store, idx, np.ones(len(v), dtype=np.int64))
+
+
+def _sum_entries(row: Any, store: Any, idx: Any, n: Any) -> tuple[Any, Any, Any, Any]:
+    """Entries added up per (row, store, idx), each store collapsed below its top index − (MAX_BUCKETS − 1)."""
+    import numpy as np
+
+    if not len(row):
+        return row, store, idx, n
+    # Collapse: the top index per (row, store) bounds the kept ones.
+    order = np.lexsort((idx, store, row))
+    row, store, idx, n = row[order], store[order], idx[order], n[order]
+    group_first = np.ones(len(row), dtype=np.bool_)
+    group_first[1:] = (row[1:] != row[:-1]) | (store[1:] != store[:-1])
+    starts = np.flatnonzero(group_first)
+    top = np.maximum.reduceat(idx, starts)
+    group = np.cumsum(group_first) - 1
+    floor = top[group] - (MAX_BUCKETS - 1)
+    idx = np.maximum(idx, floor)
+    first = np.ones(len(row), dtype=np.bool_)
+    first[1:] = group_first[1:] | (idx[1:] != idx[:-1])
+    starts = np.flatnonzero(first)
+    return row[starts], store[starts], idx[starts], np.add.reduceat(n, starts)
+
+
+# --- 2. coarser levels ----------------------------------------------------------------------------------------
+
+_PROBE_SQL = """
+select u.i, r.count, r.sum, r.min, r.max, r.last, r.increase, r.sketch::text as sketch,
+    (extract(epoch from r.last_time - timestamptz '2000-01-01 00:00:00+00') * 1000000)::bigint as last_time
+from rollup_probe u
+join rollup_sids s on s.sid = u.sid
+cross join lateral (
+    select * from public.metric_rollups r
+    where r.project_id = s.project_id and r.series_id = s.series_id and r.resolution = %(fine)s
+        and r.bucket_start = u.bucket_start
+    offset 0  -- one probe per other slot, never a scan of the level joined to them
+) r
+"""
+
+
+def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_end: Any) -> Level:
+    """The coarse rows of every coarse bucket containing a touched minute, from ``fine`` (this pass's rows of the
+    level below) and the stored rows of the level below in the other slots."""
+    import numpy as np
+
+    width, fine_width = coarse * US, fine.resolution * US
+    # The touched coarse buckets: every minute of every range (all kinds: histograms' coarse rows too).
+    first = r_start - np.mod(r_start, width)
+    last = (r_end - 1) - np.mod(r_end - 1, width)
+    spans = (last - first) // width + 1
+    owner = np.repeat(np.arange(len(r_sid)), spans)
+    offset = np.arange(int(spans.sum())) - np.repeat(np.cumsum(spans) - spans, spans)
+    keys = np.unique(np.stack([r_sid[owner], first[owner] + offset * width], axis=1), axis=0)
+    c_sid, c_bucket = keys[:, 0], keys[:, 1]
+    # The other slots: each coarse bucket's fine slots that this pass did not compute.
+    slots = coarse // fine.resolution
+    o_sid = np.repeat(c_sid, slots)
+    o_bucket = np.repeat(c_bucket, slots) + np.tile(np.arange(slots, dtype=np.int64) * fine_width, len(c_sid))
+    mine = _key(fine.sid, fine.bucket // fine_width)
+    others = ~np.isin(_key(o_sid, o_bucket // fine_width), mine)
+    o_sid, o_bucket = o_sid[others], o_bucket[others]
+    stored = _stored(cur, o_sid, o_bucket, fine.resolution)
+
+    # Every finer row of the coarse buckets: this pass's, then the stored ones; sorted by (sid, fine bucket).
+    sid = np.concatenate([fine.sid, stored.sid])
+    bucket = np.concatenate([fine.bucket, stored.bucket])
+    order = np.lexsort((bucket, sid))
+    sid, bucket = sid[order], bucket[order]
+    count = np.concatenate([fine.count, stored.count])[order]
+    total = np.concatenate([fine.sum, stored.sum])[order]
+    low = np.concatenate([fine.min, stored.min])[order]
+    high = np.concatenate([fine.max, stored.max])[order]
+    last = np.concatenate([fine.last, stored.last])[order]
+    last_time = np.concatenate([fine.last_time, stored.last_time])[order]
+    increase = np.concatenate([fine.increase, stored.increase])[order]
+    nulls = np.concatenate([fine.nulls, stored.nulls])[order]
+    where = np.empty(len(order), dtype=np.int64)
+    where[order] = np.arange(len(order))  # a finer row's position after sorting
+
+    c_of = bucket - np.mod(bucket, width)
+    n = len(sid)
+    head = np.ones(n, dtype=np.bool_)
+    if n > 1:
+        head[1:] = (sid[1:] != sid[:-1]) | (c_of[1:] != c_of[:-1])
+    starts = np.flatnonzero(head)
+    seg = np.cumsum(head) - 1
+    nseg = len(starts)
+    out_nulls = np.zeros(nseg, dtype=np.int32)
+    known = (nulls & NULL_SUM) == 0
+    out_sum, has = _ordered_sum(total[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
+    known = (nulls & NULL_MIN) == 0
+    out_min, _ = _min_max(low[known], seg[known], nseg)
+    out_nulls |= np.where(_present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
+    known = (nulls & NULL_MAX) == 0
+    _, out_max = _min_max(high[known], seg[known], nseg)
+    out_nulls |= np.where(_present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
+    known = (nulls & NULL_INCREASE) == 0
+    out_increase, has = _ordered_sum(increase[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
+    # last: the row with the latest last_time (nulls last), simultaneous ones: the latest slot.
+    time_known = (nulls & NULL_LAST_TIME) == 0
+    rank = np.lexsort((bucket, np.where(time_known, last_time, np.iinfo(np.int64).min), time_known, seg))
+    ends = np.append(starts[1:], n)[: len(starts)] - 1
+    # rank sorts each segment's rows ascending: its last element is the pick (segments stay contiguous: seg leads).
+    pick = rank[ends]
+    out_last = last[pick]
+    out_nulls |= np.where((nulls[pick] & NULL_LAST) != 0, NULL_LAST, 0).astype(np.int32)
+    any_time = np.maximum.reduceat(time_known.astype(np.int8), starts).astype(np.bool_)
+    out_last_time = np.where(any_time, last_time[pick], 0)
+    out_nulls |= np.where(any_time, 0, NULL_LAST_TIME).astype(np.int32)
+    out_count = np.add.reduceat(count, starts) if n else np.zeros(0, dtype=np.int64)
+
+    # Sketch entries: the finer rows' (this pass's by row number, the stored ones' parsed), re-keyed by coarse row.
+    e_row = np.concatenate([seg[where[fine.e_row]], seg[where[len(fine) + stored.e_row]]]) if n else fine.e_row
+    e_store = np.concatenate([fine.e_store, stored.e_store])
+    e_idx = np.concatenate([fine.e_idx, stored.e_idx])
+    e_n = np.concatenate([fine.e_n, stored.e_n])
+    e_row, e_store, e_idx, e_n = _sum_entries(e_row, e_store, e_idx, e_n)
+    return Level(
+        resolution=coarse, sid=sid[starts], bucket=c_of[starts], count=out_count, sum=out_sum, min=out_min,
+        max=out_max, last=out_last, last_time=out_last_time, increase=out_increase, nulls=out_nulls,
+        fresh=np.zeros(nseg, dtype=np.bool_), e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
+    )  # fmt: skip
+
+
+def _key(sid: Any, slot: Any) -> Any:
+    return (sid.astype("int64") << 32) | slot.astype("int64")
+
+
+_SKETCH_DECODER = msgspec.json.Decoder(dict[str, Any])
+
+
+def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
+    """The stored rows of ``resolution`` at (sid, bucket), those that exist, as a Level (entries parsed)."""
+    import numpy as np
+
+    rows: list[Any] = []
+    if len(sid):
+        cur.execute("drop table if exists rollup_probe")
+        cur.execute("create temp table rollup_probe (i integer, sid integer, bucket_start timestamptz) on commit drop")
+        _copy_in(
+            cur,
+            "copy rollup_probe (i, sid, bucket_start) from stdin (format binary)",
+            [("i", np.arange(len(sid), dtype=np.int32)), ("sid", sid.astype(np.int32)), ("bucket", bucket)],
+        )
+        cur.execute(_PROBE_SQL, {"fine": resolution})
+        rows = cur.fetchall()
+    i = np.array([r["i"] for r in rows], dtype=np.int64)
+    nulls = np.zeros(len(rows), dtype=np.int32)
+    columns: dict[str, Any] = {}
+    for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
+                      ("increase", NULL_INCREASE)):  # fmt: skip
+        values = [r[name] for r in rows]
+        nulls |= np.array([bit if x is None else 0 for x in values], dtype=np.int32)
+        columns[name] = np.array([math.nan if x is None else x for x in values], dtype=np.float64)
+    times = [r["last_time"] for r in rows]
+    nulls |= np.array([NULL_LAST_TIME if x is None else 0 for x in times], dtype=np.int32)
+    e_row: list[int] = []
+    e_store: list[int] = []
+    e_idx: list[int] = []
+    e_n: list[int] = []
+    for number, r in enumerate(rows):
+        if r["sketch"] is None:
+            continue
+        sketch = _SKETCH_DECODER.decode(r["sketch"])
+        for code, name in ((1, "p"), (2, "n")):
+            for key, value in sketch.get(name, {}).items():
+                e_row.append(number)
+                e_store.append(code)
+                e_idx.append(int(key))
+                e_n.append(int(value))
+        zeros = int(sketch.get("z", 0))
+        if zeros > 0:
+            e_row.append(number)
+            e_store.append(3)
+            e_idx.append(0)
+            e_n.append(zeros)
+    return Level(
+        resolution=resolution, sid=sid[i] if len(i) else np.zeros(0, dtype=np.int64),
+        bucket=bucket[i] if len(i) else np.zeros(0, dtype=np.int64),
+        count=np.array([r["count"] for r in rows], dtype=np.int64), sum=columns["sum"], min=columns["min"],
+        max=columns["max"], last=columns["last"], last_time=np.array([x or 0 for x in times], dtype=np.int64),
+        increase=columns["increase"], nulls=nulls, fresh=np.zeros(len(rows), dtype=np.bool_),
+        e_row=np.array(e_row, dtype=np.int64), e_store=np.array(e_store, dtype=np.int8),
+        e_idx=np.array(e_idx, dtype=np.int64), e_n=np.array(e_n, dtype=np.int64),
+    )  # fmt: skip
+
+
+# --- 3. writing -----------------------------------------------------------------------------------------------
+
+
+def _copy_in(cur: Cursor, sql: str, columns: list[tuple[str, Any]]) -> None:
+    """A binary COPY of fixed-width, non-null columns (int2/int4/int8/float8/bool/16-byte uuid numpy arrays)."""
+    import numpy as np
+
+    n = len(columns[0][1]) if columns else 0
+    fields: list[tuple[str, str]] = [("nf", ">i2")]
+    for name, array in columns:
+        fields.append((f"l_{name}", ">i4"))
+        fields.append((name, array.dtype.newbyteorder(">").str if array.dtype.kind in "iuf" else array.dtype.str))
+    rows = np.zeros(n, dtype=np.dtype(fields))
+    rows["nf"] = len(columns)
+    for name, array in columns:
+        rows[f"l_{name}"] = array.dtype.itemsize
+        rows[name] = array
+    with cur.copy(sql) as copy:
+        copy.write(_COPY_HEADER)
+        copy.write(rows.tobytes())
+        copy.write(_COPY_TRAILER)
+
+
+def _write_entries(cur: Cursor, minutes: Level, series: list[Any]) -> None:
+    """rollup_e1: the 1m sketch entries (project_id, series_id, bucket_start, store, idx, n), for the group rollups."""
+    import numpy as np
+
+    cur.execute(
+        "create temp table rollup_e1 (project_id uuid, series_id bigint, bucket_start timestamptz, store text,"
+        " idx integer, n bigint) on commit drop"
+    )
+    project = np.array([s["project_id"].bytes for s in series], dtype="V16")
+    series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
+    sid = minutes.sid[minutes.e_row]
+    _copy_in(
+        cur,
+        "copy rollup_e1 from stdin (format binary)",
+        [
+            ("project", project[sid] if len(sid) else np.zeros(0, dtype="V16")),
+            ("series", series_id[sid] if len(sid) else np.zeros(0, dtype=np.int64)),
+            ("bucket", minutes.bucket[minutes.e_row]),
+            ("store", np.array([b"", b"p", b"n", b"z"], dtype="S1")[minutes.e_store]),
+            ("idx", minutes.e_idx.astype(np.int32)),
+            ("n", minutes.e_n),
+        ],
+    )
+
+
+_OUT_TABLE = """
+create temp table rollup_out (
+    row_no integer, sid integer, resolution integer, bucket_start timestamptz, count bigint, sum float8, min float8,
+    max float8, last float8, last_time timestamptz, increase float8, nulls integer, sk_code smallint,
+    sk_idx integer, sk_n bigint, fresh boolean
+) on commit drop;
+create temp table rollup_sk (row_no integer, sketch text) on commit drop
+"""
+
+_ROWS = """
+select s.org_id, s.project_id, s.series_id, o.resolution, o.bucket_start, o.count,
+    case when o.nulls & 1 = 0 then o.sum end, case when o.nulls & 2 = 0 then o.min end,
+    case when o.nulls & 4 = 0 then o.max end, case when o.nulls & 8 = 0 then o.last end,
+    case when o.nulls & 32 = 0 then o.last_time end, case when o.nulls & 16 = 0 then o.increase end,
+    case o.sk_code
+        when 0 then null
+        when 4 then k.sketch::jsonb
+        else ('{"p":{' || case when o.sk_code = 1 then '"' || o.sk_idx || '":' || o.sk_n else '' end
+            || '},"n":{' || case when o.sk_code = 2 then '"' || o.sk_idx || '":' || o.sk_n else '' end
+            || '},"z":' || case when o.sk_code = 3 then o.sk_n else 0 end || '}')::jsonb
+    end,
+    now()
+from rollup_out o
+join rollup_sids s on s.sid = o.sid
+left join rollup_sk k on k.row_no = o.row_no
+where o.resolution = %(resolution)s and {where}
+"""
+
+
+def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
+    import numpy as np
+
+    from observai.metrics.rollup import UPSERT_SQL
+
+    cur.execute(_OUT_TABLE)
+    sketches: list[str] = []
+    base = 0
+    columns: dict[str, list[Any]] = {name: [] for name in ("row_no", "sid", "resolution", "bucket", "count", "sum",
+                                                          "min", "max", "last", "last_time", "increase", "nulls",
+                                                          "sk_code", "sk_idx", "sk_n", "fresh")}  # fmt: skip
+    for level in levels:
+        n = len(level)
+        code = np.zeros(n, dtype=np.int16)
+        sk_idx = np.zeros(n, dtype=np.int32)
+        sk_n = np.zeros(n, dtype=np.int64)
+        if len(level.e_row):
+            per_row = np.bincount(level.e_row, minlength=n)
+            single = per_row == 1
+            first = np.ones(len(level.e_row), dtype=np.bool_)
+            first[1:] = level.e_row[1:] != level.e_row[:-1]
+            rows_with = level.e_row[first]
+            at = np.flatnonzero(first)
+            one = single[rows_with]
+            code[rows_with[one]] = level.e_store[at[one]]
+            sk_idx[rows_with[one]] = level.e_idx[at[one]]
+            sk_n[rows_with[one]] = level.e_n[at[one]]
+            multi = rows_with[~one]
+            code[multi] = MULTI
+            sketches.extend(_sketch_lines(level, multi, base))
+        columns["row_no"].append(np.arange(base, base + n, dtype=np.int32))
+        columns["sid"].append(level.sid.astype(np.int32))
+        columns["resolution"].append(np.full(n, level.resolution, dtype=np.int32))
+        columns["bucket"].append(level.bucket)
+        columns["count"].append(level.count)
+        columns["sum"].append(level.sum)
+        columns["min"].append(level.min)
+        columns["max"].append(level.max)
+        columns["last"].append(level.last)
+        columns["last_time"].append(level.last_time)
+        columns["increase"].append(level.increase)
+        columns["nulls"].append(level.nulls)
+        columns["sk_code"].append(code)
+        columns["sk_idx"].append(sk_idx)
+        columns["sk_n"].append(sk_n)
+        columns["fresh"].append(level.fresh)
+        base += n
+    _copy_in(
+        cur,
+        "copy rollup_out from stdin (format binary)",
+        [(name, np.concatenate(parts)) for name, parts in columns.items()],
+    )
+    if sketches:
+        with cur.copy("copy rollup_sk (row_no, sketch) from stdin") as copy:
+            copy.write("".join(sketches))
+    cur.execute("analyze rollup_out")
+    written: dict[int, int] = {}
+    cur.execute(
+        "insert into public.metric_rollups as r (org_id, project_id, series_id, resolution, bucket_start, count,"
+        " sum, min, max, last, last_time, increase, sketch, updated_at)" + _ROWS.replace("{where}", "o.fresh"),
+        {"resolution": 60},
+    )
+    written[60] = max(cur.rowcount, 0)
+    for level in levels:
+        cur.execute(UPSERT_SQL.format(select=_ROWS.replace("{where}", "not o.fresh")),
+                    {"resolution": level.resolution})  # fmt: skip
+        written[level.resolution] = written.get(level.resolution, 0) + max(cur.rowcount, 0)
+    cur.execute("drop table rollup_out, rollup_sk")
+    return written
+
+
+def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
+    """COPY text lines ``row_no\\t{"p":{...},"n":{...},"z":n}`` of the rows with several entries."""
+    import numpy as np
+
+    if not len(rows):
+        return []
+    wanted = np.isin(level.e_row, rows)
+    e_row, e_store = level.e_row[wanted], level.e_store[wanted]
+    e_idx, e_n = level.e_idx[wanted].tolist(), level.e_n[wanted].tolist()
+    lines: list[str] = []
+    bounds = np.flatnonzero(np.diff(e_row)) + 1
+    starts = [0, *bounds.tolist()]
+    ends = [*bounds.tolist(), len(e_row)]
+    stores = e_store.tolist()
+    for a, b in zip(starts, ends, strict=True):
+        p: list[str] = []
+        m: list[str] = []
+        z = 0
+        for j in range(a, b):
+            s = stores[j]
+            if s == 1:
+                p.append(f'"{e_idx[j]}":{e_n[j]}')
+            elif s == 2:
+                m.append(f'"{e_idx[j]}":{e_n[j]}')
+            else:
+                z += e_n[j]
+        lines.append(f'{base + int(e_row[a])}\t{{"p":{{{",".join(p)}}},"n":{{{",".join(m)}}},"z":{z}}}\n')
+    return lines
