@@ -268,20 +268,25 @@ def copy_transaction(copy: str, payload: bytes, after: list[sql.Composable]) -> 
     settings = get_settings()
     begin = _service_begin_sql(settings.db_statement_timeout_ms, settings.db_idle_in_transaction_timeout_ms)
     query = b"; ".join([begin, copy.encode(), *(s.as_bytes(None) for s in after), b"COMMIT"])
+    early: psycopg.Error | None = None
     for attempt in (1, 2):
         conn = get_connection(settings)
         try:
             with conn.lock:
                 started = conn.wait(_start_copy(conn.pgconn, query))
+            if started is not None:  # a statement before the COPY failed (a dropped connection's FATAL among them)
+                raise psycopg.errors.error_from_result(started, encoding=conn.info.encoding)
         except psycopg.OperationalError as exc:
             close_connection()  # nothing ran (no COPY started): safe to send again on a new connection
             if attempt == 2:
                 raise Unavailable("database unavailable", retry_after_s=5) from exc
             continue
+        except psycopg.Error as exc:
+            early = exc
         break
     try:
-        if started is not None:  # a statement before the COPY failed: its error
-            raise psycopg.errors.error_from_result(started, encoding=conn.info.encoding)
+        if early is not None:
+            raise early
         with conn.lock:
             failed = conn.wait(_finish_copy(conn.pgconn, payload))
         if failed is not None:
