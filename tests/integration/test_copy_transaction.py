@@ -208,3 +208,21 @@ def test_a_resent_wired_request_is_written_once(database_url: str) -> None:
     assert counts(database_url, project.project_id)["spans"] == 40
     assert usage_increments(database_url, project) == [("traces", 40, len(body))]
     assert not again.wired and len(again.spans) == 40
+
+
+@needs_wire
+@pytest.mark.parametrize("signal", [Signal.LOGS, Signal.TRACES, Signal.METRICS])
+def test_an_empty_request_stores_and_charges_nothing(database_url: str, signal: Signal) -> None:
+    # Given a request with no item (an exporter's empty flush)
+    project = make_project(label="OneTripEmpty")
+    empty = {
+        Signal.LOGS: payloads.many_logs_request(0, time.time_ns()),
+        Signal.TRACES: payloads.many_spans_request(0, time.time_ns()),
+        Signal.METRICS: payloads.many_points_request(0, time.time_ns()),
+    }[signal]
+    # When it is stored
+    batch = store(project, signal, payloads.to_protobuf(empty))
+    # Then nothing is written, nor charged
+    assert batch.accepted == 0
+    assert not any(counts(database_url, project.project_id).values())
+    assert usage_increments(database_url, project) == []
