@@ -66,6 +66,14 @@ def test_a_large_payload_goes_in_pieces(db: Any, scratch: str) -> None:
     copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows(*pairs), [])
     # Then every row arrived
     assert db.execute(f"select count(*) as n from public.{scratch}").fetchone()["n"] == 5_000
+    # ...and sent again, refused at its first row, the rest of the data is dropped by the server: the error is
+    # raised, nothing more stored, and the connection usable
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows(*pairs), after(scratch, 1))
+    assert contents(db, scratch)[1] == []
+    with transaction() as cur:
+        cur.execute(f"select count(*) as n from public.{scratch}")
+        assert cur.fetchone()["n"] == 5_000
 
 
 def test_a_duplicate_in_the_copy_rolls_everything_back(db: Any, scratch: str) -> None:
