@@ -7,6 +7,8 @@ import gzip
 import zlib
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from observai.errors import InvalidInput, PayloadTooLarge, UnsupportedMediaType
 from observai.telemetry.body import decoded_body, inflate
 from observai.telemetry.limits import IngestLimits
@@ -77,3 +79,23 @@ def test_unknown_content_encoding_is_415() -> None:
 def test_bad_base64_is_400() -> None:
     with pytest.raises(InvalidInput):
         decoded_body({"headers": {}, "body": "@@not base64@@", "isBase64Encoded": True}, SMALL)
+
+
+@pytest.mark.parametrize("text", ["QUJD\n", "QU=JD", "QUJ", "QUJDRA==QUJD", " QUJD", "QUJDé", "QUJD\ud800", "Q\x00JD"])
+def test_malformed_base64_is_400_like_the_strict_decoder(text: str) -> None:
+    # Given a body API Gateway marked base64 that the strict decoder refuses (line breaks, spaces, padding inside
+    # or after the data, non-ASCII text, a lone surrogate, NUL)
+    with pytest.raises((ValueError, TypeError)):
+        base64.b64decode(text, validate=True)
+    # Then the body is refused with a 400, never decoded leniently nor a 500
+    with pytest.raises(InvalidInput):
+        decoded_body({"headers": {}, "body": text, "isBase64Encoded": True}, SMALL)
+
+
+@given(st.binary(max_size=2048))
+def test_base64_bodies_decode_as_the_strict_decoder(payload: bytes) -> None:
+    # Given any body as API Gateway encodes it; Then the bytes are exactly what base64.b64decode(validate) gives
+    text = base64.b64encode(payload).decode()
+    assert decoded_body({"headers": {}, "body": text, "isBase64Encoded": True}, SMALL) == base64.b64decode(
+        text, validate=True
+    )

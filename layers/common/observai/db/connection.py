@@ -15,10 +15,12 @@ from contextvars import ContextVar
 from typing import Any, NoReturn
 
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
+from psycopg.abc import PQGen
 from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 from psycopg.types.json import set_json_dumps
+from psycopg.waiting import Wait
 
 from observai.config import Settings, get_settings
 from observai.db.jsonb import jsonb_dumps
@@ -245,6 +247,101 @@ def committing(cur: Cursor) -> Iterator[list[sql.Composable]]:
         if cur.connection.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
             raise _CommitFailed from exc
         raise
+
+
+# A COPY's data goes in pieces of at most this size (libpq copies each piece into its output buffer).
+COPY_CHUNK = 128 * 1024
+
+
+def copy_transaction(copy: str, payload: bytes, after: list[sql.Composable]) -> None:
+    """A whole transaction as one query string: BEGIN and its settings, ``copy`` (a ``COPY ... FROM STDIN``)
+    fed ``payload`` (its binary data, complete), the ``after`` statements (results not read, values quoted in),
+    COMMIT. Postgres runs a simple query's statements in order and reads the COPY's data in the middle: the
+    client waits twice (for the COPY to start, then for the COMMIT), where ``transaction`` waits four times
+    (BEGIN, COPY start, COPY end, the last statements with COMMIT).
+
+    Errors keep ``transaction``'s semantics: a statement that fails (a duplicate key in the COPY, a timeout)
+    stops the string, the transaction rolls back and the error is raised (QueryCanceled as Unavailable); a stale
+    connection is re-opened and the query sent again while nothing has run (no COPY started); a connection lost
+    later, or a failing COMMIT, is raised as ``transaction`` raises it (Unavailable: the outcome is unknown).
+    """
+    settings = get_settings()
+    begin = _service_begin_sql(settings.db_statement_timeout_ms, settings.db_idle_in_transaction_timeout_ms)
+    query = b"; ".join([begin, copy.encode(), *(s.as_bytes(None) for s in after), b"COMMIT"])
+    early: psycopg.Error | None = None
+    for attempt in (1, 2):
+        conn = get_connection(settings)
+        try:
+            with conn.lock:
+                started = conn.wait(_start_copy(conn.pgconn, query))
+            if started is not None:  # a statement before the COPY failed (a dropped connection's FATAL among them)
+                raise psycopg.errors.error_from_result(started, encoding=conn.info.encoding)
+        except psycopg.OperationalError as exc:
+            close_connection()  # nothing ran (no COPY started): safe to send again on a new connection
+            if attempt == 2:
+                raise Unavailable("database unavailable", retry_after_s=5) from exc
+            continue
+        except psycopg.Error as exc:
+            early = exc
+        break
+    try:
+        if early is not None:
+            raise early
+        with conn.lock:
+            failed = conn.wait(_finish_copy(conn.pgconn, payload))
+        if failed is not None:
+            error = psycopg.errors.error_from_result(failed, encoding=conn.info.encoding)
+            if conn.info.transaction_status in (TransactionStatus.IDLE, TransactionStatus.UNKNOWN):
+                raise _CommitFailed from error
+            raise error
+    except _CommitFailed as failed_commit:
+        _raise_commit_failure(failed_commit.__cause__)
+    except BaseException as exc:
+        if conn.info.transaction_status is not TransactionStatus.IDLE:
+            try:
+                conn.execute("ROLLBACK")
+            except psycopg.Error:
+                close_connection()
+        if isinstance(exc, psycopg.errors.QueryCanceled):
+            raise Unavailable("database statement timed out", retry_after_s=2) from exc
+        if isinstance(exc, psycopg.OperationalError):
+            close_connection()
+            raise Unavailable("database unavailable", retry_after_s=5) from exc
+        raise
+
+
+def _start_copy(pgconn: Any, query: bytes) -> PQGen[Any]:
+    """Send ``query`` and read its results up to the COPY's start: None, or the result of the statement that
+    failed before it."""
+    pgconn.send_query(query)
+    for result in (yield from generators.execute(pgconn)):
+        if result.status == pq.ExecStatus.COPY_IN:
+            return None
+        if result.status == pq.ExecStatus.FATAL_ERROR:
+            # The server skips the rest of the string: read up to its end (the connection ready again).
+            while (yield from generators.fetch(pgconn)) is not None:
+                pass
+            return result
+    raise psycopg.ProgrammingError("copy_transaction: the query has no COPY FROM STDIN")
+
+
+def _finish_copy(pgconn: Any, payload: bytes) -> PQGen[Any]:
+    """Send the COPY's data and its end, then read the results of the rest of the string: None, or the result of
+    the statement that failed."""
+    view = memoryview(payload)
+    for start in range(0, len(view), COPY_CHUNK):
+        yield from generators.copy_to(pgconn, view[start : start + COPY_CHUNK], flush=False)
+    while pgconn.put_copy_end(None) == 0:
+        while not (yield Wait.W):
+            continue
+    while pgconn.flush() != 0:
+        while not (yield Wait.W):
+            continue
+    failed = None
+    while (result := (yield from generators.fetch(pgconn))) is not None:
+        if result.status == pq.ExecStatus.FATAL_ERROR and failed is None:
+            failed = result
+    return failed
 
 
 def execute_autocommit(query: str, params: Mapping[str, Any] | tuple[Any, ...]) -> list[DictRow]:

@@ -20,6 +20,7 @@ from uuid import UUID
 from psycopg import sql
 
 from observai.db.batched_move import move_in_batches
+from observai.db.literals import uuid_literal
 
 # pg_try_advisory_xact_lock key of the compaction (distinct from the other jobs').
 COMPACT_LOCK_KEY = 0x0B5A1_0014
@@ -28,34 +29,51 @@ MINUTE_US = 60_000_000
 
 # --- recording (the writer, inside its transaction) ----------------------------------------------------------------
 
-# Keys are (minute since 2000-01-01 UTC, service, severity_number, retention_days); the level is computed here
-# with the histogram's own expression, and severities of one level merged.
-_RECORD_SQL = sql.SQL("""
-insert into public.log_volume (org_id, project_id, minute, service, level, retention_days, count)
-select {org}, {project}, timestamptz '2000-01-01 00:00:00+00' + v.m * interval '1 minute', v.service,
-       least((v.sev + 3) / 4, 6), v.r, sum(v.n)
-from unnest({minutes}::bigint[], {services}::text[], {severities}::smallint[], {retention}::smallint[],
-            {counts}::bigint[]) as v (m, service, sev, r, n)
-group by v.m, v.service, least((v.sev + 3) / 4, 6), v.r
-""")
-
 VolumeKey = tuple[int, str | None, int, int]  # (minute since 2000-01-01 UTC, service, severity_number, retention)
 
+# Service names as SQL literals (psycopg's quoting, ~5 µs each): a project sends the same few again and again.
+_SERVICE_LITERALS: dict[str | None, str] = {}
+_SERVICE_LITERALS_MAX = 10_000
 
-def volume_statement(org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> sql.Composed | None:
+
+def level_of(severity_number: int) -> int:
+    """The histogram's level of a severity number: least((severity_number + 3) / 4, 6) as SQL computes it
+    (integer division truncating toward zero)."""
+    q = abs(severity_number + 3) // 4
+    return min(q if severity_number + 3 >= 0 else -q, 6)
+
+
+def _service_literal(service: str | None) -> str:
+    found = _SERVICE_LITERALS.get(service)
+    if found is None:
+        if len(_SERVICE_LITERALS) >= _SERVICE_LITERALS_MAX:
+            _SERVICE_LITERALS.clear()
+        found = _SERVICE_LITERALS[service] = sql.Literal(service).as_string(None)
+    return found
+
+
+def volume_statement(org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, int]) -> sql.SQL | None:
     """The statement appending the volume of lines just written (one, whatever the number of keys), values
-    quoted in (the writer sends it with its COMMIT); None when no line was written."""
+    written in (the writer sends it with its COMMIT); None when no line was written.
+
+    Severities of one level are merged here, one row per (minute, service, level, retention_days). Service names
+    are quoted by psycopg; every other value is an integer or a UUID, written directly (a few microseconds a
+    request instead of ~100 through psycopg's quoting of arrays)."""
     if not counts:
         return None
-    keys = list(counts)
-    return _RECORD_SQL.format(
-        org=sql.Literal(org_id),
-        project=sql.Literal(project_id),
-        minutes=sql.Literal([k[0] for k in keys]),
-        services=sql.Literal([k[1] for k in keys]),
-        severities=sql.Literal([k[2] for k in keys]),
-        retention=sql.Literal([k[3] for k in keys]),
-        counts=sql.Literal(list(counts.values())),
+    merged: dict[tuple[int, str | None, int, int], int] = {}
+    for (minute, service, severity, retention), n in counts.items():
+        key = (int(minute), service, level_of(int(severity)), int(retention))
+        merged[key] = merged.get(key, 0) + int(n)
+    org, project = uuid_literal(org_id), uuid_literal(project_id)
+    values = ", ".join(
+        f"({org}, {project}, timestamptz '2000-01-01 00:00:00+00' + {minute} * interval '1 minute',"
+        f" {_service_literal(service)}, {level}, {retention}, {n})"
+        for (minute, service, level, retention), n in merged.items()
+    )
+    return sql.SQL(
+        "insert into public.log_volume (org_id, project_id, minute, service, level, retention_days, count)"
+        f" values {values}"
     )
 
 

@@ -31,6 +31,7 @@ from pydantic import BaseModel, Field
 
 from observai.db.batched_move import move_in_batches
 from observai.db.connection import execute_autocommit, transaction
+from observai.db.literals import uuid_literal
 from observai.errors import NotFound, RateLimited
 from observai.telemetry.model import Signal
 
@@ -80,31 +81,27 @@ def seconds_to_utc_midnight(now: datetime | None = None) -> int:
 # ---------------------------------------------------------------------------------------------
 # Recording (the writer, inside its transaction)
 
-_INSERT_INCREMENTS_SQL = sql.SQL("""
-insert into public.usage_increments (org_id, project_id, day, signal, events, bytes)
-select {org}, {project}, (now() at time zone 'UTC')::date, t.signal, t.events, t.bytes
-from unnest({signals}::text[], {events}::bigint[], {bytes}::bigint[]) as t (signal, events, bytes)
-""")
 
-
-def usage_statement(
-    org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]
-) -> sql.Composed | None:
+def usage_statement(org_id: UUID, project_id: UUID, per_signal: Mapping[Signal, tuple[int, int]]) -> sql.SQL | None:
     """The statement appending today's (UTC, the database's clock) usage of one request, (events, bytes) per
-    signal, values quoted in; None when nothing counted. The writer sends it with the COMMIT of the transaction
+    signal, values written in; None when nothing counted. The writer sends it with the COMMIT of the transaction
     that stores the data: usage commits with it. Signals with nothing to count are skipped; one statement
-    whatever the number of signals."""
+    whatever the number of signals.
+
+    Every value is of a type whose text cannot carry SQL (UUIDs, a Signal's name, integers), so the statement is
+    written directly, a few microseconds instead of ~40 through psycopg's quoting (a call per ingest request)."""
     rows = [(Signal(s).value, int(e), int(b)) for s, (e, b) in per_signal.items() if e or b]
     if not rows:
         return None
     if any(e < 0 or b < 0 for _, e, b in rows):
         raise ValueError("usage cannot be negative")
-    return _INSERT_INCREMENTS_SQL.format(
-        org=sql.Literal(org_id),
-        project=sql.Literal(project_id),
-        signals=sql.Literal([r[0] for r in rows]),
-        events=sql.Literal([r[1] for r in rows]),
-        bytes=sql.Literal([r[2] for r in rows]),
+    org, project = uuid_literal(org_id), uuid_literal(project_id)
+    values = ", ".join(
+        f"({org}, {project}, (now() at time zone 'UTC')::date, '{signal}', {events}, {size})"
+        for signal, events, size in rows
+    )
+    return sql.SQL(
+        f"insert into public.usage_increments (org_id, project_id, day, signal, events, bytes) values {values}"
     )
 
 

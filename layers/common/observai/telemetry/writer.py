@@ -19,7 +19,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import psycopg
@@ -27,7 +27,7 @@ from psycopg import Copy, sql
 from psycopg.types.json import Jsonb
 from psycopg.types.string import BytesBinaryDumper
 
-from observai.db.connection import Cursor, committing, execute_autocommit, transaction
+from observai.db.connection import Cursor, committing, copy_transaction, execute_autocommit, transaction
 from observai.db.jsonb import clean_text, jsonb_binary
 from observai.errors import Conflict
 from observai.logs import volume
@@ -38,6 +38,9 @@ from observai.telemetry.copy_rows import Encoded
 from observai.telemetry.model import Batch, LogRecord, MetricPoint, Rejection, Signal, Span
 from observai.telemetry.overlap import in_background, quick_switches
 from observai.telemetry.series import series_id
+
+if TYPE_CHECKING:
+    from observai.telemetry.otlp.wire import WireRows
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -113,12 +116,15 @@ def store_batch(
 
 def _store_once(w: _Write, careful: bool) -> StoreResult:
     org_id, project_id, batch = w.org_id, w.project_id, w.batch
+    wired = None if careful else _wired(w)
+    if wired is not None and w.idempotency_key is None:
+        return _store_wired(w, wired)
     with transaction() as cur:
         if w.idempotency_key is not None:
             stored = _claim_key(cur, org_id, project_id, w.idempotency_key, w.request_hash)
             if stored is not None:
                 return StoreResult(replayed=True, response=stored)
-        skipped, points, rejected, minutes = _write_signals(cur, w, careful)
+        skipped, points, rejected, minutes = _write_signals(cur, w, careful, wired)
         if w.admit is not None:
             # e.g. the daily quota: after the replay check, so a replay is never refused; once the batch is
             # converted (its accepted events known), before the commit: refused, what was written rolls back.
@@ -141,6 +147,55 @@ def _store_once(w: _Write, careful: bool) -> StoreResult:
         with committing(cur) as last:
             last.extend(statement for statement in bookkeeping if statement is not None)
     return StoreResult(replayed=False, response=final, rejected=rejected, duplicates=duplicates)
+
+
+def _wired(w: _Write) -> WireRows | None:
+    """The rows of an OTLP logs, traces or metrics request built straight from its protobuf bytes (``otlp/wire.py``),
+    when every item is accepted and (metric points) every series is known; else None (the records' path)."""
+    raw = w.batch.raw
+    if raw is None or w.batch.signals() != {raw.signal}:
+        return None
+    # (Imported here: only an OTLP request has a raw body, and the otlp package is the ingest function's.)
+    from observai.telemetry.otlp.wire import wire_rows
+
+    wired = wire_rows(raw, w.org_id, w.project_id, w.retention)
+    if wired is not None and wired.series is not None and not _all_known(w.project_id, wired.series):
+        return None  # a series not stored yet (or of another type): created, or refused, on the records' path
+    return wired
+
+
+def _store_wired(w: _Write, wired: WireRows) -> StoreResult:
+    """A request whose rows are built already (``_wired``), without an Idempotency-Key: its whole transaction in
+    one query string (``copy_transaction``: BEGIN, the COPY, the bookkeeping, COMMIT), the same rows and the same
+    bookkeeping as ``_store_once`` writes. Every item is accepted, so what is written (and charged) is known before
+    the COPY: the quota is checked before anything is sent. A duplicate raises UniqueViolation as the COPY of
+    ``_store_once`` would (the careful retry follows)."""
+    batch, raw = w.batch, w.batch.raw
+    assert raw is not None
+    signal = raw.signal
+    batch.wired[signal] = wired.count  # the counts below, and the response, read it (no record converted)
+    try:
+        if w.admit is not None:
+            w.admit()
+        final = w.respond(batch, [], 0) if w.respond is not None else w.response
+        table, columns = {
+            Signal.LOGS: ("logs", _LOG_COLUMNS),
+            Signal.TRACES: ("spans", _SPAN_COLUMNS),
+            Signal.METRICS: ("metric_points", _METRIC_COLUMNS),
+        }[signal]
+        bookkeeping = [
+            volume.volume_statement(w.org_id, w.project_id, wired.minutes or {}),
+            usage.usage_statement(w.org_id, w.project_id, _usage({signal: wired.count}, w.body_bytes)),
+        ]
+        copy_transaction(
+            f"copy public.{table} ({columns}) from stdin (format binary)",
+            wired.payload,
+            [statement for statement in bookkeeping if statement is not None],
+        )
+    except BaseException:
+        del batch.wired[signal]  # nothing written: a retry or the spool converts the records
+        raise
+    return StoreResult(replayed=False, response=final)
 
 
 def _replay_statement(project_id: UUID, key: str | None, response: dict[str, Any]) -> sql.Composed | None:
@@ -371,7 +426,7 @@ class SharedJsonb:
 
 
 def _write_signals(
-    cur: Cursor, w: _Write, careful: bool
+    cur: Cursor, w: _Write, careful: bool, wired: WireRows | None
 ) -> tuple[dict[Signal, int], int, list[Rejection], Counter[tuple[int, str | None, int, int]]]:
     """COPY logs, then spans, then metric points; returns the duplicates skipped per signal, the points accepted,
     the points refused (series limits, type clashes) and the log rows' volume (``volume.volume_statement``).
@@ -411,15 +466,7 @@ def _write_signals(
         ids.extend(series_id(p.name, p.attributes) for p in points)
 
     signals = batch.signals()
-    raw, wired = batch.raw, None
-    if raw is not None and not careful and signals == {raw.signal}:
-        # An OTLP logs or traces request: its rows straight from the protobuf bytes, when every item is accepted.
-        # (Imported here: only an OTLP request has a raw body, and the otlp package is the ingest function's.)
-        from observai.telemetry.otlp.wire import wire_rows
-
-        wired = wire_rows(raw, org_id, project_id, retention)
-        if wired is not None and wired.series is not None and not _all_known(project_id, wired.series):
-            wired = None  # a series not stored yet (or of another type): created, or refused, on the Python path
+    raw = batch.raw
     spans_written = points_written = 0
     if wired is not None and raw is not None:
         encoded = Encoded(wired.payload, wired.count)
