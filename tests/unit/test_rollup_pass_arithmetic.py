@@ -27,7 +27,7 @@ def test_segment_sums_are_added_one_by_one_in_order_for_short_and_long_segments(
     seg = np.repeat(np.arange(len(segments) + 1)[1:], lengths)  # segment 0 has no value
 
     # When the pass sums them
-    total, has = rollup_pass._ordered_sum(values, seg, len(segments) + 1)
+    total, has = rollup_pass.ordered_sum(values, seg, len(segments) + 1)
 
     # Then each sum is the sequential one, bit for bit, and the empty segment says so
     assert not has[0]
@@ -43,7 +43,7 @@ def test_sketch_index_matches_the_c_library_everywhere_including_bucket_edges() 
     values += [10 ** rng.uniform(-9, 21) for _ in range(5000)]
 
     # When the pass computes their sketch indexes
-    indexes = rollup_pass._sketch_index(np.array(values))
+    indexes = rollup_pass.sketch_index(np.array(values))
 
     # Then they are Sketch.add's (and Postgres') ceil(ln(x) / ln(γ))
     assert indexes.tolist() == [math.ceil(math.log(x) / LOG_GAMMA) for x in values]
@@ -57,7 +57,7 @@ def test_entries_collapse_each_store_below_its_top_index() -> None:
     n = np.array([2, 3, 4, 1, 1], dtype=np.int64)
 
     # When they are added up
-    _, out_store, out_idx, out_n = rollup_pass._sum_entries(row, store, idx, n)
+    _, out_store, out_idx, out_n = rollup_pass.sum_entries(row, store, idx, n)
 
     # Then the positive store keeps 2,048 buckets: the lowest folded into top − 2047; the negative one is untouched
     assert list(zip(out_store.tolist(), out_idx.tolist(), out_n.tolist(), strict=True)) == [

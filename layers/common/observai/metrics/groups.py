@@ -44,7 +44,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor
-from observai.metrics import sketch_sql
+from observai.metrics import group_minutes, sketch_sql
 from observai.metrics.sketch import encoded_quantile
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
@@ -296,99 +296,6 @@ _SKETCH_UNLESS_ENTRIES = """case when r.sketch is not null and not exists (
         where e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
     ) then r.sketch end"""
 
-# Scalars per group and minute (a sort of narrow rows by an integer group id).
-_MINUTES_SQL = f"""
-insert into group_rows (ggid, {_ROW_COLUMNS})
-select a.gid, i.project_id, i.name, i.group_key, i.group_value, a.bucket_start, a.org_id, a.series, a.count, a.sum,
-    a.min, a.max, a.last, a.last_time, a.increase
-from (
-    select m.gid, r.bucket_start,
-        {_MERGE_COLUMNS.format(series="count(*)::integer").strip()}
-    from (
-        select org_id, project_id, series_id, bucket_start, series_id as ord, count, sum, min, max, last, last_time,
-            increase
-        from group_series_rows
-    ) r
-    join group_members m on m.project_id = r.project_id and m.series_id = r.series_id
-    group by m.gid, r.bucket_start
-) a
-join group_ids i on i.gid = a.gid
-"""
-
-# The groups' sketch entries per minute: the per-series entries (this run's, or parsed from the stored sketch) added
-# up per group.
-_MINUTE_ENTRIES_SQL = f"""
-create temp table group_minute_entries on commit drop as
-select m.gid, e.bucket_start, e.store, e.idx, sum(e.n)::bigint as n
-from (
-    {{from_run}}
-    select r.project_id, r.series_id, r.bucket_start, k.store, k.idx, k.n
-    from group_series_rows r
-    {sketch_sql.entries_of("r")}
-    where r.sketch is not null
-) e
-join group_members m on m.project_id = e.project_id and m.series_id = e.series_id
-group by m.gid, e.bucket_start, e.store, e.idx
-"""
-_FROM_RUN = """
-    select r.project_id, r.series_id, r.bucket_start, e.store, e.idx, e.n
-    from group_series_rows r
-    join rollup_e1 e on e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
-    where r.sketch is null
-    union all
-"""
-
-# The whole metric, from the groups of one key (every series is in exactly one of them).
-_WHOLE_SQL = f"""
-insert into group_rows ({_ROW_COLUMNS})
-select project_id, name, '', '', bucket_start,
-    {_MERGE_COLUMNS.format(series="sum(series)::integer")}
-from (
-    select g.*, g.group_value as ord from group_rows g
-    join group_chunk_keys k on k.project_id = g.project_id and k.name = g.name and k.group_key = g.group_key
-    where k.whole_source
-) c
-group by project_id, name, bucket_start
-"""
-
-# The 1m group rows' entries, by group_rows.gid: each group's, and the whole metric's (its key's groups' added up).
-# Only to collapse an overflowing sketch (rare): _MINUTE_SKETCHES_SQL builds the sketches without them.
-_MINUTE_ROW_ENTRIES = """(
-    select g.gid, e.store, e.idx, e.n
-    from group_minute_entries e
-    join group_rows g on g.ggid = e.gid and g.bucket_start = e.bucket_start
-    union all
-    select w.gid, e.store, e.idx, sum(e.n)::bigint
-    from group_minute_entries e
-    join group_whole x on x.gid = e.gid
-    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
-        and w.bucket_start = e.bucket_start
-    group by w.gid, e.store, e.idx
-)"""
-
-# The 1m group rows' sketches, straight from the groups' entries per minute; the whole metric's from its key's.
-_MINUTE_SKETCHES_SQL = f"""
-create temp table group_row_sketches on commit drop as
-select g.gid, s.sketch, s.overflow
-from (
-    select gid, bucket_start, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
-    from group_minute_entries
-    group by gid, bucket_start
-) s
-join group_rows g on g.ggid = s.gid and g.bucket_start = s.bucket_start
-union all
-select gid, {sketch_sql.BUILD}, {sketch_sql.OVERFLOW}
-from (
-    select w.gid, e.store, e.idx, sum(e.n)::bigint as n
-    from group_minute_entries e
-    join group_whole x on x.gid = e.gid
-    join group_rows w on w.project_id = x.project_id and w.name = x.name and w.group_key = '' and w.ggid is null
-        and w.bucket_start = e.bucket_start
-    group by w.gid, e.store, e.idx
-) e
-group by gid
-"""
-
 # Coarser group rows from the finer ones of their keys (stored: just upserted, or from earlier runs).
 _COARSE_FINE_SQL = f"""
 create temp table group_fine on commit drop as
@@ -545,26 +452,12 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     cur.execute("analyze group_members")
     cur.execute("truncate group_rows")
     cur.execute(_SERIES_ROWS_SQL.replace("{sketch}", _SKETCH_UNLESS_ENTRIES if run_entries else _STORED_SKETCH))
-    cur.execute(_MINUTES_SQL)
-    cur.execute(_MINUTE_ENTRIES_SQL.replace("{from_run}", _FROM_RUN if run_entries else ""))
-    cur.execute(_WHOLE_SQL)
-    # The groups the whole metric is merged from (whole_source), small; and fresh statistics of group_rows: without
-    # them the whole-metric join estimates one row and loops over the entries (13 s for 500 series).
-    cur.execute(
-        """
-        create temp table group_whole on commit drop as
-        select i.gid, i.project_id, i.name from group_ids i
-        join group_chunk_keys k on k.project_id = i.project_id and k.name = i.name and k.group_key = i.group_key
-        where k.whole_source
-        """
-    )
-    cur.execute("analyze group_rows")
-    cur.execute(_MINUTE_SKETCHES_SQL)
+    group_minutes.roll_minutes(cur, run_entries=run_entries)
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
-    written["1m"] += _finish(cur, 60, entries=_MINUTE_ROW_ENTRIES)
-    cur.execute("drop table group_series_rows, group_minute_entries, group_whole")
+    written["1m"] += _finish(cur, 60, entries=None)  # the 1m sketches come collapsed
+    cur.execute("drop table group_series_rows")
     fine = 60
     for coarse in (300, 3600, 86400):
         cur.execute("truncate group_rows")
@@ -582,11 +475,12 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     return (int(row["n"]) if row else 0), rows
 
 
-def _finish(cur: Cursor, resolution: int, *, entries: str) -> int:
+def _finish(cur: Cursor, resolution: int, *, entries: str | None) -> int:
     """Upsert group_rows with their sketches (group_row_sketches, built in SQL; an overflowing one collapsed from
     ``entries``) and, at 1h and 1d, the quantiles (in Python, from the few rows' sketches); returns the rows inserted
     or changed."""
-    sketch_sql.collapse_overflowing(cur, entries=entries, sketches="group_row_sketches", keys=("gid",))
+    if entries is not None:
+        sketch_sql.collapse_overflowing(cur, entries=entries, sketches="group_row_sketches", keys=("gid",))
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
         cur.execute("select gid, sketch from group_row_sketches")

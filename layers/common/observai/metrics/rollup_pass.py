@@ -5,8 +5,8 @@ Step 3 and 4 of ``observai.metrics.rollup`` for the scalar kinds, computed in nu
 over temp tables (each a few microseconds a row: most of the job's server time):
 
 1. the points of the run's touched ranges (``rollup_ranges``: ``no`` and ``sid`` number the ranges and the series),
-   with the anchor point of each counter range, leave Postgres in one binary COPY (fixed-width rows, read with
-   ``numpy.frombuffer``);
+   with the anchor point of each counter range, leave Postgres as one bytea of fixed-width binary rows
+   (``packed_rows``, read with ``numpy.frombuffer``);
 2. per (series, minute): count, sum (in time order, added one by one as Postgres' ``sum`` does: the very same
    float), min, max, last, last_time, increase (counters reset-aware, delta counters their sum), and the DDSketch
    entries of gauge values (``sketch.Sketch.add``'s index rule, with Postgres' own ``ln`` where a value lies on a
@@ -119,59 +119,60 @@ def _us(value: datetime) -> int:
 
 # --- 1. the points ---------------------------------------------------------------------------------------------
 
-_POINTS_COPY = """
-copy (
-    select g.no, p.time, coalesce(p.start_time, '-infinity'), coalesce(p.value, 0), p.value is null, false
-    from rollup_ranges g
-    cross join lateral (
-        select p.time, p.start_time, p.value from public.metric_points p
-        where p.project_id = g.project_id and p.series_id = g.series_id
-            and p.time >= g.range_start and p.time < g.range_end
-        offset 0  -- never flattened: one index range read per series range
-    ) p
-    where g.kind in ('gauge', 'counter', 'delta_counter')
-    union all
-    select g.no, a.time, coalesce(a.start_time, '-infinity'), coalesce(a.value, 0), a.value is null, true
-    from rollup_ranges g
-    cross join lateral (
-        select p.time, p.start_time, p.value from public.metric_points p
-        where p.project_id = g.project_id and p.series_id = g.series_id
-            and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
-        order by p.time desc limit 1
-    ) a
-    where g.kind = 'counter'
-) to stdout (format binary)
+_POINTS_SQL = """
+select g.no, p.time, coalesce(p.start_time, '-infinity') as start, coalesce(p.value, 0) as value,
+    p.value is null as vnull, false as anchor
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.value from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time >= g.range_start and p.time < g.range_end
+    offset 0  -- never flattened: one index range read per series range
+) p
+where g.kind in ('gauge', 'counter', 'delta_counter')
+union all
+select g.no, a.time, coalesce(a.start_time, '-infinity'), coalesce(a.value, 0), a.value is null, true
+from rollup_ranges g
+cross join lateral (
+    select p.time, p.start_time, p.value from public.metric_points p
+    where p.project_id = g.project_id and p.series_id = g.series_id
+        and p.time < g.range_start and p.time >= g.range_start - %(lookback)s
+    order by p.time desc limit 1
+) a
+where g.kind = 'counter'
 """
+_POINTS_COLUMNS = [("no", "int4"), ("time", "timestamptz"), ("start", "timestamptz"), ("value", "float8"),
+                   ("vnull", "bool"), ("anchor", "bool")]  # fmt: skip
+
+# Postgres' binary send function and the numpy type of each column type packed_rows reads.
+_SEND = {
+    "int2": ("int2send", ">i2"),
+    "int4": ("int4send", ">i4"),
+    "int8": ("int8send", ">i8"),
+    "float8": ("float8send", ">f8"),
+    "timestamptz": ("timestamptz_send", ">i8"),
+    "bool": ("boolsend", "?"),
+}
 
 
-def _points_dtype() -> Any:
+def packed_rows(cur: Cursor, query: str, columns: list[tuple[str, str]], params: dict[str, Any]) -> Any:
+    """The rows of ``query`` (columns named and typed as ``columns``, never null) as a numpy record array: each
+    row's columns in their binary form, concatenated server-side into one bytea (``string_agg``), read with
+    ``numpy.frombuffer``. A COPY would send one message per row, and reading them costs more than the rest of the
+    pass."""
     import numpy as np
 
-    return np.dtype(
-        [
-            ("nf", ">i2"), ("l0", ">i4"), ("no", ">i4"), ("l1", ">i4"), ("time", ">i8"), ("l2", ">i4"),
-            ("start", ">i8"), ("l3", ">i4"), ("value", ">f8"), ("l4", ">i4"), ("vnull", "?"), ("l5", ">i4"),
-            ("anchor", "?"),
-        ]
-    )  # fmt: skip
-
-
-def _copy_out(cur: Cursor, sql: str, params: dict[str, Any], dtype: Any) -> Any:
-    import numpy as np
-
-    chunks = []
-    with cur.copy(sql, params) as copy:
-        for data in copy:
-            chunks.append(bytes(data))
-    raw = b"".join(chunks)
-    body = raw[len(_COPY_HEADER) : len(raw) - len(_COPY_TRAILER)]
-    return np.frombuffer(body, dtype=dtype)
+    row = " || ".join(f"{_SEND[kind][0]}(q.{name})" for name, kind in columns)
+    cur.execute(f"select string_agg({row}, ''::bytea) as packed from ({query}) q", params, binary=True)
+    found = cur.fetchone()
+    packed = found["packed"] if found is not None and found["packed"] is not None else b""
+    return np.frombuffer(packed, dtype=np.dtype([(name, _SEND[kind][1]) for name, kind in columns]))
 
 
 def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: int) -> Level:
     import numpy as np
 
-    rows = _copy_out(cur, _POINTS_COPY, {"lookback": timedelta(microseconds=lookback_us)}, _points_dtype())
+    rows = packed_rows(cur, _POINTS_SQL, _POINTS_COLUMNS, {"lookback": timedelta(microseconds=lookback_us)})
     no = rows["no"].astype(np.int64)
     t = rows["time"].astype(np.int64)
     order = np.lexsort((t, no))
@@ -225,14 +226,14 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
     seg_kind = kind[starts]
 
     nulls = np.zeros(nseg, dtype=np.int32)
-    total, has = _ordered_sum(v[finite], seg[finite], nseg)
+    total, has = ordered_sum(v[finite], seg[finite], nseg)
     nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
-    low, high = _min_max(v[finite], seg[finite], nseg)
+    low, high = min_max(v[finite], seg[finite], nseg)
     nulls |= np.where(has, 0, NULL_MIN | NULL_MAX).astype(np.int32)
     last = v[ends].copy()
     nulls |= np.where(vnull[ends], NULL_LAST, 0).astype(np.int32)
     increase = np.full(nseg, np.nan)
-    counter_sum, counter_has = _ordered_sum(delta[delta_known], seg[delta_known], nseg)
+    counter_sum, counter_has = ordered_sum(delta[delta_known], seg[delta_known], nseg)
     increase = np.where(seg_kind == KINDS["counter"], np.where(counter_has, counter_sum, 0.0), increase)
     increase = np.where(seg_kind == KINDS["delta_counter"], np.where(has, total, 0.0), increase)
     nulls |= np.where(seg_kind == KINDS["gauge"], NULL_INCREASE, 0).astype(np.int32)
@@ -246,7 +247,7 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
     )  # fmt: skip
 
 
-def _ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
+def ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
     """Per segment (``seg`` sorted), the sum of its values added one by one in order (Postgres' float8 sum: the
     very same float, not numpy's pairwise sum), and whether it had any value."""
     import numpy as np
@@ -274,7 +275,7 @@ def _ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
     return out, has
 
 
-def _present(seg: Any, nseg: int) -> Any:
+def present(seg: Any, nseg: int) -> Any:
     """Per segment, whether ``seg`` names it."""
     import numpy as np
 
@@ -283,7 +284,7 @@ def _present(seg: Any, nseg: int) -> Any:
     return present
 
 
-def _min_max(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
+def min_max(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
     import numpy as np
 
     low = np.full(nseg, np.nan)
@@ -297,7 +298,7 @@ def _min_max(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
     return low, high
 
 
-def _sketch_index(a: Any) -> Any:
+def sketch_index(a: Any) -> Any:
     """``ceil(ln(|x|) / LOG_GAMMA)`` for |x| ≥ ZERO_THRESHOLD, as Postgres computes it: numpy's log may differ from
     the C library's by an ulp, which matters only on a bucket's edge; those few values take math.log."""
     import numpy as np
@@ -319,11 +320,11 @@ def _entries(seg: Any, v: Any) -> tuple[Any, Any, Any, Any]:
     store = np.where(zero, 3, np.where(v > 0, 1, 2)).astype(np.int8)
     idx = np.zeros(len(v), dtype=np.int64)
     if (~zero).any():
-        idx[~zero] = _sketch_index(a[~zero])
-    return _sum_entries(seg.astype(np.int64), store, idx, np.ones(len(v), dtype=np.int64))
+        idx[~zero] = sketch_index(a[~zero])
+    return sum_entries(seg.astype(np.int64), store, idx, np.ones(len(v), dtype=np.int64))
 
 
-def _sum_entries(row: Any, store: Any, idx: Any, n: Any) -> tuple[Any, Any, Any, Any]:
+def sum_entries(row: Any, store: Any, idx: Any, n: Any) -> tuple[Any, Any, Any, Any]:
     """Entries added up per (row, store, idx), each store collapsed below its top index − (MAX_BUCKETS − 1)."""
     import numpy as np
 
@@ -410,16 +411,16 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     nseg = len(starts)
     out_nulls = np.zeros(nseg, dtype=np.int32)
     known = (nulls & NULL_SUM) == 0
-    out_sum, has = _ordered_sum(total[known], seg[known], nseg)
+    out_sum, has = ordered_sum(total[known], seg[known], nseg)
     out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
     known = (nulls & NULL_MIN) == 0
-    out_min, _ = _min_max(low[known], seg[known], nseg)
-    out_nulls |= np.where(_present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
+    out_min, _ = min_max(low[known], seg[known], nseg)
+    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
     known = (nulls & NULL_MAX) == 0
-    _, out_max = _min_max(high[known], seg[known], nseg)
-    out_nulls |= np.where(_present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
+    _, out_max = min_max(high[known], seg[known], nseg)
+    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
     known = (nulls & NULL_INCREASE) == 0
-    out_increase, has = _ordered_sum(increase[known], seg[known], nseg)
+    out_increase, has = ordered_sum(increase[known], seg[known], nseg)
     out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
     # last: the row with the latest last_time (nulls last), simultaneous ones: the latest slot.
     time_known = (nulls & NULL_LAST_TIME) == 0
@@ -439,7 +440,7 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     e_store = np.concatenate([fine.e_store, stored.e_store])
     e_idx = np.concatenate([fine.e_idx, stored.e_idx])
     e_n = np.concatenate([fine.e_n, stored.e_n])
-    e_row, e_store, e_idx, e_n = _sum_entries(e_row, e_store, e_idx, e_n)
+    e_row, e_store, e_idx, e_n = sum_entries(e_row, e_store, e_idx, e_n)
     return Level(
         resolution=coarse, sid=sid[starts], bucket=c_of[starts], count=out_count, sum=out_sum, min=out_min,
         max=out_max, last=out_last, last_time=out_last_time, increase=out_increase, nulls=out_nulls,
@@ -462,7 +463,7 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
     if len(sid):
         cur.execute("drop table if exists rollup_probe")
         cur.execute("create temp table rollup_probe (i integer, sid integer, bucket_start timestamptz) on commit drop")
-        _copy_in(
+        copy_in(
             cur,
             "copy rollup_probe (i, sid, bucket_start) from stdin (format binary)",
             [("i", np.arange(len(sid), dtype=np.int32)), ("sid", sid.astype(np.int32)), ("bucket", bucket)],
@@ -513,7 +514,7 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
 # --- 3. writing -----------------------------------------------------------------------------------------------
 
 
-def _copy_in(cur: Cursor, sql: str, columns: list[tuple[str, Any]]) -> None:
+def copy_in(cur: Cursor, sql: str, columns: list[tuple[str, Any]]) -> None:
     """A binary COPY of fixed-width, non-null columns (int2/int4/int8/float8/bool/16-byte uuid numpy arrays)."""
     import numpy as np
 
@@ -544,7 +545,7 @@ def _write_entries(cur: Cursor, minutes: Level, series: list[Any]) -> None:
     project = np.array([s["project_id"].bytes for s in series], dtype="V16")
     series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
     sid = minutes.sid[minutes.e_row]
-    _copy_in(
+    copy_in(
         cur,
         "copy rollup_e1 from stdin (format binary)",
         [
@@ -634,7 +635,7 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
         columns["sk_n"].append(sk_n)
         columns["fresh"].append(level.fresh)
         base += n
-    _copy_in(
+    copy_in(
         cur,
         "copy rollup_out from stdin (format binary)",
         [(name, np.concatenate(parts)) for name, parts in columns.items()],
@@ -659,19 +660,28 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
 
 
 def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
-    """COPY text lines ``row_no\\t{"p":{...},"n":{...},"z":n}`` of the rows with several entries."""
+    """COPY text lines ``row_no\t{"p":{...},"n":{...},"z":n}`` of the rows with several entries."""
     import numpy as np
 
     if not len(rows):
         return []
     wanted = np.isin(level.e_row, rows)
-    e_row, e_store = level.e_row[wanted], level.e_store[wanted]
-    e_idx, e_n = level.e_idx[wanted].tolist(), level.e_n[wanted].tolist()
-    lines: list[str] = []
-    bounds = np.flatnonzero(np.diff(e_row)) + 1
-    starts = [0, *bounds.tolist()]
-    ends = [*bounds.tolist(), len(e_row)]
-    stores = e_store.tolist()
+    numbers, texts = sketch_json(level.e_row[wanted], level.e_store[wanted], level.e_idx[wanted], level.e_n[wanted])
+    return [f"{base + number}\t{text}\n" for number, text in zip(numbers, texts, strict=True)]
+
+
+def sketch_json(e_row: Any, e_store: Any, e_idx: Any, e_n: Any) -> tuple[list[int], list[str]]:
+    """The encoded sketch (``{"p":{...},"n":{...},"z":n}``) of each row having entries (sorted by row), and the
+    rows."""
+    import numpy as np
+
+    if not len(e_row):
+        return [], []
+    bounds = (np.flatnonzero(np.diff(e_row)) + 1).tolist()
+    starts, ends = [0, *bounds], [*bounds, len(e_row)]
+    stores, idx, n = e_store.tolist(), e_idx.tolist(), e_n.tolist()
+    rows = e_row[starts].tolist()
+    texts: list[str] = []
     for a, b in zip(starts, ends, strict=True):
         p: list[str] = []
         m: list[str] = []
@@ -679,10 +689,10 @@ def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
         for j in range(a, b):
             s = stores[j]
             if s == 1:
-                p.append(f'"{e_idx[j]}":{e_n[j]}')
+                p.append(f'"{idx[j]}":{n[j]}')
             elif s == 2:
-                m.append(f'"{e_idx[j]}":{e_n[j]}')
+                m.append(f'"{idx[j]}":{n[j]}')
             else:
-                z += e_n[j]
-        lines.append(f'{base + int(e_row[a])}\t{{"p":{{{",".join(p)}}},"n":{{{",".join(m)}}},"z":{z}}}\n')
-    return lines
+                z += n[j]
+        texts.append(f'{{"p":{{{",".join(p)}}},"n":{{{",".join(m)}}},"z":{z}}}')
+    return rows, texts

@@ -1,0 +1,292 @@
+"""The 1m group rows of a chunk, merged in numpy (issue 17): step 2 of the group rollups (``observai.metrics.groups``)
+outside Postgres.
+
+The chunk's per-series 1m rows and their sketch entries (the run's own from rollup_e1, or parsed from the stored
+sketch) leave Postgres as packed binary rows (``rollup_pass.packed_rows``); each row joins one group per key of its
+metric (``group_members``), and per (group, minute): series, count, sum (added one by one in series_id order, as
+Postgres' ordered ``sum``), min, max, last of the latest (simultaneous ones: the largest, NaN above every number as
+Postgres orders it), increase, and the sketch entries added up and collapsed. The whole metric is merged from the
+groups of its key with the fewest values (sums in the order of their values, as Postgres sorts them). The rows go
+back into ``group_rows`` and ``group_row_sketches`` with one binary and one text COPY, for ``groups._finish`` to
+upsert as before.
+
+In SQL this took four statements sorting and hashing three rows per series row (one per key) and half the job's
+server time; the rows are the same (tests/integration/test_rollup_equivalence.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from observai.db.connection import Cursor
+from observai.metrics import rollup_pass, sketch_sql
+from observai.metrics.rollup_pass import (
+    MINUTE_US,
+    NULL_INCREASE,
+    NULL_LAST,
+    NULL_LAST_TIME,
+    NULL_MAX,
+    NULL_MIN,
+    NULL_SUM,
+)
+
+_SERIES_NUMBERS_SQL = """
+create temp table group_series_no on commit drop as
+select project_id, series_id, (row_number() over () - 1)::integer as no from group_series
+"""
+
+_ROWS_SQL = """
+select s.no, r.series_id, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
+    coalesce(r.max, 0) as max, coalesce(r.last, 0) as last, coalesce(r.last_time, '-infinity') as last_time,
+    coalesce(r.increase, 0) as increase,
+    -- the null columns as bits (Postgres' | and << share one precedence: each shift in parentheses)
+    (r.sum is null)::integer | ((r.min is null)::integer << 1) | ((r.max is null)::integer << 2)
+        | ((r.last is null)::integer << 3) | ((r.increase is null)::integer << 4)
+        | ((r.last_time is null)::integer << 5) as nulls
+from group_series_rows r
+join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
+"""
+_ROWS_COLUMNS = [("no", "int4"), ("series_id", "int8"), ("bucket_start", "timestamptz"), ("count", "int8"),
+                 ("sum", "float8"), ("min", "float8"), ("max", "float8"), ("last", "float8"),
+                 ("last_time", "timestamptz"), ("increase", "float8"), ("nulls", "int4")]  # fmt: skip
+
+_STORE_CODE = "(case {store} when 'p' then 1 when 'n' then 2 else 3 end)::smallint"
+_RUN_ENTRIES = f"""
+select s.no, e.bucket_start, {_STORE_CODE.format(store="e.store")} as store, e.idx, e.n
+from group_series_rows r
+join rollup_e1 e on e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
+join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
+where r.sketch is null
+union all
+"""
+_ENTRIES_SQL = f"""
+{{from_run}}
+select s.no, r.bucket_start, {_STORE_CODE.format(store="k.store")} as store, k.idx, k.n
+from group_series_rows r
+{sketch_sql.entries_of("r")}
+join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
+where r.sketch is not null
+"""
+_ENTRIES_COLUMNS = [("no", "int4"), ("bucket_start", "timestamptz"), ("store", "int2"), ("idx", "int4"),
+                    ("n", "int8")]  # fmt: skip
+
+# Each group: its metric (a number), whether its key is the one the whole metric is merged from, and the rank of its
+# value among its key's (the order Postgres sorts the values in: the whole metric's sums follow it).
+_GROUPS_SQL = """
+select i.gid, m.metric, coalesce(k.whole_source, false) as whole_source,
+    (rank() over (partition by i.project_id, i.name, i.group_key order by i.group_value))::integer as value_rank
+from group_ids i
+join group_chunk_keys k on k.project_id = i.project_id and k.name = i.name and k.group_key = i.group_key
+join group_metric_no m on m.project_id = i.project_id and m.name = i.name
+"""
+
+_OUT_TABLE = """
+create temp table group_out (
+    gid bigint, ggid bigint, metric integer, bucket_start timestamptz, series integer, count bigint, sum float8,
+    min float8, max float8, last float8, last_time timestamptz, increase float8, nulls integer
+) on commit drop;
+create temp table group_row_sketches (gid bigint, sketch jsonb, overflow boolean) on commit drop
+"""
+
+_INSERT_ROWS_SQL = """
+insert into group_rows (gid, ggid, project_id, name, group_key, group_value, bucket_start, org_id, series, count, sum,
+    min, max, last, last_time, increase)
+select o.gid, nullif(o.ggid, -1), m.project_id, m.name, coalesce(i.group_key, ''), coalesce(i.group_value, ''),
+    o.bucket_start, g.org_id, o.series, o.count,
+    case when o.nulls & 1 = 0 then o.sum end, case when o.nulls & 2 = 0 then o.min end,
+    case when o.nulls & 4 = 0 then o.max end, case when o.nulls & 8 = 0 then o.last end,
+    case when o.nulls & 32 = 0 then o.last_time end, case when o.nulls & 16 = 0 then o.increase end
+from group_out o
+join group_metric_no m on m.metric = o.metric
+join group_orgs g on g.project_id = m.project_id
+left join group_ids i on i.gid = o.ggid
+"""
+
+
+def roll_minutes(cur: Cursor, *, run_entries: bool) -> None:
+    """group_rows (the chunk's 1m group rows, gid numbered from 1) and group_row_sketches, from group_series_rows."""
+    import numpy as np
+
+    cur.execute(_SERIES_NUMBERS_SQL)
+    cur.execute(
+        "create temp table group_metric_no on commit drop as"
+        " select project_id, name, (row_number() over (order by project_id, name) - 1)::integer as metric"
+        " from (select distinct project_id, name from group_ids) d"
+    )
+    cur.execute(
+        "create temp table group_orgs on commit drop as"
+        " select project_id, min(org_id::text)::uuid as org_id from group_series_rows group by project_id"
+    )
+    cur.execute(
+        "select s.no, m.gid from group_members m"
+        " join group_series_no s on s.project_id = m.project_id and s.series_id = m.series_id order by s.no, m.gid"
+    )
+    members = cur.fetchall()
+    m_no = np.array([r["no"] for r in members], dtype=np.int64)
+    m_gid = np.array([r["gid"] for r in members], dtype=np.int64)
+    cur.execute(_GROUPS_SQL)
+    groups = cur.fetchall()
+    size = max([g["gid"] for g in groups], default=0) + 1
+    g_metric = np.zeros(size, dtype=np.int64)
+    g_whole = np.zeros(size, dtype=np.bool_)
+    g_rank = np.zeros(size, dtype=np.int64)
+    for g in groups:
+        g_metric[g["gid"]], g_whole[g["gid"]], g_rank[g["gid"]] = g["metric"], g["whole_source"], g["value_rank"]
+
+    rows = rollup_pass.packed_rows(cur, _ROWS_SQL, _ROWS_COLUMNS, {})
+    entries = rollup_pass.packed_rows(
+        cur, _ENTRIES_SQL.replace("{from_run}", _RUN_ENTRIES if run_entries else ""), _ENTRIES_COLUMNS, {}
+    )
+    nseries = int(m_no.max()) + 1 if len(m_no) else 0
+    m_count = np.bincount(m_no, minlength=nseries)
+    m_start = np.concatenate([[0], np.cumsum(m_count)[:-1]]) if nseries else m_count
+
+    # Every series row once per group it is in.
+    row_no = rows["no"].astype(np.int64)
+    take, gid = _expand(row_no, m_count, m_start, m_gid)
+    bucket = rows["bucket_start"].astype(np.int64)[take]
+    series_id = rows["series_id"].astype(np.int64)[take]
+    order = np.lexsort((series_id, bucket, gid))
+    take, gid, bucket = take[order], gid[order], bucket[order]
+    members_rows = _merged(
+        gid, bucket, np.ones(len(take), dtype=np.int64), rows["count"].astype(np.int64)[take],
+        rows["sum"].astype(np.float64)[take], rows["min"].astype(np.float64)[take],
+        rows["max"].astype(np.float64)[take], rows["last"].astype(np.float64)[take],
+        rows["last_time"].astype(np.int64)[take], rows["increase"].astype(np.float64)[take],
+        rows["nulls"].astype(np.int32)[take],
+    )  # fmt: skip
+    key_gid, key_bucket = members_rows["key"], members_rows["bucket"]
+    # Their entries, keyed by group row.
+    e_no = entries["no"].astype(np.int64)
+    e_take, e_gid = _expand(e_no, m_count, m_start, m_gid)
+    e_row = np.searchsorted(_key(key_gid, key_bucket), _key(e_gid, entries["bucket_start"].astype(np.int64)[e_take]))
+    e_row, e_store, e_idx, e_n = rollup_pass.sum_entries(
+        e_row, entries["store"].astype(np.int8)[e_take], entries["idx"].astype(np.int64)[e_take],
+        entries["n"].astype(np.int64)[e_take],
+    )  # fmt: skip
+
+    # The whole metric from its whole-source key's groups, in the order of their values.
+    source = g_whole[key_gid]
+    w_metric = g_metric[key_gid[source]]
+    w_bucket = key_bucket[source]
+    w_rank = g_rank[key_gid[source]]
+    w_pos = np.flatnonzero(source)
+    order = np.lexsort((w_rank, w_bucket, w_metric))
+    w_pos, w_metric, w_bucket = w_pos[order], w_metric[order], w_bucket[order]
+    whole_rows = _merged(
+        w_metric, w_bucket, members_rows["series"][w_pos], members_rows["count"][w_pos], members_rows["sum"][w_pos],
+        members_rows["min"][w_pos], members_rows["max"][w_pos], members_rows["last"][w_pos],
+        members_rows["last_time"][w_pos], members_rows["increase"][w_pos], members_rows["nulls"][w_pos],
+    )  # fmt: skip
+    position = np.full(len(key_gid), -1, dtype=np.int64)  # a group row's place among the whole metric's sources
+    position[w_pos] = np.arange(len(w_pos))
+    whole_of = whole_rows["segment"]  # a source's whole-metric row
+    in_whole = position[e_row] >= 0
+    w_e_row, w_e_store, w_e_idx, w_e_n = rollup_pass.sum_entries(
+        whole_of[position[e_row[in_whole]]], e_store[in_whole], e_idx[in_whole], e_n[in_whole]
+    )
+
+    members_count, whole_count = len(key_gid), len(whole_rows["key"])
+    cur.execute(_OUT_TABLE)
+    rollup_pass.copy_in(
+        cur,
+        "copy group_out from stdin (format binary)",
+        [
+            ("gid", np.arange(1, members_count + whole_count + 1, dtype=np.int64)),
+            ("ggid", np.concatenate([key_gid, np.full(whole_count, -1, dtype=np.int64)])),
+            ("metric", np.concatenate([g_metric[key_gid], whole_rows["key"]]).astype(np.int32)),
+            ("bucket", np.concatenate([key_bucket, whole_rows["bucket"]])),
+            *[
+                (name, np.concatenate([members_rows[name], whole_rows[name]]).astype(dtype))
+                for name, dtype in (
+                    ("series", np.int32),
+                    ("count", np.int64),
+                    ("sum", np.float64),
+                    ("min", np.float64),
+                    ("max", np.float64),
+                    ("last", np.float64),
+                    ("last_time", np.int64),
+                    ("increase", np.float64),
+                    ("nulls", np.int32),
+                )
+            ],
+        ],
+    )
+    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
+    w_numbers, w_texts = rollup_pass.sketch_json(w_e_row, w_e_store, w_e_idx, w_e_n)
+    lines = [f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)]
+    lines += [f"{members_count + n + 1}\t{t}\tf\n" for n, t in zip(w_numbers, w_texts, strict=True)]
+    if lines:
+        with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
+            copy.write("".join(lines))
+    cur.execute(_INSERT_ROWS_SQL)
+    cur.execute("drop table group_out, group_series_no, group_metric_no, group_orgs")
+
+
+def _expand(no: Any, m_count: Any, m_start: Any, m_gid: Any) -> tuple[Any, Any]:
+    """Each element of ``no`` (a series number) repeated once per group of the series: (positions, group ids)."""
+    import numpy as np
+
+    if not len(no):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    count = m_count[no]
+    take = np.repeat(np.arange(len(no)), count)
+    offset = np.arange(int(count.sum())) - np.repeat(np.cumsum(count) - count, count)
+    return take, m_gid[m_start[no][take] + offset]
+
+
+def _key(a: Any, bucket: Any) -> Any:
+    return (a.astype("int64") << 32) | (bucket // MINUTE_US).astype("int64")
+
+
+def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any, high: Any, last: Any,
+            last_time: Any, increase: Any, nulls: Any) -> dict[str, Any]:  # fmt: skip
+    """Rows sorted by (key, bucket, order) merged per (key, bucket): series and count add, sum and increase added
+    in order, min/max, last of the latest (simultaneous ones: the largest; NaN the largest of all) among rows with
+    a last, and last_time the latest of those (else of all)."""
+    import numpy as np
+
+    n = len(key)
+    head = np.ones(n, dtype=np.bool_)
+    if n > 1:
+        head[1:] = (key[1:] != key[:-1]) | (bucket[1:] != bucket[:-1])
+    starts = np.flatnonzero(head)
+    seg = np.cumsum(head) - 1
+    nseg = len(starts)
+    out_nulls = np.zeros(nseg, dtype=np.int32)
+    known = (nulls & NULL_SUM) == 0
+    out_sum, has = rollup_pass.ordered_sum(total[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
+    known = (nulls & NULL_MIN) == 0
+    out_min, _ = rollup_pass.min_max(low[known], seg[known], nseg)
+    out_nulls |= np.where(rollup_pass.present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
+    known = (nulls & NULL_MAX) == 0
+    _, out_max = rollup_pass.min_max(high[known], seg[known], nseg)
+    out_nulls |= np.where(rollup_pass.present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
+    known = (nulls & NULL_INCREASE) == 0
+    out_increase, has = rollup_pass.ordered_sum(increase[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
+    has_last = (nulls & NULL_LAST) == 0
+    time_known = (nulls & NULL_LAST_TIME) == 0
+    times = np.where(time_known, last_time, np.iinfo(np.int64).min)
+    nan = np.isnan(last)
+    rank = np.lexsort((np.where(nan, 0.0, last), nan, times, time_known, has_last, seg))
+    ends = np.append(starts[1:], n)[:nseg] - 1
+    pick = rank[ends]
+    picked_has_last = has_last[pick]
+    out_last = last[pick]
+    out_nulls |= np.where(picked_has_last, 0, NULL_LAST).astype(np.int32)
+    # last_time: the latest among rows with a last when there is one (the pick's), else the latest of all.
+    latest = np.maximum.reduceat(times, starts) if n else np.zeros(0, dtype=np.int64)
+    any_time = np.maximum.reduceat(time_known.astype(np.int8), starts).astype(np.bool_) if n else latest > 0
+    filtered = picked_has_last & time_known[pick]
+    out_time = np.where(filtered, times[pick], latest)
+    time_null = np.where(filtered, False, ~any_time)
+    out_nulls |= np.where(time_null, NULL_LAST_TIME, 0).astype(np.int32)
+    return {
+        "key": key[starts], "bucket": bucket[starts], "segment": seg,
+        "series": np.add.reduceat(series, starts) if n else series[:0],
+        "count": np.add.reduceat(count, starts) if n else count[:0],
+        "sum": out_sum, "min": out_min, "max": out_max, "last": out_last,
+        "last_time": np.where(time_null, 0, out_time), "increase": out_increase, "nulls": out_nulls,
+    }  # fmt: skip
