@@ -3,6 +3,7 @@ sum), and the sketch index of the C library's log on a bucket's edge."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 
@@ -63,3 +64,22 @@ def test_entries_collapse_each_store_below_its_top_index() -> None:
     assert list(zip(out_store.tolist(), out_idx.tolist(), out_n.tolist(), strict=True)) == [
         (1, -47, 2), (1, 5, 3), (1, 2000, 4), (2, 3, 1), (2, 4, 1),
     ]  # fmt: skip
+
+
+def test_sketch_json_encodes_each_rows_stores() -> None:
+    # Given entries of three rows: both stores and zeros, zeros only, the negative store only
+    row = np.array([0, 0, 0, 0, 2, 5, 5], dtype=np.int64)
+    store = np.array([1, 1, 2, 3, 3, 2, 2], dtype=np.int8)
+    idx = np.array([-3, 7, 2, 0, 0, 1, 4], dtype=np.int64)
+    n = np.array([1, 2, 3, 4, 5, 6, 7], dtype=np.int64)
+
+    # When they are encoded
+    rows, texts = rollup_pass.sketch_json(row, store, idx, n)
+
+    # Then each row's text is Sketch's encoding
+    assert rows == [0, 2, 5]
+    assert [json.loads(t) for t in texts] == [
+        {"p": {"-3": 1, "7": 2}, "n": {"2": 3}, "z": 4},
+        {"p": {}, "n": {}, "z": 5},
+        {"p": {}, "n": {"1": 6, "4": 7}, "z": 0},
+    ]

@@ -92,7 +92,7 @@ def roll(cur: Cursor, *, lookback_us: int) -> dict[int, int]:
     )
     cur.execute("select no, sid, kind, fresh, range_start, range_end from rollup_ranges order by no")
     ranges = cur.fetchall()
-    cur.execute("select sid, project_id, series_id from rollup_sids order by sid")
+    cur.execute("select sid, org_id, project_id, series_id from rollup_sids order by sid")
     series = cur.fetchall()
     r_sid = np.array([r["sid"] for r in ranges], dtype=np.int64)
     r_kind = np.array([KINDS.get(r["kind"], -1) for r in ranges], dtype=np.int8)
@@ -107,7 +107,11 @@ def roll(cur: Cursor, *, lookback_us: int) -> dict[int, int]:
     for coarse in LEVELS:
         fine = _coarse(cur, fine, coarse, r_sid, r_start, r_end)
         levels.append(fine)
-    return _write_rows(cur, levels)
+    written = _copy_fresh_minutes(cur, minutes, series)
+    levels[0] = _subset(minutes, ~minutes.fresh)
+    for resolution, rows in _write_rows(cur, levels).items():
+        written[resolution] = written.get(resolution, 0) + rows
+    return written
 
 
 _EPOCH = datetime(2000, 1, 1, tzinfo=UTC)  # Postgres' epoch: binary timestamps count microseconds from it
@@ -584,7 +588,7 @@ select s.org_id, s.project_id, s.series_id, o.resolution, o.bucket_start, o.coun
 from rollup_out o
 join rollup_sids s on s.sid = o.sid
 left join rollup_sk k on k.row_no = o.row_no
-where o.resolution = %(resolution)s and {where}
+where o.resolution = %(resolution)s
 """
 
 
@@ -645,18 +649,126 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
             copy.write("".join(sketches))
     cur.execute("analyze rollup_out")
     written: dict[int, int] = {}
-    cur.execute(
-        "insert into public.metric_rollups as r (org_id, project_id, series_id, resolution, bucket_start, count,"
-        " sum, min, max, last, last_time, increase, sketch, updated_at)" + _ROWS.replace("{where}", "o.fresh"),
-        {"resolution": 60},
-    )
-    written[60] = max(cur.rowcount, 0)
     for level in levels:
-        cur.execute(UPSERT_SQL.format(select=_ROWS.replace("{where}", "not o.fresh")),
+        cur.execute(UPSERT_SQL.format(select=_ROWS),
                     {"resolution": level.resolution})  # fmt: skip
         written[level.resolution] = written.get(level.resolution, 0) + max(cur.rowcount, 0)
     cur.execute("drop table rollup_out, rollup_sk")
     return written
+
+
+_COPY_MINUTES = (
+    "copy public.metric_rollups (org_id, project_id, series_id, resolution, bucket_start, count, sum, min, max, last,"
+    " last_time, increase, sketch) from stdin (format binary)"
+)
+
+
+def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[int, int]:
+    """The 1m rows of fresh ranges (no 1m row exists there: none can conflict) straight into metric_rollups, one
+    binary COPY: rows of the same null columns share one fixed-width layout, the sketch (jsonb) follows each row."""
+    import numpy as np
+
+    fresh = np.flatnonzero(minutes.fresh)
+    if not len(fresh):
+        return {60: 0}
+    org = np.array([s["org_id"].bytes for s in series], dtype="V16")
+    project = np.array([s["project_id"].bytes for s in series], dtype="V16")
+    series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
+    texts = _sketch_texts(minutes)
+    has_sketch = np.zeros(len(minutes), dtype=np.bool_)
+    has_sketch[list(texts)] = True
+    pattern = minutes.nulls.astype(np.int64) | (has_sketch.astype(np.int64) << 8)
+    pieces: list[bytes] = []
+    for code in np.unique(pattern[fresh]).tolist():
+        rows = fresh[pattern[fresh] == code]
+        sid = minutes.sid[rows]
+        fields: list[tuple[str, Any]] = [
+            ("org", org[sid]), ("project", project[sid]), ("series", series_id[sid]),
+            ("resolution", np.full(len(rows), 60, dtype=np.int32)), ("bucket", minutes.bucket[rows]),
+            ("count", minutes.count[rows]),
+        ]  # fmt: skip
+        for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
+                          ("last_time", NULL_LAST_TIME), ("increase", NULL_INCREASE)):  # fmt: skip
+            fields.append((name, None if code & bit else getattr(minutes, name)[rows]))
+        fixed = _fixed_rows(fields, nfields=13, sketch=bool(code >> 8))
+        if not code >> 8:
+            pieces.append(fixed.tobytes())
+            continue
+        width = fixed.dtype.itemsize
+        raw = memoryview(fixed.tobytes())
+        for i, row in enumerate(rows.tolist()):
+            text = texts[row]
+            pieces.append(raw[i * width : (i + 1) * width].tobytes())
+            pieces.append(struct.pack(">ib", len(text) + 1, 1) + text)  # jsonb's binary form: version 1, the text
+    with cur.copy(_COPY_MINUTES) as copy:
+        copy.write(_COPY_HEADER)
+        copy.write(b"".join(pieces))
+        copy.write(_COPY_TRAILER)
+    return {60: len(fresh)}
+
+
+def _fixed_rows(fields: list[tuple[str, Any]], *, nfields: int, sketch: bool) -> Any:
+    """Binary COPY rows of ``fields`` (an array, or None for a null column), then a null sketch unless ``sketch``
+    (the caller appends it)."""
+    import numpy as np
+
+    n = next(len(a) for _, a in fields if a is not None)
+    layout: list[tuple[str, str]] = [("nf", ">i2")]
+    for name, array in fields:
+        layout.append((f"l_{name}", ">i4"))
+        if array is not None:
+            layout.append((name, array.dtype.newbyteorder(">").str if array.dtype.kind in "iuf" else array.dtype.str))
+    if not sketch:
+        layout.append(("l_sketch", ">i4"))
+    rows = np.zeros(n, dtype=np.dtype(layout))
+    rows["nf"] = nfields
+    for name, array in fields:
+        rows[f"l_{name}"] = -1 if array is None else array.dtype.itemsize
+        if array is not None:
+            rows[name] = array
+    if not sketch:
+        rows["l_sketch"] = -1
+    return rows
+
+
+def _sketch_texts(level: Level) -> dict[int, bytes]:
+    """Each row's encoded sketch (rows with entries only)."""
+    import numpy as np
+
+    if not len(level.e_row):
+        return {}
+    first = np.ones(len(level.e_row), dtype=np.bool_)
+    first[1:] = level.e_row[1:] != level.e_row[:-1]
+    per_row = np.bincount(level.e_row, minlength=len(level))
+    single = first & (per_row[level.e_row] == 1)
+    texts: dict[int, bytes] = {}
+    for row, store, idx, n in zip(level.e_row[single].tolist(), level.e_store[single].tolist(),
+                                  level.e_idx[single].tolist(), level.e_n[single].tolist(), strict=True):  # fmt: skip
+        if store == 1:
+            texts[row] = f'{{"p":{{"{idx}":{n}}},"n":{{}},"z":0}}'.encode()
+        elif store == 2:
+            texts[row] = f'{{"p":{{}},"n":{{"{idx}":{n}}},"z":0}}'.encode()
+        else:
+            texts[row] = f'{{"p":{{}},"n":{{}},"z":{n}}}'.encode()
+    multi = per_row[level.e_row] > 1
+    rows, encoded = sketch_json(level.e_row[multi], level.e_store[multi], level.e_idx[multi], level.e_n[multi])
+    texts.update(zip(rows, (t.encode() for t in encoded), strict=True))
+    return texts
+
+
+def _subset(level: Level, keep: Any) -> Level:
+    """The rows of ``level`` where ``keep``, with their entries (renumbered)."""
+    import numpy as np
+
+    number = np.cumsum(keep) - 1
+    wanted = keep[level.e_row] if len(level.e_row) else np.zeros(0, dtype=np.bool_)
+    return Level(
+        resolution=level.resolution, sid=level.sid[keep], bucket=level.bucket[keep], count=level.count[keep],
+        sum=level.sum[keep], min=level.min[keep], max=level.max[keep], last=level.last[keep],
+        last_time=level.last_time[keep], increase=level.increase[keep], nulls=level.nulls[keep],
+        fresh=level.fresh[keep], e_row=number[level.e_row[wanted]], e_store=level.e_store[wanted],
+        e_idx=level.e_idx[wanted], e_n=level.e_n[wanted],
+    )  # fmt: skip
 
 
 def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
@@ -671,28 +783,22 @@ def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
 
 
 def sketch_json(e_row: Any, e_store: Any, e_idx: Any, e_n: Any) -> tuple[list[int], list[str]]:
-    """The encoded sketch (``{"p":{...},"n":{...},"z":n}``) of each row having entries (sorted by row), and the
-    rows."""
+    """The encoded sketch (``{"p":{...},"n":{...},"z":n}``) of each row having entries (entries sorted by row,
+    store, idx: each store's entries contiguous, 'z' one entry), and the rows."""
     import numpy as np
 
     if not len(e_row):
         return [], []
-    bounds = (np.flatnonzero(np.diff(e_row)) + 1).tolist()
-    starts, ends = [0, *bounds], [*bounds, len(e_row)]
-    stores, idx, n = e_store.tolist(), e_idx.tolist(), e_n.tolist()
-    rows = e_row[starts].tolist()
-    texts: list[str] = []
-    for a, b in zip(starts, ends, strict=True):
-        p: list[str] = []
-        m: list[str] = []
-        z = 0
-        for j in range(a, b):
-            s = stores[j]
-            if s == 1:
-                p.append(f'"{idx[j]}":{n[j]}')
-            elif s == 2:
-                m.append(f'"{idx[j]}":{n[j]}')
-            else:
-                z += n[j]
-        texts.append(f'{{"p":{{{",".join(p)}}},"n":{{{",".join(m)}}},"z":{z}}}')
-    return rows, texts
+    row_start = np.flatnonzero(np.concatenate([[True], e_row[1:] != e_row[:-1]]))
+    row_end = np.append(row_start[1:], len(e_row))
+    # Within a row the stores come in order p (1), n (2), z (3): where each store's entries end.
+    p_end = row_start + np.add.reduceat((e_store == 1).astype(np.int64), row_start)
+    n_end = p_end + np.add.reduceat((e_store == 2).astype(np.int64), row_start)
+    zeros = np.where(n_end < row_end, e_n[np.minimum(n_end, len(e_n) - 1)], 0)
+    pieces = [f'"{i}":{n}' for i, n in zip(e_idx.tolist(), e_n.tolist(), strict=True)]
+    join = ",".join
+    texts = [
+        f'{{"p":{{{join(pieces[a:b])}}},"n":{{{join(pieces[b:c])}}},"z":{z}}}'
+        for a, b, c, z in zip(row_start.tolist(), p_end.tolist(), n_end.tolist(), zeros.tolist(), strict=True)
+    ]
+    return e_row[row_start].tolist(), texts
