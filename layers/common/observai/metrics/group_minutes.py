@@ -240,7 +240,7 @@ def _key(a: Any, bucket: Any) -> Any:
 
 
 def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any, high: Any, last: Any,
-            last_time: Any, increase: Any, nulls: Any) -> dict[str, Any]:  # fmt: skip
+            last_time: Any, increase: Any, nulls: Any, *, series_max: bool = False) -> dict[str, Any]:  # fmt: skip
     """Rows sorted by (key, bucket, order) merged per (key, bucket): series and count add, sum and increase added
     in order, min/max, last of the latest (simultaneous ones: the largest; NaN the largest of all) among rows with
     a last, and last_time the latest of those (else of all)."""
@@ -285,8 +285,98 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
     out_nulls |= np.where(time_null, NULL_LAST_TIME, 0).astype(np.int32)
     return {
         "key": key[starts], "bucket": bucket[starts], "segment": seg,
-        "series": np.add.reduceat(series, starts) if n else series[:0],
+        "series": ((np.maximum if series_max else np.add).reduceat(series, starts)) if n else series[:0],
         "count": np.add.reduceat(count, starts) if n else count[:0],
         "sum": out_sum, "min": out_min, "max": out_max, "last": out_last,
         "last_time": np.where(time_null, 0, out_time), "increase": out_increase, "nulls": out_nulls,
     }  # fmt: skip
+
+
+# --- coarser group rows ------------------------------------------------------------------------------------------
+
+# group_fine (the stored finer group rows of the chunk's coarse buckets) numbered: each row, and each group.
+_FINE_NUMBERS_SQL = """
+create temp table group_fine_no on commit drop as
+select (row_number() over () - 1)::integer as i,
+    (dense_rank() over (order by project_id, name, group_key, group_value) - 1)::integer as grp, *
+from group_fine
+"""
+_FINE_COLUMNS = [("i", "int4"), ("grp", "int4"), ("bucket_start", "timestamptz"), ("ord", "timestamptz"),
+                 ("series", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
+                 ("last", "float8"), ("last_time", "timestamptz"), ("increase", "float8"),
+                 ("nulls", "int4")]  # fmt: skip
+_FINE_ROWS_SQL = """
+select i, grp, bucket_start, ord, series, count, coalesce(sum, 0) as sum, coalesce(min, 0) as min,
+    coalesce(max, 0) as max, coalesce(last, 0) as last, coalesce(last_time, '-infinity') as last_time,
+    coalesce(increase, 0) as increase,
+    (sum is null)::integer | ((min is null)::integer << 1) | ((max is null)::integer << 2)
+        | ((last is null)::integer << 3) | ((increase is null)::integer << 4)
+        | ((last_time is null)::integer << 5) as nulls
+from group_fine_no
+"""
+_COARSE_OUT_TABLE = """
+create temp table group_out (
+    gid bigint, grp integer, bucket_start timestamptz, series integer, count bigint, sum float8, min float8,
+    max float8, last float8, last_time timestamptz, increase float8, nulls integer
+) on commit drop;
+create temp table group_row_sketches (gid bigint, sketch jsonb, overflow boolean) on commit drop
+"""
+_COARSE_INSERT_SQL = """
+insert into group_rows (gid, project_id, name, group_key, group_value, bucket_start, org_id, series, count, sum, min,
+    max, last, last_time, increase)
+select o.gid, g.project_id, g.name, g.group_key, g.group_value, o.bucket_start, g.org_id, o.series, o.count,
+    case when o.nulls & 1 = 0 then o.sum end, case when o.nulls & 2 = 0 then o.min end,
+    case when o.nulls & 4 = 0 then o.max end, case when o.nulls & 8 = 0 then o.last end,
+    case when o.nulls & 32 = 0 then o.last_time end, case when o.nulls & 16 = 0 then o.increase end
+from group_out o
+join (
+    select grp, project_id, name, group_key, group_value, min(org_id::text)::uuid as org_id
+    from group_fine_no group by grp, project_id, name, group_key, group_value
+) g on g.grp = o.grp
+"""
+
+
+def roll_coarse(cur: Cursor) -> None:
+    """group_rows and group_row_sketches of one coarser level from group_fine (``groups._COARSE_FINE_SQL``: the
+    finer group rows with their coarse bucket and their own as ``ord``): count adds, series the largest, sum and
+    increase added in bucket order, min/max, last of the latest; the sketches parsed and added up."""
+    import numpy as np
+
+    cur.execute(_FINE_NUMBERS_SQL)
+    fine = rollup_pass.packed_rows(cur, _FINE_ROWS_SQL, _FINE_COLUMNS, {})
+    cur.execute("select i, sketch::text as sketch from group_fine_no where sketch is not null")
+    e_row, e_store, e_idx, e_n = rollup_pass.parse_sketches((r["i"], r["sketch"]) for r in cur.fetchall())
+    grp = fine["grp"].astype(np.int64)
+    bucket = fine["bucket_start"].astype(np.int64)
+    order = np.lexsort((fine["ord"].astype(np.int64), bucket, grp))
+    merged = _merged(
+        grp[order], bucket[order], fine["series"].astype(np.int64)[order], fine["count"].astype(np.int64)[order],
+        fine["sum"].astype(np.float64)[order], fine["min"].astype(np.float64)[order],
+        fine["max"].astype(np.float64)[order], fine["last"].astype(np.float64)[order],
+        fine["last_time"].astype(np.int64)[order], fine["increase"].astype(np.float64)[order],
+        fine["nulls"].astype(np.int32)[order], series_max=True,
+    )  # fmt: skip
+    # A fine row (by its number i) → its coarse row.
+    coarse_of = np.empty(len(order), dtype=np.int64)
+    coarse_of[fine["i"].astype(np.int64)[order]] = merged["segment"]
+    e_row, e_store, e_idx, e_n = rollup_pass.sum_entries(coarse_of[e_row], e_store, e_idx, e_n)
+    rows = len(merged["key"])
+    cur.execute(_COARSE_OUT_TABLE)
+    rollup_pass.copy_in(
+        cur,
+        "copy group_out from stdin (format binary)",
+        [
+            ("gid", np.arange(1, rows + 1, dtype=np.int64)),
+            ("grp", merged["key"].astype(np.int32)),
+            ("bucket", merged["bucket"]),
+            ("series", merged["series"].astype(np.int32)),
+            *[(name, merged[name]) for name in ("count", "sum", "min", "max", "last", "last_time", "increase")],
+            ("nulls", merged["nulls"]),
+        ],
+    )
+    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
+    if numbers:
+        with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
+            copy.write("".join(f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)))
+    cur.execute(_COARSE_INSERT_SQL)
+    cur.execute("drop table group_out, group_fine_no")

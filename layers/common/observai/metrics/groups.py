@@ -325,31 +325,6 @@ cross join lateral (
 ) r
 """
 
-_COARSE_SQL = f"""
-insert into group_rows ({_ROW_COLUMNS})
-select project_id, name, group_key, group_value, bucket_start,
-    {_MERGE_COLUMNS.format(series="max(series)")}
-from group_fine c group by project_id, name, group_key, group_value, bucket_start
-"""
-
-_COARSE_ROW_ENTRIES_SQL = f"""
-create temp table group_row_entries on commit drop as
-select g.gid, k.store, k.idx, sum(k.n)::bigint as n
-from group_fine f
-{sketch_sql.entries_of("f")}
-join group_rows g on g.project_id = f.project_id and g.name = f.name and g.group_key = f.group_key
-    and g.group_value = f.group_value and g.bucket_start = f.bucket_start
-where f.sketch is not null
-group by g.gid, k.store, k.idx
-"""
-
-_ROW_SKETCHES_SQL = f"""
-create temp table group_row_sketches on commit drop as
-select gid, {sketch_sql.BUILD} as sketch, {sketch_sql.OVERFLOW} as overflow
-from group_row_entries
-group by gid
-"""
-
 # The 1d rows' hourly quantiles (migration 0015): element h + 1 the pNN of the group's 1h row of hour h of the day
 # (null without one), from the 1h rows upserted just before (``_roll_chunk`` writes 1h, then 1d).
 _HOURLY_SQL = """
@@ -463,11 +438,9 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
         cur.execute("truncate group_rows")
         params = {"fine": fine, "width": timedelta(seconds=coarse)}
         cur.execute(_COARSE_FINE_SQL, params)
-        cur.execute(_COARSE_SQL)
-        cur.execute(_COARSE_ROW_ENTRIES_SQL)
-        cur.execute(_ROW_SKETCHES_SQL)
-        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries="group_row_entries")
-        cur.execute("drop table group_fine, group_row_entries")
+        group_minutes.roll_coarse(cur)
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries=None)  # the sketches come collapsed
+        cur.execute("drop table group_fine")
         fine = coarse
     cur.execute("select count(*) as n from group_chunk")
     row = cur.fetchone()

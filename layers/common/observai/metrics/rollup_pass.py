@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -484,34 +485,44 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
         columns[name] = np.array([math.nan if x is None else x for x in values], dtype=np.float64)
     times = [r["last_time"] for r in rows]
     nulls |= np.array([NULL_LAST_TIME if x is None else 0 for x in times], dtype=np.int32)
-    e_row: list[int] = []
-    e_store: list[int] = []
-    e_idx: list[int] = []
-    e_n: list[int] = []
-    for number, r in enumerate(rows):
-        if r["sketch"] is None:
-            continue
-        sketch = _SKETCH_DECODER.decode(r["sketch"])
-        for code, name in ((1, "p"), (2, "n")):
-            for key, value in sketch.get(name, {}).items():
-                e_row.append(number)
-                e_store.append(code)
-                e_idx.append(int(key))
-                e_n.append(int(value))
-        zeros = int(sketch.get("z", 0))
-        if zeros > 0:
-            e_row.append(number)
-            e_store.append(3)
-            e_idx.append(0)
-            e_n.append(zeros)
+    e_row, e_store, e_idx, e_n = parse_sketches(
+        (number, r["sketch"]) for number, r in enumerate(rows) if r["sketch"] is not None
+    )
     return Level(
         resolution=resolution, sid=sid[i] if len(i) else np.zeros(0, dtype=np.int64),
         bucket=bucket[i] if len(i) else np.zeros(0, dtype=np.int64),
         count=np.array([r["count"] for r in rows], dtype=np.int64), sum=columns["sum"], min=columns["min"],
         max=columns["max"], last=columns["last"], last_time=np.array([x or 0 for x in times], dtype=np.int64),
         increase=columns["increase"], nulls=nulls, fresh=np.zeros(len(rows), dtype=np.bool_),
-        e_row=np.array(e_row, dtype=np.int64), e_store=np.array(e_store, dtype=np.int8),
-        e_idx=np.array(e_idx, dtype=np.int64), e_n=np.array(e_n, dtype=np.int64),
+        e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
+    )  # fmt: skip
+
+
+def parse_sketches(sketches: Iterable[tuple[int, str]]) -> tuple[Any, Any, Any, Any]:
+    """The entries (row, store, idx, n) of encoded sketches given as (row, JSON text), in their order."""
+    import numpy as np
+
+    e_row: list[int] = []
+    e_store: list[int] = []
+    e_idx: list[int] = []
+    e_n: list[int] = []
+    for number, text in sketches:
+        sketch = _SKETCH_DECODER.decode(text)
+        for code, name in ((1, "p"), (2, "n")):
+            entries = sketch.get(name) or {}
+            e_row.extend([number] * len(entries))
+            e_store.extend([code] * len(entries))
+            e_idx.extend(map(int, entries))
+            e_n.extend(map(int, entries.values()))
+        zeros = int(sketch.get("z", 0))
+        if zeros > 0:
+            e_row.append(number)
+            e_store.append(3)
+            e_idx.append(0)
+            e_n.append(zeros)
+    return (
+        np.array(e_row, dtype=np.int64), np.array(e_store, dtype=np.int8), np.array(e_idx, dtype=np.int64),
+        np.array(e_n, dtype=np.int64),
     )  # fmt: skip
 
 
