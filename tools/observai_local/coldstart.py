@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from observai_local.functions import PASS_THROUGH
@@ -229,6 +230,20 @@ def measure(target: Target, repeat: int, *, profile: bool) -> Result:
     return result
 
 
+def layer_bytecode() -> tuple[int, int]:
+    """(modules of the layer's package with current bytecode, modules): the deployed layer ships its bytecode
+    (layers/common/Makefile); a tree without it measures a compile of every module at each import as well."""
+    import importlib.util
+
+    sources = sorted((ROOT / "layers" / "common" / "observai").rglob("*.py"))
+    current = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime:
+            current += 1
+    return current, len(sources)
+
+
 def _table(rows: list[list[str]], header: list[str]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
     lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
@@ -272,8 +287,11 @@ def report(results: list[Result], floor_json: Result, floor_logger: Result, repe
             ]
         )
     out.append(_table(rows, header))
+    compiled, modules = layer_bytecode()
     out += [
         "",
+        f"layer bytecode: {compiled} of the {modules} modules of layers/common/observai have current .pyc files (the "
+        "deployed layer ships them; `make coldstart` compiles them first)",
         f"floors: import json {floor_json.import_median:.2f} ms in a {floor_json.wall_median:.0f} ms process; "
         f"powertools Logger {floor_logger.import_median:.1f} ms",
         "",
