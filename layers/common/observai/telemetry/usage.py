@@ -27,7 +27,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import sql
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.batched_move import move_in_batches
 from observai.db.connection import execute_autocommit, transaction
@@ -49,6 +49,8 @@ GIB = 1024**3
 
 class PlanLimits(BaseModel):
     """A plan's limits; None means unlimited."""
+
+    model_config = ConfigDict(defer_build=True)
 
     plan: str
     events_per_day: int | None = Field(description="Events per UTC day, all signals together; null: unlimited")
