@@ -32,7 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from observai.db.batched_move import move_in_batches
 from observai.db.connection import execute_autocommit, transaction
 from observai.errors import NotFound, RateLimited
-from observai.telemetry.model import Signal
+from observai.telemetry.signal import Signal
 
 USAGE_CACHE_TTL_S = 30.0
 PLAN_CACHE_TTL_S = 60.0

@@ -17,7 +17,7 @@ from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction
 from observai.errors import InvalidInput, NotFound
-from observai.telemetry.model import Signal
+from observai.telemetry.signal import Signal
 from observai.telemetry.usage import PLAN_SQL, PlanLimits, limits_from, next_utc_midnight, utc_now
 
 DEFAULT_REPORT_DAYS = 30
