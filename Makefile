@@ -77,6 +77,9 @@ bench: $(WIRE) ## Benchmarks (ratios against a ceiling measured in the same run)
 	$(PY) -m observai_local bench
 
 coldstart: $(WIRE) ## Cold-start import time of each function
+	@# As deployed: the layer ships the package's bytecode (layers/common/Makefile). Timestamp-checked here, so an
+	@# edited module is compiled again rather than read stale.
+	$(PY) -m compileall -q layers/common/observai
 	$(PY) -m observai_local coldstart
 
 # Fuzzing (docs/fuzzing.md): the C extensions built again with ASan, UBSan and libFuzzer's coverage, into their own

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from observai_local.functions import PASS_THROUGH
@@ -80,6 +81,7 @@ if config["path"]:
     sys.path.insert(0, config["path"])
 before = len(sys.modules)
 started = time.perf_counter()
+cpu_started = time.process_time()
 if config["module"]:
     import importlib
     module = importlib.import_module(config["module"])
@@ -88,9 +90,10 @@ else:
     exec(config["code"])
     ok = True
 elapsed = time.perf_counter() - started
+cpu = time.process_time() - cpu_started
 loaded = {name: name in sys.modules for name in heavy}
 import json
-print(config["marker"] + json.dumps({"ms": elapsed * 1000, "handler_ok": ok, "loaded": loaded,
+print(config["marker"] + json.dumps({"ms": elapsed * 1000, "cpu_ms": cpu * 1000, "handler_ok": ok, "loaded": loaded,
                                       "new_modules": len(sys.modules) - before, "importers": importers}))
 """
 
@@ -109,6 +112,7 @@ class Target:
 class Result:
     name: str
     import_ms: list[float] = field(default_factory=list)
+    cpu_ms: list[float] = field(default_factory=list)
     wall_ms: list[float] = field(default_factory=list)
     loaded: dict[str, bool] = field(default_factory=dict)
     new_modules: int = 0
@@ -218,6 +222,7 @@ def measure(target: Target, repeat: int, *, profile: bool) -> Result:
     for _ in range(repeat):
         report, wall, _ = _run_child(target)
         result.import_ms.append(report["ms"])
+        result.cpu_ms.append(report["cpu_ms"])
         result.wall_ms.append(wall)
         result.loaded = report["loaded"]
         result.new_modules = report["new_modules"]
@@ -227,6 +232,20 @@ def measure(target: Target, repeat: int, *, profile: bool) -> Result:
         result.importers = report["importers"]
         result.top_packages = top_packages(stderr)
     return result
+
+
+def layer_bytecode() -> tuple[int, int]:
+    """(modules of the layer's package with current bytecode, modules): the deployed layer ships its bytecode
+    (layers/common/Makefile); a tree without it measures a compile of every module at each import as well."""
+    import importlib.util
+
+    sources = sorted((ROOT / "layers" / "common" / "observai").rglob("*.py"))
+    current = 0
+    for source in sources:
+        cached = Path(importlib.util.cache_from_source(str(source)))
+        if cached.exists() and cached.stat().st_mtime >= source.stat().st_mtime:
+            current += 1
+    return current, len(sources)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -247,12 +266,15 @@ def report(results: list[Result], floor_json: Result, floor_logger: Result, repe
         f"Cold start: handler import in a fresh process, {repeat} runs each ({sys.executable}, Python "
         f"{sys.version.split()[0]})",
         "import = perf_counter around the import inside the child; process = spawn to exit, seen by the parent",
+        "cpu = the child's CPU time (process_time) over the import: on a shared machine, steadier than the wall clock",
         "",
     ]
     header = [
         "target",
         "import med ms",
         "import min ms",
+        "cpu med ms",
+        "cpu min ms",
         "process med ms",
         "modules",
         "import/Logger",
@@ -265,6 +287,8 @@ def report(results: list[Result], floor_json: Result, floor_logger: Result, repe
                 r.name,
                 f"{r.import_median:.1f}",
                 f"{min(r.import_ms):.1f}",
+                f"{statistics.median(r.cpu_ms):.1f}",
+                f"{min(r.cpu_ms):.1f}",
                 f"{r.wall_median:.1f}",
                 str(r.new_modules),
                 f"{r.import_median / floor_logger.import_median:.1f}x",
@@ -272,8 +296,11 @@ def report(results: list[Result], floor_json: Result, floor_logger: Result, repe
             ]
         )
     out.append(_table(rows, header))
+    compiled, modules = layer_bytecode()
     out += [
         "",
+        f"layer bytecode: {compiled} of the {modules} modules of layers/common/observai have current .pyc files (the "
+        "deployed layer ships them; `make coldstart` compiles them first)",
         f"floors: import json {floor_json.import_median:.2f} ms in a {floor_json.wall_median:.0f} ms process; "
         f"powertools Logger {floor_logger.import_median:.1f} ms",
         "",

@@ -25,7 +25,7 @@ MAX_LIMIT = 200
 class TimeCursor(BaseModel):
     """Position in a list ordered by (created_at, id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ts: AwareDatetime
     id: UUID
 
@@ -33,7 +33,7 @@ class TimeCursor(BaseModel):
 class IdCursor(BaseModel):
     """Position in a list ordered by a bigint id, newest first."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     before: int = Field(gt=0, lt=2**63)
 
 

@@ -20,7 +20,7 @@ MAX_ASK_QUERIES = 5
 class AskIn(BaseModel):
     """A question, and optionally the time range it is about (else the model picks one from the question)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     question: str = Field(min_length=1, max_length=MAX_QUESTION, description="The question, 1 to 500 characters")
     from_: AwareDateTimeText | None = Field(
         default=None, alias="from", description="RFC 3339 start: when given, the query runs over [from, to)"
@@ -46,7 +46,7 @@ ModelText = Annotated[str, StringConstraints(max_length=2_000)]
 class LogQueryAnswer(BaseModel):
     """The model's translation of a question about logs."""
 
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
     query: ModelText = Field(description="One query in the log query language (never SQL)")
     from_: str | None = Field(default=None, alias="from", description="RFC 3339 start, or null for the default")
     to: str | None = Field(default=None, description="RFC 3339 end, or null for now")
@@ -56,6 +56,7 @@ class LogQueryAnswer(BaseModel):
 
 
 class MetricFilterAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     attribute: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     op: FilterOp
     value: Annotated[str, StringConstraints(max_length=1_024)] | None = Field(
@@ -67,7 +68,7 @@ class MetricFilterAnswer(BaseModel):
 
 
 class MetricQueryAnswer(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
+    model_config = ConfigDict(populate_by_name=True, defer_build=True)
     name: Annotated[str, StringConstraints(min_length=1, max_length=512)] = Field(description="A known metric name")
     filters: list[MetricFilterAnswer] = Field(default_factory=list)
     from_: str = Field(alias="from", description="RFC 3339 start")
@@ -80,6 +81,8 @@ class MetricQueryAnswer(BaseModel):
 class MetricsQueryAnswer(BaseModel):
     """The model's translation of a question about metrics: a metrics query request."""
 
+    model_config = ConfigDict(defer_build=True)
+
     queries: list[MetricQueryAnswer] = Field(min_length=1, max_length=MAX_ASK_QUERIES)
     explanation: Annotated[str, StringConstraints(max_length=1_000)] = Field(
         description="One or two sentences: what the queries show"
@@ -90,6 +93,7 @@ class MetricsQueryAnswer(BaseModel):
 
 
 class AskLogsAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     query: str = Field(description="The log query that ran (the q of GET /logs: edit it and search again)")
     from_: datetime = Field(serialization_alias="from", description="Start of the range it ran over (inclusive)")
     to: datetime = Field(description="End of the range (exclusive)")
@@ -102,6 +106,7 @@ class AskLogsAnswer(BaseModel):
 
 
 class AskMetricsAnswer(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     request: dict[str, Any] = Field(
         description="The metrics query request that ran (the body of POST /metrics/query: edit it and query again)"
     )

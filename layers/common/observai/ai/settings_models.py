@@ -9,12 +9,13 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 
 class AiSettingsUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     enabled: StrictBool = Field(description="Whether the organization's telemetry may go to the model (opt-in)")
 
 
 class AiSettings(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     org_id: UUID
     enabled: bool = Field(description="The organization opted in (off by default)")
     available: bool = Field(description="This deployment has a Gemini API key; without one the features are off")
@@ -31,6 +32,7 @@ class AiSettings(BaseModel):
 
 
 class AiFeatureUsage(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     feature: str = Field(description="summary, embedding, ask_logs or ask_metrics")
     calls: int
     failed_calls: int = Field(description="Calls that failed after their retries (no tokens counted)")
@@ -40,6 +42,8 @@ class AiFeatureUsage(BaseModel):
 
 class AiUsage(BaseModel):
     """This calendar month's model calls (UTC), whatever the report's range of days."""
+
+    model_config = ConfigDict(defer_build=True)
 
     month_start: datetime
     resets_at: datetime

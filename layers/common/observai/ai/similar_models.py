@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 DEFAULT_SIMILAR = 5
 MAX_SIMILAR = 20
 
 
 class SimilarIncident(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     incident_id: UUID
     project_id: UUID
     number: int = Field(description="Per project, for people (#42)")

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TEXT = 2000
 MAX_CITATIONS = 20
@@ -15,6 +15,7 @@ MAX_STEPS = 8
 
 
 class CitedText(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     text: str = Field(min_length=1, max_length=MAX_TEXT, description="Plain text, no markup")
     citations: list[str] = Field(
         default_factory=list,
@@ -35,6 +36,8 @@ class Grounded(CitedText):
 class SummaryAnswer(BaseModel):
     """The model's answer: each part with the ids of the data blocks it rests on."""
 
+    model_config = ConfigDict(defer_build=True)
+
     summary: Grounded = Field(description="What happened, in two to four sentences")
     probable_cause: Grounded = Field(description="The most likely cause, and how sure the data makes it")
     impact: CitedText = Field(description="Who or what was affected, how much and for how long")
@@ -52,12 +55,14 @@ SummaryTrigger = Literal["requested", "resolved", "changed"]
 
 
 class SummaryContextInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     items: int = Field(description="Data blocks the model was given (the incident included)")
     tokens: int = Field(description="Their estimated size in tokens")
     omitted: int = Field(description="Items left out for the size limit")
 
 
 class IncidentSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     incident_id: UUID
     project_id: UUID

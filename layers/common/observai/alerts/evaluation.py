@@ -31,7 +31,7 @@ from typing import Any
 from uuid import UUID
 
 from psycopg.types.json import Jsonb
-from pydantic import BaseModel, TypeAdapter
+from pydantic import BaseModel, ConfigDict, TypeAdapter
 
 from observai.alerts import labels as alert_labels_module
 from observai.alerts import templates
@@ -48,6 +48,7 @@ _CONDITION: TypeAdapter[Any] = TypeAdapter(Condition)
 
 
 class EvaluationReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     rules_evaluated: int = 0
     errors: int = 0
     transitions: int = 0

@@ -202,7 +202,7 @@ def check_regex(pattern: str) -> None:
 
 
 class Matcher(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     label: LabelName
     op: Op = "="

@@ -37,7 +37,7 @@ RepeatInterval = Annotated[
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 class Receivers(_In):
@@ -107,6 +107,7 @@ class PolicyDocument(_In):
 
 
 class NotificationPolicy(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     project_id: UUID
     version: int = Field(description="Incremented by every PUT; 0 while the project has the default policy")
     is_default: bool

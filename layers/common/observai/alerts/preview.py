@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.alerts.labels import alert_labels, fingerprint
 from observai.alerts.rule_models import RuleIn
@@ -19,6 +19,7 @@ from observai.auth.principal import Principal
 
 
 class PreviewInstance(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     labels: dict[str, str] = Field(description="The alert's labels: the series', the rule's, alertname, severity")
     fingerprint: str
     value: float | None
@@ -28,6 +29,7 @@ class PreviewInstance(BaseModel):
 
 
 class RulePreview(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     eval_at: datetime = Field(description="The evaluation time: now, floored to the minute (windows end there)")
     instances: list[PreviewInstance]
     error: str | None = Field(description="Why the rule's query failed (the instances are then empty)")

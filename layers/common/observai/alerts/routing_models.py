@@ -6,13 +6,15 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.alerts.policy_models import Reason
 
 
 class NotifiedAlert(BaseModel):
     """An alert as the notification named it (a snapshot: its annotations and value then)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     instance_id: UUID
     rule_id: UUID | None = None
@@ -27,6 +29,8 @@ class NotifiedAlert(BaseModel):
 class NotificationLogEntry(BaseModel):
     """One notification of a group: what would be sent (the notifications issue delivers it), when and why."""
 
+    model_config = ConfigDict(defer_build=True)
+
     id: int
     group_id: UUID
     seq: int = Field(description="The group's notification number (1, 2...): unique, so none is sent twice")
@@ -39,6 +43,7 @@ class NotificationLogEntry(BaseModel):
 
 
 class GroupMember(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     instance_id: UUID
     rule_id: UUID
     fingerprint: str
@@ -54,6 +59,7 @@ class GroupMember(BaseModel):
 
 
 class AlertGroup(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     route_id: str
     group_labels: dict[str, str]

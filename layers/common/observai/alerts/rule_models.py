@@ -53,7 +53,7 @@ Window = Annotated[DurationS, Field(ge=60, le=MAX_WINDOW_S, description="How far
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def _finite(value: float) -> float:
@@ -249,6 +249,8 @@ class RulePatch(_In):
 class RuleEvaluation(BaseModel):
     """The outcome of the rule's last evaluation."""
 
+    model_config = ConfigDict(defer_build=True)
+
     last_eval_at: datetime | None
     lag_ms: int | None = Field(description="How late the last evaluation started after it was due")
     duration_ms: int | None
@@ -258,6 +260,7 @@ class RuleEvaluation(BaseModel):
 
 
 class Rule(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     name: str
@@ -276,6 +279,7 @@ class Rule(BaseModel):
 
 
 class RuleDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: bool = True
     resolved_alerts: int = Field(
@@ -286,6 +290,8 @@ class RuleDeleted(BaseModel):
 class RuleVersion(BaseModel):
     """A rule as it was saved at one version: ``definition`` is the rule's body (as POST/PUT take it, durations in
     seconds; without ``enabled``, which switches a rule on and off and is no part of its definition)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     rule_id: UUID
     version: int
@@ -299,6 +305,8 @@ AlertState = Literal["inactive", "pending", "firing", "resolved"]
 
 class AlertInstance(BaseModel):
     """One alert: a result series of a rule, identified by its labels' fingerprint, in its current state."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: UUID
     rule_id: UUID
@@ -318,6 +326,8 @@ class AlertInstance(BaseModel):
 
 class AlertTransition(BaseModel):
     """One state change of one alert of the rule, with the value that caused it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int
     at: datetime

@@ -64,7 +64,7 @@ DEFAULT_ALERT_STATES = ("pending", "firing")
 class NameCursor(BaseModel):
     """Position in the list of rules, ordered by (name, id)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: str = Field(min_length=1, max_length=200)
     id: UUID
 

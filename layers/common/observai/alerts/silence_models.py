@@ -29,7 +29,7 @@ def _not_everything(matchers: list[Matcher]) -> list[Matcher]:
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class SilenceIn(_In):
@@ -61,6 +61,7 @@ class SilencePatch(_In):
 
 
 class Silence(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     matchers: list[Matcher]

@@ -108,7 +108,7 @@ Short = Annotated[str, StringConstraints(min_length=1, max_length=32)]
 
 
 class TimeRange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     start_time: Short
     end_time: Short
 
@@ -124,7 +124,7 @@ class TimeRange(BaseModel):
 
 
 class TimeInterval(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     times: list[TimeRange] = Field(default_factory=list, max_length=MAX_RANGES)
     weekdays: list[Annotated[Short, AfterValidator(_weekday_range)]] = Field(default_factory=list, max_length=7)
     days_of_month: list[Annotated[Short, AfterValidator(_day_range)]] = Field(
@@ -172,7 +172,7 @@ IntervalName = Annotated[str, StringConstraints(min_length=1, max_length=100, pa
 
 
 class NamedTimeInterval(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: IntervalName
     time_intervals: list[TimeInterval] = Field(min_length=1, max_length=50)
 

@@ -15,7 +15,7 @@ MAX_BODY_BYTES = 4 * 1024 * 1024  # 50,000 points of generous JSON; API Gateway 
 
 
 class BacktestPoint(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     time: AwareDateTimeText
     value: Annotated[float, Field(strict=True, allow_inf_nan=False)]
@@ -24,7 +24,7 @@ class BacktestPoint(BaseModel):
 class BacktestIn(BaseModel):
     """``points`` in ascending time order (strictly: one value per time), finite values."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     detector: DetectorSettings
     points: Annotated[list[BacktestPoint], Field(min_length=1)]  # at most MAX_POINTS: 413 beyond
@@ -34,6 +34,8 @@ class BacktestResult(BaseModel):
     """One entry per point, in order. ``expected``, ``lower`` and ``upper`` are null while the series warms up
     (the first ``warmup_points``). ``algorithm`` is what scored the last point (auto: what it picked) and
     ``algorithm_reason`` why; ``algorithms`` the same per point."""
+
+    model_config = ConfigDict(defer_build=True)
 
     scores: list[float]
     is_anomaly: list[bool]

@@ -49,7 +49,7 @@ MAX_SERIES_PER_DETECTOR = 10_000
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def _whole_minutes(interval_s: int | None) -> int | None:
@@ -99,6 +99,7 @@ class DetectorPatch(_In):
 
 
 class Detector(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     name: str
@@ -125,6 +126,7 @@ class Detector(BaseModel):
 
 
 class DetectorDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: bool = True
 
@@ -132,6 +134,8 @@ class DetectorDeleted(BaseModel):
 class BandPoint(BaseModel):
     """One scored step: the band (null while warming up), the actual value, the score in [0, 1] and the trigger
     rule's verdict."""
+
+    model_config = ConfigDict(defer_build=True)
 
     time: datetime
     actual: float
@@ -148,6 +152,7 @@ class BandPoint(BaseModel):
 
 
 class SeriesBands(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     series_id: int
     labels: dict[str, Any]
     points: list[BandPoint]
@@ -155,6 +160,8 @@ class SeriesBands(BaseModel):
 
 class DetectorSeries(BaseModel):
     """One series of a detector: its labels, the algorithm that scores it and why, whether it is anomalous now."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: int
     detector_id: UUID
@@ -168,6 +175,8 @@ class DetectorSeries(BaseModel):
 
 class AnomalyEvent(BaseModel):
     """A stretch of time one series spent anomalous: open until it recovers."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: UUID
     project_id: UUID
@@ -192,6 +201,8 @@ class AnomalyEvent(BaseModel):
 
 class AnomalyGroup(BaseModel):
     """Anomalies of one project overlapping in time and sharing labels, across detectors: one incident's worth."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: UUID
     project_id: UUID

@@ -75,7 +75,7 @@ _SELECTOR_PAIR = re.compile(r"^([^=,]{1,256})=([^,]{0,1024})$")
 class SeriesCursor(BaseModel):
     """Position in a detector's series, by id."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     after: int = Field(gt=0, lt=2**63)
 
 

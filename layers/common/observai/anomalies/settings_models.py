@@ -35,7 +35,7 @@ class DetectorSettings(BaseModel):
     are outside, and recovers after ``recovery_window`` points in a row back inside. The first ``warmup`` points of a
     series have no band and are never anomalous."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     algorithm: Algorithm = Field(
         default="auto", description="zscore, robust, seasonal, level_shift, or auto (picks per series from its history)"

@@ -48,13 +48,13 @@ class Target(BaseModel):
     """Who a step pages: a member of the organization, whoever is on call in one of its schedules, or a contact
     point of the project."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     type: Literal["user", "schedule", "contact_point"]
     id: UUID
 
 
 class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     wait_minutes: int = Field(
         default=0,
         ge=0,
@@ -85,7 +85,7 @@ def _check_loop(steps: list[Step] | None, repeat: int | None) -> None:
 
 
 class EscalationPolicyIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: PolicyName
     description: Description = ""
     steps: Steps
@@ -102,7 +102,7 @@ class EscalationPolicyPatch(BaseModel):
     """The fields given replace theirs (``steps`` as a whole); fields left out keep their value.
     ``ack_timeout_minutes`` may be set to null (never)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: PolicyName | None = None
     description: Description | None = None
     steps: Steps | None = None
@@ -114,6 +114,7 @@ class EscalationPolicyPatch(BaseModel):
 
 
 class EscalationPolicy(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     name: str
@@ -127,5 +128,6 @@ class EscalationPolicy(BaseModel):
 
 
 class EscalationPolicyDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: Literal[True] = True

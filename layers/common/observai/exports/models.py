@@ -23,7 +23,7 @@ FORMAT: Literal["ndjson.gz"] = "ndjson.gz"
 class SpanFilters(BaseModel):
     """Equality filters on spans (all optional; every one given must match)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     service: str | None = Field(default=None, min_length=1, max_length=MAX_FILTER_LENGTH)
     name: str | None = Field(default=None, min_length=1, max_length=MAX_FILTER_LENGTH, description="Span name")
     status: SpanStatus | None = Field(default=None, description="Span status code")
@@ -32,7 +32,7 @@ class SpanFilters(BaseModel):
 class ExportRequest(BaseModel):
     """An export of ``signal`` rows whose time (logs) or start time (spans) is in [from, to)."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     signal: Signal
     from_: AwareDateTimeText = Field(alias="from", description="RFC 3339 start (inclusive)")
     to: AwareDateTimeText = Field(description=f"RFC 3339 end (exclusive); at most {MAX_RANGE.days} days after from")
@@ -62,6 +62,7 @@ class ExportRequest(BaseModel):
 
 
 class ExportInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     signal: Signal

@@ -45,6 +45,7 @@ SnoozeDuration = Annotated[
 
 
 class Incident(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     number: int = Field(description="Per project, for people (#42)")
@@ -70,6 +71,8 @@ class Incident(BaseModel):
 class IncidentAlert(BaseModel):
     """One alert of the incident, with the rule as it was when the alert fired."""
 
+    model_config = ConfigDict(defer_build=True)
+
     instance_id: UUID
     rule_id: UUID
     rule_version: int
@@ -90,6 +93,7 @@ class IncidentDetail(Incident):
 
 
 class TimelineEvent(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: int
     at: datetime
     kind: str = Field(
@@ -103,6 +107,7 @@ class TimelineEvent(BaseModel):
 
 
 class Comment(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: int = Field(description="The comment's timeline event id")
     at: datetime
     actor_type: ActorType
@@ -111,7 +116,7 @@ class Comment(BaseModel):
 
 
 class CommentIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     body: str = Field(min_length=1, max_length=MAX_TEXT)
 
     @model_validator(mode="after")
@@ -124,7 +129,7 @@ class CommentIn(BaseModel):
 class SnoozeIn(BaseModel):
     """Exactly one of ``until`` and ``duration``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     until: AwareDateTimeText | None = Field(default=None, description="RFC 3339; in the future, at most 7 days ahead")
     duration: SnoozeDuration | None = None
 
@@ -136,21 +141,21 @@ class SnoozeIn(BaseModel):
 
 
 class ResolveIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     note: str | None = Field(
         default=None, max_length=MAX_TEXT, description="What was wrong and what fixed it (kept with the incident)"
     )
 
 
 class AssignIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     user_id: UUID | None = Field(description="A member of the organization; null to unassign")
 
 
 class IncidentPatch(BaseModel):
     """At least one field; fields left out keep their value."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     auto_resolve: bool | None = Field(
         default=None, strict=True, description="Resolve by itself when all its alerts have resolved (open incidents)"
     )
@@ -172,6 +177,8 @@ class IncidentPatch(BaseModel):
 
 class IncidentFilters(BaseModel):
     """The list's filters, parsed (every one optional; all given must match)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     statuses: list[str] = Field(default_factory=list)
     severities: list[str] = Field(default_factory=list)

@@ -54,7 +54,7 @@ from observai.tenancy.access import authorize_configuration, authorize_telemetry
 class EventCursor(BaseModel):
     """Position in a timeline, oldest first: the last event id seen."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     after: int = Field(gt=0, lt=2**63)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.logs.query_language import LEVELS
 
@@ -16,6 +16,7 @@ def level_of(severity_number: int) -> str:
 
 
 class LogItem(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str = Field(description="The line's id (decimal string): the handle of the context route")
     time: datetime
     observed_time: datetime | None = None
@@ -48,6 +49,7 @@ class LogItem(BaseModel):
 
 
 class LevelCounts(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     unspecified: int = 0
     trace: int = 0
     debug: int = 0
@@ -58,12 +60,14 @@ class LevelCounts(BaseModel):
 
 
 class HistogramBucket(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     start: datetime = Field(description="Start of the bucket (inclusive); it lasts bucket_seconds")
     total: int
     counts: LevelCounts
 
 
 class LogHistogram(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     start: datetime = Field(description="Start of the first bucket (the range start, aligned down to a bucket)")
     end: datetime = Field(description="End of the range (exclusive)")
     bucket_seconds: int
@@ -82,6 +86,7 @@ class LogHistogram(BaseModel):
 
 
 class LogContext(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     log: LogItem
     before: list[LogItem] = Field(description="Earlier lines of the same service, oldest first")
     after: list[LogItem] = Field(description="Later lines of the same service, oldest first")

@@ -73,7 +73,7 @@ _INDEXED_FIELDS = ("service", "trace_id", "span_id")  # btree-indexed text equal
 class LogCursor(BaseModel):
     """The next page starts strictly before (ts, id); ``start`` keeps a default range fixed across pages."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ts: AwareDatetime
     id: int = Field(ge=0, lt=2**63)
     start: AwareDatetime

@@ -38,12 +38,12 @@ _DEFINITION_COLUMNS = "name, type, unit, description, created_by::text as create
 
 
 class NameCursor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     after: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
 
 
 class SeriesCursor(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     after: int = Field(ge=0, lt=2**63)
 
 

@@ -41,7 +41,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.connection import Cursor
 from observai.metrics import group_minutes, sketch_sql
@@ -63,6 +63,7 @@ ORIGIN = "2000-01-01 00:00:00+00"  # as observai.metrics.rollup.ORIGIN: a 1d buc
 
 
 class GroupReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     minutes: int = 0  # (metric, 1m bucket) pairs recomputed
     rows_read: int = 0  # per-series 1m rows merged
     # Per resolution ("1m", "5m", "1h", "1d"): group rows inserted or changed.

@@ -52,7 +52,7 @@ Scalar = StrictStr | StrictBool | StrictInt | StrictFloat
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
 
 def _check_scalar(value: Any) -> None:
@@ -157,11 +157,13 @@ class QueryRequest(_In):
 
 
 class SeriesPoints(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     labels: dict[str, Any] = Field(description="The group_by attributes of this series (null when absent)")
     points: list[tuple[int, float]] = Field(description="[unix seconds of the slot start, value], slots with data")
 
 
 class QueryResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str
     name: str
     aggregation: Aggregation
@@ -183,6 +185,7 @@ class QueryResult(BaseModel):
 
 
 class QueryResponse(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     results: list[QueryResult]
 
 
@@ -198,6 +201,7 @@ class MetricDefinitionPatch(_In):
 
 
 class MetricDefinition(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     type: MetricTypeName | None
     unit: str | None
@@ -208,11 +212,13 @@ class MetricDefinition(BaseModel):
 
 
 class MetricDefinitionDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     deleted: bool = True
 
 
 class MetricInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     type: MetricTypeName | None = Field(description="The definition's, else what ingestion saw")
     unit: str | None
@@ -223,6 +229,7 @@ class MetricInfo(BaseModel):
 
 
 class SeriesInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     series_id: str = Field(description="Stable 63-bit id, as a string (JSON numbers lose precision past 2^53)")
     attributes: dict[str, Any]
     type: MetricTypeName
@@ -234,12 +241,14 @@ class SeriesInfo(BaseModel):
 
 
 class AttributeCardinality(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     key: str
     distinct_values: int
     series: int = Field(description="Series carrying this attribute")
 
 
 class Cardinality(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     name: str
     series_count: int = Field(description="Series examined (all matching ones unless sampled)")
     sampled: bool = Field(description="True when only the first series_count series were examined")

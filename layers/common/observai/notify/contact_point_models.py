@@ -92,28 +92,28 @@ Addresses = Annotated[
 
 
 class EmailSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     addresses: Addresses
 
 
 class SlackSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: SlackUrl
 
 
 class PagerDutySettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     routing_key: RoutingKey
     severity_map: SeverityMap = None
 
 
 class WebhookSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: WebhookUrl
 
 
 class _ContactPointIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Name
     enabled: bool = True
 
@@ -148,23 +148,23 @@ ContactPointIn = Annotated[
 
 
 class EmailSettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     addresses: Addresses
 
 
 class SlackSettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: SlackUrl
 
 
 class PagerDutySettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     routing_key: RoutingKey | None = None
     severity_map: SeverityMap = None
 
 
 class WebhookSettingsPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: WebhookUrl
 
 
@@ -181,7 +181,7 @@ class ContactPointPatch(BaseModel):
     changes) and merged: a secret given (Slack ``url``, PagerDuty ``routing_key``) replaces the stored one.
     ``{"enabled": true}`` re-enables a contact point a receiver disabled (clears ``disabled_reason``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Name | None = None
     enabled: bool | None = None
     settings: dict[str, Any] | None = Field(default=None, description="As for the kind at creation; merged")
@@ -195,6 +195,8 @@ class ContactPointPatch(BaseModel):
 
 class ContactPoint(BaseModel):
     """A contact point as everyone who may read the project sees it: its settings without the secret."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: UUID_T
     project_id: UUID_T
@@ -223,11 +225,13 @@ class ContactPointCreated(ContactPoint):
 
 
 class ContactPointDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID_T
     deleted: Literal[True] = True
 
 
 class ContactPointTestResult(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     delivery_id: UUID_T = Field(description="The notification_deliveries row recording the test")
     ok: bool = Field(
         description="The receiver took it (Slack 200, PagerDuty 202, SES accepted, the webhook engine has it)"
@@ -261,7 +265,7 @@ SlackTeamId = Annotated[
 
 
 class NotificationSettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     email_enabled: bool = Field(default=True, description="Page by e-mail (their account's address)")
     slack_user_id: SlackUserId | None = None
     slack_team_id: SlackTeamId | None = None

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Literal
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
@@ -26,6 +26,7 @@ DeliveryStatus = Literal["pending", "sending", "sent", "failed", "skipped"]
 
 
 class NotificationDelivery(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     contact_point_id: UUID | None = Field(description="The contact point sent to (null for a person's e-mail)")
     contact_point_name: str | None = Field(description="Its name (kept when it was deleted since)")

@@ -88,7 +88,7 @@ Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class LayerRotation(_In):
@@ -178,6 +178,7 @@ class SchedulePatch(_In):
 
 
 class Schedule(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     org_id: UUID
     name: str
@@ -204,6 +205,7 @@ class ScheduleOverrideIn(_In):
 
 
 class ScheduleOverride(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     schedule_id: UUID
     user_id: UUID
@@ -214,6 +216,7 @@ class ScheduleOverride(BaseModel):
 
 
 class ScheduleShift(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     user_id: UUID
     start: datetime
     end: datetime
@@ -223,6 +226,7 @@ class ScheduleShift(BaseModel):
 
 
 class ScheduleShifts(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     schedule_id: UUID
     start: datetime
     end: datetime
@@ -230,6 +234,7 @@ class ScheduleShifts(BaseModel):
 
 
 class ScheduleOnCall(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     schedule_id: UUID
     at: datetime
     on_call: bool
@@ -248,6 +253,7 @@ class MyOnCallShift(ScheduleShift):
 
 
 class MyOnCall(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     on_call_now: bool
     start: datetime
     end: datetime
@@ -255,5 +261,6 @@ class MyOnCall(BaseModel):
 
 
 class ScheduleDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: Literal[True] = True

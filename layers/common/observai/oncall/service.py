@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from pydantic import TypeAdapter
+from pydantic import ConfigDict, TypeAdapter
 
 from observai import audit
 from observai.auth.permissions import Action
@@ -51,7 +51,7 @@ ONCALL_WINDOW = timedelta(days=35)  # /oncall: the shift holding ``at`` is repor
 MY_ONCALL_DEFAULT_DAYS = 30
 MAX_FUTURE_OVERRIDES = 1000  # per schedule, not yet over
 
-_LAYERS = TypeAdapter(list[ScheduleLayer])
+_LAYERS = TypeAdapter(list[ScheduleLayer], config=ConfigDict(defer_build=True))  # built at first use, as the models
 
 
 # --- rows -----------------------------------------------------------------------------------------------------------

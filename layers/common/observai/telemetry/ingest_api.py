@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.auth.authenticate import authenticate
 from observai.auth.principal import Principal
@@ -33,11 +33,13 @@ MAX_IDEMPOTENCY_KEY = 255
 
 
 class RejectedEvent(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     index: int = Field(description="Position of the event in the request")
     reason: str
 
 
 class IngestSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     status: Literal["stored", "spooled", "replayed"] = Field(
         description="stored: committed; spooled: queued while the database recovers, it will be stored once;"
         " replayed: an Idempotency-Key seen before, nothing written again"

@@ -12,13 +12,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from observai.telemetry.signal import Signal
+
 Attributes = dict[str, Any]
-
-
-class Signal(StrEnum):
-    METRICS = "metrics"
-    LOGS = "logs"
-    TRACES = "traces"
 
 
 class MetricType(StrEnum):

@@ -27,13 +27,13 @@ from typing import Any
 from uuid import UUID
 
 from psycopg import sql
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.batched_move import move_in_batches
 from observai.db.connection import execute_autocommit, transaction
 from observai.db.literals import uuid_literal
 from observai.errors import NotFound, RateLimited
-from observai.telemetry.model import Signal
+from observai.telemetry.signal import Signal
 
 USAGE_CACHE_TTL_S = 30.0
 PLAN_CACHE_TTL_S = 60.0
@@ -50,6 +50,8 @@ GIB = 1024**3
 
 class PlanLimits(BaseModel):
     """A plan's limits; None means unlimited."""
+
+    model_config = ConfigDict(defer_build=True)
 
     plan: str
     events_per_day: int | None = Field(description="Events per UTC day, all signals together; null: unlimited")

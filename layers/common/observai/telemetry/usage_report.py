@@ -10,14 +10,14 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from uuid import UUID
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from observai.ai.settings_models import AiUsage
 from observai.auth.permissions import Action
 from observai.auth.principal import Principal
 from observai.db.connection import tenant_transaction
 from observai.errors import InvalidInput, NotFound
-from observai.telemetry.model import Signal
+from observai.telemetry.signal import Signal
 from observai.telemetry.usage import PLAN_SQL, PlanLimits, limits_from, next_utc_midnight, utc_now
 
 DEFAULT_REPORT_DAYS = 30
@@ -25,6 +25,7 @@ MAX_REPORT_DAYS = 366
 
 
 class UsageDay(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     day: date
     signal: Signal
     events: int
@@ -32,12 +33,14 @@ class UsageDay(BaseModel):
 
 
 class UsageTotal(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     signal: Signal
     events: int
     bytes: int
 
 
 class UsageToday(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     day: date
     events: int
     bytes: int
@@ -49,6 +52,7 @@ class UsageToday(BaseModel):
 
 
 class UsageReport(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     org_id: UUID
     from_day: date
     to_day: date

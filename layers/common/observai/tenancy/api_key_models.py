@@ -25,20 +25,21 @@ def _future(value: datetime | None) -> datetime | None:
 
 
 class ApiKeyCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=3)]
     expires_at: Annotated[DateTimeText | None, AfterValidator(_future)] = None
 
 
 class ApiKeyRotate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     grace_period_seconds: int | None = Field(
         default=None, ge=0, le=MAX_GRACE_S, description="How long the old key keeps working (default 24 h)"
     )
 
 
 class ApiKey(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     project_id: UUID
     name: str

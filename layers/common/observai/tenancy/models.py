@@ -29,7 +29,7 @@ Email = Annotated[str, AfterValidator(_email)]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class OrgCreate(_In):
@@ -70,6 +70,7 @@ class InvitationCreate(_In):
 
 
 class Org(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     name: str
     slug: str
@@ -80,6 +81,7 @@ class Org(BaseModel):
 
 
 class Project(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     org_id: UUID
     name: str
@@ -89,6 +91,7 @@ class Project(BaseModel):
 
 
 class Member(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     user_id: UUID
     email: str | None = None
     role: Role
@@ -96,6 +99,7 @@ class Member(BaseModel):
 
 
 class Invitation(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     org_id: UUID
     email: str
@@ -105,11 +109,13 @@ class Invitation(BaseModel):
 
 
 class Deleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: bool = True
 
 
 class AuditEntry(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: int
     org_id: UUID | None
     actor_type: str
@@ -125,11 +131,13 @@ class AuditEntry(BaseModel):
 
 
 class OrgMembership(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     org_id: UUID
     role: Role
 
 
 class WhoAmI(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     kind: str = Field(description="user or api_key")
     user_id: UUID | None = None
     email: str | None = None

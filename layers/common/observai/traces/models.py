@@ -6,13 +6,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 SpanKind = Literal["internal", "server", "client", "producer", "consumer"]
 StatusCode = Literal["unset", "ok", "error"]
 
 
 class TraceSpan(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     span_id: str
     parent_span_id: str | None
     depth: int = Field(description="0 for a root; a child is one deeper than its parent")
@@ -36,6 +37,7 @@ class TraceSpan(BaseModel):
 
 
 class TraceSummary(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     span_count: int
     services: list[str] = Field(description="Services with spans in the trace, by name")
     start_time: datetime
@@ -47,6 +49,7 @@ class TraceSummary(BaseModel):
 
 
 class TraceLog(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: str = Field(description="The line's id (decimal string, as in /logs): the handle of the logs context route")
     time: datetime
     severity_number: int
@@ -58,6 +61,7 @@ class TraceLog(BaseModel):
 
 
 class Trace(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     trace_id: str
     summary: TraceSummary
     spans: list[TraceSpan] = Field(
@@ -70,6 +74,7 @@ class Trace(BaseModel):
 
 
 class TraceListItem(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     trace_id: str
     root_name: str = Field(description="Name of the root span (the earliest span without a parent, else the earliest)")
     root_service: str | None
@@ -83,6 +88,7 @@ class TraceListItem(BaseModel):
 
 
 class ServiceStats(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     service: str | None
     span_count: int = Field(description="All spans of the service in the window")
     requests: int = Field(description="Request spans: kind server or consumer, or root spans (no parent)")
@@ -94,6 +100,7 @@ class ServiceStats(BaseModel):
 
 
 class ServiceStatsWindow(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     start: datetime = Field(description="The window read: [start, end)")
     end: datetime
     seconds: float

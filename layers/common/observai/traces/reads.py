@@ -62,7 +62,7 @@ _NS_PER_UNIT = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 10**9,
 class TraceCursor(BaseModel):
     """Position in a trace search: the last listed trace's newest matching span start, and its id."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     ts: AwareDatetime
     trace_id: str = Field(pattern=r"^[0-9a-f]{32}$")
 

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from observai import audit
 from observai.auth.permissions import Action
@@ -38,6 +38,7 @@ ATTEMPTS_PER_MESSAGE = 20
 
 
 class AttemptInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     attempt: int = Field(description="Its number in its attempt sequence (a replay starts again at 1)")
     at: datetime
     status_code: int | None = Field(description="The receiver's HTTP status; null without an answer")
@@ -48,6 +49,7 @@ class AttemptInfo(BaseModel):
 
 
 class DeliveryInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID = Field(description="The message id (replay it with POST .../webhooks/deliveries/{id}/retry)")
     endpoint_id: UUID
     event_id: UUID = Field(description="The webhook-id header: the event's id, the same for every attempt")
@@ -61,12 +63,14 @@ class DeliveryInfo(BaseModel):
 
 
 class RetryInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     status: MessageStatus
     next_attempt_at: datetime | None
 
 
 class RecoverInfo(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     endpoint_id: UUID
     since: AwareDatetime
     replayed: int = Field(description="Failed messages put back in the queue")

@@ -75,7 +75,7 @@ RateLimit = Annotated[
 class WebhookEndpointIn(BaseModel):
     """A new endpoint: the URL events are sent to and which events."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: WebhookUrl
     description: Description = ""
     event_types: EventTypes = None
@@ -87,7 +87,7 @@ class WebhookEndpointPatch(BaseModel):
     """The fields given replace theirs; fields left out keep their value. ``event_types`` and ``rate_limit_per_s``
     may be set to null (every event type; no limit of its own); ``url``, ``description`` and ``enabled`` may not."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
     url: WebhookUrl | None = None
     description: Description | None = None
     event_types: EventTypes = None
@@ -102,6 +102,8 @@ class WebhookEndpointPatch(BaseModel):
 
 class WebhookEndpoint(BaseModel):
     """An endpoint as everyone who may read the project sees it: never its secret, only the secret's hint."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: UUID
     project_id: UUID
@@ -131,6 +133,7 @@ class WebhookEndpointWithSecret(WebhookEndpoint):
 
 
 class WebhookEndpointDeleted(BaseModel):
+    model_config = ConfigDict(defer_build=True)
     id: UUID
     deleted: Literal[True] = True
     stopped_messages: int = Field(description="Messages that were waiting for delivery to it, now failed")
@@ -138,6 +141,8 @@ class WebhookEndpointDeleted(BaseModel):
 
 class WebhookTestResult(BaseModel):
     """What the receiver answered to a ``webhook.test`` event sent just now (nothing is recorded or retried)."""
+
+    model_config = ConfigDict(defer_build=True)
 
     webhook_id: str = Field(description="The webhook-id header of the test message")
     event_type: Literal["webhook.test"] = TEST_EVENT_TYPE

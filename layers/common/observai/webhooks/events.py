@@ -24,7 +24,7 @@ AlertState = Literal["inactive", "pending", "firing", "resolved"]
 
 
 class _Data(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class _AlertData(_Data):
