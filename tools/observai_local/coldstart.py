@@ -43,10 +43,12 @@ HEAVY_MODULES = (
     "httpx",
     "aws_xray_sdk",
     "google.genai",
+    "numpy",
 )
 # Imported at cold start only by the code paths that need them (design: "Shape", where code lives); google-genai
-# (~0.5 s) only by a model call (observai.ai.gemini), never at a handler's import.
-MUST_BE_LAZY = ("supabase", "boto3", "google.genai")
+# (~0.5 s) only by a model call (observai.ai.gemini), numpy (~0.1 s) only by the aggregation's first run, never at a
+# handler's import.
+MUST_BE_LAZY = ("supabase", "boto3", "google.genai", "numpy")
 MARKER = "@@COLDSTART@@"
 
 # The child: stdlib only until the import is timed; reports one JSON line after MARKER.
