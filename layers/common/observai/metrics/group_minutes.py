@@ -16,6 +16,7 @@ server time; the rows are the same (tests/integration/test_rollup_equivalence.py
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from observai.db.connection import Cursor
@@ -29,6 +30,31 @@ from observai.metrics.rollup_pass import (
     NULL_MIN,
     NULL_SUM,
 )
+
+
+@dataclass
+class Carried:
+    """The sketch entries of the group rows just written (row = gid − 1), for the next level to take instead of
+    parsing the sketches it reads back (``group_carry`` in SQL names the rows)."""
+
+    e_row: Any
+    e_store: Any
+    e_idx: Any
+    e_n: Any
+
+
+_CARRY_SQL = """
+create temp table group_carry on commit drop as
+select gid, project_id, name, group_key, group_value, bucket_start from group_rows
+"""
+
+
+def carry(cur: Cursor, entries: Carried) -> Carried:
+    """Name the rows of ``entries`` (group_rows, just upserted) in group_carry for the next level."""
+    cur.execute("drop table if exists group_carry")
+    cur.execute(_CARRY_SQL)
+    return entries
+
 
 _SERIES_NUMBERS_SQL = """
 create temp table group_series_no on commit drop as
@@ -103,7 +129,7 @@ left join group_ids i on i.gid = o.ggid
 """
 
 
-def roll_minutes(cur: Cursor, *, run_entries: bool) -> None:
+def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
     """group_rows (the chunk's 1m group rows, gid numbered from 1) and group_row_sketches, from group_series_rows."""
     import numpy as np
 
@@ -221,6 +247,10 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> None:
             copy.write("".join(lines))
     cur.execute(_INSERT_ROWS_SQL)
     cur.execute("drop table group_out, group_series_no, group_metric_no, group_orgs")
+    return Carried(
+        np.concatenate([e_row, w_e_row + members_count]), np.concatenate([e_store, w_e_store]),
+        np.concatenate([e_idx, w_e_idx]), np.concatenate([e_n, w_e_n]),
+    )  # fmt: skip
 
 
 def _expand(no: Any, m_count: Any, m_start: Any, m_gid: Any) -> tuple[Any, Any]:
@@ -298,8 +328,11 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
 _FINE_NUMBERS_SQL = """
 create temp table group_fine_no on commit drop as
 select (row_number() over () - 1)::integer as i,
-    (dense_rank() over (order by project_id, name, group_key, group_value) - 1)::integer as grp, *
-from group_fine
+    (dense_rank() over (order by f.project_id, f.name, f.group_key, f.group_value) - 1)::integer as grp,
+    c.gid as carried, f.*
+from group_fine f
+left join group_carry c on c.project_id = f.project_id and c.name = f.name and c.group_key = f.group_key
+    and c.group_value = f.group_value and c.bucket_start = f.ord
 """
 _FINE_COLUMNS = [("i", "int4"), ("grp", "int4"), ("bucket_start", "timestamptz"), ("ord", "timestamptz"),
                  ("series", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
@@ -336,16 +369,28 @@ join (
 """
 
 
-def roll_coarse(cur: Cursor) -> None:
+def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
     """group_rows and group_row_sketches of one coarser level from group_fine (``groups._COARSE_FINE_SQL``: the
     finer group rows with their coarse bucket and their own as ``ord``): count adds, series the largest, sum and
-    increase added in bucket order, min/max, last of the latest; the sketches parsed and added up."""
+    increase added in bucket order, min/max, last of the latest; the sketches added up: the entries ``carried``
+    from the level below for the rows it wrote, the stored sketch parsed for the others."""
     import numpy as np
 
     cur.execute(_FINE_NUMBERS_SQL)
     fine = rollup_pass.packed_rows(cur, _FINE_ROWS_SQL, _FINE_COLUMNS, {})
-    cur.execute("select i, sketch::text as sketch from group_fine_no where sketch is not null")
-    e_row, e_store, e_idx, e_n = rollup_pass.parse_sketches((r["i"], r["sketch"]) for r in cur.fetchall())
+    cur.execute("select i, sketch::text as sketch from group_fine_no where sketch is not null and carried is null")
+    p_row, p_store, p_idx, p_n = rollup_pass.parse_sketches((r["i"], r["sketch"]) for r in cur.fetchall())
+    cur.execute("select i, carried from group_fine_no where carried is not null order by carried")
+    pairs = cur.fetchall()
+    carried_rows = np.array([r["carried"] - 1 for r in pairs], dtype=np.int64)  # 1:1 (group, bucket)
+    size = max(int(carried.e_row.max()) + 1 if len(carried.e_row) else 0, int(carried_rows.max(initial=-1)) + 1)
+    fine_of = np.full(size, -1, dtype=np.int64)  # a carried row → the fine row it is
+    fine_of[carried_rows] = np.array([r["i"] for r in pairs], dtype=np.int64)
+    taken = fine_of[carried.e_row] >= 0 if len(carried.e_row) else np.zeros(0, dtype=np.bool_)
+    e_row = np.concatenate([p_row, fine_of[carried.e_row[taken]]])
+    e_store = np.concatenate([p_store, carried.e_store[taken]])
+    e_idx = np.concatenate([p_idx, carried.e_idx[taken]])
+    e_n = np.concatenate([p_n, carried.e_n[taken]])
     grp = fine["grp"].astype(np.int64)
     bucket = fine["bucket_start"].astype(np.int64)
     order = np.lexsort((fine["ord"].astype(np.int64), bucket, grp))
@@ -380,3 +425,4 @@ def roll_coarse(cur: Cursor) -> None:
             copy.write("".join(f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)))
     cur.execute(_COARSE_INSERT_SQL)
     cur.execute("drop table group_out, group_fine_no")
+    return Carried(e_row, e_store, e_idx, e_n)

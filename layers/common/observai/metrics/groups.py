@@ -428,19 +428,21 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     cur.execute("analyze group_members")
     cur.execute("truncate group_rows")
     cur.execute(_SERIES_ROWS_SQL.replace("{sketch}", _SKETCH_UNLESS_ENTRIES if run_entries else _STORED_SKETCH))
-    group_minutes.roll_minutes(cur, run_entries=run_entries)
+    carried = group_minutes.roll_minutes(cur, run_entries=run_entries)
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
     written["1m"] += _finish(cur, 60, entries=None)  # the 1m sketches come collapsed
+    carried = group_minutes.carry(cur, carried)
     cur.execute("drop table group_series_rows")
     fine = 60
     for coarse in (300, 3600, 86400):
         cur.execute("truncate group_rows")
         params = {"fine": fine, "width": timedelta(seconds=coarse)}
         cur.execute(_COARSE_FINE_SQL, params)
-        group_minutes.roll_coarse(cur)
+        carried = group_minutes.roll_coarse(cur, carried)
         written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries=None)  # the sketches come collapsed
+        carried = group_minutes.carry(cur, carried)
         cur.execute("drop table group_fine")
         fine = coarse
     cur.execute("select count(*) as n from group_chunk")
