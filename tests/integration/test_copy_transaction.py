@@ -29,10 +29,15 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def scratch(db: Any) -> str:
-    """Two tables of this test's own: ``<name>`` (a unique key) and ``<name>_after`` (a check constraint)."""
+    """Two tables of this test's own: ``<name>`` (a unique key) and ``<name>_after`` (a check constraint), in a schema
+    of the tests' own (public's tables all have row-level security, and a test checks it)."""
     name = f"copy_tx_{uuid.uuid4().hex[:10]}"
-    db.execute(f"create table public.{name} (k int primary key, v text)")
-    db.execute(f"create table public.{name}_after (n int check (n > 0))")
+    try:
+        db.execute("create schema if not exists copy_tx")
+    except psycopg.errors.UniqueViolation:
+        pass  # a test on another worker created it at the same moment
+    db.execute(f"create table copy_tx.{name} (k int primary key, v text)")
+    db.execute(f"create table copy_tx.{name}_after (n int check (n > 0))")
     return name
 
 
@@ -42,18 +47,18 @@ def text_rows(*pairs: tuple[int, str]) -> bytes:
 
 
 def after(table: str, n: int) -> list[sql.Composable]:
-    return [sql.SQL("insert into public.{} (n) values ({})").format(sql.Identifier(f"{table}_after"), sql.Literal(n))]
+    return [sql.SQL("insert into copy_tx.{} (n) values ({})").format(sql.Identifier(f"{table}_after"), sql.Literal(n))]
 
 
 def contents(db: Any, table: str) -> tuple[list[Any], list[Any]]:
-    copied = [(r["k"], r["v"]) for r in db.execute(f"select k, v from public.{table} order by k").fetchall()]
-    appended = [r["n"] for r in db.execute(f"select n from public.{table}_after order by n").fetchall()]
+    copied = [(r["k"], r["v"]) for r in db.execute(f"select k, v from copy_tx.{table} order by k").fetchall()]
+    appended = [r["n"] for r in db.execute(f"select n from copy_tx.{table}_after order by n").fetchall()]
     return copied, appended
 
 
 def test_the_copy_and_the_last_statements_commit_together(db: Any, scratch: str) -> None:
     # When rows are copied with a statement after them, in one query string
-    copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((1, "a"), (2, "b")), after(scratch, 7))
+    copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((1, "a"), (2, "b")), after(scratch, 7))
     # Then both are committed, and the connection is out of any transaction
     assert contents(db, scratch) == ([(1, "a"), (2, "b")], [7])
     assert get_connection().info.transaction_status is TransactionStatus.IDLE
@@ -63,25 +68,25 @@ def test_a_large_payload_goes_in_pieces(db: Any, scratch: str) -> None:
     # Given more data than one piece (COPY_CHUNK)
     pairs = [(i, "x" * 100) for i in range(5_000)]
     # When it is copied
-    copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows(*pairs), [])
+    copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows(*pairs), [])
     # Then every row arrived
-    assert db.execute(f"select count(*) as n from public.{scratch}").fetchone()["n"] == 5_000
+    assert db.execute(f"select count(*) as n from copy_tx.{scratch}").fetchone()["n"] == 5_000
     # ...and sent again, refused at its first row, the rest of the data is dropped by the server: the error is
     # raised, nothing more stored, and the connection usable
     with pytest.raises(psycopg.errors.UniqueViolation):
-        copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows(*pairs), after(scratch, 1))
+        copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows(*pairs), after(scratch, 1))
     assert contents(db, scratch)[1] == []
     with transaction() as cur:
-        cur.execute(f"select count(*) as n from public.{scratch}")
+        cur.execute(f"select count(*) as n from copy_tx.{scratch}")
         assert cur.fetchone()["n"] == 5_000
 
 
 def test_a_duplicate_in_the_copy_rolls_everything_back(db: Any, scratch: str) -> None:
     # Given a stored key
-    copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, 1))
+    copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, 1))
     # When a COPY carries it again, with a new key and a statement after it
     with pytest.raises(psycopg.errors.UniqueViolation):
-        copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((2, "b"), (1, "c")), after(scratch, 2))
+        copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((2, "b"), (1, "c")), after(scratch, 2))
     # Then nothing of that transaction is stored, and the connection is usable (rolled back, not left aborted)
     assert contents(db, scratch) == ([(1, "a")], [1])
     assert get_connection().info.transaction_status is TransactionStatus.IDLE
@@ -93,7 +98,7 @@ def test_a_duplicate_in_the_copy_rolls_everything_back(db: Any, scratch: str) ->
 def test_a_failing_statement_after_the_copy_rolls_the_copy_back(db: Any, scratch: str) -> None:
     # When the statement after the COPY fails (a check constraint)
     with pytest.raises(psycopg.errors.CheckViolation):
-        copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, -1))
+        copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, -1))
     # Then the copied rows are not stored either
     assert contents(db, scratch) == ([], [])
     assert get_connection().info.transaction_status is TransactionStatus.IDLE
@@ -102,7 +107,7 @@ def test_a_failing_statement_after_the_copy_rolls_the_copy_back(db: Any, scratch
 def test_bad_copy_data_is_raised_and_nothing_stored(db: Any, scratch: str) -> None:
     # When the data does not parse
     with pytest.raises(psycopg.errors.DataError):
-        copy_transaction(f"copy public.{scratch} (k, v) from stdin", b"not-a-number\tx\n", after(scratch, 1))
+        copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", b"not-a-number\tx\n", after(scratch, 1))
     # Then nothing is stored
     assert contents(db, scratch) == ([], [])
 
@@ -115,7 +120,7 @@ def test_a_statement_timeout_is_unavailable_and_rolls_back(
     # When a statement of the transaction runs longer
     slow = [sql.SQL("select pg_sleep(2)"), *after(scratch, 1)]
     with pytest.raises(Unavailable):
-        copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((1, "a")), slow)
+        copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((1, "a")), slow)
     # Then it is a 503 (Unavailable) and nothing is stored
     assert contents(db, scratch) == ([], [])
 
@@ -126,7 +131,7 @@ def test_a_connection_the_server_dropped_is_reopened(database_url: str, db: Any,
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute("select pg_terminate_backend(%s)", (first.info.backend_pid,))
     # When a transaction is written in one query string
-    copy_transaction(f"copy public.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, 1))
+    copy_transaction(f"copy copy_tx.{scratch} (k, v) from stdin", text_rows((1, "a")), after(scratch, 1))
     # Then it was sent again on a new connection, once
     assert contents(db, scratch) == ([(1, "a")], [1])
     assert get_connection() is not first
@@ -134,7 +139,7 @@ def test_a_connection_the_server_dropped_is_reopened(database_url: str, db: Any,
 
 def test_a_query_without_a_copy_is_refused(db: Any, scratch: str) -> None:
     with pytest.raises(psycopg.ProgrammingError):
-        copy_transaction(f"select count(*) from public.{scratch}", b"", [])
+        copy_transaction(f"select count(*) from copy_tx.{scratch}", b"", [])
     assert get_connection().info.transaction_status is TransactionStatus.IDLE
 
 

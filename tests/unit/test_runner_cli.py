@@ -41,13 +41,15 @@ def test_every_phony_target_exists() -> None:
 
 def test_every_function_has_a_requirements_file_with_nothing_to_install() -> None:
     # sam build warns "requirements.txt file not found" for a function without one; the layer has the dependencies,
-    # but for the Gemini SDK, shipped by the functions that call the model only (its import costs ~0.5 s)
+    # but for the Gemini SDK, shipped by the functions that call the model only (its import costs ~0.5 s), and numpy,
+    # shipped by the aggregation only (its vectorised pass)
     calls_the_model = {"IncidentSummariesFunction", "AiWorkerFunction", "AskFunction", "SimilarIncidentsFunction"}
+    own = {"AggregateMetricsFunction": ["numpy>=2.1,<3"]}
     for spec in load_template().functions.values():
         path = spec.code_uri / "requirements.txt"
         assert path.is_file(), f"{spec.logical_id}: {path} is missing (sam build would warn)"
         requirements = [ln for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-        expected = ["google-genai>=1.50,<4"] if spec.logical_id in calls_the_model else []
+        expected = ["google-genai>=1.50,<4"] if spec.logical_id in calls_the_model else own.get(spec.logical_id, [])
         assert requirements == expected, f"{spec.logical_id}: dependencies belong in layers/common/requirements.txt"
 
 
