@@ -5,6 +5,8 @@ usage and the log volume of the two-step write.
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 import uuid
 from typing import Any
@@ -32,10 +34,8 @@ def scratch(db: Any) -> str:
     """Two tables of this test's own: ``<name>`` (a unique key) and ``<name>_after`` (a check constraint), in a schema
     of the tests' own (public's tables all have row-level security, and a test checks it)."""
     name = f"copy_tx_{uuid.uuid4().hex[:10]}"
-    try:
+    with contextlib.suppress(psycopg.errors.UniqueViolation):  # another worker created it at the same moment
         db.execute("create schema if not exists copy_tx")
-    except psycopg.errors.UniqueViolation:
-        pass  # a test on another worker created it at the same moment
     db.execute(f"create table copy_tx.{name} (k int primary key, v text)")
     db.execute(f"create table copy_tx.{name}_after (n int check (n > 0))")
     return name
