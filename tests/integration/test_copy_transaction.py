@@ -6,7 +6,6 @@ usage and the log volume of the two-step write.
 from __future__ import annotations
 
 import contextlib
-
 import time
 import uuid
 from typing import Any
