@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -89,6 +90,8 @@ COUNTER_LOOKBACK = ANCHOR_LOOKBACK
 
 Resolution = Literal["raw", 60, 300, 3600, 86400]
 Source = Literal["group", "series", "raw"]
+# One read of a query's points: the statement builder, the window [start, end), its resolution.
+Read = tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
@@ -431,77 +434,106 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     )
 
 
-def _group_key(
-    cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, *, all_counters: bool
-) -> tuple[str | None, bool]:
-    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
-    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
+def _group_candidate(query: MetricQuery, query_plan: Plan) -> str | None:
+    """The group_key whose group rollups could serve the query ('' for every series), by its shape alone: a rollup
+    resolution, grouped by nothing or by one attribute, filters only ``=``/``in`` on it; None: the per-series
+    rollups. Whether that key's groups are complete over the range is the database's to say (``_GROUP_STATE``)."""
     if query_plan.resolution == "raw" or len(query.group_by) > 1:
-        return None, False
-    if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
-        return None, False  # the series path reads the counters only; the groups hold every series of the name
+        return None
     key = query.group_by[0] if query.group_by else ""
     for f in query.filters:
         values = f.value if isinstance(f.value, list) else [f.value]
         # Floats are left to the series path: 200.0 and 200 are one jsonb value but two texts.
         if f.attribute != key or f.op not in ("=", "in") or any(isinstance(v, float) for v in values):
-            return None, False
-    # Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
-    # queue (metric_group_pending) to be merged into them.
-    # Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
-    # minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
-    # rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
-    cur.execute(
-        "select k.complete_from <= %(start)s and not exists ("
-        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete,"
-        " not exists ("
-        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-        " and p.bucket_start >= %(raw_from)s and p.bucket_start < %(range_end)s)"
-        " and not exists ("
-        " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
-        " and r.group_key = %(key)s and r.resolution = 60"
-        " and r.bucket_start >= %(end)s and r.bucket_start < %(range_end)s) as tail_whole"
-        " from public.metric_group_keys k"
-        " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
-        {
-            "start": query_plan.start,
-            "end": query_plan.minute_from,
-            "raw_from": query_plan.raw_from,
-            "range_end": query_plan.end,
-            "project": project_id,
-            "name": query.name,
-            "key": key,
-        },
-    )
-    row = cur.fetchone()
-    if row is None or not row["complete"]:
-        return None, False
-    return key, bool(row["tail_whole"])
+            return None
+    return key
+
+
+# The state of a key's group rollups over a plan's range (no row: the key has none).
+# Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
+# queue (metric_group_pending) to be merged into them.
+# Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
+# minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
+# rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
+_GROUP_STATE = (
+    "select k.complete_from <= %(g_start)s and not exists ("
+    " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+    " and p.bucket_start >= %(g_start)s and p.bucket_start < %(g_end)s) as complete,"
+    " not exists ("
+    " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+    " and p.bucket_start >= %(g_raw_from)s and p.bucket_start < %(g_range_end)s)"
+    " and not exists ("
+    " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
+    " and r.group_key = %(g_key)s and r.resolution = 60"
+    " and r.bucket_start >= %(g_end)s and r.bucket_start < %(g_range_end)s) as tail_whole"
+    " from public.metric_group_keys k"
+    " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(g_key)s"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class _Matched:
-    """The series a query matches, each count up to MAX_SERIES + 1."""
+    """The series a query matches, each count up to MAX_SERIES + 1; and the state of the candidate key's group
+    rollups (``_GROUP_STATE``; both false without a candidate)."""
 
     series: int
     counters: int
     distributions: int  # histograms, exponential histograms and summaries
+    group_complete: bool = False
+    tail_whole: bool = False
 
 
-def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery, shard_ids: list[int] | None = None) -> _Matched:
+def _count_series(
+    cur: Cursor,
+    project_id: UUID,
+    query: MetricQuery,
+    shard_ids: list[int] | None = None,
+    *,
+    group: tuple[str, Plan] | None = None,
+) -> _Matched:
+    """The matched series; with ``group`` (a candidate key, ``_group_candidate``, and the plan) also that key's
+    group rollups' state over the plan's range, in the same statement: one round trip, not two."""
     params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1, "shard_ids": shard_ids}
-    cur.execute(
+    counted = (
         "select count(*) as n, count(*) filter (where counter) as counters,"
         " count(*) filter (where not valued) as distributions from ("
         f" select {_COUNTER} as counter, {_VALUED} as valued from public.metric_series s"
         f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}"
-        f"{_shard_sql(params)} limit %(cap)s) m",
-        params,
+        f"{_shard_sql(params)} limit %(cap)s) m"
     )
+    if group is not None:
+        key, query_plan = group
+        params |= {
+            "g_key": key,
+            "g_start": query_plan.start,
+            "g_end": query_plan.minute_from,
+            "g_raw_from": query_plan.raw_from,
+            "g_range_end": query_plan.end,
+        }
+        counted = (
+            "select c.*, coalesce(g.complete, false) as complete, coalesce(g.tail_whole, false) as tail_whole"
+            f" from ({counted}) c left join ({_GROUP_STATE}) g on true"
+        )
+    cur.execute(counted, params)
     row = cur.fetchone()
     assert row is not None
-    return _Matched(int(row["n"]), int(row["counters"]), int(row["distributions"]))
+    return _Matched(
+        int(row["n"]),
+        int(row["counters"]),
+        int(row["distributions"]),
+        group_complete=bool(row.get("complete")),
+        tail_whole=bool(row.get("tail_whole")),
+    )
+
+
+def _group_key(matches: _Matched, query: MetricQuery, candidate: str | None) -> tuple[str | None, bool]:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
+    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
+    if candidate is None or not matches.group_complete:
+        return None, False
+    if query.aggregation in COUNTER_AGGREGATIONS and matches.counters != matches.series:
+        return None, False  # the series path reads the counters only; the groups hold every series of the name
+    return candidate, matches.tail_whole
 
 
 # --- running ---------------------------------------------------------------------------------------------------
@@ -552,6 +584,43 @@ def _read_partials(
     params = _window_params(params, start, end, resolution, partial=True)
     cur.execute(build(query, params), params)
     return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
+
+
+# The parameters of one read's window (``_window_params``): renamed per read when reads share a statement.
+_WINDOW_PARAMETER = re.compile(r"%\((start|end|lookback|lookback_interval|resolution)\)s")
+
+
+def _read_partials_together(
+    cur: Cursor,
+    query: MetricQuery,
+    reads: list[Read],
+    params: dict[str, Any],
+) -> list[list[tuple[str, int, Any]]]:
+    """``_read_partials`` of each (build, start, end, resolution) read, in one statement: each read's statement with
+    its own window parameters (suffixed with its index), their rows tagged with it, in a UNION ALL; a rollup read's
+    partials in one column, a raw read's in another (their types differ for percentiles: sketch lists, values).
+    Returns each read's rows, in the reads' order."""
+    combined: dict[str, Any] = {}
+    branches = []
+    rolled_type = "text" if _aggregate_key(query.aggregation) == "percentile" else "float8[]"  # _ROLLUP_PARTIALS
+    for i, (build, start, end, resolution) in enumerate(reads):
+        window = _window_params(params, start, end, resolution, partial=True)
+        statement = _WINDOW_PARAMETER.sub(rf"%(\g<1>_{i})s", build(query, window))
+        for key, value in window.items():
+            if _WINDOW_PARAMETER.fullmatch(f"%({key})s"):
+                combined[f"{key}_{i}"] = value
+            else:
+                combined.setdefault(key, value)  # the same for every read (the query's own, the series' filters)
+        # Typed nulls: a UNION resolves its columns' types pairwise (two bare nulls would make a text column).
+        rolled, raw = ("q.value", "null::float8[]") if resolution != "raw" else (f"null::{rolled_type}", "q.value")
+        branches.append(f"select {i} as read, q.labels, q.slot, {rolled} as rolled, {raw} as raw from ({statement}) q")
+    rows: list[list[tuple[str, int, Any]]] = [[] for _ in reads]
+    if not branches:
+        return rows
+    cur.execute(" union all ".join(branches), combined)
+    for r in cur.fetchall():
+        rows[r["read"]].append((r["labels"], int(r["slot"]), r["raw"] if reads[r["read"]][3] == "raw" else r["rolled"]))
+    return rows
 
 
 def _read_points(
@@ -720,6 +789,25 @@ def _read_raw(
             into.setdefault(labels, []).append((slot, value))
 
 
+def _tail_reads(
+    build: Callable[[MetricQuery, dict[str, Any]], str], query_plan: Plan, *, whole: bool = False
+) -> list[Read]:
+    """The reads of the slots from raw_from (``_read_tail``), as (build, start, end, resolution), none empty."""
+    five_from = query_plan.raw_from
+    # 5-minute buckets only where the slots' bounds fall on them (a 6-minute step, or slots aligned to a time that
+    # is not a multiple of 5 minutes, would split one between two slots): else minutes.
+    if query_plan.step > 300 and query_plan.step % 300 == 0 and _epoch(query_plan.origin) % 300 == 0:
+        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
+    reads: list[Read] = [
+        (build, query_plan.raw_from, five_from, 300),
+        (build, five_from, query_plan.minute_from, 60),
+        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
+    ]
+    if whole:
+        reads[:2] = [(build, query_plan.raw_from, query_plan.end, query_plan.resolution)]
+    return [read for read in reads if read[1] < read[2]]
+
+
 def _read_tail(
     cur: Cursor,
     query: MetricQuery,
@@ -736,24 +824,15 @@ def _read_tail(
     raw points (``distributions``: histogram or summary series among them); merged per (labels, slot). ``whole``:
     the rollups of the plan's resolution hold exactly those minutes (group rows, ``_group_key``): one row per group
     and slot read instead of a dozen."""
-    five_from = query_plan.raw_from
-    # 5-minute buckets only where the slots' bounds fall on them (a 6-minute step, or slots aligned to a time that
-    # is not a multiple of 5 minutes, would split one between two slots): else minutes.
-    if query_plan.step > 300 and query_plan.step % 300 == 0 and _epoch(query_plan.origin) % 300 == 0:
-        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
-    sources: list[tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]] = [
-        (build, query_plan.raw_from, five_from, 300),
-        (build, five_from, query_plan.minute_from, 60),
-        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
-    ]
-    if whole:
-        sources[:2] = [(build, query_plan.raw_from, query_plan.end, query_plan.resolution)]
+    reads = _tail_reads(build, query_plan, whole=whole)
     rolled: dict[tuple[str, int], list[Any]] = {}
     raw: dict[tuple[str, int], Any] = {}
-    for reader, start, end, resolution in sources:
-        if start >= end:
-            continue
-        for labels, slot, value in _read_partials(cur, query, reader, params, start, end, resolution):
+    # Every source in one statement (one round trip), its rows taken in the sources' order (rolled partials are
+    # added in that order: the same sums).
+    for (_, start, end, resolution), rows in zip(
+        reads, _read_partials_together(cur, query, reads, params), strict=True
+    ):
+        for labels, slot, value in rows:
             if resolution == "raw":
                 raw[(labels, slot)] = value
             else:
@@ -814,13 +893,47 @@ def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
     return [SeriesPoints.model_construct(labels=labels, points=points) for _, labels, points in sorted(shaped)]
 
 
+def _query_params(
+    project_id: UUID,
+    query: MetricQuery,
+    query_plan: Plan,
+    loc: list[Any],
+    shard_ids: list[int] | None,
+    group_key: str | None,
+) -> dict[str, Any]:
+    """The statement parameters every read of the query shares (``_window_params`` adds each read's window);
+    ``group_key``: the group rows' key and one list of values per filter (``_group_rollup_sql``)."""
+    params: dict[str, Any] = {
+        "project": project_id,
+        "step": float(query_plan.step),
+        "step_interval": timedelta(seconds=query_plan.step),
+        # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
+        # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
+        # previous slot), so the origin must precede every time binned.
+        "origin": _at(_epoch(query_plan.origin) % query_plan.step),
+        "epoch": ORIGIN,
+        "quantile": PERCENTILES.get(query.aggregation),
+        "loc": loc,  # not a statement parameter: where a 422 points to
+        "shard_ids": shard_ids,
+    }
+    if group_key is not None:
+        params["group_key"] = group_key
+        for i, f in enumerate(query.filters):
+            params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
+    return params
+
+
 def _run_one(
     cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any], shard: Shard | None = None
 ) -> QueryResult:
     """One query's result. ``shard``: only the result series of that shard (their labels' hash), read from the
     per-series rollups and raw points (the group rollups are not sharded)."""
     shard_ids = _shard_series(cur, project_id, query, shard) if shard is not None and shard.count > 1 else None
-    matches = _count_series(cur, project_id, query, shard_ids)
+    # The group rollups' state is read with the series count (the group rollups are not sharded).
+    candidate = _group_candidate(query, query_plan) if shard_ids is None else None
+    matches = _count_series(
+        cur, project_id, query, shard_ids, group=None if candidate is None else (candidate, query_plan)
+    )
     matched, counters = matches.series, matches.counters
     distributions = matches.distributions > 0
     if matched > MAX_SERIES:
@@ -839,29 +952,12 @@ def _run_one(
     points: dict[str, list[tuple[int, float]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
-        params: dict[str, Any] = {
-            "project": project_id,
-            "step": float(query_plan.step),
-            "step_interval": timedelta(seconds=query_plan.step),
-            # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
-            # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
-            # previous slot), so the origin must precede every time binned.
-            "origin": _at(_epoch(query_plan.origin) % query_plan.step),
-            "epoch": ORIGIN,
-            "quantile": PERCENTILES.get(query.aggregation),
-            "loc": loc,  # not a statement parameter: where a 422 points to
-            "shard_ids": shard_ids,
-        }
+        group_key, tail_whole = _group_key(matches, query, candidate)
+        params = _query_params(project_id, query, query_plan, loc, shard_ids, group_key)
         if query_plan.resolution != "raw":
-            group_key, tail_whole = None, False
-            if shard_ids is None:
-                group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
             build = _rollup_sql
             if group_key is not None:
                 source, build = "group", _group_rollup_sql
-                params["group_key"] = group_key
-                for i, f in enumerate(query.filters):
-                    params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
             if query_plan.start < query_plan.raw_from:
                 _read_points(
                     cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
