@@ -236,6 +236,11 @@ _RAW_PARTIALS = {
 }
 
 
+# Aggregates of raw points whose value does not depend on the rows' order (float sums do, in their last bits; the
+# latest value is ordered within its aggregate; percentile_disc sorts, and the tail's values go into a sketch).
+_ORDER_FREE = frozenset({"min", "max", "count", "last", "percentile"})
+
+
 def _rollup_aggregate(key: str, params: dict[str, Any]) -> str:
     return (_ROLLUP_PARTIALS if params.get("partial") else _ROLLUP_AGGREGATES)[key]
 
@@ -338,13 +343,25 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
             )
         )
     series = _series_sql(query, params, extra=f" and {_VALUED}")
-    return f"with s as materialized ({series})" + _labelled(
-        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
-        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[_aggregate_key(agg)]} as value"
-        # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+    key = _aggregate_key(agg)
+    # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+    points = (
         " from s cross join lateral (select p.time, p.value from public.metric_points p"
         " where p.project_id = %(project)s and p.series_id = s.series_id"
-        " and p.time >= %(start)s and p.time < %(end)s offset 0) p group by 1, 2"
+        " and p.time >= %(start)s and p.time < %(end)s offset 0) p"
+    )
+    if key in _ORDER_FREE:
+        # The same index range reads as one scan per partition (the series' ids as an array): no executor loop per
+        # series and partition, a third of the CPU when the window holds few points (the raw tail: 200 series, a
+        # few minutes). The rows come in another order: only for aggregates that do not depend on it.
+        points = (
+            " from s join public.metric_points p on p.series_id = s.series_id"
+            " where p.project_id = %(project)s and p.series_id = any(array(select s.series_id from s))"
+            " and p.time >= %(start)s and p.time < %(end)s"
+        )
+    return f"with s as materialized ({series})" + _labelled(
+        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
+        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[key]} as value{points} group by 1, 2"
     )
 
 
