@@ -68,7 +68,7 @@ from observai.metrics.query_models import (
     QueryResult,
     SeriesPoints,
 )
-from observai.metrics.sketch import Sketch, encoded_quantile, merge_encoded
+from observai.metrics.sketch import Sketch, merged_quantile
 from observai.tenancy.access import authorize_telemetry
 
 ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
@@ -565,11 +565,11 @@ def _sketches(listed: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]
 
 
 def _sketch_quantile(listed: str | None, q: float) -> float | None:
-    """Merge the group's sketches of one slot (adding counts per store and index) and read the quantile."""
+    """The quantile of the group's sketches of one slot, merged (adding counts per store and index)."""
     sketches = _sketches(listed)
     if not sketches:
         return None
-    return encoded_quantile(merge_encoded(sketches), q)
+    return merged_quantile(sketches, q)
 
 
 def _window_params(
@@ -872,7 +872,7 @@ def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float
             values = Sketch()
             values.add_many(raw)
             sketches.append(values.to_json())
-        return encoded_quantile(merge_encoded(sketches), PERCENTILES[aggregation])
+        return merged_quantile(sketches, PERCENTILES[aggregation])
     parts = [p for p in (*rolled, raw) if p is not None]
     if key == "last":
         latest = [(p[1], p[0]) for p in parts if p[0] is not None]
