@@ -374,9 +374,15 @@ TAIL_STEPS = (120, 600, 3600)  # minutes then raw points; 5m buckets, minutes, r
     data=datasets,
     picks=st.fixed_dictionaries({kind: st.sampled_from(aggs) for kind, aggs in AGGREGATIONS.items()}),
     group_by=st.sampled_from([[], ["host"]]),
-    tail_offset=st.integers(600, SPAN_S + 600),
+    # "now" anywhere, or within the clusters of points (rolled minutes and raw points in the same slot)
+    tail_offset=st.one_of(
+        st.integers(600, SPAN_S + 600),
+        st.integers(43_260, 43_560),
+        st.integers(86_160, 86_760),
+        st.integers(600, 3_700),
+    ),
 )
-def test_the_tail_s_reads_in_one_statement_give_the_rows_of_each_read_alone(
+def test_reads_in_one_statement_give_the_rows_and_points_of_each_read_alone(
     project: IngestProject, data: Dataset, picks: dict[str, str], group_by: list[str], tail_offset: int
 ) -> None:
     from observai.db.connection import tenant_transaction
@@ -389,7 +395,6 @@ def test_the_tail_s_reads_in_one_statement_give_the_rows_of_each_read_alone(
     store(project, names, data)
     drain()
     now = FROM + timedelta(seconds=tail_offset)
-    combined = False  # some tail had more than one read
     with tenant_transaction(reader(project).rls_claims()) as cur:
         for kind, aggregation in picks.items():
             for step, (filters, whole) in (
@@ -416,8 +421,19 @@ def test_the_tail_s_reads_in_one_statement_give_the_rows_of_each_read_alone(
                 # Then each read's rows are the very same (labels, slot, partial aggregate) rows
                 what = f"{kind} {aggregation} step {step} {'group' if key is not None else 'series'} whole {whole}"
                 assert [sorted(rows) for rows in together] == [sorted(rows) for rows in alone], what
-                combined = combined or len(reads) > 1
-    assert combined
+                if query_plan.start >= query_plan.raw_from:
+                    continue
+                # And the slots before raw_from read with the tail in one statement give the points of both reads
+                apart: dict[str, list[tuple[int, float]]] = {}
+                engine._read_points(
+                    cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, apart
+                )
+                kinds = {"distributions": matches.distributions > 0, "whole": whole}
+                engine._read_tail(cur, query, build, params, query_plan, apart, **kinds)
+                at_once: dict[str, list[tuple[int, float]]] = {}
+                engine._read_points_and_tail(cur, query, build, params, query_plan, at_once, **kinds)
+                shaped = [[(s.labels, s.points) for s in engine._shape(p)] for p in (at_once, apart)]
+                assert shaped[0] == shaped[1], what
 
 
 # --- regressions, over the API ------------------------------------------------------------------------------------

@@ -607,19 +607,13 @@ def _read_partials(
 _WINDOW_PARAMETER = re.compile(r"%\((start|end|lookback|lookback_interval|resolution)\)s")
 
 
-def _read_partials_together(
-    cur: Cursor,
-    query: MetricQuery,
-    reads: list[Read],
-    params: dict[str, Any],
-) -> list[list[tuple[str, int, Any]]]:
-    """``_read_partials`` of each (build, start, end, resolution) read, in one statement: each read's statement with
-    its own window parameters (suffixed with its index), their rows tagged with it, in a UNION ALL; a rollup read's
-    partials in one column, a raw read's in another (their types differ for percentiles: sketch lists, values).
-    Returns each read's rows, in the reads' order."""
+def _partials_sql(query: MetricQuery, reads: list[Read], params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The statement reading ``_read_partials`` of each (build, start, end, resolution) read at once, and its
+    parameters: each read's statement with its own window parameters (suffixed with its index), their rows tagged
+    with it (column ``read``), in a UNION ALL; a rollup read's partials in column ``rolled``, a raw read's in
+    ``raw`` (their types differ for percentiles: sketch lists, values). No read: an empty statement."""
     combined: dict[str, Any] = {}
     branches = []
-    rolled_type = "text" if _aggregate_key(query.aggregation) == "percentile" else "float8[]"  # _ROLLUP_PARTIALS
     for i, (build, start, end, resolution) in enumerate(reads):
         window = _window_params(params, start, end, resolution, partial=True)
         statement = _WINDOW_PARAMETER.sub(rf"%(\g<1>_{i})s", build(query, window))
@@ -629,15 +623,79 @@ def _read_partials_together(
             else:
                 combined.setdefault(key, value)  # the same for every read (the query's own, the series' filters)
         # Typed nulls: a UNION resolves its columns' types pairwise (two bare nulls would make a text column).
-        rolled, raw = ("q.value", "null::float8[]") if resolution != "raw" else (f"null::{rolled_type}", "q.value")
+        rolled, raw = (
+            ("q.value", "null::float8[]") if resolution != "raw" else (f"null::{_rolled_type(query)}", "q.value")
+        )
         branches.append(f"select {i} as read, q.labels, q.slot, {rolled} as rolled, {raw} as raw from ({statement}) q")
-    rows: list[list[tuple[str, int, Any]]] = [[] for _ in reads]
-    if not branches:
-        return rows
-    cur.execute(" union all ".join(branches), combined)
-    for r in cur.fetchall():
-        rows[r["read"]].append((r["labels"], int(r["slot"]), r["raw"] if reads[r["read"]][3] == "raw" else r["rolled"]))
-    return rows
+    return " union all ".join(branches), combined
+
+
+def _rolled_type(query: MetricQuery) -> str:
+    """The SQL type of a rollup read's partial aggregate (``_ROLLUP_PARTIALS``)."""
+    return "text" if _aggregate_key(query.aggregation) == "percentile" else "float8[]"
+
+
+def _split_partials(rows: list[Any], reads: list[Read]) -> list[list[tuple[str, int, Any]]]:
+    """The (labels, slot, partial) rows of each read, in the reads' order, from the rows of ``_partials_sql``."""
+    split: list[list[tuple[str, int, Any]]] = [[] for _ in reads]
+    for r in rows:
+        split[r["read"]].append(
+            (r["labels"], int(r["slot"]), r["raw"] if reads[r["read"]][3] == "raw" else r["rolled"])
+        )
+    return split
+
+
+def _read_partials_together(
+    cur: Cursor, query: MetricQuery, reads: list[Read], params: dict[str, Any]
+) -> list[list[tuple[str, int, Any]]]:
+    """``_read_partials`` of each read, in one statement (``_partials_sql``); each read's rows, in the reads' order."""
+    sql, combined = _partials_sql(query, reads, params)
+    if not sql:
+        return [[] for _ in reads]
+    cur.execute(sql, combined)
+    return _split_partials(cur.fetchall(), reads)
+
+
+def _points_sql(
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    resolution: Resolution,
+) -> tuple[str, dict[str, Any]]:
+    """The statement of ``_read_points`` and its parameters: one row per labels, (labels, slots, vals) arrays, and
+    for the group rows' precomputed quantiles (``arrayed`` in the parameters) their whole days (days, hourly)."""
+    params = _window_params(params, start, end, resolution, partial=False)
+    sql = build(query, params)
+    if not params.get("arrayed"):
+        # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
+        # thousands of rows.
+        sql = f"select labels, array_agg(slot) as slots, array_agg(value) as vals from ({sql}) q group by labels"
+    return sql, params
+
+
+def _take_points(
+    rows: list[Any], query: MetricQuery, resolution: Resolution, arrayed: bool, into: dict[str, list[tuple[int, float]]]
+) -> None:
+    """Each labels' (slot, value) points of ``_points_sql``'s rows added to ``into``; percentiles of rollups from
+    merged sketches."""
+    quantile = PERCENTILES.get(query.aggregation)
+    # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
+    sketched = quantile is not None and resolution != "raw" and not arrayed
+    for r in rows:
+        # Slots are bigint: ints already; float8 values: floats.
+        if arrayed:
+            # Finite floats only (the statement left the others out): the points as they are.
+            points = list(zip(r["slots"] or (), r["vals"] or (), strict=True))
+            if r["days"]:
+                points += _day_points(r["days"], r["hourly"])
+        else:
+            values = r["vals"]
+            if sketched and quantile is not None:
+                values = [_sketch_quantile(v, quantile) for v in values]
+            points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
+        into.setdefault(r["labels"], []).extend(points)
 
 
 def _read_points(
@@ -652,32 +710,47 @@ def _read_points(
 ) -> None:
     """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
     from merged sketches."""
-    params = _window_params(params, start, end, resolution, partial=False)
-    sql = build(query, params)
-    if not params.get("arrayed"):
-        # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
-        # thousands of rows.
-        sql = f"select labels, array_agg(slot) as slots, array_agg(value) as vals from ({sql}) q group by labels"
+    sql, params = _points_sql(query, build, params, start, end, resolution)
     # Binary results: thousands of float8 and bigint array elements are neither printed by the server nor parsed
     # here (the same Python values: float, int, str).
     cur.execute(sql, params, binary=True)
-    quantile = PERCENTILES.get(query.aggregation)
-    arrayed = bool(params.get("arrayed"))
-    # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
-    sketched = quantile is not None and resolution != "raw" and not arrayed
-    for r in cur.fetchall():
-        # Slots are bigint: ints already; float8 values: floats.
-        if arrayed:
-            # Finite floats only (the statement left the others out): the points as they are.
-            points = list(zip(r["slots"] or (), r["vals"] or (), strict=True))
-            if r["days"]:
-                points += _day_points(r["days"], r["hourly"])
-        else:
-            values = r["vals"]
-            if sketched and quantile is not None:
-                values = [_sketch_quantile(v, quantile) for v in values]
-            points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
-        into.setdefault(r["labels"], []).extend(points)
+    _take_points(cur.fetchall(), query, resolution, bool(params.get("arrayed")), into)
+
+
+def _read_points_and_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    query_plan: Plan,
+    into: dict[str, list[tuple[int, float]]],
+    *,
+    whole: bool,
+    distributions: bool,
+) -> None:
+    """``_read_points`` over [start, raw_from) and ``_read_tail`` in one statement (one round trip less): the
+    points' rows (read -1) and the tail's partials (read 0, 1...) in a UNION ALL, each with the other's columns
+    null."""
+    main_sql, main_params = _points_sql(
+        query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution
+    )
+    arrayed = bool(main_params.get("arrayed"))
+    reads = _tail_reads(build, query_plan, whole=whole)
+    tail_sql, tail_params = _partials_sql(query, reads, params)
+    # The points' values: the group rows' quantiles, else per slot: sketch lists for percentiles, else numbers.
+    vals_type = "text[]" if not arrayed and _aggregate_key(query.aggregation) == "percentile" else "float8[]"
+    days, hourly = ("m.days", "m.hourly") if arrayed else ("null::bigint[]", "null::float8[]")
+    sql = (
+        f"select -1 as read, m.labels, m.slots, m.vals, {days} as days, {hourly} as hourly,"
+        f" null::bigint as slot, null::{_rolled_type(query)} as rolled, null::float8[] as raw from ({main_sql}) m"
+        f" union all select t.read, t.labels, null::bigint[], null::{vals_type}, null::bigint[], null::float8[],"
+        f" t.slot, t.rolled, t.raw from ({tail_sql}) t"
+    )
+    cur.execute(sql, {**tail_params, **main_params}, binary=True)
+    rows = cur.fetchall()
+    _take_points([r for r in rows if r["read"] < 0], query, query_plan.resolution, arrayed, into)
+    tail = _split_partials([r for r in rows if r["read"] >= 0], reads)
+    _merge_tail(cur, query, params, query_plan, reads, tail, into, distributions=distributions)
 
 
 def _day_points(days: list[int], hourly: list[list[Any]]) -> list[tuple[int, float]]:
@@ -842,13 +915,28 @@ def _read_tail(
     the rollups of the plan's resolution hold exactly those minutes (group rows, ``_group_key``): one row per group
     and slot read instead of a dozen."""
     reads = _tail_reads(build, query_plan, whole=whole)
+    # Every source in one statement (one round trip).
+    tail = _read_partials_together(cur, query, reads, params)
+    _merge_tail(cur, query, params, query_plan, reads, tail, into, distributions=distributions)
+
+
+def _merge_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    params: dict[str, Any],
+    query_plan: Plan,
+    reads: list[Read],
+    tail: list[list[tuple[str, int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
+    *,
+    distributions: bool,
+) -> None:
+    """The tail's partials (each read's rows, ``_tail_reads``' order), with the raw histogram and summary points'
+    (``distributions``), merged per (labels, slot) into ``into``."""
     rolled: dict[tuple[str, int], list[Any]] = {}
     raw: dict[tuple[str, int], Any] = {}
-    # Every source in one statement (one round trip), its rows taken in the sources' order (rolled partials are
-    # added in that order: the same sums).
-    for (_, start, end, resolution), rows in zip(
-        reads, _read_partials_together(cur, query, reads, params), strict=True
-    ):
+    # The rows taken in the reads' order (rolled partials are added in that order: the same sums).
+    for (_, start, end, resolution), rows in zip(reads, tail, strict=True):
         for labels, slot, value in rows:
             if resolution == "raw":
                 raw[(labels, slot)] = value
@@ -975,13 +1063,19 @@ def _run_one(
             build = _rollup_sql
             if group_key is not None:
                 source, build = "group", _group_rollup_sql
-            if query_plan.start < query_plan.raw_from:
+            before = query_plan.start < query_plan.raw_from  # slots read at the plan's resolution
+            tail = query_plan.raw_from < query_plan.minute_from  # slots from raw_from: rolled minutes, raw points
+            if before and tail:
+                _read_points_and_tail(
+                    cur, query, build, params, query_plan, points, whole=tail_whole, distributions=distributions
+                )
+            elif before:
                 _read_points(
                     cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
                 )
-            if query_plan.raw_from < query_plan.minute_from:
+            elif tail:
                 _read_tail(cur, query, build, params, query_plan, points, whole=tail_whole, distributions=distributions)
-            elif query_plan.raw_from < query_plan.end:
+            if not tail and query_plan.raw_from < query_plan.end:
                 _read_raw(cur, query, params, query_plan.raw_from, query_plan.end, points, distributions=distributions)
         else:
             _read_raw(cur, query, params, query_plan.start, query_plan.end, points, distributions=distributions)
