@@ -673,7 +673,10 @@ def test_the_slot_holding_now_reads_its_whole_group_row_only_when_no_rolled_minu
     def whole_tail() -> bool:
         q = QueryRequest.model_validate({"queries": [{**common, "id": "q", "aggregation": "avg"}]}).queries[0]
         with tenant_transaction(reader.rls_claims()) as cur:
-            return engine._group_key(cur, project.project_id, q, engine.plan(q, now), all_counters=False)[1]
+            query_plan = engine.plan(q, now)
+            candidate = engine._group_candidate(q, query_plan)
+            matches = engine._count_series(cur, project.project_id, q, group=(candidate or "", query_plan))
+            return engine._group_key(matches, q, candidate)[1]
 
     in_slot = [v for i in range(6) for k, v in enumerate(values[i]) if k * 20 >= 3600]
     assert len(in_slot) == 6 * 120

@@ -361,6 +361,81 @@ def test_every_step_and_source_gives_the_same_answer(
                     assert value == pytest.approx(counted[slot][column], abs=1e-9), (kind, aggregation, step, slot)
 
 
+TAIL_STEPS = (120, 600, 3600)  # minutes then raw points; 5m buckets, minutes, raw points; the same at an hour
+
+
+@settings(
+    max_examples=5,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    data=datasets,
+    picks=st.fixed_dictionaries({kind: st.sampled_from(aggs) for kind, aggs in AGGREGATIONS.items()}),
+    group_by=st.sampled_from([[], ["host"]]),
+    # "now" anywhere, or within the clusters of points (rolled minutes and raw points in the same slot)
+    tail_offset=st.one_of(
+        st.integers(600, SPAN_S + 600),
+        st.integers(43_260, 43_560),
+        st.integers(86_160, 86_760),
+        st.integers(600, 3_700),
+    ),
+)
+def test_reads_in_one_statement_give_the_rows_and_points_of_each_read_alone(
+    project: IngestProject, data: Dataset, picks: dict[str, str], group_by: list[str], tail_offset: int
+) -> None:
+    from observai.db.connection import tenant_transaction
+    from observai.metrics import query as engine
+    from observai.metrics.query_models import MetricQuery
+
+    # Given random gauges, histograms, summaries and a counter, rolled up by the job, and "now" somewhere in them
+    tag = uuid.uuid4().hex[:10]
+    names = {kind: f"tail.{kind}.{tag}" for kind in AGGREGATIONS}
+    store(project, names, data)
+    drain()
+    now = FROM + timedelta(seconds=tail_offset)
+    with tenant_transaction(reader(project).rls_claims()) as cur:
+        for kind, aggregation in picks.items():
+            for step, (filters, whole) in (
+                (step, source) for step in TAIL_STEPS for source in (([], False), ([], True), ([EVERY_SERIES], False))
+            ):
+                query = MetricQuery.model_validate(
+                    {"id": "q", "name": names[kind], "from": iso(FROM), "to": iso(now), "step": step,
+                     "aggregation": aggregation, "group_by": group_by, "filters": filters}
+                )  # fmt: skip
+                query_plan = engine.plan(query, now + timedelta(minutes=2))
+                candidate = engine._group_candidate(query, query_plan)
+                group = None if candidate is None else (candidate, query_plan)
+                matches = engine._count_series(cur, project.project_id, query, group=group)
+                key, _ = engine._group_key(matches, query, candidate)
+                if not matches.series or query_plan.raw_from >= query_plan.minute_from or (whole and key is None):
+                    continue
+                # (whole: the group rows of the slots' resolution, as if no rolled minute were in the raw tail)
+                build = engine._rollup_sql if key is None else engine._group_rollup_sql
+                params = engine._query_params(project.project_id, query, query_plan, ["q"], None, key)
+                reads = engine._tail_reads(build, query_plan, whole=whole)
+                # When the tail's reads (rollups of two resolutions, raw points) go in one statement, and each alone
+                together = engine._read_partials_together(cur, query, reads, params)
+                alone = [engine._read_partials(cur, query, b, params, start, end, r) for b, start, end, r in reads]
+                # Then each read's rows are the very same (labels, slot, partial aggregate) rows
+                what = f"{kind} {aggregation} step {step} {'group' if key is not None else 'series'} whole {whole}"
+                assert [sorted(rows) for rows in together] == [sorted(rows) for rows in alone], what
+                if query_plan.start >= query_plan.raw_from:
+                    continue
+                # And the slots before raw_from read with the tail in one statement give the points of both reads
+                apart: dict[str, list[tuple[int, float]]] = {}
+                engine._read_points(
+                    cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, apart
+                )
+                kinds = {"distributions": matches.distributions > 0, "whole": whole}
+                engine._read_tail(cur, query, build, params, query_plan, apart, **kinds)
+                at_once: dict[str, list[tuple[int, float]]] = {}
+                engine._read_points_and_tail(cur, query, build, params, query_plan, at_once, **kinds)
+                shaped = [[(s.labels, s.points) for s in engine._shape(p)] for p in (at_once, apart)]
+                assert shaped[0] == shaped[1], what
+
+
 # --- regressions, over the API ------------------------------------------------------------------------------------
 
 

@@ -19,6 +19,7 @@ from observai.metrics.sketch import (
     encoded_quantile,
     index_of,
     merge_encoded,
+    merged_quantile,
     nearest_rank,
 )
 
@@ -132,6 +133,54 @@ def test_merging_encodings_equals_merging_sketches(parts: list[list[float]]) -> 
     # And its quantiles, read straight from the encoding, are the sketch's
     for q in QUANTILES:
         assert encoded_quantile(merged, q) == everything.quantile(q)
+
+
+def _store(entries: list[tuple[int, int, bool]]) -> dict[str, int]:
+    """An encoded store from (index, count, spelled with a leading zero) entries."""
+    store: dict[str, int] = {}
+    for index, count, padded in entries:
+        key = (f"-0{-index}" if index < 0 else f"0{index}") if padded else str(index)
+        store[key] = count
+    return store
+
+
+# Hand-made stores: indexes far apart (collapsing at MAX_BUCKETS), "01" beside "1"; in the negative store now and
+# then a count that is not positive (never stored: the merging way).
+indexes = st.one_of(st.integers(-40, 40), st.integers(-6000, 6000))
+stores = st.lists(st.tuples(indexes, st.integers(1, 1000), st.booleans()), max_size=40).map(_store)
+odd_stores = st.lists(st.tuples(indexes, st.integers(-2, 1000), st.just(False)), max_size=40).map(_store)
+made = st.fixed_dictionaries({"p": stores, "n": stores | odd_stores, "z": st.integers(0, 20)})
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    sketches=st.lists(
+        st.one_of(
+            made,
+            st.lists(st.floats(min_value=-700, max_value=700).map(math.exp) | signed, max_size=60).map(
+                lambda values: json.loads(json.dumps(sketch_of(values).to_json()))
+            ),
+        ),
+        max_size=3,  # up to WALKED_SKETCHES walked, more merged first
+    ),
+    q=st.one_of(st.sampled_from(QUANTILES), st.floats(min_value=0.0, max_value=1.0)),
+)
+def test_the_merged_quantile_is_the_quantile_of_the_merged_encoding(sketches: list[dict], q: float) -> None:
+    # Given sketches as stored (JSON round-tripped, up to 600 decades apart) and hand-made encodings (far indexes,
+    # "01" beside "1", counts that are not positive)
+    # When a quantile of them all is read without merging them first (how the query engine reads a slot)
+    # Then it is the very quantile of their merged encoding, to the bit
+    assert merged_quantile(sketches, q) == encoded_quantile(merge_encoded(sketches), q)
+
+
+def test_the_merged_quantile_reads_collapsed_indexes_as_the_store_s_floor() -> None:
+    # Given stores spanning 5,000 indexes (beyond MAX_BUCKETS: the lowest collapse into top − 2047), in two sketches
+    sketches = [{"p": {"0": 1, "5000": 1}, "n": {"0": 1}, "z": 0}, {"p": {}, "n": {"5000": 1}, "z": 1}]
+    # Then every rank reads as on the merged, collapsed encoding: the small magnitudes at the floor, 2953
+    for q in (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 1.0):
+        assert merged_quantile(sketches, q) == encoded_quantile(merge_encoded(sketches), q)
+    assert merged_quantile(sketches, 0.4) == -bucket_value(2953)
+    assert merged_quantile(sketches, 0.8) == bucket_value(2953)
 
 
 def test_the_default_bound_is_2048_buckets_per_store() -> None:

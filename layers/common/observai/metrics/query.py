@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -67,7 +68,7 @@ from observai.metrics.query_models import (
     QueryResult,
     SeriesPoints,
 )
-from observai.metrics.sketch import Sketch, encoded_quantile, merge_encoded
+from observai.metrics.sketch import Sketch, merged_quantile
 from observai.tenancy.access import authorize_telemetry
 
 ORIGIN = datetime(1970, 1, 1, tzinfo=UTC)
@@ -89,6 +90,8 @@ COUNTER_LOOKBACK = ANCHOR_LOOKBACK
 
 Resolution = Literal["raw", 60, 300, 3600, 86400]
 Source = Literal["group", "series", "raw"]
+# One read of a query's points: the statement builder, the window [start, end), its resolution.
+Read = tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]
 
 
 # --- access ----------------------------------------------------------------------------------------------------
@@ -233,6 +236,11 @@ _RAW_PARTIALS = {
 }
 
 
+# Aggregates of raw points whose value does not depend on the rows' order (float sums do, in their last bits; the
+# latest value is ordered within its aggregate; percentile_disc sorts, and the tail's values go into a sketch).
+_ORDER_FREE = frozenset({"min", "max", "count", "last", "percentile"})
+
+
 def _rollup_aggregate(key: str, params: dict[str, Any]) -> str:
     return (_ROLLUP_PARTIALS if params.get("partial") else _ROLLUP_AGGREGATES)[key]
 
@@ -335,13 +343,25 @@ def _raw_sql(query: MetricQuery, params: dict[str, Any]) -> str:
             )
         )
     series = _series_sql(query, params, extra=f" and {_VALUED}")
-    return f"with s as materialized ({series})" + _labelled(
-        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
-        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[_aggregate_key(agg)]} as value"
-        # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+    key = _aggregate_key(agg)
+    # One index range read per series (offset 0: never a scan of the whole day's partition filtered by time).
+    points = (
         " from s cross join lateral (select p.time, p.value from public.metric_points p"
         " where p.project_id = %(project)s and p.series_id = s.series_id"
-        " and p.time >= %(start)s and p.time < %(end)s offset 0) p group by 1, 2"
+        " and p.time >= %(start)s and p.time < %(end)s offset 0) p"
+    )
+    if key in _ORDER_FREE:
+        # The same index range reads as one scan per partition (the series' ids as an array): no executor loop per
+        # series and partition, a third of the CPU when the window holds few points (the raw tail: 200 series, a
+        # few minutes). The rows come in another order: only for aggregates that do not depend on it.
+        points = (
+            " from s join public.metric_points p on p.series_id = s.series_id"
+            " where p.project_id = %(project)s and p.series_id = any(array(select s.series_id from s))"
+            " and p.time >= %(start)s and p.time < %(end)s"
+        )
+    return f"with s as materialized ({series})" + _labelled(
+        f"select s.gid, {_SLOT.format(column='p.time')} as slot,"
+        f" {(_RAW_PARTIALS if params.get('partial') else _RAW_AGGREGATES)[key]} as value{points} group by 1, 2"
     )
 
 
@@ -431,77 +451,106 @@ def _group_rollup_sql(query: MetricQuery, params: dict[str, Any]) -> str:
     )
 
 
-def _group_key(
-    cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, *, all_counters: bool
-) -> tuple[str | None, bool]:
-    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
-    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
+def _group_candidate(query: MetricQuery, query_plan: Plan) -> str | None:
+    """The group_key whose group rollups could serve the query ('' for every series), by its shape alone: a rollup
+    resolution, grouped by nothing or by one attribute, filters only ``=``/``in`` on it; None: the per-series
+    rollups. Whether that key's groups are complete over the range is the database's to say (``_GROUP_STATE``)."""
     if query_plan.resolution == "raw" or len(query.group_by) > 1:
-        return None, False
-    if query.aggregation in COUNTER_AGGREGATIONS and not all_counters:
-        return None, False  # the series path reads the counters only; the groups hold every series of the name
+        return None
     key = query.group_by[0] if query.group_by else ""
     for f in query.filters:
         values = f.value if isinstance(f.value, list) else [f.value]
         # Floats are left to the series path: 200.0 and 200 are one jsonb value but two texts.
         if f.attribute != key or f.op not in ("=", "in") or any(isinstance(v, float) for v in values):
-            return None, False
-    # Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
-    # queue (metric_group_pending) to be merged into them.
-    # Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
-    # minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
-    # rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
-    cur.execute(
-        "select k.complete_from <= %(start)s and not exists ("
-        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-        " and p.bucket_start >= %(start)s and p.bucket_start < %(end)s) as complete,"
-        " not exists ("
-        " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-        " and p.bucket_start >= %(raw_from)s and p.bucket_start < %(range_end)s)"
-        " and not exists ("
-        " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
-        " and r.group_key = %(key)s and r.resolution = 60"
-        " and r.bucket_start >= %(end)s and r.bucket_start < %(range_end)s) as tail_whole"
-        " from public.metric_group_keys k"
-        " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(key)s",
-        {
-            "start": query_plan.start,
-            "end": query_plan.minute_from,
-            "raw_from": query_plan.raw_from,
-            "range_end": query_plan.end,
-            "project": project_id,
-            "name": query.name,
-            "key": key,
-        },
-    )
-    row = cur.fetchone()
-    if row is None or not row["complete"]:
-        return None, False
-    return key, bool(row["tail_whole"])
+            return None
+    return key
+
+
+# The state of a key's group rollups over a plan's range (no row: the key has none).
+# Complete: the key's groups were kept from before the range on, and no minute of the range waits in the job's
+# queue (metric_group_pending) to be merged into them.
+# Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
+# minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
+# rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
+_GROUP_STATE = (
+    "select k.complete_from <= %(g_start)s and not exists ("
+    " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+    " and p.bucket_start >= %(g_start)s and p.bucket_start < %(g_end)s) as complete,"
+    " not exists ("
+    " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
+    " and p.bucket_start >= %(g_raw_from)s and p.bucket_start < %(g_range_end)s)"
+    " and not exists ("
+    " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
+    " and r.group_key = %(g_key)s and r.resolution = 60"
+    " and r.bucket_start >= %(g_end)s and r.bucket_start < %(g_range_end)s) as tail_whole"
+    " from public.metric_group_keys k"
+    " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(g_key)s"
+)
 
 
 @dataclass(frozen=True, slots=True)
 class _Matched:
-    """The series a query matches, each count up to MAX_SERIES + 1."""
+    """The series a query matches, each count up to MAX_SERIES + 1; and the state of the candidate key's group
+    rollups (``_GROUP_STATE``; both false without a candidate)."""
 
     series: int
     counters: int
     distributions: int  # histograms, exponential histograms and summaries
+    group_complete: bool = False
+    tail_whole: bool = False
 
 
-def _count_series(cur: Cursor, project_id: UUID, query: MetricQuery, shard_ids: list[int] | None = None) -> _Matched:
+def _count_series(
+    cur: Cursor,
+    project_id: UUID,
+    query: MetricQuery,
+    shard_ids: list[int] | None = None,
+    *,
+    group: tuple[str, Plan] | None = None,
+) -> _Matched:
+    """The matched series; with ``group`` (a candidate key, ``_group_candidate``, and the plan) also that key's
+    group rollups' state over the plan's range, in the same statement: one round trip, not two."""
     params: dict[str, Any] = {"project": project_id, "name": query.name, "cap": MAX_SERIES + 1, "shard_ids": shard_ids}
-    cur.execute(
+    counted = (
         "select count(*) as n, count(*) filter (where counter) as counters,"
         " count(*) filter (where not valued) as distributions from ("
         f" select {_COUNTER} as counter, {_VALUED} as valued from public.metric_series s"
         f" where s.project_id = %(project)s and s.name = %(name)s{filter_sql(query.filters, params)}"
-        f"{_shard_sql(params)} limit %(cap)s) m",
-        params,
+        f"{_shard_sql(params)} limit %(cap)s) m"
     )
+    if group is not None:
+        key, query_plan = group
+        params |= {
+            "g_key": key,
+            "g_start": query_plan.start,
+            "g_end": query_plan.minute_from,
+            "g_raw_from": query_plan.raw_from,
+            "g_range_end": query_plan.end,
+        }
+        counted = (
+            "select c.*, coalesce(g.complete, false) as complete, coalesce(g.tail_whole, false) as tail_whole"
+            f" from ({counted}) c left join ({_GROUP_STATE}) g on true"
+        )
+    cur.execute(counted, params)
     row = cur.fetchone()
     assert row is not None
-    return _Matched(int(row["n"]), int(row["counters"]), int(row["distributions"]))
+    return _Matched(
+        int(row["n"]),
+        int(row["counters"]),
+        int(row["distributions"]),
+        group_complete=bool(row.get("complete")),
+        tail_whole=bool(row.get("tail_whole")),
+    )
+
+
+def _group_key(matches: _Matched, query: MetricQuery, candidate: str | None) -> tuple[str | None, bool]:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
+    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
+    if candidate is None or not matches.group_complete:
+        return None, False
+    if query.aggregation in COUNTER_AGGREGATIONS and matches.counters != matches.series:
+        return None, False  # the series path reads the counters only; the groups hold every series of the name
+    return candidate, matches.tail_whole
 
 
 # --- running ---------------------------------------------------------------------------------------------------
@@ -516,11 +565,11 @@ def _sketches(listed: str | list[dict[str, Any]] | None) -> list[dict[str, Any]]
 
 
 def _sketch_quantile(listed: str | None, q: float) -> float | None:
-    """Merge the group's sketches of one slot (adding counts per store and index) and read the quantile."""
+    """The quantile of the group's sketches of one slot, merged (adding counts per store and index)."""
     sketches = _sketches(listed)
     if not sketches:
         return None
-    return encoded_quantile(merge_encoded(sketches), q)
+    return merged_quantile(sketches, q)
 
 
 def _window_params(
@@ -554,32 +603,87 @@ def _read_partials(
     return [(r["labels"], int(r["slot"]), r["value"]) for r in cur.fetchall()]
 
 
-def _read_points(
-    cur: Cursor,
+# The parameters of one read's window (``_window_params``): renamed per read when reads share a statement.
+_WINDOW_PARAMETER = re.compile(r"%\((start|end|lookback|lookback_interval|resolution)\)s")
+
+
+def _partials_sql(query: MetricQuery, reads: list[Read], params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The statement reading ``_read_partials`` of each (build, start, end, resolution) read at once, and its
+    parameters: each read's statement with its own window parameters (suffixed with its index), their rows tagged
+    with it (column ``read``), in a UNION ALL; a rollup read's partials in column ``rolled``, a raw read's in
+    ``raw`` (their types differ for percentiles: sketch lists, values). No read: an empty statement."""
+    combined: dict[str, Any] = {}
+    branches = []
+    for i, (build, start, end, resolution) in enumerate(reads):
+        window = _window_params(params, start, end, resolution, partial=True)
+        statement = _WINDOW_PARAMETER.sub(rf"%(\g<1>_{i})s", build(query, window))
+        for key, value in window.items():
+            if _WINDOW_PARAMETER.fullmatch(f"%({key})s"):
+                combined[f"{key}_{i}"] = value
+            else:
+                combined.setdefault(key, value)  # the same for every read (the query's own, the series' filters)
+        # Typed nulls: a UNION resolves its columns' types pairwise (two bare nulls would make a text column).
+        rolled, raw = (
+            ("q.value", "null::float8[]") if resolution != "raw" else (f"null::{_rolled_type(query)}", "q.value")
+        )
+        branches.append(f"select {i} as read, q.labels, q.slot, {rolled} as rolled, {raw} as raw from ({statement}) q")
+    return " union all ".join(branches), combined
+
+
+def _rolled_type(query: MetricQuery) -> str:
+    """The SQL type of a rollup read's partial aggregate (``_ROLLUP_PARTIALS``)."""
+    return "text" if _aggregate_key(query.aggregation) == "percentile" else "float8[]"
+
+
+def _split_partials(rows: list[Any], reads: list[Read]) -> list[list[tuple[str, int, Any]]]:
+    """The (labels, slot, partial) rows of each read, in the reads' order, from the rows of ``_partials_sql``."""
+    split: list[list[tuple[str, int, Any]]] = [[] for _ in reads]
+    for r in rows:
+        split[r["read"]].append(
+            (r["labels"], int(r["slot"]), r["raw"] if reads[r["read"]][3] == "raw" else r["rolled"])
+        )
+    return split
+
+
+def _read_partials_together(
+    cur: Cursor, query: MetricQuery, reads: list[Read], params: dict[str, Any]
+) -> list[list[tuple[str, int, Any]]]:
+    """``_read_partials`` of each read, in one statement (``_partials_sql``); each read's rows, in the reads' order."""
+    sql, combined = _partials_sql(query, reads, params)
+    if not sql:
+        return [[] for _ in reads]
+    cur.execute(sql, combined)
+    return _split_partials(cur.fetchall(), reads)
+
+
+def _points_sql(
     query: MetricQuery,
     build: Callable[[MetricQuery, dict[str, Any]], str],
     params: dict[str, Any],
     start: datetime,
     end: datetime,
     resolution: Resolution,
-    into: dict[str, list[tuple[int, float]]],
-) -> None:
-    """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
-    from merged sketches."""
+) -> tuple[str, dict[str, Any]]:
+    """The statement of ``_read_points`` and its parameters: one row per labels, (labels, slots, vals) arrays, and
+    for the group rows' precomputed quantiles (``arrayed`` in the parameters) their whole days (days, hourly)."""
     params = _window_params(params, start, end, resolution, partial=False)
     sql = build(query, params)
     if not params.get("arrayed"):
         # One result row per labels (arrays of slots and values): thousands of slots cost a few array parses, not
         # thousands of rows.
         sql = f"select labels, array_agg(slot) as slots, array_agg(value) as vals from ({sql}) q group by labels"
-    # Binary results: thousands of float8 and bigint array elements are neither printed by the server nor parsed
-    # here (the same Python values: float, int, str).
-    cur.execute(sql, params, binary=True)
+    return sql, params
+
+
+def _take_points(
+    rows: list[Any], query: MetricQuery, resolution: Resolution, arrayed: bool, into: dict[str, list[tuple[int, float]]]
+) -> None:
+    """Each labels' (slot, value) points of ``_points_sql``'s rows added to ``into``; percentiles of rollups from
+    merged sketches."""
     quantile = PERCENTILES.get(query.aggregation)
-    arrayed = bool(params.get("arrayed"))
     # Percentiles of rollups: each slot's sketches to merge (unless the group rows' quantiles were read: "arrayed").
     sketched = quantile is not None and resolution != "raw" and not arrayed
-    for r in cur.fetchall():
+    for r in rows:
         # Slots are bigint: ints already; float8 values: floats.
         if arrayed:
             # Finite floats only (the statement left the others out): the points as they are.
@@ -592,6 +696,61 @@ def _read_points(
                 values = [_sketch_quantile(v, quantile) for v in values]
             points = [(slot, float(v)) for slot, v in zip(r["slots"], values, strict=True) if _carried(v)]
         into.setdefault(r["labels"], []).extend(points)
+
+
+def _read_points(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    resolution: Resolution,
+    into: dict[str, list[tuple[int, float]]],
+) -> None:
+    """One statement over [start, end): each labels' (slot, value) points added to ``into``; percentiles of rollups
+    from merged sketches."""
+    sql, params = _points_sql(query, build, params, start, end, resolution)
+    # Binary results: thousands of float8 and bigint array elements are neither printed by the server nor parsed
+    # here (the same Python values: float, int, str).
+    cur.execute(sql, params, binary=True)
+    _take_points(cur.fetchall(), query, resolution, bool(params.get("arrayed")), into)
+
+
+def _read_points_and_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    build: Callable[[MetricQuery, dict[str, Any]], str],
+    params: dict[str, Any],
+    query_plan: Plan,
+    into: dict[str, list[tuple[int, float]]],
+    *,
+    whole: bool,
+    distributions: bool,
+) -> None:
+    """``_read_points`` over [start, raw_from) and ``_read_tail`` in one statement (one round trip less): the
+    points' rows (read -1) and the tail's partials (read 0, 1...) in a UNION ALL, each with the other's columns
+    null."""
+    main_sql, main_params = _points_sql(
+        query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution
+    )
+    arrayed = bool(main_params.get("arrayed"))
+    reads = _tail_reads(build, query_plan, whole=whole)
+    tail_sql, tail_params = _partials_sql(query, reads, params)
+    # The points' values: the group rows' quantiles, else per slot: sketch lists for percentiles, else numbers.
+    vals_type = "text[]" if not arrayed and _aggregate_key(query.aggregation) == "percentile" else "float8[]"
+    days, hourly = ("m.days", "m.hourly") if arrayed else ("null::bigint[]", "null::float8[]")
+    sql = (
+        f"select -1 as read, m.labels, m.slots, m.vals, {days} as days, {hourly} as hourly,"
+        f" null::bigint as slot, null::{_rolled_type(query)} as rolled, null::float8[] as raw from ({main_sql}) m"
+        f" union all select t.read, t.labels, null::bigint[], null::{vals_type}, null::bigint[], null::float8[],"
+        f" t.slot, t.rolled, t.raw from ({tail_sql}) t"
+    )
+    cur.execute(sql, {**tail_params, **main_params}, binary=True)
+    rows = cur.fetchall()
+    _take_points([r for r in rows if r["read"] < 0], query, query_plan.resolution, arrayed, into)
+    tail = _split_partials([r for r in rows if r["read"] >= 0], reads)
+    _merge_tail(cur, query, params, query_plan, reads, tail, into, distributions=distributions)
 
 
 def _day_points(days: list[int], hourly: list[list[Any]]) -> list[tuple[int, float]]:
@@ -720,6 +879,25 @@ def _read_raw(
             into.setdefault(labels, []).append((slot, value))
 
 
+def _tail_reads(
+    build: Callable[[MetricQuery, dict[str, Any]], str], query_plan: Plan, *, whole: bool = False
+) -> list[Read]:
+    """The reads of the slots from raw_from (``_read_tail``), as (build, start, end, resolution), none empty."""
+    five_from = query_plan.raw_from
+    # 5-minute buckets only where the slots' bounds fall on them (a 6-minute step, or slots aligned to a time that
+    # is not a multiple of 5 minutes, would split one between two slots): else minutes.
+    if query_plan.step > 300 and query_plan.step % 300 == 0 and _epoch(query_plan.origin) % 300 == 0:
+        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
+    reads: list[Read] = [
+        (build, query_plan.raw_from, five_from, 300),
+        (build, five_from, query_plan.minute_from, 60),
+        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
+    ]
+    if whole:
+        reads[:2] = [(build, query_plan.raw_from, query_plan.end, query_plan.resolution)]
+    return [read for read in reads if read[1] < read[2]]
+
+
 def _read_tail(
     cur: Cursor,
     query: MetricQuery,
@@ -736,24 +914,30 @@ def _read_tail(
     raw points (``distributions``: histogram or summary series among them); merged per (labels, slot). ``whole``:
     the rollups of the plan's resolution hold exactly those minutes (group rows, ``_group_key``): one row per group
     and slot read instead of a dozen."""
-    five_from = query_plan.raw_from
-    # 5-minute buckets only where the slots' bounds fall on them (a 6-minute step, or slots aligned to a time that
-    # is not a multiple of 5 minutes, would split one between two slots): else minutes.
-    if query_plan.step > 300 and query_plan.step % 300 == 0 and _epoch(query_plan.origin) % 300 == 0:
-        five_from = max(_at(_epoch(query_plan.minute_from) // 300 * 300), query_plan.raw_from)
-    sources: list[tuple[Callable[[MetricQuery, dict[str, Any]], str], datetime, datetime, Resolution]] = [
-        (build, query_plan.raw_from, five_from, 300),
-        (build, five_from, query_plan.minute_from, 60),
-        (_raw_sql, query_plan.minute_from, query_plan.end, "raw"),
-    ]
-    if whole:
-        sources[:2] = [(build, query_plan.raw_from, query_plan.end, query_plan.resolution)]
+    reads = _tail_reads(build, query_plan, whole=whole)
+    # Every source in one statement (one round trip).
+    tail = _read_partials_together(cur, query, reads, params)
+    _merge_tail(cur, query, params, query_plan, reads, tail, into, distributions=distributions)
+
+
+def _merge_tail(
+    cur: Cursor,
+    query: MetricQuery,
+    params: dict[str, Any],
+    query_plan: Plan,
+    reads: list[Read],
+    tail: list[list[tuple[str, int, Any]]],
+    into: dict[str, list[tuple[int, float]]],
+    *,
+    distributions: bool,
+) -> None:
+    """The tail's partials (each read's rows, ``_tail_reads``' order), with the raw histogram and summary points'
+    (``distributions``), merged per (labels, slot) into ``into``."""
     rolled: dict[tuple[str, int], list[Any]] = {}
     raw: dict[tuple[str, int], Any] = {}
-    for reader, start, end, resolution in sources:
-        if start >= end:
-            continue
-        for labels, slot, value in _read_partials(cur, query, reader, params, start, end, resolution):
+    # The rows taken in the reads' order (rolled partials are added in that order: the same sums).
+    for (_, start, end, resolution), rows in zip(reads, tail, strict=True):
+        for labels, slot, value in rows:
             if resolution == "raw":
                 raw[(labels, slot)] = value
             else:
@@ -776,7 +960,7 @@ def _combined(aggregation: str, step: int, rolled: list[Any], raw: Any) -> float
             values = Sketch()
             values.add_many(raw)
             sketches.append(values.to_json())
-        return encoded_quantile(merge_encoded(sketches), PERCENTILES[aggregation])
+        return merged_quantile(sketches, PERCENTILES[aggregation])
     parts = [p for p in (*rolled, raw) if p is not None]
     if key == "last":
         latest = [(p[1], p[0]) for p in parts if p[0] is not None]
@@ -814,13 +998,47 @@ def _shape(grouped: dict[str, list[tuple[int, float]]]) -> list[SeriesPoints]:
     return [SeriesPoints.model_construct(labels=labels, points=points) for _, labels, points in sorted(shaped)]
 
 
+def _query_params(
+    project_id: UUID,
+    query: MetricQuery,
+    query_plan: Plan,
+    loc: list[Any],
+    shard_ids: list[int] | None,
+    group_key: str | None,
+) -> dict[str, Any]:
+    """The statement parameters every read of the query shares (``_window_params`` adds each read's window);
+    ``group_key``: the group rows' key and one list of values per filter (``_group_rollup_sql``)."""
+    params: dict[str, Any] = {
+        "project": project_id,
+        "step": float(query_plan.step),
+        "step_interval": timedelta(seconds=query_plan.step),
+        # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
+        # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
+        # previous slot), so the origin must precede every time binned.
+        "origin": _at(_epoch(query_plan.origin) % query_plan.step),
+        "epoch": ORIGIN,
+        "quantile": PERCENTILES.get(query.aggregation),
+        "loc": loc,  # not a statement parameter: where a 422 points to
+        "shard_ids": shard_ids,
+    }
+    if group_key is not None:
+        params["group_key"] = group_key
+        for i, f in enumerate(query.filters):
+            params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
+    return params
+
+
 def _run_one(
     cur: Cursor, project_id: UUID, query: MetricQuery, query_plan: Plan, loc: list[Any], shard: Shard | None = None
 ) -> QueryResult:
     """One query's result. ``shard``: only the result series of that shard (their labels' hash), read from the
     per-series rollups and raw points (the group rollups are not sharded)."""
     shard_ids = _shard_series(cur, project_id, query, shard) if shard is not None and shard.count > 1 else None
-    matches = _count_series(cur, project_id, query, shard_ids)
+    # The group rollups' state is read with the series count (the group rollups are not sharded).
+    candidate = _group_candidate(query, query_plan) if shard_ids is None else None
+    matches = _count_series(
+        cur, project_id, query, shard_ids, group=None if candidate is None else (candidate, query_plan)
+    )
     matched, counters = matches.series, matches.counters
     distributions = matches.distributions > 0
     if matched > MAX_SERIES:
@@ -839,36 +1057,25 @@ def _run_one(
     points: dict[str, list[tuple[int, float]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
-        params: dict[str, Any] = {
-            "project": project_id,
-            "step": float(query_plan.step),
-            "step_interval": timedelta(seconds=query_plan.step),
-            # The slots' grid, from its first point after the epoch: with an origin after the time, date_bin puts a
-            # time exactly on a bin boundary into the bin before (a rollup bucket starting a window went to the
-            # previous slot), so the origin must precede every time binned.
-            "origin": _at(_epoch(query_plan.origin) % query_plan.step),
-            "epoch": ORIGIN,
-            "quantile": PERCENTILES.get(query.aggregation),
-            "loc": loc,  # not a statement parameter: where a 422 points to
-            "shard_ids": shard_ids,
-        }
+        group_key, tail_whole = _group_key(matches, query, candidate)
+        params = _query_params(project_id, query, query_plan, loc, shard_ids, group_key)
         if query_plan.resolution != "raw":
-            group_key, tail_whole = None, False
-            if shard_ids is None:
-                group_key, tail_whole = _group_key(cur, project_id, query, query_plan, all_counters=counters == matched)
             build = _rollup_sql
             if group_key is not None:
                 source, build = "group", _group_rollup_sql
-                params["group_key"] = group_key
-                for i, f in enumerate(query.filters):
-                    params[f"g{i}"] = [Jsonb(v) for v in (f.value if isinstance(f.value, list) else [f.value])]
-            if query_plan.start < query_plan.raw_from:
+            before = query_plan.start < query_plan.raw_from  # slots read at the plan's resolution
+            tail = query_plan.raw_from < query_plan.minute_from  # slots from raw_from: rolled minutes, raw points
+            if before and tail:
+                _read_points_and_tail(
+                    cur, query, build, params, query_plan, points, whole=tail_whole, distributions=distributions
+                )
+            elif before:
                 _read_points(
                     cur, query, build, params, query_plan.start, query_plan.raw_from, query_plan.resolution, points
                 )
-            if query_plan.raw_from < query_plan.minute_from:
+            elif tail:
                 _read_tail(cur, query, build, params, query_plan, points, whole=tail_whole, distributions=distributions)
-            elif query_plan.raw_from < query_plan.end:
+            if not tail and query_plan.raw_from < query_plan.end:
                 _read_raw(cur, query, params, query_plan.raw_from, query_plan.end, points, distributions=distributions)
         else:
             _read_raw(cur, query, params, query_plan.start, query_plan.end, points, distributions=distributions)

@@ -36,6 +36,8 @@ GAMMA = (1 + ALPHA) / (1 - ALPHA)
 LOG_GAMMA = math.log(GAMMA)
 ZERO_THRESHOLD = 1e-9
 MAX_BUCKETS = 2048
+# merged_quantile walks the entries of at most this many sketches; more are merged first.
+WALKED_SKETCHES = 2
 _MAX_EXP = 709.0  # math.exp overflows beyond ~709.78
 
 # Merging sketches in SQL: the merged sketch of the rows of a CTE `sketches(sketch jsonb)` (any query: e.g. the
@@ -110,6 +112,71 @@ def encoded_quantile(encoded: Mapping[str, Any], q: float) -> float | None:
         seen += negative[index]
         if seen >= rank:
             return -bucket_value(index)
+    return 0.0  # rank <= below: among the zeros
+
+
+def merged_quantile(sketches: Sequence[Mapping[str, Any]], q: float) -> float | None:
+    """``encoded_quantile(merge_encoded(sketches), q)`` without building the merged sketch (the query engine reads
+    a quantile per group and slot from a dozen small sketches): every sketch's (index, count) entries sorted by
+    index and walked, the indexes below a store's top − MAX_BUCKETS + 1 read as that one (the collapsing rule).
+    Entries of one index are adjacent, so the walk crosses the rank at the same index as on the merged counts.
+    Faster for one or two sketches (a slot's group row, and its raw values): twice as fast on a 1h row; many small
+    sketches (a dozen 5-minute rows) merge faster as dicts, and take that way. So does a count that is not
+    positive (never stored), which the merging way drops after merging."""
+    if not 0.0 <= q <= 1.0:
+        raise ValueError("q must be between 0 and 1")
+    if len(sketches) > WALKED_SKETCHES:
+        return encoded_quantile(merge_encoded(sketches), q)
+    # Every store's keys and counts, gathered by C-level extends (the sketches are many and small).
+    p_keys: list[str] = []
+    p_counts: list[Any] = []
+    n_keys: list[str] = []
+    n_counts: list[Any] = []
+    zero = 0
+    for sketch in sketches:
+        if store := sketch.get("p"):
+            p_keys += store
+            p_counts += store.values()
+        if store := sketch.get("n"):
+            n_keys += store
+            n_counts += store.values()
+        zero += sketch.get("z") or 0
+    p_counts = list(map(int, p_counts))
+    n_counts = list(map(int, n_counts))
+    if (p_counts and min(p_counts) <= 0) or (n_counts and min(n_counts) <= 0):
+        return encoded_quantile(merge_encoded(sketches), q)
+    zero = int(zero)
+    below = sum(n_counts) + zero  # values under the positive store's
+    above = sum(p_counts)
+    total = below + above
+    if total == 0:
+        return None
+    rank = nearest_rank(q, total)
+    if rank > below:
+        positive = sorted(zip(map(int, p_keys), p_counts, strict=True))
+        floor = positive[-1][0] - MAX_BUCKETS + 1
+        rank -= below
+        # From the nearer end, as encoded_quantile walks (a p99 passes a few entries, not all).
+        if rank > above // 2:
+            for index, count in reversed(positive):
+                above -= count
+                if above < rank:
+                    return bucket_value(max(index, floor))
+        else:
+            seen = 0
+            for index, count in positive:
+                seen += count
+                if seen >= rank:
+                    return bucket_value(max(index, floor))
+        raise AssertionError("unreachable: rank <= count")
+    if n_keys:
+        negative = sorted(zip(map(int, n_keys), n_counts, strict=True))
+        floor = negative[-1][0] - MAX_BUCKETS + 1
+        seen = 0
+        for index, count in reversed(negative):  # most negative first
+            seen += count
+            if seen >= rank:
+                return -bucket_value(max(index, floor))
     return 0.0  # rank <= below: among the zeros
 
 
