@@ -174,16 +174,7 @@ def _transaction(claims: Mapping[str, Any] | None) -> Iterator[Cursor]:
     except _CommitFailed as failed:
         _raise_commit_failure(failed.__cause__)
     except BaseException as exc:
-        try:
-            conn.execute("ROLLBACK")
-        except psycopg.Error:
-            close_connection()
-        if isinstance(exc, psycopg.errors.QueryCanceled):
-            raise Unavailable("database statement timed out", retry_after_s=2) from exc
-        if isinstance(exc, psycopg.OperationalError):
-            close_connection()
-            raise Unavailable("database unavailable", retry_after_s=5) from exc
-        raise
+        _roll_back_and_raise(conn, exc)
     else:
         if conn.info.transaction_status is not TransactionStatus.IDLE:  # IDLE: committed by ``committing``
             try:
@@ -249,6 +240,24 @@ def committing(cur: Cursor) -> Iterator[list[sql.Composable]]:
         raise
 
 
+def _roll_back_and_raise(
+    conn: psycopg.Connection[DictRow], exc: BaseException, *, unless_idle: bool = False
+) -> NoReturn:
+    """Roll the transaction back (``unless_idle``: only when one is open), then raise ``exc`` in our terms: a
+    statement timeout as Unavailable (retry soon), a lost connection as Unavailable (closed, re-opened next time)."""
+    if not (unless_idle and conn.info.transaction_status is TransactionStatus.IDLE):
+        try:
+            conn.execute("ROLLBACK")
+        except psycopg.Error:
+            close_connection()
+    if isinstance(exc, psycopg.errors.QueryCanceled):
+        raise Unavailable("database statement timed out", retry_after_s=2) from exc
+    if isinstance(exc, psycopg.OperationalError):
+        close_connection()
+        raise Unavailable("database unavailable", retry_after_s=5) from exc
+    raise exc
+
+
 # A COPY's data goes in pieces of at most this size (libpq copies each piece into its output buffer).
 COPY_CHUNK = 128 * 1024
 
@@ -297,17 +306,7 @@ def copy_transaction(copy: str, payload: bytes, after: list[sql.Composable]) -> 
     except _CommitFailed as failed_commit:
         _raise_commit_failure(failed_commit.__cause__)
     except BaseException as exc:
-        if conn.info.transaction_status is not TransactionStatus.IDLE:
-            try:
-                conn.execute("ROLLBACK")
-            except psycopg.Error:
-                close_connection()
-        if isinstance(exc, psycopg.errors.QueryCanceled):
-            raise Unavailable("database statement timed out", retry_after_s=2) from exc
-        if isinstance(exc, psycopg.OperationalError):
-            close_connection()
-            raise Unavailable("database unavailable", retry_after_s=5) from exc
-        raise
+        _roll_back_and_raise(conn, exc, unless_idle=True)
 
 
 def _start_copy(pgconn: Any, query: bytes) -> PQGen[Any]:
