@@ -23,12 +23,8 @@ from observai.db.connection import Cursor
 from observai.metrics import rollup_pass, sketch_sql
 from observai.metrics.rollup_pass import (
     MINUTE_US,
-    NULL_INCREASE,
     NULL_LAST,
     NULL_LAST_TIME,
-    NULL_MAX,
-    NULL_MIN,
-    NULL_SUM,
 )
 
 
@@ -283,19 +279,9 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
     starts = np.flatnonzero(head)
     seg = np.cumsum(head) - 1
     nseg = len(starts)
-    out_nulls = np.zeros(nseg, dtype=np.int32)
-    known = (nulls & NULL_SUM) == 0
-    out_sum, has = rollup_pass.ordered_sum(total[known], seg[known], nseg)
-    out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
-    known = (nulls & NULL_MIN) == 0
-    out_min, _ = rollup_pass.min_max(low[known], seg[known], nseg)
-    out_nulls |= np.where(rollup_pass.present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
-    known = (nulls & NULL_MAX) == 0
-    _, out_max = rollup_pass.min_max(high[known], seg[known], nseg)
-    out_nulls |= np.where(rollup_pass.present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
-    known = (nulls & NULL_INCREASE) == 0
-    out_increase, has = rollup_pass.ordered_sum(increase[known], seg[known], nseg)
-    out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
+    out_sum, out_min, out_max, out_increase, out_nulls = rollup_pass.merge_scalars(
+        seg, nseg, total, low, high, increase, nulls
+    )
     has_last = (nulls & NULL_LAST) == 0
     time_known = (nulls & NULL_LAST_TIME) == 0
     times = np.where(time_known, last_time, np.iinfo(np.int64).min)

@@ -280,6 +280,29 @@ def ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
     return out, has
 
 
+def merge_scalars(
+    seg: Any, nseg: int, total: Any, low: Any, high: Any, increase: Any, nulls: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Rows (``seg`` sorted, each row's place in its order) merged per segment, nulls left out: sum and increase
+    added in order, min, max; and the null bits of the results (NULL_LAST and NULL_LAST_TIME left to the caller)."""
+    import numpy as np
+
+    out_nulls = np.zeros(nseg, dtype=np.int32)
+    known = (nulls & NULL_SUM) == 0
+    out_sum, has = ordered_sum(total[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
+    known = (nulls & NULL_MIN) == 0
+    out_min, _ = min_max(low[known], seg[known], nseg)
+    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
+    known = (nulls & NULL_MAX) == 0
+    _, out_max = min_max(high[known], seg[known], nseg)
+    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
+    known = (nulls & NULL_INCREASE) == 0
+    out_increase, has = ordered_sum(increase[known], seg[known], nseg)
+    out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
+    return out_sum, out_min, out_max, out_increase, out_nulls
+
+
 def present(seg: Any, nseg: int) -> Any:
     """Per segment, whether ``seg`` names it."""
     import numpy as np
@@ -414,19 +437,7 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     starts = np.flatnonzero(head)
     seg = np.cumsum(head) - 1
     nseg = len(starts)
-    out_nulls = np.zeros(nseg, dtype=np.int32)
-    known = (nulls & NULL_SUM) == 0
-    out_sum, has = ordered_sum(total[known], seg[known], nseg)
-    out_nulls |= np.where(has, 0, NULL_SUM).astype(np.int32)
-    known = (nulls & NULL_MIN) == 0
-    out_min, _ = min_max(low[known], seg[known], nseg)
-    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MIN).astype(np.int32)
-    known = (nulls & NULL_MAX) == 0
-    _, out_max = min_max(high[known], seg[known], nseg)
-    out_nulls |= np.where(present(seg[known], nseg), 0, NULL_MAX).astype(np.int32)
-    known = (nulls & NULL_INCREASE) == 0
-    out_increase, has = ordered_sum(increase[known], seg[known], nseg)
-    out_nulls |= np.where(has, 0, NULL_INCREASE).astype(np.int32)
+    out_sum, out_min, out_max, out_increase, out_nulls = merge_scalars(seg, nseg, total, low, high, increase, nulls)
     # last: the row with the latest last_time (nulls last), simultaneous ones: the latest slot.
     time_known = (nulls & NULL_LAST_TIME) == 0
     rank = np.lexsort((bucket, np.where(time_known, last_time, np.iinfo(np.int64).min), time_known, seg))
