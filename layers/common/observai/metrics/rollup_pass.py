@@ -589,7 +589,7 @@ _OUT_TABLE = """
 create temp table rollup_out (
     row_no integer, sid integer, resolution integer, bucket_start timestamptz, count bigint, sum float8, min float8,
     max float8, last float8, last_time timestamptz, increase float8, nulls integer, sk_code smallint,
-    sk_idx integer, sk_n bigint, fresh boolean
+    sk_idx integer, sk_n bigint
 ) on commit drop;
 create temp table rollup_sk (row_no integer, sketch text) on commit drop
 """
@@ -624,7 +624,7 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
     base = 0
     columns: dict[str, list[Any]] = {name: [] for name in ("row_no", "sid", "resolution", "bucket", "count", "sum",
                                                           "min", "max", "last", "last_time", "increase", "nulls",
-                                                          "sk_code", "sk_idx", "sk_n", "fresh")}  # fmt: skip
+                                                          "sk_code", "sk_idx", "sk_n")}  # fmt: skip
     for level in levels:
         n = len(level)
         code = np.zeros(n, dtype=np.int16)
@@ -659,7 +659,6 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
         columns["sk_code"].append(code)
         columns["sk_idx"].append(sk_idx)
         columns["sk_n"].append(sk_n)
-        columns["fresh"].append(level.fresh)
         base += n
     copy_in(
         cur,
