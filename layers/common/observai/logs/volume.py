@@ -82,9 +82,11 @@ def volume_statement(org_id: UUID, project_id: UUID, counts: Mapping[VolumeKey, 
 # A batch of increments (oldest first) into log_volume_rolled in one statement; SKIP LOCKED plus the advisory
 # lock: two compactions never take the same row. Upserts in key order: no deadlock between overlapping runs.
 _COMPACT_SQL = """
-with moved as (
-    delete from public.log_volume
-    where id in (select id from public.log_volume order by id limit %(limit)s for update skip locked)
+with picked as materialized (  -- evaluated once: the batch is these rows and no more, whatever the plan
+    select id from public.log_volume order by id limit %(limit)s for update skip locked
+), moved as (
+    delete from public.log_volume t using picked p
+    where t.id = p.id
     returning org_id, project_id, minute, service, level, retention_days, count
 ), sums as (
     select org_id, project_id, minute, service, level, retention_days, sum(count)::bigint as count, count(*) as n

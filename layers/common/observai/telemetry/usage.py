@@ -308,9 +308,11 @@ def notice_quota_reached(
 # aggregate → upsert adding. Atomic: the rows leave usage_increments exactly when their sums enter
 # usage_daily. SKIP LOCKED plus the advisory lock: two roll-ups never take the same row.
 _ROLLUP_SQL = """
-with moved as (
-    delete from public.usage_increments
-    where id in (select id from public.usage_increments order by id limit %(limit)s for update skip locked)
+with picked as materialized (  -- evaluated once: the batch is these rows and no more, whatever the plan
+    select id from public.usage_increments order by id limit %(limit)s for update skip locked
+), moved as (
+    delete from public.usage_increments t using picked p
+    where t.id = p.id
     returning org_id, day, signal, events, bytes
 ), sums as (
     select org_id, day, signal, sum(events)::bigint as events, sum(bytes)::bigint as bytes, count(*) as n
