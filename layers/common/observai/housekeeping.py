@@ -41,25 +41,33 @@ def _delete_batch(sql: str) -> tuple[bool, int]:
         return True, cur.rowcount
 
 
+# Each batch's rows are picked in a materialized CTE (evaluated once) and deleted by join: the batch is those rows
+# and no more, whatever the plan (``id in (select ... limit n for update skip locked)`` was seen deleting more).
 _BUCKETS_SQL = f"""
-delete from public.rate_limit_buckets where key in (
+with picked as materialized (
     select key from public.rate_limit_buckets where updated_at < now() - interval '{IDLE_BUCKET_AGE}'
-    order by updated_at limit %(limit)s for update skip locked)
+    order by updated_at limit %(limit)s for update skip locked
+)
+delete from public.rate_limit_buckets b using picked p where b.key = p.key
 """
 _KEYS_SQL = f"""
-delete from public.api_keys where id in (
+with picked as materialized (
     select id from public.api_keys
     where coalesce(revoked_at, expires_at) < now() - interval '{DEAD_KEY_AGE}'
-    order by coalesce(revoked_at, expires_at) limit %(limit)s for update skip locked)
+    order by coalesce(revoked_at, expires_at) limit %(limit)s for update skip locked
+)
+delete from public.api_keys k using picked p where k.id = p.id
 """
 
 # Only once every transition of the rule has been routed: its resolved notifications were decided.
 _RULES_SQL = f"""
-delete from public.alert_rules where id in (
+with picked as materialized (
     select r.id from public.alert_rules r
     where r.deleted_at < now() - interval '{DELETED_RULE_AGE}'
       and not exists (select 1 from public.alert_transitions t where t.rule_id = r.id and t.routed_at is null)
-    order by r.deleted_at limit %(limit)s for update skip locked)
+    order by r.deleted_at limit %(limit)s for update skip locked
+)
+delete from public.alert_rules r using picked p where r.id = p.id
 """
 
 

@@ -74,8 +74,9 @@ def prune_dispatched(now: datetime, limit: int = PRUNE_LIMIT) -> int:
     """Delete up to ``limit`` events dispatched more than a week ago; how many."""
     with transaction() as cur:
         cur.execute(
-            "delete from public.outbox_events where id in ("
-            " select id from public.outbox_events where dispatched_at < %s limit %s for update skip locked)",
+            "with picked as materialized ("  # evaluated once: the batch is these rows and no more
+            " select id from public.outbox_events where dispatched_at < %s limit %s for update skip locked)"
+            " delete from public.outbox_events e using picked p where e.id = p.id",
             (now - KEEP_DISPATCHED, limit),
         )
         return cur.rowcount
