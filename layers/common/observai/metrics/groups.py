@@ -18,8 +18,8 @@ it. A chunk:
 
 1. reads the per-series 1m rows of its (metric, minute) pairs (each metric's minutes as contiguous ranges, one
    primary-key range read per series and range, whatever the planner thinks of freshly written rows' statistics);
-2. merges them per group in SQL (count, sum, increase add; min/max; last of the latest, simultaneous ones: the
-   largest, as the query API's "last"; sketches as entries (``observai.metrics.sketch_sql``): the run's own
+2. merges them per group in numpy (``observai.metrics.group_minutes``: count, sum, increase add; min/max; last of
+   the latest, simultaneous ones: the largest, as the query API's "last"; sketches as entries: the run's own
    per-series entries or the stored sketch parsed, added up per group and collapsed as ``Sketch`` does); the whole
    metric is the merge of the groups of its key with the fewest values (every series is in exactly one of them),
    or of the series when the metric has no key;
@@ -44,7 +44,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.connection import Cursor
-from observai.metrics import group_minutes, sketch_sql
+from observai.metrics import group_minutes
 from observai.metrics.sketch import encoded_quantile
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
@@ -250,21 +250,6 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
 
 # --- merging -----------------------------------------------------------------------------------------------------
 
-# The columns of a group row from the rows below it, ``c``: count, sum and increase add (in ``ord`` order, so that
-# a row rolled again gets the very same sums); min/max; last of the latest (simultaneous ones: the largest, as the
-# query API's "last"). Sketches apart, as entries (``observai.metrics.sketch_sql``).
-_MERGE_COLUMNS = """
-    min(org_id::text)::uuid as org_id, {series} as series, sum(count)::bigint as count, sum(sum order by ord) as sum,
-    min(min) as min, max(max) as max,
-    (array_agg(last order by last_time desc nulls last, last desc) filter (where last is not null))[1] as last,
-    coalesce(max(last_time) filter (where last is not null), max(last_time)) as last_time,
-    sum(increase order by ord) as increase
-"""
-_ROW_COLUMNS = (
-    "project_id, name, group_key, group_value, bucket_start, org_id, series, count, sum, min, max, last, last_time,"
-    " increase"
-)
-
 # The chunk's per-series 1m rows: for each series of the chunk's metrics, its metric's queued minutes as contiguous
 # ranges, one primary-key range read each (offset 0: never flattened into a join over every partition, whatever the
 # fresh rows' statistics say). A row's stored sketch is kept only when this run did not just compute its entries
@@ -432,7 +417,7 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
-    written["1m"] += _finish(cur, 60, entries=None)  # the 1m sketches come collapsed
+    written["1m"] += _finish(cur, 60)
     carried = group_minutes.carry(cur, carried)
     cur.execute("drop table group_series_rows")
     fine = 60
@@ -441,7 +426,7 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
         params = {"fine": fine, "width": timedelta(seconds=coarse)}
         cur.execute(_COARSE_FINE_SQL, params)
         carried = group_minutes.roll_coarse(cur, carried)
-        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, entries=None)  # the sketches come collapsed
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse)
         carried = group_minutes.carry(cur, carried)
         cur.execute("drop table group_fine")
         fine = coarse
@@ -451,12 +436,9 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     return (int(row["n"]) if row else 0), rows
 
 
-def _finish(cur: Cursor, resolution: int, *, entries: str | None) -> int:
-    """Upsert group_rows with their sketches (group_row_sketches, built in SQL; an overflowing one collapsed from
-    ``entries``) and, at 1h and 1d, the quantiles (in Python, from the few rows' sketches); returns the rows inserted
-    or changed."""
-    if entries is not None:
-        sketch_sql.collapse_overflowing(cur, entries=entries, sketches="group_row_sketches", keys=("gid",))
+def _finish(cur: Cursor, resolution: int) -> int:
+    """Upsert group_rows with their sketches (group_row_sketches, collapsed already) and, at 1h and 1d, the quantiles
+    (in Python, from the few rows' sketches); returns the rows inserted or changed."""
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
         cur.execute("select gid, sketch from group_row_sketches")
