@@ -181,7 +181,10 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
     # Their entries, keyed by group row.
     e_no = entries["no"].astype(np.int64)
     e_take, e_gid = _expand(e_no, m_count, m_start, m_gid)
-    e_row = np.searchsorted(_key(key_gid, key_bucket), _key(e_gid, entries["bucket_start"].astype(np.int64)[e_take]))
+    e_row = np.searchsorted(
+        rollup_pass.key(key_gid, key_bucket // MINUTE_US),
+        rollup_pass.key(e_gid, entries["bucket_start"].astype(np.int64)[e_take] // MINUTE_US),
+    )
     e_row, e_store, e_idx, e_n = rollup_pass.sum_entries(
         e_row, entries["store"].astype(np.int8)[e_take], entries["idx"].astype(np.int64)[e_take],
         entries["n"].astype(np.int64)[e_take],
@@ -261,10 +264,6 @@ def _expand(no: Any, m_count: Any, m_start: Any, m_gid: Any) -> tuple[Any, Any]:
     return take, m_gid[m_start[no][take] + offset]
 
 
-def _key(a: Any, bucket: Any) -> Any:
-    return (a.astype("int64") << 32) | (bucket // MINUTE_US).astype("int64")
-
-
 def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any, high: Any, last: Any,
             last_time: Any, increase: Any, nulls: Any, *, series_max: bool = False) -> dict[str, Any]:  # fmt: skip
     """Rows sorted by (key, bucket, order) merged per (key, bucket): series and count add, sum and increase added
@@ -273,11 +272,7 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
     import numpy as np
 
     n = len(key)
-    head = np.ones(n, dtype=np.bool_)
-    if n > 1:
-        head[1:] = (key[1:] != key[:-1]) | (bucket[1:] != bucket[:-1])
-    starts = np.flatnonzero(head)
-    seg = np.cumsum(head) - 1
+    starts, seg = rollup_pass.segments(key, bucket)
     nseg = len(starts)
     out_sum, out_min, out_max, out_increase, out_nulls = rollup_pass.merge_scalars(
         seg, nseg, total, low, high, increase, nulls

@@ -44,10 +44,8 @@ if TYPE_CHECKING:
 US = 1_000_000
 MINUTE_US = 60 * US
 LEVELS = (300, 3600, 86400)  # coarse resolutions in seconds, each rolled from the one before (60 first)
-# Store codes of sketch entries: 0 none (no sketch), 1 'p', 2 'n', 3 'z' (idx 0); single-entry rows carry the code,
-# rows of several entries code 4 (their JSON in rollup_sk).
+# Store codes of sketch entries: 1 'p', 2 'n', 3 'z' (idx 0).
 STORES = ("", "p", "n", "z")
-MULTI = 4
 KINDS = {"gauge": 0, "counter": 1, "delta_counter": 2}
 NULL_TS = -(2**63)  # binary COPY of timestamptz '-infinity': the null start_time
 # Bits of rollup_out.nulls: a null sum, min, max, last, increase, last_time.
@@ -219,11 +217,7 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
     delta, delta_known = delta[keep], delta_known[keep]
     bucket = t - np.mod(t, MINUTE_US)
     n = len(no)
-    first = np.ones(n, dtype=np.bool_)
-    if n > 1:
-        first[1:] = (no[1:] != no[:-1]) | (bucket[1:] != bucket[:-1])
-    starts = np.flatnonzero(first)
-    seg = np.cumsum(first) - 1
+    starts, seg = segments(no, bucket)
     count = np.diff(np.append(starts, n)).astype(np.int64)
     ends = np.append(starts[1:], n)[: len(starts)] - 1
     nseg = len(starts)
@@ -250,6 +244,16 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
         last=last, last_time=t[ends], increase=increase, nulls=nulls, fresh=r_fresh[seg_no],
         e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
     )  # fmt: skip
+
+
+def segments(a: Any, b: Any) -> tuple[Any, Any]:
+    """Rows sorted by (a, b) cut where either changes: each segment's first row, and each row's segment."""
+    import numpy as np
+
+    head = np.ones(len(a), dtype=np.bool_)
+    if len(a) > 1:
+        head[1:] = (a[1:] != a[:-1]) | (b[1:] != b[:-1])
+    return np.flatnonzero(head), np.cumsum(head) - 1
 
 
 def ordered_sum(x: Any, seg: Any, nseg: int) -> tuple[Any, Any]:
@@ -408,8 +412,8 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     slots = coarse // fine.resolution
     o_sid = np.repeat(c_sid, slots)
     o_bucket = np.repeat(c_bucket, slots) + np.tile(np.arange(slots, dtype=np.int64) * fine_width, len(c_sid))
-    mine = _key(fine.sid, fine.bucket // fine_width)
-    others = ~np.isin(_key(o_sid, o_bucket // fine_width), mine)
+    mine = key(fine.sid, fine.bucket // fine_width)
+    others = ~np.isin(key(o_sid, o_bucket // fine_width), mine)
     o_sid, o_bucket = o_sid[others], o_bucket[others]
     stored = _stored(cur, o_sid, o_bucket, fine.resolution)
 
@@ -431,11 +435,7 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
 
     c_of = bucket - np.mod(bucket, width)
     n = len(sid)
-    head = np.ones(n, dtype=np.bool_)
-    if n > 1:
-        head[1:] = (sid[1:] != sid[:-1]) | (c_of[1:] != c_of[:-1])
-    starts = np.flatnonzero(head)
-    seg = np.cumsum(head) - 1
+    starts, seg = segments(sid, c_of)
     nseg = len(starts)
     out_sum, out_min, out_max, out_increase, out_nulls = merge_scalars(seg, nseg, total, low, high, increase, nulls)
     # last: the row with the latest last_time (nulls last), simultaneous ones: the latest slot.
@@ -464,7 +464,8 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     )  # fmt: skip
 
 
-def _key(sid: Any, slot: Any) -> Any:
+def key(sid: Any, slot: Any) -> Any:
+    """One sortable int64 of a (number under 2^31, slot number under 2^32) pair."""
     return (sid.astype("int64") << 32) | slot.astype("int64")
 
 
@@ -542,22 +543,30 @@ def parse_sketches(sketches: Iterable[tuple[int, str]]) -> tuple[Any, Any, Any, 
 
 def copy_in(cur: Cursor, sql: str, columns: list[tuple[str, Any]]) -> None:
     """A binary COPY of fixed-width, non-null columns (int2/int4/int8/float8/bool/16-byte uuid numpy arrays)."""
-    import numpy as np
-
-    n = len(columns[0][1]) if columns else 0
-    fields: list[tuple[str, str]] = [("nf", ">i2")]
-    for name, array in columns:
-        fields.append((f"l_{name}", ">i4"))
-        fields.append((name, array.dtype.newbyteorder(">").str if array.dtype.kind in "iuf" else array.dtype.str))
-    rows = np.zeros(n, dtype=np.dtype(fields))
-    rows["nf"] = len(columns)
-    for name, array in columns:
-        rows[f"l_{name}"] = array.dtype.itemsize
-        rows[name] = array
     with cur.copy(sql) as copy:
         copy.write(_COPY_HEADER)
-        copy.write(rows.tobytes())
+        copy.write(binary_rows(columns).tobytes())
         copy.write(_COPY_TRAILER)
+
+
+def binary_rows(fields: list[tuple[str, Any]], *, appended: int = 0) -> Any:
+    """Binary COPY rows (a numpy record array) of ``fields``: each a numpy array of fixed-width values, or None for
+    a column null in every row; ``appended``: fields the caller writes after each row (counted in its header)."""
+    import numpy as np
+
+    n = next(len(a) for _, a in fields if a is not None)
+    layout: list[tuple[str, str]] = [("nf", ">i2")]
+    for name, array in fields:
+        layout.append((f"l_{name}", ">i4"))
+        if array is not None:
+            layout.append((name, array.dtype.newbyteorder(">").str if array.dtype.kind in "iuf" else array.dtype.str))
+    rows = np.zeros(n, dtype=np.dtype(layout))
+    rows["nf"] = len(fields) + appended
+    for name, array in fields:
+        rows[f"l_{name}"] = -1 if array is None else array.dtype.itemsize
+        if array is not None:
+            rows[name] = array
+    return rows
 
 
 def _write_entries(cur: Cursor, minutes: Level, series: list[Any]) -> None:
@@ -578,7 +587,7 @@ def _write_entries(cur: Cursor, minutes: Level, series: list[Any]) -> None:
             ("project", project[sid] if len(sid) else np.zeros(0, dtype="V16")),
             ("series", series_id[sid] if len(sid) else np.zeros(0, dtype=np.int64)),
             ("bucket", minutes.bucket[minutes.e_row]),
-            ("store", np.array([b"", b"p", b"n", b"z"], dtype="S1")[minutes.e_store]),
+            ("store", np.array([store.encode() for store in STORES], dtype="S1")[minutes.e_store]),
             ("idx", minutes.e_idx.astype(np.int32)),
             ("n", minutes.e_n),
         ],
@@ -588,8 +597,7 @@ def _write_entries(cur: Cursor, minutes: Level, series: list[Any]) -> None:
 _OUT_TABLE = """
 create temp table rollup_out (
     row_no integer, sid integer, resolution integer, bucket_start timestamptz, count bigint, sum float8, min float8,
-    max float8, last float8, last_time timestamptz, increase float8, nulls integer, sk_code smallint,
-    sk_idx integer, sk_n bigint
+    max float8, last float8, last_time timestamptz, increase float8, nulls integer
 ) on commit drop;
 create temp table rollup_sk (row_no integer, sketch text) on commit drop
 """
@@ -599,13 +607,7 @@ select s.org_id, s.project_id, s.series_id, o.resolution, o.bucket_start, o.coun
     case when o.nulls & 1 = 0 then o.sum end, case when o.nulls & 2 = 0 then o.min end,
     case when o.nulls & 4 = 0 then o.max end, case when o.nulls & 8 = 0 then o.last end,
     case when o.nulls & 32 = 0 then o.last_time end, case when o.nulls & 16 = 0 then o.increase end,
-    case o.sk_code
-        when 0 then null
-        when 4 then k.sketch::jsonb
-        else ('{"p":{' || case when o.sk_code = 1 then '"' || o.sk_idx || '":' || o.sk_n else '' end
-            || '},"n":{' || case when o.sk_code = 2 then '"' || o.sk_idx || '":' || o.sk_n else '' end
-            || '},"z":' || case when o.sk_code = 3 then o.sk_n else 0 end || '}')::jsonb
-    end,
+    k.sketch::jsonb,
     now()
 from rollup_out o
 join rollup_sids s on s.sid = o.sid
@@ -623,27 +625,11 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
     sketches: list[str] = []
     base = 0
     columns: dict[str, list[Any]] = {name: [] for name in ("row_no", "sid", "resolution", "bucket", "count", "sum",
-                                                          "min", "max", "last", "last_time", "increase", "nulls",
-                                                          "sk_code", "sk_idx", "sk_n")}  # fmt: skip
+                                                          "min", "max", "last", "last_time", "increase",
+                                                          "nulls")}  # fmt: skip
     for level in levels:
         n = len(level)
-        code = np.zeros(n, dtype=np.int16)
-        sk_idx = np.zeros(n, dtype=np.int32)
-        sk_n = np.zeros(n, dtype=np.int64)
-        if len(level.e_row):
-            per_row = np.bincount(level.e_row, minlength=n)
-            single = per_row == 1
-            first = np.ones(len(level.e_row), dtype=np.bool_)
-            first[1:] = level.e_row[1:] != level.e_row[:-1]
-            rows_with = level.e_row[first]
-            at = np.flatnonzero(first)
-            one = single[rows_with]
-            code[rows_with[one]] = level.e_store[at[one]]
-            sk_idx[rows_with[one]] = level.e_idx[at[one]]
-            sk_n[rows_with[one]] = level.e_n[at[one]]
-            multi = rows_with[~one]
-            code[multi] = MULTI
-            sketches.extend(_sketch_lines(level, multi, base))
+        sketches.extend(f"{base + row}\t{text.decode()}\n" for row, text in _sketch_texts(level).items())
         columns["row_no"].append(np.arange(base, base + n, dtype=np.int32))
         columns["sid"].append(level.sid.astype(np.int32))
         columns["resolution"].append(np.full(n, level.resolution, dtype=np.int32))
@@ -656,9 +642,6 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
         columns["last_time"].append(level.last_time)
         columns["increase"].append(level.increase)
         columns["nulls"].append(level.nulls)
-        columns["sk_code"].append(code)
-        columns["sk_idx"].append(sk_idx)
-        columns["sk_n"].append(sk_n)
         base += n
     copy_in(
         cur,
@@ -711,8 +694,9 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
         for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
                           ("last_time", NULL_LAST_TIME), ("increase", NULL_INCREASE)):  # fmt: skip
             fields.append((name, None if code & bit else getattr(minutes, name)[rows]))
-        fixed = _fixed_rows(fields, nfields=13, sketch=bool(code >> 8))
-        if not code >> 8:
+        with_sketch = bool(code >> 8)
+        fixed = binary_rows(fields if with_sketch else [*fields, ("sketch", None)], appended=int(with_sketch))
+        if not with_sketch:
             pieces.append(fixed.tobytes())
             continue
         width = fixed.dtype.itemsize
@@ -726,30 +710,6 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
         copy.write(b"".join(pieces))
         copy.write(_COPY_TRAILER)
     return {60: len(fresh)}
-
-
-def _fixed_rows(fields: list[tuple[str, Any]], *, nfields: int, sketch: bool) -> Any:
-    """Binary COPY rows of ``fields`` (an array, or None for a null column), then a null sketch unless ``sketch``
-    (the caller appends it)."""
-    import numpy as np
-
-    n = next(len(a) for _, a in fields if a is not None)
-    layout: list[tuple[str, str]] = [("nf", ">i2")]
-    for name, array in fields:
-        layout.append((f"l_{name}", ">i4"))
-        if array is not None:
-            layout.append((name, array.dtype.newbyteorder(">").str if array.dtype.kind in "iuf" else array.dtype.str))
-    if not sketch:
-        layout.append(("l_sketch", ">i4"))
-    rows = np.zeros(n, dtype=np.dtype(layout))
-    rows["nf"] = nfields
-    for name, array in fields:
-        rows[f"l_{name}"] = -1 if array is None else array.dtype.itemsize
-        if array is not None:
-            rows[name] = array
-    if not sketch:
-        rows["l_sketch"] = -1
-    return rows
 
 
 def _sketch_texts(level: Level) -> dict[int, bytes]:
@@ -790,17 +750,6 @@ def _subset(level: Level, keep: Any) -> Level:
         fresh=level.fresh[keep], e_row=number[level.e_row[wanted]], e_store=level.e_store[wanted],
         e_idx=level.e_idx[wanted], e_n=level.e_n[wanted],
     )  # fmt: skip
-
-
-def _sketch_lines(level: Level, rows: Any, base: int) -> list[str]:
-    """COPY text lines ``row_no\t{"p":{...},"n":{...},"z":n}`` of the rows with several entries."""
-    import numpy as np
-
-    if not len(rows):
-        return []
-    wanted = np.isin(level.e_row, rows)
-    numbers, texts = sketch_json(level.e_row[wanted], level.e_store[wanted], level.e_idx[wanted], level.e_n[wanted])
-    return [f"{base + number}\t{text}\n" for number, text in zip(numbers, texts, strict=True)]
 
 
 def sketch_json(e_row: Any, e_store: Any, e_idx: Any, e_n: Any) -> tuple[list[int], list[str]]:
