@@ -189,6 +189,19 @@ def ingest_metric_points(demo: Any) -> Timed:
     return Timed(metric_points, statistics.median(samples))
 
 
+def query_body(
+    now: datetime, hours: float, step: int, aggregation: str, group_by: list[str] | None = None
+) -> dict[str, Any]:
+    """The metric query request the benches time: bench.latency over the last ``hours`` before ``now``."""
+    q: dict[str, Any] = {
+        "id": "q", "name": "bench.latency", "aggregation": aggregation, "step": step,
+        "from": (now - timedelta(hours=hours)).isoformat(), "to": now.isoformat(),
+    }  # fmt: skip
+    if group_by:
+        q["group_by"] = group_by
+    return {"queries": [q]}
+
+
 def _verdict(ok: bool) -> str:
     return "ok" if ok else "MISSED"
 
@@ -237,13 +250,7 @@ def run(series: int, days: int, n: int, *, vacuum: bool = True) -> str:
     headers = {"x-api-key": reader.key, "content-type": "application/json"}
 
     def query(hours: float, step: int, aggregation: str, group_by: list[str] | None = None) -> dict[str, Any]:
-        q: dict[str, Any] = {
-            "id": "q", "name": "bench.latency", "aggregation": aggregation, "step": step,
-            "from": (now - timedelta(hours=hours)).isoformat(), "to": now.isoformat(),
-        }  # fmt: skip
-        if group_by:
-            q["group_by"] = group_by
-        return {"queries": [q]}
+        return query_body(now, hours, step, aggregation, group_by)
 
     scenarios = {
         "raw 1h": query(1, 15, "avg"),

@@ -177,13 +177,9 @@ def _scenarios(bench: Any, now: datetime, start: datetime, trace_count: int) -> 
         return http_event("GET", f"{base}/traces/{hashlib.md5(f'trace{k}'.encode()).hexdigest()}", headers=headers)  # noqa: S324
 
     def metrics(hours: float, step: int, aggregation: str, group_by: list[str] | None = None) -> Callable[[], Any]:
-        q: dict[str, Any] = {
-            "id": "q", "name": "bench.latency", "aggregation": aggregation, "step": step,
-            "from": (now - timedelta(hours=hours)).isoformat(), "to": now.isoformat(),
-        }  # fmt: skip
-        if group_by:
-            q["group_by"] = group_by
-        body = json.dumps({"queries": [q]})
+        from observai_local.bench_metrics import query_body
+
+        body = json.dumps(query_body(now, hours, step, aggregation, group_by))
         json_headers = headers | {"content-type": "application/json"}
         return lambda: http_event("POST", f"{base}/metrics/query", headers=json_headers, body=body)
 
