@@ -201,6 +201,7 @@ MEMORY = {
     "ExportWorkerFunction": 1024,
     "EvaluateAlertsFunction": 1024,
     "AnomaliesFunction": 1024,  # the backtest folds up to 50,000 points: a full vCPU
+    "AggregateMetricsFunction": 1769,  # numpy beside the database, two stages side by side: a full vCPU
 }
 
 

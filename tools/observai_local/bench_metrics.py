@@ -109,7 +109,7 @@ INGEST_SIZE = 1000
 class Timed:
     points: int
     seconds: float
-    cpu_s: float | None = None  # the Postgres backend's CPU, plus this process's where it worked too
+    cpu_s: float | None = None  # the Postgres cluster's CPU (every process), plus this process's
 
     @property
     def rate(self) -> float:
@@ -120,32 +120,61 @@ class Timed:
         return self.points / self.cpu_s if self.cpu_s else None
 
 
-def _backend_cpu_s(pid: int) -> float | None:
+def _stat(pid: int) -> list[str] | None:
     try:
         with open(f"/proc/{pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
+            return stat.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def roll_up() -> Timed:
-    from observai.db.connection import get_connection
-    from observai.metrics.rollup import run_aggregation
+def _cluster_cpu_s(postmaster: int | None) -> float | None:
+    """CPU seconds of the whole Postgres cluster so far: the postmaster with its reaped children (cutime + cstime:
+    backends that have exited, such as the group stage's), plus every child alive now (backends, parallel workers,
+    the WAL writer, autovacuum)."""
+    own = _stat(postmaster) if postmaster is not None else None
+    if own is None:
+        return None
+    ticks = int(own[11]) + int(own[12]) + int(own[13]) + int(own[14])
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (fields := _stat(int(entry))) is not None and fields[1] == str(postmaster):
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
-    pid = get_connection().info.backend_pid
-    server, client = _backend_cpu_s(pid), time.process_time()
+
+def _postmaster(conn: Any) -> int | None:
+    """The postmaster's pid (from its data directory's postmaster.pid), None when this process cannot read it."""
+    (data_directory,) = conn.execute("show data_directory").fetchone()
+    try:
+        with open(os.path.join(data_directory, "postmaster.pid")) as pidfile:
+            return int(pidfile.readline())
+    except (OSError, ValueError):
+        return None
+
+
+def _cpu_since(postmaster: int | None, server: float | None, client: float) -> float | None:
+    after = _cluster_cpu_s(postmaster)
+    return after - server + time.process_time() - client if server is not None and after is not None else None
+
+
+def roll_up(url: str) -> Timed:
+    """The scheduled job's two stages side by side (``observai.metrics.pipeline``), until nothing is pending."""
+    import psycopg
+    from observai.metrics.pipeline import run_side_by_side
+
+    with psycopg.connect(url) as conn:
+        postmaster = _postmaster(conn)
+    server, client = _cluster_cpu_s(postmaster), time.process_time()
     started = time.perf_counter()
     total = 0
     while True:
-        report = run_aggregation(lag_s=0)  # the job's own bound per run (DEFAULT_MAX_POINTS)
-        total += report.points_read
-        if not report.more_pending:
+        # The job's own bounds per run (DEFAULT_MAX_POINTS, the group step's), no lag: every point is due.
+        job = run_side_by_side(max_runs=1_000, time_left=lambda: True, lag_s=0)
+        total += sum(run.points_read for run in job.series)
+        if not (job.series[-1].more_pending or (job.groups and job.groups[-1].more_pending)):
             break
     elapsed = time.perf_counter() - started
-    server_after = _backend_cpu_s(pid)
-    cpu = server_after - server + time.process_time() - client if server is not None and server_after else None
-    return Timed(total, elapsed, cpu)
+    return Timed(total, elapsed, _cpu_since(postmaster, server, client))
 
 
 def ceiling(url: str, project_id: Any) -> Timed:
@@ -153,14 +182,14 @@ def ceiling(url: str, project_id: Any) -> Timed:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        pid = conn.info.backend_pid
+        postmaster = _postmaster(conn)
         conn.execute("set statement_timeout = 0")
         conn.execute("drop table if exists public.bench_rollup_ceiling")
         conn.execute(
             "create table public.bench_rollup_ceiling (project_id uuid, series_id bigint, bucket_start timestamptz,"
             " count bigint, sum float8, min float8, max float8)"
         )
-        before = _backend_cpu_s(pid)
+        before, client = _cluster_cpu_s(postmaster), time.process_time()
         started = time.perf_counter()
         conn.execute(
             "insert into public.bench_rollup_ceiling"
@@ -170,11 +199,11 @@ def ceiling(url: str, project_id: Any) -> Timed:
             (project_id,),
         )
         elapsed = time.perf_counter() - started
-        after = _backend_cpu_s(pid)
+        cpu = _cpu_since(postmaster, before, client)
         row = conn.execute("select coalesce(sum(count), 0)::bigint from public.bench_rollup_ceiling").fetchone()
         conn.execute("drop table public.bench_rollup_ceiling")
     points = int(row[0]) if row else 0
-    return Timed(points, elapsed, after - before if before is not None and after is not None else None)
+    return Timed(points, elapsed, cpu)
 
 
 def ingest_metric_points(demo: Any) -> Timed:
@@ -239,7 +268,7 @@ def run(series: int, days: int, n: int, *, vacuum: bool = True) -> str:
     now = datetime.now(UTC)
     points, load_s = load_dataset(demo, series, days, now)
     least = ceiling(url, demo.project_id)
-    job = roll_up()
+    job = roll_up(url)
     ingest = ingest_metric_points(demo)
     vs_ceiling, vs_ingest = job.rate / least.rate, job.rate / ingest.rate
     vacuum_s = settle(url) if vacuum else None

@@ -228,7 +228,7 @@ def run(logs: int, spans: int, series: int, n: int, processes: int = 2) -> str:
     bench_logs.load_spans(demo.org_id, demo.project_id, spans, start, now)
     bench_logs.load_volume(demo.project_id, now - timedelta(hours=1))
     points, _ = bench_metrics.load_dataset(demo, series, 2, now)
-    bench_metrics.roll_up()
+    bench_metrics.roll_up(url)
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:

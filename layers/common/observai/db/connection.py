@@ -60,7 +60,7 @@ _own: ContextVar[list[psycopg.Connection[DictRow] | None] | None] = ContextVar("
 def own_connection() -> Iterator[None]:
     """Within it, the current context's transactions use a connection of their own (opened on first use, closed at
     the end) instead of the container's: how a second thread works beside the main one (detect-anomalies writes one
-    detector while it scores the next). A Lambda handler never needs it."""
+    detector while it scores the next; aggregate-metrics rolls groups up beside the per-series runs)."""
     holder: list[psycopg.Connection[DictRow] | None] = [None]
     token = _own.set(holder)
     try:

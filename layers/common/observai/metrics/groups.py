@@ -1,5 +1,6 @@
 """Group rollups: cross-series rollups per metric name (what recording rules are to Prometheus), step 5 of the
-aggregate-metrics job (``observai.metrics.rollup``), in the same run and transaction.
+aggregate-metrics job (``observai.metrics.rollup``): queued by the per-series run, in its transaction, and worked
+off by the same run or by a group run beside it (``observai.metrics.pipeline``), under a lock of its own.
 
 A dashboard query over every series of a metric, or grouped by one low-cardinality attribute, then reads one row
 per group per slot (``metric_group_rollups``) instead of one per series (and one sketch per series).
@@ -64,6 +65,7 @@ ORIGIN = "2000-01-01 00:00:00+00"  # as observai.metrics.rollup.ORIGIN: a 1d buc
 
 class GroupReport(BaseModel):
     model_config = ConfigDict(defer_build=True)
+    ran: bool = True  # False: another session was working the queue off
     minutes: int = 0  # (metric, 1m bucket) pairs recomputed
     rows_read: int = 0  # per-series 1m rows merged
     # Per resolution ("1m", "5m", "1h", "1d"): group rows inserted or changed.
@@ -71,12 +73,14 @@ class GroupReport(BaseModel):
     more_pending: bool = False
 
 
-def roll_groups(cur: Cursor, *, touched: bool) -> GroupReport:
-    """Queue what the run touched (``touched``: the temp table rollup_touched exists), then work the queue off
-    within the run's bounds."""
+def roll_groups(cur: Cursor, *, touched: bool, work: bool = True) -> GroupReport:
+    """Queue what the run touched (``touched``: the temp table rollup_touched exists), then, with ``work`` (the caller
+    holds the group step's lock), work the queue off within the run's bounds."""
     report = GroupReport()
     if touched:
         _enqueue(cur)
+    if not work:
+        return report
     cur.execute("drop table if exists group_rows")
     cur.execute(
         "create temp table group_rows (gid bigserial, ggid bigint, project_id uuid, name text, group_key text,"

@@ -54,16 +54,20 @@ import time
 from datetime import datetime, timedelta
 
 import psycopg
+from psycopg.rows import DictRow
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, Field
 
 from observai.db.connection import Cursor, transaction
 from observai.metrics import rollup_pass, sketch_sql
 from observai.metrics.distributions import ANCHOR_LOOKBACK, distribution_buckets
-from observai.metrics.groups import roll_groups
+from observai.metrics.groups import GroupReport, roll_groups
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
+# The group step's (step 5's queue work): a group run beside the per-series runs takes it, and so does a run's own
+# group step; two never work the queue at once.
+GROUP_LOCK_KEY = 0x0B5A1_0018
 STATE_NAME = "metrics"
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 DEFAULT_MAX_POINTS = 200_000
@@ -98,26 +102,41 @@ class AggregationReport(BaseModel):
     seconds: float = 0.0
 
 
-def run_aggregation(max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S) -> AggregationReport:
-    """One bounded run of the aggregation, in one transaction on the container's connection."""
+def run_aggregation(
+    max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S, *, groups: bool = True
+) -> AggregationReport:
+    """One bounded run of the aggregation, in one transaction on the current connection."""
     with transaction() as cur:
-        return aggregate(cur, max_points=max_points, lag_s=lag_s)
+        return aggregate(cur, max_points=max_points, lag_s=lag_s, groups=groups)
 
 
-def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S) -> AggregationReport:
-    """The run, in the caller's transaction (commit it to keep the work; roll it back to drop it whole)."""
+def run_group_rollups() -> GroupReport:
+    """One bounded run of the group step alone (step 5: the queue worked off), in a transaction of its own: how the
+    scheduled job runs it beside the per-series runs (``observai.metrics.pipeline``)."""
+    with transaction() as cur:
+        return roll_group_queue(cur)
+
+
+def roll_group_queue(cur: Cursor) -> GroupReport:
+    """The group step's run in the caller's transaction, under GROUP_LOCK_KEY (an overlapping one skips: ran=False).
+    The per-series sketches are parsed from the stored rows (no run's rollup_e1 here)."""
+    _session_temp_buffers(cur)
+    if not _begin(cur, GROUP_LOCK_KEY)["got"]:
+        return GroupReport(ran=False)
+    return roll_groups(cur, touched=False)
+
+
+def aggregate(
+    cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float = DEFAULT_LAG_S, groups: bool = True
+) -> AggregationReport:
+    """The run, in the caller's transaction (commit it to keep the work; roll it back to drop it whole).
+    ``groups=False``: step 5 only queues the touched minutes, for a group run beside this one
+    (``run_group_rollups``); so does a run whose group step another session holds (GROUP_LOCK_KEY)."""
     if max_points < 1:
         raise ValueError("max_points must be at least 1")
     started = time.perf_counter()
     _session_temp_buffers(cur)
-    cur.execute(
-        "select pg_try_advisory_xact_lock(%s) as got, set_config('statement_timeout', %s, true),"
-        " set_config('idle_in_transaction_session_timeout', %s, true), set_config('work_mem', %s, true),"
-        " now() as now",
-        (LOCK_KEY, STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, WORK_MEM),
-    )
-    row = cur.fetchone()
-    assert row is not None
+    row = _begin(cur, LOCK_KEY)
     if not row["got"]:
         return AggregationReport(ran=False)
     now: datetime = row["now"]
@@ -144,11 +163,32 @@ def aggregate(cur: Cursor, *, max_points: int = DEFAULT_MAX_POINTS, lag_s: float
             (STATE_NAME, new_watermark),
         )
         report.watermark = new_watermark
-    groups = roll_groups(cur, touched=report.buckets_touched > 0)
-    report.group_buckets_written, report.group_minutes = groups.written, groups.minutes
-    report.more_pending = report.more_pending or groups.more_pending
+    work = groups and bool(_try_lock(cur, GROUP_LOCK_KEY))
+    group_report = roll_groups(cur, touched=report.buckets_touched > 0, work=work)
+    report.group_buckets_written, report.group_minutes = group_report.written, group_report.minutes
+    report.more_pending = report.more_pending or group_report.more_pending
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _begin(cur: Cursor, lock_key: int) -> DictRow:
+    """Try the run's advisory lock and set the run's limits (statement and idle timeouts, work_mem) for the
+    transaction: ``got`` and ``now``."""
+    cur.execute(
+        "select pg_try_advisory_xact_lock(%s) as got, set_config('statement_timeout', %s, true),"
+        " set_config('idle_in_transaction_session_timeout', %s, true), set_config('work_mem', %s, true),"
+        " now() as now",
+        (lock_key, STATEMENT_TIMEOUT, IDLE_IN_TRANSACTION_TIMEOUT, WORK_MEM),
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return row
+
+
+def _try_lock(cur: Cursor, lock_key: int) -> bool:
+    cur.execute("select pg_try_advisory_xact_lock(%s) as got", (lock_key,))
+    row = cur.fetchone()
+    return bool(row and row["got"])
 
 
 def _session_temp_buffers(cur: Cursor) -> None:

@@ -1,0 +1,226 @@
+"""The aggregate-metrics job's two stages side by side (observai.metrics.pipeline): the same rows as runs one after
+another, the group stage's own lock, and a minute re-rolled while the group stage holds it.
+
+Points are stored with the real writer; every test uses metrics of its own and drains the job before it starts, so
+other tests' points never matter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+from observai.metrics import rollup
+from observai.metrics.pipeline import run_side_by_side
+from observai.metrics.rollup import aggregate, roll_group_queue, run_aggregation
+from observai.telemetry.model import MetricPoint, MetricType
+
+from tests.helpers.ingest import IngestProject, make_project, store_points
+
+pytestmark = pytest.mark.integration
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ROLLUP_COLUMNS = "series_id, resolution, bucket_start, count, sum, min, max, last, last_time, increase, sketch"
+GROUP_COLUMNS = (
+    "name, group_key, group_value, resolution, bucket_start, series, count, sum, min, max, last, last_time, increase,"
+    " sketch, p50, p90, p95, p99, hourly_p50, hourly_p90, hourly_p95, hourly_p99"
+)
+
+
+def gauge(name: str, at: datetime, value: float, **attributes: Any) -> MetricPoint:
+    return MetricPoint(
+        name=name, type=MetricType.GAUGE, time_ns=(at - EPOCH) // timedelta(microseconds=1) * 1000,
+        attributes=attributes, value=value,
+    )  # fmt: skip
+
+
+def drain_sequentially() -> None:
+    for _ in range(1000):
+        if not run_aggregation(lag_s=0).more_pending:
+            return
+    raise AssertionError("the job never caught up")
+
+
+def rows(db: psycopg.Connection, project: IngestProject, table: str, columns: str) -> list[tuple[Any, ...]]:
+    with db.cursor(row_factory=psycopg.rows.tuple_row) as cur:
+        return cur.execute(
+            f"select {columns} from public.{table} where project_id = %s order by {columns.split(', sketch')[0]}",
+            (project.project_id,),
+        ).fetchall()
+
+
+def workload(project: IngestProject, name: str, base: datetime) -> None:
+    """Three hosts × two routes, a point every 20 s for 40 minutes in four ingest transactions, then late points
+    into minutes already stored."""
+    for quarter in range(4):
+        store_points(
+            project,
+            [
+                gauge(name, base + timedelta(seconds=s), (s * 7 + h * 13 + r) % 97 / 3.0, host=f"h{h}", route=f"/r{r}")
+                for s in range(quarter * 600, (quarter + 1) * 600, 20)
+                for h in range(3)
+                for r in range(2)
+            ],
+        )
+    store_points(
+        project, [gauge(name, base + timedelta(seconds=s), 1000.0 + s, host="h0", route="/r0") for s in (5, 65, 1805)]
+    )
+
+
+def test_side_by_side_writes_the_rows_of_runs_one_after_another(db: psycopg.Connection) -> None:
+    # Given the same points in two projects (the same series ids), the first rolled run after run with its group
+    # step in each run
+    drain_sequentially()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    name = f"pipeline.{uuid.uuid4().hex[:8]}"
+    one_after_another, side_by_side = make_project(label="Sequential"), make_project(label="Side by side")
+    workload(one_after_another, name, base)
+    drain_sequentially()
+    assert not db.execute("select 1 from public.metric_group_pending").fetchall()
+
+    # When the second's are rolled by the two stages side by side, a few hundred points per run
+    workload(side_by_side, name, base)
+    job = run_side_by_side(max_runs=100, time_left=lambda: True, max_points=300, lag_s=0)
+
+    # Then it took several per-series runs and group runs, left nothing pending, and wrote the same rows
+    assert len(job.series) > 3 and job.groups and not job.series[-1].more_pending
+    assert sum(r.points_read for r in job.series) == 4 * 30 * 6 + 3
+    assert not db.execute("select 1 from public.metric_group_pending").fetchall()
+    for table, columns in (("metric_rollups", ROLLUP_COLUMNS), ("metric_group_rollups", GROUP_COLUMNS)):
+        expected = rows(db, one_after_another, table, columns)
+        assert expected and rows(db, side_by_side, table, columns) == expected, table
+    whole = rows(db, side_by_side, "metric_group_rollups", GROUP_COLUMNS)
+    assert {(r[1], r[3]) for r in whole} >= {("", 60), ("host", 60), ("route", 3600), ("", 86400)}
+
+
+def test_the_group_stage_skips_while_another_session_holds_it(database_url: str, db: psycopg.Connection) -> None:
+    # Given a minute queued by a per-series run that left the group step to the group stage
+    drain_sequentially()
+    project = make_project(label="Group lock")
+    name = f"pipeline.lock.{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    store_points(project, [gauge(name, at + timedelta(seconds=s), float(s)) for s in (1, 2, 3)])
+    assert run_aggregation(lag_s=0, groups=False).ran
+    assert db.execute("select count(*) as n from public.metric_group_pending").fetchone()["n"] == 1
+
+    # When another session holds the group step's lock
+    with psycopg.connect(database_url) as holder, holder.transaction():
+        holder.execute("select pg_advisory_xact_lock(%s)", (rollup.GROUP_LOCK_KEY,))
+        with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+            skipped = roll_group_queue(conn.cursor())
+            # and a run with its own group step runs its per-series part all the same
+            store_points(project, [gauge(name, at + timedelta(minutes=1), 9.0)])
+        with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+            run = aggregate(conn.cursor(), lag_s=0)
+
+    # Then the group stage skipped, the run wrote its per-series rows and only queued its minute
+    assert not skipped.ran and skipped.minutes == 0
+    assert run.ran and run.buckets_written["1m"] == 1 and run.group_minutes == 0
+    assert db.execute("select count(*) as n from public.metric_group_pending").fetchone()["n"] == 2
+    # And once the lock is free, the group stage works the queue off
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+        done = roll_group_queue(conn.cursor())
+    assert done.ran and done.minutes == 2 and not done.more_pending
+    counts = db.execute(
+        "select bucket_start, count from public.metric_group_rollups"
+        " where project_id = %s and group_key = '' and resolution = 60 order by bucket_start",
+        (project.project_id,),
+    ).fetchall()
+    assert [(r["bucket_start"], r["count"]) for r in counts] == [(at, 3), (at + timedelta(minutes=1), 1)]
+
+
+def test_a_minute_re_rolled_while_the_group_stage_holds_it_is_queued_again(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    # Given a minute rolled per series and queued for the group stage
+    drain_sequentially()
+    project = make_project(label="Requeue")
+    name = f"pipeline.requeue.{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    store_points(project, [gauge(name, at + timedelta(seconds=s), 1.0) for s in (1, 2)])
+    assert run_aggregation(lag_s=0, groups=False).ran
+
+    # When the group stage has taken the minute (uncommitted) and a late point into it is rolled meanwhile
+    late: dict[str, Any] = {}
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as group_conn:
+        with group_conn.transaction():
+            taken = roll_group_queue(group_conn.cursor())
+            store_points(project, [gauge(name, at + timedelta(seconds=30), 5.0)])
+
+            def per_series() -> None:
+                with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+                    late["pid"] = conn.info.backend_pid
+                    with conn.transaction():
+                        late["report"] = aggregate(conn.cursor(), lag_s=0, groups=False)
+
+            thread = threading.Thread(target=per_series)
+            thread.start()
+            # the per-series run waits for the group stage's commit (it queues the minute the stage deleted) ...
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                waiting = db.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s", (late.get("pid", 0),)
+                ).fetchone()
+                if waiting and waiting["wait_event_type"] == "Lock":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the per-series run never waited for the group stage")
+        # ... and goes on once it has committed
+        thread.join(timeout=30)
+
+    # Then the minute is queued again, and the next group run counts the late point
+    assert taken.minutes == 1 and late["report"].buckets_written["1m"] == 1
+    queued = db.execute("select bucket_start from public.metric_group_pending").fetchall()
+    assert [r["bucket_start"] for r in queued] == [at]
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+        assert roll_group_queue(conn.cursor()).minutes == 1
+    (row,) = db.execute(
+        "select count, sum from public.metric_group_rollups"
+        " where project_id = %s and group_key = '' and resolution = 60",
+        (project.project_id,),
+    ).fetchall()
+    assert (row["count"], row["sum"]) == (3, 7.0)
+
+
+def test_an_error_of_the_group_stage_reaches_the_caller_after_the_per_series_runs(db: psycopg.Connection) -> None:
+    # Given points to roll, and a database that refuses the project's group rows (a trigger raising)
+    drain_sequentially()
+    project = make_project(label="Stage error")
+    name = f"pipeline.error.{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    store_points(project, [gauge(name, at, 1.0)])
+    db.execute(
+        f"""
+        create function public.refuse_group_rows() returns trigger language plpgsql as $$
+        begin
+            if new.project_id = '{project.project_id}' then raise exception 'group rows refused'; end if;
+            return new;
+        end $$;
+        create trigger refuse_group_rows before insert on public.metric_group_rollups
+            for each row execute function public.refuse_group_rows();
+        """
+    )
+    try:
+        # When the job runs
+        with pytest.raises(psycopg.errors.RaiseException, match="group rows refused"):
+            run_side_by_side(max_runs=5, time_left=lambda: True, lag_s=0)
+    finally:
+        db.execute(
+            "drop trigger refuse_group_rows on public.metric_group_rollups; drop function public.refuse_group_rows()"
+        )
+
+    # Then the per-series run committed its rows, and its minute waits in the queue for the next group run
+    assert (
+        db.execute(
+            "select count(*) as n from public.metric_rollups where project_id = %s", (project.project_id,)
+        ).fetchone()["n"]
+        == 4
+    )
+    assert db.execute("select count(*) as n from public.metric_group_pending").fetchone()["n"] == 1
+    assert sum(g.minutes for g in run_side_by_side(max_runs=5, time_left=lambda: True, lag_s=0).groups) == 1
