@@ -7,6 +7,7 @@ other tests' points never matter.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ from observai.metrics import rollup
 from observai.metrics.pipeline import run_side_by_side
 from observai.metrics.rollup import aggregate, roll_group_queue, run_aggregation
 from observai.telemetry.model import MetricPoint, MetricType
+from observai.telemetry.series import series_id
 
 from tests.helpers.ingest import IngestProject, make_project, store_points
 
@@ -46,12 +48,15 @@ def drain_sequentially() -> None:
     raise AssertionError("the job never caught up")
 
 
-def rows(db: psycopg.Connection, project: IngestProject, table: str, columns: str) -> list[tuple[Any, ...]]:
+def rows(db: psycopg.Connection, project: IngestProject, table: str, columns: str) -> list[str]:
+    """The project's rows as text (NaN equals NaN there), in key order."""
     with db.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        return cur.execute(
-            f"select {columns} from public.{table} where project_id = %s order by {columns.split(', sketch')[0]}",
+        found = cur.execute(
+            f"select row({columns})::text from public.{table} where project_id = %s"
+            f" order by {columns.split(', sketch')[0]}",
             (project.project_id,),
         ).fetchall()
+    return [r[0] for r in found]
 
 
 def workload(project: IngestProject, name: str, base: datetime) -> None:
@@ -69,6 +74,13 @@ def workload(project: IngestProject, name: str, base: datetime) -> None:
         )
     store_points(
         project, [gauge(name, base + timedelta(seconds=s), 1000.0 + s, host="h0", route="/r0") for s in (5, 65, 1805)]
+    )
+    # and a series with one point a minute: positive, negative, zero, NaN, tiny values (each minute's sketch is its
+    # value's one entry, which the group stage computes instead of parsing)
+    values = [3.5, -2.0, 0.0, math.nan, 1e-12, 7.25, -math.inf]
+    store_points(
+        project,
+        [gauge(name, base + timedelta(minutes=m), values[m % len(values)], host="h9", route="/r0") for m in range(40)],
     )
 
 
@@ -89,13 +101,26 @@ def test_side_by_side_writes_the_rows_of_runs_one_after_another(db: psycopg.Conn
 
     # Then it took several per-series runs and group runs, left nothing pending, and wrote the same rows
     assert len(job.series) > 3 and job.groups and not job.series[-1].more_pending
-    assert sum(r.points_read for r in job.series) == 4 * 30 * 6 + 3
+    assert sum(r.points_read for r in job.series) == 4 * 30 * 6 + 3 + 40
     assert not db.execute("select 1 from public.metric_group_pending").fetchall()
     for table, columns in (("metric_rollups", ROLLUP_COLUMNS), ("metric_group_rollups", GROUP_COLUMNS)):
         expected = rows(db, one_after_another, table, columns)
         assert expected and rows(db, side_by_side, table, columns) == expected, table
-    whole = rows(db, side_by_side, "metric_group_rollups", GROUP_COLUMNS)
-    assert {(r[1], r[3]) for r in whole} >= {("", 60), ("host", 60), ("route", 3600), ("", 86400)}
+    # And a group of one series of one-point minutes holds that series' own stored sketches
+    h9 = db.execute(
+        "select g.bucket_start, g.sketch as group_sketch, r.sketch as series_sketch"
+        " from public.metric_group_rollups g join public.metric_rollups r on r.project_id = g.project_id"
+        "   and r.resolution = 60 and r.bucket_start = g.bucket_start and r.series_id = %s"
+        " where g.project_id = %s and g.group_key = 'host' and g.group_value = '\"h9\"' and g.resolution = 60",
+        (series_id(name, {"host": "h9", "route": "/r0"}), side_by_side.project_id),
+    ).fetchall()
+    assert len(h9) == 40 and all(r["group_sketch"] == r["series_sketch"] for r in h9)
+    assert sum(r["series_sketch"] is None for r in h9) == 11  # NaN and -inf: no entry
+    kinds = db.execute(
+        "select distinct group_key, resolution from public.metric_group_rollups where project_id = %s",
+        (side_by_side.project_id,),
+    ).fetchall()
+    assert {(r["group_key"], r["resolution"]) for r in kinds} >= {("", 60), ("host", 60), ("route", 3600), ("", 86400)}
 
 
 def test_the_group_stage_skips_while_another_session_holds_it(database_url: str, db: psycopg.Connection) -> None:

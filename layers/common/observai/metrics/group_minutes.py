@@ -64,13 +64,15 @@ select s.no, r.series_id, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, co
     -- the null columns as bits (Postgres' | and << share one precedence: each shift in parentheses)
     (r.sum is null)::integer | ((r.min is null)::integer << 1) | ((r.max is null)::integer << 2)
         | ((r.last is null)::integer << 3) | ((r.increase is null)::integer << 4)
-        | ((r.last_time is null)::integer << 5) as nulls
+        | ((r.last_time is null)::integer << 5) as nulls,
+    r.single
 from group_series_rows r
 join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
 """
 _ROWS_COLUMNS = [("no", "int4"), ("series_id", "int8"), ("bucket_start", "timestamptz"), ("count", "int8"),
                  ("sum", "float8"), ("min", "float8"), ("max", "float8"), ("last", "float8"),
-                 ("last_time", "timestamptz"), ("increase", "float8"), ("nulls", "int4")]  # fmt: skip
+                 ("last_time", "timestamptz"), ("increase", "float8"), ("nulls", "int4"),
+                 ("single", "bool")]  # fmt: skip
 
 _STORE_CODE = "(case {store} when 'p' then 1 when 'n' then 2 else 3 end)::smallint"
 _RUN_ENTRIES = f"""
@@ -78,7 +80,7 @@ select s.no, e.bucket_start, {_STORE_CODE.format(store="e.store")} as store, e.i
 from group_series_rows r
 join rollup_e1 e on e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
 join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
-where r.sketch is null
+where r.sketch is null and not r.single
 union all
 """
 _ENTRIES_SQL = f"""
@@ -178,16 +180,19 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
         rows["nulls"].astype(np.int32)[take],
     )  # fmt: skip
     key_gid, key_bucket = members_rows["key"], members_rows["bucket"]
-    # Their entries, keyed by group row.
-    e_no = entries["no"].astype(np.int64)
+    # Their entries, keyed by group row: the read ones, and those of the minutes of one value (from the value).
+    single = np.flatnonzero(rows["single"])
+    s_store, s_idx = rollup_pass.value_entries(rows["min"].astype(np.float64)[single])
+    e_no = np.concatenate([entries["no"].astype(np.int64), row_no[single]])
     e_take, e_gid = _expand(e_no, m_count, m_start, m_gid)
+    e_bucket = np.concatenate([entries["bucket_start"].astype(np.int64), rows["bucket_start"].astype(np.int64)[single]])
     e_row = np.searchsorted(
-        rollup_pass.key(key_gid, key_bucket // MINUTE_US),
-        rollup_pass.key(e_gid, entries["bucket_start"].astype(np.int64)[e_take] // MINUTE_US),
+        rollup_pass.key(key_gid, key_bucket // MINUTE_US), rollup_pass.key(e_gid, e_bucket[e_take] // MINUTE_US)
     )
     e_row, e_store, e_idx, e_n = rollup_pass.sum_entries(
-        e_row, entries["store"].astype(np.int8)[e_take], entries["idx"].astype(np.int64)[e_take],
-        entries["n"].astype(np.int64)[e_take],
+        e_row, np.concatenate([entries["store"].astype(np.int8), s_store])[e_take],
+        np.concatenate([entries["idx"].astype(np.int64), s_idx])[e_take],
+        np.concatenate([entries["n"].astype(np.int64), np.ones(len(single), dtype=np.int64)])[e_take],
     )  # fmt: skip
 
     # The whole metric from its whole-source key's groups, in the order of their values.

@@ -256,8 +256,9 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
 
 # The chunk's per-series 1m rows: for each series of the chunk's metrics, its metric's queued minutes as contiguous
 # ranges, one primary-key range read each (offset 0: never flattened into a join over every partition, whatever the
-# fresh rows' statistics say). A row's stored sketch is kept only when this run did not just compute its entries
-# (rollup_e1, when the run touched anything): those are merged from the entries, without parsing the JSON.
+# fresh rows' statistics say). A row's stored sketch is kept only when its entries are known otherwise, without
+# parsing the JSON: ``single``, a gauge's or sum's minute of one point (its sketch is that value's one entry,
+# computed from ``min``), or this run's own entries (rollup_e1, when the run touched anything).
 _SERIES_ROWS_SQL = """
 create temp table group_series_rows on commit drop as
 with g as (
@@ -270,7 +271,8 @@ with g as (
     group by project_id, name, island
 )
 select r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last, r.last_time,
-    r.increase, {sketch} as sketch
+    r.increase, s.scalar and r.count = 1 and r.sketch is not null as single,
+    case when not (s.scalar and r.count = 1) then {sketch} end as sketch
 from g
 join group_series s on s.project_id = g.project_id and s.name = g.name
 cross join lateral (
@@ -386,7 +388,8 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
         create temp table group_members on commit drop as
         select s.project_id, s.series_id, s.name, k.group_key,
             case when k.group_key = '' then '' else coalesce((s.attributes -> k.group_key)::text, 'null') end
-                as group_value
+                as group_value,
+            s.type in ('gauge', 'sum') as scalar
         from group_chunk_keys k
         join public.metric_series s on s.project_id = k.project_id and s.name = k.name
         where k.group_key <> '' or not exists (
@@ -396,7 +399,7 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     )
     cur.execute(
         "create temp table group_series on commit drop as"
-        " select distinct project_id, series_id, name from group_members"
+        " select distinct project_id, series_id, name, scalar from group_members"
     )
     # An integer per group: the aggregation sorts and hashes on it rather than on (uuid, text, text, text).
     cur.execute(

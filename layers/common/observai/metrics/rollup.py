@@ -143,6 +143,8 @@ def aggregate(
     watermark = _watermark(cur, now)
     report = AggregationReport(ran=True, window_start=watermark, watermark=watermark)
     upper = now - timedelta(seconds=lag_s)
+    # The group step's lock first: the pass writes its 1m sketch entries (rollup_e1) only for a group step of its own.
+    work = groups and _try_lock(cur, GROUP_LOCK_KEY)
     if watermark < upper:
         new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
         report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
@@ -150,12 +152,13 @@ def aggregate(
         if report.buckets_touched:
             # Histograms first (their 1m rows in Python), so that their coarse rows find them stored.
             distribution_minutes = _roll_distribution_minutes(cur)
-            rows = rollup_pass.roll(cur, lookback_us=ANCHOR_LOOKBACK // timedelta(microseconds=1))
+            rows = rollup_pass.roll(cur, lookback_us=ANCHOR_LOOKBACK // timedelta(microseconds=1), entries=work)
             for resolution, label in RESOLUTIONS.items():
                 written[label] = rows.get(resolution, 0)
             written["1m"] += distribution_minutes
-            _distribution_entries(cur)
-            cur.execute("analyze rollup_e1")  # joined by the group rollups
+            if work:
+                _distribution_entries(cur)
+                cur.execute("analyze rollup_e1")  # joined by the group rollups
         report.buckets_written = written
         cur.execute(
             "insert into public.metric_rollup_state as s (name, watermark, updated_at) values (%s, %s, now())"
@@ -163,7 +166,6 @@ def aggregate(
             (STATE_NAME, new_watermark),
         )
         report.watermark = new_watermark
-    work = groups and bool(_try_lock(cur, GROUP_LOCK_KEY))
     group_report = roll_groups(cur, touched=report.buckets_touched > 0, work=work)
     report.group_buckets_written, report.group_minutes = group_report.written, group_report.minutes
     report.more_pending = report.more_pending or group_report.more_pending

@@ -80,9 +80,10 @@ class Level:
         return len(self.sid)
 
 
-def roll(cur: Cursor, *, lookback_us: int) -> dict[int, int]:
+def roll(cur: Cursor, *, lookback_us: int, entries: bool = True) -> dict[int, int]:
     """The scalar kinds' rows of every level for the run's touched ranges; returns rows inserted or changed per
-    resolution (seconds). Creates rollup_e1 (the 1m sketch entries) and rollup_sids (sid → series)."""
+    resolution (seconds). Creates rollup_sids (sid → series) and, with ``entries`` (the run's own group step follows),
+    rollup_e1 (the 1m sketch entries)."""
     import numpy as np
 
     cur.execute(
@@ -100,7 +101,8 @@ def roll(cur: Cursor, *, lookback_us: int) -> dict[int, int]:
     r_end = np.array([_us(r["range_end"]) for r in ranges], dtype=np.int64)
 
     minutes = _minutes(cur, r_sid, r_kind, r_fresh, lookback_us)
-    _write_entries(cur, minutes, series)
+    if entries:
+        _write_entries(cur, minutes, series)
     levels = [minutes]
     fine = minutes
     for coarse in LEVELS:
@@ -343,8 +345,8 @@ def sketch_index(a: Any) -> Any:
     return idx.astype(np.int64)
 
 
-def _entries(seg: Any, v: Any) -> tuple[Any, Any, Any, Any]:
-    """The sketch entries (row, store, idx, n) of gauge values per row, sorted, collapsed."""
+def value_entries(v: Any) -> tuple[Any, Any]:
+    """Each finite value's sketch entry: (store, idx), as ``Sketch.add`` files it."""
     import numpy as np
 
     a = np.abs(v)
@@ -353,6 +355,14 @@ def _entries(seg: Any, v: Any) -> tuple[Any, Any, Any, Any]:
     idx = np.zeros(len(v), dtype=np.int64)
     if (~zero).any():
         idx[~zero] = sketch_index(a[~zero])
+    return store, idx
+
+
+def _entries(seg: Any, v: Any) -> tuple[Any, Any, Any, Any]:
+    """The sketch entries (row, store, idx, n) of gauge values per row, sorted, collapsed."""
+    import numpy as np
+
+    store, idx = value_entries(v)
     return sum_entries(seg.astype(np.int64), store, idx, np.ones(len(v), dtype=np.int64))
 
 
