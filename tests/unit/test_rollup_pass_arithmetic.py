@@ -83,3 +83,32 @@ def test_sketch_json_encodes_each_rows_stores() -> None:
         {"p": {}, "n": {}, "z": 5},
         {"p": {}, "n": {"1": 6, "4": 7}, "z": 0},
     ]
+
+
+def test_jsonb_sketches_give_every_row_its_encoding_at_one_width() -> None:
+    # Given rows of one entry counted once (positive, negative index, the negative store, zeros), one counted twice,
+    # one of several entries, and rows with no entry
+    row = np.array([0, 1, 2, 3, 4, 6, 6, 6, 7, 9], dtype=np.int64)
+    store = np.array([1, 1, 2, 3, 1, 1, 2, 3, 1, 1], dtype=np.int8)
+    idx = np.array([138, -2000, 5, 0, 7, -3, 2, 0, 138, 2**31 - 1], dtype=np.int64)
+    n = np.array([1, 1, 1, 1, 2, 1, 3, 4, 1, 1], dtype=np.int64)
+    level = rollup_pass.Level(
+        resolution=60, sid=np.zeros(10, dtype=np.int64), bucket=np.zeros(10, dtype=np.int64),
+        count=np.ones(10, dtype=np.int64), sum=np.zeros(10), min=np.zeros(10), max=np.zeros(10), last=np.zeros(10),
+        last_time=np.zeros(10, dtype=np.int64), increase=np.zeros(10), nulls=np.zeros(10, dtype=np.int32),
+        fresh=np.ones(10, dtype=np.bool_), e_row=row, e_store=store, e_idx=idx, e_n=n,
+    )  # fmt: skip
+
+    # When they are laid out for the binary COPY
+    has, column = rollup_pass._jsonb_sketches(level)
+
+    # Then the rows with entries have one, each jsonb's version byte then its JSON padded with spaces
+    assert has.tolist() == [True, True, True, True, True, False, True, True, False, True]
+    texts = rollup_pass._sketch_texts(level)
+    for i in np.flatnonzero(has).tolist():
+        value = column[i]
+        assert len(value) == column.dtype.itemsize and value[:1] == b"\x01"
+        assert json.loads(value[1:]) == json.loads(texts[i]), i
+    assert json.loads(column[1][1:]) == {"p": {"-2000": 1}, "n": {}, "z": 0}
+    assert json.loads(column[6][1:]) == {"p": {"-3": 1}, "n": {"2": 3}, "z": 4}
+    assert json.loads(column[9][1:]) == {"p": {str(2**31 - 1): 1}, "n": {}, "z": 0}

@@ -227,7 +227,7 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
             select project_id, name, bucket_start from public.metric_group_pending
             order by bucket_start, project_id, name limit 10000
         ),
-        m as (
+        m as materialized (  -- each metric's series counted once, not once per queued minute
             select d.project_id, d.name,
                 greatest((select count(*) from public.metric_series s
                           where s.project_id = d.project_id and s.name = d.name), 1) as n

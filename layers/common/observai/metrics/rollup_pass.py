@@ -688,9 +688,7 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
     org = np.array([s["org_id"].bytes for s in series], dtype="V16")
     project = np.array([s["project_id"].bytes for s in series], dtype="V16")
     series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
-    texts = _sketch_texts(minutes)
-    has_sketch = np.zeros(len(minutes), dtype=np.bool_)
-    has_sketch[list(texts)] = True
+    has_sketch, sketches = _jsonb_sketches(minutes)
     pattern = minutes.nulls.astype(np.int64) | (has_sketch.astype(np.int64) << 8)
     pieces: list[bytes] = []
     for code in np.unique(pattern[fresh]).tolist():
@@ -704,22 +702,61 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
         for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
                           ("last_time", NULL_LAST_TIME), ("increase", NULL_INCREASE)):  # fmt: skip
             fields.append((name, None if code & bit else getattr(minutes, name)[rows]))
-        with_sketch = bool(code >> 8)
-        fixed = binary_rows(fields if with_sketch else [*fields, ("sketch", None)], appended=int(with_sketch))
-        if not with_sketch:
-            pieces.append(fixed.tobytes())
-            continue
-        width = fixed.dtype.itemsize
-        raw = memoryview(fixed.tobytes())
-        for i, row in enumerate(rows.tolist()):
-            text = texts[row]
-            pieces.append(raw[i * width : (i + 1) * width].tobytes())
-            pieces.append(struct.pack(">ib", len(text) + 1, 1) + text)  # jsonb's binary form: version 1, the text
+        fields.append(("sketch", sketches[rows] if code >> 8 else None))
+        pieces.append(binary_rows(fields).tobytes())
     with cur.copy(_COPY_MINUTES) as copy:
         copy.write(_COPY_HEADER)
         copy.write(b"".join(pieces))
         copy.write(_COPY_TRAILER)
     return {60: len(fresh)}
+
+
+def _jsonb_sketches(level: Level) -> tuple[Any, Any]:
+    """Whether each row has a sketch, and each row's sketch in jsonb's binary form at one fixed width, for a binary
+    COPY without a loop over the rows: the version byte (1), then the JSON padded with spaces (which jsonb's input
+    skips). Rows of one entry counted once (most 1m rows) are looked up among their distinct (store, index) pairs;
+    the others are encoded one by one."""
+    import numpy as np
+
+    has = np.zeros(len(level), dtype=np.bool_)
+    if not len(level.e_row):
+        return has, np.zeros(len(level), dtype="S1")
+    has[level.e_row] = True
+    first = np.ones(len(level.e_row), dtype=np.bool_)
+    first[1:] = level.e_row[1:] != level.e_row[:-1]
+    per_row = np.bincount(level.e_row, minlength=len(level))
+    common = first & (per_row[level.e_row] == 1) & (level.e_n == 1)
+    # (store, idx) as one integer: the store above bit 33, the index offset by 2**32 (indexes are negative below 1).
+    pairs, which = np.unique(
+        (level.e_store[common].astype(np.int64) << 33) + (level.e_idx[common] + 2**32), return_inverse=True
+    )
+    pair_texts = [_one_entry_text(pair >> 33, (pair & (2**33 - 1)) - 2**32, 1) for pair in pairs.tolist()]
+    others = ~common & first
+    rest = np.flatnonzero(others & (per_row[level.e_row] == 1))
+    rest_texts = [
+        _one_entry_text(store, idx, n)
+        for store, idx, n in zip(level.e_store[rest].tolist(), level.e_idx[rest].tolist(), level.e_n[rest].tolist(),
+                                 strict=True)
+    ]  # fmt: skip
+    m = per_row[level.e_row] > 1
+    multi_rows, multi_texts = sketch_json(level.e_row[m], level.e_store[m], level.e_idx[m], level.e_n[m])
+    width = max(len(t) for t in (*pair_texts, *rest_texts, *multi_texts)) + 1
+    column = np.zeros(len(level), dtype=f"S{width}")
+    if pair_texts:
+        table = np.array([b"\x01" + t.encode().ljust(width - 1) for t in pair_texts], dtype=f"S{width}")
+        column[level.e_row[common]] = table[which]
+    for rows, texts in ((level.e_row[rest].tolist(), rest_texts), (multi_rows, multi_texts)):
+        if texts:
+            column[rows] = np.array([b"\x01" + t.encode().ljust(width - 1) for t in texts], dtype=f"S{width}")
+    return has, column
+
+
+def _one_entry_text(store: int, idx: int, n: int) -> str:
+    if store == 1:
+        return f'{{"p":{{"{idx}":{n}}},"n":{{}},"z":0}}'
+    if store == 2:
+        return f'{{"p":{{}},"n":{{"{idx}":{n}}},"z":0}}'
+    return f'{{"p":{{}},"n":{{}},"z":{n}}}'
 
 
 def _sketch_texts(level: Level) -> dict[int, bytes]:
@@ -732,15 +769,11 @@ def _sketch_texts(level: Level) -> dict[int, bytes]:
     first[1:] = level.e_row[1:] != level.e_row[:-1]
     per_row = np.bincount(level.e_row, minlength=len(level))
     single = first & (per_row[level.e_row] == 1)
-    texts: dict[int, bytes] = {}
-    for row, store, idx, n in zip(level.e_row[single].tolist(), level.e_store[single].tolist(),
-                                  level.e_idx[single].tolist(), level.e_n[single].tolist(), strict=True):  # fmt: skip
-        if store == 1:
-            texts[row] = f'{{"p":{{"{idx}":{n}}},"n":{{}},"z":0}}'.encode()
-        elif store == 2:
-            texts[row] = f'{{"p":{{}},"n":{{"{idx}":{n}}},"z":0}}'.encode()
-        else:
-            texts[row] = f'{{"p":{{}},"n":{{}},"z":{n}}}'.encode()
+    texts: dict[int, bytes] = {
+        row: _one_entry_text(store, idx, n).encode()
+        for row, store, idx, n in zip(level.e_row[single].tolist(), level.e_store[single].tolist(),
+                                      level.e_idx[single].tolist(), level.e_n[single].tolist(), strict=True)
+    }  # fmt: skip
     multi = per_row[level.e_row] > 1
     rows, encoded = sketch_json(level.e_row[multi], level.e_store[multi], level.e_idx[multi], level.e_n[multi])
     texts.update(zip(rows, (t.encode() for t in encoded), strict=True))
