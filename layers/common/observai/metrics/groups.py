@@ -74,8 +74,8 @@ class GroupReport(BaseModel):
 
 
 def roll_groups(cur: Cursor, *, touched: bool, work: bool = True) -> GroupReport:
-    """Queue what the run touched (``touched``: the temp table rollup_touched exists), then, with ``work`` (the caller
-    holds the group step's lock), work the queue off within the run's bounds."""
+    """Queue what the run touched (``touched``: the temp table rollup_touched_metrics exists), then, with ``work``
+    (the caller holds the group step's lock), work the queue off within the run's bounds."""
     report = GroupReport()
     if touched:
         _enqueue(cur)
@@ -109,7 +109,7 @@ def _enqueue(cur: Cursor) -> None:
     cur.execute(
         """
         insert into public.metric_group_pending (org_id, project_id, name, bucket_start)
-        select min(org_id::text)::uuid, project_id, name, bucket_start from rollup_touched
+        select min(org_id::text)::uuid, project_id, name, bucket_start from rollup_touched_metrics
         group by project_id, name, bucket_start
         on conflict do nothing
         """
@@ -119,7 +119,7 @@ def _enqueue(cur: Cursor) -> None:
         select t.org_id, t.project_id, t.name, t.first, k.key, k.values
         from (
             select min(org_id::text)::uuid as org_id, project_id, name, min(bucket_start) as first
-            from rollup_touched group by project_id, name
+            from rollup_touched_metrics group by project_id, name
         ) t
         left join lateral (
             select e.key, count(distinct e.value) as values
@@ -136,7 +136,7 @@ def _enqueue(cur: Cursor) -> None:
             keys[row["key"]] = int(row["values"])
     cur.execute(
         "select k.project_id, k.name, k.group_key, k.cardinality from public.metric_group_keys k"
-        " where (k.project_id, k.name) in (select distinct project_id, name from rollup_touched)"
+        " where (k.project_id, k.name) in (select distinct project_id, name from rollup_touched_metrics)"
     )
     registered: dict[tuple[Any, str], dict[str, int]] = {}
     for row in cur.fetchall():

@@ -62,6 +62,7 @@ from observai.db.connection import Cursor, transaction
 from observai.metrics import rollup_pass, sketch_sql
 from observai.metrics.distributions import ANCHOR_LOOKBACK, distribution_buckets
 from observai.metrics.groups import GroupReport, roll_groups
+from observai.metrics.touched import touched
 
 # pg_try_advisory_xact_lock key of the aggregation (any fixed bigint, distinct from the other jobs').
 LOCK_KEY = 0x0B5A1_0004  # distinct from usage.ROLLUP_LOCK_KEY (0003): the two jobs must not skip each other
@@ -147,7 +148,8 @@ def aggregate(
     work = groups and _try_lock(cur, GROUP_LOCK_KEY)
     if watermark < upper:
         new_watermark, report.more_pending = _window_end(cur, watermark, upper, max_points)
-        report.points_read, report.buckets_touched = _touched(cur, watermark, new_watermark)
+        window = touched(cur, watermark, new_watermark)
+        report.points_read, report.buckets_touched = window.points, window.minutes
         written = dict.fromkeys(RESOLUTIONS.values(), 0)
         if report.buckets_touched:
             # Histograms first (their 1m rows in Python), so that their coarse rows find them stored.
@@ -249,64 +251,6 @@ def _window_end(cur: Cursor, watermark: datetime, upper: datetime, max_points: i
 # --- 2. what the window touched --------------------------------------------------------------------------------
 
 
-def _touched(cur: Cursor, watermark: datetime, new_watermark: datetime) -> tuple[int, int]:
-    """Temp tables of the touched 1m buckets (with the series' kind) and of their contiguous ranges."""
-    cur.execute(
-        f"""
-        create temp table rollup_touched on commit drop as
-        select t.org_id, t.project_id, t.series_id, t.bucket_start, t.points, s.name, s.type, s.temporality,
-            case
-                when s.type = 'sum' and s.monotonic and s.temporality = 'delta' then 'delta_counter'
-                when s.type = 'sum' and s.monotonic then 'counter'
-                when s.type in ('gauge', 'sum') then 'gauge'
-                else 'distribution'
-            end as kind
-        from (
-            select p.org_id, p.project_id, p.series_id,
-                date_bin(interval '60 seconds', p.time, timestamptz '{ORIGIN}') as bucket_start, count(*) as points
-            from public.metric_points p
-            where p.ingested_at > %(watermark)s and p.ingested_at <= %(new_watermark)s
-            group by 1, 2, 3, 4
-        ) t
-        join public.metric_series s on s.project_id = t.project_id and s.series_id = t.series_id
-        """,
-        {"watermark": watermark, "new_watermark": new_watermark},
-    )
-    # Contiguous runs of touched minutes per series (gaps and islands): one index range read each.
-    cur.execute(
-        """
-        create temp table rollup_ranges on commit drop as
-        select r.*,
-            (row_number() over (order by r.project_id, r.series_id, r.range_start) - 1)::integer as no,
-            (dense_rank() over (order by r.project_id, r.series_id) - 1)::integer as sid,
-            not exists (
-            select 1 from public.metric_rollups m
-            where m.project_id = r.project_id and m.series_id = r.series_id and m.resolution = 60
-                and m.bucket_start >= r.range_start and m.bucket_start < r.range_end
-        ) as fresh
-        from (
-            select org_id, project_id, series_id, kind, type, temporality,
-                min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
-            from (
-                select *, bucket_start - interval '60 seconds'
-                    * row_number() over (partition by project_id, series_id order by bucket_start) as island
-                from rollup_touched
-            ) t
-            group by org_id, project_id, series_id, kind, type, temporality, island
-        ) r
-        """
-    )
-    cur.execute("analyze rollup_touched")
-    cur.execute("analyze rollup_ranges")
-    # Points read: those of the window (including any whose series is missing, which roll into nothing).
-    cur.execute(
-        "select count(*) as buckets, coalesce(sum(points), 0)::bigint as points from rollup_touched",
-    )
-    row = cur.fetchone()
-    assert row is not None
-    return int(row["points"]), int(row["buckets"])
-
-
 # --- 3. and 4. the rows of every level ---------------------------------------------------------------------------
 
 # A rollup row's upsert (``{select}``: the rows); an unchanged row is not rewritten. Also the vectorised pass's.
@@ -391,10 +335,10 @@ def _distribution_entries(cur: Cursor) -> None:
         f"""
         insert into rollup_e1 (project_id, series_id, bucket_start, store, idx, n)
         select r.project_id, r.series_id, r.bucket_start, k.store, k.idx, k.n
-        from rollup_touched t
+        from rollup_distribution_minutes t
         join public.metric_rollups r on r.project_id = t.project_id and r.series_id = t.series_id
             and r.resolution = 60 and r.bucket_start = t.bucket_start
         {sketch_sql.entries_of("r")}
-        where t.kind = 'distribution' and r.sketch is not null
+        where r.sketch is not null
         """
     )

@@ -151,6 +151,7 @@ _POINTS_COLUMNS = [("no", "int4"), ("time", "timestamptz"), ("start", "timestamp
 
 # Postgres' binary send function and the numpy type of each column type packed_rows reads.
 _SEND = {
+    "uuid": ("uuid_send", "V16"),
     "int2": ("int2send", ">i2"),
     "int4": ("int4send", ">i4"),
     "int8": ("int8send", ">i8"),
