@@ -139,7 +139,9 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
     )
     cur.execute(
         "create temp table group_orgs on commit drop as"
-        " select project_id, min(org_id::text)::uuid as org_id from group_series_rows group by project_id"
+        " select s.project_id, min(s.org_id::text)::uuid as org_id from group_series g"
+        " join public.metric_series s on s.project_id = g.project_id and s.series_id = g.series_id"
+        " group by s.project_id"
     )
     cur.execute(
         "select s.no, m.gid from group_members m"

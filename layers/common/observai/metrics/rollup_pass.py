@@ -662,7 +662,6 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
     if sketches:
         with cur.copy("copy rollup_sk (row_no, sketch) from stdin") as copy:
             copy.write("".join(sketches))
-    cur.execute("analyze rollup_out")
     written: dict[int, int] = {}
     for level in levels:
         cur.execute(UPSERT_SQL.format(select=_ROWS),
