@@ -8,13 +8,14 @@ run:
 
     ceiling         one plain SQL statement computing count/sum/min/max per series and minute over the same points
                     (INSERT … SELECT … GROUP BY into a plain, unindexed scratch table): the least a roll-up costs
-    job             the aggregation job rolling them up (1m/5m/1h/1d per series, sketches, group rollups)
+    job             the aggregation job rolling them up (1m/5m/1h/1d per series, sketches, group rollups), as the
+                    scheduled function runs it: the per-series runs and the group stage side by side
     ingest          the metric points per second ingestion writes: mixed batches (a third metric points) through
                     the ingest handler in-process, as bench_ingest's "native" scenario
 
 and prints the job's points/s against its targets (≥ 150,000 points/s, ≥ 0.5 of the ceiling, ≥ 3× ingestion's
-metric points/s), also per CPU second of the job's Postgres backend and process (figures that hold on a shared
-machine). It then vacuums what it wrote (``settle``; not with --no-vacuum), and
+metric points/s), also per CPU second of the whole Postgres cluster and this process (figures that hold on a
+shared machine). It then vacuums what it wrote (``settle``; not with --no-vacuum), and
 times N queries of each kind through the metrics handler in-process (an API Gateway event → the resolver → SQL →
 the envelope), with an API key:
 
