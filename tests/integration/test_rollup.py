@@ -449,6 +449,43 @@ def test_a_late_point_re_rolls_its_old_buckets_and_leaves_the_others_alone(
         assert others == {k: v for k, v in before[res].items() if k != start}
 
 
+def test_fresh_minutes_write_their_coarse_rows_plainly_and_a_stray_coarse_row_is_upserted_instead(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given two gauges' points into minutes never rolled, and, for the second, a 5m and a 1h row already stored
+    # without any of their minutes (rows the job itself never leaves behind)
+    clean, stray = unique("fresh.clean"), unique("fresh.stray")
+    base = hour_ago(4)
+    points = [(base + timedelta(minutes=m, seconds=s), float(m + s)) for m in range(12) for s in (0, 30)]
+    store(project, [gauge(clean, at, v) for at, v in points] + [gauge(stray, at, v) for at, v in points])
+    for resolution, bucket in ((300, base + timedelta(minutes=5)), (3600, base)):
+        db.execute(
+            "insert into public.metric_rollups (org_id, project_id, series_id, resolution, bucket_start, count, sum)"
+            " values (%s, %s, %s, %s, %s, 999, -1)",
+            (project.org_id, project.project_id, series_id(stray, {}), resolution, bucket),
+        )
+
+    # When the job runs
+    drain()
+
+    # Then both series' rows hold their points at every level: the stray rows were overwritten, not a failure
+    for name in (clean, stray):
+        fives = rollups(db, project, name, 300)
+        assert [(k - base, r["count"], r["sum"]) for k, r in fives.items()] == [
+            (
+                timedelta(minutes=5 * i),
+                10 if i < 2 else 4,
+                sum(
+                    v for at, v in points if base + timedelta(minutes=5 * i) <= at < base + timedelta(minutes=5 * i + 5)
+                ),
+            )
+            for i in range(3)
+        ]
+        (hour,) = rollups(db, project, name, 3600).values()
+        assert (hour["count"], hour["sum"]) == (24, sum(v for _, v in points))
+        assert hour["sketch"] is not None and rollups(db, project, name, 86400)
+
+
 def test_rolling_the_same_points_again_changes_nothing(db: psycopg.Connection, project: IngestProject) -> None:
     # Given counters and gauges rolled up
     name, count_name = unique("mem"), unique("ops")

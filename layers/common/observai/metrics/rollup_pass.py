@@ -108,8 +108,11 @@ def roll(cur: Cursor, *, lookback_us: int, entries: bool = True) -> dict[int, in
     for coarse in LEVELS:
         fine = _coarse(cur, fine, coarse, r_sid, r_start, r_end)
         levels.append(fine)
-    written = _copy_fresh_minutes(cur, minutes, series)
-    levels[0] = _subset(minutes, ~minutes.fresh)
+    written: dict[int, int] = {}
+    for i, level in enumerate(levels):
+        if _copy_fresh(cur, level, series):
+            written[level.resolution] = int(level.fresh.sum())
+            levels[i] = _subset(level, ~level.fresh)
     for resolution, rows in _write_rows(cur, levels).items():
         written[resolution] = written.get(resolution, 0) + rows
     return written
@@ -433,6 +436,9 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     bucket = np.concatenate([fine.bucket, stored.bucket])
     order = np.lexsort((bucket, sid))
     sid, bucket = sid[order], bucket[order]
+    # A coarse row is fresh (none is stored) when every finer row of its bucket is this pass's and fresh: the job
+    # writes a bucket's levels together, and a partition drops them together (``_copy_fresh`` checks all the same).
+    fresh_fine = np.concatenate([fine.fresh, np.zeros(len(stored), dtype=np.bool_)])[order]
     count = np.concatenate([fine.count, stored.count])[order]
     total = np.concatenate([fine.sum, stored.sum])[order]
     low = np.concatenate([fine.min, stored.min])[order]
@@ -471,7 +477,8 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     return Level(
         resolution=coarse, sid=sid[starts], bucket=c_of[starts], count=out_count, sum=out_sum, min=out_min,
         max=out_max, last=out_last, last_time=out_last_time, increase=out_increase, nulls=out_nulls,
-        fresh=np.zeros(nseg, dtype=np.bool_), e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
+        fresh=np.logical_and.reduceat(fresh_fine, starts) if n else np.zeros(0, dtype=np.bool_),
+        e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
     )  # fmt: skip
 
 
@@ -671,20 +678,34 @@ def _write_rows(cur: Cursor, levels: list[Level]) -> dict[int, int]:
     return written
 
 
-_COPY_MINUTES = (
+_COPY_ROWS = (
     "copy public.metric_rollups (org_id, project_id, series_id, resolution, bucket_start, count, sum, min, max, last,"
     " last_time, increase, sketch) from stdin (format binary)"
 )
 
 
-def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[int, int]:
-    """The 1m rows of fresh ranges (no 1m row exists there: none can conflict) straight into metric_rollups, one
-    binary COPY: rows of the same null columns share one fixed-width layout, the sketch (jsonb) follows each row."""
+def _copy_fresh(cur: Cursor, level: Level, series: list[Any]) -> bool:
+    """The level's fresh rows (no row can exist there: see ``_coarse``) straight into metric_rollups in one binary
+    COPY, in a savepoint. True when they went in; False when there were none, or when one existed after all (the
+    COPY fails on the primary key, is rolled back, and the caller upserts them with the others)."""
+    import psycopg
+
+    if not level.fresh.any():
+        return False
+    try:
+        with cur.connection.transaction():
+            _copy_rows(cur, level, series)
+    except psycopg.errors.UniqueViolation:
+        return False
+    return True
+
+
+def _copy_rows(cur: Cursor, minutes: Level, series: list[Any]) -> None:
+    """The fresh rows of a level: rows of the same null columns share one fixed-width layout, the sketch (jsonb) in
+    it at one width (``_jsonb_sketches``)."""
     import numpy as np
 
     fresh = np.flatnonzero(minutes.fresh)
-    if not len(fresh):
-        return {60: 0}
     org = np.array([s["org_id"].bytes for s in series], dtype="V16")
     project = np.array([s["project_id"].bytes for s in series], dtype="V16")
     series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
@@ -696,7 +717,7 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
         sid = minutes.sid[rows]
         fields: list[tuple[str, Any]] = [
             ("org", org[sid]), ("project", project[sid]), ("series", series_id[sid]),
-            ("resolution", np.full(len(rows), 60, dtype=np.int32)), ("bucket", minutes.bucket[rows]),
+            ("resolution", np.full(len(rows), minutes.resolution, dtype=np.int32)), ("bucket", minutes.bucket[rows]),
             ("count", minutes.count[rows]),
         ]  # fmt: skip
         for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
@@ -704,11 +725,10 @@ def _copy_fresh_minutes(cur: Cursor, minutes: Level, series: list[Any]) -> dict[
             fields.append((name, None if code & bit else getattr(minutes, name)[rows]))
         fields.append(("sketch", sketches[rows] if code >> 8 else None))
         pieces.append(binary_rows(fields).tobytes())
-    with cur.copy(_COPY_MINUTES) as copy:
+    with cur.copy(_COPY_ROWS) as copy:
         copy.write(_COPY_HEADER)
         copy.write(b"".join(pieces))
         copy.write(_COPY_TRAILER)
-    return {60: len(fresh)}
 
 
 def _jsonb_sketches(level: Level) -> tuple[Any, Any]:
