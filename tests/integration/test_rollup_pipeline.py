@@ -249,3 +249,58 @@ def test_an_error_of_the_group_stage_reaches_the_caller_after_the_per_series_run
     )
     assert db.execute("select count(*) as n from public.metric_group_pending").fetchone()["n"] == 1
     assert sum(g.minutes for g in run_side_by_side(max_runs=5, time_left=lambda: True, lag_s=0).groups) == 1
+
+
+def test_a_minute_queued_again_as_the_group_stage_takes_it_stays_queued(
+    database_url: str, db: psycopg.Connection
+) -> None:
+    # Given a minute rolled per series and queued for the group stage
+    drain_sequentially()
+    project = make_project(label="Version")
+    name = f"pipeline.version.{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    store_points(project, [gauge(name, at + timedelta(seconds=s), 1.0) for s in (1, 2)])
+    assert run_aggregation(lag_s=0, groups=False).ran
+    store_points(project, [gauge(name, at + timedelta(seconds=30), 5.0)])
+
+    # When a per-series run re-rolls the minute and queues it again (not yet committed) ...
+    taken: dict[str, Any] = {}
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as per_series:
+        with per_series.transaction():
+            late = aggregate(per_series.cursor(), lag_s=0, groups=False)
+
+            # ... while the group stage takes the minute: it waits for that run's commit
+            def group_stage() -> None:
+                with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn:
+                    taken["pid"] = conn.info.backend_pid
+                    with conn.transaction():
+                        taken["report"] = roll_group_queue(conn.cursor())
+
+            thread = threading.Thread(target=group_stage)
+            thread.start()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                waiting = db.execute(
+                    "select wait_event_type from pg_stat_activity where pid = %s", (taken.get("pid", 0),)
+                ).fetchone()
+                if waiting and waiting["wait_event_type"] == "Lock":
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the group stage never waited for the per-series run")
+        thread.join(timeout=30)
+
+    # Then the group stage rolled the minute, but left it queued at its new version (it took the old one)
+    assert late.buckets_written["1m"] == 1 and taken["report"].minutes == 1
+    (queued,) = db.execute("select bucket_start, version from public.metric_group_pending").fetchall()
+    assert (queued["bucket_start"], queued["version"]) == (at, 1)
+    # And the next group run rolls it again: the group row counts every point
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+        assert roll_group_queue(conn.cursor()).minutes == 1
+    (row,) = db.execute(
+        "select count, sum from public.metric_group_rollups"
+        " where project_id = %s and group_key = '' and resolution = 60",
+        (project.project_id,),
+    ).fetchall()
+    assert (row["count"], row["sum"]) == (3, 7.0)
+    assert not db.execute("select 1 from public.metric_group_pending").fetchall()

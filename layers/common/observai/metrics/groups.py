@@ -73,9 +73,9 @@ class GroupReport(BaseModel):
     more_pending: bool = False
 
 
-def roll_groups(cur: Cursor, *, touched: bool, work: bool = True) -> GroupReport:
+def roll_groups(cur: Cursor, *, touched: bool, work: bool = True, max_chunks: int | None = None) -> GroupReport:
     """Queue what the run touched (``touched``: the temp table rollup_touched_metrics exists), then, with ``work``
-    (the caller holds the group step's lock), work the queue off within the run's bounds."""
+    (the caller holds the group step's lock), work the queue off within the run's bounds (and ``max_chunks``)."""
     report = GroupReport()
     if touched:
         _enqueue(cur)
@@ -88,9 +88,13 @@ def roll_groups(cur: Cursor, *, touched: bool, work: bool = True) -> GroupReport
         " min float8, max float8, last float8, last_time timestamptz, increase float8) on commit drop"
     )
     started = time.perf_counter()
+    chunks = 0
     while report.rows_read < RUN_MAX_ROWS and time.perf_counter() - started < RUN_BUDGET_S:
-        if not _take_chunk(cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)):
+        if (max_chunks is not None and chunks >= max_chunks) or not _take_chunk(
+            cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)
+        ):
             break
+        chunks += 1
         minutes, rows = _roll_chunk(cur, report.written, run_entries=touched)
         report.minutes += minutes
         report.rows_read += rows
@@ -108,10 +112,11 @@ def _enqueue(cur: Cursor) -> None:
     metric that already had rollups, the metric's minutes from the run's first touched one on)."""
     cur.execute(
         """
-        insert into public.metric_group_pending (org_id, project_id, name, bucket_start)
+        insert into public.metric_group_pending as p (org_id, project_id, name, bucket_start)
         select min(org_id::text)::uuid, project_id, name, bucket_start from rollup_touched_metrics
         group by project_id, name, bucket_start
-        on conflict do nothing
+        order by project_id, name, bucket_start
+        on conflict (project_id, name, bucket_start) do update set version = p.version + 1
         """
     )
     cur.execute(
@@ -187,10 +192,10 @@ def _enqueue(cur: Cursor) -> None:
         upsert += [(org_id, project_id, name, key, chosen[key], first if found["older"] else None) for key in new]
         if found["latest"] is not None and found["latest"] > first:
             cur.execute(
-                "insert into public.metric_group_pending (org_id, project_id, name, bucket_start)"
+                "insert into public.metric_group_pending as p (org_id, project_id, name, bucket_start)"
                 " select %(org)s, %(project)s, %(name)s, m"
                 " from generate_series(%(first)s::timestamptz, %(latest)s::timestamptz, interval '1 minute') m"
-                " on conflict do nothing",
+                " on conflict (project_id, name, bucket_start) do update set version = p.version + 1",
                 {"org": org_id, "project": project_id, "name": name, "first": first, "latest": found["latest"]},
             )
     if drop:
@@ -224,7 +229,7 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
         """
         create temp table group_chunk on commit drop as
         with p as (
-            select project_id, name, bucket_start from public.metric_group_pending
+            select project_id, name, bucket_start, version from public.metric_group_pending
             order by bucket_start, project_id, name limit 10000
         ),
         m as materialized (  -- each metric's series counted once, not once per queued minute
@@ -234,19 +239,29 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
             from (select distinct project_id, name from p) d
         ),
         c as (
-            select p.project_id, p.name, p.bucket_start, m.n,
+            select p.project_id, p.name, p.bucket_start, p.version, m.n,
                 sum(m.n) over (order by p.bucket_start, p.project_id, p.name rows unbounded preceding) as cum
             from p join m on m.project_id = p.project_id and m.name = p.name
         )
-        select project_id, name, bucket_start from c where cum - n < %(rows)s
+        select project_id, name, bucket_start, version from c where cum - n < %(rows)s
         """,
         {"rows": max_rows},
     )
     if cur.rowcount <= 0:
         return False
+    # Deleted only at the version taken: a per-series run beside this one that queues a taken minute again bumps
+    # its version, and the minute stays queued (this chunk may not see that run's rows). The rows are locked first,
+    # in key order, the order the per-series runs queue them in (so the two never wait on each other in a cycle);
+    # the delete then sees every bump committed before it.
+    cur.execute(
+        "select 1 from public.metric_group_pending q join group_chunk c"
+        " on c.project_id = q.project_id and c.name = q.name and c.bucket_start = q.bucket_start"
+        " order by q.project_id, q.name, q.bucket_start for update of q"
+    )
     cur.execute(
         "delete from public.metric_group_pending p using group_chunk c"
         " where p.project_id = c.project_id and p.name = c.name and p.bucket_start = c.bucket_start"
+        " and p.version = c.version"
     )
     cur.execute("analyze group_chunk")
     return True

@@ -119,12 +119,14 @@ def run_group_rollups() -> GroupReport:
 
 
 def roll_group_queue(cur: Cursor) -> GroupReport:
-    """The group step's run in the caller's transaction, under GROUP_LOCK_KEY (an overlapping one skips: ran=False).
-    The per-series sketches are parsed from the stored rows (no run's rollup_e1 here)."""
+    """The group step's run in the caller's transaction, under GROUP_LOCK_KEY (an overlapping one skips: ran=False):
+    one chunk of the queue, so that the queue rows it holds are locked in one statement, in key order (a
+    per-series run beside it locks them in the same order). The per-series sketches are parsed from the stored rows
+    (no run's rollup_e1 here)."""
     _session_temp_buffers(cur)
     if not _begin(cur, GROUP_LOCK_KEY)["got"]:
         return GroupReport(ran=False)
-    return roll_groups(cur, touched=False)
+    return roll_groups(cur, touched=False, max_chunks=1)
 
 
 def aggregate(
