@@ -59,6 +59,44 @@ def rows(db: psycopg.Connection, project: IngestProject, table: str, columns: st
     return [r[0] for r in found]
 
 
+def queued_minute(label: str) -> tuple[IngestProject, str, datetime]:
+    """A fresh project's gauge with two points (1.0 each) in one minute, rolled per series only: the minute waits in
+    the group queue."""
+    drain_sequentially()
+    project = make_project(label=label)
+    name = f"pipeline.{label.lower()}.{uuid.uuid4().hex[:8]}"
+    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    store_points(project, [gauge(name, at + timedelta(seconds=s), 1.0) for s in (1, 2)])
+    assert run_aggregation(lag_s=0, groups=False).ran
+    return project, name, at
+
+
+def assert_next_group_run_counts_every_point(database_url: str, db: psycopg.Connection, project: IngestProject) -> None:
+    """The next group run rolls the queued minute again; its whole-metric row then holds the two points and the late
+    one (5.0)."""
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
+        assert roll_group_queue(conn.cursor()).minutes == 1
+    (row,) = db.execute(
+        "select count, sum from public.metric_group_rollups"
+        " where project_id = %s and group_key = '' and resolution = 60",
+        (project.project_id,),
+    ).fetchall()
+    assert (row["count"], row["sum"]) == (3, 7.0)
+
+
+def wait_for_lock_wait(db: psycopg.Connection, session: dict[str, Any], failure: str) -> None:
+    """Until the backend whose pid the other thread puts in ``session["pid"]`` waits on a lock (30 s at most)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        waiting = db.execute(
+            "select wait_event_type from pg_stat_activity where pid = %s", (session.get("pid", 0),)
+        ).fetchone()
+        if waiting and waiting["wait_event_type"] == "Lock":
+            return
+        time.sleep(0.05)
+    raise AssertionError(failure)
+
+
 def workload(project: IngestProject, name: str, base: datetime) -> None:
     """Three hosts × two routes, a point every 20 s for 40 minutes in four ingest transactions, then late points
     into minutes already stored."""
@@ -163,12 +201,7 @@ def test_a_minute_re_rolled_while_the_group_stage_holds_it_is_queued_again(
     database_url: str, db: psycopg.Connection
 ) -> None:
     # Given a minute rolled per series and queued for the group stage
-    drain_sequentially()
-    project = make_project(label="Requeue")
-    name = f"pipeline.requeue.{uuid.uuid4().hex[:8]}"
-    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    store_points(project, [gauge(name, at + timedelta(seconds=s), 1.0) for s in (1, 2)])
-    assert run_aggregation(lag_s=0, groups=False).ran
+    project, name, at = queued_minute("Requeue")
 
     # When the group stage has taken the minute (uncommitted) and a late point into it is rolled meanwhile
     late: dict[str, Any] = {}
@@ -186,16 +219,7 @@ def test_a_minute_re_rolled_while_the_group_stage_holds_it_is_queued_again(
             thread = threading.Thread(target=per_series)
             thread.start()
             # the per-series run waits for the group stage's commit (it queues the minute the stage deleted) ...
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                waiting = db.execute(
-                    "select wait_event_type from pg_stat_activity where pid = %s", (late.get("pid", 0),)
-                ).fetchone()
-                if waiting and waiting["wait_event_type"] == "Lock":
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the per-series run never waited for the group stage")
+            wait_for_lock_wait(db, late, "the per-series run never waited for the group stage")
         # ... and goes on once it has committed
         thread.join(timeout=30)
 
@@ -203,14 +227,7 @@ def test_a_minute_re_rolled_while_the_group_stage_holds_it_is_queued_again(
     assert taken.minutes == 1 and late["report"].buckets_written["1m"] == 1
     queued = db.execute("select bucket_start from public.metric_group_pending").fetchall()
     assert [r["bucket_start"] for r in queued] == [at]
-    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
-        assert roll_group_queue(conn.cursor()).minutes == 1
-    (row,) = db.execute(
-        "select count, sum from public.metric_group_rollups"
-        " where project_id = %s and group_key = '' and resolution = 60",
-        (project.project_id,),
-    ).fetchall()
-    assert (row["count"], row["sum"]) == (3, 7.0)
+    assert_next_group_run_counts_every_point(database_url, db, project)
 
 
 def test_an_error_of_the_group_stage_reaches_the_caller_after_the_per_series_runs(db: psycopg.Connection) -> None:
@@ -255,12 +272,7 @@ def test_a_minute_queued_again_as_the_group_stage_takes_it_stays_queued(
     database_url: str, db: psycopg.Connection
 ) -> None:
     # Given a minute rolled per series and queued for the group stage
-    drain_sequentially()
-    project = make_project(label="Version")
-    name = f"pipeline.version.{uuid.uuid4().hex[:8]}"
-    at = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
-    store_points(project, [gauge(name, at + timedelta(seconds=s), 1.0) for s in (1, 2)])
-    assert run_aggregation(lag_s=0, groups=False).ran
+    project, name, at = queued_minute("Version")
     store_points(project, [gauge(name, at + timedelta(seconds=30), 5.0)])
 
     # When a per-series run re-rolls the minute and queues it again (not yet committed) ...
@@ -278,16 +290,7 @@ def test_a_minute_queued_again_as_the_group_stage_takes_it_stays_queued(
 
             thread = threading.Thread(target=group_stage)
             thread.start()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                waiting = db.execute(
-                    "select wait_event_type from pg_stat_activity where pid = %s", (taken.get("pid", 0),)
-                ).fetchone()
-                if waiting and waiting["wait_event_type"] == "Lock":
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("the group stage never waited for the per-series run")
+            wait_for_lock_wait(db, taken, "the group stage never waited for the per-series run")
         thread.join(timeout=30)
 
     # Then the group stage rolled the minute, but left it queued at its new version (it took the old one)
@@ -295,12 +298,5 @@ def test_a_minute_queued_again_as_the_group_stage_takes_it_stays_queued(
     (queued,) = db.execute("select bucket_start, version from public.metric_group_pending").fetchall()
     assert (queued["bucket_start"], queued["version"]) == (at, 1)
     # And the next group run rolls it again: the group row counts every point
-    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row) as conn, conn.transaction():
-        assert roll_group_queue(conn.cursor()).minutes == 1
-    (row,) = db.execute(
-        "select count, sum from public.metric_group_rollups"
-        " where project_id = %s and group_key = '' and resolution = 60",
-        (project.project_id,),
-    ).fetchall()
-    assert (row["count"], row["sum"]) == (3, 7.0)
+    assert_next_group_run_counts_every_point(database_url, db, project)
     assert not db.execute("select 1 from public.metric_group_pending").fetchall()
