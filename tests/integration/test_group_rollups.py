@@ -643,7 +643,7 @@ def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_th
     assert sum(v for t, v in answers["count"] if t < hour) == len(earlier)
 
 
-def test_the_slot_holding_now_reads_its_whole_group_row_only_when_no_rolled_minute_overlaps_the_raw_tail(
+def test_the_slot_holding_now_reads_its_whole_group_row_only_when_its_rolled_minutes_hold_every_stored_point(
     project: IngestProject,
 ) -> None:
     from observai.auth.principal import Principal
@@ -670,28 +670,41 @@ def test_the_slot_holding_now_reads_its_whole_group_row_only_when_no_rolled_minu
         response = engine.run_queries(reader, project.project_id, request, now=now)
         return [r.model_dump(mode="json") for r in response.results]
 
-    def whole_tail() -> bool:
+    def whole_tail() -> tuple[bool, datetime]:
         q = QueryRequest.model_validate({"queries": [{**common, "id": "q", "aggregation": "avg"}]}).queries[0]
         with tenant_transaction(reader.rls_claims()) as cur:
             query_plan = engine.plan(q, now)
             candidate = engine._group_candidate(q, query_plan)
             matches = engine._count_series(cur, project.project_id, q, group=(candidate or "", query_plan))
-            return engine._group_key(matches, q, candidate)[1]
+            _, whole, read_plan = engine._group_key(matches, q, candidate, query_plan)
+            return whole, read_plan.minute_from
+
+    def point(minutes: float, value: float) -> MetricPoint:
+        return MetricPoint(name, MetricType.GAUGE, ns(hour + timedelta(minutes=minutes)), attributes(0), value=value)
 
     in_slot = [v for i in range(6) for k, v in enumerate(values[i]) if k * 20 >= 3600]
     assert len(in_slot) == 6 * 120
-    for late in (False, True):
-        if late:
-            # And then a point at H + 45 min (in the raw tail) rolled up: its group has a 1m row in the raw tail
-            store_points(
-                project,
-                [MetricPoint(name, MetricType.GAUGE, ns(hour + timedelta(minutes=45)), attributes(0), value=1e6)],
-            )
+    cases = {
+        # nothing rolled in the raw tail: the slot's group row, then raw points from H + 44
+        "before": (True, hour + timedelta(minutes=44)),
+        # a point at H + 45 rolled up (its group has a 1m row in the raw tail) and every point of the tail's rolled
+        # minutes counted there: the group row up to H + 46, raw points after it
+        "rolled": (True, hour + timedelta(minutes=46)),
+        # then a point stored at H + 45 m 30 s that no run has rolled yet: the tail's rolled minutes lack it, so the
+        # slot is read from its 5m and 1m group rows and raw points from H + 44, as before
+        "unrolled": (False, hour + timedelta(minutes=44)),
+    }
+    for case, expected in cases.items():
+        if case == "rolled":
+            store_points(project, [point(45, 1e6)])
             drain()
             in_slot.append(1e6)
+        if case == "unrolled":
+            store_points(project, [point(45.5, 2e6)])
+            in_slot.append(2e6)
         # When the last slot is read, by the group rows and by the per-series rows
-        # Then the group path reads the slot's whole group row only while no rolled minute is in the raw tail
-        assert whole_tail() is not late
+        # Then the group path reads the slot's whole group row only when the tail's rolled minutes hold every point
+        assert whole_tail() == expected, case
         for group_by in ([], ["host"]):
             for aggregation in ("avg", "sum", "min", "max", "count", "last", "p99"):
                 group, series = run(
@@ -702,8 +715,9 @@ def test_the_slot_holding_now_reads_its_whole_group_row_only_when_no_rolled_minu
                 # And both paths agree, and every point of the slot counts once
                 assert_same(group, series)
         answers = {a: run({**common, "id": "q", "aggregation": a})[0]["series"][0]["points"] for a in ("count", "sum")}
-        assert answers["count"][-1] == [int(hour.timestamp()), len(in_slot)]
+        assert answers["count"][-1] == [int(hour.timestamp()), len(in_slot)], case
         assert answers["sum"][-1][1] == pytest.approx(sum(in_slot), rel=1e-9)
+    drain()
 
 
 # --- tenant isolation -----------------------------------------------------------------------------------------

@@ -408,7 +408,7 @@ def test_reads_in_one_statement_give_the_rows_and_points_of_each_read_alone(
                 candidate = engine._group_candidate(query, query_plan)
                 group = None if candidate is None else (candidate, query_plan)
                 matches = engine._count_series(cur, project.project_id, query, group=group)
-                key, _ = engine._group_key(matches, query, candidate)
+                key, _, _ = engine._group_key(matches, query, candidate, query_plan)
                 if not matches.series or query_plan.raw_from >= query_plan.minute_from or (whole and key is None):
                     continue
                 # (whole: the group rows of the slots' resolution, as if no rolled minute were in the raw tail)

@@ -20,7 +20,9 @@ per group per day), else from its sketches merged per slot (few: one per group a
 are read only where complete: no minute of the range waits in the job's queue (``metric_group_pending``). The raw
 tail is read as on the series path, but for the slots' rolled-up minutes: when none is queued and the group has no
 1m row from minute_from on, a slot's own group row (1h at a 1h step) holds exactly the minutes before minute_from,
-and is read instead of its 5m and 1m rows (50 rows, not 600, for p99 per host over the current hour).
+and is read instead of its 5m and 1m rows (50 rows, not 600, for p99 per host over the current hour). So it is
+when the group's 1m rows from minute_from on count every point stored in their minutes (nothing left to roll): the
+raw tail then starts at the minute after the last of them.
 
 Then one SQL statement per query, as the caller (RLS on, so a forgotten filter cannot leak): the series
 are matched by a sub-select on ``metric_series`` (name, attribute filters; the GIN ``jsonb_path_ops`` index
@@ -45,7 +47,7 @@ import math
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, TypeGuard, cast
 from uuid import UUID
@@ -472,18 +474,31 @@ def _group_candidate(query: MetricQuery, query_plan: Plan) -> str | None:
 # Tail whole: besides, no minute from raw_from on waits in the queue and the group has no 1-minute row from
 # minute_from on; then the group rows of the last slots hold exactly the minutes before minute_from (the job
 # rewrites a minute's 1m, 5m, 1h and 1d group rows together), what their 5m and 1m rows would add up to.
+# Rolled to: else, with nothing queued from raw_from on, the minute after the group's last 1-minute row from
+# minute_from on, with the points the group rows count in those minutes (``rolled``) and the raw points stored there
+# (``stored``): when they are as many, every stored point of those minutes is rolled up (the job counts each point
+# it rolls once), and the group rows of the last slots hold exactly the minutes before rolled_to (``_group_key``).
 _GROUP_STATE = (
     "select k.complete_from <= %(g_start)s and not exists ("
     " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
     " and p.bucket_start >= %(g_start)s and p.bucket_start < %(g_end)s) as complete,"
-    " not exists ("
-    " select 1 from public.metric_group_pending p where p.project_id = %(project)s and p.name = %(name)s"
-    " and p.bucket_start >= %(g_raw_from)s and p.bucket_start < %(g_range_end)s)"
-    " and not exists ("
-    " select 1 from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
-    " and r.group_key = %(g_key)s and r.resolution = 60"
-    " and r.bucket_start >= %(g_end)s and r.bucket_start < %(g_range_end)s) as tail_whole"
+    " q.tail_queued is null and t.rolled_to is null as tail_whole,"
+    " case when q.tail_queued is null then t.rolled_to end as rolled_to, t.rolled,"
+    " case when q.tail_queued is null and t.rolled_to is not null then (select count(*) from public.metric_points p"
+    "  where p.project_id = %(project)s and p.series_id = any(array("
+    "   select s.series_id from public.metric_series s where s.project_id = %(project)s and s.name = %(name)s))"
+    "  and p.time >= %(g_end)s and p.time < t.rolled_to) end as stored"
     " from public.metric_group_keys k"
+    " left join lateral ("
+    " select 1 as tail_queued from public.metric_group_pending p where p.project_id = %(project)s"
+    " and p.name = %(name)s and p.bucket_start >= %(g_raw_from)s and p.bucket_start < %(g_range_end)s limit 1"
+    ") q on true"
+    " cross join lateral ("
+    " select max(r.bucket_start) + interval '1 minute' as rolled_to, coalesce(sum(r.count), 0) as rolled"
+    " from public.metric_group_rollups r where r.project_id = %(project)s and r.name = %(name)s"
+    " and r.group_key = %(g_key)s and r.resolution = 60"
+    " and r.bucket_start >= %(g_end)s and r.bucket_start < %(g_range_end)s"
+    ") t"
     " where k.project_id = %(project)s and k.name = %(name)s and k.group_key = %(g_key)s"
 )
 
@@ -498,6 +513,11 @@ class _Matched:
     distributions: int  # histograms, exponential histograms and summaries
     group_complete: bool = False
     tail_whole: bool = False
+    # The minute after the group's last 1-minute row from minute_from on, when nothing from raw_from on is queued;
+    # with the points those rows count and the raw points stored in those minutes (``_GROUP_STATE``).
+    rolled_to: datetime | None = None
+    rolled: int = 0
+    stored: int = 0
 
 
 def _count_series(
@@ -528,7 +548,8 @@ def _count_series(
             "g_range_end": query_plan.end,
         }
         counted = (
-            "select c.*, coalesce(g.complete, false) as complete, coalesce(g.tail_whole, false) as tail_whole"
+            "select c.*, coalesce(g.complete, false) as complete, coalesce(g.tail_whole, false) as tail_whole,"
+            " g.rolled_to, coalesce(g.rolled, 0) as rolled, coalesce(g.stored, 0) as stored"
             f" from ({counted}) c left join ({_GROUP_STATE}) g on true"
         )
     cur.execute(counted, params)
@@ -540,17 +561,35 @@ def _count_series(
         int(row["distributions"]),
         group_complete=bool(row.get("complete")),
         tail_whole=bool(row.get("tail_whole")),
+        rolled_to=row.get("rolled_to"),
+        rolled=int(row.get("rolled") or 0),
+        stored=int(row.get("stored") or 0),
     )
 
 
-def _group_key(matches: _Matched, query: MetricQuery, candidate: str | None) -> tuple[str | None, bool]:
-    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; and
-    whether the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``)."""
+def _group_key(
+    matches: _Matched, query: MetricQuery, candidate: str | None, query_plan: Plan
+) -> tuple[str | None, bool, Plan]:
+    """The group_key to read group rollups with ('' for every series), or None for the per-series rollups; whether
+    the slots from raw_from are whole in the group rows of the plan's resolution (``_read_tail``); and the plan to
+    read them with. When the group's 1-minute rows from minute_from on hold every point stored in their minutes (a
+    query a few minutes after the last points: nothing is left to roll), the tail is whole up to the minute after
+    the last of them, and only the raw points after it are read: one group row per slot, not its 5m and 1m rows.
+    Counted in points, which a histogram's or summary's group rows do not count (they count observations)."""
     if candidate is None or not matches.group_complete:
-        return None, False
+        return None, False, query_plan
     if query.aggregation in COUNTER_AGGREGATIONS and matches.counters != matches.series:
-        return None, False  # the series path reads the counters only; the groups hold every series of the name
-    return candidate, matches.tail_whole
+        return None, False, query_plan  # the series path reads the counters only; the groups hold every series
+    rolled_to = matches.rolled_to
+    if (
+        not matches.tail_whole
+        and rolled_to is not None
+        and not matches.distributions
+        and matches.rolled == matches.stored
+        and query_plan.minute_from < rolled_to <= query_plan.end
+    ):
+        return candidate, True, replace(query_plan, minute_from=rolled_to)
+    return candidate, matches.tail_whole, query_plan
 
 
 # --- running ---------------------------------------------------------------------------------------------------
@@ -1057,7 +1096,7 @@ def _run_one(
     points: dict[str, list[tuple[int, float]]] = {}  # per labels (jsonb text): (slot, value)
     source: Source = "raw" if query_plan.resolution == "raw" else "series"
     if matched:
-        group_key, tail_whole = _group_key(matches, query, candidate)
+        group_key, tail_whole, query_plan = _group_key(matches, query, candidate, query_plan)
         params = _query_params(project_id, query, query_plan, loc, shard_ids, group_key)
         if query_plan.resolution != "raw":
             build = _rollup_sql
