@@ -50,8 +50,11 @@ them with the job before issue 17, column by column).
 
 from __future__ import annotations
 
+import bisect
 import time
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 from psycopg.rows import DictRow
@@ -224,33 +227,77 @@ def _watermark(cur: Cursor, now: datetime) -> datetime:
     return first["first"]
 
 
+@dataclass
+class _Backlog:
+    """The ingest transactions (ingested_at, points) in (lower, upper] of one database, in order, as one scan saw
+    them."""
+
+    database: tuple[Any, ...]
+    lower: datetime
+    upper: datetime
+    transactions: list[tuple[datetime, int]]
+
+
+# The last scan's backlog: while a run after run works through a backlog, each window's end comes from it, instead of
+# a scan of the whole remaining backlog per window (quadratic in its size: a week of points caught up took a fifth
+# of the job's time). Sound because no transaction appears at or before a bound the job has used (the lag bound,
+# above); points deleted since only make a window smaller.
+_backlog: _Backlog | None = None
+# At most this many transactions are kept (the scan's upper bound is then the last one's ingested_at).
+BACKLOG_TRANSACTIONS = 100_000
+
+
 def _window_end(cur: Cursor, watermark: datetime, upper: datetime, max_points: int) -> tuple[datetime, bool]:
     """The end of the window and whether points remain after it: the largest ingested_at that keeps the window
-    at max_points or fewer (never splitting one ingested_at value), else ``upper``."""
-    cur.execute(
-        """
-        with firsts as (
-            select ingested_at from public.metric_points
-            where ingested_at > %(watermark)s and ingested_at <= %(upper)s
-            order by ingested_at limit %(limit)s
-        ), summary as (
-            select count(*) as n, max(ingested_at) as last from firsts
+    at max_points or fewer (never splitting one ingested_at value: one transaction of more than max_points points
+    is taken whole), else ``upper``."""
+    global _backlog
+    info = cur.connection.info
+    database = (info.host, info.port, info.dbname)
+    known = _backlog
+    if known is None or known.database != database or watermark < known.lower:
+        known = None
+    else:
+        end = _cut(known.transactions, watermark, min(upper, known.upper), max_points)
+        if end is not None:
+            return end, True
+        if known.upper < upper:
+            known = None
+    if known is None:
+        cur.execute(
+            "select ingested_at, count(*) as points from public.metric_points"
+            " where ingested_at > %(watermark)s and ingested_at <= %(upper)s"
+            " group by ingested_at order by ingested_at limit %(limit)s",
+            {"watermark": watermark, "upper": upper, "limit": BACKLOG_TRANSACTIONS + 1},
         )
-        select n, last, (select max(f.ingested_at) from firsts f where f.ingested_at < summary.last) as before_last
-        from summary
-        """,
-        {"watermark": watermark, "upper": upper, "limit": max_points + 1},
-    )
-    row = cur.fetchone()
-    assert row is not None
-    if row["n"] <= max_points:
-        return upper, False
-    # The (max_points+1)-th point's ingested_at is left for the next run, unless it is the only value
-    # (one transaction of more than max_points points is taken whole).
-    return (row["before_last"] or row["last"]), True
+        transactions = [(row["ingested_at"], int(row["points"])) for row in cur.fetchall()]
+        scanned = upper
+        if len(transactions) > BACKLOG_TRANSACTIONS:
+            transactions = transactions[:BACKLOG_TRANSACTIONS]
+            scanned = transactions[-1][0]
+        known = _backlog = _Backlog(database, watermark, scanned, transactions)
+        end = _cut(known.transactions, watermark, min(upper, known.upper), max_points)
+        if end is not None:
+            return end, True
+    if known.upper < upper:  # the scan stopped at BACKLOG_TRANSACTIONS: the rest waits for the next run
+        return known.upper, True
+    return upper, False
 
 
-# --- 2. what the window touched --------------------------------------------------------------------------------
+def _cut(transactions: list[tuple[datetime, int]], watermark: datetime, upper: datetime, max_points: int
+         ) -> datetime | None:  # fmt: skip
+    """Where a window from ``watermark`` ends when its transactions up to ``upper`` hold more than max_points
+    points (the last transaction that keeps it at max_points, or the first one whole); None when they do not."""
+    total = 0
+    previous: datetime | None = None
+    for ingested_at, points in transactions[bisect.bisect_right(transactions, (watermark, 2**63)) :]:
+        if ingested_at > upper:
+            return None
+        total += points
+        if total > max_points:
+            return previous or ingested_at
+        previous = ingested_at
+    return None
 
 
 # --- 3. and 4. the rows of every level ---------------------------------------------------------------------------
