@@ -107,18 +107,30 @@ def roll_groups(cur: Cursor, *, touched: bool, work: bool = True, max_chunks: in
 # --- the queue and the keys --------------------------------------------------------------------------------------
 
 
+# The run's touched (metric, minute) pairs and the back-filled minutes of metrics with a new key, queued in one
+# statement, in key order (the group stage locks the rows it takes in the same order: the two never wait on each
+# other in a cycle). A minute queued already gets a new version: the group stage keeps it if it took the old one.
+_QUEUE_SQL = """
+insert into public.metric_group_pending as p (org_id, project_id, name, bucket_start)
+select min(org_id::text)::uuid, project_id, name, bucket_start from (
+    select org_id, project_id, name, bucket_start from rollup_touched_metrics
+    union all
+    select b.org_id, b.project_id, b.name, m
+    from unnest(%(org)s::uuid[], %(project)s::uuid[], %(name)s::text[], %(first)s::timestamptz[],
+        %(latest)s::timestamptz[]) as b(org_id, project_id, name, first, latest)
+    cross join lateral generate_series(b.first, b.latest, interval '1 minute') m
+) q
+group by project_id, name, bucket_start
+order by project_id, name, bucket_start
+on conflict (project_id, name, bucket_start) do update set version = p.version + 1
+"""
+_BACKFILL_COLUMNS = ("org", "project", "name", "first", "latest")
+
+
 def _enqueue(cur: Cursor) -> None:
     """Refresh metric_group_keys for the touched metrics and queue their touched minutes (and, for a key new to a
-    metric that already had rollups, the metric's minutes from the run's first touched one on)."""
-    cur.execute(
-        """
-        insert into public.metric_group_pending as p (org_id, project_id, name, bucket_start)
-        select min(org_id::text)::uuid, project_id, name, bucket_start from rollup_touched_metrics
-        group by project_id, name, bucket_start
-        order by project_id, name, bucket_start
-        on conflict (project_id, name, bucket_start) do update set version = p.version + 1
-        """
-    )
+    metric that already had rollups, the metric's minutes from the run's first touched one on), in one statement that
+    locks the queue rows in key order (``_QUEUE_SQL``)."""
     cur.execute(
         """
         select t.org_id, t.project_id, t.name, t.first, k.key, k.values
@@ -149,6 +161,7 @@ def _enqueue(cur: Cursor) -> None:
 
     drop: list[tuple[Any, str, str]] = []
     upsert: list[tuple[Any, Any, str, str, int, datetime | None]] = []
+    backfill: list[tuple[Any, Any, str, datetime, datetime]] = []
     for (project_id, name), (org_id, first, keys) in metrics.items():
         chosen = dict(sorted(keys.items(), key=lambda kv: (kv[1], kv[0]))[:GROUP_MAX_KEYS])
         chosen[""] = 0
@@ -191,13 +204,8 @@ def _enqueue(cur: Cursor) -> None:
         assert found is not None
         upsert += [(org_id, project_id, name, key, chosen[key], first if found["older"] else None) for key in new]
         if found["latest"] is not None and found["latest"] > first:
-            cur.execute(
-                "insert into public.metric_group_pending as p (org_id, project_id, name, bucket_start)"
-                " select %(org)s, %(project)s, %(name)s, m"
-                " from generate_series(%(first)s::timestamptz, %(latest)s::timestamptz, interval '1 minute') m"
-                " on conflict (project_id, name, bucket_start) do update set version = p.version + 1",
-                {"org": org_id, "project": project_id, "name": name, "first": first, "latest": found["latest"]},
-            )
+            backfill.append((org_id, project_id, name, first, found["latest"]))
+    cur.execute(_QUEUE_SQL, {column: [b[i] for b in backfill] for i, column in enumerate(_BACKFILL_COLUMNS)})
     if drop:
         cur.execute(
             "delete from public.metric_group_keys k using unnest(%s::uuid[], %s::text[], %s::text[]) d(p, n, g)"
