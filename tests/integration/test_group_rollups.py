@@ -388,6 +388,37 @@ def test_a_group_registered_after_the_metric_had_rollups_is_read_only_from_when_
     assert recent["series"][0]["points"] == [[int(later.timestamp()), 5.0]]
 
 
+def test_a_group_registered_by_a_late_point_back_fills_the_minutes_rolled_after_it(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a metric rolled up over 30 minutes whose groups are then forgotten
+    name = unique("backfill")
+    base = base_time(10)
+    values = seed_gauges(project, name, base, minutes=30)
+    drain()
+    db.execute("delete from public.metric_group_keys where project_id = %s and name = %s", (project.project_id, name))
+    db.execute(
+        "delete from public.metric_group_rollups where project_id = %s and name = %s", (project.project_id, name)
+    )
+
+    # When a late point into minute 10 arrives and the job runs
+    late = base + timedelta(minutes=10, seconds=5)
+    store_points(project, [MetricPoint(name, MetricType.GAUGE, ns(late), attributes(0), value=5.0)])
+    drain()
+
+    # Then the groups are complete from minute 10, and every minute from there to the last rolled one has its group
+    # rows again: the late point's, and the later minutes queued with it
+    assert {k["complete_from"] for k in group_keys(db, project, name).values()} == {base + timedelta(minutes=10)}
+    whole = {k[3]: r for k, r in group_rows(db, project, name).items() if k[0] == "" and k[2] == 60}
+    assert sorted(whole) == [base + timedelta(minutes=m) for m in range(10, 30)]
+    assert whole[base + timedelta(minutes=10)]["count"] == 6 * 3 + 1
+    assert all(whole[base + timedelta(minutes=m)]["count"] == 6 * 3 for m in range(11, 30))
+    # (host h1: series 0 and 3, three points a minute each)
+    h1 = group_rows(db, project, name)[("host", '"h1"', 60, base + timedelta(minutes=29))]
+    assert h1["sum"] == pytest.approx(sum(values[0][87:90]) + sum(values[3][87:90]), rel=1e-12)
+    assert not db.execute("select 1 from public.metric_group_pending where name = %s", (name,)).fetchall()
+
+
 def test_the_group_step_is_bounded_per_run_and_the_next_runs_resume_it(
     db: psycopg.Connection, project: IngestProject, monkeypatch: pytest.MonkeyPatch
 ) -> None:
