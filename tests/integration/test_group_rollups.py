@@ -360,18 +360,27 @@ def test_a_key_that_outgrows_the_bound_is_dropped(
     assert query(project, common)[0]["source"] == "series"
 
 
-def test_a_group_registered_after_the_metric_had_rollups_is_read_only_from_when_it_is_complete(
-    db: psycopg.Connection, project: IngestProject
-) -> None:
-    # Given a metric rolled up whose groups are then forgotten (as a metric older than the group rollups)
-    name = unique("old")
+def rolled_then_forgotten(
+    db: psycopg.Connection, project: IngestProject, prefix: str
+) -> tuple[str, datetime, dict[int, list[float]]]:
+    """A metric of six series rolled up over 30 minutes, its group keys and rows then deleted (as a metric older than
+    the group rollups): its name, first minute and values."""
+    name = unique(prefix)
     base = base_time(10)
-    seed_gauges(project, name, base, minutes=30)
+    values = seed_gauges(project, name, base, minutes=30)
     drain()
     db.execute("delete from public.metric_group_keys where project_id = %s and name = %s", (project.project_id, name))
     db.execute(
         "delete from public.metric_group_rollups where project_id = %s and name = %s", (project.project_id, name)
     )
+    return name, base, values
+
+
+def test_a_group_registered_after_the_metric_had_rollups_is_read_only_from_when_it_is_complete(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a metric rolled up whose groups are then forgotten (as a metric older than the group rollups)
+    name, base, _ = rolled_then_forgotten(db, project, "old")
 
     # When a point of the second hour arrives and the job runs
     later = base + timedelta(hours=1, minutes=5)
@@ -392,14 +401,7 @@ def test_a_group_registered_by_a_late_point_back_fills_the_minutes_rolled_after_
     db: psycopg.Connection, project: IngestProject
 ) -> None:
     # Given a metric rolled up over 30 minutes whose groups are then forgotten
-    name = unique("backfill")
-    base = base_time(10)
-    values = seed_gauges(project, name, base, minutes=30)
-    drain()
-    db.execute("delete from public.metric_group_keys where project_id = %s and name = %s", (project.project_id, name))
-    db.execute(
-        "delete from public.metric_group_rollups where project_id = %s and name = %s", (project.project_id, name)
-    )
+    name, base, values = rolled_then_forgotten(db, project, "backfill")
 
     # When a late point into minute 10 arrives and the job runs
     late = base + timedelta(minutes=10, seconds=5)
