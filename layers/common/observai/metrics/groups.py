@@ -89,10 +89,12 @@ def roll_groups(cur: Cursor, *, touched: bool, work: bool = True, max_chunks: in
     )
     started = time.perf_counter()
     chunks = 0
-    while report.rows_read < RUN_MAX_ROWS and time.perf_counter() - started < RUN_BUDGET_S:
-        if (max_chunks is not None and chunks >= max_chunks) or not _take_chunk(
-            cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)
-        ):
+    while (
+        (max_chunks is None or chunks < max_chunks)
+        and report.rows_read < RUN_MAX_ROWS
+        and time.perf_counter() - started < RUN_BUDGET_S
+    ):
+        if not _take_chunk(cur, min(CHUNK_ROWS, RUN_MAX_ROWS - report.rows_read)):
             break
         chunks += 1
         minutes, rows = _roll_chunk(cur, report.written, run_entries=touched)

@@ -9,11 +9,12 @@ at once: the job drains a backlog in a little over half the time it takes run af
 
 Why this is safe:
 - Each stage keeps its own advisory lock (LOCK_KEY, GROUP_LOCK_KEY): two invocations never run the same stage at
-  once, and the stages never wait on each other's locks.
-- The one row lock they share is the queue's. A per-series run that re-rolls a minute the group stage has just taken
-  (its queue row deleted, not yet committed) waits for that commit, then queues the minute again: the group stage
-  reruns it. The group stage never waits on a per-series run (it reads committed rows only), so there is no
-  deadlock.
+  once, and the stages never wait on each other's advisory locks.
+- What they share is the queue (``metric_group_pending``), whose rows carry a version. A per-series run that queues
+  a minute again bumps it; the group stage deletes the rows it took only at the version it took, so a minute
+  re-rolled while the group stage works on it stays queued and is rolled again. Both lock queue rows in key order,
+  one statement each (the group stage takes one chunk per transaction), so they never wait on each other in a
+  cycle.
 - Until the group stage has rolled a queued minute, the query API reads the per-series rows for it (a pending minute
   makes the group rows incomplete there), so answers never miss a point; they only take the slower path.
 

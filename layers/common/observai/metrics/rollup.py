@@ -12,10 +12,11 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
    10 s, so an ingest transaction that stays open for 120 s is effectively impossible), and the window
    never reaches into the last ``lag_s`` seconds.
    A window never splits one ``ingested_at`` value (one ingest transaction): a single transaction larger than
-   ``max_points`` is rolled up whole.
+   ``max_points`` is rolled up whole. A backlog's transactions are counted in one scan (``_Backlog``), and the
+   windows of the runs that work through it are cut from that count.
 2. The (series, 1-minute bucket) pairs touched by the window's points (late points included, whatever
-   their time: they re-roll the old buckets they fall in) are collected, with the BRIN index on
-   ``ingested_at``.
+   their time: they re-roll the old buckets they fall in) are found in numpy from the window's points, read with
+   the BRIN index on ``ingested_at`` (``observai.metrics.touched``).
 3. Every touched 1m bucket is recomputed FROM THE RAW POINTS: recomputing is idempotent, so a bucket rolled
    twice holds the same row (an unchanged row is not even rewritten). Contiguous touched buckets of a series form
    one range read with the series' index (the points are read once); the latest point before a range (within
@@ -35,10 +36,13 @@ Every minute (EventBridge Scheduler), ``run_aggregation`` rolls up the points st
 4. The 5m, 1h and 1d buckets that contain a touched 1m bucket are recomputed from the next finer level only: the
    rows this pass just computed, plus the stored rows of the other slots of the coarse bucket (one primary-key probe
    each, their sketches parsed): count, sum and increase add (in bucket order), min/max, last of the latest;
-   sketches by adding entries, collapsed once. The 1m sketch entries stay in the temp table rollup_e1 for step 5.
+   sketches by adding entries, collapsed once. A coarse row none of whose finer rows was stored before is inserted
+   plainly too. For a group step of the run's own, the 1m sketch entries stay in the temp table rollup_e1.
 5. Group rollups (``observai.metrics.groups``): the touched (metric, minute) pairs are queued, and the queue is
    worked off within the group step's own bound (rows and seconds per run; what is left waits for the next run):
-   cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows.
+   cross-series rows per metric and per value of its low-cardinality attributes, from the per-series 1m rows. The
+   scheduled job leaves this to a group stage beside the per-series runs (``groups=False``,
+   ``observai.metrics.pipeline``).
 6. The watermark advances in the same transaction as the upserts: a crash loses nothing and doubles nothing.
    The report says whether more is pending (points after the window, or queued group work): the next run, or a
    loop in the caller, continues.
@@ -250,38 +254,37 @@ BACKLOG_TRANSACTIONS = 100_000
 def _window_end(cur: Cursor, watermark: datetime, upper: datetime, max_points: int) -> tuple[datetime, bool]:
     """The end of the window and whether points remain after it: the largest ingested_at that keeps the window
     at max_points or fewer (never splitting one ingested_at value: one transaction of more than max_points points
-    is taken whole), else ``upper``."""
+    is taken whole), else ``upper``. From the last backlog scan when it covers the window, else from a new one."""
     global _backlog
     info = cur.connection.info
     database = (info.host, info.port, info.dbname)
     known = _backlog
-    if known is None or known.database != database or watermark < known.lower:
-        known = None
-    else:
+    if known is not None and (known.database != database or watermark < known.lower):
+        known = None  # another database's, or from after this watermark (the state was reset)
+    end = None if known is None else _cut(known.transactions, watermark, min(upper, known.upper), max_points)
+    if known is None or (end is None and known.upper < upper):
+        known = _backlog = _scan_backlog(cur, database, watermark, upper)
         end = _cut(known.transactions, watermark, min(upper, known.upper), max_points)
-        if end is not None:
-            return end, True
-        if known.upper < upper:
-            known = None
-    if known is None:
-        cur.execute(
-            "select ingested_at, count(*) as points from public.metric_points"
-            " where ingested_at > %(watermark)s and ingested_at <= %(upper)s"
-            " group by ingested_at order by ingested_at limit %(limit)s",
-            {"watermark": watermark, "upper": upper, "limit": BACKLOG_TRANSACTIONS + 1},
-        )
-        transactions = [(row["ingested_at"], int(row["points"])) for row in cur.fetchall()]
-        scanned = upper
-        if len(transactions) > BACKLOG_TRANSACTIONS:
-            transactions = transactions[:BACKLOG_TRANSACTIONS]
-            scanned = transactions[-1][0]
-        known = _backlog = _Backlog(database, watermark, scanned, transactions)
-        end = _cut(known.transactions, watermark, min(upper, known.upper), max_points)
-        if end is not None:
-            return end, True
+    if end is not None:
+        return end, True
     if known.upper < upper:  # the scan stopped at BACKLOG_TRANSACTIONS: the rest waits for the next run
         return known.upper, True
     return upper, False
+
+
+def _scan_backlog(cur: Cursor, database: tuple[Any, ...], watermark: datetime, upper: datetime) -> _Backlog:
+    """The ingest transactions in (watermark, upper], the first BACKLOG_TRANSACTIONS of them."""
+    cur.execute(
+        "select ingested_at, count(*) as points from public.metric_points"
+        " where ingested_at > %(watermark)s and ingested_at <= %(upper)s"
+        " group by ingested_at order by ingested_at limit %(limit)s",
+        {"watermark": watermark, "upper": upper, "limit": BACKLOG_TRANSACTIONS + 1},
+    )
+    transactions = [(row["ingested_at"], int(row["points"])) for row in cur.fetchall()]
+    if len(transactions) > BACKLOG_TRANSACTIONS:
+        transactions = transactions[:BACKLOG_TRANSACTIONS]
+        return _Backlog(database, watermark, transactions[-1][0], transactions)
+    return _Backlog(database, watermark, upper, transactions)
 
 
 def _cut(transactions: list[tuple[datetime, int]], watermark: datetime, upper: datetime, max_points: int
