@@ -700,30 +700,31 @@ def _copy_fresh(cur: Cursor, level: Level, series: list[Any]) -> bool:
     return True
 
 
-def _copy_rows(cur: Cursor, minutes: Level, series: list[Any]) -> None:
-    """The fresh rows of a level: rows of the same null columns share one fixed-width layout, the sketch (jsonb) in
-    it at one width (``_jsonb_sketches``)."""
+def _copy_rows(cur: Cursor, level: Level, series: list[Any]) -> None:
+    """The fresh rows of a level: rows of the same null columns and sketch width (``_jsonb_sketches``) share one
+    fixed-width layout, the sketch (jsonb) in it padded to that width."""
     import numpy as np
 
-    fresh = np.flatnonzero(minutes.fresh)
+    fresh = np.flatnonzero(level.fresh)
     org = np.array([s["org_id"].bytes for s in series], dtype="V16")
     project = np.array([s["project_id"].bytes for s in series], dtype="V16")
     series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
-    has_sketch, sketches = _jsonb_sketches(minutes)
-    pattern = minutes.nulls.astype(np.int64) | (has_sketch.astype(np.int64) << 8)
+    values, widths = _jsonb_sketches(level)
+    pattern = level.nulls.astype(np.int64) | (widths << 6)  # the null bits take 6 bits
     pieces: list[bytes] = []
     for code in np.unique(pattern[fresh]).tolist():
         rows = fresh[pattern[fresh] == code]
-        sid = minutes.sid[rows]
+        sid = level.sid[rows]
         fields: list[tuple[str, Any]] = [
             ("org", org[sid]), ("project", project[sid]), ("series", series_id[sid]),
-            ("resolution", np.full(len(rows), minutes.resolution, dtype=np.int32)), ("bucket", minutes.bucket[rows]),
-            ("count", minutes.count[rows]),
+            ("resolution", np.full(len(rows), level.resolution, dtype=np.int32)), ("bucket", level.bucket[rows]),
+            ("count", level.count[rows]),
         ]  # fmt: skip
         for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
                           ("last_time", NULL_LAST_TIME), ("increase", NULL_INCREASE)):  # fmt: skip
-            fields.append((name, None if code & bit else getattr(minutes, name)[rows]))
-        fields.append(("sketch", sketches[rows] if code >> 8 else None))
+            fields.append((name, None if code & bit else getattr(level, name)[rows]))
+        width = code >> 6
+        fields.append(("sketch", _padded(values[rows].tolist(), width) if width else None))
         pieces.append(binary_rows(fields).tobytes())
     with cur.copy(_COPY_ROWS) as copy:
         copy.write(_COPY_HEADER)
@@ -732,16 +733,16 @@ def _copy_rows(cur: Cursor, minutes: Level, series: list[Any]) -> None:
 
 
 def _jsonb_sketches(level: Level) -> tuple[Any, Any]:
-    """Whether each row has a sketch, and each row's sketch in jsonb's binary form at one fixed width, for a binary
-    COPY without a loop over the rows: the version byte (1), then the JSON padded with spaces (which jsonb's input
-    skips). Rows of one entry counted once (most 1m rows) are looked up among their distinct (store, index) pairs;
-    the others are encoded one by one."""
+    """Each row's sketch in jsonb's binary form (the version byte 1, then the JSON; None without a sketch), and the
+    width it is padded to in a binary COPY's fixed-width layout: a power of two from 32 (0 without a sketch), so that
+    rows of similar sketches share a layout and padding at most doubles a row. Rows of one entry counted once (most
+    1m rows) are looked up among their distinct (store, index) pairs; the others are encoded one by one."""
     import numpy as np
 
-    has = np.zeros(len(level), dtype=np.bool_)
+    values = np.full(len(level), None, dtype=object)
+    widths = np.zeros(len(level), dtype=np.int64)
     if not len(level.e_row):
-        return has, np.zeros(len(level), dtype="S1")
-    has[level.e_row] = True
+        return values, widths
     first = np.ones(len(level.e_row), dtype=np.bool_)
     first[1:] = level.e_row[1:] != level.e_row[:-1]
     per_row = np.bincount(level.e_row, minlength=len(level))
@@ -750,25 +751,31 @@ def _jsonb_sketches(level: Level) -> tuple[Any, Any]:
     pairs, which = np.unique(
         (level.e_store[common].astype(np.int64) << 33) + (level.e_idx[common] + 2**32), return_inverse=True
     )
-    pair_texts = [_one_entry_text(pair >> 33, (pair & (2**33 - 1)) - 2**32, 1) for pair in pairs.tolist()]
-    others = ~common & first
-    rest = np.flatnonzero(others & (per_row[level.e_row] == 1))
-    rest_texts = [
-        _one_entry_text(store, idx, n)
-        for store, idx, n in zip(level.e_store[rest].tolist(), level.e_idx[rest].tolist(), level.e_n[rest].tolist(),
-                                 strict=True)
-    ]  # fmt: skip
+    table = np.empty(len(pairs), dtype=object)
+    table[:] = [b"\x01" + _one_entry_text(p >> 33, (p & (2**33 - 1)) - 2**32, 1).encode() for p in pairs.tolist()]
+    values[level.e_row[common]] = table[which]
+    rest = np.flatnonzero(~common & first & (per_row[level.e_row] == 1))
+    for row, store, idx, n in zip(level.e_row[rest].tolist(), level.e_store[rest].tolist(),
+                                  level.e_idx[rest].tolist(), level.e_n[rest].tolist(), strict=True):  # fmt: skip
+        values[row] = b"\x01" + _one_entry_text(store, idx, n).encode()
     m = per_row[level.e_row] > 1
-    multi_rows, multi_texts = sketch_json(level.e_row[m], level.e_store[m], level.e_idx[m], level.e_n[m])
-    width = max(len(t) for t in (*pair_texts, *rest_texts, *multi_texts)) + 1
-    column = np.zeros(len(level), dtype=f"S{width}")
-    if pair_texts:
-        table = np.array([b"\x01" + t.encode().ljust(width - 1) for t in pair_texts], dtype=f"S{width}")
-        column[level.e_row[common]] = table[which]
-    for rows, texts in ((level.e_row[rest].tolist(), rest_texts), (multi_rows, multi_texts)):
-        if texts:
-            column[rows] = np.array([b"\x01" + t.encode().ljust(width - 1) for t in texts], dtype=f"S{width}")
-    return has, column
+    for row, text in zip(*sketch_json(level.e_row[m], level.e_store[m], level.e_idx[m], level.e_n[m]), strict=True):
+        values[row] = b"\x01" + text.encode()
+    has = per_row > 0
+    lengths = np.fromiter((len(v) for v in values[has]), dtype=np.int64, count=int(has.sum()))
+    widths[has] = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 32))).astype(np.int64))
+    return values, widths
+
+
+def _padded(values: list[bytes], width: int) -> Any:
+    """``values`` as a fixed-width bytes column, padded with spaces (which jsonb's input skips; a NUL is never part of
+    the JSON text, so the NULs numpy pads with can all be replaced)."""
+    import numpy as np
+
+    column = np.array(values, dtype=f"S{width}")
+    raw = column.view(np.uint8)
+    raw[raw == 0] = 0x20
+    return column
 
 
 def _one_entry_text(store: int, idx: int, n: int) -> str:
@@ -780,24 +787,9 @@ def _one_entry_text(store: int, idx: int, n: int) -> str:
 
 
 def _sketch_texts(level: Level) -> dict[int, bytes]:
-    """Each row's encoded sketch (rows with entries only)."""
-    import numpy as np
-
-    if not len(level.e_row):
-        return {}
-    first = np.ones(len(level.e_row), dtype=np.bool_)
-    first[1:] = level.e_row[1:] != level.e_row[:-1]
-    per_row = np.bincount(level.e_row, minlength=len(level))
-    single = first & (per_row[level.e_row] == 1)
-    texts: dict[int, bytes] = {
-        row: _one_entry_text(store, idx, n).encode()
-        for row, store, idx, n in zip(level.e_row[single].tolist(), level.e_store[single].tolist(),
-                                      level.e_idx[single].tolist(), level.e_n[single].tolist(), strict=True)
-    }  # fmt: skip
-    multi = per_row[level.e_row] > 1
-    rows, encoded = sketch_json(level.e_row[multi], level.e_store[multi], level.e_idx[multi], level.e_n[multi])
-    texts.update(zip(rows, (t.encode() for t in encoded), strict=True))
-    return texts
+    """Each row's encoded sketch (rows with entries only), the JSON of ``_jsonb_sketches``."""
+    values, widths = _jsonb_sketches(level)
+    return {row: values[row][1:] for row in widths.nonzero()[0].tolist()}
 
 
 def _subset(level: Level, keep: Any) -> Level:
