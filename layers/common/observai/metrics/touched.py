@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from observai.db.connection import Cursor
-from observai.metrics.rollup_pass import MINUTE_US, copy_in, packed_rows
+from observai.metrics.rollup_pass import MINUTE_US, copy_in, packed_rows, segments
 
 _WINDOW_SQL = """
 select p.project_id, p.series_id, p.time from public.metric_points p
@@ -90,28 +90,21 @@ def touched(cur: Cursor, watermark: Any, new_watermark: Any) -> Touched:
     order = np.lexsort((minute, series, p_no))
     p_no, series, minute = p_no[order].astype(np.int64), series[order], minute[order]
 
-    # Distinct (series, minute) pairs, with their points.
-    n = len(minute)
-    new_pair = np.ones(n, dtype=np.bool_)
-    new_pair[1:] = (p_no[1:] != p_no[:-1]) | (series[1:] != series[:-1]) | (minute[1:] != minute[:-1])
-    starts = np.flatnonzero(new_pair)
-    points = np.diff(np.append(starts, n))
-    p_no, series, minute = p_no[starts], series[starts], minute[starts]
-
-    # Their series (distinct (project, series), in order), looked up; pairs of unknown series roll into nothing.
-    new_series = np.ones(len(minute), dtype=np.bool_)
-    new_series[1:] = (p_no[1:] != p_no[:-1]) | (series[1:] != series[:-1])
-    s_first = np.flatnonzero(new_series)
-    s_of_pair = np.cumsum(new_series) - 1
+    # Each point's series (distinct (project, series), in order), then the distinct (series, minute) pairs with their
+    # points; pairs of unknown series (no metric_series row) roll into nothing.
+    s_first, s_of_point = segments(p_no, series)
+    starts, _ = segments(s_of_point, minute)
+    points = np.diff(np.append(starts, len(minute)))
+    s_of_pair, minute = s_of_point[starts], minute[starts]
+    s_project, s_series = p_no[s_first], series[s_first]
     project_ids = [uuid.UUID(bytes=bytes(p)) for p in projects.tolist()]
-    s_project = p_no[s_first].tolist()
-    s_series = series[s_first].tolist()
-    cur.execute(_SERIES_SQL, {"project": [project_ids[p] for p in s_project], "series": s_series})
+    cur.execute(_SERIES_SQL, {"project": [project_ids[p] for p in s_project.tolist()], "series": s_series.tolist()})
     found = {(r["project_id"], r["series_id"]): r for r in cur.fetchall()}
-    info = [found.get((project_ids[p], s)) for p, s in zip(s_project, s_series, strict=True)]
+    info = [found.get((project_ids[p], s)) for p, s in zip(s_project.tolist(), s_series.tolist(), strict=True)]
     known = np.array([i is not None for i in info], dtype=np.bool_)
     keep = known[s_of_pair] if len(s_of_pair) else np.zeros(0, dtype=np.bool_)
-    p_no, series, minute, points, s_of_pair = p_no[keep], series[keep], minute[keep], points[keep], s_of_pair[keep]
+    minute, points, s_of_pair = minute[keep], points[keep], s_of_pair[keep]
+    p_no, series = s_project[s_of_pair], s_series[s_of_pair]
 
     _ranges(cur, p_no, series, minute, s_of_pair, info, project_ids)
     _touched_metrics(cur, minute, s_of_pair, info)
@@ -141,10 +134,7 @@ def _ranges(cur: Cursor, p_no: Any, series: Any, minute: Any, s_of_pair: Any, in
     first = np.flatnonzero(cut)
     last = np.append(first[1:], n)[: len(first)] - 1
     r_series = s_of_pair[first]
-    # sid: the series' rank among the kept ones (dense, in order)
-    new_sid = np.ones(len(first), dtype=np.bool_)
-    new_sid[1:] = r_series[1:] != r_series[:-1]
-    sid = np.cumsum(new_sid) - 1
+    sid = np.unique(r_series, return_inverse=True)[1]  # the series' rank among the kept ones (dense, in order)
     rows = [info[s] for s in r_series.tolist()]
     cur.execute(
         _RANGES_SQL,
