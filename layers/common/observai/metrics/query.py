@@ -582,8 +582,7 @@ def _group_key(
         return None, False, query_plan  # the series path reads the counters only; the groups hold every series
     rolled_to = matches.rolled_to
     if (
-        not matches.tail_whole
-        and rolled_to is not None
+        rolled_to is not None  # (so not tail_whole: the group has 1m rows in the tail)
         and not matches.distributions
         and matches.rolled == matches.stored
         and query_plan.minute_from < rolled_to <= query_plan.end
