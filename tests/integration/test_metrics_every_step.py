@@ -312,6 +312,15 @@ AGGREGATIONS = {
 }
 
 
+def stored_and_rolled(project: IngestProject, data: Dataset, prefix: str) -> dict[str, str]:
+    """The dataset stored under metric names of its own (one per kind) and rolled up by the job: the names."""
+    tag = uuid.uuid4().hex[:10]
+    names = {kind: f"{prefix}.{kind}.{tag}" for kind in AGGREGATIONS}
+    store(project, names, data)
+    drain()
+    return names
+
+
 @settings(
     max_examples=5,  # a few seconds each (about 200 queries); 80 random ones passed when this was written
     deadline=None,
@@ -329,10 +338,7 @@ def test_every_step_and_source_gives_the_same_answer(
 ) -> None:
     # Given random gauges, delta and cumulative histograms (explicit and exponential buckets), summaries and a
     # cumulative counter (resets, gaps over a day), rolled up by the job
-    tag = uuid.uuid4().hex[:10]
-    names = {kind: f"every.{kind}.{tag}" for kind in AGGREGATIONS}
-    store(project, names, data)
-    drain()
+    names = stored_and_rolled(project, data, "every")
     tail_now = FROM + timedelta(seconds=tail_offset)
     for kind, aggregation in picks.items():
         for step in STEPS:
@@ -390,10 +396,7 @@ def test_reads_in_one_statement_give_the_rows_and_points_of_each_read_alone(
     from observai.metrics.query_models import MetricQuery
 
     # Given random gauges, histograms, summaries and a counter, rolled up by the job, and "now" somewhere in them
-    tag = uuid.uuid4().hex[:10]
-    names = {kind: f"tail.{kind}.{tag}" for kind in AGGREGATIONS}
-    store(project, names, data)
-    drain()
+    names = stored_and_rolled(project, data, "tail")
     now = FROM + timedelta(seconds=tail_offset)
     with tenant_transaction(reader(project).rls_claims()) as cur:
         for kind, aggregation in picks.items():
