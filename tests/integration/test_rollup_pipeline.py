@@ -300,3 +300,47 @@ def test_a_minute_queued_again_as_the_group_stage_takes_it_stays_queued(
     # And the next group run rolls it again: the group row counts every point
     assert_next_group_run_counts_every_point(database_url, db, project)
     assert not db.execute("select 1 from public.metric_group_pending").fetchall()
+
+
+def test_an_idle_invocation_runs_the_group_stage_once(database_url: str, db: psycopg.Connection) -> None:
+    # Given a job with nothing left to roll
+    drain_sequentially()
+
+    # When an invocation runs both stages
+    job = run_side_by_side(max_runs=5, time_left=lambda: True, lag_s=0)
+
+    # Then the group stage ran once, plus once per per-series run that queued minutes (another test's points)
+    queued = sum(1 for run in job.series if run.buckets_touched)
+    assert 1 <= len(job.groups) <= 1 + queued
+
+
+def test_the_group_stage_keeps_its_session_from_one_invocation_to_the_next(database_url: str) -> None:
+    # Given a kept own connection (the group stage's) used in one thread, as an invocation does
+    from observai.db.connection import own_connection, transaction
+
+    def backend() -> int:
+        with transaction() as cur:
+            row = cur.execute("select pg_backend_pid() as pid").fetchone()
+        assert row is not None
+        return int(row["pid"])
+
+    def invocation(kept: str | None) -> int:
+        seen: list[int] = []
+
+        def work() -> None:
+            with own_connection(kept=kept):
+                seen.append(backend())
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+        return seen[0]
+
+    # When two invocations run it
+    kept = [invocation("test-kept"), invocation("test-kept")]
+
+    # Then it is the same session both times, apart from the container's, and still open between invocations
+    assert kept[0] == kept[1] != backend()
+    with psycopg.connect(database_url) as check:
+        live = {r[0] for r in check.execute("select pid from pg_stat_activity").fetchall()}
+    assert kept[0] in live

@@ -57,18 +57,40 @@ _own: ContextVar[list[psycopg.Connection[DictRow] | None] | None] = ContextVar("
 
 
 @contextmanager
-def own_connection() -> Iterator[None]:
+def own_connection(kept: str | None = None) -> Iterator[None]:
     """Within it, the current context's transactions use a connection of their own (opened on first use, closed at
     the end) instead of the container's: how a second thread works beside the main one (detect-anomalies writes one
-    detector while it scores the next; aggregate-metrics rolls groups up beside the per-series runs)."""
-    holder: list[psycopg.Connection[DictRow] | None] = [None]
+    detector while it scores the next; aggregate-metrics rolls groups up beside the per-series runs).
+
+    ``kept``: the connection stays open at the end, for the next context of that name in this container (a
+    scheduled job's second thread, invocation after invocation: no new handshake a minute). One context of a name
+    at a time."""
+    holder: list[psycopg.Connection[DictRow] | None] = _kept_holder(kept) if kept else [None]
     token = _own.set(holder)
     try:
         yield
     finally:
         _own.reset(token)
-        if holder[0] is not None:
+        if holder[0] is not None and (kept is None or holder[0].info.transaction_status is not TransactionStatus.IDLE):
             holder[0].close()
+            holder[0] = None
+
+
+# ``own_connection(kept=...)``'s connections, by name, with the database URL each was opened for.
+_kept: dict[str, tuple[str | None, list[psycopg.Connection[DictRow] | None]]] = {}
+
+
+def _kept_holder(name: str) -> list[psycopg.Connection[DictRow] | None]:
+    settings = get_settings()
+    url = settings.database_url.get_secret_value() if settings.database_url else None
+    found = _kept.get(name)
+    if found is not None and found[0] == url:
+        return found[1]
+    if found is not None and found[1][0] is not None:
+        found[1][0].close()  # re-pointed since
+    holder: list[psycopg.Connection[DictRow] | None] = [None]
+    _kept[name] = (url, holder)
+    return holder
 
 
 def get_connection(settings: Settings | None = None) -> psycopg.Connection[DictRow]:

@@ -70,7 +70,9 @@ def run_side_by_side(
             for _ in range(max_runs):
                 run = run_aggregation(max_points=max_points, lag_s=lag_s, groups=False)
                 report.series.append(run)
-                stage.queued.set()
+                if run.buckets_touched:
+                    stage.queued_runs += 1
+                    stage.queued.set()
                 if not (run.ran and run.more_pending) or not time_left():
                     break
         finally:
@@ -83,24 +85,31 @@ def run_side_by_side(
 class _GroupStage:
     def __init__(self, time_left: Callable[[], bool]) -> None:
         self.time_left = time_left
-        self.queued = threading.Event()  # a per-series run committed (its minutes are queued) or the stage ended
+        self.queued = threading.Event()  # a per-series run queued minutes and committed, or the stage ended
+        self.queued_runs = 0  # how many did (only the per-series stage's thread writes it)
         self.series_done = threading.Event()
 
     def run(self) -> list[GroupReport]:
         reports: list[GroupReport] = []
-        with own_connection():
+        with own_connection(kept="group-rollups"):
+            more = True  # the first run: an earlier invocation may have left minutes queued
+            seen = self.queued_runs
             while True:
                 # Read before the run: once the per-series stage has ended, a run that then finds the queue empty
                 # has seen everything it queued.
                 last = self.series_done.is_set()
                 self.queued.clear()
-                report = run_group_rollups()
-                if report.ran:
-                    reports.append(report)
-                if not self.time_left():
-                    return reports
-                if report.ran and report.more_pending:
-                    continue
+                # Run again only for minutes queued since the last run started (not once more per idle invocation).
+                if more or self.queued_runs != seen:
+                    seen = self.queued_runs
+                    report = run_group_rollups()
+                    if report.ran:
+                        reports.append(report)
+                    if not self.time_left():
+                        return reports
+                    more = report.ran and report.more_pending
+                    if more:
+                        continue
                 if last:
                     return reports
                 self.queued.wait(IDLE_WAIT_S)
