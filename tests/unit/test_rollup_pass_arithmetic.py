@@ -127,3 +127,35 @@ def test_jsonb_sketches_give_every_row_its_encoding_padded_to_a_width_of_its_siz
     assert json.loads(values[9][1:]) == {"p": {str(2**31 - 1): 1}, "n": {}, "z": 0}
     # And the text form is the same JSON
     assert rollup_pass._sketch_texts(level) == {i: values[i][1:] for i in expected}
+
+
+def test_entry_quantiles_answer_what_the_encoded_sketch_answers() -> None:
+    # Given 400 rows of random entries: negative, zero and positive values, single entries, long stores that
+    # collapse, rows whose rank lands on a store's edge (q 0 and 1), and one row without entries
+    from observai.metrics.sketch import encoded_quantile
+
+    rng = random.Random(11)
+    rows, stores, idxs, ns = [], [], [], []
+    for row in range(400):
+        if row == 17:
+            continue
+        for store in rng.sample([1, 2, 3], rng.randint(1, 3)):
+            for idx in [0] if store == 3 else rng.sample(range(-40, 3000), rng.choice([1, 2, 5, 40, 3000])):
+                rows.append(row)
+                stores.append(store)
+                idxs.append(idx)
+                ns.append(rng.choice([1, 1, 2, 7, 1000]))
+    e_row, e_store, e_idx, e_n = rollup_pass.sum_entries(
+        np.array(rows, dtype=np.int64), np.array(stores, dtype=np.int8), np.array(idxs, dtype=np.int64),
+        np.array(ns, dtype=np.int64),
+    )  # fmt: skip
+    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
+    encoded = dict(zip(numbers, (json.loads(t) for t in texts), strict=True))
+
+    for q in (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0):
+        # When the quantile is taken from the entries
+        found_rows, values = rollup_pass.entry_quantiles(e_row, e_store, e_idx, e_n, q)
+
+        # Then it is the encoded sketch's, bit for bit, for every row with entries and for no other
+        assert found_rows == sorted(encoded) and 17 not in found_rows
+        assert values == [encoded_quantile(encoded[r], q) for r in found_rows]

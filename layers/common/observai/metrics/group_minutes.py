@@ -16,6 +16,8 @@ server time; the rows are the same (tests/integration/test_rollup_equivalence.py
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -312,13 +314,22 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
 
 # --- coarser group rows ------------------------------------------------------------------------------------------
 
-# group_fine (the stored finer group rows of the chunk's coarse buckets) numbered: each row, and each group.
+# group_fine (the stored finer group rows of the chunk's coarse buckets) numbered: each group (hashed, never sorted:
+# the rows are wide), then each row, matched to the carried rows by a hash join.
+_FINE_KEYS_SQL = """
+create temp table group_fine_keys on commit drop as
+select (row_number() over () - 1)::integer as grp, project_id, name, group_key, group_value, org_id
+from (
+    select project_id, name, group_key, group_value, min(org_id::text)::uuid as org_id
+    from group_fine group by project_id, name, group_key, group_value
+) k
+"""
 _FINE_NUMBERS_SQL = """
 create temp table group_fine_no on commit drop as
-select (row_number() over () - 1)::integer as i,
-    (dense_rank() over (order by f.project_id, f.name, f.group_key, f.group_value) - 1)::integer as grp,
-    c.gid as carried, f.*
+select (row_number() over () - 1)::integer as i, k.grp, c.gid as carried, f.*
 from group_fine f
+join group_fine_keys k on k.project_id = f.project_id and k.name = f.name and k.group_key = f.group_key
+    and k.group_value = f.group_value
 left join group_carry c on c.project_id = f.project_id and c.name = f.name and c.group_key = f.group_key
     and c.group_value = f.group_value and c.bucket_start = f.ord
 """
@@ -350,11 +361,26 @@ select o.gid, g.project_id, g.name, g.group_key, g.group_value, o.bucket_start, 
     case when o.nulls & 4 = 0 then o.max end, case when o.nulls & 8 = 0 then o.last end,
     case when o.nulls & 32 = 0 then o.last_time end, case when o.nulls & 16 = 0 then o.increase end
 from group_out o
-join (
-    select grp, project_id, name, group_key, group_value, min(org_id::text)::uuid as org_id
-    from group_fine_no group by grp, project_id, name, group_key, group_value
-) g on g.grp = o.grp
+join group_fine_keys g on g.grp = o.grp
 """
+
+
+@contextmanager
+def _hash_joins(cur: Cursor) -> Iterator[None]:
+    """Hash joins only, for the statements within (the rest of the transaction as before). The temp tables have no
+    statistics: the planner would sort both (wide) sides to merge them, or loop over one for each row of the
+    other (analysed, group_carry looks small enough for that: a second per level instead of milliseconds)."""
+    cur.execute("select current_setting('enable_mergejoin') as merge, current_setting('enable_nestloop') as loop")
+    before = cur.fetchone()
+    cur.execute("select set_config('enable_mergejoin', 'off', true), set_config('enable_nestloop', 'off', true)")
+    try:
+        yield
+    finally:
+        if before is not None:
+            cur.execute(
+                "select set_config('enable_mergejoin', %s, true), set_config('enable_nestloop', %s, true)",
+                (before["merge"], before["loop"]),
+            )
 
 
 def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
@@ -364,7 +390,9 @@ def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
     from the level below for the rows it wrote, the stored sketch parsed for the others."""
     import numpy as np
 
-    cur.execute(_FINE_NUMBERS_SQL)
+    cur.execute(_FINE_KEYS_SQL)
+    with _hash_joins(cur):
+        cur.execute(_FINE_NUMBERS_SQL)
     fine = rollup_pass.packed_rows(cur, _FINE_ROWS_SQL, _FINE_COLUMNS, {})
     cur.execute("select i, sketch::text as sketch from group_fine_no where sketch is not null and carried is null")
     p_row, p_store, p_idx, p_n = rollup_pass.parse_sketches((r["i"], r["sketch"]) for r in cur.fetchall())
@@ -412,5 +440,5 @@ def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
         with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
             copy.write("".join(f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)))
     cur.execute(_COARSE_INSERT_SQL)
-    cur.execute("drop table group_out, group_fine_no")
+    cur.execute("drop table group_out, group_fine_no, group_fine_keys")
     return Carried(e_row, e_store, e_idx, e_n)

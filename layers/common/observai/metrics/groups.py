@@ -45,8 +45,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.connection import Cursor
-from observai.metrics import group_minutes
-from observai.metrics.sketch import encoded_quantile
+from observai.metrics import group_minutes, rollup_pass
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 # Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
@@ -449,7 +448,7 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
-    written["1m"] += _finish(cur, 60)
+    written["1m"] += _finish(cur, 60, carried)
     carried = group_minutes.carry(cur, carried)
     cur.execute("drop table group_series_rows")
     fine = 60
@@ -458,7 +457,7 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
         params = {"fine": fine, "width": timedelta(seconds=coarse)}
         cur.execute(_COARSE_FINE_SQL, params)
         carried = group_minutes.roll_coarse(cur, carried)
-        written[RESOLUTIONS[coarse]] += _finish(cur, coarse)
+        written[RESOLUTIONS[coarse]] += _finish(cur, coarse, carried)
         carried = group_minutes.carry(cur, carried)
         cur.execute("drop table group_fine")
         fine = coarse
@@ -468,16 +467,16 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     return (int(row["n"]) if row else 0), rows
 
 
-def _finish(cur: Cursor, resolution: int) -> int:
+def _finish(cur: Cursor, resolution: int, entries: group_minutes.Carried) -> int:
     """Upsert group_rows with their sketches (group_row_sketches, collapsed already) and, at 1h and 1d, the quantiles
-    (in Python, from the few rows' sketches); returns the rows inserted or changed."""
+    (from the rows' sketch entries, ``entries``: row = gid − 1); returns the rows inserted or changed."""
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
-        cur.execute("select gid, sketch from group_row_sketches")
-        for row in cur.fetchall():
-            quantiles["gid"].append(row["gid"])
-            for column, q in QUANTILES.items():
-                quantiles[column].append(encoded_quantile(row["sketch"], q))
+        for column, q in QUANTILES.items():
+            rows, quantiles[column] = rollup_pass.entry_quantiles(
+                entries.e_row, entries.e_store, entries.e_idx, entries.e_n, q
+            )
+        quantiles["gid"] = [row + 1 for row in rows]
     cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, **quantiles})
     written = max(cur.rowcount, 0)
     cur.execute("drop table group_row_sketches")
