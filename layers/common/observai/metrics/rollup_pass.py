@@ -519,7 +519,15 @@ def key(sid: Any, slot: Any) -> Any:
     return (sid.astype("int64") << 32) | slot.astype("int64")
 
 
-_SKETCH_DECODER = msgspec.json.Decoder(dict[str, Any])
+class _EncodedSketch(msgspec.Struct):
+    """The stored encoding (``observai.metrics.sketch``), its indexes and counts decoded to integers in C."""
+
+    p: dict[int, int] | None = None
+    n: dict[int, int] | None = None
+    z: int | None = None
+
+
+_SKETCH_DECODER = msgspec.json.Decoder(_EncodedSketch)
 
 
 def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
@@ -570,18 +578,17 @@ def parse_sketches(sketches: Iterable[tuple[int, str]]) -> tuple[Any, Any, Any, 
     e_n: list[int] = []
     for number, text in sketches:
         sketch = _SKETCH_DECODER.decode(text)
-        for code, name in ((1, "p"), (2, "n")):
-            entries = sketch.get(name) or {}
-            e_row.extend([number] * len(entries))
-            e_store.extend([code] * len(entries))
-            e_idx.extend(map(int, entries))
-            e_n.extend(map(int, entries.values()))
-        zeros = int(sketch.get("z", 0))
-        if zeros > 0:
+        for code, entries in ((1, sketch.p), (2, sketch.n)):
+            if entries:
+                e_row.extend([number] * len(entries))
+                e_store.extend([code] * len(entries))
+                e_idx.extend(entries)
+                e_n.extend(entries.values())
+        if sketch.z is not None and sketch.z > 0:
             e_row.append(number)
             e_store.append(3)
             e_idx.append(0)
-            e_n.append(zeros)
+            e_n.append(sketch.z)
     return (
         np.array(e_row, dtype=np.int64), np.array(e_store, dtype=np.int8), np.array(e_idx, dtype=np.int64),
         np.array(e_n, dtype=np.int64),
