@@ -344,3 +344,32 @@ def test_the_group_stage_keeps_its_session_from_one_invocation_to_the_next(datab
     with psycopg.connect(database_url) as check:
         live = {r[0] for r in check.execute("select pid from pg_stat_activity").fetchall()}
     assert kept[0] in live
+
+
+def test_side_by_side_rolls_minutes_of_one_value_each_without_reading_sketches(db: psycopg.Connection) -> None:
+    # Given the same gauges of one point a minute (positive, negative, zero, NaN, tiny, infinite values) in two
+    # projects, the first rolled run after run with its group step in each run (the run's own sketch entries)
+    drain_sequentially()
+    base = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
+    name = f"pipeline.single.{uuid.uuid4().hex[:8]}"
+    values = [3.5, -2.0, 0.0, math.nan, 1e-12, 7.25, -math.inf, 1e300]
+    points = [
+        gauge(name, base + timedelta(minutes=m), values[(m + h) % len(values)] * (h + 1), host=f"h{h}")
+        for m in range(90)
+        for h in range(4)
+    ]
+    one_after_another, side_by_side = make_project(label="Single sequential"), make_project(label="Single side")
+    store_points(one_after_another, points)
+    drain_sequentially()
+
+    # When the second's are rolled by the two stages side by side (no row with a sketch to parse: the group stage
+    # reads no sketch entries at all)
+    for start in range(0, len(points), 60):  # 15 minutes per ingest transaction: a run per transaction
+        store_points(side_by_side, points[start : start + 60])
+    job = run_side_by_side(max_runs=100, time_left=lambda: True, max_points=60, lag_s=0)
+
+    # Then it wrote the same rows, every level
+    assert len(job.series) > 3 and job.groups and not job.series[-1].more_pending
+    for table, columns in (("metric_rollups", ROLLUP_COLUMNS), ("metric_group_rollups", GROUP_COLUMNS)):
+        expected = rows(db, one_after_another, table, columns)
+        assert expected and rows(db, side_by_side, table, columns) == expected, table

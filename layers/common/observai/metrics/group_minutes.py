@@ -54,43 +54,35 @@ def carry(cur: Cursor, entries: Carried) -> Carried:
     return entries
 
 
-_SERIES_NUMBERS_SQL = """
-create temp table group_series_no on commit drop as
-select project_id, series_id, (row_number() over () - 1)::integer as no from group_series
-"""
-
 _ROWS_SQL = """
-select s.no, r.series_id, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
+select r.no, r.series_id, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
     coalesce(r.max, 0) as max, coalesce(r.last, 0) as last, coalesce(r.last_time, '-infinity') as last_time,
     coalesce(r.increase, 0) as increase,
     -- the null columns as bits (Postgres' | and << share one precedence: each shift in parentheses)
     (r.sum is null)::integer | ((r.min is null)::integer << 1) | ((r.max is null)::integer << 2)
         | ((r.last is null)::integer << 3) | ((r.increase is null)::integer << 4)
         | ((r.last_time is null)::integer << 5) as nulls,
-    r.single
-from group_series_rows r
-join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
+    r.single, r.sketch is not null as sketched
+from {source} r
 """
 _ROWS_COLUMNS = [("no", "int4"), ("series_id", "int8"), ("bucket_start", "timestamptz"), ("count", "int8"),
                  ("sum", "float8"), ("min", "float8"), ("max", "float8"), ("last", "float8"),
                  ("last_time", "timestamptz"), ("increase", "float8"), ("nulls", "int4"),
-                 ("single", "bool")]  # fmt: skip
+                 ("single", "bool"), ("sketched", "bool")]  # fmt: skip
 
 _STORE_CODE = "(case {store} when 'p' then 1 when 'n' then 2 else 3 end)::smallint"
 _RUN_ENTRIES = f"""
-select s.no, e.bucket_start, {_STORE_CODE.format(store="e.store")} as store, e.idx, e.n
-from group_series_rows r
+select r.no, e.bucket_start, {_STORE_CODE.format(store="e.store")} as store, e.idx, e.n
+from {{source}} r
 join rollup_e1 e on e.project_id = r.project_id and e.series_id = r.series_id and e.bucket_start = r.bucket_start
-join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
 where r.sketch is null and not r.single
 union all
 """
 _ENTRIES_SQL = f"""
 {{from_run}}
-select s.no, r.bucket_start, {_STORE_CODE.format(store="k.store")} as store, k.idx, k.n
-from group_series_rows r
+select r.no, r.bucket_start, {_STORE_CODE.format(store="k.store")} as store, k.idx, k.n
+from {{source}} r
 {sketch_sql.entries_of("r")}
-join group_series_no s on s.project_id = r.project_id and s.series_id = r.series_id
 where r.sketch is not null
 """
 _ENTRIES_COLUMNS = [("no", "int4"), ("bucket_start", "timestamptz"), ("store", "int2"), ("idx", "int4"),
@@ -129,11 +121,12 @@ left join group_ids i on i.gid = o.ggid
 """
 
 
-def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
-    """group_rows (the chunk's 1m group rows, gid numbered from 1) and group_row_sketches, from group_series_rows."""
+def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
+    """group_rows (the chunk's 1m group rows, gid numbered from 1) and group_row_sketches, from ``source`` (the
+    chunk's per-series rows: ``groups._SERIES_ROWS_SQL`` as a subquery, or the temp table made of it). The sketch
+    entries are read only when a row has a sketch to parse (or ``run_entries``: the run's own, in rollup_e1)."""
     import numpy as np
 
-    cur.execute(_SERIES_NUMBERS_SQL)
     cur.execute(
         "create temp table group_metric_no on commit drop as"
         " select project_id, name, (row_number() over (order by project_id, name) - 1)::integer as metric"
@@ -147,7 +140,7 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
     )
     cur.execute(
         "select s.no, m.gid from group_members m"
-        " join group_series_no s on s.project_id = m.project_id and s.series_id = m.series_id order by s.no, m.gid"
+        " join group_series s on s.project_id = m.project_id and s.series_id = m.series_id order by s.no, m.gid"
     )
     members = cur.fetchall()
     m_no = np.array([r["no"] for r in members], dtype=np.int64)
@@ -161,10 +154,12 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
     for g in groups:
         g_metric[g["gid"]], g_whole[g["gid"]], g_rank[g["gid"]] = g["metric"], g["whole_source"], g["value_rank"]
 
-    rows = rollup_pass.packed_rows(cur, _ROWS_SQL, _ROWS_COLUMNS, {})
-    entries = rollup_pass.packed_rows(
-        cur, _ENTRIES_SQL.replace("{from_run}", _RUN_ENTRIES if run_entries else ""), _ENTRIES_COLUMNS, {}
-    )
+    rows = rollup_pass.packed_rows(cur, _ROWS_SQL.replace("{source}", source), _ROWS_COLUMNS, {})
+    if run_entries or rows["sketched"].any():
+        entries_sql = _ENTRIES_SQL.replace("{from_run}", _RUN_ENTRIES if run_entries else "")
+        entries = rollup_pass.packed_rows(cur, entries_sql.replace("{source}", source), _ENTRIES_COLUMNS, {})
+    else:  # every row a minute of one value (the usual case for a gauge exported once a minute)
+        entries = np.zeros(0, dtype=rollup_pass.packed_dtype(_ENTRIES_COLUMNS))
     nseries = int(m_no.max()) + 1 if len(m_no) else 0
     m_count = np.bincount(m_no, minlength=nseries)
     m_start = np.concatenate([[0], np.cumsum(m_count)[:-1]]) if nseries else m_count
@@ -254,7 +249,7 @@ def roll_minutes(cur: Cursor, *, run_entries: bool) -> Carried:
         with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
             copy.write("".join(lines))
     cur.execute(_INSERT_ROWS_SQL)
-    cur.execute("drop table group_out, group_series_no, group_metric_no, group_orgs")
+    cur.execute("drop table group_out, group_metric_no, group_orgs")
     return Carried(
         np.concatenate([e_row, w_e_row + members_count]), np.concatenate([e_store, w_e_store]),
         np.concatenate([e_idx, w_e_idx]), np.concatenate([e_n, w_e_n]),

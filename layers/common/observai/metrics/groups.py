@@ -282,9 +282,9 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
 # ranges, one primary-key range read each (offset 0: never flattened into a join over every partition, whatever the
 # fresh rows' statistics say). A row's stored sketch is kept only when its entries are known otherwise, without
 # parsing the JSON: ``single``, a gauge's or sum's minute of one point (its sketch is that value's one entry,
-# computed from ``min``), or this run's own entries (rollup_e1, when the run touched anything).
+# computed from ``min``), or this run's own entries (rollup_e1, when the run touched anything). Read where they are
+# merged (``group_minutes.roll_minutes``), or first copied into a temp table when a run's own entries join them.
 _SERIES_ROWS_SQL = """
-create temp table group_series_rows on commit drop as
 with g as (
     select project_id, name, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
     from (
@@ -294,8 +294,8 @@ with g as (
     ) x
     group by project_id, name, island
 )
-select r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last, r.last_time,
-    r.increase, s.scalar and r.count = 1 and r.sketch is not null as single,
+select s.no, r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
+    r.last_time, r.increase, s.scalar and r.count = 1 and r.sketch is not null as single,
     case when not (s.scalar and r.count = 1) then {sketch} end as sketch
 from g
 join group_series s on s.project_id = g.project_id and s.name = g.name
@@ -423,7 +423,8 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     )
     cur.execute(
         "create temp table group_series on commit drop as"
-        " select distinct project_id, series_id, name, scalar from group_members"
+        " select project_id, series_id, name, scalar, (row_number() over () - 1)::integer as no"
+        " from (select distinct project_id, series_id, name, scalar from group_members) d"
     )
     # An integer per group: the aggregation sorts and hashes on it rather than on (uuid, text, text, text).
     cur.execute(
@@ -443,14 +444,22 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     )
     cur.execute("analyze group_members")
     cur.execute("truncate group_rows")
-    cur.execute(_SERIES_ROWS_SQL.replace("{sketch}", _SKETCH_UNLESS_ENTRIES if run_entries else _STORED_SKETCH))
-    carried = group_minutes.roll_minutes(cur, run_entries=run_entries)
+    if run_entries:
+        cur.execute(
+            "create temp table group_series_rows on commit drop as"
+            + _SERIES_ROWS_SQL.replace("{sketch}", _SKETCH_UNLESS_ENTRIES)
+        )
+        source = "group_series_rows"
+    else:
+        source = f"({_SERIES_ROWS_SQL.replace('{sketch}', _STORED_SKETCH)})"
+    carried = group_minutes.roll_minutes(cur, source, run_entries=run_entries)
     cur.execute("select coalesce(sum(series), 0)::bigint as rows from group_rows where group_key = ''")
     row = cur.fetchone()
     rows = int(row["rows"]) if row else 0
     written["1m"] += _finish(cur, 60, carried)
     carried = group_minutes.carry(cur, carried)
-    cur.execute("drop table group_series_rows")
+    if run_entries:
+        cur.execute("drop table group_series_rows")
     fine = 60
     for coarse in (300, 3600, 86400):
         cur.execute("truncate group_rows")

@@ -175,7 +175,14 @@ def packed_rows(cur: Cursor, query: str, columns: list[tuple[str, str]], params:
     cur.execute(f"select string_agg({row}, ''::bytea) as packed from ({query}) q", params, binary=True)
     found = cur.fetchone()
     packed = found["packed"] if found is not None and found["packed"] is not None else b""
-    return np.frombuffer(packed, dtype=np.dtype([(name, _SEND[kind][1]) for name, kind in columns]))
+    return np.frombuffer(packed, dtype=packed_dtype(columns))
+
+
+def packed_dtype(columns: list[tuple[str, str]]) -> Any:
+    """The numpy record type of ``packed_rows`` for ``columns``."""
+    import numpy as np
+
+    return np.dtype([(name, _SEND[kind][1]) for name, kind in columns])
 
 
 def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: int) -> Level:
