@@ -42,6 +42,7 @@ import time
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.connection import Cursor
@@ -379,6 +380,12 @@ where (r.org_id, r.series, r.count, r.sum, r.min, r.max, r.last, r.last_time, r.
                       excluded.last, excluded.last_time, excluded.increase, excluded.sketch, excluded.hourly_p50,
                       excluded.hourly_p90, excluded.hourly_p95, excluded.hourly_p99)
 """
+# The 1m rows of minutes rolled for the first time (the usual case, live or catching up) go in plainly, in a
+# savepoint: no conflict check before each row's insert (the primary key checks it anyway). A minute rolled again
+# (a late point) fails on the key and takes the upsert.
+_INSERT_FRESH_SQL = _UPSERT_SQL[: _UPSERT_SQL.index("on conflict")].format(
+    hourly="null, null, null, null", hourly_join=""
+)
 _UPSERT_SQLS = {
     resolution: _UPSERT_SQL.format(
         hourly="a.p50, a.p90, a.p95, a.p99" if resolution == 86400 else "null, null, null, null",
@@ -476,6 +483,16 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     return (int(row["n"]) if row else 0), rows
 
 
+def _insert_fresh(cur: Cursor, params: dict[str, Any]) -> int | None:
+    """The rows inserted plainly (``_INSERT_FRESH_SQL``), or None when one existed already (nothing written)."""
+    try:
+        with cur.connection.transaction():
+            cur.execute(_INSERT_FRESH_SQL, params)
+    except psycopg.errors.UniqueViolation:
+        return None
+    return max(cur.rowcount, 0)
+
+
 def _finish(cur: Cursor, resolution: int, entries: group_minutes.Carried) -> int:
     """Upsert group_rows with their sketches (group_row_sketches, collapsed already) and, at 1h and 1d, the quantiles
     (from the rows' sketch entries, ``entries``: row = gid − 1); returns the rows inserted or changed."""
@@ -486,7 +503,10 @@ def _finish(cur: Cursor, resolution: int, entries: group_minutes.Carried) -> int
                 entries.e_row, entries.e_store, entries.e_idx, entries.e_n, q
             )
         quantiles["gid"] = [row + 1 for row in rows]
-    cur.execute(_UPSERT_SQLS[resolution], {"resolution": resolution, **quantiles})
-    written = max(cur.rowcount, 0)
+    params = {"resolution": resolution, **quantiles}
+    written = _insert_fresh(cur, params) if resolution == 60 else None
+    if written is None:
+        cur.execute(_UPSERT_SQLS[resolution], params)
+        written = max(cur.rowcount, 0)
     cur.execute("drop table group_row_sketches")
     return written
