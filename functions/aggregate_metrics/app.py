@@ -43,6 +43,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         "watermark": runs[-1].watermark.isoformat() if runs[-1].watermark else None,
         "more_pending": runs[-1].more_pending or bool(groups and groups[-1].more_pending),
         "seconds": round(sum(r.seconds for r in runs), 3),
+        "group_seconds": round(sum(g.seconds for g in groups), 3),
     }
     logger.info("metrics aggregation done", extra=summary)
     return summary

@@ -653,6 +653,7 @@ def test_scheduled_handler_runs_the_aggregation(project: IngestProject) -> None:
     assert result["ran"] is True
     assert set(result["buckets_written"]) == {"1m", "5m", "1h", "1d"}
     assert result["watermark"] is not None and result["more_pending"] is False
+    assert result["group_runs"] >= 1 and result["group_seconds"] >= 0
 
 
 def test_the_documented_sql_merge_equals_the_python_merge(db: psycopg.Connection, project: IngestProject) -> None:

@@ -135,10 +135,15 @@ def test_side_by_side_writes_the_rows_of_runs_one_after_another(db: psycopg.Conn
 
     # When the second's are rolled by the two stages side by side, a few hundred points per run
     workload(side_by_side, name, base)
+    started = time.perf_counter()
     job = run_side_by_side(max_runs=100, time_left=lambda: True, max_points=300, lag_s=0)
+    wall = time.perf_counter() - started
 
-    # Then it took several per-series runs and group runs, left nothing pending, and wrote the same rows
+    # Then it took several per-series runs and group runs (each stage's time reported, within the whole), left
+    # nothing pending, and wrote the same rows
     assert len(job.series) > 3 and job.groups and not job.series[-1].more_pending
+    for stage in (job.series, job.groups):
+        assert 0 < sum(run.seconds for run in stage) <= wall
     assert sum(r.points_read for r in job.series) == 4 * 30 * 6 + 3 + 40
     assert not db.execute("select 1 from public.metric_group_pending").fetchall()
     for table, columns in (("metric_rollups", ROLLUP_COLUMNS), ("metric_group_rollups", GROUP_COLUMNS)):

@@ -119,6 +119,7 @@ class Timed:
     points: int
     seconds: float
     cpu_s: float | None = None  # the Postgres cluster's CPU (every process), plus this process's
+    stages: tuple[float, float] | None = None  # the job's: seconds its per-series runs and its group runs took
 
     @property
     def rate(self) -> float:
@@ -176,14 +177,17 @@ def roll_up(url: str) -> Timed:
     server, client = _cluster_cpu_s(postmaster), time.process_time()
     started = time.perf_counter()
     total = 0
+    series_s = groups_s = 0.0
     while True:
         # The job's own bounds per run (DEFAULT_MAX_POINTS, the group step's), no lag: every point is due.
         job = run_side_by_side(max_runs=1_000, time_left=lambda: True, lag_s=0)
         total += sum(run.points_read for run in job.series)
+        series_s += sum(run.seconds for run in job.series)
+        groups_s += sum(run.seconds for run in job.groups)
         if not (job.series[-1].more_pending or (job.groups and job.groups[-1].more_pending)):
             break
     elapsed = time.perf_counter() - started
-    return Timed(total, elapsed, _cpu_since(postmaster, server, client))
+    return Timed(total, elapsed, _cpu_since(postmaster, server, client), (series_s, groups_s))
 
 
 def ceiling(url: str, project_id: Any) -> Timed:
@@ -306,6 +310,11 @@ def run(series: int, days: int, n: int, *, vacuum: bool = True) -> str:
         f"{'ceiling (one INSERT … GROUP BY)':<34} {least.points:>10,} {least.seconds:>8.2f} {least.rate:>10,.0f}"
         f" {least.cpu_rate or 0:>10,.0f}",
         f"{'aggregation job':<34} {job.points:>10,} {job.seconds:>8.2f} {job.rate:>10,.0f} {job.cpu_rate or 0:>10,.0f}",
+        *(
+            [f"  its two stages side by side: per-series runs {job.stages[0]:.1f} s, group runs {job.stages[1]:.1f} s"]
+            if job.stages
+            else []
+        ),
         f"{'ingest (metric points of batches)':<34} {ingest.points:>10,} {ingest.seconds:>8.3f} {ingest.rate:>10,.0f}",
         f"job ≥ {TARGET_POINTS_S:,} points/s: {job.rate:,.0f} {_verdict(job.rate >= TARGET_POINTS_S)}",
         f"job / ceiling ≥ {TARGET_VS_CEILING}: {vs_ceiling:.2f} {_verdict(vs_ceiling >= TARGET_VS_CEILING)}"

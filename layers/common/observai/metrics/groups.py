@@ -71,6 +71,7 @@ class GroupReport(BaseModel):
     # Per resolution ("1m", "5m", "1h", "1d"): group rows inserted or changed.
     written: dict[str, int] = Field(default_factory=lambda: dict.fromkeys(RESOLUTIONS.values(), 0))
     more_pending: bool = False
+    seconds: float = 0.0  # the run's time (the queue and the chunks; with ``work`` only)
 
 
 def roll_groups(cur: Cursor, *, touched: bool, work: bool = True, max_chunks: int | None = None) -> GroupReport:
@@ -103,6 +104,7 @@ def roll_groups(cur: Cursor, *, touched: bool, work: bool = True, max_chunks: in
     cur.execute("select exists (select 1 from public.metric_group_pending) as more")
     row = cur.fetchone()
     report.more_pending = bool(row and row["more"])
+    report.seconds = time.perf_counter() - started
     return report
 
 
