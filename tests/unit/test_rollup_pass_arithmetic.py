@@ -152,10 +152,12 @@ def test_entry_quantiles_answer_what_the_encoded_sketch_answers() -> None:
     numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
     encoded = dict(zip(numbers, (json.loads(t) for t in texts), strict=True))
 
-    for q in (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0):
-        # When the quantile is taken from the entries
-        found_rows, values = rollup_pass.entry_quantiles(e_row, e_store, e_idx, e_n, q)
+    qs = (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0)
 
-        # Then it is the encoded sketch's, bit for bit, for every row with entries and for no other
-        assert found_rows == sorted(encoded) and 17 not in found_rows
-        assert values == [encoded_quantile(encoded[r], q) for r in found_rows]
+    # When the quantiles are taken from the entries
+    found_rows, values = rollup_pass.entry_quantiles(e_row, e_store, e_idx, e_n, qs)
+
+    # Then each is the encoded sketch's, bit for bit, for every row with entries and for no other
+    assert found_rows == sorted(encoded) and 17 not in found_rows
+    for q, found in zip(qs, values, strict=True):
+        assert found == [encoded_quantile(encoded[r], q) for r in found_rows]

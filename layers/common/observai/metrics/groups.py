@@ -500,11 +500,10 @@ def _finish(cur: Cursor, resolution: int, entries: group_minutes.Carried) -> int
     (from the rows' sketch entries, ``entries``: row = gid − 1); returns the rows inserted or changed."""
     quantiles: dict[str, list[Any]] = {c: [] for c in ("gid", *QUANTILES)}
     if resolution in QUANTILE_RESOLUTIONS:
-        for column, q in QUANTILES.items():
-            rows, quantiles[column] = rollup_pass.entry_quantiles(
-                entries.e_row, entries.e_store, entries.e_idx, entries.e_n, q
-            )
-        quantiles["gid"] = [row + 1 for row in rows]
+        rows, values = rollup_pass.entry_quantiles(
+            entries.e_row, entries.e_store, entries.e_idx, entries.e_n, list(QUANTILES.values())
+        )
+        quantiles = {"gid": [row + 1 for row in rows], **dict(zip(QUANTILES, values, strict=True))}
     params = {"resolution": resolution, **quantiles}
     written = _insert_fresh(cur, params) if resolution == 60 else None
     if written is None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -399,12 +399,14 @@ def sum_entries(row: Any, store: Any, idx: Any, n: Any) -> tuple[Any, Any, Any, 
     return row[starts], store[starts], idx[starts], np.add.reduceat(n, starts)
 
 
-def entry_quantiles(e_row: Any, e_store: Any, e_idx: Any, e_n: Any, q: float) -> tuple[list[int], list[float]]:
-    """Quantile ``q`` of each row having entries (collapsed, as ``sum_entries`` leaves them), and the rows: what
-    ``sketch.encoded_quantile`` answers on the row's encoded sketch, without encoding or parsing it. The values
-    walk from the most negative (the n store, highest index first) through the zeros to the positive store
-    (lowest index first); the rank is ``nearest_rank``'s and the value ``bucket_value``'s, both in Python for the
-    one entry per row that holds the rank."""
+def entry_quantiles(
+    e_row: Any, e_store: Any, e_idx: Any, e_n: Any, qs: Sequence[float]
+) -> tuple[list[int], list[list[float]]]:
+    """Quantiles ``qs`` of each row having entries (collapsed, as ``sum_entries`` leaves them): the rows, and per
+    quantile one value per row; what ``sketch.encoded_quantile`` answers on the row's encoded sketch, without
+    encoding or parsing it. The values walk from the most negative (the n store, highest index first) through the
+    zeros to the positive store (lowest index first), sorted once for every quantile; the rank is
+    ``nearest_rank``'s and the value ``bucket_value``'s, both in Python for the one entry per row that holds it."""
     import numpy as np
 
     from observai.metrics.sketch import bucket_value, nearest_rank
@@ -412,7 +414,7 @@ def entry_quantiles(e_row: Any, e_store: Any, e_idx: Any, e_n: Any, q: float) ->
     keep = e_n > 0  # as the encoded sketch's parsing drops counts that are not positive
     e_row, e_store, e_idx, e_n = e_row[keep], e_store[keep], e_idx[keep], e_n[keep]
     if not len(e_row):
-        return [], []
+        return [], [[] for _ in qs]
     # The walk's order within a row: n by index descending, then z, then p by index ascending.
     section = np.select([e_store == 2, e_store == 3], [0, 1], 2)
     order = np.lexsort((np.where(e_store == 2, -e_idx, e_idx), section, e_row))
@@ -420,14 +422,16 @@ def entry_quantiles(e_row: Any, e_store: Any, e_idx: Any, e_n: Any, q: float) ->
     cum = np.cumsum(e_n[order])
     first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
     last = np.append(first[1:], len(row)) - 1
-    before = np.concatenate([[0], cum[last[:-1]]])
+    before = np.concatenate([[0], cum[last[:-1]]]).tolist()
     totals = (cum[last] - before).tolist()
-    targets = np.array([b + nearest_rank(q, t) for b, t in zip(before.tolist(), totals, strict=True)], dtype=cum.dtype)
-    at = np.searchsorted(cum, targets, side="left")
-    values = [
-        0.0 if s == 3 else (bucket_value(i) if s == 1 else -bucket_value(i))
-        for s, i in zip(store[at].tolist(), idx[at].tolist(), strict=True)
-    ]
+    values = []
+    for q in qs:
+        targets = np.array([b + nearest_rank(q, t) for b, t in zip(before, totals, strict=True)], dtype=cum.dtype)
+        at = np.searchsorted(cum, targets, side="left")
+        values.append([
+            0.0 if s == 3 else (bucket_value(i) if s == 1 else -bucket_value(i))
+            for s, i in zip(store[at].tolist(), idx[at].tolist(), strict=True)
+        ])  # fmt: skip
     return row[first].tolist(), values
 
 
