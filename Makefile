@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml layers/common/requirements.txt
 	$(PY) -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
-$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
+$(WIRE): $(STAMP) setup.py $(wildcard layers/common/observai/metrics/*.c layers/common/observai/telemetry/*.c layers/common/observai/telemetry/*.h layers/common/observai/telemetry/otlp/*.c layers/common/observai/telemetry/otlp/*.h)
 	$(PY) setup.py -q build_ext --inplace
 	@touch $(WIRE)
 

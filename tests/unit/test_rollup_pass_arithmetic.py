@@ -8,7 +8,7 @@ import math
 import random
 
 import numpy as np
-from observai.metrics import rollup_pass
+from observai.metrics import rollup_pass, sketch_text
 from observai.metrics.sketch import LOG_GAMMA
 
 
@@ -66,69 +66,6 @@ def test_entries_collapse_each_store_below_its_top_index() -> None:
     ]  # fmt: skip
 
 
-def test_sketch_json_encodes_each_rows_stores() -> None:
-    # Given entries of three rows: both stores and zeros, zeros only, the negative store only
-    row = np.array([0, 0, 0, 0, 2, 5, 5], dtype=np.int64)
-    store = np.array([1, 1, 2, 3, 3, 2, 2], dtype=np.int8)
-    idx = np.array([-3, 7, 2, 0, 0, 1, 4], dtype=np.int64)
-    n = np.array([1, 2, 3, 4, 5, 6, 7], dtype=np.int64)
-
-    # When they are encoded
-    rows, texts = rollup_pass.sketch_json(row, store, idx, n)
-
-    # Then each row's text is Sketch's encoding
-    assert rows == [0, 2, 5]
-    assert [json.loads(t) for t in texts] == [
-        {"p": {"-3": 1, "7": 2}, "n": {"2": 3}, "z": 4},
-        {"p": {}, "n": {}, "z": 5},
-        {"p": {}, "n": {"1": 6, "4": 7}, "z": 0},
-    ]
-
-
-def test_jsonb_sketches_give_every_row_its_encoding_padded_to_a_width_of_its_size() -> None:
-    # Given rows of one entry counted once (positive, negative index, the negative store, zeros), one counted twice,
-    # one of several entries, one of 300 entries, and rows with no entry
-    wide = 300
-    row = np.array([0, 1, 2, 3, 4, 6, 6, 6, 7, 9] + [10] * wide, dtype=np.int64)
-    store = np.array([1, 1, 2, 3, 1, 1, 2, 3, 1, 1] + [1] * wide, dtype=np.int8)
-    idx = np.array([138, -2000, 5, 0, 7, -3, 2, 0, 138, 2**31 - 1, *range(wide)], dtype=np.int64)
-    n = np.array([1, 1, 1, 1, 2, 1, 3, 4, 1, 1] + [7] * wide, dtype=np.int64)
-    size = 11
-    level = rollup_pass.Level(
-        resolution=60, sid=np.zeros(size, dtype=np.int64), bucket=np.zeros(size, dtype=np.int64),
-        count=np.ones(size, dtype=np.int64), sum=np.zeros(size), min=np.zeros(size), max=np.zeros(size),
-        last=np.zeros(size), last_time=np.zeros(size, dtype=np.int64), increase=np.zeros(size),
-        nulls=np.zeros(size, dtype=np.int32), fresh=np.ones(size, dtype=np.bool_), e_row=row, e_store=store,
-        e_idx=idx, e_n=n,
-    )  # fmt: skip
-    expected: dict[int, dict] = {}
-    for r, st, i, c in zip(row.tolist(), store.tolist(), idx.tolist(), n.tolist(), strict=True):
-        sketch = expected.setdefault(r, {"p": {}, "n": {}, "z": 0})
-        if st == 3:
-            sketch["z"] = c
-        else:
-            sketch["p" if st == 1 else "n"][str(i)] = c
-
-    # When they are laid out for the binary COPY
-    values, widths = rollup_pass._jsonb_sketches(level)
-
-    # Then the rows with entries have one: jsonb's version byte, then the sketch's JSON
-    assert [v is not None for v in values] == [True, True, True, True, True, False, True, True, False, True, True]
-    for i, sketch in expected.items():
-        assert values[i][:1] == b"\x01" and json.loads(values[i][1:]) == sketch, i
-        # And each is padded to a power of two from 32, at most twice its size, with spaces
-        assert widths[i] >= max(32, len(values[i])) and widths[i] & (widths[i] - 1) == 0, i
-        assert widths[i] == 32 or widths[i] < 2 * len(values[i]), i
-        (padded,) = rollup_pass._padded([values[i]], int(widths[i]))
-        assert len(padded) == widths[i] and padded == values[i].ljust(int(widths[i]), b" "), i
-    assert widths[5] == widths[8] == 0 and widths[10] > 2048 > widths[0]
-    assert json.loads(values[1][1:]) == {"p": {"-2000": 1}, "n": {}, "z": 0}
-    assert json.loads(values[6][1:]) == {"p": {"-3": 1}, "n": {"2": 3}, "z": 4}
-    assert json.loads(values[9][1:]) == {"p": {str(2**31 - 1): 1}, "n": {}, "z": 0}
-    # And the text form is the same JSON
-    assert rollup_pass._sketch_texts(level) == {i: values[i][1:] for i in expected}
-
-
 def test_entry_quantiles_answer_what_the_encoded_sketch_answers() -> None:
     # Given 400 rows of random entries: negative, zero and positive values, single entries, long stores that
     # collapse, rows whose rank lands on a store's edge (q 0 and 1), and one row without entries
@@ -149,7 +86,7 @@ def test_entry_quantiles_answer_what_the_encoded_sketch_answers() -> None:
         np.array(rows, dtype=np.int64), np.array(stores, dtype=np.int8), np.array(idxs, dtype=np.int64),
         np.array(ns, dtype=np.int64),
     )  # fmt: skip
-    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
+    numbers, texts = sketch_text.sketch_json(e_row, e_store, e_idx, e_n)
     encoded = dict(zip(numbers, (json.loads(t) for t in texts), strict=True))
 
     qs = (0.0, 0.01, 0.5, 0.9, 0.95, 0.99, 1.0)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from observai.db.connection import Cursor
-from observai.metrics import rollup_pass, sketch_sql
+from observai.metrics import rollup_pass, sketch_sql, sketch_text
 from observai.metrics.rollup_pass import (
     MINUTE_US,
     NULL_LAST,
@@ -241,13 +241,11 @@ def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
             ],
         ],
     )
-    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
-    w_numbers, w_texts = rollup_pass.sketch_json(w_e_row, w_e_store, w_e_idx, w_e_n)
-    lines = [f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)]
-    lines += [f"{members_count + n + 1}\t{t}\tf\n" for n, t in zip(w_numbers, w_texts, strict=True)]
+    lines = sketch_text.lines(e_row, e_store, e_idx, e_n, 1)
+    lines += sketch_text.lines(w_e_row, w_e_store, w_e_idx, w_e_n, members_count + 1)
     if lines:
         with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
-            copy.write("".join(lines))
+            copy.write(lines)
     cur.execute(_INSERT_ROWS_SQL)
     cur.execute("drop table group_out, group_metric_no, group_orgs")
     return Carried(
@@ -430,10 +428,10 @@ def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
             ("nulls", merged["nulls"]),
         ],
     )
-    numbers, texts = rollup_pass.sketch_json(e_row, e_store, e_idx, e_n)
-    if numbers:
+    lines = sketch_text.lines(e_row, e_store, e_idx, e_n, 1)
+    if lines:
         with cur.copy("copy group_row_sketches (gid, sketch, overflow) from stdin") as copy:
-            copy.write("".join(f"{n + 1}\t{t}\tf\n" for n, t in zip(numbers, texts, strict=True)))
+            copy.write(lines)
     cur.execute(_COARSE_INSERT_SQL)
     cur.execute("drop table group_out, group_fine_no, group_fine_keys")
     return Carried(e_row, e_store, e_idx, e_n)

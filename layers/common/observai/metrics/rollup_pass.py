@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from observai.db.connection import Cursor
+from observai.metrics import sketch_text
 from observai.metrics.sketch import LOG_GAMMA, MAX_BUCKETS, ZERO_THRESHOLD
 
 if TYPE_CHECKING:
@@ -759,7 +760,7 @@ def _copy_rows(cur: Cursor, level: Level, series: list[Any]) -> None:
     org = np.array([s["org_id"].bytes for s in series], dtype="V16")
     project = np.array([s["project_id"].bytes for s in series], dtype="V16")
     series_id = np.array([s["series_id"] for s in series], dtype=np.int64)
-    values, widths = _jsonb_sketches(level)
+    blob, offsets, text_of, widths = _jsonb_sketches(level)
     pattern = level.nulls.astype(np.int64) | (widths << 6)  # the null bits take 6 bits
     pieces: list[bytes] = []
     for code in np.unique(pattern[fresh]).tolist():
@@ -774,7 +775,8 @@ def _copy_rows(cur: Cursor, level: Level, series: list[Any]) -> None:
                           ("last_time", NULL_LAST_TIME), ("increase", NULL_INCREASE)):  # fmt: skip
             fields.append((name, None if code & bit else getattr(level, name)[rows]))
         width = code >> 6
-        fields.append(("sketch", _padded(values[rows].tolist(), width) if width else None))
+        sketches = sketch_text.padded(blob, offsets, text_of[rows], width, b"\x01") if width else None
+        fields.append(("sketch", sketches))
         pieces.append(binary_rows(fields).tobytes())
     with cur.copy(_COPY_ROWS) as copy:
         copy.write(_COPY_HEADER)
@@ -782,64 +784,27 @@ def _copy_rows(cur: Cursor, level: Level, series: list[Any]) -> None:
         copy.write(_COPY_TRAILER)
 
 
-def _jsonb_sketches(level: Level) -> tuple[Any, Any]:
-    """Each row's sketch in jsonb's binary form (the version byte 1, then the JSON; None without a sketch), and the
-    width it is padded to in a binary COPY's fixed-width layout: a power of two from 32 (0 without a sketch), so that
-    rows of similar sketches share a layout and padding at most doubles a row. Rows of one entry counted once (most
-    1m rows) are looked up among their distinct (store, index) pairs; the others are encoded one by one."""
+def _jsonb_sketches(level: Level) -> tuple[bytes, Any, Any, Any]:
+    """The rows' sketch JSON (``sketch_text.texts``: blob and offsets), each row's text number (-1 without a
+    sketch), and the width a row's sketch in jsonb's binary form (the version byte 1, then the JSON) is padded to in
+    a binary COPY's fixed-width layout: a power of two from 32 (0 without a sketch), so that rows of similar sketches
+    share a layout and padding at most doubles a row."""
     import numpy as np
 
-    values = np.full(len(level), None, dtype=object)
+    rows, blob, offsets = sketch_text.texts(level.e_row, level.e_store, level.e_idx, level.e_n)
+    text_of = np.full(len(level), -1, dtype=np.int64)
+    text_of[rows] = np.arange(len(rows))
     widths = np.zeros(len(level), dtype=np.int64)
-    if not len(level.e_row):
-        return values, widths
-    first = np.ones(len(level.e_row), dtype=np.bool_)
-    first[1:] = level.e_row[1:] != level.e_row[:-1]
-    per_row = np.bincount(level.e_row, minlength=len(level))
-    common = first & (per_row[level.e_row] == 1) & (level.e_n == 1)
-    # (store, idx) as one integer: the store above bit 33, the index offset by 2**32 (indexes are negative below 1).
-    pairs, which = np.unique(
-        (level.e_store[common].astype(np.int64) << 33) + (level.e_idx[common] + 2**32), return_inverse=True
-    )
-    table = np.empty(len(pairs), dtype=object)
-    table[:] = [b"\x01" + _one_entry_text(p >> 33, (p & (2**33 - 1)) - 2**32, 1).encode() for p in pairs.tolist()]
-    values[level.e_row[common]] = table[which]
-    rest = np.flatnonzero(~common & first & (per_row[level.e_row] == 1))
-    for row, store, idx, n in zip(level.e_row[rest].tolist(), level.e_store[rest].tolist(),
-                                  level.e_idx[rest].tolist(), level.e_n[rest].tolist(), strict=True):  # fmt: skip
-        values[row] = b"\x01" + _one_entry_text(store, idx, n).encode()
-    m = per_row[level.e_row] > 1
-    for row, text in zip(*sketch_json(level.e_row[m], level.e_store[m], level.e_idx[m], level.e_n[m]), strict=True):
-        values[row] = b"\x01" + text.encode()
-    has = per_row > 0
-    lengths = np.fromiter((len(v) for v in values[has]), dtype=np.int64, count=int(has.sum()))
-    widths[has] = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 32))).astype(np.int64))
-    return values, widths
-
-
-def _padded(values: list[bytes], width: int) -> Any:
-    """``values`` as a fixed-width bytes column, padded with spaces (which jsonb's input skips; a NUL is never part of
-    the JSON text, so the NULs numpy pads with can all be replaced)."""
-    import numpy as np
-
-    column = np.array(values, dtype=f"S{width}")
-    raw = column.view(np.uint8)
-    raw[raw == 0] = 0x20
-    return column
-
-
-def _one_entry_text(store: int, idx: int, n: int) -> str:
-    if store == 1:
-        return f'{{"p":{{"{idx}":{n}}},"n":{{}},"z":0}}'
-    if store == 2:
-        return f'{{"p":{{}},"n":{{"{idx}":{n}}},"z":0}}'
-    return f'{{"p":{{}},"n":{{}},"z":{n}}}'
+    lengths = np.diff(offsets) + 1
+    widths[rows] = np.left_shift(1, np.ceil(np.log2(np.maximum(lengths, 32))).astype(np.int64))
+    return blob, offsets, text_of, widths
 
 
 def _sketch_texts(level: Level) -> dict[int, bytes]:
-    """Each row's encoded sketch (rows with entries only), the JSON of ``_jsonb_sketches``."""
-    values, widths = _jsonb_sketches(level)
-    return {row: values[row][1:] for row in widths.nonzero()[0].tolist()}
+    """Each row's encoded sketch (rows with entries only)."""
+    rows, blob, offsets = sketch_text.texts(level.e_row, level.e_store, level.e_idx, level.e_n)
+    bounds = offsets.tolist()
+    return {row: blob[bounds[k] : bounds[k + 1]] for k, row in enumerate(rows.tolist())}
 
 
 def _subset(level: Level, keep: Any) -> Level:
@@ -855,25 +820,3 @@ def _subset(level: Level, keep: Any) -> Level:
         fresh=level.fresh[keep], e_row=number[level.e_row[wanted]], e_store=level.e_store[wanted],
         e_idx=level.e_idx[wanted], e_n=level.e_n[wanted],
     )  # fmt: skip
-
-
-def sketch_json(e_row: Any, e_store: Any, e_idx: Any, e_n: Any) -> tuple[list[int], list[str]]:
-    """The encoded sketch (``{"p":{...},"n":{...},"z":n}``) of each row having entries (entries sorted by row,
-    store, idx: each store's entries contiguous, 'z' one entry), and the rows."""
-    import numpy as np
-
-    if not len(e_row):
-        return [], []
-    row_start = np.flatnonzero(np.concatenate([[True], e_row[1:] != e_row[:-1]]))
-    row_end = np.append(row_start[1:], len(e_row))
-    # Within a row the stores come in order p (1), n (2), z (3): where each store's entries end.
-    p_end = row_start + np.add.reduceat((e_store == 1).astype(np.int64), row_start)
-    n_end = p_end + np.add.reduceat((e_store == 2).astype(np.int64), row_start)
-    zeros = np.where(n_end < row_end, e_n[np.minimum(n_end, len(e_n) - 1)], 0)
-    pieces = [f'"{i}":{n}' for i, n in zip(e_idx.tolist(), e_n.tolist(), strict=True)]
-    join = ",".join
-    texts = [
-        f'{{"p":{{{join(pieces[a:b])}}},"n":{{{join(pieces[b:c])}}},"z":{z}}}'
-        for a, b, c, z in zip(row_start.tolist(), p_end.tolist(), n_end.tolist(), zeros.tolist(), strict=True)
-    ]
-    return e_row[row_start].tolist(), texts
