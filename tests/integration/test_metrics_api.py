@@ -554,6 +554,42 @@ def test_a_one_hour_step_reads_the_1h_rollups_and_agrees_with_the_raw_points(ten
     assert sum(v for _, v in rolled.data["results"][0]["series"][0]["points"]) == pytest.approx(raw_total)
 
 
+@pytest.mark.parametrize("step", [60, 120])
+def test_percentiles_at_minute_steps_read_the_one_value_minutes_the_job_stores_no_sketch_for(
+    tenant: Tenant, database_url: str, step: int
+) -> None:
+    import psycopg
+    from observai.metrics.rollup import run_aggregation
+
+    # Given the job has rolled the latency gauges up: a point a minute per series, so a 1m row of one value each,
+    # which stores no sketch
+    for _ in range(20):
+        if not run_aggregation(lag_s=0).more_pending:
+            break
+    with psycopg.connect(database_url) as conn:
+        bare = conn.execute(
+            "select count(*) filter (where r.sketch is null), count(*) from public.metric_rollups r"
+            " join public.metric_series s using (project_id, series_id) where s.name = %s and r.project_id = %s"
+            " and r.resolution = 60 and r.bucket_start >= %s and r.bucket_start < %s",
+            (LATENCY, tenant.project.project_id, BASE, END),
+        ).fetchone()
+    assert bare is not None and bare[0] == bare[1] == len(SERIES) * 120
+
+    # When percentiles are asked per series at a 1 or 2 minute step
+    group = ("service", "region", "code")
+    queries = [q(id=a, aggregation=a, step=step, group_by=list(group)) for a in ("p50", "p99")]
+    result = query(tenant.viewer.headers, tenant.path, *queries)
+
+    # Then the 1m rollups answer, each within the sketch's 1% of the exact nearest-rank value
+    assert result.status == 200, result.text
+    for answer in result.data["results"]:
+        assert answer["resolution"] == 60 and answer["raw_from"] is None
+        wanted = expected(tenant, answer["aggregation"], step, group=group)
+        assert len(answer["series"]) == len(wanted) == len(SERIES)
+        for series in answer["series"]:
+            assert_points(series["points"], wanted[tuple(series["labels"][g] for g in group)], rel=0.01)
+
+
 def test_recent_slots_come_from_raw_points_after_the_rollups(tenant: Tenant) -> None:
     from observai.metrics.rollup import run_aggregation
 

@@ -10,6 +10,7 @@ matter.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from observai.metrics import rollup
+from observai.metrics import rollup, sketch_sql
 from observai.metrics.rollup import AggregationReport, aggregate, run_aggregation
 from observai.metrics.sketch import ZERO_THRESHOLD, Sketch, nearest_rank
 from observai.telemetry.model import MetricPoint, MetricType, Temporality
@@ -82,9 +83,11 @@ def drain(max_points: int = rollup.DEFAULT_MAX_POINTS) -> list[AggregationReport
 
 
 def rollups(db: psycopg.Connection, project: IngestProject, name: str, resolution: int, **attributes: Any) -> dict:
-    """The series' rollup rows of one resolution, by bucket_start."""
+    """The series' rollup rows of one resolution, by bucket_start; ``sketch`` as readers read it
+    (``sketch_sql.sketch_text``: a 1m row of one gauge value stores none), ``stored_sketch`` the column."""
     rows = db.execute(
-        "select * from public.metric_rollups where project_id = %s and series_id = %s and resolution = %s"
+        f"select r.*, r.sketch as stored_sketch, {sketch_sql.sketch_text('r')}::jsonb as sketch"
+        " from public.metric_rollups r where project_id = %s and series_id = %s and resolution = %s"
         " order by bucket_start",
         (project.project_id, series_id(name, attributes), resolution),
     ).fetchall()
@@ -449,6 +452,34 @@ def test_a_late_point_re_rolls_its_old_buckets_and_leaves_the_others_alone(
         assert others == {k: v for k, v in before[res].items() if k != start}
 
 
+def test_a_late_point_re_rolls_its_5m_bucket_from_the_stored_minutes_of_one_value_without_a_sketch(
+    db: psycopg.Connection, project: IngestProject
+) -> None:
+    # Given a gauge of one point a minute (negative, zero, positive), rolled up: its 1m rows store no sketch
+    name = unique("late.single")
+    base = hour_ago(5)
+    values = [-4.0, 0.0, 2.5, 7.0, 1e6, 3.0]
+    store(project, [gauge(name, base + timedelta(minutes=m), v) for m, v in enumerate(values)])
+    drain()
+    assert all(r["stored_sketch"] is None for r in rollups(db, project, name, 60).values())
+
+    # When a late point lands in minute 2, and the job runs
+    store(project, [gauge(name, base + timedelta(minutes=2, seconds=30), 40.0)])
+    drain()
+
+    # Then the 5m bucket, rolled again from minute 2 and the stored minutes 0, 1, 3 and 4, has every value's entry
+    expected = Sketch()
+    expected.add_many([*values[:5], 40.0])
+    five = rollups(db, project, name, 300)[base]
+    assert five["count"] == 6 and Sketch.from_json(five["stored_sketch"]) == expected
+    # And the hour has all seven values
+    hour = rollups(db, project, name, 3600)[base.replace(minute=0)]
+    expected.add(values[5])
+    assert hour["count"] == 7 and Sketch.from_json(hour["stored_sketch"]) == expected
+    # And minute 2, now of two values, stores its sketch
+    assert Sketch.from_json(rollups(db, project, name, 60)[base + timedelta(minutes=2)]["stored_sketch"]).count == 2
+
+
 def test_fresh_minutes_write_their_coarse_rows_plainly_and_a_stray_coarse_row_is_upserted_instead(
     db: psycopg.Connection, project: IngestProject
 ) -> None:
@@ -654,6 +685,34 @@ def test_scheduled_handler_runs_the_aggregation(project: IngestProject) -> None:
     assert set(result["buckets_written"]) == {"1m", "5m", "1h", "1d"}
     assert result["watermark"] is not None and result["more_pending"] is False
     assert result["group_runs"] >= 1 and result["group_seconds"] >= 0
+
+
+def test_the_sql_reading_of_a_one_value_minute_is_the_sketch_of_that_value(db: psycopg.Connection) -> None:
+    # Given 1m rows of one gauge value without a stored sketch: positive, negative, zeros and values under the zero
+    # threshold, bucket edges (gamma^k, where log's last bit decides the bucket), extremes; and rows that keep
+    # theirs or have none (two points, a counter's increase, a coarser level, a non-finite value)
+    from observai.metrics.sketch import GAMMA
+
+    values = [1.0, 2.5, -2.5, 0.0, -0.0, 1e-10, -1e-10, ZERO_THRESHOLD, 1e-300, 1.7e308, -1.7e308, 123456.789]
+    values += [GAMMA**k for k in (-500, -3, 1, 2, 7, 100, 1000)] + [-(GAMMA**k) for k in (1, 50)]
+    rows = [(60, 1, None, v) for v in values]
+    others = [(60, 2, None, 5.0), (60, 1, 3.0, 5.0), (300, 1, None, 5.0), (60, 1, None, math.inf)]
+    others += [(60, 1, None, -math.inf), (60, 1, None, math.nan)]
+
+    # When SQL reads their sketches
+    found = db.execute(
+        f"select {sketch_sql.sketch_text('r')}::jsonb as sketch from (select u.*, null::jsonb as sketch"
+        " from unnest(%s::int[], %s::bigint[], %s::float8[], %s::float8[]) with ordinality"
+        " as u(resolution, count, increase, min, i)) r order by r.i",
+        [list(c) for c in zip(*(rows + others), strict=True)],
+    ).fetchall()
+
+    # Then each one-value minute's is Sketch.add's encoding of its value, bit for bit; the others have none
+    for value, row in zip(values, found, strict=False):
+        sketch = Sketch()
+        sketch.add(value)
+        assert row["sketch"] == sketch.to_json(), value
+    assert [r["sketch"] for r in found[len(values) :]] == [None] * len(others)
 
 
 def test_the_documented_sql_merge_equals_the_python_merge(db: psycopg.Connection, project: IngestProject) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from observai.metrics import rollup
+from observai.metrics import rollup, sketch_sql
 from observai.metrics.pipeline import run_side_by_side
 from observai.metrics.rollup import aggregate, roll_group_queue, run_aggregation
 from observai.telemetry.model import MetricPoint, MetricType
@@ -149,9 +149,11 @@ def test_side_by_side_writes_the_rows_of_runs_one_after_another(db: psycopg.Conn
     for table, columns in (("metric_rollups", ROLLUP_COLUMNS), ("metric_group_rollups", GROUP_COLUMNS)):
         expected = rows(db, one_after_another, table, columns)
         assert expected and rows(db, side_by_side, table, columns) == expected, table
-    # And a group of one series of one-point minutes holds that series' own stored sketches
+    # And a group of one series of one-point minutes holds that series' own sketches (as readers read them: the
+    # series stores none for a minute of one finite value)
     h9 = db.execute(
-        "select g.bucket_start, g.sketch as group_sketch, r.sketch as series_sketch"
+        f"select g.bucket_start, g.sketch as group_sketch, {sketch_sql.sketch_text('r')}::jsonb as series_sketch,"
+        " r.sketch as stored_sketch"
         " from public.metric_group_rollups g join public.metric_rollups r on r.project_id = g.project_id"
         "   and r.resolution = 60 and r.bucket_start = g.bucket_start and r.series_id = %s"
         " where g.project_id = %s and g.group_key = 'host' and g.group_value = '\"h9\"' and g.resolution = 60",
@@ -159,6 +161,7 @@ def test_side_by_side_writes_the_rows_of_runs_one_after_another(db: psycopg.Conn
     ).fetchall()
     assert len(h9) == 40 and all(r["group_sketch"] == r["series_sketch"] for r in h9)
     assert sum(r["series_sketch"] is None for r in h9) == 11  # NaN and -inf: no entry
+    assert all(r["stored_sketch"] is None for r in h9)
     kinds = db.execute(
         "select distinct group_key, resolution from public.metric_group_rollups where project_id = %s",
         (side_by_side.project_id,),

@@ -8,6 +8,8 @@ import math
 import random
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from observai.metrics import rollup_pass, sketch_text
 from observai.metrics.sketch import LOG_GAMMA
 
@@ -98,3 +100,25 @@ def test_entry_quantiles_answer_what_the_encoded_sketch_answers() -> None:
     assert found_rows == sorted(encoded) and 17 not in found_rows
     for q, found in zip(qs, values, strict=True):
         assert found == [encoded_quantile(encoded[r], q) for r in found_rows]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    columns=st.lists(st.sampled_from(["small", "negative", "bool", "wide", "float"]), min_size=1, max_size=4),
+    size=st.integers(0, 300),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sort_order_is_lexsorts_order_ties_included(columns: list[str], size: int, seed: int) -> None:
+    # Given keys of any kinds: few distinct values (ties), negative ones, booleans, int64's whole range, floats
+    rng = np.random.default_rng(seed)
+    makers = {
+        "small": lambda: rng.integers(0, 4, size),
+        "negative": lambda: rng.integers(-(10**6), 10**6, size),
+        "bool": lambda: rng.integers(0, 2, size).astype(np.bool_),
+        "wide": lambda: rng.integers(-(2**62), 2**62, size),
+        "float": lambda: rng.integers(0, 3, size).astype(np.float64),
+    }
+    keys = tuple(makers[c]() for c in columns)
+
+    # When they are ordered / Then the order is lexsort's, tie for tie (both are stable)
+    assert rollup_pass.sort_order(keys).tolist() == np.lexsort(keys).tolist()

@@ -169,7 +169,7 @@ def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
     take, gid = _expand(row_no, m_count, m_start, m_gid)
     bucket = rows["bucket_start"].astype(np.int64)[take]
     series_id = rows["series_id"].astype(np.int64)[take]
-    order = np.lexsort((series_id, bucket, gid))
+    order = rollup_pass.sort_order((series_id, bucket, gid))
     take, gid, bucket = take[order], gid[order], bucket[order]
     members_rows = _merged(
         gid, bucket, np.ones(len(take), dtype=np.int64), rows["count"].astype(np.int64)[take],
@@ -200,7 +200,7 @@ def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
     w_bucket = key_bucket[source]
     w_rank = g_rank[key_gid[source]]
     w_pos = np.flatnonzero(source)
-    order = np.lexsort((w_rank, w_bucket, w_metric))
+    order = rollup_pass.sort_order((w_rank, w_bucket, w_metric))
     w_pos, w_metric, w_bucket = w_pos[order], w_metric[order], w_bucket[order]
     whole_rows = _merged(
         w_metric, w_bucket, members_rows["series"][w_pos], members_rows["count"][w_pos], members_rows["sum"][w_pos],
@@ -402,7 +402,7 @@ def roll_coarse(cur: Cursor, carried: Carried) -> Carried:
     e_n = np.concatenate([p_n, carried.e_n[taken]])
     grp = fine["grp"].astype(np.int64)
     bucket = fine["bucket_start"].astype(np.int64)
-    order = np.lexsort((fine["ord"].astype(np.int64), bucket, grp))
+    order = rollup_pass.sort_order((fine["ord"].astype(np.int64), bucket, grp))
     merged = _merged(
         grp[order], bucket[order], fine["series"].astype(np.int64)[order], fine["count"].astype(np.int64)[order],
         fine["sum"].astype(np.float64)[order], fine["min"].astype(np.float64)[order],

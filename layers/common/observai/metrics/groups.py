@@ -284,9 +284,10 @@ def _take_chunk(cur: Cursor, max_rows: int) -> bool:
 # The chunk's per-series 1m rows: for each series of the chunk's metrics, its metric's queued minutes as contiguous
 # ranges, one primary-key range read each (offset 0: never flattened into a join over every partition, whatever the
 # fresh rows' statistics say). A row's stored sketch is kept only when its entries are known otherwise, without
-# parsing the JSON: ``single``, a gauge's or sum's minute of one point (its sketch is that value's one entry,
-# computed from ``min``), or this run's own entries (rollup_e1, when the run touched anything). Read where they are
-# merged (``group_minutes.roll_minutes``), or first copied into a temp table when a run's own entries join them.
+# parsing the JSON: ``single``, a gauge's minute of one finite value (its sketch is that value's one entry, computed
+# from ``min``; the job stores none for it: ``rollup_pass.one_value``), or this run's own entries (rollup_e1, when
+# the run touched anything). Read where they are merged (``group_minutes.roll_minutes``), or first copied into a temp
+# table when a run's own entries join them.
 _SERIES_ROWS_SQL = """
 with g as (
     select project_id, name, min(bucket_start) as range_start, max(bucket_start) + interval '60 seconds' as range_end
@@ -298,7 +299,8 @@ with g as (
     group by project_id, name, island
 )
 select s.no, r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
-    r.last_time, r.increase, s.scalar and r.count = 1 and r.sketch is not null as single,
+    r.last_time, r.increase,
+    s.scalar and r.count = 1 and r.increase is null and r.min is not null and abs(r.min) < 'Infinity' as single,
     case when not (s.scalar and r.count = 1) then {sketch} end as sketch
 from g
 join group_series s on s.project_id = g.project_id and s.name = g.name

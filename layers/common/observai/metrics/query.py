@@ -59,6 +59,7 @@ from psycopg.types.json import Jsonb
 from observai.auth.principal import Principal
 from observai.db.connection import Cursor, tenant_transaction
 from observai.errors import InvalidInput, Unprocessable
+from observai.metrics import sketch_sql
 from observai.metrics.distributions import ANCHOR_LOOKBACK, Bucket, distribution_buckets
 from observai.metrics.filters import filter_sql
 from observai.metrics.query_models import (
@@ -207,7 +208,7 @@ _ROLLUP_AGGREGATES = {
     "increase": "sum(r.increase)",
     "rate": "sum(r.increase) / %(step)s",
     # The slot's sketches as one JSON text list (cheaper than jsonb_agg's rebuild): merged in Python.
-    "percentile": "'[' || string_agg(r.sketch::text, ',') || ']'",
+    "percentile": f"'[' || string_agg({sketch_sql.sketch_text('r')}, ',') || ']'",
 }
 
 

@@ -192,7 +192,7 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
     rows = packed_rows(cur, _POINTS_SQL, _POINTS_COLUMNS, {"lookback": timedelta(microseconds=lookback_us)})
     no = rows["no"].astype(np.int64)
     t = rows["time"].astype(np.int64)
-    order = np.lexsort((t, no))
+    order = sort_order((t, no))
     no, t = no[order], t[order]
     start = rows["start"].astype(np.int64)[order]
     v = rows["value"].astype(np.float64)[order]
@@ -258,6 +258,31 @@ def _minutes(cur: Cursor, r_sid: Any, r_kind: Any, r_fresh: Any, lookback_us: in
         last=last, last_time=t[ends], increase=increase, nulls=nulls, fresh=r_fresh[seg_no],
         e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
     )  # fmt: skip
+
+
+def sort_order(keys: Sequence[Any]) -> Any:
+    """``numpy.lexsort(keys)`` (the last key primary; ties in input order) for integer keys: when their ranges fit
+    in 63 bits together, one stable argsort of the keys packed into one int64 (two to three times faster than
+    lexsort's sort per key), else lexsort itself."""
+    import numpy as np
+
+    if not len(keys) or len(keys[0]) < 2:
+        return np.lexsort(keys) if len(keys) else np.zeros(0, dtype=np.int64)
+    spans = []
+    for k in keys:
+        if k.dtype.kind not in "iub":
+            return np.lexsort(keys)
+        lo, hi = int(k.min()), int(k.max())
+        spans.append((lo, (hi - lo).bit_length()))
+    if sum(bits for _, bits in spans) > 63:
+        return np.lexsort(keys)
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    shift = 0
+    for k, (lo, bits) in zip(keys, spans, strict=True):
+        if bits:
+            packed |= (k.astype(np.int64) - lo) << shift
+        shift += bits
+    return np.argsort(packed, kind="stable")
 
 
 def segments(a: Any, b: Any) -> tuple[Any, Any]:
@@ -385,7 +410,7 @@ def sum_entries(row: Any, store: Any, idx: Any, n: Any) -> tuple[Any, Any, Any, 
     if not len(row):
         return row, store, idx, n
     # Collapse: the top index per (row, store) bounds the kept ones.
-    order = np.lexsort((idx, store, row))
+    order = sort_order((idx, store, row))
     row, store, idx, n = row[order], store[order], idx[order], n[order]
     group_first = np.ones(len(row), dtype=np.bool_)
     group_first[1:] = (row[1:] != row[:-1]) | (store[1:] != store[:-1])
@@ -418,7 +443,7 @@ def entry_quantiles(
         return [], [[] for _ in qs]
     # The walk's order within a row: n by index descending, then z, then p by index ascending.
     section = np.select([e_store == 2, e_store == 3], [0, 1], 2)
-    order = np.lexsort((np.where(e_store == 2, -e_idx, e_idx), section, e_row))
+    order = sort_order((np.where(e_store == 2, -e_idx, e_idx), section, e_row))
     row, store, idx = e_row[order], e_store[order], e_idx[order]
     cum = np.cumsum(e_n[order])
     first = np.flatnonzero(np.concatenate([[True], row[1:] != row[:-1]]))
@@ -478,7 +503,7 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     # Every finer row of the coarse buckets: this pass's, then the stored ones; sorted by (sid, fine bucket).
     sid = np.concatenate([fine.sid, stored.sid])
     bucket = np.concatenate([fine.bucket, stored.bucket])
-    order = np.lexsort((bucket, sid))
+    order = sort_order((bucket, sid))
     sid, bucket = sid[order], bucket[order]
     # A coarse row is fresh (none is stored) when every finer row of its bucket is this pass's and fresh: the job
     # writes a bucket's levels together, and a partition drops them together (``_copy_fresh`` checks all the same).
@@ -570,10 +595,22 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
     e_row, e_store, e_idx, e_n = parse_sketches(
         (number, r["sketch"]) for number, r in enumerate(rows) if r["sketch"] is not None
     )
+    count = np.array([r["count"] for r in rows], dtype=np.int64)
+    if resolution == 60 and len(rows):
+        # A minute of one value stores no sketch (``one_value``): its one entry, from min.
+        sketchless = np.array([r["sketch"] is None for r in rows], dtype=np.bool_)
+        single = np.flatnonzero(sketchless & one_value(count, columns["min"], nulls))
+        s_store, s_idx = value_entries(columns["min"][single])
+        e_row, e_store, e_idx, e_n = (
+            np.concatenate([e_row, single]), np.concatenate([e_store, s_store]), np.concatenate([e_idx, s_idx]),
+            np.concatenate([e_n, np.ones(len(single), dtype=np.int64)]),
+        )  # fmt: skip
+        order = sort_order((e_idx, e_store, e_row))
+        e_row, e_store, e_idx, e_n = e_row[order], e_store[order], e_idx[order], e_n[order]
     return Level(
         resolution=resolution, sid=sid[i] if len(i) else np.zeros(0, dtype=np.int64),
         bucket=bucket[i] if len(i) else np.zeros(0, dtype=np.int64),
-        count=np.array([r["count"] for r in rows], dtype=np.int64), sum=columns["sum"], min=columns["min"],
+        count=count, sum=columns["sum"], min=columns["min"],
         max=columns["max"], last=columns["last"], last_time=np.array([x or 0 for x in times], dtype=np.int64),
         increase=columns["increase"], nulls=nulls, fresh=np.zeros(len(rows), dtype=np.bool_),
         e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
@@ -791,7 +828,7 @@ def _jsonb_sketches(level: Level) -> tuple[bytes, Any, Any, Any]:
     share a layout and padding at most doubles a row."""
     import numpy as np
 
-    rows, blob, offsets = sketch_text.texts(level.e_row, level.e_store, level.e_idx, level.e_n)
+    rows, blob, offsets = sketch_text.texts(*_written_entries(level))
     text_of = np.full(len(level), -1, dtype=np.int64)
     text_of[rows] = np.arange(len(rows))
     widths = np.zeros(len(level), dtype=np.int64)
@@ -800,9 +837,27 @@ def _jsonb_sketches(level: Level) -> tuple[bytes, Any, Any, Any]:
     return blob, offsets, text_of, widths
 
 
+def one_value(count: Any, low: Any, nulls: Any) -> Any:
+    """The 1m rows whose sketch is not stored (null): a gauge's minute of one finite value (count 1, no increase,
+    a finite min), whose sketch is that value's one entry (``value_entries(min)``). Readers take it from ``min``."""
+    import numpy as np
+
+    with np.errstate(invalid="ignore"):
+        return (count == 1) & ((nulls & (NULL_INCREASE | NULL_MIN)) == NULL_INCREASE) & np.isfinite(low)
+
+
+def _written_entries(level: Level) -> tuple[Any, Any, Any, Any]:
+    """The entries of the sketches ``level`` stores: at 1m, none for ``one_value`` rows."""
+    entries = (level.e_row, level.e_store, level.e_idx, level.e_n)
+    if level.resolution != 60 or not len(level.e_row):
+        return entries
+    keep = ~one_value(level.count, level.min, level.nulls)[level.e_row]
+    return tuple(e[keep] for e in entries)  # type: ignore[return-value]
+
+
 def _sketch_texts(level: Level) -> dict[int, bytes]:
     """Each row's encoded sketch (rows with entries only)."""
-    rows, blob, offsets = sketch_text.texts(level.e_row, level.e_store, level.e_idx, level.e_n)
+    rows, blob, offsets = sketch_text.texts(*_written_entries(level))
     bounds = offsets.tolist()
     return {row: blob[bounds[k] : bounds[k + 1]] for k, row in enumerate(rows.tolist())}
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from observai.db.connection import Cursor
-from observai.metrics.rollup_pass import MINUTE_US, copy_in, packed_rows, segments
+from observai.metrics.rollup_pass import MINUTE_US, copy_in, packed_rows, segments, sort_order
 
 _WINDOW_SQL = """
 select p.project_id, p.series_id, p.time from public.metric_points p
@@ -87,7 +87,7 @@ def touched(cur: Cursor, watermark: Any, new_watermark: Any) -> Touched:
     series = rows["series_id"].astype(np.int64)
     t = rows["time"].astype(np.int64)
     minute = t - np.mod(t, MINUTE_US)
-    order = np.lexsort((minute, series, p_no))
+    order = sort_order((minute, series, p_no))
     p_no, series, minute = p_no[order].astype(np.int64), series[order], minute[order]
 
     # Each point's series (distinct (project, series), in order), then the distinct (series, minute) pairs with their
