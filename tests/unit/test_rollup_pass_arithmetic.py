@@ -122,3 +122,49 @@ def test_sort_order_is_lexsorts_order_ties_included(columns: list[str], size: in
 
     # When they are ordered / Then the order is lexsort's, tie for tie (both are stable)
     assert rollup_pass.sort_order(keys).tolist() == np.lexsort(keys).tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    heads=st.lists(st.binary(min_size=8, max_size=8), min_size=1, max_size=4),
+    tails=st.lists(st.binary(min_size=8, max_size=8), min_size=1, max_size=4),
+    picks=st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=60),
+)
+def test_distinct_uuids_are_numpys_unique_in_bytewise_order(
+    heads: list[bytes], tails: list[bytes], picks: list[tuple[int, int]]
+) -> None:
+    # Given 16-byte values, some sharing their first 8 bytes (the fast path's key) but not the rest
+    from observai.metrics.touched import distinct_uuids
+
+    column = np.array([heads[h % len(heads)] + tails[t % len(tails)] for h, t in picks], dtype="V16")
+
+    # When they are numbered / Then as numpy.unique numbers them: the same distinct values, in the same order
+    values, inverse = distinct_uuids(column)
+    want_values, want_inverse = np.unique(column, return_inverse=True)
+    assert values.tolist() == want_values.tolist() and inverse.tolist() == want_inverse.tolist()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    segment_sizes=st.lists(st.integers(1, 6), min_size=1, max_size=12),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_segment_last_is_the_row_lexsort_puts_last_in_each_segment(segment_sizes: list[int], seed: int) -> None:
+    # Given contiguous segments of rows with keys full of ties: booleans, small and extreme integers, floats with
+    # signed zeros and infinities
+    rng = np.random.default_rng(seed)
+    n = sum(segment_sizes)
+    seg = np.repeat(np.arange(len(segment_sizes)), segment_sizes)
+    starts = np.flatnonzero(np.concatenate([[True], seg[1:] != seg[:-1]]))
+    floats = np.array([0.0, -0.0, 1.5, -math.inf, math.inf, -2.0])
+    keys = (
+        floats[rng.integers(0, len(floats), n)],
+        rng.integers(0, 2, n).astype(np.bool_),
+        np.array([np.iinfo(np.int64).min, -1, 0, 7, np.iinfo(np.int64).max])[rng.integers(0, 5, n)],
+        rng.integers(0, 2, n).astype(np.bool_),
+    )
+
+    # When each segment's last row is picked / Then it is lexsort's (ties to the latest row)
+    rank = np.lexsort((*keys, seg))
+    ends = np.append(starts[1:], n) - 1
+    assert rollup_pass.segment_last(starts, seg, keys).tolist() == rank[ends].tolist()

@@ -50,10 +50,17 @@ static int entries_get(PyObject *const *args, Entries *e) {
     return OK;
 }
 
+/* v in decimal, as Python's str(int) writes it (snprintf's locale and format parsing cost more than the rest). */
 static inline int put_int(Buf *b, long long v) {
     char digits[24];
-    int len = snprintf(digits, sizeof digits, "%lld", v);
-    return put(b, digits, (size_t)len);
+    char *end = digits + sizeof digits, *p = end;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    return put(b, p, (size_t)(end - p));
 }
 
 /* One row's JSON from entry i on; *next: the first entry of the next row. */

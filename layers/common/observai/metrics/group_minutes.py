@@ -283,9 +283,7 @@ def _merged(key: Any, bucket: Any, series: Any, count: Any, total: Any, low: Any
     time_known = (nulls & NULL_LAST_TIME) == 0
     times = np.where(time_known, last_time, np.iinfo(np.int64).min)
     nan = np.isnan(last)
-    rank = np.lexsort((np.where(nan, 0.0, last), nan, times, time_known, has_last, seg))
-    ends = np.append(starts[1:], n)[:nseg] - 1
-    pick = rank[ends]
+    pick = rollup_pass.segment_last(starts, seg, (np.where(nan, 0.0, last), nan, times, time_known, has_last))
     picked_has_last = has_last[pick]
     out_last = last[pick]
     out_nulls |= np.where(picked_has_last, 0, NULL_LAST).astype(np.int32)

@@ -285,6 +285,24 @@ def sort_order(keys: Sequence[Any]) -> Any:
     return np.argsort(packed, kind="stable")
 
 
+def segment_last(starts: Any, seg: Any, keys: Sequence[Any]) -> Any:
+    """Per segment (rows grouped contiguously: each segment's first row ``starts``, each row's segment ``seg``), the
+    row ``numpy.lexsort((*keys, seg))`` puts last: the largest by ``keys`` (the last key primary; floats without NaN),
+    ties to the latest row. Successive maxima per segment (a pass per key), no sort."""
+    import numpy as np
+
+    n = len(seg)
+    if not n:
+        return np.zeros(0, dtype=np.int64)
+    alive = np.ones(n, dtype=np.bool_)
+    for k in reversed(keys):
+        k = k.astype(np.int8) if k.dtype == np.bool_ else k
+        lowest = -np.inf if k.dtype.kind == "f" else np.iinfo(k.dtype).min
+        masked = np.where(alive, k, lowest)
+        alive &= masked == np.maximum.reduceat(masked, starts)[seg]
+    return np.maximum.reduceat(np.where(alive, np.arange(n), -1), starts)
+
+
 def segments(a: Any, b: Any) -> tuple[Any, Any]:
     """Rows sorted by (a, b) cut where either changes: each segment's first row, and each row's segment."""
     import numpy as np
@@ -526,10 +544,7 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     out_sum, out_min, out_max, out_increase, out_nulls = merge_scalars(seg, nseg, total, low, high, increase, nulls)
     # last: the row with the latest last_time (nulls last), simultaneous ones: the latest slot.
     time_known = (nulls & NULL_LAST_TIME) == 0
-    rank = np.lexsort((bucket, np.where(time_known, last_time, np.iinfo(np.int64).min), time_known, seg))
-    ends = np.append(starts[1:], n)[: len(starts)] - 1
-    # rank sorts each segment's rows ascending: its last element is the pick (segments stay contiguous: seg leads).
-    pick = rank[ends]
+    pick = segment_last(starts, seg, (bucket, np.where(time_known, last_time, np.iinfo(np.int64).min), time_known))
     out_last = last[pick]
     out_nulls |= np.where((nulls[pick] & NULL_LAST) != 0, NULL_LAST, 0).astype(np.int32)
     any_time = np.maximum.reduceat(time_known.astype(np.int8), starts).astype(np.bool_)

@@ -78,12 +78,29 @@ class Touched:
     minutes: int  # their (series, minute) pairs
 
 
+def distinct_uuids(column: Any) -> tuple[Any, Any]:
+    """``numpy.unique(column, return_inverse=True)`` for uuids (16-byte values) in bytewise order (Postgres' uuid
+    order), a tenth of the time: the values are told apart by their first 8 bytes as a big-endian integer, unless two
+    distinct ones share them (then numpy.unique of the whole values)."""
+    import numpy as np
+
+    if not len(column):
+        return np.unique(column, return_inverse=True)
+    halves = np.ascontiguousarray(column).view(">u8").reshape(-1, 2)
+    heads, inverse = np.unique(halves[:, 0].astype(np.uint64), return_inverse=True)
+    first = np.zeros(len(heads), dtype=np.int64)
+    first[inverse] = np.arange(len(column))  # a row of each head
+    if (halves[:, 1] == halves[first, 1][inverse]).all():
+        return column[first], inverse
+    return np.unique(column, return_inverse=True)
+
+
 def touched(cur: Cursor, watermark: Any, new_watermark: Any) -> Touched:
     """The window's touched pairs: the temp tables above (empty when nothing was touched)."""
     import numpy as np
 
     rows = packed_rows(cur, _WINDOW_SQL, _WINDOW_COLUMNS, {"watermark": watermark, "new_watermark": new_watermark})
-    projects, p_no = np.unique(rows["project_id"], return_inverse=True)  # bytewise: Postgres' uuid order
+    projects, p_no = distinct_uuids(rows["project_id"])
     series = rows["series_id"].astype(np.int64)
     t = rows["time"].astype(np.int64)
     minute = t - np.mod(t, MINUTE_US)
