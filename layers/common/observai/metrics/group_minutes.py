@@ -55,20 +55,21 @@ def carry(cur: Cursor, entries: Carried) -> Carried:
 
 
 _ROWS_SQL = """
-select r.no, r.series_id, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
+select r.no, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
     coalesce(r.max, 0) as max, coalesce(r.last, 0) as last, coalesce(r.last_time, '-infinity') as last_time,
     coalesce(r.increase, 0) as increase,
     -- the null columns as bits (Postgres' | and << share one precedence: each shift in parentheses)
     (r.sum is null)::integer | ((r.min is null)::integer << 1) | ((r.max is null)::integer << 2)
         | ((r.last is null)::integer << 3) | ((r.increase is null)::integer << 4)
-        | ((r.last_time is null)::integer << 5) as nulls,
-    r.single, r.sketch is not null as sketched
+        | ((r.last_time is null)::integer << 5)
+        -- and two flags above them: SINGLE (a minute of one value), SKETCHED (a stored sketch)
+        | (r.single::integer << 6) | ((r.sketch is not null)::integer << 7) as nulls
 from {source} r
 """
-_ROWS_COLUMNS = [("no", "int4"), ("series_id", "int8"), ("bucket_start", "timestamptz"), ("count", "int8"),
-                 ("sum", "float8"), ("min", "float8"), ("max", "float8"), ("last", "float8"),
-                 ("last_time", "timestamptz"), ("increase", "float8"), ("nulls", "int4"),
-                 ("single", "bool"), ("sketched", "bool")]  # fmt: skip
+_ROWS_COLUMNS = [("no", "int4"), ("bucket_start", "timestamptz"), ("count", "int8"), ("sum", "float8"),
+                 ("min", "float8"), ("max", "float8"), ("last", "float8"), ("last_time", "timestamptz"),
+                 ("increase", "float8"), ("nulls", "int4")]  # fmt: skip
+SINGLE, SKETCHED = 64, 128
 
 _STORE_CODE = "(case {store} when 'p' then 1 when 'n' then 2 else 3 end)::smallint"
 _RUN_ENTRIES = f"""
@@ -155,7 +156,9 @@ def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
         g_metric[g["gid"]], g_whole[g["gid"]], g_rank[g["gid"]] = g["metric"], g["whole_source"], g["value_rank"]
 
     rows = rollup_pass.packed_rows(cur, _ROWS_SQL.replace("{source}", source), _ROWS_COLUMNS, {})
-    if run_entries or rows["sketched"].any():
+    flags = rows["nulls"].astype(np.int32)
+    nulls = flags & (SINGLE - 1)
+    if run_entries or (flags & SKETCHED).any():
         entries_sql = _ENTRIES_SQL.replace("{from_run}", _RUN_ENTRIES if run_entries else "")
         entries = rollup_pass.packed_rows(cur, entries_sql.replace("{source}", source), _ENTRIES_COLUMNS, {})
     else:  # every row a minute of one value (the usual case for a gauge exported once a minute)
@@ -168,19 +171,19 @@ def roll_minutes(cur: Cursor, source: str, *, run_entries: bool) -> Carried:
     row_no = rows["no"].astype(np.int64)
     take, gid = _expand(row_no, m_count, m_start, m_gid)
     bucket = rows["bucket_start"].astype(np.int64)[take]
-    series_id = rows["series_id"].astype(np.int64)[take]
-    order = rollup_pass.sort_order((series_id, bucket, gid))
+    # Series numbers follow series_id within a project (group_series.no): a group's sums add in series_id order.
+    order = rollup_pass.sort_order((row_no[take], bucket, gid))
     take, gid, bucket = take[order], gid[order], bucket[order]
     members_rows = _merged(
         gid, bucket, np.ones(len(take), dtype=np.int64), rows["count"].astype(np.int64)[take],
         rows["sum"].astype(np.float64)[take], rows["min"].astype(np.float64)[take],
         rows["max"].astype(np.float64)[take], rows["last"].astype(np.float64)[take],
         rows["last_time"].astype(np.int64)[take], rows["increase"].astype(np.float64)[take],
-        rows["nulls"].astype(np.int32)[take],
+        nulls[take],
     )  # fmt: skip
     key_gid, key_bucket = members_rows["key"], members_rows["bucket"]
     # Their entries, keyed by group row: the read ones, and those of the minutes of one value (from the value).
-    single = np.flatnonzero(rows["single"])
+    single = np.flatnonzero(flags & SINGLE)
     s_store, s_idx = rollup_pass.value_entries(rows["min"].astype(np.float64)[single])
     e_no = np.concatenate([entries["no"].astype(np.int64), row_no[single]])
     e_take, e_gid = _expand(e_no, m_count, m_start, m_gid)

@@ -434,7 +434,8 @@ def _roll_chunk(cur: Cursor, written: dict[str, int], *, run_entries: bool) -> t
     )
     cur.execute(
         "create temp table group_series on commit drop as"
-        " select project_id, series_id, name, scalar, (row_number() over () - 1)::integer as no"
+        " select project_id, series_id, name, scalar,"
+        " (row_number() over (order by project_id, series_id) - 1)::integer as no"  # series_id order in a project
         " from (select distinct project_id, series_id, name, scalar from group_members) d"
     )
     # An integer per group: the aggregation sorts and hashes on it rather than on (uuid, text, text, text).
