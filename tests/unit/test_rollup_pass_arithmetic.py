@@ -168,3 +168,18 @@ def test_segment_last_is_the_row_lexsort_puts_last_in_each_segment(segment_sizes
     rank = np.lexsort((*keys, seg))
     ends = np.append(starts[1:], n) - 1
     assert rollup_pass.segment_last(starts, seg, keys).tolist() == rank[ends].tolist()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    keys=st.lists(st.integers(-(2**40), 2**40), max_size=50),
+    wanted=st.lists(st.integers(-(2**40), 2**40), max_size=50),
+    ascending=st.booleans(),
+)
+def test_among_is_isin(keys: list[int], wanted: list[int], ascending: bool) -> None:
+    # Given keys ascending (the fast path) or in any order (isin's), and keys looked for among them
+    k = np.array(sorted(keys) if ascending else keys, dtype=np.int64)
+    w = np.array(wanted + keys[:3], dtype=np.int64)
+
+    # When they are looked up / Then the answer is isin's
+    assert rollup_pass._among(w, k).tolist() == np.isin(w, k).tolist()

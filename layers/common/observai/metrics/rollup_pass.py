@@ -507,14 +507,13 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
     spans = (last - first) // width + 1
     owner = np.repeat(np.arange(len(r_sid)), spans)
     offset = np.arange(int(spans.sum())) - np.repeat(np.cumsum(spans) - spans, spans)
-    keys = np.unique(np.stack([r_sid[owner], first[owner] + offset * width], axis=1), axis=0)
-    c_sid, c_bucket = keys[:, 0], keys[:, 1]
+    keys = np.unique(key(r_sid[owner], first[owner] // width + offset))
+    c_sid, c_bucket = keys >> 32, (keys & 0xFFFFFFFF) * width
     # The other slots: each coarse bucket's fine slots that this pass did not compute.
     slots = coarse // fine.resolution
     o_sid = np.repeat(c_sid, slots)
     o_bucket = np.repeat(c_bucket, slots) + np.tile(np.arange(slots, dtype=np.int64) * fine_width, len(c_sid))
-    mine = key(fine.sid, fine.bucket // fine_width)
-    others = ~np.isin(key(o_sid, o_bucket // fine_width), mine)
+    others = ~_among(key(o_sid, o_bucket // fine_width), key(fine.sid, fine.bucket // fine_width))
     o_sid, o_bucket = o_sid[others], o_bucket[others]
     stored = _stored(cur, o_sid, o_bucket, fine.resolution)
 
@@ -564,6 +563,17 @@ def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_e
         fresh=np.logical_and.reduceat(fresh_fine, starts) if n else np.zeros(0, dtype=np.bool_),
         e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
     )  # fmt: skip
+
+
+def _among(wanted: Any, keys: Any) -> Any:
+    """``numpy.isin(wanted, keys)`` for ``keys`` ascending (a Level's rows, sorted by sid and bucket): a binary search
+    each, no sort of either."""
+    import numpy as np
+
+    if not len(keys) or not (keys[1:] >= keys[:-1]).all():
+        return np.isin(wanted, keys)
+    at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+    return keys[at] == wanted
 
 
 def key(sid: Any, slot: Any) -> Any:
