@@ -481,7 +481,18 @@ def entry_quantiles(
 
 # --- 2. coarser levels ----------------------------------------------------------------------------------------
 
+# The probed rows: their numbers as packed rows (``packed_rows``; a null is 0 with its bit in ``nulls``), their
+# sketches as (i, JSON) arrays.
 _PROBE_SQL = """
+select string_agg(int4send(q.i) || int8send(q.count) || float8send(coalesce(q.sum, 0))
+        || float8send(coalesce(q.min, 0)) || float8send(coalesce(q.max, 0)) || float8send(coalesce(q.last, 0))
+        || float8send(coalesce(q.increase, 0)) || int8send(coalesce(q.last_time, 0))
+        || int4send((q.sum is null)::integer | ((q.min is null)::integer << 1) | ((q.max is null)::integer << 2)
+            | ((q.last is null)::integer << 3) | ((q.increase is null)::integer << 4)
+            | ((q.last_time is null)::integer << 5)), ''::bytea) as packed,
+    array_agg(q.i) filter (where q.sketch is not null) as sketch_rows,
+    array_agg(q.sketch) filter (where q.sketch is not null) as sketches
+from (
 select u.i, r.count, r.sum, r.min, r.max, r.last, r.increase, r.sketch::text as sketch,
     (extract(epoch from r.last_time - timestamptz '2000-01-01 00:00:00+00') * 1000000)::bigint as last_time
 from rollup_probe u
@@ -492,7 +503,10 @@ cross join lateral (
         and r.bucket_start = u.bucket_start
     offset 0  -- one probe per other slot, never a scan of the level joined to them
 ) r
+) q
 """
+_PROBE_COLUMNS = [("i", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
+                  ("last", "float8"), ("increase", "float8"), ("last_time", "int8"), ("nulls", "int4")]  # fmt: skip
 
 
 def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_end: Any) -> Level:
@@ -596,7 +610,8 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
     """The stored rows of ``resolution`` at (sid, bucket), those that exist, as a Level (entries parsed)."""
     import numpy as np
 
-    rows: list[Any] = []
+    rows = np.zeros(0, dtype=packed_dtype(_PROBE_COLUMNS))
+    sketched: dict[int, str] = {}
     if len(sid):
         cur.execute("drop table if exists rollup_probe")
         cur.execute("create temp table rollup_probe (i integer, sid integer, bucket_start timestamptz) on commit drop")
@@ -605,25 +620,26 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
             "copy rollup_probe (i, sid, bucket_start) from stdin (format binary)",
             [("i", np.arange(len(sid), dtype=np.int32)), ("sid", sid.astype(np.int32)), ("bucket", bucket)],
         )
-        cur.execute(_PROBE_SQL, {"fine": resolution})
-        rows = cur.fetchall()
-    i = np.array([r["i"] for r in rows], dtype=np.int64)
-    nulls = np.zeros(len(rows), dtype=np.int32)
-    columns: dict[str, Any] = {}
-    for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
-                      ("increase", NULL_INCREASE)):  # fmt: skip
-        values = [r[name] for r in rows]
-        nulls |= np.array([bit if x is None else 0 for x in values], dtype=np.int32)
-        columns[name] = np.array([math.nan if x is None else x for x in values], dtype=np.float64)
-    times = [r["last_time"] for r in rows]
-    nulls |= np.array([NULL_LAST_TIME if x is None else 0 for x in times], dtype=np.int32)
+        cur.execute(_PROBE_SQL, {"fine": resolution}, binary=True)
+        found = cur.fetchone()
+        if found is not None and found["packed"] is not None:
+            rows = np.frombuffer(found["packed"], dtype=packed_dtype(_PROBE_COLUMNS))
+            sketched = dict(zip(found["sketch_rows"] or [], found["sketches"] or [], strict=True))
+    i = rows["i"].astype(np.int64)
+    nulls = rows["nulls"].astype(np.int32)
+    columns = {
+        name: np.where(nulls & bit, math.nan, rows[name].astype(np.float64))
+        for name, bit in (("sum", NULL_SUM), ("min", NULL_MIN), ("max", NULL_MAX), ("last", NULL_LAST),
+                          ("increase", NULL_INCREASE))
+    }  # fmt: skip
+    # A row's number is its position here: the sketches come keyed by the probe's i.
     e_row, e_store, e_idx, e_n = parse_sketches(
-        (number, r["sketch"]) for number, r in enumerate(rows) if r["sketch"] is not None
+        (number, sketched[probe]) for number, probe in enumerate(i.tolist()) if probe in sketched
     )
-    count = np.array([r["count"] for r in rows], dtype=np.int64)
+    count = rows["count"].astype(np.int64)
     if resolution == 60 and len(rows):
         # A minute of one value stores no sketch (``one_value``): its one entry, from min.
-        sketchless = np.array([r["sketch"] is None for r in rows], dtype=np.bool_)
+        sketchless = np.array([probe not in sketched for probe in i.tolist()], dtype=np.bool_)
         single = np.flatnonzero(sketchless & one_value(count, columns["min"], nulls))
         s_store, s_idx = value_entries(columns["min"][single])
         e_row, e_store, e_idx, e_n = (
@@ -636,7 +652,7 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
         resolution=resolution, sid=sid[i] if len(i) else np.zeros(0, dtype=np.int64),
         bucket=bucket[i] if len(i) else np.zeros(0, dtype=np.int64),
         count=count, sum=columns["sum"], min=columns["min"],
-        max=columns["max"], last=columns["last"], last_time=np.array([x or 0 for x in times], dtype=np.int64),
+        max=columns["max"], last=columns["last"], last_time=rows["last_time"].astype(np.int64),
         increase=columns["increase"], nulls=nulls, fresh=np.zeros(len(rows), dtype=np.bool_),
         e_row=e_row, e_store=e_store, e_idx=e_idx, e_n=e_n,
     )  # fmt: skip
@@ -877,7 +893,7 @@ def _written_entries(level: Level) -> tuple[Any, Any, Any, Any]:
     if level.resolution != 60 or not len(level.e_row):
         return entries
     keep = ~one_value(level.count, level.min, level.nulls)[level.e_row]
-    return tuple(e[keep] for e in entries)  # type: ignore[return-value]
+    return tuple(e[keep] for e in entries)
 
 
 def _sketch_texts(level: Level) -> dict[int, bytes]:
