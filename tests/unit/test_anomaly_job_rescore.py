@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from observai.anomalies import job
 from observai.anomalies.detection import score_points
@@ -54,6 +54,13 @@ class Series:
     late=st.lists(st.tuples(st.integers(0, 9), st.floats(-1e6, 1e6, allow_nan=False)), max_size=6),
     key=st.sampled_from(["0000000a", "7fffffff", "12345678"]),
 )
+# Found by CI: a late 1000000.0 over 999999.9999999999, within the job's tolerance.
+@example(
+    values=[0.0] * 5 + [999999.9999999999] + [0.0] * 6,
+    cuts=[1, 6],
+    late=[(0, 0.0), (0, 0.0), (1, 1000000.0)],
+    key="0000000a",
+)
 def test_any_split_with_late_corrections_scores_what_the_backtest_scores(
     values: list[float], cuts: list[int], late: list[tuple[int, float]], key: str
 ) -> None:
@@ -68,7 +75,9 @@ def test_any_split_with_late_corrections_scores_what_the_backtest_scores(
         if run < len(late) and done > 0:
             back, value = late[run]
             i = max(0, done - 1 - back)
-            if done - i <= job.HORIZON:
+            # A correction within the job's tolerance is the same reading summed in another order (REL_TOLERANCE): the
+            # job keeps the value it scored, so the final series keeps it too.
+            if done - i <= job.HORIZON and job._changed(final[i], value):
                 final[i] = value
         read_from = max(0, done - job.HORIZON)
         series.run([(epoch(i), final[i]) for i in range(read_from, new_to)])
@@ -95,3 +104,18 @@ def test_an_unchanged_horizon_is_not_re_scored_and_a_changed_one_is() -> None:
     assert (same, changed) == (False, True)
     expected = score_points(SETTINGS, None, [(T0 + timedelta(minutes=i), v) for i, v in enumerate(values)]).points
     assert [series.points[epoch(i)][4] for i in range(31)] == [p.score for p in expected]
+
+
+def test_a_correction_within_the_tolerance_keeps_the_scored_value() -> None:
+    # Given a series scored up to a step of 999999.9999999999
+    series = Series("0000000a" + "0" * 32)
+    values = [0.0] * 5 + [999999.9999999999, 0.0]
+    series.run([(epoch(i), v) for i, v in enumerate(values)])
+
+    # When a later run reads that step as 1000000.0 (the same sum in another order: 1e-16 relative)
+    rescored = series.run([(epoch(i), 1000000.0 if i == 5 else v) for i, v in enumerate([*values, 0.0])])
+
+    # Then nothing is re-scored and the step keeps its value; a real correction is re-scored
+    assert not rescored and series.points[epoch(5)][0] == 999999.9999999999
+    assert series.run([(epoch(i), 5.0 if i == 5 else v) for i, v in enumerate([*values, 0.0, 0.0])])
+    assert series.points[epoch(5)][0] == 5.0
