@@ -183,16 +183,3 @@ def test_among_is_isin(keys: list[int], wanted: list[int], ascending: bool) -> N
 
     # When they are looked up / Then the answer is isin's
     assert rollup_pass._among(w, k).tolist() == np.isin(w, k).tolist()
-
-
-def test_the_sql_sketch_function_uses_the_sketchs_constants() -> None:
-    # Given the migration that reads a one-value minute's sketch in SQL
-    from pathlib import Path
-
-    from observai.metrics.sketch import ZERO_THRESHOLD
-
-    sql = (Path(__file__).parents[2] / "migrations" / "0052_metric_rollup_sketch_function.sql").read_text()
-
-    # Then its zero threshold and ln(gamma) are the Python floats, written so they parse to the same doubles
-    assert f"< {ZERO_THRESHOLD!r} then" in sql
-    assert sql.count(f"/ {LOG_GAMMA!r})") == 2

@@ -9,8 +9,8 @@ see ``nearest_rank``); values below the zero threshold read as 0 (an absolute er
 Non-finite values (NaN, ±inf) are ignored.
 
 Encoding (what metric_rollups.sketch stores): ``{"p": {"<index>": count}, "n": {...}, "z": zero_count}``.
-A 1m row of one finite gauge value stores none (null): its sketch is that value's one entry, which SQL reads
-from the row's min with ``public.metric_rollup_sketch(resolution, count, increase, min, sketch)`` (migration 0052).
+A 1m row of one finite gauge value stores none (null): its sketch is that value's one entry, which
+``observai.metrics.sketch_sql.sketch_text`` reads from the row's min (SQL reading 1m sketches uses it).
 Two sketches merge by adding counts per (store, index), in Python (``merge``, or ``merge_encoded`` on the
 encoding: how the query engine merges a slot's sketches) or in SQL (``SQL_MERGE``: jsonb_each_text, sum per key,
 jsonb_object_agg; the aggregation job keeps sketches as rows of entries, ``observai.metrics.sketch_sql``).
@@ -44,7 +44,7 @@ _MAX_EXP = 709.0  # math.exp overflows beyond ~709.78
 
 # Merging sketches in SQL: the merged sketch of the rows of a CTE `sketches(sketch jsonb)` (any query: e.g. the
 # rollups of a group of series over a range), with Sketch's collapsing rule; null when no row has a sketch.
-# Use: "with sketches as (<query>), " + SQL_MERGE; 1m rows: select public.metric_rollup_sketch(...) as sketch.
+# Use: "with sketches as (<query>), " + SQL_MERGE; 1m rows: select sketch_sql.sketch_text("r")::jsonb as sketch.
 SQL_MERGE = f"""
 e as (
     select s.store, k.key::integer as idx, k.value::bigint as n

@@ -10,6 +10,8 @@ step reads.
 
 from __future__ import annotations
 
+from observai.metrics.sketch import LOG_GAMMA, ZERO_THRESHOLD
+
 # The entries of the encoded sketch column ``{alias}.sketch`` (a lateral join; no row for a null sketch).
 ENTRIES_OF = """cross join lateral (
     select s.store, k.key::integer as idx, k.value::bigint as n
@@ -27,8 +29,13 @@ def entries_of(alias: str, entry: str = "k") -> str:
 def sketch_text(alias: str) -> str:
     """The encoded sketch of the rollup row ``{alias}`` as JSON text: the stored one, else, for a 1m row of one
     finite gauge value (the job stores no sketch for it: ``rollup_pass.one_value``), that value's one entry by
-    ``Sketch.add``'s rule: ``public.metric_rollup_sketch`` (migration 0052, inlined by the planner)."""
+    ``Sketch.add``'s rule (Postgres' ``ln`` is the C library's ``log``, as Python's ``math.log``)."""
+    value = f"{alias}.min"
+    index = f"ceil(ln(abs({value})) / {LOG_GAMMA!r})::integer"
     return (
-        f"public.metric_rollup_sketch({alias}.resolution, {alias}.count, {alias}.increase, {alias}.min,"
-        f" {alias}.sketch)::text"
+        f"coalesce({alias}.sketch::text, case when {alias}.resolution = 60 and {alias}.count = 1"
+        f" and {alias}.increase is null and abs({value}) < 'Infinity'::float8 then case"
+        f""" when abs({value}) < {ZERO_THRESHOLD!r} then '{{"p":{{}},"n":{{}},"z":1}}'"""
+        f""" when {value} > 0 then '{{"p":{{"' || {index} || '":1}},"n":{{}},"z":0}}'"""
+        f""" else '{{"p":{{}},"n":{{"' || {index} || '":1}},"z":0}}' end end)"""
     )
