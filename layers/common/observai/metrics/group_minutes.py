@@ -54,17 +54,13 @@ def carry(cur: Cursor, entries: Carried) -> Carried:
     return entries
 
 
-_ROWS_SQL = """
+_ROWS_SQL = f"""
 select r.no, r.bucket_start, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min,
     coalesce(r.max, 0) as max, coalesce(r.last, 0) as last, coalesce(r.last_time, '-infinity') as last_time,
     coalesce(r.increase, 0) as increase,
-    -- the null columns as bits (Postgres' | and << share one precedence: each shift in parentheses)
-    (r.sum is null)::integer | ((r.min is null)::integer << 1) | ((r.max is null)::integer << 2)
-        | ((r.last is null)::integer << 3) | ((r.increase is null)::integer << 4)
-        | ((r.last_time is null)::integer << 5)
-        -- and two flags above them: SINGLE (a minute of one value), SKETCHED (a stored sketch)
-        | (r.single::integer << 6) | ((r.sketch is not null)::integer << 7) as nulls
-from {source} r
+    -- the null columns as bits, and two flags above them: SINGLE (a minute of one value), SKETCHED (a stored sketch)
+    {rollup_pass.null_bits("r")} | (r.single::integer << 6) | ((r.sketch is not null)::integer << 7) as nulls
+from {{source}} r
 """
 _ROWS_COLUMNS = [("no", "int4"), ("bucket_start", "timestamptz"), ("count", "int8"), ("sum", "float8"),
                  ("min", "float8"), ("max", "float8"), ("last", "float8"), ("last_time", "timestamptz"),
@@ -331,14 +327,11 @@ _FINE_COLUMNS = [("i", "int4"), ("grp", "int4"), ("bucket_start", "timestamptz")
                  ("series", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
                  ("last", "float8"), ("last_time", "timestamptz"), ("increase", "float8"),
                  ("nulls", "int4")]  # fmt: skip
-_FINE_ROWS_SQL = """
-select i, grp, bucket_start, ord, series, count, coalesce(sum, 0) as sum, coalesce(min, 0) as min,
-    coalesce(max, 0) as max, coalesce(last, 0) as last, coalesce(last_time, '-infinity') as last_time,
-    coalesce(increase, 0) as increase,
-    (sum is null)::integer | ((min is null)::integer << 1) | ((max is null)::integer << 2)
-        | ((last is null)::integer << 3) | ((increase is null)::integer << 4)
-        | ((last_time is null)::integer << 5) as nulls
-from group_fine_no
+_FINE_ROWS_SQL = f"""
+select f.i, f.grp, f.bucket_start, f.ord, f.series, f.count, coalesce(f.sum, 0) as sum, coalesce(f.min, 0) as min,
+    coalesce(f.max, 0) as max, coalesce(f.last, 0) as last, coalesce(f.last_time, '-infinity') as last_time,
+    coalesce(f.increase, 0) as increase, {rollup_pass.null_bits("f")} as nulls
+from group_fine_no f
 """
 _COARSE_OUT_TABLE = """
 create temp table group_out (

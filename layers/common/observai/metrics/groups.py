@@ -46,7 +46,7 @@ import psycopg
 from pydantic import BaseModel, ConfigDict, Field
 
 from observai.db.connection import Cursor
-from observai.metrics import group_minutes, rollup_pass
+from observai.metrics import group_minutes, rollup_pass, sketch_sql
 
 RESOLUTIONS: dict[int, str] = {60: "1m", 300: "5m", 3600: "1h", 86400: "1d"}
 # Attribute keys with at most this many distinct values get groups, at most GROUP_MAX_KEYS per metric.
@@ -300,7 +300,7 @@ with g as (
 )
 select s.no, r.org_id, r.project_id, r.series_id, r.bucket_start, r.count, r.sum, r.min, r.max, r.last,
     r.last_time, r.increase,
-    s.scalar and r.count = 1 and r.increase is null and r.min is not null and abs(r.min) < 'Infinity' as single,
+    s.scalar and {one_value} as single,
     case when not (s.scalar and r.count = 1) then {sketch} end as sketch
 from g
 join group_series s on s.project_id = g.project_id and s.name = g.name
@@ -310,7 +310,7 @@ cross join lateral (
         and r.bucket_start >= g.range_start and r.bucket_start < g.range_end
     offset 0
 ) r
-"""
+""".replace("{one_value}", sketch_sql.one_value("r"))
 _STORED_SKETCH = "r.sketch"
 _SKETCH_UNLESS_ENTRIES = """case when r.sketch is not null and not exists (
         select 1 from rollup_e1 e

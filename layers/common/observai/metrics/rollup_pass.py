@@ -172,11 +172,25 @@ def packed_rows(cur: Cursor, query: str, columns: list[tuple[str, str]], params:
     pass."""
     import numpy as np
 
-    row = " || ".join(f"{_SEND[kind][0]}(q.{name})" for name, kind in columns)
-    cur.execute(f"select string_agg({row}, ''::bytea) as packed from ({query}) q", params, binary=True)
+    cur.execute(f"select string_agg({packed_row(columns)}, ''::bytea) as packed from ({query}) q", params, binary=True)
     found = cur.fetchone()
     packed = found["packed"] if found is not None and found["packed"] is not None else b""
     return np.frombuffer(packed, dtype=packed_dtype(columns))
+
+
+def packed_row(columns: list[tuple[str, str]], alias: str = "q") -> str:
+    """SQL of one row of ``columns`` (of ``alias``) in binary form: each column's send function, concatenated."""
+    return " || ".join(f"{_SEND[kind][0]}({alias}.{name})" for name, kind in columns)
+
+
+def null_bits(alias: str) -> str:
+    """SQL of ``alias``'s null columns (sum, min, max, last, increase, last_time) as one integer of NULL_* bits
+    (Postgres' | and << share one precedence: each shift in parentheses)."""
+    return (
+        f"(({alias}.sum is null)::integer | (({alias}.min is null)::integer << 1)"
+        f" | (({alias}.max is null)::integer << 2) | (({alias}.last is null)::integer << 3)"
+        f" | (({alias}.increase is null)::integer << 4) | (({alias}.last_time is null)::integer << 5))"
+    )
 
 
 def packed_dtype(columns: list[tuple[str, str]]) -> Any:
@@ -481,20 +495,20 @@ def entry_quantiles(
 
 # --- 2. coarser levels ----------------------------------------------------------------------------------------
 
-# The probed rows: their numbers as packed rows (``packed_rows``; a null is 0 with its bit in ``nulls``), their
+# The probed rows: their numbers as packed rows (``packed_rows``' form; a null is 0 with its bit in ``nulls``), their
 # sketches as (i, JSON) arrays.
-_PROBE_SQL = """
-select string_agg(int4send(q.i) || int8send(q.count) || float8send(coalesce(q.sum, 0))
-        || float8send(coalesce(q.min, 0)) || float8send(coalesce(q.max, 0)) || float8send(coalesce(q.last, 0))
-        || float8send(coalesce(q.increase, 0)) || int8send(coalesce(q.last_time, 0))
-        || int4send((q.sum is null)::integer | ((q.min is null)::integer << 1) | ((q.max is null)::integer << 2)
-            | ((q.last is null)::integer << 3) | ((q.increase is null)::integer << 4)
-            | ((q.last_time is null)::integer << 5)), ''::bytea) as packed,
+_PROBE_COLUMNS = [("i", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
+                  ("last", "float8"), ("increase", "float8"), ("last_time", "int8"), ("nulls", "int4")]  # fmt: skip
+_PROBE_SQL = f"""
+select string_agg({packed_row(_PROBE_COLUMNS)}, ''::bytea) as packed,
     array_agg(q.i) filter (where q.sketch is not null) as sketch_rows,
     array_agg(q.sketch) filter (where q.sketch is not null) as sketches
 from (
-select u.i, r.count, r.sum, r.min, r.max, r.last, r.increase, r.sketch::text as sketch,
-    (extract(epoch from r.last_time - timestamptz '2000-01-01 00:00:00+00') * 1000000)::bigint as last_time
+select u.i, r.count, coalesce(r.sum, 0) as sum, coalesce(r.min, 0) as min, coalesce(r.max, 0) as max,
+    coalesce(r.last, 0) as last, coalesce(r.increase, 0) as increase, {null_bits("r")} as nulls,
+    r.sketch::text as sketch,
+    coalesce((extract(epoch from r.last_time - timestamptz '2000-01-01 00:00:00+00') * 1000000)::bigint, 0)
+        as last_time
 from rollup_probe u
 join rollup_sids s on s.sid = u.sid
 cross join lateral (
@@ -505,8 +519,6 @@ cross join lateral (
 ) r
 ) q
 """
-_PROBE_COLUMNS = [("i", "int4"), ("count", "int8"), ("sum", "float8"), ("min", "float8"), ("max", "float8"),
-                  ("last", "float8"), ("increase", "float8"), ("last_time", "int8"), ("nulls", "int4")]  # fmt: skip
 
 
 def _coarse(cur: Cursor, fine: Level, coarse: int, r_sid: Any, r_start: Any, r_end: Any) -> Level:
@@ -633,14 +645,15 @@ def _stored(cur: Cursor, sid: Any, bucket: Any, resolution: int) -> Level:
                           ("increase", NULL_INCREASE))
     }  # fmt: skip
     # A row's number is its position here: the sketches come keyed by the probe's i.
+    probes = i.tolist()
+    has_sketch = np.fromiter((probe in sketched for probe in probes), dtype=np.bool_, count=len(probes))
     e_row, e_store, e_idx, e_n = parse_sketches(
-        (number, sketched[probe]) for number, probe in enumerate(i.tolist()) if probe in sketched
+        (number, sketched[probes[number]]) for number in np.flatnonzero(has_sketch).tolist()
     )
     count = rows["count"].astype(np.int64)
     if resolution == 60 and len(rows):
         # A minute of one value stores no sketch (``one_value``): its one entry, from min.
-        sketchless = np.array([probe not in sketched for probe in i.tolist()], dtype=np.bool_)
-        single = np.flatnonzero(sketchless & one_value(count, columns["min"], nulls))
+        single = np.flatnonzero(~has_sketch & one_value(count, columns["min"], nulls))
         s_store, s_idx = value_entries(columns["min"][single])
         e_row, e_store, e_idx, e_n = (
             np.concatenate([e_row, single]), np.concatenate([e_store, s_store]), np.concatenate([e_idx, s_idx]),

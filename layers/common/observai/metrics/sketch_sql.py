@@ -26,15 +26,24 @@ def entries_of(alias: str, entry: str = "k") -> str:
     return ENTRIES_OF.format(alias=alias, entry=entry)
 
 
+def one_value(alias: str) -> str:
+    """SQL, never null: the rollup row ``{alias}`` is a minute of one finite gauge value (count 1, no increase, a
+    finite min), whose sketch is that value's one entry (at 1m the job stores none: ``rollup_pass.one_value``, the
+    same rule on its arrays)."""
+    return (
+        f"({alias}.count = 1 and {alias}.increase is null and {alias}.min is not null"
+        f" and abs({alias}.min) < 'Infinity'::float8)"
+    )
+
+
 def sketch_text(alias: str) -> str:
     """The encoded sketch of the rollup row ``{alias}`` as JSON text: the stored one, else, for a 1m row of one
-    finite gauge value (the job stores no sketch for it: ``rollup_pass.one_value``), that value's one entry by
-    ``Sketch.add``'s rule (Postgres' ``ln`` is the C library's ``log``, as Python's ``math.log``)."""
+    finite gauge value (``one_value``), that value's one entry by ``Sketch.add``'s rule (Postgres' ``ln`` is the C
+    library's ``log``, as Python's ``math.log``)."""
     value = f"{alias}.min"
     index = f"ceil(ln(abs({value})) / {LOG_GAMMA!r})::integer"
     return (
-        f"coalesce({alias}.sketch::text, case when {alias}.resolution = 60 and {alias}.count = 1"
-        f" and {alias}.increase is null and abs({value}) < 'Infinity'::float8 then case"
+        f"coalesce({alias}.sketch::text, case when {alias}.resolution = 60 and {one_value(alias)} then case"
         f""" when abs({value}) < {ZERO_THRESHOLD!r} then '{{"p":{{}},"n":{{}},"z":1}}'"""
         f""" when {value} > 0 then '{{"p":{{"' || {index} || '":1}},"n":{{}},"z":0}}'"""
         f""" else '{{"p":{{}},"n":{{"' || {index} || '":1}},"z":0}}' end end)"""
