@@ -632,6 +632,24 @@ def test_whole_days_at_a_1h_step_read_the_1d_rows_hourly_quantiles_with_the_1h_r
 
 
 def test_the_slot_holding_now_merges_the_1m_rollups_with_the_raw_points_after_them(project: IngestProject) -> None:
+    # The engine reads its own clock: when now - RECENT passes an hour while the case runs (at most once an hour, more
+    # likely on a loaded machine), the slot it reads raw moves under the case, which then runs once more, afresh.
+    for attempt in (1, 2):
+        started = datetime.now(UTC)
+        try:
+            _slot_holding_now_case(project)
+            return
+        except AssertionError:
+            crossed = _hour_of(started - RECENT) != _hour_of(datetime.now(UTC) - RECENT)
+            if attempt == 2 or not crossed:
+                raise
+
+
+def _hour_of(at: datetime) -> int:
+    return int(at.timestamp()) // 3600
+
+
+def _slot_holding_now_case(project: IngestProject) -> None:
     # Given six gauge series with a point every 20 s for the last 90 minutes, up to a few seconds ago, rolled up
     name = unique("now")
     now = datetime.now(UTC).replace(microsecond=0)
