@@ -806,6 +806,31 @@ def test_alerts_are_listed_with_filters_and_pages(fresh: Tenant, database_url: s
     assert sorted(seen) == sorted(ids.values())
 
 
+def test_an_alert_shows_its_rules_last_successful_evaluation(fresh: Tenant, database_url: str) -> None:
+    # Given a resolved and a firing alert of one rule, whose rule was evaluated since the resolved row was written
+    rule = create(fresh, metric_rule("disk"))
+    resolved = add_instance(database_url, fresh, rule, "resolved", {"host": "db-1"}, 0.1)
+    add_instance(database_url, fresh, rule, "firing", {"host": "db-2"}, 0.9)
+    evaluated = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=3)
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("update public.alert_rules set last_eval_at = %s where id = %s", (evaluated, rule["id"]))
+        written = db.execute("select last_eval_at from public.alert_instances where id = %s", (resolved,)).fetchone()
+
+    def last_eval(host: str) -> datetime:
+        listed = call(fresh.reader.headers, "GET", fresh.alerts, query="state=resolved,firing").data
+        (alert,) = [a for a in listed if a["labels"]["host"] == host]
+        return datetime.fromisoformat(alert["last_eval_at"])
+
+    # When its alerts are listed, then each shows the rule's last evaluation (every alert of the rule was looked at)
+    assert last_eval("db-1") == last_eval("db-2") == evaluated
+
+    # And when that evaluation failed, the alerts were left as they were: each shows when it was last evaluated
+    with psycopg.connect(database_url, autocommit=True) as db:
+        db.execute("update public.alert_rules set last_error = 'statement timeout', last_error_at = %s"
+                   " where id = %s", (evaluated, rule["id"]))  # fmt: skip
+    assert written is not None and last_eval("db-1") == written[0]
+
+
 def test_history_is_newest_first_and_paginated(tenant: Tenant, database_url: str) -> None:
     # Given a rule whose alert went pending, firing, then resolved (transitions as the evaluator writes them)
     rule = create(tenant, metric_rule())

@@ -25,9 +25,14 @@ COLUMNS = (
     " last_eval_duration_ms, last_error, last_error_at"
 )
 VERSION_COLUMNS = "rule_id, project_id, version, definition, created_by, created_at"
+# An alert's last evaluation: its rule's, when that one succeeded. Every evaluation of a rule looks at all its alerts,
+# but writes only the rows whose state is pending or firing or changes (an inactive or resolved alert's row keeps
+# the time it was last written); a failed evaluation left the alerts as they were.
 INSTANCE_COLUMNS = (
     "i.id, i.rule_id, i.rule_version, r.name as rule_name, i.fingerprint, i.labels, i.annotations, i.state, i.value,"
-    " i.active_at, i.fired_at, i.resolved_at, i.last_eval_at, i.updated_at"
+    " i.active_at, i.fired_at, i.resolved_at,"
+    " case when r.last_error is null then greatest(i.last_eval_at, r.last_eval_at) else i.last_eval_at end"
+    " as last_eval_at, i.updated_at"
 )
 TRANSITION_COLUMNS = "id, rule_id, rule_version, instance_id, fingerprint, labels, from_state, to_state, value, at"
 # The time an alert is listed by: when it became active, else when it resolved, else when it was last evaluated.
