@@ -298,82 +298,107 @@ def run(n: int, warmup: int, keep_dir: bool) -> str:
     return "\n".join(lines)
 
 
+# The parts `make bench` runs, in this order, each in a process of its own (``--part all``).
+PARTS = (
+    "api",
+    "ingest",
+    "metrics",
+    "logs",
+    "alerts",
+    "alert-latency",
+    "webhooks",
+    "notifications",
+    "anomalies",
+    "anomalies-quality",
+    "mixed",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m observai_local bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--requests", type=int, default=300, help="timed requests per scenario (default 300)")
     parser.add_argument("--warmup", type=int, default=30, help="untimed requests first (default 30)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary embedded database directory")
-    parser.add_argument(
-        "--part",
-        choices=[
-            "all",
-            "api",
-            "ingest",
-            "metrics",
-            "logs",
-            "alerts",
-            "webhooks",
-            "notifications",
-            "anomalies",
-            "anomalies-quality",
-            "mixed",
-        ],
-        default="all",
-        help="which benchmarks (default all)",
-    )
+    parser.add_argument("--part", choices=["all", *PARTS], default="all", help="which benchmarks (default all)")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.warmup < 0:
         parser.error("--requests must be >= 1 and --warmup >= 0")
+    if args.part == "all":
+        return _run_all(args)
     try:
-        if args.part in ("all", "api"):
-            print(run(args.requests, args.warmup, args.keep), flush=True)
-        if args.part in ("all", "ingest"):
-            from observai_local import bench_ingest
-
-            print("\n" + bench_ingest.run(batches=30, size=1000), flush=True)
-        if args.part in ("all", "metrics"):
-            from observai_local import bench_metrics
-
-            print("\n" + bench_metrics.run(series=500, days=7, n=30), flush=True)
-        if args.part in ("all", "logs"):
-            from observai_local import bench_logs
-
-            print("\n" + bench_logs.run(logs=5_000_000, spans=1_000_000, n=30), flush=True)
-        if args.part in ("all", "alerts"):
-            from observai_local import bench_alerts
-
-            # BENCH_ALERTS_PROJECTS=5: a quick smoke run (100 rules) instead of 2,000 rules over 100 projects.
-            print("\n" + bench_alerts.run(projects=int(os.environ.get("BENCH_ALERTS_PROJECTS", "100"))), flush=True)
-            from observai_local import bench_alert_latency
-
-            # With the runner's real minute schedules: a few minutes of wall time, mostly waiting.
-            print("\n" + bench_alert_latency.run(), flush=True)
-        if args.part in ("all", "webhooks"):
-            from observai_local import bench_webhooks
-
-            print("\n" + bench_webhooks.run(), flush=True)
-        if args.part in ("all", "notifications"):
-            from observai_local import bench_notifications
-
-            print("\n" + bench_notifications.run(), flush=True)
-        if args.part in ("all", "anomalies"):
-            from observai_local import bench_anomalies
-
-            # BENCH_ANOMALIES_SERIES=1000: a quick smoke run instead of 10,000 series.
-            series = int(os.environ.get("BENCH_ANOMALIES_SERIES", "10000"))
-            print("\n" + bench_anomalies.run(series=series, projects=max(1, min(10, series // 100))), flush=True)
-        if args.part in ("all", "anomalies-quality"):
-            from observai_local import bench_anomaly_quality
-
-            print("\n" + bench_anomaly_quality.run(), flush=True)
-        if args.part in ("all", "mixed"):
-            from observai_local import bench_mixed
-
-            print("\n" + bench_mixed.run(logs=2_000_000, spans=200_000, series=200, n=30), flush=True)
+        print(_run_part(args.part, args), flush=True)
     except RuntimeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_all(args: argparse.Namespace) -> int:
+    """Each part in a child process: its own embedded Postgres (a part sets DATABASE_URL for its own use, and the
+    next part would otherwise inherit that database, its data and its background work), stopped when the part
+    ends. A part that fails is reported, and the others still run."""
+    import subprocess
+
+    failed = []
+    for i, part in enumerate(PARTS):
+        if i:
+            print(flush=True)
+        command = [sys.executable, "-m", "observai_local", "bench", "--part", part]
+        command += ["-n", str(args.requests), "--warmup", str(args.warmup)] + (["--keep"] if args.keep else [])
+        if subprocess.run(command, check=False).returncode != 0:  # noqa: S603 - our own module, fixed arguments
+            failed.append(part)
+    if failed:
+        print(f"error: {len(failed)} of {len(PARTS)} parts failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_part(part: str, args: argparse.Namespace) -> str:
+    if part == "api":
+        return run(args.requests, args.warmup, args.keep)
+    if part == "ingest":
+        from observai_local import bench_ingest
+
+        return bench_ingest.run(batches=30, size=1000)
+    if part == "metrics":
+        from observai_local import bench_metrics
+
+        return bench_metrics.run(series=500, days=7, n=30)
+    if part == "logs":
+        from observai_local import bench_logs
+
+        return bench_logs.run(logs=5_000_000, spans=1_000_000, n=30)
+    if part == "alerts":
+        from observai_local import bench_alerts
+
+        # BENCH_ALERTS_PROJECTS=5: a quick smoke run (100 rules) instead of 2,000 rules over 100 projects.
+        return bench_alerts.run(projects=int(os.environ.get("BENCH_ALERTS_PROJECTS", "100")))
+    if part == "alert-latency":
+        from observai_local import bench_alert_latency
+
+        # With the runner's real minute schedules: a few minutes of wall time, mostly waiting.
+        return bench_alert_latency.run()
+    if part == "webhooks":
+        from observai_local import bench_webhooks
+
+        return bench_webhooks.run()
+    if part == "notifications":
+        from observai_local import bench_notifications
+
+        return bench_notifications.run()
+    if part == "anomalies":
+        from observai_local import bench_anomalies
+
+        # BENCH_ANOMALIES_SERIES=1000: a quick smoke run instead of 10,000 series.
+        series = int(os.environ.get("BENCH_ANOMALIES_SERIES", "10000"))
+        return bench_anomalies.run(series=series, projects=max(1, min(10, series // 100)))
+    if part == "anomalies-quality":
+        from observai_local import bench_anomaly_quality
+
+        return bench_anomaly_quality.run()
+    from observai_local import bench_mixed
+
+    return bench_mixed.run(logs=2_000_000, spans=200_000, series=200, n=30)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Ingest-to-notification latency (the `alerts` part of `make bench` runs it after the evaluation run): from the
+"""Ingest-to-notification latency (the `alert-latency` part of `make bench`, after the `alerts` part): from the
 POST of a point that crosses a threshold to the notification log row, with the local runner's schedules, as `make dev`
 runs them.
 
