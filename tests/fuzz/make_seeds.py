@@ -90,6 +90,10 @@ def otlp_json_bodies() -> list[tuple[int, bytes]]:
             _int64_as_numbers(to_otlp_dict(message, upper_hex=True)),
         ):
             out.append((signal, json.dumps(document, ensure_ascii=False).encode()))
+    # Escapes the C path must join or leave: surrogate pairs, lone surrogates, NUL beside them (traces).
+    from tests.unit.test_otlp_json_wire import ODD_BODIES
+
+    out += [(1, body) for name, body in ODD_BODIES.items() if "surrogate" in name or "NUL" in name]
     return out
 
 

@@ -142,6 +142,7 @@ typedef struct {
     const uint8_t *p, *end;
     const JSchema *s;
     Buf out, key, tmp;
+    int nul; /* a "\u0000" was decoded */
 } JP;
 
 static inline void jws(JP *j) {
@@ -226,6 +227,15 @@ static inline int surrogate_escape(const uint8_t *p, const uint8_t *end) {
            hexval(p[3]) >= 0 && hexval(p[4]) >= 0;
 }
 
+/* text.may_hold_surrogates(body): a backslash, then "ud800" to "udfff", anywhere in the bytes (escaped or not). */
+static int may_hold_surrogates(const uint8_t *p, const uint8_t *end) {
+    while ((p = memchr(p, '\\', (size_t)(end - p))) != NULL) {
+        p++;
+        if (surrogate_escape(p, end)) return 1;
+    }
+    return 0;
+}
+
 /* A JSON string (at its opening quote), decoded into b as UTF-8. */
 static int jstring(JP *j, Buf *b) {
     if (j->p >= j->end || *j->p != '"') return BAIL;
@@ -255,10 +265,7 @@ static int jstring(JP *j, Buf *b) {
         char e;
         switch (c) {
             case '"': e = '"'; break;
-            case '\\':
-                if (surrogate_escape(j->p, j->end)) return BAIL; /* "\\ud800": text, but parse.py's test sees it */
-                e = '\\';
-                break;
+            case '\\': e = '\\'; break;
             case '/': e = '/'; break;
             case 'b': e = '\b'; break;
             case 'f': e = '\f'; break;
@@ -266,11 +273,19 @@ static int jstring(JP *j, Buf *b) {
             case 'r': e = '\r'; break;
             case 't': e = '\t'; break;
             case 'u': {
-                uint32_t u;
+                uint32_t u, low;
                 CHECK(jhex4(j, &u));
-                /* Any surrogate escape, even a pair: a body with one is made storable as a whole by parse.py (NUL
-                 * and lone surrogates to U+FFFD, text.storable): the Python reading's. */
-                if (u >= 0xd800 && u <= 0xdfff) return BAIL;
+                if (u >= 0xdc00 && u <= 0xdfff) return BAIL; /* a lone low surrogate: U+FFFD in the Python reading */
+                if (u >= 0xd800) {
+                    /* A pair (what json.dumps writes for a character past U+FFFF) is that character, as json.loads
+                     * joins it; a high surrogate alone is the Python reading's (U+FFFD). */
+                    if (j->end - j->p < 2 || j->p[0] != '\\' || j->p[1] != 'u') return BAIL;
+                    j->p += 2;
+                    CHECK(jhex4(j, &low));
+                    if (low < 0xdc00 || low > 0xdfff) return BAIL;
+                    u = 0x10000 + ((u - 0xd800) << 10) + (low - 0xdc00);
+                }
+                if (u == 0) j->nul = 1;
                 CHECK(put_utf8(b, u));
                 continue;
             }
@@ -685,6 +700,9 @@ static PyObject *json_to_protobuf(PyObject *self, PyObject *const *args, Py_ssiz
         rc = jmessage(&j, 0, 0);
         jws(&j);
         if (rc == OK && j.p != j.end) rc = BAIL; /* trailing data */
+        /* parse.py makes a body that may hold surrogates storable as a whole (text.storable: NUL and lone
+         * surrogates to U+FFFD): with a NUL too, the Python reading's. */
+        if (rc == OK && j.nul && may_hold_surrogates(body.buf, j.end)) rc = BAIL;
     }
     PyObject *result = NULL;
     if (rc == OK)
