@@ -27,7 +27,7 @@ import psycopg
 
 # The newest migration in migrations/: the health readiness route compares the database with it.
 # tests/unit/test_migrations_head.py fails until a new migration bumps it.
-EXPECTED_HEAD = "0051_metric_group_rollups_key_order"
+EXPECTED_HEAD = "0052_rls_api_key_claim_cast_once"
 
 # pg_advisory_lock key for migration runs: any fixed bigint, the same in every runner.
 ADVISORY_LOCK_ID = 7_316_082_455_120_932_101
