@@ -2,7 +2,8 @@
 the catalogue and trace searches, as SQL over ``s.attributes``.
 
 Apart from observai.metrics.query, so that the functions that only filter by attributes (traces) do not import the
-query engine.
+query engine; nor its request models: a ``match[...]`` parameter becomes a ``MatchFilter``, checked by
+``match_pairs`` where it entered.
 """
 
 from __future__ import annotations
@@ -10,15 +11,40 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from psycopg.types.json import Jsonb
 
 from observai.match_params import match_pairs
-from observai.metrics.query_models import QueryFilter, anchored
 
 
-def filter_sql(filters: Sequence[QueryFilter], params: dict[str, Any], prefix: str = "f") -> str:
+class AttributeFilter(Protocol):
+    """What ``filter_sql`` reads of a filter: the query API's ``QueryFilter``, or a ``MatchFilter``."""
+
+    @property
+    def attribute(self) -> str: ...
+    @property
+    def op(self) -> str: ...
+    @property
+    def value(self) -> Any: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MatchFilter:
+    """A ``match[attr]=value`` parameter: ``attr`` in the text or its JSON number or boolean."""
+
+    attribute: str
+    value: list[Any]
+    op: str = "in"
+
+
+def anchored(pattern: str) -> str:
+    """Regex filters match the whole value, as in Prometheus: ``a.*`` does not match ``ba``."""
+    return f"^(?:{pattern})$"
+
+
+def filter_sql(filters: Sequence[AttributeFilter], params: dict[str, Any], prefix: str = "f") -> str:
     """``and ...`` conditions on ``s.attributes`` for the filters; values go into ``params``."""
     parts: list[str] = []
     for i, f in enumerate(filters):
@@ -38,10 +64,10 @@ def filter_sql(filters: Sequence[QueryFilter], params: dict[str, Any], prefix: s
     return "".join(f" and {part}" for part in parts)
 
 
-def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
+def match_filters(query_params: Mapping[str, str] | None) -> list[MatchFilter]:
     """``match[attr]=value`` query parameters as equality filters. A URL carries text only, so ``200``, ``true``
     also match the JSON number or boolean (``attributes @> {"attr": "200"}`` or ``{"attr": 200}``)."""
-    filters: list[QueryFilter] = []
+    filters: list[MatchFilter] = []
     for key, raw_value in match_pairs(query_params):
         values: list[Any] = [raw_value]
         try:
@@ -50,5 +76,5 @@ def match_filters(query_params: Mapping[str, str] | None) -> list[QueryFilter]:
             parsed = None
         if isinstance(parsed, bool | int | float) and not (isinstance(parsed, float) and not math.isfinite(parsed)):
             values.append(parsed)
-        filters.append(QueryFilter(attribute=key, op="in", value=values))
+        filters.append(MatchFilter(attribute=key, value=values))
     return filters

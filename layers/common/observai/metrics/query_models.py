@@ -60,11 +60,6 @@ def _check_scalar(value: Any) -> None:
         raise ValueError(f"string values are at most {MAX_STRING_VALUE_LENGTH} characters")
 
 
-def anchored(pattern: str) -> str:
-    """Regex filters match the whole value, as in Prometheus: ``a.*`` does not match ``ba``."""
-    return f"^(?:{pattern})$"
-
-
 def distinct_keys(keys: list[str]) -> list[str]:
     """A ``group_by`` names each attribute once (the metric query's, an alert rule's, a detector's)."""
     if len(set(keys)) != len(keys):
